@@ -1,0 +1,119 @@
+"""Ingest: read each day from the configured source, validate it against the event contract,
+write good rows to the event table and broken rows to the quarantine, archive both to S3."""
+
+
+from collections import Counter
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetSpec,
+    BackfillPolicy,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+from pydantic import Field
+
+from assets.days import days_of_run
+from events.ingest import validate_events
+from events.table import file_sha256
+from orchestration.config import load_settings
+from orchestration.partitions import daily_partitions
+from orchestration.resources import DataLakeResource, EventSourceResource, S3Resource
+
+
+class IngestConfig(Config):
+    max_bad_fraction: float = Field(
+        default=load_settings().max_bad_fraction,
+        description="The bad_row_fraction check fails (and blocks downstream assets) above this.",
+    )
+
+
+def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("events", group_name="ingest", description="Contract-valid events, one parquet file per day."),
+        AssetSpec("event_quarantine", group_name="ingest", description="Rows that failed validation, with the failing checks named per row."),
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "bad_row_fraction",
+            asset="events",
+            blocking=True,
+            description="Fails when the quarantined share of a run's input rows passes the configured threshold.",
+        )
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    can_subset=False,
+)
+def ingest_events(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    event_source: EventSourceResource,
+    lake: DataLakeResource,
+    s3: S3Resource,
+):
+    source = event_source.open(s3_client=s3.client())
+    table = lake.table()
+    client = s3.client()
+    per_day, reasons = [], Counter()
+    total_in = total_good = total_bad = 0
+    uris = []
+    for day in days_of_run(context):
+        raw = source.read_day(day)
+        result = validate_events(raw, day)
+        table.write_day(day, result.good, result.quarantine)
+        for path in (table.events_path(day), table.quarantine_path(day)):
+            key = s3.key("data", event_source.source, path.relative_to(table.root).as_posix())
+            client.upload_file(str(path), s3.bucket, key)
+            uris.append(f"s3://{s3.bucket}/{key}")
+        reasons.update(result.reason_counts())
+        total_in += result.input_rows
+        total_good += len(result.good)
+        total_bad += len(result.quarantine)
+        per_day.append([day.isoformat(), result.input_rows, len(result.good), len(result.quarantine),
+                        f"{result.bad_fraction:.4f}", file_sha256(table.events_path(day))[:12]])
+        context.log.info(f"{day}: {result.input_rows} rows in, {len(result.good)} good, {len(result.quarantine)} quarantined")
+    assert total_good + total_bad == total_in, "ingestion lost rows"  # the contract's promise
+    bad_fraction = total_bad / total_in if total_in else 0.0
+    days = days_of_run(context)
+    yield MaterializeResult(
+        asset_key="events",
+        metadata={
+            "source": event_source.source,
+            "days": len(days),
+            "rows_in": total_in,
+            "rows_good": total_good,
+            "rows_quarantined": total_bad,
+            "bad_fraction": bad_fraction,
+            "per_day": MetadataValue.md(_markdown_table(["day", "rows in", "good", "quarantined", "bad fraction", "sha256"], per_day[-60:])),
+            "path": MetadataValue.path(str(table.root / "events")),
+            "s3_archive": MetadataValue.url(uris[0].rsplit("/", 2)[0]) if uris else "",
+        },
+    )
+    yield MaterializeResult(
+        asset_key="event_quarantine",
+        metadata={
+            "rows_quarantined": total_bad,
+            "reasons": MetadataValue.md(_markdown_table(["check failed", "rows"], [[k, v] for k, v in reasons.most_common(30)]) if reasons else "no rows quarantined"),
+            "path": MetadataValue.path(str(table.root / "quarantine")),
+        },
+    )
+    yield AssetCheckResult(
+        check_name="bad_row_fraction",
+        asset_key="events",
+        passed=bad_fraction <= config.max_bad_fraction,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"bad_fraction": bad_fraction, "threshold": config.max_bad_fraction, "rows_in": total_in, "rows_quarantined": total_bad},
+        description=f"{total_bad} of {total_in} rows quarantined ({bad_fraction:.2%}); threshold {config.max_bad_fraction:.2%}",
+    )

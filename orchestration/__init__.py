@@ -1,0 +1,1 @@
+"""Dagster wiring: Definitions, resources, partitions, jobs, schedules (and later sensors)."""

