@@ -2,10 +2,9 @@
 
 from datetime import date, timedelta
 
-from dagster import AssetExecutionContext
+from dagster import TimeWindow
 
 
-def days_of_run(context: AssetExecutionContext) -> list[date]:
-    window = context.partition_time_window
+def days_in_window(window: TimeWindow) -> list[date]:
     first, end = window.start.date(), window.end.date()
     return [first + timedelta(days=i) for i in range((end - first).days)]

@@ -12,7 +12,7 @@ from dagster import (
     multi_asset,
 )
 
-from assets.days import days_of_run
+from assets.days import days_in_window
 from feature_pipeline.tables import day_feature_tables
 from orchestration.partitions import daily_partitions
 from orchestration.resources import DataLakeResource, FeastResource
@@ -39,7 +39,7 @@ def feature_tables(context: AssetExecutionContext, lake: DataLakeResource, feast
 
     table, settings = lake.table(), feast.settings()
     rows = {view: 0 for view in FEATURE_ASSETS}
-    for day in days_of_run(context):
+    for day in days_in_window(context.partition_time_window):
         tables = day_feature_tables(table, day)
         write_offline_tables(settings, day, tables)
         for view, df in tables.items():
@@ -65,7 +65,7 @@ def online_features(context: AssetExecutionContext, feast: FeastResource) -> Mat
 
     store = feast.store()
     applied = apply_repo(store)
-    days = days_of_run(context)
+    days = days_in_window(context.partition_time_window)
     for day in days:
         materialize_day(store, day)
     # Show an operator what serving will read: the most recent user of the last day.

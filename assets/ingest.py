@@ -5,20 +5,21 @@ write good rows to the event table and broken rows to the quarantine, archive bo
 from collections import Counter
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetSpec,
     BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
+    asset_check,
     multi_asset,
 )
 from pydantic import Field
 
-from assets.days import days_of_run
+from assets.days import days_in_window
 from events.ingest import validate_events
 from events.table import file_sha256
 from orchestration.config import load_settings
@@ -26,7 +27,7 @@ from orchestration.partitions import daily_partitions
 from orchestration.resources import DataLakeResource, EventSourceResource, S3Resource
 
 
-class IngestConfig(Config):
+class BadRowCheckConfig(Config):
     max_bad_fraction: float = Field(
         default=load_settings().max_bad_fraction,
         description="The bad_row_fraction check fails (and blocks downstream assets) above this.",
@@ -44,21 +45,12 @@ def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
         AssetSpec("events", group_name="ingest", description="Contract-valid events, one parquet file per day."),
         AssetSpec("event_quarantine", group_name="ingest", description="Rows that failed validation, with the failing checks named per row."),
     ],
-    check_specs=[
-        AssetCheckSpec(
-            "bad_row_fraction",
-            asset="events",
-            blocking=True,
-            description="Fails when the quarantined share of a run's input rows passes the configured threshold.",
-        )
-    ],
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     can_subset=False,
 )
 def ingest_events(
     context: AssetExecutionContext,
-    config: IngestConfig,
     event_source: EventSourceResource,
     lake: DataLakeResource,
     s3: S3Resource,
@@ -69,7 +61,7 @@ def ingest_events(
     per_day, reasons = [], Counter()
     total_in = total_good = total_bad = 0
     uris = []
-    for day in days_of_run(context):
+    for day in days_in_window(context.partition_time_window):
         raw = source.read_day(day)
         result = validate_events(raw, day)
         table.write_day(day, result.good, result.quarantine)
@@ -86,7 +78,7 @@ def ingest_events(
         context.log.info(f"{day}: {result.input_rows} rows in, {len(result.good)} good, {len(result.quarantine)} quarantined")
     assert total_good + total_bad == total_in, "ingestion lost rows"  # the contract's promise
     bad_fraction = total_bad / total_in if total_in else 0.0
-    days = days_of_run(context)
+    days = days_in_window(context.partition_time_window)
     yield MaterializeResult(
         asset_key="events",
         metadata={
@@ -109,11 +101,24 @@ def ingest_events(
             "path": MetadataValue.path(str(table.root / "quarantine")),
         },
     )
-    yield AssetCheckResult(
-        check_name="bad_row_fraction",
-        asset_key="events",
-        passed=bad_fraction <= config.max_bad_fraction,
+
+
+@asset_check(
+    asset="events",
+    blocking=True,
+    description="Fails (and blocks the feature assets) when the quarantined share of the run's input rows passes the threshold.",
+)
+def bad_row_fraction(context: AssetCheckExecutionContext, config: BadRowCheckConfig, lake: DataLakeResource) -> AssetCheckResult:
+    table = lake.table()
+    days = days_in_window(context.op_execution_context.partition_time_window)
+    good = sum(table.row_count(table.events_path(day)) for day in days)
+    bad = sum(table.row_count(table.quarantine_path(day)) for day in days)
+    total = good + bad
+    fraction = bad / total if total else 0.0
+    return AssetCheckResult(
+        passed=fraction <= config.max_bad_fraction,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"bad_fraction": bad_fraction, "threshold": config.max_bad_fraction, "rows_in": total_in, "rows_quarantined": total_bad},
-        description=f"{total_bad} of {total_in} rows quarantined ({bad_fraction:.2%}); threshold {config.max_bad_fraction:.2%}",
+        metadata={"bad_fraction": fraction, "threshold": config.max_bad_fraction, "rows_in": total, "rows_quarantined": bad,
+                  "days": len(days)},
+        description=f"{bad} of {total} rows quarantined ({fraction:.2%}); threshold {config.max_bad_fraction:.2%}",
     )

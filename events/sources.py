@@ -231,7 +231,7 @@ class ParquetSource:
             return list(self._days)
         if "{date}" in self.location:
             raise ValueError("a parquet source with {date} in its location needs its list of days")
-        return sorted({d for d in self._row_days(self._whole()) if isinstance(d, date)})
+        return sorted(set(self._row_days(self._whole()).dropna()))
 
     def read_day(self, day: date) -> pd.DataFrame:
         if "{date}" in self.location:
@@ -239,7 +239,8 @@ class ParquetSource:
         df = self._whole()
         row_days = self._row_days(df)
         mine = row_days == day
-        if self.days() and day == self.days()[0]:
+        days = self.days()
+        if days and day == days[0]:
             mine |= row_days.isna()
         return df.loc[mine.to_numpy()].reset_index(drop=True)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from events.contract import COLUMNS, TIMESTAMP_DTYPE, conform, empty_events
 from events.sources import write_parquet
@@ -45,6 +46,11 @@ class EventTable:
         good = good.sort_values(["event_ts", "user_id"], kind="stable").reset_index(drop=True)
         write_parquet(good, self.events_path(day))
         write_parquet(quarantine, self.quarantine_path(day))
+
+    @staticmethod
+    def row_count(path: Path) -> int:
+        """Rows in one day's file, from the parquet footer (0 when the day has no file)."""
+        return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
 
     def days(self) -> list[date]:
         base = self.root / "events"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -72,6 +73,9 @@ def _flatten(d, prefix=""):
 
 def open_store(settings: FeastSettings) -> "FeatureStore":
     from feast import FeatureStore
+
+    # Feast's file store runs on dask, which warns about pandas deprecations on every read.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\..*")
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     return FeatureStore(config=load_repo_config(settings), repo_path=str(settings.data_dir))

@@ -2,14 +2,11 @@
 
 from dagster import AssetSelection, build_schedule_from_partitioned_job, define_asset_job
 
-from orchestration.partitions import daily_partitions
-
 DATA_ASSETS = AssetSelection.groups("ingest", "features")
 
 nightly_refresh = define_asset_job(
     name="nightly_refresh",
     selection=DATA_ASSETS,
-    partitions_def=daily_partitions,
     description="One day partition: ingest and validate events, build feature tables, materialize online features.",
 )
 

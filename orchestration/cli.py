@@ -1,0 +1,182 @@
+"""`pinrec-ops`: the operator's command line.
+
+    pinrec-ops lifecycle   run the main job end to end on the embedded default
+    pinrec-ops lookup      print a user's online features from the Feast store
+    pinrec-ops ui          start the embedded S3 server and the Dagster UI (dagster dev)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from orchestration.config import REPO_ROOT, load_settings
+
+DATA_ASSET_KEYS = [
+    "events",
+    "event_quarantine",
+    "user_sequence_features",
+    "item_stats_features",
+    "item_surface_stats_features",
+    "online_features",
+]
+
+
+def dagster_home() -> Path:
+    """The Dagster instance of the embedded default: SQLite storage under var/dagster_home."""
+    home = Path(os.environ.get("DAGSTER_HOME", REPO_ROOT / "var" / "dagster_home")).absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# Embedded default: SQLite run, event-log and schedule storage in this folder.\n"
+            "telemetry:\n  enabled: false\n"
+            "concurrency:\n  pools:\n    default_limit: 1\n"
+        )
+    return home
+
+
+def reset_signals() -> None:
+    """preexec_fn for child servers: default SIGINT/SIGTERM handling, so stopping by pid works
+    even when the parent was started in the background (which ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _child_env(args: argparse.Namespace, s3_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(s3_env)
+    env["PINREC_SOURCE"] = args.source
+    env["DAGSTER_HOME"] = str(dagster_home())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _print_lookup(settings, user_id: int | None) -> None:
+    import pandas as pd
+
+    from feature_pipeline.store import FeastSettings, online_user_sequences, open_store
+
+    feast = FeastSettings(data_dir=settings.data_dir / "feast", config_file=settings.feast_config)
+    store = open_store(feast)
+    if user_id is None:
+        files = sorted((feast.data_dir / "offline" / "user_sequence").glob("*.parquet"))
+        if not files:
+            print("no user features yet: run the lifecycle first")
+            return
+        latest = pd.read_parquet(files[-1])
+        user_id = int(latest.sort_values("seq_length").iloc[-1]["user_id"])
+    row = online_user_sequences(store, [user_id]).iloc[0]
+    if row["seq_item_ids"] is None:
+        print(f"user {user_id}: not in the online store")
+        return
+    items = list(row["seq_item_ids"])
+    titles = {}
+    items_file = settings.cache_dir / settings.source / "items.parquet"
+    if items_file.exists():
+        titles = dict(pd.read_parquet(items_file).itertuples(index=False, name=None))
+    print(f"online lookup (Feast {store.config.online_store.type} store) for user {user_id}:")
+    print(f"  sequence length: {int(row['seq_length'])}")
+    print("  last items (newest last):")
+    from events.contract import OUTCOMES
+
+    for item, outcome, ts in list(zip(items, row["seq_outcomes"], row["seq_timestamps_us"]))[-5:]:
+        when = pd.Timestamp(ts, unit="us", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        print(f"    {when}  {OUTCOMES[outcome]:<9} item {item:>6}  {titles.get(item, '')}")
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    from events.table import EventTable
+    from storage.seaweedfs import SeaweedFS
+
+    os.environ["PINREC_SOURCE"] = args.source
+    settings = load_settings()
+    start = date.fromisoformat(args.start) if args.start else settings.start_date
+    end = min(start + timedelta(days=args.days - 1), settings.end_date)
+    t0 = time.monotonic()
+    print(f"pinrec-ops lifecycle: source {args.source}, days {start} .. {end}")
+    with SeaweedFS(REPO_ROOT / "var" / "seaweedfs") as s3:
+        print(f"S3 server (SeaweedFS) at {s3.endpoint_url}, pid {s3.pid}")
+        cmd = [
+            sys.executable, "-m", "dagster", "asset", "materialize",
+            "-m", "orchestration.definitions",
+            "--select", ",".join(DATA_ASSET_KEYS),
+            "--partition-range", f"{start.isoformat()}...{end.isoformat()}",
+        ]
+        print("$ " + " ".join(cmd[1:]))
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_child_env(args, s3.env()))
+        if proc.returncode != 0:
+            print(f"the Dagster run failed (exit {proc.returncode}); see the log above or the run in the UI")
+            return proc.returncode
+        from storage.s3 import list_keys, make_client
+
+        archived = list_keys(make_client(s3.settings()), s3.bucket, s3.settings().key("data"))
+    table = EventTable(settings.data_dir / "lake")
+    days = [d for d in table.days() if start <= d <= end]
+    good = sum(len(table.read_day(d)) for d in days)
+    bad = sum(len(table.read_quarantine(d)) for d in days)
+    print()
+    print(f"ingested {len(days)} day partitions: {good} events, {bad} quarantined; {len(archived)} objects archived to S3")
+    _print_lookup(settings, None)
+    print(f"\ndone in {time.monotonic() - t0:.0f} s. Open the Dagster UI with:  ./scripts/ui.sh  (then http://127.0.0.1:3000)")
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    os.environ["PINREC_SOURCE"] = args.source
+    _print_lookup(load_settings(), args.user)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from storage.seaweedfs import SeaweedFS
+
+    with SeaweedFS(REPO_ROOT / "var" / "seaweedfs") as s3:
+        cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+               "--host", args.host, "--port", str(args.port)]
+        print(f"S3 server at {s3.endpoint_url}; Dagster UI at http://{args.host}:{args.port} (Ctrl-C stops both)")
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_child_env(args, s3.env()), preexec_fn=reset_signals)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            return proc.wait(timeout=60)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pinrec-ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_source = os.environ.get("PINREC_SOURCE", "movielens-1m")
+
+    life = sub.add_parser("lifecycle", help="run the main job end to end on the embedded default")
+    life.add_argument("--source", default=default_source, help="event source: movielens-1m (default), movielens-100k, simulated, parquet")
+    life.add_argument("--days", type=int, default=35, help="number of day partitions to run (default 35)")
+    life.add_argument("--start", help="first day (YYYY-MM-DD); default: the source's first day")
+    life.set_defaults(func=cmd_lifecycle)
+
+    look = sub.add_parser("lookup", help="print a user's online features")
+    look.add_argument("--source", default=default_source)
+    look.add_argument("--user", type=int, help="user id (default: the longest sequence of the newest day)")
+    look.set_defaults(func=cmd_lookup)
+
+    ui = sub.add_parser("ui", help="start the embedded S3 server and the Dagster UI")
+    ui.add_argument("--source", default=default_source)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

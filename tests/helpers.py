@@ -1,0 +1,22 @@
+"""Small builders shared by the tests."""
+
+from datetime import date
+from pathlib import Path
+
+from events.ingest import validate_events
+from events.simulator import SimulatedWorld, SimulatorConfig
+from events.table import EventTable
+
+SMALL_WORLD = SimulatorConfig(seed=3, n_users=60, n_items=300, n_topics=6, events_per_day=3000,
+                              start_date=date(2026, 2, 1), n_days=4)
+
+
+def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTable:
+    """Ingest every day of a simulated world into an event table under `root`."""
+    world = SimulatedWorld(config)
+    table = EventTable(root)
+    for day in world.days():
+        result = validate_events(world.day(day), day)
+        assert len(result.quarantine) == 0
+        table.write_day(day, result.good, result.quarantine)
+    return table

@@ -1,0 +1,127 @@
+"""Feast features: list features round trip, point-in-time correct examples, idempotent days."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from events.contract import OUTCOME_CODE, SURFACES
+from feature_pipeline.store import (
+    FEATURE_REPO,
+    OFFLINE_TABLES,
+    FeastSettings,
+    apply_repo,
+    materialize_day,
+    online_user_sequences,
+    open_store,
+    training_examples,
+    write_offline_tables,
+)
+from feature_pipeline.tables import day_feature_tables, user_sequence_table
+from tests.helpers import ingest_world
+
+
+@pytest.fixture(scope="module")
+def feature_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("features")
+    table = ingest_world(root / "lake")
+    settings = FeastSettings(data_dir=root / "feast")
+    store = open_store(settings)
+    apply_repo(store)
+    tables = {}
+    for day in table.days():
+        tables[day] = day_feature_tables(table, day)
+        write_offline_tables(settings, day, tables[day])
+        materialize_day(store, day)
+    return table, settings, store, tables
+
+
+def test_user_sequence_holds_the_last_engagements_in_time_order(feature_world):
+    table, _, _, tables = feature_world
+    last_day = table.days()[-1]
+    seq = tables[last_day]["user_sequence"]
+    events = table.read_until(last_day)
+    engaged = events[events["outcome"] != "impression"].sort_values(["user_id", "event_ts"], kind="stable")
+    for row in seq.head(10).itertuples():
+        mine = engaged[engaged["user_id"] == row.user_id].tail(200)
+        assert row.seq_item_ids == mine["item_id"].tolist()
+        assert row.seq_outcomes == mine["outcome"].map(OUTCOME_CODE).tolist()
+        assert row.seq_length == len(mine)
+        assert row.event_timestamp == mine["event_ts"].max()
+    assert OUTCOME_CODE["impression"] not in {o for r in seq["seq_outcomes"] for o in r}
+
+
+def test_sequence_is_capped_at_max_length(feature_world):
+    table, *_ = feature_world
+    seq = user_sequence_table(table, table.days()[-1], max_length=5)
+    assert seq["seq_length"].max() == 5
+    assert all(len(items) <= 5 for items in seq["seq_item_ids"])
+
+
+def test_list_features_round_trip_through_the_online_store(feature_world):
+    table, _, store, tables = feature_world
+    last = tables[table.days()[-1]]["user_sequence"].head(5)
+    online = online_user_sequences(store, last["user_id"].tolist()).set_index("user_id")
+    for row in last.itertuples():
+        got = online.loc[row.user_id]
+        assert list(got["seq_item_ids"]) == row.seq_item_ids
+        assert list(got["seq_surfaces"]) == row.seq_surfaces
+        assert list(got["seq_timestamps_us"]) == row.seq_timestamps_us
+        assert int(got["seq_length"]) == row.seq_length
+
+
+def test_unknown_user_reads_as_missing_not_an_error(feature_world):
+    *_, store, _ = feature_world
+    online = online_user_sequences(store, [10**12])
+    assert online["seq_item_ids"].iloc[0] is None
+
+
+def test_training_examples_never_contain_the_event_or_a_later_one(feature_world):
+    table, _, store, _ = feature_world
+    days = table.days()
+    targets = pd.concat([table.read_day(d) for d in days[1:]])
+    targets = targets[targets["outcome"] != "impression"].sample(400, random_state=0)
+    examples = training_examples(store, targets[["user_id", "item_id", "event_ts"]])
+    assert len(examples) == len(targets)
+    t_us = examples["event_ts"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    latest = np.array([max(s) if len(s) else -1 for s in examples["seq_timestamps_us"]])
+    assert (latest < t_us).all(), "an example saw its own event or a later one"
+    assert (examples["seq_length"] > 0).mean() > 0.5  # the join really found history
+
+
+def test_training_example_is_the_latest_feature_row_strictly_before_the_event(feature_world):
+    table, _, store, tables = feature_world
+    rows = pd.concat([tables[d]["user_sequence"] for d in table.days()])
+    targets = table.read_day(table.days()[2]).sample(40, random_state=1)
+    examples = training_examples(store, targets[["user_id", "item_id", "event_ts"]])
+    for target, example in zip(targets.itertuples(), examples.itertuples()):
+        mine = rows[(rows["user_id"] == target.user_id) & (rows["event_timestamp"] < target.event_ts)]
+        expected = mine.sort_values("event_timestamp")["seq_item_ids"].iloc[-1] if len(mine) else []
+        assert example.seq_item_ids == expected
+
+
+def test_rematerializing_a_day_is_idempotent(feature_world):
+    table, settings, store, tables = feature_world
+    day = table.days()[-1]
+    users = tables[day]["user_sequence"]["user_id"].head(8).tolist()
+    before = online_user_sequences(store, users).to_dict("records")
+    write_offline_tables(settings, day, day_feature_tables(table, day))
+    materialize_day(store, day)
+    after = online_user_sequences(store, users).to_dict("records")
+    assert before == after
+
+
+def test_feature_repo_agrees_with_the_contract_and_the_table_folders():
+    views = (FEATURE_REPO / "features.py").read_text()
+    for surface in SURFACES:
+        assert f'"{surface}_impressions"' in views and f'"{surface}_engagement_rate"' in views
+    sources = (FEATURE_REPO / "data_sources.py").read_text()
+    for folder in OFFLINE_TABLES.values():
+        assert f'path="{folder}"' in sources
+
+
+def test_apply_registers_the_views_and_services(feature_world):
+    *_, store, _ = feature_world
+    applied = apply_repo(store)
+    assert applied["feature_views"] == ["item_stats", "item_surface_stats", "user_sequence"]
+    assert applied["feature_services"] == ["item_features_service", "user_sequence_service"]
+    assert {v.name for v in store.list_feature_views()} == set(applied["feature_views"])

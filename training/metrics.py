@@ -1,0 +1,444 @@
+"""Evaluation metrics: public leave-one-out protocol, PinRec protocol, diversity, merging.
+
+Pure numpy / torch functions with no model dependency (and no dagster): the training loop, the
+benchmarks, the canary asset checks and the serving stage all call these.
+
+Public protocol (design "Evaluation" (a)): leave-one-out, full-corpus ranking, every item the user
+already interacted with is filtered out except the held-out target, HR@k and NDCG@k.
+
+* ``full_ranking_ranks`` turns a score matrix into 1-based ranks of the targets.
+* Tie rule (default ``ties="pessimistic"``): rank = number of unfiltered items whose score is
+  ``>=`` the target's score, the target included; i.e. every item tied with the target is counted
+  as ranked above it. With continuous model scores ties almost never happen and this equals the
+  common ``1 + #{strictly greater}`` rule (``ties="optimistic"``); the pessimistic default only
+  matters for degenerate scorers (a collapsed model that scores every item the same, or the
+  popularity baseline's many equal counts), which would otherwise look perfect. A NaN target
+  score always gets the worst rank, ``n_items``.
+* ``rank_metrics`` averages HR@k (rank <= k) and NDCG@k (one relevant item:
+  ``1 / log2(rank + 1)`` if rank <= k else 0) over users.
+
+PinRec protocol (design "Evaluation" (b)): ``unordered_recall_at_k`` compares the union of items
+retrieved by all generated queries with every item the user engaged with in a future window,
+regardless of order, normalised by ``min(k, |future|)`` so a user with fewer than ``k`` future
+items can still reach 1.0; ``recall_by_outcome`` reports it per outcome.
+
+Diversity (design "Evaluation" (c)): ``distinct_items_per_list`` and ``catalogue_coverage``.
+
+Multi-token merging: ``merge_by_budget`` merges the per-(outcome, offset) ANN results into one
+de-duplicated list, giving each outcome a share of ``k`` proportional to its weight. It is plain
+Python so the serving stage can use it on faiss output directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+DEFAULT_KS: tuple[int, ...] = (10, 50)
+TIE_RULES: tuple[str, ...] = ("pessimistic", "optimistic")
+
+# --------------------------------------------------------------------------------------------
+# Public protocol: leave-one-out, full ranking
+# --------------------------------------------------------------------------------------------
+
+
+def rank_metrics(ranks: Any, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
+    """HR@k and NDCG@k averaged over users, from 1-based ranks of each user's held-out item.
+
+    ``ranks`` is anything array-like (list, numpy array, torch tensor). Returns
+    ``{"hr@10": ..., "ndcg@10": ..., "hr@50": ..., "ndcg@50": ...}`` (keys in ``ks`` order).
+    """
+    if isinstance(ranks, torch.Tensor):
+        r = ranks.detach().to("cpu", torch.float64).numpy().reshape(-1)
+    else:
+        r = np.asarray(ranks, dtype=np.float64).reshape(-1)
+    if r.size == 0:
+        raise ValueError("rank_metrics needs at least one rank")
+    if np.isnan(r).any() or (r < 1).any():
+        raise ValueError("ranks must be 1-based (>= 1) and not NaN")
+    out: dict[str, float] = {}
+    for k in ks:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        hit = r <= k
+        out[f"hr@{k}"] = float(hit.mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(r + 1.0), 0.0).mean())
+    return out
+
+
+def _seen_index(
+    seen: Any, batch: int, device: torch.device, pad: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(rows, cols) of the seen entries, from a list of lists or a padded 2-D tensor/array."""
+    if seen is None:
+        return None
+    if isinstance(seen, (torch.Tensor, np.ndarray)):
+        s = torch.as_tensor(seen, device=device)
+        if s.dim() != 2 or s.shape[0] != batch:
+            raise ValueError(f"seen tensor must be [B={batch}, L], got {tuple(s.shape)}")
+        s = s.long()
+        valid = (s >= 0) & (s != pad)
+        rows, pos = valid.nonzero(as_tuple=True)
+        return rows, s[rows, pos]
+    if len(seen) != batch:
+        raise ValueError(f"seen has {len(seen)} lists for a batch of {batch}")
+    lengths = np.fromiter((len(x) for x in seen), dtype=np.int64, count=batch)
+    total = int(lengths.sum())
+    if total == 0:
+        return None
+    cols_np = np.fromiter(
+        itertools.chain.from_iterable(seen), dtype=np.int64, count=total
+    )
+    rows_np = np.repeat(np.arange(batch, dtype=np.int64), lengths)
+    keep = (cols_np >= 0) & (cols_np != pad)
+    rows = torch.from_numpy(rows_np[keep]).to(device)
+    cols = torch.from_numpy(cols_np[keep]).to(device)
+    return rows, cols
+
+
+def full_ranking_ranks(
+    scores: torch.Tensor,
+    targets: Any,
+    seen: Any = None,
+    *,
+    ties: str = "pessimistic",
+    pad: int = -1,
+) -> torch.Tensor:
+    """1-based rank of each target among all items, seen items filtered out (the target kept).
+
+    scores:  float ``[B, n_items]``; column ``i`` is item index ``i``. Not modified.
+    targets: ``[B]`` item indices (tensor, array or list).
+    seen:    the items each user already interacted with, either a list of ``B`` lists of item
+             indices or a padded ``[B, L]`` integer tensor/array; negative entries and entries
+             equal to ``pad`` are padding. Seen items get score ``-inf`` except the target
+             itself (so a target that was also seen earlier is still ranked).
+    ties:    ``"pessimistic"`` (default): rank = #{items with score >= target score};
+             ``"optimistic"``: rank = 1 + #{items with score > target score}.
+
+    Returns a LongTensor ``[B]`` on ``scores.device``. A NaN target score gets rank ``n_items``.
+    Cost: one copy of ``scores`` plus one comparison pass; B=512 x 4000 items takes a few ms.
+    """
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, n_items], got {tuple(scores.shape)}")
+    batch, n_items = scores.shape
+    device = scores.device
+    tgt = torch.as_tensor(targets, device=device).long().reshape(-1)
+    if tgt.numel() != batch:
+        raise ValueError(f"{tgt.numel()} targets for a batch of {batch}")
+    if batch == 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    if int(tgt.min()) < 0 or int(tgt.max()) >= n_items:
+        raise ValueError(f"targets must be item indices in [0, {n_items})")
+
+    s = scores.detach().clone(memory_format=torch.contiguous_format)
+    arange = torch.arange(batch, device=device)
+    target_scores = s[arange, tgt].clone()
+    idx = _seen_index(seen, batch, device, pad)
+    if idx is not None:
+        rows, cols = idx
+        if cols.numel() and int(cols.max()) >= n_items:
+            raise ValueError(f"seen item index {int(cols.max())} >= n_items={n_items}")
+        s[rows, cols] = float("-inf")
+        s[arange, tgt] = target_scores  # the target is never filtered
+    t = target_scores.unsqueeze(1)
+    if ties == "pessimistic":
+        ranks = (s >= t).sum(dim=1)
+    else:
+        ranks = (s > t).sum(dim=1) + 1
+    nan_target = torch.isnan(target_scores)
+    if bool(nan_target.any()):
+        ranks = torch.where(nan_target, torch.full_like(ranks, n_items), ranks)
+    # A -inf target ties with every filtered item under the pessimistic rule; cap at n_items.
+    return ranks.clamp_(min=1, max=n_items)
+
+
+Batch = tuple[Any, Any, Any]
+
+
+def collect_ranks(
+    score_fn: Callable[[Any], torch.Tensor],
+    batches: Iterable[Batch],
+    *,
+    ties: str = "pessimistic",
+    pad: int = -1,
+) -> torch.Tensor:
+    """Ranks of every user's target over all ``(inputs, targets, seen)`` batches (CPU LongTensor).
+
+    ``score_fn(inputs)`` must return ``[B, n_items]`` scores; it is called under
+    ``torch.inference_mode()``. Use this when per-user ranks are needed (breakdowns, confidence
+    intervals); ``evaluate_public`` is the one-call version.
+    """
+    out: list[torch.Tensor] = []
+    with torch.inference_mode():
+        for inputs, targets, seen in batches:
+            scores = score_fn(inputs)
+            out.append(full_ranking_ranks(scores, targets, seen, ties=ties, pad=pad).cpu())
+    if not out:
+        raise ValueError("no batches to evaluate")
+    return torch.cat(out)
+
+
+def evaluate_public(
+    score_fn: Callable[[Any], torch.Tensor],
+    batches: Iterable[Batch],
+    ks: Iterable[int] = DEFAULT_KS,
+    *,
+    ties: str = "pessimistic",
+    pad: int = -1,
+) -> dict[str, float]:
+    """Public protocol in one call: ``{"hr@10", "ndcg@10", "hr@50", "ndcg@50"}`` over all users.
+
+    ``batches`` yields ``(inputs, targets, seen)``; ``inputs`` is passed untouched to
+    ``score_fn(inputs) -> Tensor[B, n_items]``; ``targets`` and ``seen`` are as in
+    ``full_ranking_ranks``. Example::
+
+        metrics = evaluate_public(lambda x: model.score_all(x), loader)
+        metrics = evaluate_public(popularity_scorer(popularity_scores(counts, n)), loader)
+    """
+    return rank_metrics(collect_ranks(score_fn, batches, ties=ties, pad=pad), ks)
+
+
+# --------------------------------------------------------------------------------------------
+# Popularity baseline
+# --------------------------------------------------------------------------------------------
+
+
+def item_counts(item_ids: Any, n_items: int) -> np.ndarray:
+    """Interaction count per item index from a flat array of training item indices."""
+    ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= n_items):
+        raise ValueError(f"item indices must be in [0, {n_items})")
+    return np.bincount(ids, minlength=n_items)
+
+
+def popularity_scores(train_item_counts: Any, n_items: int) -> torch.Tensor:
+    """Float32 ``[n_items]`` popularity scores (the training interaction counts).
+
+    ``train_item_counts`` is either a mapping ``{item_index: count}`` or a 1-D sequence of counts
+    indexed by item (length <= ``n_items``; missing tail items count 0). For a flat list of
+    interactions use ``item_counts`` first.
+    """
+    out = torch.zeros(n_items, dtype=torch.float32)
+    if isinstance(train_item_counts, Mapping):
+        for item, count in train_item_counts.items():
+            i = int(item)
+            if not 0 <= i < n_items:
+                raise ValueError(f"item index {i} outside [0, {n_items})")
+            out[i] = float(count)
+        return out
+    counts = torch.as_tensor(np.asarray(train_item_counts, dtype=np.float64)).reshape(-1)
+    if counts.numel() > n_items:
+        raise ValueError(f"{counts.numel()} counts for n_items={n_items}")
+    out[: counts.numel()] = counts.to(torch.float32)
+    return out
+
+
+def popularity_scorer(pop_scores: torch.Tensor) -> Callable[[Any], torch.Tensor]:
+    """A ``score_fn`` for ``evaluate_public`` giving every user the same popularity scores.
+
+    The batch size is taken from ``inputs`` (``inputs.shape[0]`` for arrays/tensors, ``len``
+    otherwise); seen filtering still happens in ``full_ranking_ranks``.
+    """
+    pop = torch.as_tensor(pop_scores, dtype=torch.float32).reshape(1, -1)
+
+    def score_fn(inputs: Any) -> torch.Tensor:
+        batch = int(inputs.shape[0]) if hasattr(inputs, "shape") else len(inputs)
+        return pop.expand(batch, -1)
+
+    return score_fn
+
+
+# --------------------------------------------------------------------------------------------
+# PinRec protocol: unordered recall over a future window
+# --------------------------------------------------------------------------------------------
+
+
+def unordered_recall_at_k(
+    retrieved: Sequence[Sequence[Hashable]],
+    future: Sequence[Iterable[Hashable]],
+    k: int | None = None,
+) -> float:
+    """Mean over users with a non-empty future of ``|R_u ∩ F_u| / min(k_u, |F_u|)``.
+
+    ``R_u`` is the set of the first ``k`` entries of ``retrieved[u]`` (all entries when ``k`` is
+    None; then ``k_u = len(retrieved[u])``, otherwise ``k_u = k``). Duplicate entries take a slot
+    but count once, so a list that repeats items is penalised. ``F_u`` is the set of items the
+    user engaged with in the future window (duplicates collapse). Order inside the list does not
+    matter (unordered). Users whose future is empty are skipped; an empty retrieved list scores
+    0. Returns NaN when no user has a future item.
+    """
+    if len(retrieved) != len(future):
+        raise ValueError(f"{len(retrieved)} retrieved lists for {len(future)} futures")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    total, users = 0.0, 0
+    for items, fut in zip(retrieved, future):
+        f = fut if isinstance(fut, (set, frozenset)) else set(fut)
+        if not f:
+            continue
+        users += 1
+        slots = list(items) if k is None else list(items)[:k]
+        k_u = len(slots) if k is None else k
+        denom = min(k_u, len(f))
+        if denom > 0:
+            total += len(set(slots) & f) / denom
+    return total / users if users else float("nan")
+
+
+def recall_by_outcome(
+    retrieved: Sequence[Sequence[Any]] | Mapping[Any, Sequence[Sequence[Any]]],
+    future_items_by_outcome: Mapping[Any, Sequence[Iterable[Any]]],
+    k: int | None = None,
+) -> dict[Any, float]:
+    """``unordered_recall_at_k`` per outcome: ``{outcome: recall}``.
+
+    ``retrieved`` is either one list per user (the merged output of all generated queries,
+    scored against each outcome's future items) or a mapping ``{outcome: lists per user}`` when
+    each outcome has its own retrieval (e.g. queries conditioned on that outcome).
+    """
+    out: dict[Any, float] = {}
+    for outcome, future in future_items_by_outcome.items():
+        lists = retrieved[outcome] if isinstance(retrieved, Mapping) else retrieved
+        out[outcome] = unordered_recall_at_k(lists, future, k)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Diversity
+# --------------------------------------------------------------------------------------------
+
+
+def distinct_items_per_list(lists: Iterable[Iterable[Hashable]]) -> float:
+    """Mean number of distinct items per list (0.0 for no lists)."""
+    counts = [len(set(items)) for items in lists]
+    return float(sum(counts) / len(counts)) if counts else 0.0
+
+
+def catalogue_coverage(lists: Iterable[Iterable[Hashable]], n_items: int) -> float:
+    """Fraction of the ``n_items`` catalogue that appears in at least one list."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    union: set[Hashable] = set()
+    for items in lists:
+        union.update(items)
+    if len(union) > n_items:
+        raise ValueError(f"{len(union)} distinct items but a catalogue of {n_items}")
+    return len(union) / n_items
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-token merging
+# --------------------------------------------------------------------------------------------
+
+
+class Candidate(NamedTuple):
+    """One merged candidate: a plain tuple ``(item, score, outcome, offset)``."""
+
+    item: int
+    score: float
+    outcome: Hashable
+    offset: Hashable
+
+
+def budget_shares(outcome_weights: Mapping[Hashable, float], k: int) -> dict[Hashable, int]:
+    """``floor(k * w / sum(w))`` slots per outcome (outcomes with weight 0 get 0)."""
+    if any(w < 0 or math.isnan(w) for w in outcome_weights.values()):
+        raise ValueError(f"outcome weights must be >= 0, got {dict(outcome_weights)}")
+    total = float(sum(outcome_weights.values()))
+    if total <= 0:
+        raise ValueError("at least one outcome weight must be > 0")
+    # The epsilon keeps e.g. 100 * 0.29 (28.999999999999996) at 29.
+    return {o: int(math.floor(k * w / total + 1e-9)) for o, w in outcome_weights.items()}
+
+
+def merge_by_budget(
+    candidate_lists: Iterable[tuple[Any, Any, Any, Any]],
+    outcome_weights: Mapping[Hashable, float] | None,
+    k: int,
+    exclude: Iterable[Any] | None = None,
+    *,
+    invalid_item: int | None = -1,
+) -> list[Candidate]:
+    """Merge per-(outcome, offset) retrievals into at most ``k`` de-duplicated candidates.
+
+    candidate_lists: ``(outcome, offset, items, scores)`` per generated query; ``items`` and
+        ``scores`` are parallel sequences (lists or numpy rows of a faiss result). Entries equal
+        to ``invalid_item`` (faiss pads missing results with -1) and non-finite scores are
+        dropped.
+    outcome_weights: ``{outcome: weight >= 0}``. Outcomes absent or with weight 0 contribute
+        nothing. None means equal weights over the outcomes present in ``candidate_lists``.
+    exclude: items never returned (e.g. the user's seen items).
+
+    Rule: each outcome gets ``floor(k * w / sum(w))`` slots. Quotas are filled greedily in
+    global score order: the best remaining (item, score) of any outcome that still has quota is
+    taken unless the item is already taken or excluded (so an item shared by two outcomes goes to
+    the one where it scored higher first). Slots left over (rounding remainders and quotas an
+    outcome could not fill) go to the best remaining candidates of any weighted outcome. The
+    result is sorted by score, descending (ties: input order); each item appears once,
+    tagged with the outcome and offset of the query that produced it.
+    """
+    if k <= 0:
+        return []
+    lists = list(candidate_lists)
+    if outcome_weights is None:
+        outcome_weights = {o: 1.0 for o in dict.fromkeys(c[0] for c in lists)}
+        if not outcome_weights:
+            return []
+    quotas = budget_shares(outcome_weights, k)
+    excluded = set(exclude) if exclude is not None else set()
+
+    # One pool per weighted outcome: (-score, seq, item, offset), best first.
+    pools: dict[Hashable, list[tuple[float, int, Any, Hashable]]] = {}
+    seq = 0
+    for outcome, offset, items, scores in lists:
+        if outcome_weights.get(outcome, 0) <= 0:
+            continue
+        if len(items) != len(scores):
+            raise ValueError(f"{len(items)} items but {len(scores)} scores for {outcome}/{offset}")
+        pool = pools.setdefault(outcome, [])
+        for item, score in zip(items, scores):
+            it = item.item() if hasattr(item, "item") else item
+            sc = float(score)
+            if (invalid_item is not None and it == invalid_item) or not math.isfinite(sc):
+                continue
+            pool.append((-sc, seq, it, offset))
+            seq += 1
+    for pool in pools.values():
+        pool.sort()
+
+    taken: set[Any] = set()
+    chosen: list[tuple[float, int, Candidate]] = []
+
+    def run(outcomes_with_quota: dict[Hashable, int] | None, slots: int) -> None:
+        # Heap over each eligible pool's head; pop the best, skip taken/excluded items.
+        heads = {o: 0 for o in pools if outcomes_with_quota is None or outcomes_with_quota[o] > 0}
+        heap = [(pools[o][0][0], pools[o][0][1], o) for o in heads if pools[o]]
+        heapq.heapify(heap)
+        while heap and slots > 0:
+            _, _, o = heapq.heappop(heap)
+            neg, s, item, offset = pools[o][heads[o]]
+            heads[o] += 1
+            if item not in taken and item not in excluded:
+                taken.add(item)
+                chosen.append((neg, s, Candidate(item, -neg, o, offset)))
+                slots -= 1
+                if outcomes_with_quota is not None:
+                    outcomes_with_quota[o] -= 1
+            more = outcomes_with_quota is None or outcomes_with_quota[o] > 0
+            if more and heads[o] < len(pools[o]):
+                nxt = pools[o][heads[o]]
+                heapq.heappush(heap, (nxt[0], nxt[1], o))
+
+    remaining = {o: quotas.get(o, 0) for o in pools}
+    run(remaining, k)
+    run(None, k - len(chosen))  # remainders, best score first; `taken` skips chosen items
+    chosen.sort(key=lambda c: (c[0], c[1]))
+    return [c[2] for c in chosen]

@@ -1,0 +1,240 @@
+"""PinRec: an outcome- and offset-conditioned generative retrieval model, in one file.
+
+Shapes: B = batch, L = sequence length, d = d_model, V = number of items (ids 1..V; 0 is padding),
+Q = number of queries (one per (outcome, offset) in a budget).
+
+    token_t = MLP( item_emb(item_t) + outcome_emb(outcome_t) + surface_emb(surface_t)
+                   + time_proj([sin/cos(abs time_t), log1p(gap_t)]) ) + pos_emb(t)       (B, L, d)
+    h       = causal pre-LayerNorm transformer(token)                                  (B, L, d)
+    q       = normalize( head(h_t, e_outcome, e_offset) )                               (..., d)
+    score   = <q, normalize(item_emb(i))> / temperature                                 (..., V+1)
+
+The item table doubles as the retrieval index: `item_embeddings()` is what goes into faiss.
+Switches (`PinRecConfig`): `side_inputs` (outcome/surface/time input features),
+`outcome_conditioning` (off = UC: the head sees a single "any" outcome), `multi_token` (off = one
+"next" query only). With all of them off (and logQ / fine-tuning off in training) this is a
+SASRec-style model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from events.contract import OUTCOMES, SURFACES
+
+# Target time offsets. "next": the next engaged action. Others: a window of future actions by the
+# time elapsed since the current action (seconds): "session" (t+1, 30 min], excluding the next
+# action itself; "day" (30 min, 1 day]; "week" (1 day, 7 days].
+OFFSETS: tuple[str, ...] = ("next", "session", "day", "week")
+OFFSET_HORIZON_S: tuple[float, ...] = (0.0, 30 * 60.0, 86_400.0, 7 * 86_400.0)
+OFFSET_CODE: dict[str, int] = {name: i for i, name in enumerate(OFFSETS)}
+ANY_OUTCOME = len(OUTCOMES)  # extra head index: "any outcome" (used by UC and outcome dropout)
+# Periods (days) of the sinusoidal absolute-time features.
+TIME_PERIODS_DAYS: tuple[float, ...] = (1.0, 7.0, 30.0, 91.0, 365.0, 1461.0)
+
+
+@dataclass
+class PinRecConfig:
+    n_items: int                      # V: item indices are 1..V, 0 is padding
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 2
+    max_len: int = 200
+    dropout: float = 0.2
+    ffn_mult: int = 4
+    hash_tables: int = 0              # 0: one ID row per item; k > 0: sum of k hashed tables
+    hash_buckets: int = 0             # rows per hashed table (hash_tables > 0)
+    side_inputs: bool = True          # outcome, surface, time features on the input token
+    outcome_conditioning: bool = True  # False = UC: the head ignores the target outcome
+    multi_token: bool = True          # False = single token: only the "next" offset
+    init_temperature: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PinRecConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def offsets(self) -> tuple[str, ...]:
+        return OFFSETS if self.multi_token else OFFSETS[:1]
+
+
+class ItemEmbedding(nn.Module):
+    """ID embedding (V+1, d), or the sum of k hashed tables of `hash_buckets` rows each."""
+
+    def __init__(self, cfg: PinRecConfig):
+        super().__init__()
+        self.k = cfg.hash_tables
+        if self.k > 0:
+            assert cfg.hash_buckets > 1, "hash_tables > 0 needs hash_buckets > 1"
+            self.buckets = cfg.hash_buckets
+            self.tables = nn.ModuleList(nn.Embedding(cfg.hash_buckets + 1, cfg.d_model, padding_idx=0)
+                                        for _ in range(self.k))
+            # fixed odd multipliers: table j maps id -> 1 + (id * a_j + b_j) mod buckets (0 = padding)
+            g = torch.Generator().manual_seed(1234)
+            self.register_buffer("mult", torch.randint(1, 2**30, (self.k,), generator=g) * 2 + 1, persistent=False)
+            self.register_buffer("add", torch.randint(0, 2**30, (self.k,), generator=g), persistent=False)
+        else:
+            self.table = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., d)
+        if self.k == 0:
+            return self.table(ids)
+        out = 0
+        for j, table in enumerate(self.tables):
+            h = torch.where(ids > 0, 1 + (ids * self.mult[j] + self.add[j]) % self.buckets, 0)
+            out = out + table(h)
+        return out
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm causal transformer block (fused scaled_dot_product_attention)."""
+
+    def __init__(self, cfg: PinRecConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_mult * d), nn.GELU(), nn.Linear(cfg.ffn_mult * d, d))
+        self.dropout = cfg.dropout
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, L, d)
+        B, L, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)                       # 3 x (B, L, d)
+        q, k, v = (t.view(B, L, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        # is_causal: position t attends to positions <= t only. Padding sits on the right, i.e.
+        # in every real position's future, so no padding mask is needed.
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(B, L, d)))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class PinRec(nn.Module):
+    def __init__(self, cfg: PinRecConfig):
+        super().__init__()
+        assert cfg.d_model % cfg.n_heads == 0
+        self.cfg = cfg
+        d = cfg.d_model
+        self.item_emb = ItemEmbedding(cfg)
+        self.outcome_emb = nn.Embedding(len(OUTCOMES), d)
+        self.surface_emb = nn.Embedding(len(SURFACES), d)
+        self.register_buffer("time_freq", 2 * math.pi / torch.tensor(TIME_PERIODS_DAYS), persistent=False)
+        self.time_proj = nn.Linear(2 * len(TIME_PERIODS_DAYS) + 2, d)
+        self.token_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.pos_emb = nn.Embedding(cfg.max_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        # Head: conditions on the target outcome (ANY_OUTCOME = unconditioned) and offset.
+        self.head_outcome = nn.Embedding(len(OUTCOMES) + 1, d)
+        self.head_offset = nn.Embedding(len(OFFSETS), d)
+        self.head = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.log_temp = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
+        # raw item id of each index (row 0 = padding = -1); saved with the weights for serving
+        self.register_buffer("item_ids", torch.cat([torch.tensor([-1]), torch.arange(1, cfg.n_items + 1)]))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+    # ------------------------------------------------------------------ encoder
+    def time_features(self, ts_days: torch.Tensor, log_gap: torch.Tensor) -> torch.Tensor:
+        """(B, L) absolute time in days, (B, L) log1p(seconds since previous action; -1 = none)
+        -> (B, L, 2P + 2)."""
+        ang = ts_days.unsqueeze(-1) * self.time_freq                              # (B, L, P)
+        first = (log_gap < 0).to(ang.dtype).unsqueeze(-1)                        # (B, L, 1)
+        gap = log_gap.clamp_min(0).unsqueeze(-1) / 10.0                           # (B, L, 1)
+        return torch.cat([ang.sin(), ang.cos(), gap, first], dim=-1)
+
+    def encode(self, items: torch.Tensor, outcomes: torch.Tensor | None = None,
+               surfaces: torch.Tensor | None = None, ts_days: torch.Tensor | None = None,
+               log_gap: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) right-padded sequences -> hidden states (B, L, d). Position t sees inputs <= t."""
+        B, L = items.shape
+        assert L <= self.cfg.max_len, f"sequence length {L} > max_len {self.cfg.max_len}"
+        x = self.item_emb(items)                                                   # (B, L, d)
+        if self.cfg.side_inputs:
+            x = x + self.outcome_emb(outcomes) + self.surface_emb(surfaces)
+            x = x + self.time_proj(self.time_features(ts_days, log_gap))
+        x = x + self.token_mlp(x)
+        x = self.drop(x + self.pos_emb(torch.arange(L, device=items.device)))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    # ------------------------------------------------------------------ head
+    def query(self, h: torch.Tensor, outcome: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """h (..., d), outcome (...) in [0, ANY_OUTCOME], offset (...) -> L2-normalised q (..., d)."""
+        if not self.cfg.outcome_conditioning:
+            outcome = torch.full_like(outcome, ANY_OUTCOME)
+        z = torch.cat([h, self.head_outcome(outcome), self.head_offset(offset)], dim=-1)
+        return F.normalize(h + self.head(z), dim=-1)
+
+    def item_embeddings(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised item vectors: all (V+1, d) with row 0 = padding, or those of `ids`."""
+        if ids is None:
+            ids = torch.arange(self.cfg.n_items + 1, device=self.log_temp.device)
+        return F.normalize(self.item_emb(ids), dim=-1)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temp.exp().clamp(0.005, 1.0)
+
+    # ------------------------------------------------------------------ inference
+    def last_hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Hidden state at each sequence's last real position: (B, d)."""
+        h = self.encode(batch["items"], batch.get("outcomes"), batch.get("surfaces"),
+                        batch.get("ts_days"), batch.get("log_gap"))
+        last = (batch["items"] > 0).sum(1).clamp_min(1) - 1                        # (B,)
+        return h[torch.arange(h.shape[0], device=h.device), last]
+
+    @torch.no_grad()
+    def generate_queries(self, sequences: dict[str, torch.Tensor],
+                         budget: list[tuple[str, str]] | dict[tuple[str, str], Any]) -> dict[str, Any]:
+        """One L2-normalised query per (outcome, offset) in `budget` for each sequence.
+
+        `budget` lists (outcome name or "any", offset name) pairs (a dict keyed by them also
+        works; its values, e.g. per-query result counts, are for the caller's merge).
+        Returns {"queries": (B, Q, d), "outcomes": [Q names], "offsets": [Q names]}.
+        """
+        pairs = list(budget)
+        h = self.last_hidden(sequences)                                            # (B, d)
+        oc = torch.tensor([ANY_OUTCOME if o == "any" else OUTCOMES.index(o) for o, _ in pairs], device=h.device)
+        off = torch.tensor([OFFSETS.index(f) for _, f in pairs], device=h.device)
+        for _, f in pairs:
+            if f not in self.cfg.offsets:
+                raise ValueError(f"offset {f!r} is not one this model was trained for: {self.cfg.offsets}")
+        q = self.query(h.unsqueeze(1).expand(-1, len(pairs), -1), oc.expand(h.shape[0], -1),
+                       off.expand(h.shape[0], -1))                                 # (B, Q, d)
+        return {"queries": q, "outcomes": [o for o, _ in pairs], "offsets": [f for _, f in pairs]}
+
+    @torch.no_grad()
+    def score_all(self, sequences: dict[str, torch.Tensor], outcome: str = "any",
+                  offset: str = "next") -> torch.Tensor:
+        """Scores of every item for one (outcome, offset) query: (B, V+1), column 0 = -inf."""
+        q = self.generate_queries(sequences, [(outcome, offset)])["queries"][:, 0]  # (B, d)
+        s = q @ self.item_embeddings().T / self.temperature
+        s[:, 0] = float("-inf")
+        return s

@@ -1,0 +1,117 @@
+"""LightningModule: PinRec + the sampled-softmax loss + validation on the public protocol."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import lightning.pytorch as pl
+import torch
+
+from training.loss import LossConfig, sampled_softmax_loss
+from training.metrics import full_ranking_ranks, rank_metrics
+from training.model import ANY_OUTCOME, OUTCOMES, PinRec, PinRecConfig
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 100
+    schedule: str = "constant"     # "constant" or "cosine" (to total_steps)
+    total_steps: int = 0           # cosine horizon (set by the trainer entry point)
+    aux_weight: float = 1.0        # loss weight of non-"next" offsets relative to "next"
+    # how the validation / test score combines per-outcome queries (no target outcome is used):
+    # list of (outcome name or "any", weight); scores are log-mixtures of per-outcome softmaxes
+    eval_mix: list[tuple[str, float]] = field(default_factory=lambda: [("any", 1.0)])
+
+
+def mixture_scores(model: PinRec, inputs: dict[str, torch.Tensor],
+                   mix: list[tuple[str, float]], offset: str = "next") -> torch.Tensor:
+    """(B, V+1) scores: log sum_o w_o softmax(q_o . E / T), o over `mix` (one query per entry)."""
+    out = model.generate_queries(inputs, [(o, offset) for o, _ in mix])
+    E = model.item_embeddings()
+    logits = torch.einsum("bqd,vd->bqv", out["queries"].float(), E.float()) / model.temperature.float()
+    logits[..., 0] = float("-inf")
+    if len(mix) == 1:
+        return logits[:, 0]
+    w = torch.tensor([w for _, w in mix], dtype=logits.dtype)
+    logp = torch.log_softmax(logits, dim=-1) + (w / w.sum()).log().view(1, -1, 1)
+    return torch.logsumexp(logp, dim=1)
+
+
+class PinRecModule(pl.LightningModule):
+    def __init__(self, model_cfg: PinRecConfig, loss_cfg: LossConfig, optim_cfg: OptimConfig,
+                 item_log_prob: torch.Tensor | None = None, item_ids: torch.Tensor | None = None):
+        super().__init__()
+        self.model = PinRec(model_cfg)
+        self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
+        V = model_cfg.n_items
+        lp = item_log_prob if item_log_prob is not None else torch.full((V + 1,), -math.log(V))
+        self.register_buffer("item_log_prob", lp.float(), persistent=False)
+        # raw item id of each index (persistent: saved with the weights for serving)
+        if item_ids is not None:
+            self.model.item_ids.copy_(torch.as_tensor(item_ids).long())
+        self._ranks: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ training
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        m = self.model
+        h = m.encode(batch["items"], batch["outcomes"], batch["surfaces"], batch["ts_days"], batch["log_gap"])
+        valid = batch["tgt_valid"]                                               # (B, L, O)
+        b, t, o = valid.nonzero(as_tuple=True)                                   # N rows
+        if b.numel() == 0:
+            return h.sum() * 0.0
+        q = m.query(h[b, t], batch["tgt_outcome"][b, t, o], batch["tgt_offset"][b, t, o])  # (N, d)
+        hard = (batch["hard_ids"][b, t, o], batch["hard_mask"][b, t, o]) if "hard_ids" in batch else (None, None)
+        losses = sampled_softmax_loss(q, batch["pos_ids"][b, t, o], batch["pos_mask"][b, t, o],
+                                      m.item_embeddings, m.temperature, self.loss_cfg, m.cfg.n_items,
+                                      self.item_log_prob, hard[0], hard[1], reduction="none")
+        is_next = batch["tgt_offset"][b, t, o] == 0
+        w = torch.where(is_next, 1.0, self.optim_cfg.aux_weight)
+        return (losses * w).sum() / w.sum()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["items"].shape[0]))
+        self.log("train/temperature", self.model.temperature.detach(), batch_size=int(batch["items"].shape[0]))
+        return loss
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._ranks = []
+
+    def validation_step(self, batch, batch_idx):
+        inputs, targets, seen = batch
+        scores = mixture_scores(self.model, inputs, self.optim_cfg.eval_mix)
+        self._ranks.append(full_ranking_ranks(scores, targets, seen).cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._ranks:
+            return
+        for k, v in rank_metrics(torch.cat(self._ranks)).items():
+            self.log(f"val/{k}", v, prog_bar=k == "ndcg@10")
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.optim_cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=self.optim_cfg.lr, betas=self.optim_cfg.betas)
+        oc = self.optim_cfg
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / max(1, oc.warmup_steps))
+            if oc.schedule == "cosine" and oc.total_steps > 0:
+                p = min(1.0, step / oc.total_steps)
+                return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+            return warm
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+__all__ = ["OptimConfig", "PinRecModule", "mixture_scores", "ANY_OUTCOME", "OUTCOMES"]

@@ -1,0 +1,280 @@
+"""Pretrain and fine-tune entry points, checkpoints, and a CLI.
+
+    pretrain(events, out_dir, ...)                    engagement sequences from all surfaces
+    fine_tune(events, surface, base_dir, out_dir, ...) one surface's targets, its impressed-but-
+                                                       not-engaged items as hard negatives
+    load_model(out_dir) -> PinRec                      from model.pt + config.json
+
+A finished run's directory holds `model.pt` (the model's state_dict only: loadable with
+`torch.load(path, weights_only=True)`; it includes the `item_ids` buffer, index -> raw item id)
+and `config.json` (model, data, loss, optimiser and training configs, plus results). Lightning's
+own checkpoints (`lightning/last.ckpt`, and `lightning/best.ckpt` when validating) hold tensors
+and plain containers only and are reloaded with `weights_only=True`: a run started again with
+the same `out_dir` resumes from `last.ckpt`. Logs: `logs/` (CSV), progress bar on stdout.
+
+CLI: `python -m training.train --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from training.data import DataConfig, PinRecDataModule, build_sequences, item_log_popularity
+from training.loss import LossConfig
+from training.model import PinRec, PinRecConfig
+from training.module import OptimConfig, PinRecModule
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 20
+    max_time_s: float | None = None      # wall-clock cap for fit (validation included)
+    seed: int = 0
+    precision: str = "32-true"           # "bf16-mixed" uses the CPU's bf16 units (AMX) if present
+    threads: int = 2
+    patience: int | None = None          # early stopping on val/ndcg@10 (with validation data)
+    val_every_n_epochs: int = 1
+    progress_bar: bool = True
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model: PinRec
+    train_seconds: float
+    epochs: int
+    best_val: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _History(Callback):
+    """Per-epoch validation metrics and epoch wall times (kept in memory, written to config.json)."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._train_s = time.perf_counter() - self._t0
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch, "train_epoch_s": getattr(self, "_train_s", float("nan"))}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        self.rows.append(row)
+
+
+def _config_dict(**parts: Any) -> dict[str, Any]:
+    return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in parts.items()}
+
+
+def save_model(model: PinRec, out_dir: str | Path, config: dict[str, Any]) -> Path:
+    """Write `model.pt` (state_dict only) and `config.json` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+    return out
+
+
+def load_config(out_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / CONFIG_FILE).read_text())
+
+
+def load_model(out_dir: str | Path) -> PinRec:
+    """The model of a finished run: config.json's model config + model.pt (weights_only=True)."""
+    cfg = PinRecConfig.from_dict(load_config(out_dir)["model"])
+    model = PinRec(cfg)
+    model.load_state_dict(torch.load(Path(out_dir) / MODEL_FILE, weights_only=True, map_location="cpu"))
+    return model.eval()
+
+
+def _as_datamodule(data: PinRecDataModule | pd.DataFrame | str | Path, data_cfg: DataConfig,
+                   split: str, vocab=None, hard_negatives: bool = False) -> PinRecDataModule:
+    if isinstance(data, PinRecDataModule):
+        return data.with_config(**asdict(data_cfg))
+    if isinstance(data, (str, Path)):
+        data = pd.read_parquet(data)
+    return PinRecDataModule.from_events(data, data_cfg, split=split, vocab=vocab, hard_negatives=hard_negatives)
+
+
+def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg: LossConfig,
+         optim_cfg: OptimConfig, train_cfg: TrainConfig, kind: str,
+         init_state: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> TrainResult:
+    torch.set_num_threads(train_cfg.threads)
+    pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dm.setup()
+    steps_per_epoch = len(dm.train_ds)
+    if optim_cfg.schedule == "cosine" and optim_cfg.total_steps <= 0:
+        optim_cfg = replace(optim_cfg, total_steps=steps_per_epoch * train_cfg.max_epochs)
+    module = PinRecModule(model_cfg, loss_cfg, optim_cfg, item_log_popularity(dm.train_seqs),
+                          torch.from_numpy(dm.train_seqs.vocab))
+    if init_state is not None:
+        module.model.load_state_dict(init_state)
+    has_val = dm.valid is not None
+    ckpt_dir = out_dir / "lightning"
+    callbacks: list[Callback] = [_History()]
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
+    if has_val:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/ndcg@10",
+                                         mode="max", save_top_k=1, enable_version_counter=False))
+        if train_cfg.patience:
+            callbacks.append(pl.callbacks.EarlyStopping("val/ndcg@10", mode="max", patience=train_cfg.patience))
+    trainer = pl.Trainer(
+        max_epochs=train_cfg.max_epochs,
+        max_time={"seconds": train_cfg.max_time_s} if train_cfg.max_time_s else None,
+        accelerator="cpu", devices=1, precision=train_cfg.precision, deterministic=True,
+        logger=CSVLogger(out_dir, name="logs"), callbacks=callbacks,
+        enable_progress_bar=train_cfg.progress_bar, enable_model_summary=False,
+        log_every_n_steps=train_cfg.log_every_n_steps, num_sanity_val_steps=0,
+        check_val_every_n_epoch=train_cfg.val_every_n_epochs, limit_val_batches=1.0 if has_val else 0,
+    )
+    resume = ckpt_dir / "last.ckpt"
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=resume if resume.exists() else None, weights_only=True)
+    seconds = time.perf_counter() - t0
+    best_val: dict[str, float] = {}
+    history = callbacks[0].rows
+    best_path = ckpt_dir / "best.ckpt"
+    if has_val and best_path.exists():
+        state = torch.load(best_path, weights_only=True, map_location="cpu")["state_dict"]
+        module.load_state_dict(state, strict=False)
+        if history:
+            best_val = max(history, key=lambda r: r.get("val/ndcg@10", -math.inf))
+    model = module.model.eval()
+    config = _config_dict(kind=kind, model=model_cfg, data=dm.cfg, loss=loss_cfg, optim=optim_cfg,
+                          train=train_cfg, train_seconds=seconds, epochs=trainer.current_epoch,
+                          best_val=best_val, history=history, **(extra or {}))
+    save_model(model, out_dir, config)
+    return TrainResult(out_dir, model, seconds, trainer.current_epoch, best_val, history)
+
+
+def _sync(model_cfg: PinRecConfig, data_cfg: DataConfig) -> DataConfig:
+    return replace(data_cfg, max_len=model_cfg.max_len, offsets=model_cfg.offsets,
+                   outcome_conditioning=model_cfg.outcome_conditioning)
+
+
+def pretrain(data: PinRecDataModule | pd.DataFrame | str | Path, out_dir: str | Path,
+             model_cfg: PinRecConfig | None = None, data_cfg: DataConfig | None = None,
+             loss_cfg: LossConfig | None = None, optim_cfg: OptimConfig | None = None,
+             train_cfg: TrainConfig | None = None, split: str = "none") -> TrainResult:
+    """Pretrain on engagement sequences from all surfaces.
+
+    `data`: a contract frame, a contract parquet path, or a prepared `PinRecDataModule`.
+    `split="leave_one_out"` validates on each user's second-to-last action (epoch selection).
+    Resumes from `out_dir/lightning/last.ckpt` when it exists.
+    """
+    data_cfg = data_cfg or DataConfig()
+    dm = _as_datamodule(data, data_cfg, split)
+    model_cfg = model_cfg or PinRecConfig(n_items=dm.n_items)
+    if model_cfg.n_items != dm.n_items:
+        model_cfg = replace(model_cfg, n_items=dm.n_items)
+    dm = dm.with_config(**asdict(_sync(model_cfg, dm.cfg)))
+    return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg or OptimConfig(),
+                train_cfg or TrainConfig(), "pretrain")
+
+
+def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Path, out_dir: str | Path,
+              data_cfg: DataConfig | None = None, loss_cfg: LossConfig | None = None,
+              optim_cfg: OptimConfig | None = None, train_cfg: TrainConfig | None = None,
+              n_hard: int = 16) -> TrainResult:
+    """Fine-tune a pretrained model (`base_dir`) on one surface.
+
+    Inputs are the users' engagement sequences from all surfaces; only targets on `surface`
+    count, and each target's session impressions that were not engaged are added as `n_hard`
+    hard negatives. The vocabulary is the base model's (unknown items are dropped).
+    """
+    base_cfg = load_config(base_dir)
+    model_cfg = PinRecConfig.from_dict(base_cfg["model"])
+    base = load_model(base_dir)
+    vocab = base.item_ids.numpy()
+    data_cfg = _sync(model_cfg, replace(data_cfg or DataConfig(), target_surface=surface, n_hard=n_hard))
+    if isinstance(data, (str, Path)):
+        data = pd.read_parquet(data)
+    dm = PinRecDataModule(build_sequences(data, vocab, hard_negatives=n_hard > 0), data_cfg)
+    optim_cfg = optim_cfg or OptimConfig(lr=3e-4, warmup_steps=10)
+    return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg,
+                train_cfg or TrainConfig(max_epochs=2), "fine_tune", init_state=base.state_dict(),
+                extra={"surface": surface, "base_dir": str(base_dir)})
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m training.train",
+                                description="Pretrain or fine-tune PinRec on contract events (parquet).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("pretrain", "fine-tune"):
+        s = sub.add_parser(name, help=f"{name} a model; re-running with the same --out resumes")
+        s.add_argument("--events", required=True, help="contract event table (parquet file or directory)")
+        s.add_argument("--out", required=True, help="run directory (model.pt, config.json, logs/)")
+        s.add_argument("--epochs", type=int, default=20 if name == "pretrain" else 2)
+        s.add_argument("--max-time-s", type=float, default=None, help="wall-clock cap")
+        s.add_argument("--batch-size", type=int, default=128)
+        s.add_argument("--lr", type=float, default=1e-3 if name == "pretrain" else 3e-4)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+        s.add_argument("--sampled", action="store_true",
+                       help="sampled softmax (in-batch + uniform negatives) instead of all items")
+        s.add_argument("--no-logq", action="store_true", help="switch off the logQ correction")
+        if name == "pretrain":
+            s.add_argument("--split", default="none", choices=["none", "leave_one_out"])
+            s.add_argument("--d-model", type=int, default=128)
+            s.add_argument("--layers", type=int, default=2)
+            s.add_argument("--heads", type=int, default=2)
+            s.add_argument("--max-len", type=int, default=200)
+            s.add_argument("--dropout", type=float, default=0.2)
+            s.add_argument("--uc", action="store_true", help="no outcome conditioning")
+            s.add_argument("--single-token", action="store_true", help="only the 'next' offset")
+            s.add_argument("--sasrec", action="store_true",
+                           help="SASRec-style baseline: every PinRec switch off")
+        else:
+            s.add_argument("--surface", required=True, help="surface to fine-tune on")
+            s.add_argument("--base", required=True, help="pretrained run directory")
+            s.add_argument("--hard", type=int, default=16, help="hard negatives per target")
+    a = p.parse_args(argv)
+    loss = LossConfig(full_softmax=not a.sampled, logq=not a.no_logq)
+    train = TrainConfig(max_epochs=a.epochs, max_time_s=a.max_time_s, seed=a.seed, precision=a.precision)
+    data = DataConfig(batch_size=a.batch_size, seed=a.seed)
+    if a.cmd == "pretrain":
+        sas = a.sasrec
+        model = PinRecConfig(n_items=0, d_model=a.d_model, n_layers=a.layers, n_heads=a.heads,
+                             max_len=a.max_len, dropout=a.dropout, side_inputs=not sas,
+                             outcome_conditioning=not (a.uc or sas), multi_token=not (a.single_token or sas))
+        if sas:
+            loss = replace(loss, logq=False)
+        res = pretrain(a.events, a.out, model, data, loss, OptimConfig(lr=a.lr), train, split=a.split)
+    else:
+        res = fine_tune(a.events, a.surface, a.base, a.out, data, loss, OptimConfig(lr=a.lr, warmup_steps=10),
+                        train, n_hard=a.hard)
+    print(json.dumps({"out_dir": str(res.out_dir), "epochs": res.epochs, "train_seconds": round(res.train_seconds, 1),
+                      "best_val": res.best_val}))
+
+
+if __name__ == "__main__":
+    main()
