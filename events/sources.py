@@ -191,8 +191,8 @@ class ParquetSource:
     With `{date}` in the location (for example `s3://bucket/events/date={date}/part.parquet`)
     each day reads its own file and all of its rows, valid or not. Without it, the location is
     one file (or a directory of files) holding many days: each row goes to the day of its
-    event_ts, and rows whose timestamp cannot be read go to the first day so that ingestion
-    quarantines them instead of losing them.
+    event_ts; rows whose timestamp cannot be read or lies outside `days` (the partition span)
+    go to the first or last day, so that ingestion quarantines them instead of losing them.
     """
 
     name = "parquet"
@@ -238,15 +238,19 @@ class ParquetSource:
             return self._read(self.location.replace("{date}", day.isoformat()))
         df = self._whole()
         row_days = self._row_days(df)
-        mine = row_days == day
         days = self.days()
+        mine = row_days == day
+        # Rows no partition would read (unreadable time, or a day outside the span) go to the
+        # nearest end of the span, where ingestion quarantines them: nothing is lost.
         if days and day == days[0]:
-            mine |= row_days.isna()
+            mine |= row_days.isna() | (row_days.fillna(day) < day)
+        if days and day == days[-1]:
+            mine |= row_days.fillna(day) > day
         return df.loc[mine.to_numpy()].reset_index(drop=True)
 
 
 def make_source(name: str, *, cache_dir: Path, parquet_location: str | None = None,
-                simulator_config=None, s3_client=None) -> EventSource:
+                simulator_config=None, s3_client=None, days: list[date] | None = None) -> EventSource:
     """The source called `name` (one of SOURCE_NAMES)."""
     if name in MOVIELENS_FILES:
         return MovieLensSource(name, cache_dir)
@@ -255,5 +259,5 @@ def make_source(name: str, *, cache_dir: Path, parquet_location: str | None = No
     if name == "parquet":
         if not parquet_location:
             raise ValueError("the parquet source needs a location (a local path or s3:// URI)")
-        return ParquetSource(parquet_location, s3_client=s3_client)
+        return ParquetSource(parquet_location, days=days, s3_client=s3_client)
     raise ValueError(f"unknown event source {name!r}; choose one of {', '.join(SOURCE_NAMES)}")

@@ -26,8 +26,8 @@ class EventSourceResource(ConfigurableResource):
     sim_users: int = 2000
     sim_items: int = 5000
     sim_events_per_day: int = 50_000
-    sim_start_date: Optional[str] = None
-    sim_days: int = 30
+    start_date: str = "2026-01-01"  # the partition span: first day ...
+    n_days: int = 30  # ... and its length (the simulated world's days; the parquet source's span)
     sim_drift_day: Optional[str] = None
     sim_drift_kind: str = "outcome_mix"
 
@@ -36,10 +36,12 @@ class EventSourceResource(ConfigurableResource):
     def open(self, s3_client=None):
         """The source object (events.sources), built once per run."""
         if self._source is None:
-            from datetime import date
+            from datetime import date, timedelta
 
             from events.sources import make_source
 
+            first = date.fromisoformat(self.start_date)
+            span = [first + timedelta(days=i) for i in range(self.n_days)]
             sim_config = None
             if self.source == "simulated":
                 from events.simulator import SimulatorConfig
@@ -49,8 +51,8 @@ class EventSourceResource(ConfigurableResource):
                     n_users=self.sim_users,
                     n_items=self.sim_items,
                     events_per_day=self.sim_events_per_day,
-                    start_date=date.fromisoformat(self.sim_start_date) if self.sim_start_date else date(2026, 1, 1),
-                    n_days=self.sim_days,
+                    start_date=first,
+                    n_days=self.n_days,
                     drift_day=date.fromisoformat(self.sim_drift_day) if self.sim_drift_day else None,
                     drift_kind=self.sim_drift_kind,
                 )
@@ -60,6 +62,7 @@ class EventSourceResource(ConfigurableResource):
                 parquet_location=self.parquet_location,
                 simulator_config=sim_config,
                 s3_client=s3_client,
+                days=span,
             )
         return self._source
 
@@ -142,8 +145,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, ConfigurableR
             sim_users=s.sim_users,
             sim_items=s.sim_items,
             sim_events_per_day=s.sim_events_per_day,
-            sim_start_date=s.start_date.isoformat(),
-            sim_days=(s.end_date - s.start_date).days + 1,
+            start_date=s.start_date.isoformat(),
+            n_days=(s.end_date - s.start_date).days + 1,
             sim_drift_day=s.sim_drift_day.isoformat() if s.sim_drift_day else None,
             sim_drift_kind=s.sim_drift_kind,
         ),

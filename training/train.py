@@ -64,24 +64,29 @@ class TrainResult:
 
 
 class _History(Callback):
-    """Per-epoch validation metrics and epoch wall times (kept in memory, written to config.json)."""
+    """Per-epoch validation metrics and times (kept in memory, written to config.json)."""
 
     def __init__(self):
         self.rows: list[dict[str, float]] = []
-        self._t0 = time.perf_counter()
+        self._t0 = self._tv = time.perf_counter()
+        self._train_s = float("nan")
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
+        self._train_s = float("nan")
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self._tv = time.perf_counter()
+        if trainer.training or not trainer.sanity_checking:
+            self._train_s = self._tv - self._t0
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self._train_s = time.perf_counter() - self._t0
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            return
-        row = {"epoch": trainer.current_epoch, "train_epoch_s": getattr(self, "_train_s", float("nan"))}
+        total = time.perf_counter() - self._t0
+        row = {"epoch": trainer.current_epoch, "epoch_s": total,
+               "train_s": self._train_s if self._train_s == self._train_s else total}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         self.rows.append(row)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
 
 def _config_dict(**parts: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Monitoring: drift statistics the sensors compare against thresholds (no dagster imports)."""

@@ -1,0 +1,179 @@
+"""The one adapter between serving and the model code in ``training/``.
+
+Everything serving needs from ``training.model`` goes through this module:
+
+* :func:`build_model` / :func:`load_weights`: a ``PinRec`` from the manifest's model config and
+  ``model.pt`` (``torch.load(weights_only=True)``, after the registry verified its checksum).
+* :func:`item_table`: the L2-normalised item vectors (rows 1..V of ``item_embeddings()``; row 0
+  is padding and is not indexed) and ``item_ids`` (index row -> contract item id, from the
+  model's ``item_ids`` buffer, i.e. ``training.data`` vocabulary without its padding entry).
+* :class:`Encoder`: a user's sequence in contract terms (the Feast ``user_sequence`` lists, plus
+  the request's ``recent_events``) -> the model's input batch (items re-indexed through the
+  vocabulary, unknown items dropped, outcome / surface codes, time features computed as
+  ``training.data._time_inputs`` does) -> ``generate_queries`` for a budget of
+  (outcome, offset) pairs.
+
+Only engaged outcomes (``events.contract.ENGAGED_OUTCOMES``) enter the model's input, as in
+training; every item of the sequence (hides and impressions included) counts as seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from events.contract import ENGAGED_OUTCOMES, OUTCOME_CODE, OUTCOMES, SURFACE_CODE
+from training.model import OFFSETS, PinRec, PinRecConfig
+
+ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
+DEFAULT_OUTCOME_WEIGHTS = {"click": 1.0, "save": 1.0}
+
+
+@dataclass
+class UserSequence:
+    """A user's actions in contract terms, oldest first (parallel int64 arrays)."""
+
+    item_ids: np.ndarray
+    outcomes: np.ndarray
+    surfaces: np.ndarray
+    timestamps_us: np.ndarray
+
+    @classmethod
+    def empty(cls) -> UserSequence:
+        z = np.zeros(0, np.int64)
+        return cls(z, z.copy(), z.copy(), z.copy())
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @classmethod
+    def from_features(cls, row: Mapping[str, Any] | None) -> UserSequence:
+        """From the Feast ``user_sequence`` lists (None / missing lists: an empty sequence)."""
+        if not row or row.get("seq_item_ids") is None:
+            return cls.empty()
+        cols = [np.asarray(row.get(c) or [], dtype=np.int64)
+                for c in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us")]
+        n = min(len(c) for c in cols)
+        return cls(*(c[-n:] if n else c[:0] for c in cols))
+
+    def extended(self, events: Sequence[Mapping[str, Any]]) -> UserSequence:
+        """This sequence plus ``events`` ({item_id, outcome name, surface name, timestamp_us}),
+        in stable time order (events older than the sequence's end are merged in)."""
+        if not events:
+            return self
+        items = np.array([e["item_id"] for e in events], np.int64)
+        outcomes = np.array([OUTCOME_CODE[e["outcome"]] for e in events], np.int64)
+        surfaces = np.array([SURFACE_CODE[e["surface"]] for e in events], np.int64)
+        ts = np.array([e["timestamp_us"] for e in events], np.int64)
+        all_ts = np.concatenate([self.timestamps_us, ts])
+        order = np.argsort(all_ts, kind="stable")
+        return UserSequence(np.concatenate([self.item_ids, items])[order],
+                            np.concatenate([self.outcomes, outcomes])[order],
+                            np.concatenate([self.surfaces, surfaces])[order], all_ts[order])
+
+
+def build_model(model_config: Mapping[str, Any]) -> PinRec:
+    return PinRec(PinRecConfig.from_dict(dict(model_config))).eval()
+
+
+def load_weights(model_config: Mapping[str, Any], weights_path: str) -> PinRec:
+    """A PinRec from its config and a verified ``model.pt`` (state_dict, weights only)."""
+    model = build_model(model_config)
+    state = torch.load(weights_path, weights_only=True, map_location="cpu")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def model_state(model: PinRec) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def model_config(model: PinRec) -> dict[str, Any]:
+    return model.cfg.to_dict()
+
+
+@torch.no_grad()
+def item_table(model: PinRec) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (V, d) float32, item_ids (V,) int64): index row r is item ``item_ids[r]``."""
+    vectors = model.item_embeddings()[1:].detach().cpu().numpy().astype(np.float32)
+    ids = model.item_ids[1:].detach().cpu().numpy().astype(np.int64)
+    return np.ascontiguousarray(vectors), ids
+
+
+@torch.no_grad()
+def item_table_ids(model: PinRec) -> np.ndarray:
+    """Index row -> contract item id (the model's vocabulary without padding)."""
+    return model.item_ids[1:].detach().cpu().numpy().astype(np.int64)
+
+
+def model_offsets(model: PinRec) -> tuple[str, ...]:
+    return tuple(model.cfg.offsets)
+
+
+def check_outcomes(names: Iterable[str]) -> None:
+    unknown = sorted(set(names) - set(OUTCOMES))
+    if unknown:
+        raise ValueError(f"unknown outcome(s) {unknown}; known: {list(OUTCOMES)}")
+
+
+class Encoder:
+    """Sequences -> model inputs -> one query per (outcome, offset)."""
+
+    def __init__(self, model: PinRec) -> None:
+        self.model = model.eval()
+        vocab = model.item_ids.detach().cpu().numpy().astype(np.int64)
+        self._raw = vocab[1:]
+        self._sorter = np.argsort(self._raw, kind="stable")
+        self._sorted = self._raw[self._sorter]
+        self.max_len = model.cfg.max_len
+        self.offsets = model_offsets(model)
+        self.dim = model.cfg.d_model
+
+    def to_index(self, item_ids: np.ndarray) -> np.ndarray:
+        """Contract item ids -> model indices 1..V, 0 where the item is unknown to the model."""
+        if len(self._sorted) == 0 or len(item_ids) == 0:
+            return np.zeros(len(item_ids), np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted, item_ids), len(self._sorted) - 1)
+        known = self._sorted[pos] == item_ids
+        return np.where(known, self._sorter[pos] + 1, 0)
+
+    def batch(self, seq: UserSequence) -> dict[str, torch.Tensor]:
+        """The (1, L) model input of a sequence: engaged, known items, the last ``max_len``."""
+        idx = self.to_index(seq.item_ids)
+        keep = np.isin(seq.outcomes, ENGAGED_CODES) & (idx > 0)
+        items, outcomes, surfaces = idx[keep], seq.outcomes[keep], seq.surfaces[keep]
+        ts = seq.timestamps_us[keep].astype(np.float64) / 1e6
+        if len(items) == 0:  # cold user with nothing usable: the padding-only prior
+            z = torch.zeros((1, 1), dtype=torch.int64)
+            return {"items": z, "outcomes": z, "surfaces": z,
+                    "ts_days": torch.zeros((1, 1)), "log_gap": torch.full((1, 1), -1.0)}
+        gap = np.empty_like(ts)
+        gap[0] = -1.0
+        gap[1:] = np.log1p(np.maximum(ts[1:] - ts[:-1], 0.0))
+        sl = slice(max(0, len(items) - self.max_len), len(items))
+
+        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a[sl])).to(dtype).unsqueeze(0)
+
+        return {"items": t(items, torch.int64), "outcomes": t(outcomes, torch.int64),
+                "surfaces": t(surfaces, torch.int64),
+                "ts_days": t((ts / 86_400.0).astype(np.float32), torch.float32),
+                "log_gap": t(gap.astype(np.float32), torch.float32)}
+
+    @torch.no_grad()
+    def queries(self, seq: UserSequence, budget: Sequence[tuple[str, str]]) -> np.ndarray:
+        """(Q, d) float32 queries, one per (outcome, offset) pair of ``budget``."""
+        out = self.model.generate_queries(self.batch(seq), list(budget))
+        return np.ascontiguousarray(out["queries"][0].numpy(), dtype=np.float32)
+
+    def budget(self, outcome_weights: Mapping[str, float]) -> list[tuple[str, str]]:
+        """Every (outcome with weight > 0, offset the model was trained for)."""
+        return [(o, f) for o, w in outcome_weights.items() if w > 0 for f in self.offsets]
+
+
+__all__ = ["DEFAULT_OUTCOME_WEIGHTS", "Encoder", "OFFSETS", "UserSequence", "build_model",
+           "item_table", "load_weights", "model_config", "model_state"]

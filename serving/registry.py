@@ -1,0 +1,443 @@
+"""Published versions in S3: immutable versions with manifests, pointer files, retention.
+
+Layout (DESIGN.md, "Index publication")::
+
+    s3://{bucket}/{prefix}/versions/{surface}/{version}/model.pt       weights only
+                                                       /index.faiss    faiss index
+                                                       /item_ids.npy   row -> item id (int64)
+                                                       /manifest.json  written last
+    s3://{bucket}/{prefix}/serving/{surface}/champion.json  {"version", "previous", "updated_at"}
+    s3://{bucket}/{prefix}/serving/{surface}/canary.json    {"version", "traffic", "updated_at"}
+
+Rules:
+
+* The manifest lists sha256 and size of every file, the index parameters and measured recall,
+  metrics, data partitions, config and parent versions. It is written last, with
+  ``If-None-Match: *`` (:func:`storage.s3.put_if_absent`), so a version is never overwritten;
+  a version without a manifest is invisible (:meth:`Registry.list_versions` skips it).
+* Version ids sort by time: ``YYYYMMDDTHHMMSSZ-<8 hex>``, the hex being the first 8 of the
+  sha256 of the manifest's content (the manifest without its ``version`` field), which readers
+  recompute: a manifest edited in place no longer matches its id.
+* Readers verify every file's size and sha256 before use (:meth:`Registry.fetch`); a mismatch
+  raises :class:`IntegrityError` and nothing of that version is used.
+* Pointers are small JSON files rewritten by promote / rollback / canary; ``champion.json``
+  keeps the versions it replaced (newest first) in ``previous``, which rollback pops.
+* Retention keeps the newest ``keep`` versions and every version a pointer names (champion,
+  canary, and the champion's rollback history); it deletes a version's manifest first, so a
+  version is never half-visible.
+
+Surfaces and version ids are validated against strict patterns before they go into a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from storage.s3 import (
+    ObjectNotFoundError,
+    S3Settings,
+    download_file,
+    get_bytes,
+    list_keys,
+    make_client,
+    put_bytes,
+    put_if_absent,
+    upload_file,
+)
+
+MODEL_FILE = "model.pt"
+INDEX_FILE = "index.faiss"
+ITEM_IDS_FILE = "item_ids.npy"
+MANIFEST_FILE = "manifest.json"
+VERSION_FILES = (MODEL_FILE, INDEX_FILE, ITEM_IDS_FILE)
+CHAMPION = "champion"
+CANARY = "canary"
+MANIFEST_SCHEMA = 1
+ROLLBACK_HISTORY = 10  # versions kept in champion.json's "previous"
+
+SURFACE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+
+
+class RegistryError(Exception):
+    """Base class of the registry's own errors."""
+
+
+class VersionNotFoundError(RegistryError, LookupError):
+    """No visible version (no manifest) with that id."""
+
+
+class VersionExistsError(RegistryError):
+    """A manifest with that version id exists already: versions are immutable."""
+
+
+class IntegrityError(RegistryError):
+    """A file or manifest does not match what the manifest says."""
+
+
+def validate_surface(surface: str) -> str:
+    if not isinstance(surface, str) or not SURFACE_RE.match(surface):
+        raise ValueError(f"invalid surface name {surface!r} (expected {SURFACE_RE.pattern})")
+    return surface
+
+
+def validate_version(version: str) -> str:
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise ValueError(f"invalid version id {version!r} (expected YYYYMMDDTHHMMSSZ-<8 hex>)")
+    return version
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 4 * 1024 * 1024) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def content_sha256(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest without its ``version`` field (what the version id names)."""
+    return hashlib.sha256(_canonical({k: v for k, v in manifest.items() if k != "version"})).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class LocalVersion:
+    """A version fetched to local disk with every checksum verified."""
+
+    surface: str
+    version: str
+    manifest: dict[str, Any]
+    directory: Path
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+
+class Registry:
+    """Versions and pointers of every surface under one S3 prefix."""
+
+    def __init__(self, settings: S3Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.client = client if client is not None else make_client(settings)
+        self.bucket = settings.bucket
+
+    @classmethod
+    def from_env(cls) -> Registry:
+        return cls(S3Settings.from_env())
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def version_key(self, surface: str, version: str, name: str = "") -> str:
+        validate_surface(surface)
+        validate_version(version)
+        return self.settings.key("versions", surface, version, name)
+
+    def pointer_key(self, surface: str, role: str) -> str:
+        validate_surface(surface)
+        if role not in (CHAMPION, CANARY):
+            raise ValueError(f"unknown pointer {role!r}")
+        return self.settings.key("serving", surface, f"{role}.json")
+
+    # -- publication ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        surface: str,
+        files: Mapping[str, str | os.PathLike[str]],
+        *,
+        index: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+        data_partitions: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+        parents: Sequence[str] = (),
+        created_at: datetime | None = None,
+    ) -> str:
+        """Upload ``files`` (model.pt, index.faiss, item_ids.npy), then the manifest (last, only
+        if absent). Returns the new version id."""
+        validate_surface(surface)
+        missing = set(VERSION_FILES) - set(files)
+        extra = set(files) - set(VERSION_FILES)
+        if missing or extra:
+            raise ValueError(f"a version holds exactly {VERSION_FILES}; missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        for p in parents:
+            validate_version(p)
+        created = created_at or _now()
+        entries = {}
+        for name in VERSION_FILES:
+            path = Path(files[name])
+            entries[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        manifest: dict[str, Any] = {
+            "schema": MANIFEST_SCHEMA,
+            "surface": surface,
+            "created_at": _iso(created),
+            "files": entries,
+            "index": dict(index),
+            "metrics": dict(metrics or {}),
+            "data_partitions": list(data_partitions),
+            "config": dict(config or {}),
+            "parents": list(parents),
+        }
+        content = content_sha256(manifest)
+        version = f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{content[:8]}"
+        manifest = {"version": version, **manifest, "content_sha256": content}
+        # content_sha256 is not part of what it hashes: recompute without it on read.
+        for name in VERSION_FILES:
+            upload_file(self.client, self.bucket, self.version_key(surface, version, name), files[name])
+        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        if not put_if_absent(self.client, self.bucket, self.version_key(surface, version, MANIFEST_FILE), body):
+            raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
+        return version
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def list_versions(self, surface: str) -> list[str]:
+        """Visible versions (those with a manifest), oldest first."""
+        prefix = self.settings.key("versions", validate_surface(surface)) + "/"
+        found = set()
+        for key in list_keys(self.client, self.bucket, prefix):
+            rest = key[len(prefix):]
+            version, _, name = rest.partition("/")
+            if name == MANIFEST_FILE and VERSION_RE.match(version):
+                found.add(version)
+        return sorted(found)
+
+    def _all_version_dirs(self, surface: str) -> dict[str, list[str]]:
+        prefix = self.settings.key("versions", validate_surface(surface)) + "/"
+        dirs: dict[str, list[str]] = {}
+        for key in list_keys(self.client, self.bucket, prefix):
+            version = key[len(prefix):].partition("/")[0]
+            dirs.setdefault(version, []).append(key)
+        return dirs
+
+    def manifest(self, surface: str, version: str) -> dict[str, Any]:
+        """The version's manifest, checked against its id; :class:`VersionNotFoundError` when
+        the version has no manifest (absent or half-written)."""
+        key = self.version_key(surface, version, MANIFEST_FILE)
+        try:
+            raw = get_bytes(self.client, self.bucket, key)
+        except ObjectNotFoundError as exc:
+            raise VersionNotFoundError(f"no version {surface}/{version} (no manifest)") from exc
+        try:
+            manifest = json.loads(raw)
+        except ValueError as exc:
+            raise IntegrityError(f"manifest of {surface}/{version} is not JSON: {exc}") from exc
+        self._check_manifest(surface, version, manifest)
+        return manifest
+
+    @staticmethod
+    def _check_manifest(surface: str, version: str, manifest: Any) -> None:
+        where = f"manifest of {surface}/{version}"
+        if not isinstance(manifest, dict):
+            raise IntegrityError(f"{where} is not a JSON object")
+        if manifest.get("version") != version or manifest.get("surface") != surface:
+            raise IntegrityError(f"{where} names {manifest.get('surface')}/{manifest.get('version')}")
+        files = manifest.get("files")
+        if not isinstance(files, dict) or set(files) != set(VERSION_FILES):
+            raise IntegrityError(f"{where} must list exactly {VERSION_FILES}")
+        for name, entry in files.items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                    and isinstance(entry.get("size"), int)):
+                raise IntegrityError(f"{where}: bad entry for {name}: {entry!r}")
+        body = {k: v for k, v in manifest.items() if k != "content_sha256"}
+        content = content_sha256(body)
+        if content != manifest.get("content_sha256") or not version.endswith("-" + content[:8]):
+            raise IntegrityError(f"{where} does not match its content hash (edited after publication?)")
+
+    def fetch(self, surface: str, version: str, cache_dir: str | os.PathLike[str]) -> LocalVersion:
+        """Download the version into ``cache_dir/{surface}/{version}`` and verify every file's
+        size and sha256 against the manifest. Files already there are re-verified, not trusted.
+        :class:`IntegrityError` on any mismatch (the bad download is removed)."""
+        manifest = self.manifest(surface, version)
+        final = Path(cache_dir) / surface / version
+        if final.is_dir():
+            try:
+                self._verify_dir(surface, version, manifest, final)
+                return LocalVersion(surface, version, manifest, final)
+            except IntegrityError:
+                shutil.rmtree(final, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final.parent))
+        try:
+            for name in VERSION_FILES:
+                try:
+                    download_file(self.client, self.bucket, self.version_key(surface, version, name), tmp / name)
+                except ObjectNotFoundError as exc:
+                    raise IntegrityError(f"{surface}/{version}: {name} is missing") from exc
+            self._verify_dir(surface, version, manifest, tmp)
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            if final.exists():
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return LocalVersion(surface, version, manifest, final)
+
+    @staticmethod
+    def _verify_dir(surface: str, version: str, manifest: dict[str, Any], directory: Path) -> None:
+        for name in VERSION_FILES:
+            entry = manifest["files"][name]
+            path = directory / name
+            if not path.is_file():
+                raise IntegrityError(f"{surface}/{version}: {name} is missing")
+            size = path.stat().st_size
+            if size != entry["size"]:
+                raise IntegrityError(f"{surface}/{version}: {name} has {size} bytes, manifest says {entry['size']}")
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                raise IntegrityError(f"{surface}/{version}: {name} sha256 {digest[:12]}... does not match "
+                                     f"the manifest's {entry['sha256'][:12]}...")
+
+    # -- pointers ---------------------------------------------------------------------------
+
+    def read_pointer(self, surface: str, role: str) -> dict[str, Any] | None:
+        """The pointer's JSON, or None when there is none (or it names no version)."""
+        try:
+            raw = get_bytes(self.client, self.bucket, self.pointer_key(surface, role))
+        except ObjectNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise RegistryError(f"{role}.json of {surface} is not JSON: {exc}") from exc
+        if not isinstance(data, dict) or not data.get("version"):
+            return None
+        validate_version(data["version"])
+        return data
+
+    def champion(self, surface: str) -> str | None:
+        data = self.read_pointer(surface, CHAMPION)
+        return data["version"] if data else None
+
+    def canary(self, surface: str) -> tuple[str, float] | None:
+        data = self.read_pointer(surface, CANARY)
+        if not data or float(data.get("traffic", 0)) <= 0:
+            return None
+        return data["version"], float(data["traffic"])
+
+    def _write_pointer(self, surface: str, role: str, data: dict[str, Any]) -> None:
+        body = json.dumps({**data, "updated_at": _iso(_now())}, indent=2, sort_keys=True).encode()
+        put_bytes(self.client, self.bucket, self.pointer_key(surface, role), body,
+                  content_type="application/json")
+
+    def _require_version(self, surface: str, version: str) -> dict[str, Any]:
+        manifest = self.manifest(surface, validate_version(version))  # raises when invisible
+        for name, entry in manifest["files"].items():
+            head = self.client.head_object(Bucket=self.bucket, Key=self.version_key(surface, version, name))
+            if head["ContentLength"] != entry["size"]:
+                raise IntegrityError(f"{surface}/{version}: {name} has {head['ContentLength']} bytes, "
+                                     f"manifest says {entry['size']}")
+        return manifest
+
+    def promote(self, surface: str, version: str) -> dict[str, Any]:
+        """Point champion.json at ``version`` (which must be visible and complete); the version
+        it replaces goes first into ``previous``. A canary on the same version is cleared."""
+        self._require_version(surface, version)
+        current = self.read_pointer(surface, CHAMPION) or {}
+        previous = list(current.get("previous", []))
+        if current.get("version") and current["version"] != version:
+            previous.insert(0, current["version"])
+        previous = [v for v in previous if v != version][:ROLLBACK_HISTORY]
+        data = {"version": version, "previous": previous}
+        self._write_pointer(surface, CHAMPION, data)
+        canary = self.read_pointer(surface, CANARY)
+        if canary and canary["version"] == version:
+            self.clear_canary(surface)
+        return data
+
+    def rollback(self, surface: str, to: str | None = None) -> dict[str, Any]:
+        """Point champion.json back at the previous champion (or at ``to``)."""
+        current = self.read_pointer(surface, CHAMPION)
+        if not current:
+            raise RegistryError(f"{surface} has no champion to roll back")
+        previous = [v for v in current.get("previous", []) if v != current["version"]]
+        if to is None:
+            if not previous:
+                raise RegistryError(f"{surface}: champion {current['version']} has no previous version")
+            to = previous[0]
+        self._require_version(surface, to)
+        rest = [v for v in previous if v != to]
+        data = {"version": to, "previous": rest, "rolled_back_from": current["version"]}
+        self._write_pointer(surface, CHAMPION, data)
+        return data
+
+    def set_canary(self, surface: str, version: str, traffic: float) -> dict[str, Any]:
+        traffic = float(traffic)
+        if not 0.0 <= traffic <= 1.0:
+            raise ValueError(f"canary traffic must be in [0, 1], got {traffic}")
+        self._require_version(surface, version)
+        data = {"version": version, "traffic": traffic}
+        self._write_pointer(surface, CANARY, data)
+        return data
+
+    def clear_canary(self, surface: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.pointer_key(surface, CANARY))
+
+    # -- retention --------------------------------------------------------------------------
+
+    def protected(self, surface: str) -> set[str]:
+        """Versions a pointer names: champion, its rollback history, canary."""
+        out = set()
+        champ = self.read_pointer(surface, CHAMPION)
+        if champ:
+            out.add(champ["version"])
+            out.update(v for v in champ.get("previous", []) if VERSION_RE.match(str(v)))
+        canary = self.read_pointer(surface, CANARY)
+        if canary:
+            out.add(canary["version"])
+        return out
+
+    def retain(self, surface: str, keep: int, *, stale_after_s: float = 24 * 3600.0,
+               dry_run: bool = False) -> list[str]:
+        """Delete visible versions beyond the newest ``keep`` that no pointer names, and
+        half-written versions (no manifest) whose newest object is older than
+        ``stale_after_s``. Returns the deleted version ids."""
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        visible = self.list_versions(surface)
+        keep_set = set(visible[-keep:]) | self.protected(surface)
+        doomed = [v for v in visible if v not in keep_set]
+        dirs = self._all_version_dirs(surface)
+        now = _now()
+        for version, keys in dirs.items():
+            if version in visible or not VERSION_RE.match(version):
+                continue
+            newest = max(
+                self.client.head_object(Bucket=self.bucket, Key=k)["LastModified"] for k in keys
+            )
+            if (now - newest).total_seconds() > stale_after_s:
+                doomed.append(version)
+        if dry_run:
+            return sorted(doomed)
+        for version in doomed:
+            keys = dirs.get(version, [])
+            manifest_key = self.version_key(surface, version, MANIFEST_FILE)
+            if manifest_key in keys:  # invisible first, then the rest
+                self.client.delete_object(Bucket=self.bucket, Key=manifest_key)
+            for key in keys:
+                if key != manifest_key:
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+        return sorted(doomed)
