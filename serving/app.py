@@ -1,0 +1,379 @@
+"""The retrieval service: a FastAPI app factory with injected dependencies.
+
+    app = create_app(manager, features)     # VersionManager, FeatureReader (or None)
+
+Endpoints:
+
+``POST /v1/retrieve``  ``{user_id, surface, k?, outcome_weights?, recent_events?}`` ->
+    ``{candidates: [{item_id, score, outcome, offset}], model_version, index_version, version,
+    served_by, surface, user_id, k}``; stage times in the ``Server-Timing`` header
+    (feature, encode, ann, merge, total; milliseconds).
+``GET /healthz``       the process is up.
+``GET /readyz``        200 once every served surface has a verified champion loaded, else 503.
+``GET /versions``      what is loaded per surface, and the last load error.
+``GET /metrics``       Prometheus text: ``pinrec_requests_total{endpoint,status,version}``,
+    ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``,
+    ``pinrec_loaded_version{surface,role,version}``, ``pinrec_version_loads_total{surface,result}``,
+    ``pinrec_feature_read_errors_total``.
+``GET /openapi.json``, ``/docs``: the OpenAPI spec.
+
+Errors are JSON ``{"error": <reason>, "detail": ...}``: 422 for invalid fields (unknown outcome or
+surface name, k out of range, malformed JSON, unknown fields), 413 for a body over
+``max_body_bytes``, 404 for a valid surface this service does not serve, 503 while a surface has
+no version loaded. The user's sequence is read from the feature reader (the Feast online store)
+and extended with ``recent_events`` (which is all a cold user has); a feature-store failure is
+counted and the request is served from ``recent_events`` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from events.contract import MAX_ID, OUTCOMES, SURFACES
+from serving.encoder import UserSequence
+from serving.versions import VersionManager
+
+log = logging.getLogger("serving.app")
+
+MAX_K = 1000
+MAX_RECENT_EVENTS = 200
+MAX_BODY_BYTES = 64 * 1024
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2,
+                   0.5, 1.0, 2.5)
+
+
+class FeatureReader(Protocol):
+    def read(self, user_id: int) -> Mapping[str, Any] | None:
+        """The user's ``user_sequence`` feature lists, or None for an unknown user."""
+
+
+class InMemoryFeatures:
+    """A feature reader over a dict ``user_id -> {seq_item_ids: [...], ...}`` (tests, benches)."""
+
+    def __init__(self, rows: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+        self.rows = dict(rows or {})
+
+    def read(self, user_id: int) -> Mapping[str, Any] | None:
+        return self.rows.get(int(user_id))
+
+
+class FeastFeatures:
+    """The Feast online store (``user_sequence`` view). Reads the response as a dict of lists
+    (``to_dict``), skipping the DataFrame ``feature_pipeline.store.online_user_sequences``
+    builds, which costs milliseconds per request."""
+
+    def __init__(self, store: Any) -> None:
+        from feature_pipeline.store import USER_SEQUENCE_FEATURES
+
+        self.store = store
+        self.features = USER_SEQUENCE_FEATURES
+
+    def read(self, user_id: int) -> Mapping[str, Any] | None:
+        data = self.store.get_online_features(
+            features=self.features, entity_rows=[{"user_id": int(user_id)}]
+        ).to_dict()
+        row = {k: v[0] for k, v in data.items()}
+        return row if row.get("seq_item_ids") is not None else None
+
+
+# -- request / response models ----------------------------------------------------------------
+
+
+class RecentEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: int = Field(ge=0, le=MAX_ID)
+    outcome: str = Field(description=f"one of {list(OUTCOMES)}")
+    surface: str | None = Field(default=None, description="default: the request's surface")
+    timestamp_us: int = Field(ge=0, le=2**62, description="UTC microseconds since the epoch")
+
+    @field_validator("outcome")
+    @classmethod
+    def _known_outcome(cls, v: str) -> str:
+        if v not in OUTCOMES:
+            raise ValueError(f"unknown outcome {v!r}; known: {list(OUTCOMES)}")
+        return v
+
+    @field_validator("surface")
+    @classmethod
+    def _known_surface(cls, v: str | None) -> str | None:
+        if v is not None and v not in SURFACES:
+            raise ValueError(f"unknown surface {v!r}; known: {list(SURFACES)}")
+        return v
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int = Field(ge=0, le=MAX_ID)
+    surface: str = Field(description=f"one of {list(SURFACES)}")
+    k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
+    outcome_weights: dict[str, float] | None = Field(
+        default=None, description="outcome -> weight >= 0 (default: the version's weights)")
+    recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
+
+    @field_validator("surface")
+    @classmethod
+    def _known_surface(cls, v: str) -> str:
+        if v not in SURFACES:
+            raise ValueError(f"unknown surface {v!r}; known: {list(SURFACES)}")
+        return v
+
+    @field_validator("outcome_weights")
+    @classmethod
+    def _valid_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        unknown = sorted(set(v) - set(OUTCOMES))
+        if unknown:
+            raise ValueError(f"unknown outcome(s) {unknown}; known: {list(OUTCOMES)}")
+        bad = {o: w for o, w in v.items() if not math.isfinite(w) or w < 0}
+        if bad:
+            raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError("at least one outcome weight must be > 0")
+        return v
+
+
+class CandidateOut(BaseModel):
+    item_id: int
+    score: float
+    outcome: str
+    offset: str
+
+
+class RetrieveResponse(BaseModel):
+    candidates: list[CandidateOut]
+    model_version: str
+    index_version: str
+    version: str
+    served_by: str = Field(description="champion or canary")
+    surface: str
+    user_id: int
+    k: int
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+class _StateCollector:
+    def __init__(self, manager: VersionManager) -> None:
+        self.manager = manager
+
+    def collect(self):
+        loaded = GaugeMetricFamily("pinrec_loaded_version", "Versions loaded (1) by surface and role",
+                                   labels=["surface", "role", "version"])
+        for surface, info in self.manager.loaded().items():
+            for role in ("champion", "canary"):
+                if info[role]:
+                    loaded.add_metric([surface, role, info[role]], 1.0)
+        yield loaded
+        loads = CounterMetricFamily("pinrec_version_loads", "Version loads by result",
+                                    labels=["surface", "result"])
+        for (surface, result), n in sorted(self.manager.load_counts.items()):
+            loads.add_metric([surface, result], n)
+        yield loads
+        yield GaugeMetricFamily("pinrec_ready", "1 when every surface has a champion loaded",
+                                value=1.0 if self.manager.ready else 0.0)
+
+
+class Metrics:
+    def __init__(self, manager: VersionManager, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter("pinrec_requests", "Requests by endpoint, status and version",
+                                ["endpoint", "status", "version"], registry=self.registry)
+        self.latency = Histogram("pinrec_request_duration_seconds", "Request latency in the app",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.stages = Histogram("pinrec_stage_duration_seconds", "Retrieval stage latency",
+                                ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.feature_errors = Counter("pinrec_feature_read_errors", "Feature store read failures",
+                                      registry=self.registry)
+        self.registry.register(_StateCollector(manager))
+
+
+def _error(status: int, reason: str, detail: Any = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": reason}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+class _GuardMiddleware:
+    """Body size limit (413, checked on Content-Length and on the bytes actually received) and
+    request counting/latency for the retrieval endpoint (status and serving version labels)."""
+
+    def __init__(self, app: Any, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = "retrieve" if path == "/v1/retrieve" else None
+        start = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+            await send(message)
+
+        too_big = False
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_body_bytes
+            except ValueError:
+                too_big = False
+        body_receive = receive
+        if not too_big and scope.get("method") in ("POST", "PUT", "PATCH"):
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    too_big = True
+                    break
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            sent = False
+
+            async def body_receive() -> dict:  # replay the buffered body once
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+        if too_big:
+            response = _error(413, f"request body over {self.max_body_bytes} bytes")
+            await response(scope, receive, send_wrapper)
+        else:
+            await self.app(scope, body_receive, send_wrapper)
+        if endpoint is not None:
+            version = (scope.get("state") or {}).get("version", "none")
+            self.metrics.requests.labels(endpoint, str(status_holder["status"]), version).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+def create_app(manager: VersionManager, features: FeatureReader | None = None, *,
+               max_body_bytes: int = MAX_BODY_BYTES, start_polling: bool = True,
+               metrics_registry: CollectorRegistry | None = None) -> FastAPI:
+    """The service. ``start_polling``: run ``manager``'s background refresh while the app runs
+    (the first refresh happens in that thread, so the app answers /healthz at once)."""
+    metrics = Metrics(manager, metrics_registry)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if start_polling:
+            manager.start()
+        try:
+            yield
+        finally:
+            if start_polling:
+                manager.stop()
+
+    app = FastAPI(title="pinrec-ops retrieval", version="1", lifespan=lifespan,
+                  description="PinRec multi-token generative retrieval (see DESIGN.md, Serving API).")
+    app.state.manager = manager
+    app.state.metrics = metrics
+    app.add_middleware(_GuardMiddleware, metrics=metrics, max_body_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            errors.append({"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")),
+                           "type": str(e.get("type"))})
+        reason = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+        return _error(422, reason or "invalid request", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.post("/v1/retrieve", response_model=RetrieveResponse,
+              responses={404: {"description": "surface not served here"},
+                         413: {"description": "body too large"},
+                         422: {"description": "invalid request"},
+                         503: {"description": "no version loaded yet"}})
+    def retrieve(req: RetrieveRequest, request: Request) -> Any:
+        t0 = time.perf_counter()
+        state = manager.state(req.surface)
+        if state is None:
+            return _error(404, f"surface {req.surface!r} is not served here; served: {manager.surfaces}")
+        loaded, role = state.route(req.surface, req.user_id)
+        if loaded is None:
+            return _error(503, f"no version of {req.surface!r} is loaded yet")
+        request.state.version = loaded.version
+        row = None
+        if features is not None:
+            try:
+                row = features.read(req.user_id)
+            except Exception as exc:  # noqa: BLE001 - degrade to recent_events
+                metrics.feature_errors.inc()
+                log.warning("feature read failed for user %s: %s", req.user_id, exc)
+        seq = UserSequence.from_features(row)
+        if req.recent_events:
+            seq = seq.extended([
+                {"item_id": e.item_id, "outcome": e.outcome, "surface": e.surface or req.surface,
+                 "timestamp_us": e.timestamp_us} for e in req.recent_events])
+        t1 = time.perf_counter()
+        result = loaded.retrieve(seq, req.k, req.outcome_weights)
+        total = (time.perf_counter() - t0) * 1e3
+        timings = {"feature": (t1 - t0) * 1e3, **result.timings_ms, "total": total}
+        for stage, ms in timings.items():
+            if stage != "total":
+                metrics.stages.labels(stage).observe(ms / 1e3)
+        body = {
+            "candidates": [{"item_id": int(c.item), "score": float(c.score), "outcome": str(c.outcome),
+                            "offset": str(c.offset)} for c in result.candidates],
+            "model_version": loaded.model_version, "index_version": loaded.index_version,
+            "version": loaded.version, "served_by": role, "surface": req.surface,
+            "user_id": req.user_id, "k": req.k,
+        }
+        log.debug("served user %s on %s by %s %s", req.user_id, req.surface, role, loaded.version)
+        server_timing = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
+        return Response(json.dumps(body), media_type="application/json",
+                        headers={"Server-Timing": server_timing})
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        body = {"ready": manager.ready, "versions": manager.loaded()}
+        return JSONResponse(body, status_code=200 if manager.ready else 503)
+
+    @app.get("/versions")
+    def versions() -> dict[str, Any]:
+        return {"versions": manager.loaded(), "errors": manager.errors}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,181 @@
+"""Operator CLI for published versions and the retrieval service.
+
+    python -m serving.cli serve --surface homefeed [--surface search] [--port 8000]
+    python -m serving.cli versions SURFACE
+    python -m serving.cli show SURFACE VERSION
+    python -m serving.cli promote SURFACE VERSION
+    python -m serving.cli rollback SURFACE [--to VERSION]
+    python -m serving.cli canary SURFACE VERSION --traffic 0.05 | canary SURFACE --clear
+    python -m serving.cli retain SURFACE --keep 10 [--dry-run]
+
+S3 comes from the environment (``PINREC_S3_ENDPOINT_URL``, ``PINREC_S3_BUCKET``,
+``PINREC_S3_PREFIX``, ``AWS_*``; see ``storage/s3.py``). ``serve`` binds 127.0.0.1 unless told
+otherwise and reads user sequences from the Feast online store under ``--feast-data-dir``
+(``--features none``: requests carry ``recent_events`` only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from serving.registry import Registry, RegistryError
+
+
+def _registry() -> Registry:
+    return Registry.from_env()
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    reg = _registry()
+    champion = reg.champion(args.surface)
+    canary = reg.canary(args.surface)
+    rows = []
+    for version in reg.list_versions(args.surface):
+        role = []
+        if version == champion:
+            role.append("champion")
+        if canary and version == canary[0]:
+            role.append(f"canary {canary[1]:g}")
+        manifest = reg.manifest(args.surface, version)
+        idx = manifest.get("index", {})
+        rows.append(f"{version}  {idx.get('kind', '?'):8s} {json.dumps(idx.get('params', {})):18s} "
+                    f"recall@100={idx.get('recall_at_100', float('nan')):.4f}  "
+                    f"items={idx.get('ntotal', '?')}  {', '.join(role)}")
+    print("\n".join(rows) if rows else f"no versions of {args.surface}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    print(json.dumps(_registry().manifest(args.surface, args.version), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    print(json.dumps(_registry().promote(args.surface, args.version)))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    print(json.dumps(_registry().rollback(args.surface, args.to)))
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    reg = _registry()
+    if args.clear:
+        reg.clear_canary(args.surface)
+        print(json.dumps({"canary": None}))
+        return 0
+    if not args.version or args.traffic is None:
+        raise SystemExit("canary needs VERSION and --traffic (or --clear)")
+    print(json.dumps(reg.set_canary(args.surface, args.version, args.traffic)))
+    return 0
+
+
+def cmd_retain(args: argparse.Namespace) -> int:
+    deleted = _registry().retain(args.surface, args.keep, dry_run=args.dry_run)
+    print(json.dumps({"deleted" if not args.dry_run else "would_delete": deleted}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import FeastFeatures, create_app
+    from serving.retriever import set_threads
+    from serving.versions import VersionManager
+
+    set_threads(args.faiss_threads, args.torch_threads)
+    features = None
+    if args.features == "feast":
+        from feature_pipeline.store import FeastSettings, open_store
+
+        if not args.feast_data_dir:
+            raise SystemExit("--features feast needs --feast-data-dir")
+        settings = FeastSettings(Path(args.feast_data_dir))
+        if args.feast_config:
+            settings = FeastSettings(Path(args.feast_data_dir), Path(args.feast_config))
+        features = FeastFeatures(open_store(settings))
+    manager = VersionManager(_registry(), args.surface, args.cache_dir,
+                             poll_interval_s=args.poll_interval, retry_after_s=args.retry_after)
+    app = create_app(manager, features, max_body_bytes=args.max_body_bytes)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.cli",
+                                description="Published PinRec versions (S3) and the retrieval service.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the retrieval service (FastAPI + uvicorn)")
+    s.add_argument("--surface", action="append", required=True,
+                   help="surface to serve (repeat for several)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--cache-dir", default="var/serving-cache", help="local copies of versions")
+    s.add_argument("--poll-interval", type=float, default=5.0, help="seconds between pointer polls")
+    s.add_argument("--retry-after", type=float, default=30.0,
+                   help="seconds before retrying a version that failed to load")
+    s.add_argument("--features", choices=["feast", "none"], default="feast",
+                   help="where user sequences come from (none: recent_events only)")
+    s.add_argument("--feast-data-dir", help="Feast data dir (registry, online store)")
+    s.add_argument("--feast-config", help="feature_store.yaml (default feature_repo/feature_store.yaml)")
+    s.add_argument("--faiss-threads", type=int, default=1)
+    s.add_argument("--torch-threads", type=int, default=1)
+    s.add_argument("--max-body-bytes", type=int, default=64 * 1024)
+    s.add_argument("--log-level", default="info")
+    s.add_argument("--access-log", action="store_true")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("versions", help="list visible versions (with a manifest) of a surface")
+    s.add_argument("surface")
+    s.set_defaults(fn=cmd_versions)
+
+    s = sub.add_parser("show", help="print a version's manifest")
+    s.add_argument("surface")
+    s.add_argument("version")
+    s.set_defaults(fn=cmd_show)
+
+    s = sub.add_parser("promote", help="point champion.json at a version")
+    s.add_argument("surface")
+    s.add_argument("version")
+    s.set_defaults(fn=cmd_promote)
+
+    s = sub.add_parser("rollback", help="point champion.json back at the previous champion")
+    s.add_argument("surface")
+    s.add_argument("--to", help="a specific version instead of the previous one")
+    s.set_defaults(fn=cmd_rollback)
+
+    s = sub.add_parser("canary", help="set or clear canary.json (traffic fraction by user hash)")
+    s.add_argument("surface")
+    s.add_argument("version", nargs="?")
+    s.add_argument("--traffic", type=float, help="fraction of users in [0, 1]")
+    s.add_argument("--clear", action="store_true", help="remove the canary")
+    s.set_defaults(fn=cmd_canary)
+
+    s = sub.add_parser("retain", help="delete old versions no pointer names")
+    s.add_argument("surface")
+    s.add_argument("--keep", type=int, required=True, help="newest versions to keep")
+    s.add_argument("--dry-run", action="store_true")
+    s.set_defaults(fn=cmd_retain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except (RegistryError, ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

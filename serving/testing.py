@@ -1,0 +1,91 @@
+"""Small helpers for tests and benchmarks of the service: a tiny random-weight PinRec, a
+uvicorn server in a thread, plain-stdlib HTTP calls."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+import torch
+
+
+def tiny_model(n_items: int = 300, seed: int = 0, d_model: int = 32, item_id_offset: int = 1000):
+    """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``."""
+    from training.model import PinRec, PinRecConfig
+
+    torch.manual_seed(seed)
+    model = PinRec(PinRecConfig(n_items=n_items, d_model=d_model, n_layers=1, n_heads=2,
+                                max_len=50, dropout=0.0))
+    with torch.no_grad():
+        model.item_ids[1:] += item_id_offset - 0
+    return model.eval()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """Run a FastAPI app under a real uvicorn server in a daemon thread (``with`` block)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
+        import uvicorn
+
+        self.host, self.port = host, port or free_port(host)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def call(host: str, port: int, method: str, path: str, body: Any = None, *,
+         raw: bytes | None = None, timeout: float = 30.0,
+         conn: http.client.HTTPConnection | None = None) -> tuple[int, Any, dict[str, str]]:
+    """One HTTP request; returns (status, parsed JSON or text, headers)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        payload = resp.read()
+        try:
+            parsed: Any = json.loads(payload)
+        except ValueError:
+            parsed = payload.decode("utf-8", "replace")
+        return resp.status, parsed, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        if own:
+            conn.close()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
