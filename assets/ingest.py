@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.days import days_in_window
+from assets.plots import stacked_bars
 from events.ingest import validate_events
 from events.table import file_sha256
 from orchestration.config import load_settings
@@ -88,6 +89,9 @@ def ingest_events(
             "rows_good": total_good,
             "rows_quarantined": total_bad,
             "bad_fraction": bad_fraction,
+            "rows_per_day": stacked_bars(
+                {"good": [r[2] for r in per_day], "quarantined": [r[3] for r in per_day]},
+                [r[0] for r in per_day], "rows per day", "rows"),
             "per_day": MetadataValue.md(_markdown_table(["day", "rows in", "good", "quarantined", "bad fraction", "sha256"], per_day[-60:])),
             "path": MetadataValue.path(str(table.root / "events")),
             "s3_archive": MetadataValue.url(uris[0].rsplit("/", 2)[0]) if uris else "",
