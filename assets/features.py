@@ -61,13 +61,12 @@ def feature_tables(context: AssetExecutionContext, lake: DataLakeResource, feast
     description="The Feast registry applied from feature_repo/ and each day's window materialized into the online store.",
 )
 def online_features(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
-    from feature_pipeline.store import apply_repo, materialize_day, online_user_sequences
+    from feature_pipeline.store import apply_repo, materialize_days, online_user_sequences
 
     store = feast.store()
     applied = apply_repo(store)
     days = days_in_window(context.partition_time_window)
-    for day in days:
-        materialize_day(store, day)
+    materialize_days(store, days[0], days[-1])  # one pass over the run's window
     # Show an operator what serving will read: the most recent user of the last day.
     sample = {}
     last_file = feast.settings().data_dir / "offline" / "user_sequence" / f"{days[-1].isoformat()}.parquet"

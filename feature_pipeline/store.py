@@ -121,11 +121,18 @@ def write_offline_tables(settings: FeastSettings, day: date, tables: dict[str, p
     return written
 
 
+def materialize_days(store: "FeatureStore", first: date, last: date, views: list[str] | None = None) -> None:
+    """Load the rows stamped inside days first..last into the online store, in one pass: each
+    entity ends with its newest row of the window, as if the days had been loaded one by one.
+    Idempotent: re-running a window writes the same values."""
+    start, _ = day_window(first)
+    _, end = day_window(last)
+    store.materialize(start_date=start, end_date=end, feature_views=views or list(OFFLINE_TABLES))
+
+
 def materialize_day(store: "FeatureStore", day: date, views: list[str] | None = None) -> None:
     """Load the rows stamped inside `day` into the online store (idempotent for a given day)."""
-    start, end = day_window(day)
-    views = views or list(OFFLINE_TABLES)
-    store.materialize(start_date=start, end_date=end, feature_views=views)
+    materialize_days(store, day, day, views)
 
 
 def online_user_sequences(store: "FeatureStore", user_ids: list[int]) -> pd.DataFrame:

@@ -22,15 +22,20 @@ from events.table import EventTable
 EPS = 1e-6  # floor for empty outcome buckets, so PSI and logs stay finite
 
 
-def outcome_counts(table: EventTable, days: list[date]) -> pd.DataFrame:
+def outcome_counts(table: EventTable, days: list[date], exclude: tuple[str, ...] = ("impression",)) -> pd.DataFrame:
     """Event counts per (surface, outcome) over `days`: a frame indexed by surface, one column per
-    outcome in contract order."""
+    outcome in contract order.
+
+    Impressions are excluded by default: they are ~90% of a surface's rows, and the mix that moves
+    when behaviour changes is that of the engagements (a save rate halving moves the all-outcome
+    PSI by ~0.02 but the engagement-mix PSI by ~0.17 on the simulator)."""
     files = [str(table.events_path(d)) for d in days if table.events_path(d).exists()]
     if not files:
-        return pd.DataFrame(columns=list(OUTCOMES), dtype="int64")
+        return pd.DataFrame(columns=[o for o in OUTCOMES if o not in exclude], dtype="int64")
     df = ds.dataset(files, format="parquet").to_table(columns=["surface", "outcome"]).to_pandas()
     counts = df.groupby(["surface", "outcome"]).size().unstack("outcome", fill_value=0)
-    return counts.reindex(columns=list(OUTCOMES), fill_value=0).astype("int64")
+    keep = [o for o in OUTCOMES if o not in exclude]
+    return counts.reindex(columns=keep, fill_value=0).astype("int64")
 
 
 def _distribution(counts: np.ndarray) -> np.ndarray:
@@ -76,8 +81,8 @@ def compare_outcome_mix(current: pd.DataFrame, reference: pd.DataFrame, *, js_th
         enough = cur.sum() >= min_rows and ref.sum() >= min_rows
         reports.append(SurfaceDrift(
             surface=surface, js=js, psi=p, current_rows=int(cur.sum()), reference_rows=int(ref.sum()),
-            current_mix={o: round(float(c) / float(max(cur.sum(), 1)), 5) for o, c in zip(OUTCOMES, cur) if c},
-            reference_mix={o: round(float(c) / float(max(ref.sum(), 1)), 5) for o, c in zip(OUTCOMES, ref) if c},
+            current_mix={o: round(float(c) / float(max(cur.sum(), 1)), 5) for o, c in zip(current.columns, cur) if c},
+            reference_mix={o: round(float(c) / float(max(ref.sum(), 1)), 5) for o, c in zip(reference.columns, ref) if c},
             drifted=bool(enough and (js > js_threshold or p > psi_threshold)),
         ))
     return reports

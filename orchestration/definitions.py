@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration.areas import data
+from orchestration.areas import data, lifecycle
 from orchestration.resources import build_resources
 
-defs = dg.Definitions.merge(data.defs, dg.Definitions(resources=build_resources()))
+defs = dg.Definitions.merge(data.defs, lifecycle.defs, dg.Definitions(resources=build_resources()))

@@ -128,8 +128,45 @@ class S3Resource(ConfigurableResource):
     def uri(self, *parts: str) -> str:
         return self.s3_settings().uri(*parts)
 
+    def registry(self):
+        """The model/index version registry (serving.registry) in this bucket and prefix."""
+        from serving.registry import Registry
+
+        return Registry(self.s3_settings(), self.client())
+
     def key(self, *parts: str) -> str:
         return self.s3_settings().key(*parts)
+
+
+class TrainingResource(ConfigurableResource):
+    """Model size and training budget for pretraining and per-surface fine-tuning.
+
+    Defaults fit the embedded default (a simulated world on 2 CPU cores in minutes); raise them
+    for real data (environment: PINREC_TRAIN_D_MODEL, ..._PRETRAIN_EPOCHS, ...)."""
+
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_len: int = 50
+    batch_size: int = 128
+    pretrain_epochs: int = 3
+    finetune_epochs: int = 1
+    finetune_days: int = 7
+    hard_negatives: int = 16
+    seed: int = 0
+    threads: int = 2
+    models_dir: str = "models"
+
+    def configs(self, n_items: int = 0):
+        from training.data import DataConfig
+        from training.model import PinRecConfig
+        from training.train import TrainConfig
+
+        model = PinRecConfig(n_items=n_items, d_model=self.d_model, n_layers=self.layers,
+                             n_heads=self.heads, max_len=self.max_len)
+        data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed)
+        return model, data, TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads,
+                                        progress_bar=False)
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, ConfigurableResource]:
@@ -151,6 +188,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, ConfigurableR
             sim_drift_kind=s.sim_drift_kind,
         ),
         "lake": DataLakeResource(root=str(s.data_dir / "lake")),
+        "training": TrainingResource(models_dir=str(s.data_dir / "models"), **s.train),
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(
             endpoint_url=os.environ.get("PINREC_S3_ENDPOINT_URL") or None,

@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.contract import MAX_ID, OUTCOMES, SURFACES
@@ -280,9 +281,14 @@ class _GuardMiddleware:
 
 def create_app(manager: VersionManager, features: FeatureReader | None = None, *,
                max_body_bytes: int = MAX_BODY_BYTES, start_polling: bool = True,
+               inline: bool = False,
                metrics_registry: CollectorRegistry | None = None) -> FastAPI:
     """The service. ``start_polling``: run ``manager``'s background refresh while the app runs
-    (the first refresh happens in that thread, so the app answers /healthz at once)."""
+    (the first refresh happens in that thread, so the app answers /healthz at once).
+    ``inline``: run retrieval on the event loop instead of the thread pool: one request at a
+    time per process (scale with processes), no thread hand-off per request, but /healthz and
+    /readyz wait behind queued retrievals. Default: the thread pool (torch and faiss release the
+    GIL, so requests overlap on several cores and the probes stay responsive)."""
     metrics = Metrics(manager, metrics_registry)
 
     @asynccontextmanager
@@ -319,7 +325,12 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
                          413: {"description": "body too large"},
                          422: {"description": "invalid request"},
                          503: {"description": "no version loaded yet"}})
-    def retrieve(req: RetrieveRequest, request: Request) -> Any:
+    async def retrieve(req: RetrieveRequest, request: Request) -> Any:
+        if inline:
+            return _retrieve(req, request)
+        return await run_in_threadpool(_retrieve, req, request)
+
+    def _retrieve(req: RetrieveRequest, request: Request) -> Any:
         t0 = time.perf_counter()
         state = manager.state(req.surface)
         if state is None:
@@ -360,16 +371,16 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
                         headers={"Server-Timing": server_timing})
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz() -> Response:
+    async def readyz() -> Response:
         body = {"ready": manager.ready, "versions": manager.loaded()}
         return JSONResponse(body, status_code=200 if manager.ready else 503)
 
     @app.get("/versions")
-    def versions() -> dict[str, Any]:
+    async def versions() -> dict[str, Any]:
         return {"versions": manager.loaded(), "errors": manager.errors}
 
     @app.get("/metrics")

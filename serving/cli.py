@@ -102,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         features = FeastFeatures(open_store(settings))
     manager = VersionManager(_registry(), args.surface, args.cache_dir,
                              poll_interval_s=args.poll_interval, retry_after_s=args.retry_after)
-    app = create_app(manager, features, max_body_bytes=args.max_body_bytes)
+    app = create_app(manager, features, max_body_bytes=args.max_body_bytes, inline=args.inline)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log)
     return 0
@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--faiss-threads", type=int, default=1)
     s.add_argument("--torch-threads", type=int, default=1)
     s.add_argument("--max-body-bytes", type=int, default=64 * 1024)
+    s.add_argument("--inline", action="store_true",
+                   help="retrieve on the event loop (one request at a time, no thread hand-off) "
+                        "instead of the thread pool")
     s.add_argument("--log-level", default="info")
     s.add_argument("--access-log", action="store_true")
     s.set_defaults(fn=cmd_serve)

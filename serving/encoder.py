@@ -164,10 +164,10 @@ class Encoder:
                 "ts_days": t((ts / 86_400.0).astype(np.float32), torch.float32),
                 "log_gap": t(gap.astype(np.float32), torch.float32)}
 
-    @torch.no_grad()
     def queries(self, seq: UserSequence, budget: Sequence[tuple[str, str]]) -> np.ndarray:
         """(Q, d) float32 queries, one per (outcome, offset) pair of ``budget``."""
-        out = self.model.generate_queries(self.batch(seq), list(budget))
+        with torch.inference_mode():
+            out = self.model.generate_queries(self.batch(seq), list(budget))
         return np.ascontiguousarray(out["queries"][0].numpy(), dtype=np.float32)
 
     def budget(self, outcome_weights: Mapping[str, float]) -> list[tuple[str, str]]:

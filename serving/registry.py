@@ -43,6 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from storage.s3 import (
     ObjectNotFoundError,
     S3Settings,
@@ -50,6 +52,7 @@ from storage.s3 import (
     get_bytes,
     list_keys,
     make_client,
+    object_exists,
     put_bytes,
     put_if_absent,
     upload_file,
@@ -204,10 +207,13 @@ class Registry:
         version = f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{content[:8]}"
         manifest = {"version": version, **manifest, "content_sha256": content}
         # content_sha256 is not part of what it hashes: recompute without it on read.
+        manifest_key = self.version_key(surface, version, MANIFEST_FILE)
+        if object_exists(self.client, self.bucket, manifest_key):  # never touch a published one
+            raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
         for name in VERSION_FILES:
             upload_file(self.client, self.bucket, self.version_key(surface, version, name), files[name])
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-        if not put_if_absent(self.client, self.bucket, self.version_key(surface, version, MANIFEST_FILE), body):
+        if not put_if_absent(self.client, self.bucket, manifest_key, body):
             raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
         return version
 
@@ -346,7 +352,12 @@ class Registry:
     def _require_version(self, surface: str, version: str) -> dict[str, Any]:
         manifest = self.manifest(surface, validate_version(version))  # raises when invisible
         for name, entry in manifest["files"].items():
-            head = self.client.head_object(Bucket=self.bucket, Key=self.version_key(surface, version, name))
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=self.version_key(surface, version, name))
+            except ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    raise IntegrityError(f"{surface}/{version}: {name} is missing") from exc
+                raise
             if head["ContentLength"] != entry["size"]:
                 raise IntegrityError(f"{surface}/{version}: {name} has {head['ContentLength']} bytes, "
                                      f"manifest says {entry['size']}")

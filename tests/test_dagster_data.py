@@ -19,16 +19,19 @@ from orchestration.config import REPO_ROOT, load_settings
 from orchestration.jobs import nightly_refresh_schedule
 from orchestration.resources import EventSourceResource, S3Resource, build_resources
 
-DAY = "2000-05-01"  # inside MovieLens-1M, the default source's span
-ASSETS = [*data.defs.assets, *data.defs.asset_checks]
+DAY = "2026-01-03"  # inside the default source's span (the simulated world's first 14 days)
+ASSETS = [*data.defs.assets, *data.defs.asset_checks]  # the data area alone: no training
+
+
+SMALL_WORLD = {"sim_users": 80, "sim_items": 400, "sim_events_per_day": 4000}
 
 
 def _resources(tmp: Path, s3_server, **source_overrides):
     env = {**os.environ, "PINREC_DATA_DIR": str(tmp), "PINREC_CACHE_DIR": str(REPO_ROOT / "var" / "cache"),
-           "PINREC_SOURCE": "movielens-1m"}
+           "PINREC_SOURCE": "simulated"}
     resources = build_resources(load_settings(env))
-    if source_overrides:
-        resources["event_source"] = EventSourceResource(**{**resources["event_source"].model_dump(), **source_overrides})
+    resources["event_source"] = EventSourceResource(**{**resources["event_source"].model_dump(), **SMALL_WORLD,
+                                                       **source_overrides})
     resources["s3"] = S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket)
     return resources
 
@@ -65,7 +68,7 @@ def test_one_partition_runs_ingest_features_and_online_store(tmp_path, s3_env):
     keys = s3_env.settings()
     from storage.s3 import list_keys, make_client
 
-    archived = list_keys(make_client(s3_env.settings()), s3_env.bucket, keys.key("data", "movielens-1m", "events", f"date={DAY}"))
+    archived = list_keys(make_client(s3_env.settings()), s3_env.bucket, keys.key("data", "simulated", "events", f"date={DAY}"))
     assert archived and archived[0].endswith("events.parquet")
 
 
@@ -82,7 +85,6 @@ def test_rerunning_a_partition_gives_byte_identical_outputs(tmp_path, s3_env):
 
 
 def test_bad_row_check_fails_above_threshold_and_blocks_the_features(tmp_path, s3_env):
-    good = pd.read_parquet(REPO_ROOT / "var" / "cache" / "movielens-1m" / "events.parquet").head(0)
     rows = [{"user_id": 1, "item_id": i, "surface": "homefeed", "outcome": "rating_4",
              "event_ts": pd.Timestamp(f"{DAY} 10:00", tz="UTC") + pd.Timedelta(seconds=i), "session_id": 1}
             for i in range(10)]
@@ -98,14 +100,13 @@ def test_bad_row_check_fails_above_threshold_and_blocks_the_features(tmp_path, s
     assert "online_features" not in materialized and "user_sequence_features" not in materialized
     quarantine = EventTable(tmp_path / "lake").read_quarantine(datetime.fromisoformat(DAY).date())
     assert len(quarantine) == 5 and quarantine["reason"].str.contains("surface: isin").all()
-    assert good.empty  # the cache read above only fetched the schema
 
 
 def test_nightly_schedule_requests_the_day_that_just_ended():
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2000, 5, 2, 2, 0, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 1, 4, 2, 0, tzinfo=timezone.utc))
     schedule = defs.resolve_schedule_def(nightly_refresh_schedule.name)
     requests = list(schedule.evaluate_tick(context).run_requests)
-    assert [r.partition_key for r in requests] == ["2000-05-01"]
+    assert [r.partition_key for r in requests] == ["2026-01-03"]
 
 
 def _cli_env(tmp_path: Path, s3_server) -> dict:

@@ -134,6 +134,14 @@ def test_surface_and_version_names_are_validated_before_use(registry, surface, v
         registry.version_key(surface, version, MANIFEST_FILE)
 
 
+def test_promote_refuses_a_version_with_a_missing_file(registry, tmp_path):
+    version = publish(registry, tmp_path)
+    registry.client.delete_object(Bucket=registry.bucket, Key=registry.version_key("homefeed", version, MODEL_FILE))
+    with pytest.raises(IntegrityError, match="model.pt is missing"):
+        registry.promote("homefeed", version)
+    assert registry.champion("homefeed") is None
+
+
 def test_promote_and_roll_back_move_the_champion_pointer(registry, tmp_path):
     v1 = publish(registry, tmp_path, "a")
     v2 = publish(registry, tmp_path, "b", minutes=1)

@@ -260,3 +260,13 @@ def _ready(port):
         return call("127.0.0.1", port, "GET", "/readyz", timeout=2)[0] == 200
     except OSError:
         return False
+
+
+def test_inline_mode_serves_the_same_candidates_as_the_thread_pool(service, world):
+    manager = VersionManager(world["registry"], ["homefeed"], world["tmp"] / "cache-e")
+    manager.refresh()
+    request = {"user_id": 7, "surface": "homefeed", "k": 30}
+    with ServerThread(create_app(manager, InMemoryFeatures(FEATURES), start_polling=False, inline=True)) as inline:
+        status, got, _ = post(inline, request)
+    assert status == 200
+    assert got["candidates"] == post(service, request)[1]["candidates"]

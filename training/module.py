@@ -43,8 +43,10 @@ def mixture_scores(model: PinRec, inputs: dict[str, torch.Tensor],
 
 class PinRecModule(pl.LightningModule):
     def __init__(self, model_cfg: PinRecConfig, loss_cfg: LossConfig, optim_cfg: OptimConfig,
-                 item_log_prob: torch.Tensor | None = None, item_ids: torch.Tensor | None = None):
+                 item_log_prob: torch.Tensor | None = None, item_ids: torch.Tensor | None = None,
+                 seed: int = 0):
         super().__init__()
+        self.seed = seed
         self.model = PinRec(model_cfg)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
         V = model_cfg.n_items
@@ -73,6 +75,9 @@ class PinRecModule(pl.LightningModule):
         return (losses * w).sum() / w.sum()
 
     def training_step(self, batch, batch_idx):
+        # dropout randomness is a function of (seed, epoch, batch): a resumed run repeats a
+        # straight one exactly, whatever else drew from the global generator in between
+        torch.manual_seed((self.seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx)
         loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["items"].shape[0]))
         self.log("train/temperature", self.model.temperature.detach(), batch_size=int(batch["items"].shape[0]))

@@ -135,7 +135,7 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
     if optim_cfg.schedule == "cosine" and optim_cfg.total_steps <= 0:
         optim_cfg = replace(optim_cfg, total_steps=steps_per_epoch * train_cfg.max_epochs)
     module = PinRecModule(model_cfg, loss_cfg, optim_cfg, item_log_popularity(dm.train_seqs),
-                          torch.from_numpy(dm.train_seqs.vocab))
+                          torch.from_numpy(dm.train_seqs.vocab), seed=train_cfg.seed)
     if init_state is not None:
         module.model.load_state_dict(init_state)
     has_val = dm.valid is not None
