@@ -152,7 +152,8 @@ def canary_evaluation_asset(surface: str):
 class CanaryGateConfig(Config):
     tolerance: float = Field(default=0.05, description="Largest relative drop vs the champion on a guarded metric.")
     recall_floor: float = Field(default=0.02, description=f"Absolute floor on recall@{CANARY_K}.")
-    max_latency_p99_ms: float = Field(default=250.0, description="Largest p99 retrieval latency per user.")
+    max_latency_ratio: float = Field(default=1.5, description="Largest candidate/champion ratio of median latency (same run).")
+    max_latency_p99_ms: float = Field(default=2000.0, description="Absolute cap on p99 retrieval latency per user.")
 
 
 def canary_gate_check(surface: str):
@@ -169,7 +170,7 @@ def canary_gate_check(surface: str):
         day = days_in_window(context.op_execution_context.partition_time_window)[-1]
         canary = lifecycle_state(lake).read("canary", surface, day)
         policy = GatePolicy(tolerance=config.tolerance, floors={f"recall@{CANARY_K}": config.recall_floor},
-                            max_latency_p99_ms=config.max_latency_p99_ms)
+                            max_latency_ratio=config.max_latency_ratio, max_latency_p99_ms=config.max_latency_p99_ms)
         passed, reasons = gate(canary["metrics"]["candidate"], canary["metrics"].get("champion"), policy)
         lifecycle_state(lake).write({**canary, "passed": passed, "reasons": reasons}, "canary", surface, day)
         return AssetCheckResult(

@@ -32,6 +32,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -172,6 +173,14 @@ def summarize(name: str, lat, timings, wall) -> dict:
 
 def bench_service(n_items: int, n_clusters: int, log, n_c1: int, n_c8: int) -> list[dict]:
     """Publish, serve over loopback, measure; see the module docstring."""
+    work = Path(tempfile.mkdtemp(prefix="pinrec-bench-serving-"))
+    try:
+        return _bench_service(work, n_items, n_clusters, log, n_c1, n_c8)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # ~1.5 GB at 1M items
+
+
+def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_c8: int) -> list[dict]:
     import torch
 
     from serving.app import FeastFeatures
@@ -182,7 +191,6 @@ def bench_service(n_items: int, n_clusters: int, log, n_c1: int, n_c8: int) -> l
     from storage.seaweedfs import SeaweedFS
     from training.model import PinRec, PinRecConfig
 
-    work = Path(tempfile.mkdtemp(prefix="pinrec-bench-serving-"))
     torch.manual_seed(0)
     model = PinRec(PinRecConfig(n_items=n_items, d_model=D, n_layers=2, n_heads=2, max_len=200,
                                 dropout=0.0)).eval()
@@ -248,11 +256,12 @@ def bench_service(n_items: int, n_clusters: int, log, n_c1: int, n_c8: int) -> l
                 errors += er
                 wall += wr
                 parts += in_process(r * 100, 100)
-            c1 = summarize("service-1m-c1", lat, timings, wall)
+            tag = "1m" if n_items == 1_000_000 else f"{n_items // 1000}k"
+            c1 = summarize(f"service-{tag}-c1", lat, timings, wall)
             rows.append(c1)
             log(json.dumps(c1))
             lat8, timings8, errors8, wall8 = load_clients(port, bodies, 8, n_c8 // 8)
-            c8 = summarize("service-1m-c8", lat8, timings8, wall8)
+            c8 = summarize(f"service-{tag}-c8", lat8, timings8, wall8)
             rows.append(c8)
             log(json.dumps(c8))
             if errors or errors8:

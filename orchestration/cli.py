@@ -92,15 +92,21 @@ def _print_lookup(settings, user_id: int | None) -> None:
         print(f"    {when}  {OUTCOMES[outcome]:<9} item {item:>6}  {titles.get(item, '')}")
 
 
-def _materialize(select: list[str], partition_args: list[str], env: dict[str, str], what: str) -> None:
+def _materialize(select: list[str], partition_args: list[str], env: dict[str, str], what: str,
+                 fail_fast: bool = True) -> bool:
     cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
            "--select", ",".join(select), *partition_args]
     print(f"\n== {what}\n$ dagster asset materialize --select {','.join(select)} {' '.join(partition_args)}", flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env)
     if proc.returncode != 0:
-        raise SystemExit(f"{what}: the Dagster run failed (exit {proc.returncode}); see the log above or the run in the UI")
+        message = f"{what}: the Dagster run failed (exit {proc.returncode}); see the log above or the run in the UI"
+        if fail_fast:
+            raise SystemExit(message)
+        print(f"== {message}", flush=True)
+        return False
     print(f"== {what}: done in {time.monotonic() - t0:.0f} s", flush=True)
+    return True
 
 
 def _print_summary(settings, day: date, registry) -> None:
@@ -142,8 +148,8 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         if not args.data_only:
             _materialize(["pretrained_model"], [], env, "pretraining on every surface (the newest day held out)")
             surface_keys = [f"{s}/{step}" for s in settings.surfaces for step in SURFACE_STEPS]
-            _materialize(surface_keys, ["--partition", end.isoformat()], env,
-                         f"per surface for {end}: fine-tune, publish, canary, promote")
+            ok = _materialize(surface_keys, ["--partition", end.isoformat()], env,
+                              f"per surface for {end}: fine-tune, publish, canary, promote", fail_fast=False)
         from serving.registry import Registry
         from storage.s3 import list_keys, make_client
 
@@ -158,7 +164,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         if not args.data_only:
             _print_summary(settings, end, Registry(s3.settings(), client))
     print(f"\ndone in {time.monotonic() - t0:.0f} s. Open the Dagster UI with:  ./scripts/ui.sh  (then http://127.0.0.1:3000)")
-    return 0
+    return 0 if args.data_only or ok else 1
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:

@@ -44,7 +44,7 @@ class UserSequence:
 
     @classmethod
     def empty(cls) -> UserSequence:
-        z = np.zeros(0, np.int64)
+        z: np.ndarray = np.zeros(0, np.int64)
         return cls(z, z.copy(), z.copy(), z.copy())
 
     def __len__(self) -> int:

@@ -97,6 +97,8 @@ def build_index(vectors: np.ndarray, kind: str | None = None, *, nlist: int | No
     kind = kind or choose_kind(n)
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; one of {KINDS}")
+    index: Any
+    quantizer: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
         index.add(x)
@@ -130,7 +132,8 @@ def set_search_params(index: faiss.Index, params: dict[str, int]) -> None:
         if isinstance(quantizer, faiss.IndexHNSW):
             quantizer.hnsw.efSearch = max(64, 2 * int(params["nprobe"]))
     if "efSearch" in params:
-        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+        hnsw: Any = faiss.downcast_index(index)
+        hnsw.hnsw.efSearch = int(params["efSearch"])
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:

@@ -13,6 +13,7 @@ import torch
 
 from assets.state import LifecycleState
 from events.table import file_sha256
+from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS, SURFACE_STEPS
 from orchestration.config import REPO_ROOT, load_settings
 from orchestration.definitions import defs
 from orchestration.resources import EventSourceResource, S3Resource, TrainingResource, build_resources
@@ -24,9 +25,6 @@ WORLD = {"sim_users": 120, "sim_items": 400, "sim_events_per_day": 6000}
 TINY_MODEL = {"d_model": 32, "layers": 1, "heads": 1, "max_len": 20, "pretrain_epochs": 2, "finetune_epochs": 1,
               "finetune_days": 3, "batch_size": 64}
 SURFACES = load_settings().surfaces
-DATA_KEYS = ["events", "event_quarantine", "user_sequence_features", "item_stats_features",
-             "item_surface_stats_features", "online_features"]
-SURFACE_STEPS = ["finetuned_model", "candidate_version", "canary_evaluation", "champion"]
 
 
 def _resources(tmp: Path, s3_server, **world):

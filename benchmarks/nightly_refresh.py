@@ -1,0 +1,84 @@
+"""Benchmark `nightly_refresh`: the nightly run of one simulated day with 10^6 events.
+
+Setup (not timed): an embedded SeaweedFS, a simulated world with `--events` events per day, the
+days before the measured one ingested and a pretrained model. Timed: one run of the
+`nightly_refresh` job's assets for the newest day (ingest + validation, feature tables, Feast
+online store, then per surface: fine-tune, publish, canary, promote), in process, with each
+asset's step time from the run's events.
+
+    .venv/bin/python -m benchmarks.nightly_refresh [--events 1000000] [--history-days 3]
+
+Row `sim-1e6`: `seconds` (the whole run) and `<asset>_seconds` per step. Target: <= 600 s.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from benchmarks.results import print_table, write_results
+
+TARGET_SECONDS = 600.0
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000, help="events in the measured day (default 10^6)")
+    parser.add_argument("--history-days", type=int, default=3, help="days ingested before it (default 3)")
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write results")
+    args = parser.parse_args(argv)
+
+    import dagster as dg
+
+    from orchestration.config import load_settings
+    from orchestration.definitions import defs
+    from orchestration.resources import EventSourceResource, S3Resource, build_resources
+    from storage.seaweedfs import SeaweedFS
+    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS, SURFACE_STEPS
+
+    first = date(2026, 1, 1)
+    day = first + timedelta(days=args.history_days)
+    with tempfile.TemporaryDirectory(prefix="pinrec-nightly-") as tmp, SeaweedFS(Path(tmp) / "s3") as s3:
+        os.environ.update(s3.env())
+        settings = load_settings({**os.environ, "PINREC_DATA_DIR": str(Path(tmp) / "data"), "PINREC_SOURCE": "simulated"})
+        resources = build_resources(settings)
+        resources["event_source"] = EventSourceResource(**{
+            **resources["event_source"].model_dump(), "sim_users": args.users, "sim_items": args.items,
+            "sim_events_per_day": args.events, "start_date": first.isoformat(), "n_days": args.history_days + 1})
+        resources["s3"] = S3Resource(endpoint_url=s3.endpoint_url, bucket=s3.bucket)
+        graph = defs.resolve_asset_graph()
+        job = defs.get_implicit_global_asset_job_def()
+
+        def run(keys, **kw):
+            selection = dg.AssetSelection.keys(*[dg.AssetKey.from_user_string(k) for k in keys])
+            return job.get_subset(asset_selection=set(selection.resolve(graph))).execute_in_process(
+                instance=instance, resources=resources, **kw)
+
+        with dg.instance_for_test() as instance:
+            print(f"setup: {args.history_days} days of {args.events} events, then pretraining", flush=True)
+            run(DATA_KEYS, tags={"dagster/asset_partition_range_start": first.isoformat(),
+                                 "dagster/asset_partition_range_end": (day - timedelta(days=1)).isoformat()})
+            run(["pretrained_model"])
+            print(f"timed: nightly refresh of {day}", flush=True)
+            nightly = DATA_KEYS + [f"{s}/{step}" for s in settings.surfaces for step in SURFACE_STEPS]
+            t0 = time.perf_counter()
+            result = run(nightly, partition_key=day.isoformat())
+            seconds = time.perf_counter() - t0
+    assert result.success
+    row = {"name": "sim-1e6" if args.events == 1_000_000 else f"sim-{args.events}", "seconds": round(seconds, 1)}
+    for event in result.all_events:
+        if event.event_type_value == "STEP_SUCCESS":
+            row[f"{event.step_key}_seconds"] = round(event.event_specific_data.duration_ms / 1000, 1)
+    print_table([row])
+    if not args.no_write:
+        write_results("nightly_refresh", [row], {"seconds": TARGET_SECONDS},
+                      notes=f"{args.events} events on the measured day, {args.users} users, {args.items} items, "
+                            f"{args.history_days} days of history; per-asset step times from the Dagster run.")
+
+
+if __name__ == "__main__":
+    main()
