@@ -21,6 +21,7 @@ from pydantic import Field
 
 from assets.days import days_in_window
 from assets.plots import stacked_bars
+from assets.retries import S3_RETRY
 from events.ingest import validate_events
 from events.table import file_sha256
 from orchestration.config import load_settings
@@ -49,6 +50,7 @@ def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     can_subset=False,
+    retry_policy=S3_RETRY,
 )
 def ingest_events(
     context: AssetExecutionContext,

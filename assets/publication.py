@@ -11,24 +11,21 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
-    Backoff,
     BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
-    RetryPolicy,
     asset,
     asset_check,
 )
 from pydantic import Field
 
 from assets.days import days_in_window
+from assets.retries import S3_RETRY
 from assets.training import lifecycle_state
 from orchestration.partitions import daily_partitions
 from orchestration.resources import DataLakeResource, FeastResource, S3Resource
 
-# S3 hiccups (a throttled or restarting endpoint) retry with backoff; real errors fail after 3 tries.
-S3_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)
 CANARY_K = 100
 
 

@@ -28,6 +28,9 @@ from serving.retriever import LoadedVersion
 from training import metrics
 
 
+WARMUP_USERS = 5
+
+
 def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequence], day_events: pd.DataFrame,
                      *, k: int = 100, outcome_weights: Mapping[str, float] | None = None,
                      outcomes: Sequence[str] = ("click", "save")) -> dict[str, float]:
@@ -36,6 +39,8 @@ def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequenc
     users = sorted(set(engaged["user_id"].tolist()))
     by_user = {u: g for u, g in engaged.groupby("user_id")}
     retrieved, future, future_by_outcome, latencies = [], [], {o: [] for o in outcomes}, []
+    for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
+        version.retrieve(sequences.get(user, UserSequence.empty()), k, outcome_weights)
     for user in users:
         seq = sequences.get(user, UserSequence.empty())
         result = version.retrieve(seq, k, outcome_weights)

@@ -327,7 +327,7 @@ class TrainWindows(Dataset):
                 # H random picks (with replacement) among the session's hard negatives
                 r = (rng.random(g.shape + (H,)) * np.maximum(hn, 1)[..., None]).astype(np.int64)
                 hix = np.minimum(h0[..., None] + r, max(len(s.hard_items) - 1, 0))
-                hok = (hn[..., None] > 0) & ok[..., None]
+                hok = np.broadcast_to((hn[..., None] > 0) & ok[..., None], hix.shape).copy()
                 hitems = s.hard_items[hix] if len(s.hard_items) else np.zeros(hix.shape, np.int64)
                 hid.append(np.where(hok, hitems, 0)), hm.append(hok)
         batch["tgt_valid"] = torch.from_numpy(np.stack(tv, -1))                 # (B, L, O)

@@ -157,11 +157,14 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
         check_val_every_n_epoch=train_cfg.val_every_n_epochs, limit_val_batches=1.0 if has_val else 0,
     )
     resume = ckpt_dir / "last.ckpt"
+    prev: dict[str, Any] = {}
+    if resume.exists() and (out_dir / CONFIG_FILE).exists():
+        prev = load_config(out_dir)  # a resumed run: its time and history carry over
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume if resume.exists() else None, weights_only=True)
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + float(prev.get("train_seconds", 0.0))
     best_val: dict[str, float] = {}
-    history = callbacks[0].rows
+    history = list(prev.get("history", [])) + callbacks[0].rows
     best_path = ckpt_dir / "best.ckpt"
     if has_val and best_path.exists():
         state = torch.load(best_path, weights_only=True, map_location="cpu")["state_dict"]
