@@ -3,6 +3,7 @@ surface (that surface's targets, its non-engaged impressions as hard negatives).
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -63,10 +64,11 @@ def pretrained_model(context: AssetExecutionContext, lake: DataLakeResource, tra
         raise RuntimeError("no events ingested yet: materialize the events asset first")
     train_days = days[:-1] or days
     events = table.read_until(train_days[-1])
-    model_cfg, data_cfg, train_cfg = training.configs()
-    out_dir = Path(training.models_dir) / "pretrained" / f"{train_days[-1]}-{_config_tag(model_cfg, data_cfg, train_cfg, len(train_days))}"
+    model_cfg, data_cfg, loss_cfg, train_cfg = training.configs()
+    tag = _config_tag(model_cfg, data_cfg, loss_cfg, train_cfg, len(train_days))
+    out_dir = Path(training.models_dir) / "pretrained" / f"{train_days[-1]}-{tag}"
     context.log.info(f"pretraining on {len(events)} events of {len(train_days)} days into {out_dir}")
-    result = pretrain(events, out_dir, model_cfg, data_cfg, train_cfg=train_cfg)
+    result = pretrain(events, out_dir, model_cfg, data_cfg, loss_cfg, train_cfg=train_cfg)
     lifecycle_state(lake).write({"path": str(out_dir), "days": [d.isoformat() for d in train_days]}, "pretrained")
     return MaterializeResult(metadata=_training_metadata(result, train_days, len(events)))
 
@@ -83,7 +85,7 @@ def finetuned_model_asset(surface: str):
                     "partition's day, impressed-but-not-engaged items as hard negatives.",
     )
     def finetuned_model(context: AssetExecutionContext, lake: DataLakeResource, training: TrainingResource) -> MaterializeResult:
-        from training.train import TrainConfig, fine_tune
+        from training.train import fine_tune
 
         table, state = lake.table(), lifecycle_state(lake)
         day = days_in_window(context.partition_time_window)[-1]
@@ -92,11 +94,11 @@ def finetuned_model_asset(surface: str):
             raise RuntimeError(f"no ingested days before {day} to fine-tune {surface} on")
         pretrained = state.read("pretrained")
         events = pd.concat([table.read_day(d) for d in train_days], ignore_index=True)
-        _, data_cfg, _ = training.configs()
-        train_cfg = TrainConfig(max_epochs=training.finetune_epochs, seed=training.seed, threads=training.threads,
-                                progress_bar=False)
-        out_dir = Path(training.models_dir) / surface / f"{day}-{_config_tag(pretrained['path'], data_cfg, train_cfg)}"
-        result = fine_tune(events, surface, pretrained["path"], out_dir, data_cfg, train_cfg=train_cfg,
+        _, data_cfg, loss_cfg, train_cfg = training.configs()
+        train_cfg = replace(train_cfg, max_epochs=training.finetune_epochs)
+        tag = _config_tag(pretrained["path"], data_cfg, loss_cfg, train_cfg)
+        out_dir = Path(training.models_dir) / surface / f"{day}-{tag}"
+        result = fine_tune(events, surface, pretrained["path"], out_dir, data_cfg, loss_cfg, train_cfg=train_cfg,
                            n_hard=training.hard_negatives)
         state.write({"path": str(out_dir), "train_days": [d.isoformat() for d in train_days],
                      "pretrained": pretrained["path"]}, "finetune", surface, day)

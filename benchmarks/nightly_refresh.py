@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     import dagster as dg
 
     from orchestration.config import load_settings
-    from orchestration.definitions import defs
+    from orchestration.runs import materialize_in_process
     from orchestration.resources import EventSourceResource, S3Resource, build_resources
     from storage.seaweedfs import SeaweedFS
     from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS, SURFACE_STEPS
@@ -50,23 +50,14 @@ def main(argv=None) -> None:
             **resources["event_source"].model_dump(), "sim_users": args.users, "sim_items": args.items,
             "sim_events_per_day": args.events, "start_date": first.isoformat(), "n_days": args.history_days + 1})
         resources["s3"] = S3Resource(endpoint_url=s3.endpoint_url, bucket=s3.bucket)
-        graph = defs.resolve_asset_graph()
-        job = defs.get_implicit_global_asset_job_def()
-
-        def run(keys, **kw):
-            selection = dg.AssetSelection.keys(*[dg.AssetKey.from_user_string(k) for k in keys])
-            return job.get_subset(asset_selection=set(selection.resolve(graph))).execute_in_process(
-                instance=instance, resources=resources, **kw)
-
         with dg.instance_for_test() as instance:
             print(f"setup: {args.history_days} days of {args.events} events, then pretraining", flush=True)
-            run(DATA_KEYS, tags={"dagster/asset_partition_range_start": first.isoformat(),
-                                 "dagster/asset_partition_range_end": (day - timedelta(days=1)).isoformat()})
-            run(["pretrained_model"])
+            materialize_in_process(DATA_KEYS, resources, instance, partition_range=(first, day - timedelta(days=1)))
+            materialize_in_process(["pretrained_model"], resources, instance)
             print(f"timed: nightly refresh of {day}", flush=True)
             nightly = DATA_KEYS + [f"{s}/{step}" for s in settings.surfaces for step in SURFACE_STEPS]
             t0 = time.perf_counter()
-            result = run(nightly, partition_key=day.isoformat())
+            result = materialize_in_process(nightly, resources, instance, partition=day)
             seconds = time.perf_counter() - t0
     assert result.success
     row = {"name": "sim-1e6" if args.events == 1_000_000 else f"sim-{args.events}", "seconds": round(seconds, 1)}

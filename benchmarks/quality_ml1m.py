@@ -102,8 +102,14 @@ def collect() -> list[dict]:
 def write(rows: list[dict]) -> None:
     print_table(rows)
     notes = (ANCHORS + " Trained on this machine's CPU (2 cores), bf16 autocast, full softmax over all "
-             "3,706 items; epoch chosen on the validation split; test = last item per user. pinrec scores "
-             "with the 'any outcome' query (the target's outcome is never used). Configs: "
+             "3,706 items; epoch chosen on the validation split; test = last item per user. pinrec's test "
+             "query never uses the target's outcome: 'eval_query' is the one chosen on the validation split "
+             "between the 'any outcome' query and a mixture of per-rating queries weighted by training "
+             "outcome shares. train_seconds = cumulative wall time of fit (validation passes included; a "
+             "run resumed from its checkpoint adds its segments). The committed run trained sasrec and "
+             "pinrec concurrently, one thread each, on a machine shared with other jobs, so both rows got "
+             "far fewer epochs than the 3600 s would give on two idle cores (train_throughput: ~80 s per "
+             "ML-1M epoch there); both were still improving when the cap stopped them. Configs: "
              + json.dumps({r: {k: asdict(v) for k, v in c.items()} for r, c in row_configs(3706, 0).items()}))
     write_results(NAME, rows, TARGETS, notes)
 

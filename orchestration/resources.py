@@ -153,20 +153,26 @@ class TrainingResource(ConfigurableResource):
     finetune_epochs: int = 1
     finetune_days: int = 7
     hard_negatives: int = 16
+    # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
+    # catalogue size; the full softmax over every item only pays off for small catalogues.
+    sampled_softmax: bool = True
     seed: int = 0
     threads: int = 2
     models_dir: str = "models"
 
     def configs(self, n_items: int = 0):
+        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs."""
         from training.data import DataConfig
+        from training.loss import LossConfig
         from training.model import PinRecConfig
         from training.train import TrainConfig
 
         model = PinRecConfig(n_items=n_items, d_model=self.d_model, n_layers=self.layers,
                              n_heads=self.heads, max_len=self.max_len)
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed)
-        return model, data, TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads,
-                                        progress_bar=False)
+        loss = LossConfig(full_softmax=not self.sampled_softmax)
+        train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False)
+        return model, data, loss, train
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, ConfigurableResource]:

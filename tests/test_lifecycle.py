@@ -15,7 +15,7 @@ from assets.state import LifecycleState
 from events.table import file_sha256
 from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS, SURFACE_STEPS
 from orchestration.config import REPO_ROOT, load_settings
-from orchestration.definitions import defs
+from orchestration.runs import materialize_in_process
 from orchestration.resources import EventSourceResource, S3Resource, TrainingResource, build_resources
 from orchestration.sensors import outcome_drift_sensor
 
@@ -38,15 +38,8 @@ def _resources(tmp: Path, s3_server, **world):
 
 
 def _run(keys, resources, instance, partition=None, partition_range=None, raise_on_error=True):
-    selection = dg.AssetSelection.keys(*[dg.AssetKey.from_user_string(k) for k in keys])
-    job = defs.get_implicit_global_asset_job_def().get_subset(asset_selection=set(selection.resolve(defs.resolve_asset_graph())))
-    tags = {}
-    if partition_range:
-        tags = {"dagster/asset_partition_range_start": partition_range[0].isoformat(),
-                "dagster/asset_partition_range_end": partition_range[1].isoformat()}
-    return job.execute_in_process(
-        instance=instance, partition_key=partition.isoformat() if partition else None, tags=tags,
-        resources=resources, raise_on_error=raise_on_error)
+    return materialize_in_process(keys, resources, instance, partition=partition, partition_range=partition_range,
+                                  raise_on_error=raise_on_error)
 
 
 @pytest.fixture(scope="module")
