@@ -14,7 +14,7 @@ def materialize_in_process(keys: list[str], resources: dict, instance: dg.Dagste
     """`keys` are asset keys as the CLI writes them ("events", "homefeed/champion"); the checks
     of the selected assets run too."""
     selection = dg.AssetSelection.assets(*[dg.AssetKey.from_user_string(k) for k in keys])
-    job = defs.get_implicit_global_asset_job_def().get_subset(
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection=set(selection.resolve(defs.resolve_asset_graph())))
     tags = {}
     if partition_range:
