@@ -8,7 +8,6 @@ returns whatever the file holds, so ingestion validates and quarantines it.
 from __future__ import annotations
 
 import io
-import re
 import subprocess
 import sys
 import tempfile

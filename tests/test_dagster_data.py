@@ -1,7 +1,6 @@
 """The data area in Dagster: one partition, idempotent re-runs, the blocking quarantine check,
 the nightly schedule, and a backfill of a range from the CLI."""
 
-import json
 import os
 import subprocess
 import sys

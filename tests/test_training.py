@@ -16,7 +16,7 @@ import torch
 from events.contract import OUTCOME_CODE, conform
 from events.simulator import SimulatedWorld
 from tests.helpers import SMALL_WORLD
-from training.data import DataConfig, PinRecDataModule, TrainWindows, build_sequences, leave_one_out
+from training.data import DataConfig, TrainWindows, build_sequences, leave_one_out
 from training.evaluate import evaluate_pinrec, evaluate_popularity, evaluate_public_model
 from training.loss import LossConfig
 from training.model import ANY_OUTCOME, PinRecConfig
@@ -143,8 +143,8 @@ def test_every_training_token_is_a_target_exactly_once(world_events):
 
 
 def test_pretraining_loss_decreases(world_events, tmp_path):
-    res = pretrain(world_events, tmp_path / "run", _tiny_model_cfg(), DataConfig(batch_size=16),
-                   train_cfg=_fast_train(max_epochs=4), optim_cfg=OptimConfig(lr=3e-3, warmup_steps=5))
+    pretrain(world_events, tmp_path / "run", _tiny_model_cfg(), DataConfig(batch_size=16),
+             train_cfg=_fast_train(max_epochs=4), optim_cfg=OptimConfig(lr=3e-3, warmup_steps=5))
     log = pd.read_csv(next((tmp_path / "run" / "logs").rglob("metrics.csv")))
     loss = log.dropna(subset=["train/loss"]).groupby("epoch")["train/loss"].mean()
     assert len(loss) == 4
