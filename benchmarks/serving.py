@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import numpy as np
 
 from benchmarks.results import median_time, print_table, write_results
 from serving.index import build_tuned_index, exact_top_k, normalize, recall_at_k
+from serving.testing import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 D = 64
@@ -271,12 +271,7 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
                          "service_p50_ms": c1["p50_ms"], "sum_of_parts_ms": round(sum_parts, 2)})
             log(json.dumps(rows[-1]))
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_process_group(proc, timeout=30)
     return rows
 
 

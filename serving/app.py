@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -95,12 +95,21 @@ class FeastFeatures:
 # -- request / response models ----------------------------------------------------------------
 
 
+def _known_surface(v: str) -> str:
+    if v not in SURFACES:
+        raise ValueError(f"unknown surface {v!r}; known: {list(SURFACES)}")
+    return v
+
+
+KnownSurface = Annotated[str, AfterValidator(_known_surface)]  # every request model's surface field
+
+
 class RecentEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_id: int = Field(ge=0, le=MAX_ID)
     outcome: str = Field(description=f"one of {list(OUTCOMES)}")
-    surface: str | None = Field(default=None, description="default: the request's surface")
+    surface: KnownSurface | None = Field(default=None, description="default: the request's surface")
     timestamp_us: int = Field(ge=0, le=2**62, description="UTC microseconds since the epoch")
 
     @field_validator("outcome")
@@ -110,30 +119,18 @@ class RecentEvent(BaseModel):
             raise ValueError(f"unknown outcome {v!r}; known: {list(OUTCOMES)}")
         return v
 
-    @field_validator("surface")
-    @classmethod
-    def _known_surface(cls, v: str | None) -> str | None:
-        if v is not None and v not in SURFACES:
-            raise ValueError(f"unknown surface {v!r}; known: {list(SURFACES)}")
-        return v
 
 
 class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: int = Field(ge=0, le=MAX_ID)
-    surface: str = Field(description=f"one of {list(SURFACES)}")
+    surface: KnownSurface = Field(description=f"one of {list(SURFACES)}")
     k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
     outcome_weights: dict[str, float] | None = Field(
         default=None, description="outcome -> weight >= 0 (default: the version's weights)")
     recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
 
-    @field_validator("surface")
-    @classmethod
-    def _known_surface(cls, v: str) -> str:
-        if v not in SURFACES:
-            raise ValueError(f"unknown surface {v!r}; known: {list(SURFACES)}")
-        return v
 
     @field_validator("outcome_weights")
     @classmethod

@@ -89,3 +89,19 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def stop_process_group(proc, timeout: float = 30.0) -> None:
+    """Stop a server started with `start_new_session=True` by its pid: SIGTERM to its process
+    group, SIGKILL after `timeout`, then reap it."""
+    import os
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+

@@ -3,7 +3,6 @@ swaps against a real SeaweedFS with real uvicorn servers."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from events.contract import OUTCOME_CODE, SURFACE_CODE
 from serving.app import InMemoryFeatures, create_app
 from serving.publish import publish_model
 from serving.registry import INDEX_FILE, Registry
-from serving.testing import ServerThread, call, free_port, tiny_model, wait_until
+from serving.testing import ServerThread, call, free_port, stop_process_group, tiny_model, wait_until
 from serving.versions import VersionManager, canary_fraction
 from storage.s3 import put_bytes
 
@@ -247,12 +246,7 @@ def test_cli_service_swaps_versions_under_concurrent_load_without_a_failed_reque
         status, text, _ = call("127.0.0.1", port, "GET", "/metrics")
         assert f'version="{v2}"' in text and 'status="500"' not in text
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, timeout=20)
 
 
 def _ready(port):
