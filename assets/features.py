@@ -61,7 +61,7 @@ def feature_tables(context: AssetExecutionContext, lake: DataLakeResource, feast
     description="The Feast registry applied from feature_repo/ and each day's window materialized into the online store.",
 )
 def online_features(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
-    from feature_pipeline.store import apply_repo, materialize_days, online_user_sequences
+    from feature_pipeline.store import apply_repo, materialize_days, offline_table_path, online_user_sequences
 
     store = feast.store()
     applied = apply_repo(store)
@@ -69,7 +69,7 @@ def online_features(context: AssetExecutionContext, feast: FeastResource) -> Mat
     materialize_days(store, days[0], days[-1])  # one pass over the run's window
     # Show an operator what serving will read: the most recent user of the last day.
     sample = {}
-    last_file = feast.settings().data_dir / "offline" / "user_sequence" / f"{days[-1].isoformat()}.parquet"
+    last_file = offline_table_path(feast.settings(), "user_sequence", days[-1])
     if last_file.exists():
         import pandas as pd
 

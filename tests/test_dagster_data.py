@@ -13,6 +13,7 @@ import pytest
 
 from events.table import EventTable, file_sha256
 from orchestration.areas import data
+from orchestration.cli import DATA_ASSET_KEYS
 from orchestration.definitions import defs
 from orchestration.config import REPO_ROOT, load_settings
 from orchestration.jobs import nightly_refresh_schedule
@@ -117,7 +118,7 @@ def test_backfill_of_a_range_from_the_cli_then_a_single_partition_rerun(tmp_path
     env = _cli_env(tmp_path, s3_server)
     (tmp_path / "dagster_home").mkdir()
     base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
-            "--select", "events,event_quarantine,user_sequence_features,item_stats_features,item_surface_stats_features,online_features"]
+            "--select", ",".join(DATA_ASSET_KEYS)]
     proc = subprocess.run(base + ["--partition-range", "1997-09-20...1997-09-23"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
