@@ -202,9 +202,8 @@ def validate_events(raw: pd.DataFrame, day: date | None = None) -> IngestResult:
             coerced[col] = _coerce_text(raw[col], col, reasons)
 
     # The contract's own checks (nulls, ranges, vocabularies, time bounds), one reason per failure.
+    # Ids stay nullable Int64 here: as float64, 2^53 + 1 would round to 2^53 and pass the range.
     candidate = coerced.copy()
-    for col in ("user_id", "item_id", "session_id"):
-        candidate[col] = candidate[col].astype("float64")  # let pandera see nulls instead of raising
     schema = EVENT_SCHEMA.update_columns(
         {c: {"dtype": None} for c in ("user_id", "item_id", "session_id", "query_id", "surface", "outcome")}
     )

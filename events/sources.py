@@ -184,6 +184,24 @@ class SimulatedSource:
 # --- Any parquet table in the contract ----------------------------------------------------------
 
 
+class UnreadableEventFile(ValueError):
+    """A source file that is not readable parquet (truncated, corrupt, not parquet at all)."""
+
+
+def read_parquet_file(source, name: str) -> pd.DataFrame:
+    """One parquet file as a frame; :class:`UnreadableEventFile` naming `name` when it cannot be
+    read. The file itself is left as it is, so nothing of it is lost: fix or replace it and
+    ingest its day again."""
+    try:
+        return pq.read_table(source).to_pandas()
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise UnreadableEventFile(
+            f"event file {name} is not readable parquet ({exc}); it was left unchanged and none "
+            f"of its rows were ingested") from exc
+
+
 class ParquetSource:
     """A parquet event table at a local path or `s3://` URI.
 
@@ -208,13 +226,13 @@ class ParquetSource:
 
             bucket, key = parse_s3_uri(location)
             keys = [key] if key.endswith(".parquet") else [k for k in list_keys(self._s3, bucket, key) if k.endswith(".parquet")]
-            frames = [pq.read_table(io.BytesIO(get_bytes(self._s3, bucket, k))).to_pandas() for k in sorted(keys)]
+            frames = [read_parquet_file(io.BytesIO(get_bytes(self._s3, bucket, k)), f"s3://{bucket}/{k}") for k in sorted(keys)]
             return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         path = Path(location)
         if path.is_dir():
             files = sorted(path.rglob("*.parquet"))
-            return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True) if files else pd.DataFrame()
-        return pq.read_table(path).to_pandas()
+            return pd.concat([read_parquet_file(f, str(f)) for f in files], ignore_index=True) if files else pd.DataFrame()
+        return read_parquet_file(path, str(path))
 
     def _whole(self) -> pd.DataFrame:
         if self._table is None:
