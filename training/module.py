@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
@@ -19,8 +20,11 @@ class OptimConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 100
-    schedule: str = "constant"     # "constant" or "cosine" (to total_steps)
+    # "constant", "cosine" (to total_steps), or "cosine_time": cosine over the wall-clock budget
+    # `time_budget_s` (for time-capped runs such as benchmarks; not reproducible step by step)
+    schedule: str = "constant"
     total_steps: int = 0           # cosine horizon (set by the trainer entry point)
+    time_budget_s: float = 0.0     # cosine_time horizon (set from TrainConfig.max_time_s)
     aux_weight: float = 1.0        # loss weight of non-"next" offsets relative to "next"
     # how the validation / test score combines per-outcome queries (no target outcome is used):
     # list of (outcome name or "any", weight); scores are log-mixtures of per-outcome softmaxes
@@ -107,13 +111,17 @@ class PinRecModule(pl.LightningModule):
                                  {"params": no_decay, "weight_decay": 0.0}],
                                 lr=self.optim_cfg.lr, betas=self.optim_cfg.betas)
         oc = self.optim_cfg
+        start = time.perf_counter()
 
         def factor(step: int) -> float:
             warm = min(1.0, (step + 1) / max(1, oc.warmup_steps))
             if oc.schedule == "cosine" and oc.total_steps > 0:
                 p = min(1.0, step / oc.total_steps)
-                return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
-            return warm
+            elif oc.schedule == "cosine_time" and oc.time_budget_s > 0:
+                p = min(1.0, (time.perf_counter() - start) / oc.time_budget_s)
+            else:
+                return warm
+            return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

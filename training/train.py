@@ -134,6 +134,10 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
     steps_per_epoch = len(dm.train_ds)
     if optim_cfg.schedule == "cosine" and optim_cfg.total_steps <= 0:
         optim_cfg = replace(optim_cfg, total_steps=steps_per_epoch * train_cfg.max_epochs)
+    if optim_cfg.schedule == "cosine_time" and optim_cfg.time_budget_s <= 0:
+        if not train_cfg.max_time_s:
+            raise ValueError('schedule "cosine_time" needs TrainConfig.max_time_s (the wall-clock budget)')
+        optim_cfg = replace(optim_cfg, time_budget_s=float(train_cfg.max_time_s))
     module = PinRecModule(model_cfg, loss_cfg, optim_cfg, item_log_popularity(dm.train_seqs),
                           torch.from_numpy(dm.train_seqs.vocab), seed=train_cfg.seed)
     if init_state is not None:
