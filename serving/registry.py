@@ -89,13 +89,13 @@ class IntegrityError(RegistryError):
 
 
 def validate_surface(surface: str) -> str:
-    if not isinstance(surface, str) or not SURFACE_RE.match(surface):
+    if not isinstance(surface, str) or not SURFACE_RE.fullmatch(surface):
         raise ValueError(f"invalid surface name {surface!r} (expected {SURFACE_RE.pattern})")
     return surface
 
 
 def validate_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_RE.match(version):
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
         raise ValueError(f"invalid version id {version!r} (expected YYYYMMDDTHHMMSSZ-<8 hex>)")
     return version
 
@@ -226,7 +226,7 @@ class Registry:
         for key in list_keys(self.client, self.bucket, prefix):
             rest = key[len(prefix):]
             version, _, name = rest.partition("/")
-            if name == MANIFEST_FILE and VERSION_RE.match(version):
+            if name == MANIFEST_FILE and VERSION_RE.fullmatch(version):
                 found.add(version)
         return sorted(found)
 
@@ -415,7 +415,7 @@ class Registry:
         champ = self.read_pointer(surface, CHAMPION)
         if champ:
             out.add(champ["version"])
-            out.update(v for v in champ.get("previous", []) if VERSION_RE.match(str(v)))
+            out.update(v for v in champ.get("previous", []) if VERSION_RE.fullmatch(str(v)))
         canary = self.read_pointer(surface, CANARY)
         if canary:
             out.add(canary["version"])
@@ -434,7 +434,7 @@ class Registry:
         dirs = self._all_version_dirs(surface)
         now = _now()
         for version, keys in dirs.items():
-            if version in visible or not VERSION_RE.match(version):
+            if version in visible or not VERSION_RE.fullmatch(version):
                 continue
             newest = max(
                 self.client.head_object(Bucket=self.bucket, Key=k)["LastModified"] for k in keys
