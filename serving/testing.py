@@ -105,3 +105,38 @@ def stop_process_group(proc, timeout: float = 30.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+
+
+def start_cli_service(env: dict[str, str], surfaces: list[str], cache_dir, *extra_args: str,
+                      log_path=None, ready_timeout: float = 120.0):
+    """Start ``python -m serving.cli serve`` (the operator's command) in its own process group
+    on a free port, with the CLI's default bind address; return ``(process, port)`` once
+    ``/readyz`` answers 200. Stop it with :func:`stop_process_group`. ``env`` must carry the S3
+    settings; output goes to ``log_path`` (default: discarded)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--cache-dir", str(cache_dir),
+           *[arg for s in surfaces for arg in ("--surface", s)], *extra_args]
+    env = {**env, "PYTHONPATH": str(root)}
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    if log_path:
+        out.close()  # the child holds its own copy
+
+    def ready() -> bool:
+        try:
+            return call("127.0.0.1", port, "GET", "/readyz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    if not wait_until(lambda: ready() or proc.poll() is not None, timeout=ready_timeout) or proc.poll() is not None:
+        if proc.poll() is None:
+            stop_process_group(proc)
+        tail = Path(log_path).read_text(errors="replace")[-3000:] if log_path else ""
+        raise RuntimeError(f"the service did not get ready on port {port} (exit {proc.returncode}):\n{tail}")
+    return proc, port
