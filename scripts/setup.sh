@@ -20,6 +20,17 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "setup: /usr/bin/chromium is missing; install Debian's chromium (sudo apt-get install chromium) for the browser test" >&2
   fi
 fi
+# Debian's redis-server for the Redis online store test and the online latency benchmark (the
+# tests start their own on 127.0.0.1 and a free port; the system service is not used).
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian redis-server"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "setup: redis-server is missing; install Debian's redis-server (sudo apt-get install redis-server) for the Redis online store test" >&2
+  fi
+fi
 
 stamp=.venv/.pinrec-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
