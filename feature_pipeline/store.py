@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -81,6 +83,31 @@ def open_store(settings: FeastSettings) -> "FeatureStore":
     return FeatureStore(config=load_repo_config(settings), repo_path=str(settings.data_dir))
 
 
+def store_locations(store: "FeatureStore") -> str:
+    """Where the store's registry and online store live, for error messages."""
+    repo = Path(store.repo_path)
+
+    def resolve(location: str) -> str:
+        return location if "://" in location else str(repo / location)
+
+    online = store.config.online_store
+    online_path = getattr(online, "path", None)
+    return (f"Feast registry {resolve(str(store.config.registry.path))}, online store {online.type}"
+            + (f" {resolve(str(online_path))}" if online_path else ""))
+
+
+@contextmanager
+def naming_the_store(store: "FeatureStore", action: str) -> Iterator[None]:
+    """Add a note naming the registry and online store to any error while `action`: Feast's own
+    messages (a protobuf DecodeError for a corrupt registry, a sqlite OperationalError for an
+    unusable online store) do not say which file failed."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(f"while {action}: {store_locations(store)}")
+        raise
+
+
 def apply_repo(store: "FeatureStore") -> dict[str, list[str]]:
     """Register feature_repo/'s definitions (like `feast apply`); returns what was applied."""
     from feast.repo_operations import parse_repo
@@ -96,7 +123,8 @@ def apply_repo(store: "FeatureStore") -> dict[str, list[str]]:
         os.chdir(cwd)
         sys.path.remove(str(FEATURE_REPO))
     objects = [*contents.entities, *contents.data_sources, *contents.feature_views, *contents.feature_services]
-    store.apply(objects)
+    with naming_the_store(store, "applying feature_repo/"):
+        store.apply(objects)
     return {
         "entities": sorted(e.name for e in contents.entities),
         "feature_views": sorted(v.name for v in contents.feature_views),
@@ -127,7 +155,8 @@ def materialize_days(store: "FeatureStore", first: date, last: date, views: list
     Idempotent: re-running a window writes the same values."""
     start, _ = day_window(first)
     _, end = day_window(last)
-    store.materialize(start_date=start, end_date=end, feature_views=views or list(OFFLINE_TABLES))
+    with naming_the_store(store, f"materializing {first} .. {last}"):
+        store.materialize(start_date=start, end_date=end, feature_views=views or list(OFFLINE_TABLES))
 
 
 def materialize_day(store: "FeatureStore", day: date, views: list[str] | None = None) -> None:

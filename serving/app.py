@@ -14,7 +14,8 @@ Endpoints:
 ``GET /metrics``       Prometheus text: ``pinrec_requests_total{endpoint,status,version}``,
     ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``,
     ``pinrec_loaded_version{surface,role,version}``, ``pinrec_version_loads_total{surface,result}``,
-    ``pinrec_feature_read_errors_total``.
+    ``pinrec_version_load_failures_total{surface,version,reason}`` (reason: the exception type, e.g.
+    ``IntegrityError`` for a checksum mismatch), ``pinrec_feature_read_errors_total``.
 ``GET /openapi.json``, ``/docs``: the OpenAPI spec.
 
 Errors are JSON ``{"error": <reason>, "detail": ...}``: 422 for invalid fields (unknown outcome or
@@ -186,6 +187,12 @@ class _StateCollector:
         for (surface, result), n in sorted(self.manager.load_counts.items()):
             loads.add_metric([surface, result], n)
         yield loads
+        failures = CounterMetricFamily("pinrec_version_load_failures",
+                                       "Versions not used because they failed to fetch, verify or load",
+                                       labels=["surface", "version", "reason"])
+        for (surface, version, reason), n in sorted(self.manager.load_failures.items()):
+            failures.add_metric([surface, version, reason], n)
+        yield failures
         yield GaugeMetricFamily("pinrec_ready", "1 when every surface has a champion loaded",
                                 value=1.0 if self.manager.ready else 0.0)
 

@@ -6,8 +6,9 @@ when one names a version other than the one loaded, it fetches it (every checksu
 state, one reference assignment. A request takes the state once at its start and keeps using
 those objects, so a swap never drops or fails a request; the old version is freed when its last
 request finishes. A version that fails to fetch, verify or load is not used: the old one keeps
-serving, the failure is recorded (``errors``, ``load_counts``) and retried after
-``retry_after_s``. ``start()`` runs ``refresh`` every ``poll_interval_s`` in a daemon thread.
+serving, the failure is recorded (``errors``, ``load_counts``, and ``load_failures`` by version
+and reason) and retried after ``retry_after_s``. ``start()`` runs ``refresh`` every
+``poll_interval_s`` in a daemon thread.
 
 Canary routing is by a stable hash of (surface, user_id): the same user always gets the same
 version while the canary's traffic fraction is unchanged, in every process.
@@ -63,6 +64,7 @@ class VersionManager:
         self._failed: dict[tuple[str, str], float] = {}  # (surface, version) -> when it failed
         self.errors: dict[str, dict[str, Any]] = {}
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (surface, result)
+        self.load_failures: Counter[tuple[str, str, str]] = Counter()  # (surface, version, reason)
         self.swaps = 0
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -103,6 +105,7 @@ class VersionManager:
         except Exception as exc:  # noqa: BLE001 - any failure: keep serving what we have
             self._failed[(surface, version)] = time.monotonic()
             self.load_counts[(surface, "error")] += 1
+            self.load_failures[(surface, version, type(exc).__name__)] += 1
             self.errors[surface] = {"version": version, "error": f"{type(exc).__name__}: {exc}",
                                     "at": time.time()}
             log.error("cannot load %s/%s, keeping the loaded version: %s", surface, version, exc)

@@ -8,9 +8,10 @@
 A finished run's directory holds `model.pt` (the model's state_dict only: loadable with
 `torch.load(path, weights_only=True)`; it includes the `item_ids` buffer, index -> raw item id)
 and `config.json` (model, data, loss, optimiser and training configs, plus results). Lightning's
-own checkpoints (`lightning/last.ckpt`, and `lightning/best.ckpt` when validating) hold tensors
-and plain containers only and are reloaded with `weights_only=True`: a run started again with
-the same `out_dir` resumes from `last.ckpt`. Logs: `logs/` (CSV), progress bar on stdout.
+own checkpoints (`lightning/last.ckpt`, written after every epoch, and `lightning/best.ckpt` when
+validating) hold tensors and plain containers only and are reloaded with `weights_only=True`: a
+run started again with the same `out_dir` (after it finished, or was killed) resumes from
+`last.ckpt`, at the epoch after the last one finished. Logs: `logs/` (CSV), progress bar on stdout.
 
 CLI: `python -m training.train --help`.
 """
@@ -145,7 +146,10 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
     has_val = dm.valid is not None
     ckpt_dir = out_dir / "lightning"
     callbacks: list[Callback] = [_History()]
-    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
+    # last.ckpt holds the newest epoch's state, rewritten after every epoch, so a killed run resumes
+    # from its last finished epoch. (`save_last=True` with `save_top_k=0` would write it only when
+    # fit ends: Lightning saves "last" only in a step where a top-k checkpoint was saved.)
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False))
     if has_val:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/ndcg@10",
                                          mode="max", save_top_k=1, enable_version_counter=False))
