@@ -43,7 +43,9 @@ def flops_per_token(cfg: PinRecConfig, n_rows_per_token: float = 1.0) -> float:
     return 3 * (cfg.n_layers * layer + token_mlp + head + loss)
 
 
-def synthetic_batch(rng: np.random.Generator) -> dict[str, torch.Tensor]:
+def synthetic_batch(rng: np.random.Generator, batch_size: int = B, seq_len: int = L) -> dict[str, torch.Tensor]:
+    """A training batch of `batch_size` sequences of `seq_len` tokens (default 64 x 200)."""
+    B, L = batch_size, seq_len  # noqa: N806  (short names for the shapes below)
     items = torch.from_numpy(rng.integers(1, V + 1, (B, L)))
     nxt = torch.from_numpy(rng.integers(1, V + 1, (B, L, 1, 1)))
     return {
@@ -58,12 +60,13 @@ def synthetic_batch(rng: np.random.Generator) -> dict[str, torch.Tensor]:
     }
 
 
-def step_seconds(precision: str, steps: int) -> float:
+def step_seconds(precision: str, steps: int, seq_len: int = L, batch_size: int = B) -> float:
+    """Median seconds of one training step on `batch_size` x `seq_len` tokens."""
     torch.manual_seed(0)
-    cfg = PinRecConfig(n_items=V, d_model=128, n_layers=2, n_heads=2, max_len=L, dropout=0.2, multi_token=False)
+    cfg = PinRecConfig(n_items=V, d_model=128, n_layers=2, n_heads=2, max_len=seq_len, dropout=0.2, multi_token=False)
     module = PinRecModule(cfg, LossConfig(full_softmax=True), OptimConfig()).train()
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
-    batch = synthetic_batch(np.random.default_rng(0))
+    batch = synthetic_batch(np.random.default_rng(0), batch_size, seq_len)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

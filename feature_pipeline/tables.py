@@ -3,69 +3,238 @@
 Each table has one row per entity active that day, stamped with the time of that entity's last
 event of the day, holding the state *after* that event. A point-in-time join at time t therefore
 only sees events at or before t (query at t minus one microsecond to exclude the event at t).
+
+The tables are computed by streaming the event table in record batches of `BATCH_ROWS` rows
+(`EventTable.iter_batches`): item counts are summed per batch, and each active user's last
+`SEQUENCE_LENGTH` engagements are kept by a bounded merge. Memory is bounded by the batch and by
+the day's active entities (plus `max_length` rows per active user), not by the days' sizes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from events.contract import OUTCOME_CODE, SURFACE_CODE, SURFACES, TIMESTAMP_DTYPE
+from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE
 from events.table import EventTable
 
 SEQUENCE_LENGTH = 200
 ENTITY_TIMESTAMP = "event_timestamp"
+# Rows read per record batch when streaming the event table: memory is bounded by this and by
+# the number of active entities (and max_length per active user), not by the days' sizes.
+BATCH_ROWS = 1_000_000
 
 _RATING_CODES = [code for name, code in OUTCOME_CODE.items() if name.startswith("rating_")]
+_IMPRESSION, _HIDE = OUTCOME_CODE["impression"], OUTCOME_CODE["hide"]
+_HISTORY_COLUMNS = ["user_id", "item_id", "surface", "outcome", "event_ts"]
 
 
-def _to_us(ts: pd.Series) -> np.ndarray:
-    return ts.astype(TIMESTAMP_DTYPE).astype("int64").to_numpy()
+def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    return pc.index_in(values, value_set=pa.array(vocabulary)).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _active_ids(table: EventTable, day: date, column: str, engaged_only: bool) -> np.ndarray:
-    df = table.read_day(day)
-    if engaged_only:
-        df = df[df["outcome"] != "impression"]
-    return np.unique(df[column].to_numpy())
+def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """A batch of event rows as numpy arrays: ids, outcome/surface codes, ts in microseconds."""
+    out = {}
+    for name in batch.schema.names:
+        col = batch.column(name)
+        if name == "outcome":
+            out[name] = _codes(col, OUTCOMES)
+        elif name == "surface":
+            out[name] = _codes(col, SURFACES)
+        elif name == "event_ts":
+            out[name] = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _history(table: EventTable, day: date, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """Every ingested day <= `day`, streamed in ingestion order, as `_columns` batches."""
+    days = [d for d in table.days() if d <= day]
+    for batch in table.iter_batches(days, columns, BATCH_ROWS):
+        yield _columns(batch)
+
+
+def _frame_batches(events: pd.DataFrame) -> Iterator[dict[str, np.ndarray]]:
+    """An in-memory event frame as one `_columns` batch."""
+    cols = [c for c in _HISTORY_COLUMNS if c in events.columns]
+    frame = events[cols].copy()
+    if "event_ts" in frame:
+        frame["event_ts"] = frame["event_ts"].astype(TIMESTAMP_DTYPE)
+    yield _columns(pa.RecordBatch.from_pandas(frame, preserve_index=False))
+
+
+def _active_ids(table: EventTable, day: date) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an engagement on `day`, items with any event on `day`), sorted, streamed."""
+    users, items = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for batch in table.iter_batches([day], ["user_id", "item_id", "outcome"], BATCH_ROWS):
+        cols = _columns(batch)
+        users = np.union1d(users, np.unique(cols["user_id"][cols["outcome"] != _IMPRESSION]))
+        items = np.union1d(items, np.unique(cols["item_id"]))
+    return users, items
+
+
+def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of `ids` found in `sorted_ids`, their positions there)."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), bool), np.zeros(0, np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    found = sorted_ids[pos] == ids
+    return found, pos[found]
+
+
+class _LastEngagements:
+    """Each active user's last `max_length` engagements, merged batch by batch.
+
+    Rows arrive in ingestion order; they are buffered and, when the buffer outgrows the kept
+    rows (or `BATCH_ROWS`), merged: stable sort by (user, time), keep each user's last
+    `max_length`. Stable sorting of kept-then-new rows equals one stable sort of everything,
+    so ties in time keep ingestion order. Memory: max_length per active user plus the buffer.
+    """
+
+    _FIELDS = ("user_id", "item_id", "surface", "outcome", "event_ts")
+
+    def __init__(self, users: np.ndarray, max_length: int):
+        self.users, self.max_length = users, max_length
+        self.kept = {f: np.zeros(0, np.int64) for f in self._FIELDS}
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.pending_rows = 0
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        found, _ = _member_index(cols["user_id"], self.users)
+        mask = found & (cols["outcome"] != _IMPRESSION)
+        if mask.any():
+            self.pending.append({f: cols[f][mask] for f in self._FIELDS})
+            self.pending_rows += int(mask.sum())
+        if self.pending_rows >= max(BATCH_ROWS, len(self.kept["user_id"])):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self.pending:
+            return
+        rows = {f: np.concatenate([self.kept[f]] + [p[f] for p in self.pending]) for f in self._FIELDS}
+        self.pending, self.pending_rows = [], 0
+        order = np.lexsort((rows["event_ts"], rows["user_id"]))  # stable
+        rows = {f: v[order] for f, v in rows.items()}
+        user = rows["user_id"]
+        last_of_user = np.r_[user[1:] != user[:-1], True] if len(user) else np.zeros(0, bool)
+        ends = np.flatnonzero(last_of_user)
+        group_end = np.repeat(ends, np.diff(np.r_[-1, ends]))
+        keep = group_end - np.arange(len(user)) < self.max_length
+        self.kept = {f: v[keep] for f, v in rows.items()}
+
+    def table(self) -> pd.DataFrame:
+        self._merge()
+        k = self.kept
+        if len(k["user_id"]) == 0:
+            return _empty_user_sequence()
+        users, starts, counts = np.unique(k["user_id"], return_index=True, return_counts=True)
+        bounds = starts[1:]
+
+        def lists(values: np.ndarray) -> list[list[int]]:
+            return [part.tolist() for part in np.split(values, bounds)]
+
+        last_ts = k["event_ts"][starts + counts - 1]
+        return pd.DataFrame(
+            {
+                "user_id": users.astype(np.int64),
+                "seq_item_ids": lists(k["item_id"]),
+                "seq_outcomes": lists(k["outcome"]),
+                "seq_surfaces": lists(k["surface"]),
+                "seq_timestamps_us": lists(k["event_ts"]),
+                "seq_length": counts.astype(np.int64),
+                ENTITY_TIMESTAMP: pd.to_datetime(last_ts, unit="us", utc=True).astype(TIMESTAMP_DTYPE),
+            }
+        )
+
+
+class _ItemCounts:
+    """Cumulative per-item outcome counts, per-surface counts, first and last event time, for
+    the active items, summed batch by batch (memory: a few numbers per active item)."""
+
+    def __init__(self, items: np.ndarray):
+        self.items = items
+        n = len(items)
+        self.outcome = np.zeros((n, len(OUTCOMES)), np.int64)
+        self.surface_impressions = np.zeros((n, len(SURFACES)), np.int64)
+        self.surface_engagements = np.zeros((n, len(SURFACES)), np.int64)
+        self.first = np.full(n, np.iinfo(np.int64).max)
+        self.last = np.full(n, np.iinfo(np.int64).min)
+        self.seen = np.zeros(n, bool)
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        found, pos = _member_index(cols["item_id"], self.items)
+        if not found.any():
+            return
+        n = len(self.items)
+        outcome, surface, ts = cols["outcome"][found], cols["surface"][found], cols["event_ts"][found]
+        self.outcome += np.bincount(pos * len(OUTCOMES) + outcome, minlength=n * len(OUTCOMES)).reshape(n, -1)
+        per_surface = pos * len(SURFACES) + surface
+        impression = outcome == _IMPRESSION
+        engaged = ~impression & (outcome != _HIDE)
+        self.surface_impressions += np.bincount(per_surface[impression], minlength=n * len(SURFACES)).reshape(n, -1)
+        self.surface_engagements += np.bincount(per_surface[engaged], minlength=n * len(SURFACES)).reshape(n, -1)
+        np.minimum.at(self.first, pos, ts)
+        np.maximum.at(self.last, pos, ts)
+        self.seen[pos] = True
+
+    def _stamp(self) -> pd.Series:
+        return pd.Series(pd.to_datetime(self.last[self.seen], unit="us", utc=True)).astype(TIMESTAMP_DTYPE)
+
+    def item_stats(self) -> pd.DataFrame:
+        o, seen = self.outcome[self.seen], self.seen
+        ratings = o[:, _RATING_CODES].sum(axis=1)
+        clicks, saves = o[:, OUTCOME_CODE["click"]], o[:, OUTCOME_CODE["save"]]
+        return pd.DataFrame(
+            {
+                "item_id": self.items[seen].astype(np.int64),
+                "impressions": o[:, _IMPRESSION],
+                "clicks": clicks,
+                "saves": saves,
+                "hides": o[:, _HIDE],
+                "ratings": ratings,
+                "engagements": clicks + saves + ratings,
+                "first_seen_us": self.first[seen],
+                ENTITY_TIMESTAMP: self._stamp(),
+            }
+        )
+
+    def item_surface_stats(self) -> pd.DataFrame:
+        seen = self.seen
+        out = {"item_id": self.items[seen].astype(np.int64)}
+        for code, surface in enumerate(SURFACES):
+            imp = self.surface_impressions[seen, code]
+            eng = self.surface_engagements[seen, code]
+            out[f"{surface}_impressions"] = imp
+            out[f"{surface}_engagements"] = eng
+            out[f"{surface}_engagement_rate"] = np.divide(eng, imp, out=np.zeros(len(imp)), where=imp > 0)
+        out[ENTITY_TIMESTAMP] = self._stamp()
+        return pd.DataFrame(out)
+
+
+def _feed(batches: Iterable[dict[str, np.ndarray]], *consumers) -> None:
+    for cols in batches:
+        for consumer in consumers:
+            consumer.add(cols)
 
 
 def user_sequence_table(table: EventTable, day: date, max_length: int = SEQUENCE_LENGTH) -> pd.DataFrame:
     """Per user with an engagement on `day`: the last `max_length` engagements up to that day.
 
     Engagements are every event but impressions (hides included: negative feedback is signal).
-    Ties in time keep ingestion order (stable sort).
+    Ties in time keep ingestion order (stable sort). Streams the event table (`BATCH_ROWS`).
     """
-    users = _active_ids(table, day, "user_id", engaged_only=True)
-    columns = ["user_id", "item_id", "surface", "outcome", "event_ts"]
-    if len(users) == 0:
-        return _empty_user_sequence()
-    flt = pc.field("user_id").isin(users) & (pc.field("outcome") != "impression")
-    ev = table.read_until(day, filter_expr=flt, columns=columns)
-    ev = ev.sort_values(["user_id", "event_ts"], kind="stable")
-    # keep each user's last max_length events
-    from_end = ev.groupby("user_id", sort=False).cumcount(ascending=False)
-    ev = ev[from_end < max_length]
-    ev = ev.assign(
-        outcome_code=ev["outcome"].map(OUTCOME_CODE).astype("int64"),
-        surface_code=ev["surface"].map(SURFACE_CODE).astype("int64"),
-        ts_us=_to_us(ev["event_ts"]),
-    )
-    grouped = ev.groupby("user_id", sort=True)
-    out = pd.DataFrame(
-        {
-            "seq_item_ids": grouped["item_id"].agg(list),
-            "seq_outcomes": grouped["outcome_code"].agg(list),
-            "seq_surfaces": grouped["surface_code"].agg(list),
-            "seq_timestamps_us": grouped["ts_us"].agg(list),
-            "seq_length": grouped.size().astype("int64"),
-            ENTITY_TIMESTAMP: grouped["event_ts"].max(),
-        }
-    ).reset_index()
-    return out
+    users, _ = _active_ids(table, day)
+    sequences = _LastEngagements(users, max_length)
+    if len(users):
+        _feed(_history(table, day, ["user_id", "item_id", "surface", "outcome", "event_ts"]), sequences)
+    return sequences.table()
 
 
 def _empty_user_sequence() -> pd.DataFrame:
@@ -82,78 +251,38 @@ def _empty_user_sequence() -> pd.DataFrame:
     )
 
 
-def _item_history(table: EventTable, day: date) -> pd.DataFrame:
-    items = _active_ids(table, day, "item_id", engaged_only=False)
-    if len(items) == 0:
-        return pd.DataFrame(columns=["item_id", "surface", "outcome", "event_ts"])
-    return table.read_until(
-        day, filter_expr=pc.field("item_id").isin(items), columns=["item_id", "surface", "outcome", "event_ts"]
-    )
+def _item_counts(table: EventTable, day: date, history: pd.DataFrame | None) -> _ItemCounts:
+    if history is not None:  # the caller's events: every item in them
+        counts = _ItemCounts(np.unique(history["item_id"].to_numpy()).astype(np.int64))
+        _feed(_frame_batches(history), counts)
+        return counts
+    _, items = _active_ids(table, day)
+    counts = _ItemCounts(items)
+    if len(items):
+        _feed(_history(table, day, ["item_id", "surface", "outcome", "event_ts"]), counts)
+    return counts
 
 
 def item_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per item seen on `day`: cumulative counts by outcome up to that day, and first-seen time."""
-    ev = _item_history(table, day) if history is None else history
-    if ev.empty:
-        cols = ["item_id", "impressions", "clicks", "saves", "hides", "ratings", "engagements", "first_seen_us"]
-        return pd.DataFrame({c: pd.Series([], dtype="int64") for c in cols}).assign(
-            **{ENTITY_TIMESTAMP: pd.Series([], dtype=TIMESTAMP_DTYPE)}
-        )
-    code = ev["outcome"].map(OUTCOME_CODE).to_numpy()
-    flags = pd.DataFrame(
-        {
-            "item_id": ev["item_id"].to_numpy(),
-            "impressions": code == OUTCOME_CODE["impression"],
-            "clicks": code == OUTCOME_CODE["click"],
-            "saves": code == OUTCOME_CODE["save"],
-            "hides": code == OUTCOME_CODE["hide"],
-            "ratings": np.isin(code, _RATING_CODES),
-        }
-    )
-    flags["engagements"] = flags["clicks"] | flags["saves"] | flags["ratings"]
-    counts = flags.groupby("item_id").sum().astype("int64")
-    grouped = ev.groupby("item_id")["event_ts"]
-    counts["first_seen_us"] = _to_us(grouped.min())
-    counts[ENTITY_TIMESTAMP] = grouped.max().astype(TIMESTAMP_DTYPE)
-    return counts.reset_index()
+    """Per item seen on `day`: cumulative counts by outcome up to that day, and first-seen time.
+    `history`: the items' events up to `day`, if already in memory (else streamed)."""
+    return _item_counts(table, day, history).item_stats()
 
 
 def item_surface_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per item seen on `day`: cumulative impressions, engagements and their rate per surface."""
-    ev = _item_history(table, day) if history is None else history
-    out = pd.DataFrame({"item_id": np.unique(ev["item_id"].to_numpy()).astype("int64")})
-    if ev.empty:
-        for surface in SURFACES:
-            out[f"{surface}_impressions"] = pd.Series([], dtype="int64")
-            out[f"{surface}_engagements"] = pd.Series([], dtype="int64")
-            out[f"{surface}_engagement_rate"] = pd.Series([], dtype="float64")
-        out[ENTITY_TIMESTAMP] = pd.Series([], dtype=TIMESTAMP_DTYPE)
-        return out
-    code = ev["outcome"].map(OUTCOME_CODE).to_numpy()
-    engaged = (code != OUTCOME_CODE["impression"]) & (code != OUTCOME_CODE["hide"])
-    frame = pd.DataFrame(
-        {"item_id": ev["item_id"].to_numpy(), "surface": ev["surface"].to_numpy(),
-         "impressions": code == OUTCOME_CODE["impression"], "engagements": engaged}
-    )
-    per = frame.groupby(["item_id", "surface"])[["impressions", "engagements"]].sum().unstack("surface", fill_value=0)
-    out = out.set_index("item_id")
-    for surface in SURFACES:
-        imp = per["impressions"][surface] if surface in per["impressions"] else 0
-        eng = per["engagements"][surface] if surface in per["engagements"] else 0
-        out[f"{surface}_impressions"] = pd.Series(imp, index=per.index).reindex(out.index, fill_value=0).astype("int64")
-        out[f"{surface}_engagements"] = pd.Series(eng, index=per.index).reindex(out.index, fill_value=0).astype("int64")
-        denom = out[f"{surface}_impressions"].where(out[f"{surface}_impressions"] > 0)
-        out[f"{surface}_engagement_rate"] = (out[f"{surface}_engagements"] / denom).fillna(0.0).astype("float64")
-    out[ENTITY_TIMESTAMP] = ev.groupby("item_id")["event_ts"].max().astype(TIMESTAMP_DTYPE)
-    return out.reset_index()
+    return _item_counts(table, day, history).item_surface_stats()
 
 
 def day_feature_tables(table: EventTable, day: date) -> dict[str, pd.DataFrame]:
-    """All three offline tables of `day`, keyed by Feast feature view name."""
-    history = _item_history(table, day)
+    """All three offline tables of `day`, keyed by Feast feature view name, from one streamed
+    pass over the event table up to `day` (memory bounded by `BATCH_ROWS` and active entities)."""
+    users, items = _active_ids(table, day)
+    sequences, counts = _LastEngagements(users, SEQUENCE_LENGTH), _ItemCounts(items)
+    if len(users) or len(items):
+        _feed(_history(table, day, _HISTORY_COLUMNS), sequences, counts)
     return {
-        "user_sequence": user_sequence_table(table, day),
-        "item_stats": item_stats_table(table, day, history),
-        "item_surface_stats": item_surface_stats_table(table, day, history),
+        "user_sequence": sequences.table(),
+        "item_stats": counts.item_stats(),
+        "item_surface_stats": counts.item_surface_stats(),
     }
-
