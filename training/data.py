@@ -10,6 +10,14 @@ batches of similar length (length bucketing) and cut to the longest window in th
 little compute goes to padding. Padding is on the right: every real position's padding lies in
 its future, which the causal mask already hides.
 
+Distributed training (DDP). `DataConfig.batch_size` is the GLOBAL batch: the batch plan is the
+same on every process, and process `rank` of `world_size` takes every `world_size`-th window of
+each planned batch (`TrainWindows.shard`), so one optimiser step consumes the same windows as a
+single process at the same batch size and seed, each process gets `batch_size / world_size` of
+them (the batch size must be divisible by the world size), and the shards are disjoint and
+cover the epoch. Validation users are split into one contiguous block per process
+(`eval_batches(users=...)`); the module gathers every block's ranks before computing metrics.
+
 Targets. For input position t and each trained offset (`training.model.OFFSETS`), a target j is
 drawn from the offset's window of the user's later engaged actions (by time elapsed since t;
 "next" is j = t + 1), the head is conditioned on j's real outcome and the offset, and the
@@ -180,7 +188,7 @@ def leave_one_out(seqs: Sequences, min_train: int = 1) -> tuple[Sequences, EvalS
 @dataclass
 class DataConfig:
     max_len: int = 200
-    batch_size: int = 128
+    batch_size: int = 128                  # global batch (all processes together; see DDP above)
     seed: int = 0
     offsets: tuple[str, ...] = ("next",)   # trained offsets (model.cfg.offsets)
     n_positives: int = 4                   # window relaxation: positive-set size per target
@@ -235,6 +243,7 @@ class TrainWindows(Dataset):
 
     def __init__(self, seqs: Sequences, cfg: DataConfig):
         self.seqs, self.cfg = seqs, cfg
+        self.rank, self.world_size = 0, 1
         starts, ends = [], []
         for u in range(seqs.n_users):
             a0, b = int(seqs.ptr[u]), int(seqs.ptr[u + 1])
@@ -264,6 +273,19 @@ class TrainWindows(Dataset):
             self.epoch = epoch
             self._plan()
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Serve process `rank`'s share of every batch: windows rank, rank + world_size, ... of it."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if self.cfg.batch_size % world_size:
+            raise ValueError(f"batch_size {self.cfg.batch_size} (the global batch) is not divisible by "
+                             f"the world size {world_size}")
+        if len(self.starts) < world_size:
+            raise ValueError(f"{len(self.starts)} training windows cannot be shared by {world_size} processes")
+        if (rank, world_size) != (self.rank, self.world_size):
+            self.rank, self.world_size = rank, world_size
+            self._plan()
+
     def _plan(self) -> None:
         rng = np.random.default_rng([self.cfg.seed, self.epoch, 0])
         n, B = len(self.starts), self.cfg.batch_size
@@ -273,14 +295,18 @@ class TrainWindows(Dataset):
         order = np.concatenate([p[np.argsort(-self.n_inputs[p], kind="stable")]
                                 for p in np.array_split(perm, max(1, -(-n // mega)))]) if n else perm
         batches = [order[i:i + B] for i in range(0, n, B)]
+        if len(batches) > 1 and len(batches[-1]) < self.world_size:  # every process needs a window
+            batches[-2:] = [np.concatenate(batches[-2:])]
         self.batches = [batches[i] for i in rng.permutation(len(batches))]
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.cfg.seed, self.epoch, 1, i])
-        w = self.batches[i]
+        """This process's part of planned batch i (the whole batch in a single process)."""
+        part = i * self.world_size + self.rank
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, 1, part])
+        w = self.batches[i][self.rank::self.world_size]
         return self.make_batch(self.starts[w], self.n_inputs[w], rng)
 
     def make_batch(self, starts: np.ndarray, n_inputs: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -357,14 +383,16 @@ class _EpochSampler(Sampler[int]):
         return len(self.ds)
 
 
-def eval_batches(ev: EvalSet, max_len: int, batch_size: int = 512):
+def eval_batches(ev: EvalSet, max_len: int, batch_size: int = 512, users: np.ndarray | None = None):
     """(inputs, targets, seen) batches for `training.metrics.evaluate_public`.
 
     inputs: the last `max_len` tokens of each prefix; seen: the whole prefix (padded with -1).
+    `users`: evaluate only these users (indices into the evaluation set; default all).
     """
     p = ev.prefixes
-    for a in range(0, p.n_users, batch_size):
-        users = np.arange(a, min(a + batch_size, p.n_users))
+    all_users = np.arange(p.n_users) if users is None else np.asarray(users, np.int64)
+    for a in range(0, len(all_users), batch_size):
+        users = all_users[a:a + batch_size]
         idx = last_window_index(p, max_len, users)
         lens = p.lengths[users]
         t = np.arange(int(lens.max()))[None, :]
@@ -419,9 +447,15 @@ class PinRecDataModule(pl.LightningDataModule):
     def with_config(self, **changes) -> PinRecDataModule:
         return PinRecDataModule(self.train_seqs, replace(self.cfg, **changes), self.valid, self.test)
 
+    def rank_and_world_size(self) -> tuple[int, int]:
+        """(global rank, world size) of the trainer this module is attached to; (0, 1) without one."""
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is None:
             self.train_ds = TrainWindows(self.train_seqs, self.cfg)
+        self.train_ds.shard(*self.rank_and_world_size())
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
@@ -430,12 +464,18 @@ class PinRecDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         if self.valid is None:
             return []
-        return DataLoader(_EvalList(self.valid, self.cfg), batch_size=None, num_workers=0)
+        return DataLoader(_EvalList(self.valid, self.cfg, *self.rank_and_world_size()),
+                          batch_size=None, num_workers=0)
 
 
 class _EvalList(Dataset):
-    def __init__(self, ev: EvalSet, cfg: DataConfig):
-        self.items = list(eval_batches(ev, cfg.max_len, cfg.eval_batch_size))
+    """Evaluation batches of process `rank`'s contiguous block of users."""
+
+    def __init__(self, ev: EvalSet, cfg: DataConfig, rank: int = 0, world_size: int = 1):
+        if ev.prefixes.n_users < world_size:
+            raise ValueError(f"{ev.prefixes.n_users} validation users cannot be shared by {world_size} processes")
+        users = np.array_split(np.arange(ev.prefixes.n_users), world_size)[rank]
+        self.items = list(eval_batches(ev, cfg.max_len, cfg.eval_batch_size, users))
 
     def __len__(self) -> int:
         return len(self.items)

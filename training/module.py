@@ -97,10 +97,21 @@ class PinRecModule(pl.LightningModule):
         self._ranks.append(full_ranking_ranks(scores, targets, seen).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._ranks:
+        ranks = torch.cat(self._ranks) if self._ranks else torch.zeros(0, dtype=torch.long)
+        if self.trainer.world_size > 1:  # each process ranked its own block of users: take them all
+            ranks = self._gather_from_all_processes(ranks)
+        if ranks.numel() == 0:
             return
-        for k, v in rank_metrics(torch.cat(self._ranks)).items():
+        for k, v in rank_metrics(ranks).items():
             self.log(f"val/{k}", v, prog_bar=k == "ndcg@10")
+
+    def _gather_from_all_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """Every process's 1-D `values` (lengths may differ), concatenated in rank order."""
+        values = values.to(self.device)
+        sizes = self.all_gather(torch.tensor(values.numel(), device=self.device)).view(-1).tolist()
+        padded = torch.nn.functional.pad(values, (0, max(sizes) - values.numel()))
+        gathered = self.all_gather(padded)                                       # (world, max size)
+        return torch.cat([row[:n] for row, n in zip(gathered, sizes)]).cpu()
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self):

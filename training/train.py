@@ -13,6 +13,14 @@ validating) hold tensors and plain containers only and are reloaded with `weight
 run started again with the same `out_dir` (after it finished, or was killed) resumes from
 `last.ckpt`, at the epoch after the last one finished. Logs: `logs/` (CSV), progress bar on stdout.
 
+Scale-out. `TrainConfig.accelerator / devices / num_nodes / strategy` go to Lightning's Trainer
+(defaults: one CPU process). `DataConfig.batch_size` is the global batch: with W processes each
+takes batch_size / W windows of every planned batch (`training.data`), so the optimiser sees the
+same batches, steps and learning-rate schedule as one process; validation metrics are computed
+over every validation user (the processes' ranks are gathered). Multi-process runs start from the
+CLI (Lightning re-runs the same command for each local process) or under torchrun / SLURM; only
+global rank 0 writes `model.pt` and `config.json`. See docs/training-scale-out.md.
+
 CLI: `python -m training.train --help`.
 """
 
@@ -52,6 +60,11 @@ class TrainConfig:
     val_every_n_epochs: int = 1
     progress_bar: bool = True
     log_every_n_steps: int = 10
+    # scale-out (Lightning Trainer arguments); DataConfig.batch_size stays the global batch
+    accelerator: str = "cpu"             # "cpu", "gpu", "auto", ...
+    devices: int | str = 1               # processes (CPU) or GPUs per node: 2, "auto", -1, "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"               # "auto", "ddp" (gloo on CPU, nccl on GPU), ...
 
 
 @dataclass
@@ -62,19 +75,27 @@ class TrainResult:
     epochs: int
     best_val: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    global_rank: int = 0
+    world_size: int = 1
 
 
 class _History(Callback):
-    """Per-epoch validation metrics and times (kept in memory, written to config.json)."""
+    """Per-epoch validation metrics, times and the training tokens each process consumed (kept in
+    memory, written to config.json)."""
 
     def __init__(self):
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, Any]] = []
         self._t0 = self._tv = time.perf_counter()
         self._train_s = float("nan")
+        self._tokens = 0
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
         self._train_s = float("nan")
+        self._tokens = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._tokens += int((batch["items"] > 0).sum())
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self._tv = time.perf_counter()
@@ -86,8 +107,11 @@ class _History(Callback):
         row = {"epoch": trainer.current_epoch, "epoch_s": total,
                "train_s": self._train_s if self._train_s == self._train_s else total}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        tokens = trainer.strategy.all_gather(torch.tensor([self._tokens], device=pl_module.device))
+        row["tokens_per_rank"] = tokens.view(-1).tolist()
         self.rows.append(row)
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        if trainer.is_global_zero:
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
 
 def _config_dict(**parts: Any) -> dict[str, Any]:
@@ -158,12 +182,18 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
     trainer = pl.Trainer(
         max_epochs=train_cfg.max_epochs,
         max_time={"seconds": train_cfg.max_time_s} if train_cfg.max_time_s else None,
-        accelerator="cpu", devices=1, precision=train_cfg.precision, deterministic=True,
+        accelerator=train_cfg.accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
+        strategy=train_cfg.strategy, use_distributed_sampler=False,  # the DataModule shards by rank
+        precision=train_cfg.precision, deterministic=True,
         logger=CSVLogger(out_dir, name="logs"), callbacks=callbacks,
         enable_progress_bar=train_cfg.progress_bar, enable_model_summary=False,
         log_every_n_steps=train_cfg.log_every_n_steps, num_sanity_val_steps=0,
         check_val_every_n_epoch=train_cfg.val_every_n_epochs, limit_val_batches=1.0 if has_val else 0,
     )
+    world = trainer.world_size
+    if dm.cfg.batch_size % world:
+        raise ValueError(f"batch_size {dm.cfg.batch_size} is the global batch: it must be divisible by "
+                         f"the world size {world} (devices x num_nodes)")
     resume = ckpt_dir / "last.ckpt"
     prev: dict[str, Any] = {}
     if resume.exists() and (out_dir / CONFIG_FILE).exists():
@@ -180,11 +210,15 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
         if history:
             best_val = max(history, key=lambda r: r.get("val/ndcg@10", -math.inf))
     model = module.model.eval()
+    distributed = {"world_size": world, "num_nodes": trainer.num_nodes, "strategy": type(trainer.strategy).__name__,
+                   "global_batch_size": dm.cfg.batch_size, "per_process_batch_size": dm.cfg.batch_size // world}
     config = _config_dict(kind=kind, model=model_cfg, data=dm.cfg, loss=loss_cfg, optim=optim_cfg,
-                          train=train_cfg, train_seconds=seconds, epochs=trainer.current_epoch,
-                          best_val=best_val, history=history, **(extra or {}))
-    save_model(model, out_dir, config)
-    return TrainResult(out_dir, model, seconds, trainer.current_epoch, best_val, history)
+                          train=train_cfg, distributed=distributed, train_seconds=seconds,
+                          epochs=trainer.current_epoch, best_val=best_val, history=history, **(extra or {}))
+    if trainer.is_global_zero:
+        save_model(model, out_dir, config)
+    return TrainResult(out_dir, model, seconds, trainer.current_epoch, best_val, history,
+                       trainer.global_rank, world)
 
 
 def _sync(model_cfg: PinRecConfig, data_cfg: DataConfig) -> DataConfig:
@@ -241,6 +275,22 @@ def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Pat
 # --------------------------------------------------------------------------------------------
 
 
+def _devices(value: str) -> int | str:
+    """--devices: a count ("2", "-1" = all) or Lightning's "auto" / device list ("0,1")."""
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _add_scale_out_arguments(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("scale-out", "processes and devices (docs/training-scale-out.md); "
+                                          "--batch-size is the global batch over all processes")
+    g.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto, ...")
+    g.add_argument("--devices", type=_devices, default=1,
+                   help="processes (cpu) or GPUs per node: a count, -1 (all), auto, or a list like 0,1")
+    g.add_argument("--num-nodes", type=int, default=1, help="machines (torchrun --nnodes, SLURM --nodes)")
+    g.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ...")
+    g.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.train",
                                 description="Pretrain or fine-tune PinRec on contract events (parquet).")
@@ -254,10 +304,13 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--batch-size", type=int, default=128)
         s.add_argument("--lr", type=float, default=1e-3 if name == "pretrain" else 3e-4)
         s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+        s.add_argument("--warmup-steps", type=int, default=100 if name == "pretrain" else 10)
+        s.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+        s.add_argument("--no-progress-bar", action="store_true", help="plain per-epoch lines only (logs, CI)")
         s.add_argument("--sampled", action="store_true",
                        help="sampled softmax (in-batch + uniform negatives) instead of all items")
         s.add_argument("--no-logq", action="store_true", help="switch off the logQ correction")
+        _add_scale_out_arguments(s)
         if name == "pretrain":
             s.add_argument("--split", default="none", choices=["none", "leave_one_out"])
             s.add_argument("--d-model", type=int, default=128)
@@ -275,7 +328,9 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("--hard", type=int, default=16, help="hard negatives per target")
     a = p.parse_args(argv)
     loss = LossConfig(full_softmax=not a.sampled, logq=not a.no_logq)
-    train = TrainConfig(max_epochs=a.epochs, max_time_s=a.max_time_s, seed=a.seed, precision=a.precision)
+    train = TrainConfig(max_epochs=a.epochs, max_time_s=a.max_time_s, seed=a.seed, precision=a.precision,
+                        threads=a.threads, accelerator=a.accelerator, devices=a.devices,
+                        num_nodes=a.num_nodes, strategy=a.strategy, progress_bar=not a.no_progress_bar)
     data = DataConfig(batch_size=a.batch_size, seed=a.seed)
     if a.cmd == "pretrain":
         sas = a.sasrec
@@ -284,12 +339,14 @@ def main(argv: list[str] | None = None) -> None:
                              outcome_conditioning=not (a.uc or sas), multi_token=not (a.single_token or sas))
         if sas:
             loss = replace(loss, logq=False)
-        res = pretrain(a.events, a.out, model, data, loss, OptimConfig(lr=a.lr), train, split=a.split)
+        res = pretrain(a.events, a.out, model, data, loss, OptimConfig(lr=a.lr, warmup_steps=a.warmup_steps),
+                       train, split=a.split)
     else:
-        res = fine_tune(a.events, a.surface, a.base, a.out, data, loss, OptimConfig(lr=a.lr, warmup_steps=10),
-                        train, n_hard=a.hard)
-    print(json.dumps({"out_dir": str(res.out_dir), "epochs": res.epochs, "train_seconds": round(res.train_seconds, 1),
-                      "best_val": res.best_val}))
+        res = fine_tune(a.events, a.surface, a.base, a.out, data, loss,
+                        OptimConfig(lr=a.lr, warmup_steps=a.warmup_steps), train, n_hard=a.hard)
+    if res.global_rank == 0:
+        print(json.dumps({"out_dir": str(res.out_dir), "epochs": res.epochs, "train_seconds": round(res.train_seconds, 1),
+                          "best_val": res.best_val, "world_size": res.world_size}))
 
 
 if __name__ == "__main__":
