@@ -106,10 +106,13 @@ def write(rows: list[dict]) -> None:
              "query never uses the target's outcome: 'eval_query' is the one chosen on the validation split "
              "between the 'any outcome' query and a mixture of per-rating queries weighted by training "
              "outcome shares. train_seconds = cumulative wall time of fit (validation passes included; a "
-             "run resumed from its checkpoint adds its segments). The committed run trained sasrec and "
-             "pinrec concurrently, one thread each, on a machine shared with other jobs, so both rows got "
-             "far fewer epochs than the 3600 s would give on two idle cores (train_throughput: ~80 s per "
-             "ML-1M epoch there); both were still improving when the cap stopped them. Configs: "
+             "run resumed from its checkpoint adds its segments). Learning rate: cosine over the wall-clock "
+             "budget (schedule cosine_time), so the last epochs run at a low rate. The committed run "
+             "(2026-11-22, 15:09-16:13 UTC) trained sasrec and pinrec concurrently, one thread each, at "
+             "nice 8, while other developers' test runs shared the 2 cores at nice 19 (load average 7-8): "
+             "each row got 17 epochs (~210 s per epoch, ~45 s of it validation), the last one cut short "
+             "by the cap; sasrec's validation NDCG@10 still rose in its last epochs, pinrec's flattened "
+             "at ~0.175 as the learning rate reached its floor. Configs: "
              + json.dumps({r: {k: asdict(v) for k, v in c.items()} for r, c in row_configs(3706, 0).items()}))
     write_results(NAME, rows, TARGETS, notes)
 

@@ -194,6 +194,9 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
     if dm.cfg.batch_size % world:
         raise ValueError(f"batch_size {dm.cfg.batch_size} is the global batch: it must be divisible by "
                          f"the world size {world} (devices x num_nodes)")
+    if optim_cfg.schedule == "cosine_time" and world > 1:
+        # each process would read its own clock: learning rates, and so weights, would drift apart
+        raise ValueError('schedule "cosine_time" is single-process only; use "cosine" (by steps) with DDP')
     resume = ckpt_dir / "last.ckpt"
     prev: dict[str, Any] = {}
     if resume.exists() and (out_dir / CONFIG_FILE).exists():
