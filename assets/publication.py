@@ -121,6 +121,8 @@ def canary_evaluation_asset(surface: str):
 
         state, registry, day = lifecycle_state(lake), s3.registry(), _day(context)
         candidate = state.read("candidate", surface, day)["version"]
+        # an earlier verdict of this day must not outlive a new evaluation that fails
+        state.path("canary", surface, day).unlink(missing_ok=True)
         champion = registry.champion(surface)
         events = lake.table().read_day(day)
         events = events[events["surface"] == surface]
@@ -193,6 +195,10 @@ def champion_asset(surface: str):
     def champion(context: AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> MaterializeResult:
         state, registry, day = lifecycle_state(lake), s3.registry(), _day(context)
         canary = state.read("canary", surface, day)
+        candidate = state.read("candidate", surface, day)["version"]
+        if canary["candidate"] != candidate:
+            raise RuntimeError(f"the canary verdict of {surface} on {day} is for {canary['candidate']}, but the "
+                               f"current candidate is {candidate}: re-run {surface}/canary_evaluation; not promoting")
         if not canary.get("passed"):
             raise RuntimeError(f"{surface}/{canary['candidate']} has not passed the canary gate; not promoting")
         before = registry.champion(surface)

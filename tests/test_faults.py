@@ -219,20 +219,26 @@ def test_corrupted_model_in_s3_is_refused_and_the_service_keeps_the_previous_ver
 # -- 4. A canary whose evaluation raises --------------------------------------------------------
 
 
+def _lifecycle_with_champion(feature_world, s3_server, monkeypatch):
+    """(last day, S3Resource on a fresh prefix, lifecycle resources, champion version): a
+    published and promoted champion for SURFACE, the S3 credentials in the environment."""
+    for key, value in s3_server.env().items():  # S3Resource reads credentials from the environment
+        monkeypatch.setenv(key, value)
+    data_dir, table, _, _ = feature_world
+    s3 = S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket,
+                    prefix=f"faults-lifecycle-{uuid.uuid4().hex[:8]}")
+    registry = s3.registry()
+    champion, _ = publish_model(registry, SURFACE, tiny_model(seed=0))
+    registry.promote(SURFACE, champion)
+    return table.days()[-1], s3, _resources(data_dir, s3), champion
+
+
 def test_canary_whose_evaluation_raises_promotes_nothing(feature_world, s3_server, monkeypatch):
     """The canary_evaluation and champion assets in one Dagster run, the candidate's model
     corrupted in S3 after publication: the evaluation fails, the gate never passes, the champion
     step does not run, champion.json is unchanged and no canary verdict is written."""
-    for key, value in s3_server.env().items():  # S3Resource reads credentials from the environment
-        monkeypatch.setenv(key, value)
-    data_dir, table, _, _ = feature_world
-    day = table.days()[-1]
-    s3 = S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket,
-                    prefix=f"faults-canary-{uuid.uuid4().hex[:8]}")
-    resources = _resources(data_dir, s3)
+    day, s3, resources, champion = _lifecycle_with_champion(feature_world, s3_server, monkeypatch)
     registry = s3.registry()
-    champion, _ = publish_model(registry, SURFACE, tiny_model(seed=0))
-    registry.promote(SURFACE, champion)
     candidate, _ = publish_model(registry, SURFACE, tiny_model(seed=1), parents=[champion])
     _corrupt(registry, SURFACE, candidate, MODEL_FILE)
     state = lifecycle_state(resources["lake"])
@@ -247,6 +253,28 @@ def test_canary_whose_evaluation_raises_promotes_nothing(feature_world, s3_serve
     assert not any(check.passed for check in result.get_asset_check_evaluations())
     assert registry.champion(SURFACE) == champion
     assert not state.path("canary", SURFACE, day).exists()
+
+
+def test_a_passing_verdict_for_an_earlier_candidate_never_promotes_the_current_one(feature_world, s3_server,
+                                                                                    monkeypatch):
+    """The day's canary.json says an earlier candidate passed; a newer candidate has been published
+    since. Materializing the champion alone refuses (the verdict is not for the current candidate)
+    and champion.json is unchanged."""
+    day, s3, resources, champion = _lifecycle_with_champion(feature_world, s3_server, monkeypatch)
+    registry = s3.registry()
+    earlier, _ = publish_model(registry, SURFACE, tiny_model(seed=1), parents=[champion])
+    current, _ = publish_model(registry, SURFACE, tiny_model(seed=2), parents=[champion])
+    state = lifecycle_state(resources["lake"])
+    state.write({"candidate": earlier, "champion": champion, "passed": True, "metrics": {}}, "canary", SURFACE, day)
+    state.write({"version": current, "uri": s3.uri("versions", SURFACE, current, "")}, "candidate", SURFACE, day)
+
+    with dg.instance_for_test() as instance:
+        result = materialize_in_process([f"{SURFACE}/champion"], resources, instance, partition=day,
+                                        raise_on_error=False)
+    assert not result.success
+    assert "re-run" in _step_errors(result) and current in _step_errors(result)
+    assert result.get_asset_materialization_events() == []
+    assert registry.champion(SURFACE) == champion
 
 
 # -- 5. Two concurrent materializations of one partition ---------------------------------------
