@@ -112,8 +112,8 @@ def write(rows: list[dict]) -> None:
              "while other developers' test runs shared the 2 cores (load average 7-8): 17 epochs each "
              "(~210 s per epoch); that pinrec run reached HR@10 0.3022 / NDCG@10 0.1722 (sasrec 0.2952 / "
              "0.1700 under the same conditions). The pinrec row is a re-run alone on the idle machine, "
-             "2 threads, 16:44-17:45 UTC, capped at 3,540 s so that fit stays within 3,600 s: 29 epochs (~125 s per epoch, ~20 s of it validation). "
-             Configs: "
+             "2 threads, 16:44-17:45 UTC, capped at 3,540 s so that fit stays within "
+             "3,600 s: 29 epochs (~125 s per epoch, ~20 s of it validation). Configs: "
              + json.dumps({r: {k: asdict(v) for k, v in c.items()} for r, c in row_configs(3706, 0).items()}))
     write_results(NAME, rows, TARGETS, notes)
 
