@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import print_table, write_results
-from serving.testing import start_cli_service, stop_process_group
+from devstack.processes import stop_process_group
+from devstack.service import start_cli_service
 
 TARGETS = {"errors": 0}
 RECENT_EVENTS = 20
@@ -125,8 +126,8 @@ def publish_two(registry, n_items: int) -> tuple[str, str]:
 
 
 def run(seconds: float, concurrency: int, n_items: int, log) -> tuple[dict, str]:
+    from devstack.seaweedfs import SeaweedFS
     from serving.registry import Registry
-    from storage.seaweedfs import SeaweedFS
 
     work = Path(tempfile.mkdtemp(prefix="pinrec-bench-load-"))
     try:

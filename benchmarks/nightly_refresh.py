@@ -34,11 +34,12 @@ def main(argv=None) -> None:
 
     import dagster as dg
 
+    from devstack.seaweedfs import SeaweedFS
+    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
+    from orchestration.cli import SURFACE_STEPS
     from orchestration.config import load_settings
-    from orchestration.runs import materialize_in_process
     from orchestration.resources import EventSourceResource, S3Resource, build_resources
-    from storage.seaweedfs import SeaweedFS
-    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS, SURFACE_STEPS
+    from orchestration.runs import materialize_in_process
 
     first = date(2026, 1, 1)
     day = first + timedelta(days=args.history_days)

@@ -29,7 +29,8 @@ import pandas as pd
 
 from benchmarks.results import print_table
 from benchmarks.serving import make_users
-from feature_pipeline.redis_store import RedisServer, fill_store, open_redis_store
+from devstack.redis import RedisServer
+from feature_pipeline.redis_store import fill_store, open_redis_store
 from feature_pipeline.store import USER_SEQUENCE_FEATURES, FeastSettings, open_store
 from feature_pipeline.tables import ENTITY_TIMESTAMP
 

@@ -23,12 +23,13 @@ import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
+
+from storage.files import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -279,17 +280,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_markdown(record: Mapping[str, Any], lower_is_better: Collection[str] | None = None) -> str:
     """The ``<name>.md`` text for a results record (the JSON object)."""
     rows = list(record["rows"])
@@ -361,6 +351,6 @@ def write_results(
     out = Path(out_dir) if out_dir is not None else RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    _atomic_write(json_path, json.dumps(record, indent=2) + "\n")
-    _atomic_write(md_path, render_markdown(record, lower_is_better))
+    atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(md_path, render_markdown(record, lower_is_better))
     return json_path, md_path

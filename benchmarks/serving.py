@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,8 +44,9 @@ import faiss
 import numpy as np
 
 from benchmarks.results import median_time, print_table, write_results
+from devstack.processes import stop_process_group
+from devstack.service import start_cli_service
 from serving.index import build_tuned_index, exact_top_k, normalize, recall_at_k
-from serving.testing import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 D = 64
@@ -183,12 +183,12 @@ def bench_service(n_items: int, n_clusters: int, log, n_c1: int, n_c8: int) -> l
 def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_c8: int) -> list[dict]:
     import torch
 
+    from devstack.seaweedfs import SeaweedFS
     from serving.app import FeastFeatures
     from serving.encoder import UserSequence
     from serving.publish import publish_model
     from serving.registry import Registry
     from serving.retriever import LoadedVersion, set_threads
-    from storage.seaweedfs import SeaweedFS
     from training.model import PinRec, PinRecConfig
 
     torch.manual_seed(0)
@@ -210,20 +210,12 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
             f"in {time.perf_counter() - t0:.1f}s")
         registry.promote("homefeed", version)
         del model
-        port = _free_port()
-        env = {**os.environ, **s3.env(), "PINREC_S3_PREFIX": "bench", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **s3.env(), "PINREC_S3_PREFIX": "bench"}
         log_path = work / "service.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "serve", "--surface", "homefeed", "--port", str(port),
-             "--features", "feast", "--feast-data-dir", str(work / "feast"), "--cache-dir",
-             str(work / "cache"), "--poll-interval", "30", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        proc, port = start_cli_service(
+            env, ["homefeed"], work / "cache", "--features", "feast", "--feast-data-dir", str(work / "feast"),
+            "--poll-interval", "30", "--log-level", "warning", log_path=log_path, ready_timeout=600)
         try:
-            deadline = time.monotonic() + 600
-            while not _ready(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"service did not get ready:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
             log("service ready")
             # in-process: the same stages on the same version, same requests, no HTTP
             set_threads(1, 1)
@@ -273,23 +265,6 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
         finally:
             stop_process_group(proc, timeout=30)
     return rows
-
-
-def _free_port() -> int:
-    from serving.testing import free_port
-
-    return free_port()
-
-
-def _ready(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/readyz")
-        ok = conn.getresponse().status == 200
-        conn.close()
-        return ok
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

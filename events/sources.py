@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import date
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from events.contract import OUTCOME_CODE, TIMESTAMP_DTYPE, conform
 from events.ingest import day_window
+from storage.files import atomic_path
 
 SOURCE_NAMES = ("movielens-1m", "movielens-100k", "simulated", "parquet")
 SESSION_GAP = pd.Timedelta(minutes=30)
@@ -39,15 +39,9 @@ class EventSource(Protocol):
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write `df` atomically with microsecond timestamps (Feast's DuckDB store rejects ns)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        pq.write_table(table, tmp_path, coerce_timestamps="us", allow_truncated_timestamps=False)
-        tmp_path.replace(path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, coerce_timestamps="us", allow_truncated_timestamps=False)
 
 
 # --- MovieLens, from the data files that ship inside PyPI wheels -----------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from events.contract import COLUMNS, TIMESTAMP_DTYPE, conform, empty_events
+from storage.files import commit_temp, unique_temp_path
 
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
@@ -120,9 +120,7 @@ class _PartFile:
     """One parquet file written in row groups to a temporary name, renamed into place on commit."""
 
     def __init__(self, path: Path, schema: pa.Schema):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-            self.tmp = Path(tmp.name)
+        self.tmp = unique_temp_path(path)
         self.path, self.schema = path, schema
         self.writer = pq.ParquetWriter(self.tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=False)
 
@@ -134,7 +132,7 @@ class _PartFile:
         try:
             self.writer.close()
             if commit:
-                self.tmp.replace(self.path)
+                commit_temp(self.tmp, self.path)
         finally:
             self.tmp.unlink(missing_ok=True)
 

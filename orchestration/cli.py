@@ -134,7 +134,7 @@ def _print_summary(settings, day: date, registry) -> None:
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     from events.table import EventTable
-    from storage.seaweedfs import SeaweedFS
+    from devstack.seaweedfs import SeaweedFS
 
     os.environ["PINREC_SOURCE"] = args.source
     settings = load_settings()
@@ -178,7 +178,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from storage.seaweedfs import SeaweedFS
+    from devstack.seaweedfs import SeaweedFS
 
     with SeaweedFS(REPO_ROOT / "var" / "seaweedfs") as s3:
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),

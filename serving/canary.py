@@ -27,7 +27,6 @@ from serving.encoder import UserSequence
 from serving.retriever import LoadedVersion
 from training import metrics
 
-
 WARMUP_USERS = 5
 
 

@@ -2,7 +2,7 @@
 
 ``retrieve(sequence, k, outcome_weights)``: encode (one query per (outcome, offset) in the
 budget, ``serving.encoder``), ANN search (one faiss search of all the queries), drop seen items
-(vectorised, before the merge), then ``training.metrics.merge_by_budget`` (quota per outcome by
+(vectorised, before the merge), then ``training.merge.merge_by_budget`` (quota per outcome by
 weight, de-duplicated, best score first). Each candidate keeps the outcome and offset of the
 query that produced it. Stage times are returned with the result.
 """
@@ -20,8 +20,14 @@ import torch
 
 from serving import encoder as enc
 from serving.index import read_index
-from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, IntegrityError, LocalVersion
-from training.metrics import Candidate, merge_by_budget
+from serving.registry import (
+    INDEX_FILE,
+    ITEM_IDS_FILE,
+    MODEL_FILE,
+    IntegrityError,
+    LocalVersion,
+)
+from training.merge import Candidate, merge_by_budget
 
 
 def set_threads(faiss_threads: int | None = None, torch_threads: int | None = None) -> None:

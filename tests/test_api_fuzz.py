@@ -12,13 +12,14 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from devstack.service import ServerThread, call
 from events.contract import OUTCOMES, SURFACES
 from serving.app import InMemoryFeatures, create_app
 from serving.publish import publish_model
 from serving.registry import Registry
-from serving.testing import ServerThread, call, tiny_model
 from serving.versions import VersionManager
 from storage.s3 import S3Settings
+from tests.helpers import tiny_model
 
 MAX_EXAMPLES = 100  # per operation; bounds the module (about 60 s of fuzzing at load 7 on 2 cores)
 

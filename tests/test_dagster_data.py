@@ -14,8 +14,8 @@ import pytest
 from events.table import EventTable, file_sha256
 from orchestration.areas import data
 from orchestration.cli import DATA_ASSET_KEYS
-from orchestration.definitions import defs
 from orchestration.config import REPO_ROOT, load_settings
+from orchestration.definitions import defs
 from orchestration.jobs import nightly_refresh_schedule
 from orchestration.resources import EventSourceResource, S3Resource, build_resources
 

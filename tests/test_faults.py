@@ -34,6 +34,9 @@ import torch
 from botocore.exceptions import BotoCoreError
 
 from assets.training import lifecycle_state
+from devstack.processes import wait_until
+from devstack.seaweedfs import SeaweedFS
+from devstack.service import ServerThread, call
 from events.ingest import validate_events
 from events.simulator import SimulatedWorld
 from events.table import EventTable, file_sha256
@@ -52,11 +55,9 @@ from orchestration.runs import materialize_in_process
 from serving.app import FeastFeatures, create_app
 from serving.publish import publish_model
 from serving.registry import MODEL_FILE, IntegrityError, Registry
-from serving.testing import ServerThread, call, tiny_model, wait_until
 from serving.versions import VersionManager
 from storage.s3 import get_bytes, list_keys, make_client, put_bytes
-from storage.seaweedfs import SeaweedFS
-from tests.helpers import SMALL_WORLD, ingest_world
+from tests.helpers import SMALL_WORLD, ingest_world, tiny_model
 
 SURFACE = "homefeed"
 # Inside the code location's daily partitions (the simulated source starts on 2026-01-01).

@@ -13,10 +13,16 @@ import torch
 
 from assets.state import LifecycleState
 from events.table import file_sha256
-from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS, SURFACE_STEPS
+from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
+from orchestration.cli import SURFACE_STEPS
 from orchestration.config import REPO_ROOT, load_settings
+from orchestration.resources import (
+    EventSourceResource,
+    S3Resource,
+    TrainingResource,
+    build_resources,
+)
 from orchestration.runs import materialize_in_process
-from orchestration.resources import EventSourceResource, S3Resource, TrainingResource, build_resources
 from orchestration.sensors import outcome_drift_sensor
 
 FIRST = date(2026, 1, 1)

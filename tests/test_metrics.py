@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from training.merge import Candidate, budget_shares, merge_by_budget
 from training.metrics import (
-    Candidate,
-    budget_shares,
     catalogue_coverage,
     collect_ranks,
     distinct_items_per_list,
     evaluate_public,
     full_ranking_ranks,
     item_counts,
-    merge_by_budget,
     popularity_scorer,
     popularity_scores,
     rank_metrics,

@@ -8,9 +8,9 @@ import uuid
 import dagster as dg
 import pytest
 
+from devstack.service import ServerThread, call
 from serving.app import create_app
 from serving.registry import Registry, validate_surface, validate_version
-from serving.testing import ServerThread, call
 from serving.versions import VersionManager
 from storage.s3 import list_keys
 

@@ -4,8 +4,8 @@ offline tables materialized into sqlite and into Redis serve the same online fea
 import pandas as pd
 import pytest
 
+from devstack.redis import RedisServer
 from feature_pipeline.redis_store import (
-    RedisServer,
     fill_store,
     online_item_features,
     open_redis_store,
@@ -91,7 +91,7 @@ def test_item_features_read_the_same_from_redis_and_sqlite(both_stores):
 
 
 def test_missing_redis_server_fails_naming_the_package(tmp_path):
-    from feature_pipeline.redis_store import RedisServerMissing
+    from devstack.redis import RedisServerMissing
 
     with pytest.raises(RedisServerMissing, match="apt-get install redis-server"):
         RedisServer(binary=str(tmp_path / "redis-server")).start()

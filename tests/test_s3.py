@@ -21,8 +21,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from devstack.seaweedfs import SeaweedFS
 from storage import s3
-from storage.seaweedfs import SeaweedFS
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -215,7 +215,7 @@ def test_stop_leaves_no_process(tmp_path, freeze):
 def test_cli_writes_env_file_and_stops_on_sigterm(tmp_path):
     env_file = tmp_path / "seaweedfs.env"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "storage.seaweedfs", "--data-dir", str(tmp_path / "weed"),
+        [sys.executable, "-m", "devstack.seaweedfs", "--data-dir", str(tmp_path / "weed"),
          "--env-file", str(env_file)],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -253,7 +253,7 @@ def test_cli_writes_env_file_and_stops_on_sigterm(tmp_path):
 
 
 def test_startup_timeout_is_clear_and_cleans_up(tmp_path):
-    from storage.seaweedfs import SeaweedFSError
+    from devstack.seaweedfs import SeaweedFSError
 
     data_dir = tmp_path / "slow"
     server = SeaweedFS(data_dir, startup_timeout=0.01, create_bucket=False)

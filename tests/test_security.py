@@ -12,9 +12,9 @@
 
 import os
 import pickle
-from datetime import date
 import shutil
 import uuid
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -22,12 +22,20 @@ import psutil
 import pytest
 import torch
 
+from devstack.processes import stop_process_group
+from devstack.service import start_cli_service
 from serving.publish import publish_model
-from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, IntegrityError, Registry
+from serving.registry import (
+    INDEX_FILE,
+    ITEM_IDS_FILE,
+    MODEL_FILE,
+    IntegrityError,
+    Registry,
+)
 from serving.retriever import LoadedVersion
-from serving.testing import start_cli_service, stop_process_group, tiny_model
 from serving.versions import VersionManager
 from storage.s3 import put_bytes
+from tests.helpers import tiny_model
 
 
 class _WritesMarker:

@@ -3,21 +3,21 @@ swaps against a real SeaweedFS with real uvicorn servers."""
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
+from devstack.processes import stop_process_group, wait_until
+from devstack.service import ServerThread, call, start_cli_service
 from events.contract import OUTCOME_CODE, SURFACE_CODE
 from serving.app import InMemoryFeatures, create_app
 from serving.publish import publish_model
 from serving.registry import INDEX_FILE, Registry
-from serving.testing import ServerThread, call, free_port, stop_process_group, tiny_model, wait_until
 from serving.versions import VersionManager, canary_fraction
 from storage.s3 import put_bytes
+from tests.helpers import tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 T_US = 1_767_000_000_000_000
@@ -204,15 +204,10 @@ def test_cli_service_swaps_versions_under_concurrent_load_without_a_failed_reque
     v1, _ = publish_model(registry, "homefeed", tiny_model(seed=0))
     v2, _ = publish_model(registry, "homefeed", tiny_model(seed=1))
     registry.promote("homefeed", v1)
-    port = free_port()
-    env = {**os.environ, **s3_server.env(), "PINREC_S3_PREFIX": registry.settings.prefix, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve", "--surface", "homefeed", "--port", str(port),
-         "--features", "none", "--poll-interval", "0.2", "--cache-dir", str(tmp_path / "cache"),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {**os.environ, **s3_server.env(), "PINREC_S3_PREFIX": registry.settings.prefix}
+    proc, port = start_cli_service(env, ["homefeed"], tmp_path / "cache", "--features", "none",
+                                   "--poll-interval", "0.2", "--log-level", "warning", ready_timeout=60)
     try:
-        assert wait_until(lambda: _ready(port), timeout=60), proc.stdout.read1().decode() if proc.poll() else ""
         results, stop = [], threading.Event()
 
         def client(worker):

@@ -5,14 +5,15 @@ import uuid
 import pandas as pd
 import pytest
 
+from devstack.service import ServerThread, call
 from events.contract import OUTCOME_CODE, SURFACE_CODE
 from feature_pipeline.store import FeastSettings, apply_repo, open_store
 from serving.app import FeastFeatures, create_app
 from serving.encoder import UserSequence
 from serving.publish import publish_model
 from serving.registry import Registry
-from serving.testing import ServerThread, call, tiny_model
 from serving.versions import VersionManager
+from tests.helpers import tiny_model
 
 ITEMS = [1005, 1001, 1007]
 

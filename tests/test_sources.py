@@ -7,7 +7,12 @@ import pytest
 
 from events.contract import EVENT_SCHEMA
 from events.ingest import validate_events
-from events.sources import MovieLensSource, ParquetSource, make_source, movielens_to_events
+from events.sources import (
+    MovieLensSource,
+    ParquetSource,
+    make_source,
+    movielens_to_events,
+)
 from orchestration.config import KNOWN_SPANS, REPO_ROOT
 
 CACHE = REPO_ROOT / "var" / "cache"

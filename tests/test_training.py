@@ -17,7 +17,11 @@ from events.contract import OUTCOME_CODE, conform
 from events.simulator import SimulatedWorld
 from tests.helpers import SMALL_WORLD
 from training.data import DataConfig, TrainWindows, build_sequences, leave_one_out
-from training.evaluate import evaluate_pinrec, evaluate_popularity, evaluate_public_model
+from training.evaluate import (
+    evaluate_pinrec,
+    evaluate_popularity,
+    evaluate_public_model,
+)
 from training.loss import LossConfig
 from training.model import ANY_OUTCOME, PinRecConfig
 from training.module import OptimConfig

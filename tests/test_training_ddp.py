@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devstack.processes import free_port, stop_process_group
 from events.contract import conform
-from serving.testing import free_port, stop_process_group
 from training.data import DataConfig, TrainWindows, build_sequences, leave_one_out
 from training.evaluate import evaluate_popularity, evaluate_public_model
 from training.train import load_config, load_model

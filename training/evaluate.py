@@ -6,7 +6,7 @@
 * `evaluate_popularity(train, evalset)`: the popularity baseline on the same protocol.
 * `evaluate_pinrec(model, history, future, budget, k, ...)`: every (outcome, offset) query of the
   budget retrieves top items (exact search over the item table, seen items excluded); results
-  are merged by outcome budget (`metrics.merge_by_budget`) and scored with unordered recall@k
+  are merged by outcome budget (`training.merge.merge_by_budget`) and scored with unordered recall@k
   over the future window, overall and per outcome, plus diversity.
 """
 
@@ -19,7 +19,14 @@ import torch
 
 from events.contract import OUTCOMES
 from training import metrics
-from training.data import EvalSet, Sequences, eval_batches, last_window_index, input_batch
+from training.data import (
+    EvalSet,
+    Sequences,
+    eval_batches,
+    input_batch,
+    last_window_index,
+)
+from training.merge import merge_by_budget
 from training.model import PinRec
 from training.module import mixture_scores
 
@@ -92,7 +99,7 @@ def evaluate_pinrec(model: PinRec, history: Sequences, future: Sequences,
             lists.setdefault((o, f), ([], []))
             lists[(o, f)][0].append(item)
             lists[(o, f)][1].append(score)
-        m = metrics.merge_by_budget([(o, f, it, sc) for (o, f), (it, sc) in lists.items()], weights, k)
+        m = merge_by_budget([(o, f, it, sc) for (o, f), (it, sc) in lists.items()], weights, k)
         merged.append([c.item for c in m])
     fut_items, fut_by_outcome = [], {o: [] for o in (outcomes or [])}
     for u in hist.user_ids:

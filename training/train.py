@@ -40,7 +40,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from training.data import DataConfig, PinRecDataModule, build_sequences, item_log_popularity
+from training.data import (
+    DataConfig,
+    PinRecDataModule,
+    build_sequences,
+    item_log_popularity,
+)
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule

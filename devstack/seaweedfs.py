@@ -7,7 +7,7 @@ Used as the embedded default store and by the integration tests::
 
 or as a process of its own::
 
-    python -m storage.seaweedfs --data-dir var/seaweedfs --env-file var/seaweedfs.env
+    python -m devstack.seaweedfs --data-dir var/seaweedfs --env-file var/seaweedfs.env
 
 ``weed mini`` runs master, volume, filer, S3 gateway, admin server and a maintenance worker in
 one Go process. Every port it listens on (10: master, volume, filer, s3, admin, each HTTP and
@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shlex
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -46,7 +44,21 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from storage.s3 import DEFAULT_BUCKET, DEFAULT_PREFIX, DEFAULT_REGION, S3Settings, ensure_bucket
+from devstack.processes import (
+    free_port_pair,
+    free_ports,
+    pdeathsig_preexec,
+    stop_process_group,
+    tail,
+)
+from storage.files import atomic_write_text
+from storage.s3 import (
+    DEFAULT_BUCKET,
+    DEFAULT_PREFIX,
+    DEFAULT_REGION,
+    S3Settings,
+    ensure_bucket,
+)
 
 WEED_ENV = "PINREC_WEED_BINARY"
 #: Environment variables that would change the server's behaviour; not passed to it.
@@ -87,69 +99,8 @@ def find_weed_binary() -> Path:
     )
 
 
-def _free_ports(host: str, count: int) -> list[int]:
-    """``count`` distinct free TCP ports on ``host`` (all held open together while chosen)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _free_port_pair(host: str, offset: int, avoid: set[int], tries: int = 200) -> int:
-    """A free port p such that p + offset is free too."""
-    for _ in range(tries):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
-            first.bind((host, 0))
-            port = first.getsockname()[1]
-            if port + offset > 65535 or port in avoid or port + offset in avoid:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second:
-                try:
-                    second.bind((host, port + offset))
-                except OSError:
-                    continue
-                return port
-    raise SeaweedFSError(f"no free pair of ports {offset} apart on {host}")
-
-
 def _random_key(length: int, alphabet: str) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def _pdeathsig_preexec() -> Any:
-    """A preexec_fn that makes the child get SIGTERM when the forking thread dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 _running: weakref.WeakSet[SeaweedFS] = weakref.WeakSet()
@@ -356,8 +307,8 @@ class SeaweedFS:
     def _launch(self, weed: Path, config_path: Path) -> None:
         names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc"]
         names += ["s3", "s3_grpc"]
-        ports = dict(zip(names, _free_ports(self.host, len(names)), strict=True))
-        admin = _free_port_pair(self.host, _ADMIN_GRPC_OFFSET, set(ports.values()))
+        ports = dict(zip(names, free_ports(len(names), self.host), strict=True))
+        admin = free_port_pair(_ADMIN_GRPC_OFFSET, set(ports.values()), self.host)
         ports["admin"], ports["admin_grpc"] = admin, admin + _ADMIN_GRPC_OFFSET
         self._ports = ports
         self._socket_dir = self._socket_directory()
@@ -393,9 +344,7 @@ class SeaweedFS:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)
         }
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only use it from main.
-        in_main = threading.current_thread() is threading.main_thread()
-        preexec = _pdeathsig_preexec() if in_main else None
+        preexec = pdeathsig_preexec()  # dies with its parent (when started from the main thread)
         self._log_fh = self.log_path.open("ab")
         self._log_offset = self._log_fh.tell()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -437,7 +386,7 @@ class SeaweedFS:
             if code is not None:
                 raise SeaweedFSError(
                     f"weed mini exited with code {code} during startup; "
-                    f"last lines of {self.log_path}:\n{_tail(self.log_path)}"
+                    f"last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
             try:
                 client.list_buckets()
@@ -448,7 +397,7 @@ class SeaweedFS:
                 raise SeaweedFSError(
                     f"SeaweedFS S3 at {self.endpoint_url} did not answer within "
                     f"{self.startup_timeout:g}s (last error: {last}); last lines of "
-                    f"{self.log_path}:\n{_tail(self.log_path)}"
+                    f"{self.log_path}:\n{tail(self.log_path)}"
                 )
             time.sleep(0.1)
 
@@ -470,22 +419,10 @@ class SeaweedFS:
             self._log_fh = None
 
     def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        pgid = proc.pid  # start_new_session: the server leads its own group
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-            if not _wait_exited(proc.pid, self.stop_timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pgid, signal.SIGKILL)
-                _wait_exited(proc.pid, 10.0)
-            # The leader is now a zombie (not reaped yet), so its group id cannot have been
-            # reused: kill anything else left in the group, then reap.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired as exc:  # pragma: no cover - kernel trouble
-            raise SeaweedFSError(f"SeaweedFS pid {proc.pid} did not exit after SIGKILL") from exc
+            stop_process_group(proc, self.stop_timeout)
+        except RuntimeError as exc:  # pragma: no cover - kernel trouble
+            raise SeaweedFSError(str(exc)) from exc
 
     def _cleanup_files(self) -> None:
         # weed puts gRPC unix sockets in /tmp named after the port; it removes them on a clean
@@ -504,41 +441,18 @@ class SeaweedFS:
             self._socket_dir = None
 
 
-def _wait_exited(pid: int, timeout: float) -> bool:
-    """Wait (without reaping) until child ``pid`` has exited; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True  # already reaped
-        if info is not None and info.si_pid == pid:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
 # -- CLI --------------------------------------------------------------------------------------
 
 
 def write_env_file(path: str | os.PathLike[str], env: dict[str, str]) -> Path:
     """Write ``export KEY=value`` lines, readable by the owner only (mode 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        for key, value in env.items():
-            fh.write(f"export {key}={shlex.quote(value)}\n")
-    os.replace(tmp, path)
-    return path
+    text = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+    return atomic_write_text(path, text, mode=0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m storage.seaweedfs",
+        prog="python -m devstack.seaweedfs",
         description="Run a local SeaweedFS S3 server until SIGINT/SIGTERM.",
     )
     parser.add_argument("--data-dir", required=True, type=Path, help="server state directory")

@@ -1,40 +1,27 @@
-"""Small helpers for tests and benchmarks of the service: a tiny random-weight PinRec, a
-uvicorn server in a thread, plain-stdlib HTTP calls."""
+"""The retrieval service under test: the operator's command (`python -m serving.cli serve`) in
+its own process group, or the FastAPI app under a real uvicorn server in a thread; and plain
+stdlib HTTP calls to either."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-import torch
+from devstack.processes import LOCALHOST, free_port, start_process_group, wait_ready
 
-
-def tiny_model(n_items: int = 300, seed: int = 0, d_model: int = 32, item_id_offset: int = 1000):
-    """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``."""
-    from training.model import PinRec, PinRecConfig
-
-    torch.manual_seed(seed)
-    model = PinRec(PinRecConfig(n_items=n_items, d_model=d_model, n_layers=1, n_heads=2,
-                                max_len=50, dropout=0.0))
-    with torch.no_grad():
-        model.item_ids[1:] += item_id_offset - 0
-    return model.eval()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerThread:
     """Run a FastAPI app under a real uvicorn server in a daemon thread (``with`` block)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, app: Any, host: str = LOCALHOST, port: int | None = None) -> None:
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)
@@ -82,61 +69,28 @@ def call(host: str, port: int, method: str, path: str, body: Any = None, *,
             conn.close()
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-def stop_process_group(proc, timeout: float = 30.0) -> None:
-    """Stop a server started with `start_new_session=True` by its pid: SIGTERM to its process
-    group, SIGKILL after `timeout`, then reap it."""
-    import os
-    import signal
-    import subprocess
-
-    os.killpg(proc.pid, signal.SIGTERM)
+def service_ready(port: int, host: str = LOCALHOST) -> bool:
+    """True once the service's /readyz answers 200."""
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
+        return call(host, port, "GET", "/readyz", timeout=2)[0] == 200
+    except OSError:
+        return False
 
 
 def start_cli_service(env: dict[str, str], surfaces: list[str], cache_dir, *extra_args: str,
-                      log_path=None, ready_timeout: float = 120.0):
+                      log_path=None, ready_timeout: float = 120.0) -> tuple[subprocess.Popen, int]:
     """Start ``python -m serving.cli serve`` (the operator's command) in its own process group
     on a free port, with the CLI's default bind address; return ``(process, port)`` once
-    ``/readyz`` answers 200. Stop it with :func:`stop_process_group`. ``env`` must carry the S3
-    settings; output goes to ``log_path`` (default: discarded)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
+    ``/readyz`` answers 200. Stop it with `devstack.processes.stop_process_group`. ``env`` must
+    carry the S3 settings; output goes to ``log_path`` (default: discarded)."""
     port = free_port()
     cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--cache-dir", str(cache_dir),
            *[arg for s in surfaces for arg in ("--surface", s)], *extra_args]
-    env = {**env, "PYTHONPATH": str(root)}
+    env = {**env, "PYTHONPATH": str(REPO_ROOT)}
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = start_process_group(cmd, cwd=REPO_ROOT, env=env, log=out, die_with_parent=False)
     if log_path:
         out.close()  # the child holds its own copy
-
-    def ready() -> bool:
-        try:
-            return call("127.0.0.1", port, "GET", "/readyz", timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    if not wait_until(lambda: ready() or proc.poll() is not None, timeout=ready_timeout) or proc.poll() is not None:
-        if proc.poll() is None:
-            stop_process_group(proc)
-        tail = Path(log_path).read_text(errors="replace")[-3000:] if log_path else ""
-        raise RuntimeError(f"the service did not get ready on port {port} (exit {proc.returncode}):\n{tail}")
+    wait_ready(proc, lambda: service_ready(port), f"the service on port {port}", ready_timeout,
+               Path(log_path) if log_path else None)
     return proc, port

@@ -1,0 +1,69 @@
+"""Local files written atomically: a reader sees the old file or the new one, never a torn one.
+
+Every place that writes a file another process may read at the same time (event table days,
+lifecycle state, environment files, benchmark results, downloaded versions) goes through
+:func:`atomic_path`: the content is written to a unique temporary name in the target's folder
+(two writers never share one), flushed to disk, renamed over the target (the commit point),
+and the folder's entry is flushed too, so a crash leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unique_temp_path(path: Path, suffix: str = ".tmp") -> Path:
+    """A new, empty, uniquely named file beside `path` (hidden, so globs skip it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return Path(name)
+
+
+def commit_temp(tmp: Path, path: Path) -> None:
+    """Flush `tmp`, rename it over `path` (atomic on one filesystem) and flush the folder."""
+    fsync_path(tmp)
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s new content to; on a clean exit it replaces
+    `path`, on an exception it is removed and `path` is left as it was. `mode` (e.g. 0o600) is
+    set on the temporary file before anything is written to it."""
+    path = Path(path)
+    tmp = unique_temp_path(path)
+    try:
+        if mode is not None:
+            os.chmod(tmp, mode)
+        yield tmp
+        commit_temp(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> Path:
+    with atomic_path(path, mode) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
+    with atomic_path(path, mode) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
