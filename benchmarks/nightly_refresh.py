@@ -35,11 +35,15 @@ def main(argv=None) -> None:
     import dagster as dg
 
     from devstack.seaweedfs import SeaweedFS
-    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
-    from orchestration.cli import SURFACE_STEPS
-    from orchestration.config import load_settings
-    from orchestration.resources import EventSourceResource, S3Resource, build_resources
-    from orchestration.runs import materialize_in_process
+    from pinrec_ops.cli import DATA_ASSET_KEYS as DATA_KEYS
+    from pinrec_ops.cli import SURFACE_STEPS
+    from pinrec_ops.defs.config import load_settings
+    from pinrec_ops.defs.resources import (
+        EventSourceResource,
+        S3Resource,
+        build_resources,
+    )
+    from pinrec_ops.runs import materialize_in_process
 
     first = date(2026, 1, 1)
     day = first + timedelta(days=args.history_days)

@@ -12,15 +12,16 @@ import pandas as pd
 import pytest
 
 from events.table import EventTable, file_sha256
-from orchestration.areas import data
-from orchestration.cli import DATA_ASSET_KEYS
-from orchestration.config import REPO_ROOT, load_settings
-from orchestration.definitions import defs
-from orchestration.jobs import nightly_refresh_schedule
-from orchestration.resources import EventSourceResource, S3Resource, build_resources
+from pinrec_ops.cli import DATA_ASSET_KEYS
+from pinrec_ops.defs.config import REPO_ROOT, load_settings
+from pinrec_ops.defs.data import features, ingest, online_store
+from pinrec_ops.defs.jobs import nightly_refresh_schedule
+from pinrec_ops.defs.resources import EventSourceResource, S3Resource, build_resources
+from pinrec_ops.runs import code_location
 
 DAY = "2026-01-03"  # inside the default source's span (the simulated world's first 14 days)
-ASSETS = [*data.defs.assets, *data.defs.asset_checks]  # the data area alone: no training
+# the data area alone: no training
+ASSETS = [ingest.ingest_events, ingest.bad_row_fraction, features.feature_tables, online_store.online_features]
 
 
 SMALL_WORLD = {"sim_users": 80, "sim_items": 400, "sim_events_per_day": 4000}
@@ -104,7 +105,7 @@ def test_bad_row_check_fails_above_threshold_and_blocks_the_features(tmp_path, s
 
 def test_nightly_schedule_requests_the_day_that_just_ended():
     context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 1, 4, 2, 0, tzinfo=timezone.utc))
-    schedule = defs.resolve_schedule_def(nightly_refresh_schedule.name)
+    schedule = code_location().resolve_schedule_def(nightly_refresh_schedule.name)
     requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-01-03"]
 
@@ -117,7 +118,7 @@ def _cli_env(tmp_path: Path, s3_server) -> dict:
 def test_backfill_of_a_range_from_the_cli_then_a_single_partition_rerun(tmp_path, s3_server):
     env = _cli_env(tmp_path, s3_server)
     (tmp_path / "dagster_home").mkdir()
-    base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
+    base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pinrec_ops.definitions",
             "--select", ",".join(DATA_ASSET_KEYS)]
     proc = subprocess.run(base + ["--partition-range", "1997-09-20...1997-09-23"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)

@@ -11,19 +11,19 @@ import dagster as dg
 import pytest
 import torch
 
-from assets.state import LifecycleState
 from events.table import file_sha256
-from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
-from orchestration.cli import SURFACE_STEPS
-from orchestration.config import REPO_ROOT, load_settings
-from orchestration.resources import (
+from pinrec_ops.cli import DATA_ASSET_KEYS as DATA_KEYS
+from pinrec_ops.cli import SURFACE_STEPS
+from pinrec_ops.defs.config import REPO_ROOT, load_settings
+from pinrec_ops.defs.lifecycle.drift_sensor import outcome_drift_sensor
+from pinrec_ops.defs.resources import (
     EventSourceResource,
     S3Resource,
     TrainingResource,
     build_resources,
 )
-from orchestration.runs import materialize_in_process
-from orchestration.sensors import outcome_drift_sensor
+from pinrec_ops.defs.state import LifecycleState
+from pinrec_ops.runs import materialize_in_process
 
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]

@@ -94,10 +94,10 @@ def test_api_refuses_hostile_surfaces_and_never_serves_a_traversed_path(registry
 
 
 def test_hostile_partition_keys_are_refused_before_any_step_runs(s3_server, tmp_path):
-    from assets.ingest import bad_row_fraction, ingest_events
-    from orchestration.config import load_settings
-    from orchestration.partitions import daily_partitions
-    from orchestration.resources import S3Resource, build_resources
+    from pinrec_ops.defs.config import load_settings
+    from pinrec_ops.defs.data.ingest import bad_row_fraction, ingest_events
+    from pinrec_ops.defs.partitions import daily_partitions
+    from pinrec_ops.defs.resources import S3Resource, build_resources
 
     resources = build_resources(load_settings({**os.environ, "PINREC_DATA_DIR": str(tmp_path / "data"),
                                                "PINREC_SOURCE": "simulated"}))
@@ -113,7 +113,7 @@ def test_hostile_partition_keys_are_refused_before_any_step_runs(s3_server, tmp_
 
 
 def test_settings_refuse_hostile_surface_names():
-    from orchestration.config import load_settings
+    from pinrec_ops.defs.config import load_settings
 
     for value in ["../homefeed", "homefeed,/etc/passwd", "%2e%2e"]:
         with pytest.raises(ValueError, match="unknown surfaces"):

@@ -2,64 +2,26 @@
 group's asset graph page. Screenshots go to tests/artifacts/."""
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from orchestration.cli import reset_signals
-from orchestration.config import REPO_ROOT
-from orchestration.definitions import defs
+from devstack.dagster_dev import DagsterUI
+from pinrec_ops.defs.config import REPO_ROOT
+from pinrec_ops.runs import code_location
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, installed by scripts/setup.sh
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def webserver(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
-    log = open(tmp_path / "webserver.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=reset_signals,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/server_info", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"webserver did not come up: {(tmp_path / 'webserver.log').read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    assert proc.returncode is not None
+    with DagsterUI(tmp_path, {**os.environ}) as ui:
+        yield ui.url
 
 
 def _groups() -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
-    for assets_def in defs.assets:
+    for assets_def in code_location().assets:
         for key in assets_def.keys:
             # a node shows the last part of its key ("homefeed/champion" is drawn as "champion")
             groups.setdefault(assets_def.group_names_by_key[key], []).append(key.path[-1])

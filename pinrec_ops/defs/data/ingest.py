@@ -19,19 +19,19 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.days import days_in_window
-from assets.plots import stacked_bars
-from assets.retries import S3_RETRY
 from events.ingest import validate_events
 from events.table import file_sha256
-from orchestration.config import load_settings
-from orchestration.partitions import daily_partitions
-from orchestration.resources import DataLakeResource, EventSourceResource, S3Resource
+from pinrec_ops.defs.config import SETTINGS
+from pinrec_ops.defs.days import days_in_window
+from pinrec_ops.defs.metadata import stacked_bars
+from pinrec_ops.defs.partitions import daily_partitions
+from pinrec_ops.defs.policies import S3_RETRY
+from pinrec_ops.defs.resources import DataLakeResource, EventSourceResource, S3Resource
 
 
 class BadRowCheckConfig(Config):
     max_bad_fraction: float = Field(
-        default=load_settings().max_bad_fraction,
+        default=SETTINGS.max_bad_fraction,
         description="The bad_row_fraction check fails (and blocks downstream assets) above this.",
     )
 

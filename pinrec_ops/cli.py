@@ -17,7 +17,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from orchestration.config import REPO_ROOT, load_settings
+from devstack.processes import reset_signals
+from pinrec_ops.defs.config import REPO_ROOT, load_settings
 
 DATA_ASSET_KEYS = [
     "events",
@@ -42,13 +43,6 @@ def dagster_home() -> Path:
             "concurrency:\n  pools:\n    default_limit: 1\n"
         )
     return home
-
-
-def reset_signals() -> None:
-    """preexec_fn for child servers: default SIGINT/SIGTERM handling, so stopping by pid works
-    even when the parent was started in the background (which ignores SIGINT)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _child_env(args: argparse.Namespace, s3_env: dict[str, str]) -> dict[str, str]:
@@ -97,7 +91,7 @@ def _materialize(select: list[str], partition_args: list[str], env: dict[str, st
                  fail_fast: bool = True) -> bool:
     # In-process execution: on a 2-core machine, a fresh process per step (the multiprocess
     # default, which the UI keeps) costs more in imports than it gains in parallelism.
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pinrec_ops.definitions",
            "--select", ",".join(select), *partition_args,
            "--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})]
     print(f"\n== {what}\n$ dagster asset materialize --select {','.join(select)} {' '.join(partition_args)}", flush=True)
@@ -114,7 +108,7 @@ def _materialize(select: list[str], partition_args: list[str], env: dict[str, st
 
 
 def _print_summary(settings, day: date, registry) -> None:
-    from assets.state import LifecycleState
+    from pinrec_ops.defs.state import LifecycleState
 
     state = LifecycleState(settings.data_dir / "lifecycle")
     print(f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'prev champ':>10} {'canary':<8} note")
@@ -133,8 +127,8 @@ def _print_summary(settings, day: date, registry) -> None:
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
-    from events.table import EventTable
     from devstack.seaweedfs import SeaweedFS
+    from events.table import EventTable
 
     os.environ["PINREC_SOURCE"] = args.source
     settings = load_settings()

@@ -1,10 +1,14 @@
-"""Small matplotlib charts embedded in asset metadata as markdown images (the Dagster UI renders
-`![...](data:image/png;base64,...)`)."""
+"""Metadata for the UI: small matplotlib charts embedded as markdown images (the Dagster UI renders
+`![...](data:image/png;base64,...)`), and what a training run reports."""
 
 import base64
+import hashlib
 import io
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+import pandas as pd
 from dagster import MetadataValue
 
 
@@ -56,3 +60,30 @@ def stacked_bars(stacks: Mapping[str, Sequence[float]], labels: Sequence[str], t
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(list(labels), rotation=60, fontsize=7)
     return _to_markdown(fig, title)
+
+
+def config_tag(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def training_run_metadata(result, days: list, n_events: int) -> dict:
+    """What an operator wants to see of a training run: time, size, data window, loss curve."""
+    meta = {
+        "train_seconds": round(result.train_seconds, 1),
+        "epochs": result.epochs,
+        "n_items": result.model.cfg.n_items,
+        "events": n_events,
+        "data_window": f"{days[0]} .. {days[-1]} ({len(days)} days)",
+        "run_dir": MetadataValue.path(str(result.out_dir)),
+    }
+    logs = sorted(Path(result.out_dir).rglob("metrics.csv"))
+    if logs:
+        log = pd.read_csv(logs[-1])
+        loss_cols = [c for c in log.columns if c.startswith("train/loss")]
+        if loss_cols:
+            curve = log[["step", loss_cols[0]]].dropna()
+            if len(curve) > 1:
+                meta["loss_curve"] = line_chart({"train loss": curve[loss_cols[0]].tolist()}, curve["step"].tolist(),
+                                                "training loss", "loss")
+                meta["final_loss"] = float(curve[loss_cols[0]].iloc[-1])
+    return meta

@@ -1,8 +1,7 @@
-"""Per surface: publish the fine-tuned model as a versioned faiss index in S3, evaluate it
-against the champion on the day neither trained on, gate promotion on a blocking check, and
-move champion.json."""
+"""Per surface: the candidate evaluated against the champion on the partition's day (which neither
+trained on) through the serving retrieval path, and the blocking gate on promotion."""
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
 
 from dagster import (
@@ -20,17 +19,13 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.days import days_in_window
-from assets.retries import S3_RETRY
-from assets.training import lifecycle_state
-from orchestration.partitions import daily_partitions
-from orchestration.resources import DataLakeResource, FeastResource, S3Resource
+from pinrec_ops.defs.config import SETTINGS
+from pinrec_ops.defs.days import days_in_window, partition_day
+from pinrec_ops.defs.partitions import daily_partitions
+from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
+from pinrec_ops.defs.state import lifecycle_state
 
 CANARY_K = 100
-
-
-def _day(context) -> "datetime.date":
-    return days_in_window(context.partition_time_window)[-1]
 
 
 def _md_table(rows: dict[str, dict[str, float]]) -> str:
@@ -40,52 +35,6 @@ def _md_table(rows: dict[str, dict[str, float]]) -> str:
     for m in names:
         lines.append(f"| {m} | " + " | ".join(f"{rows[c].get(m, float('nan')):.4f}" for c in cols) + " |")
     return "\n".join(lines)
-
-
-def candidate_version_asset(surface: str):
-    @asset(
-        key=AssetKey([surface, "candidate_version"]),
-        deps=[AssetKey([surface, "finetuned_model"])],
-        partitions_def=daily_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name=surface,
-        retry_policy=S3_RETRY,
-        description=f"The fine-tuned {surface} model published as an immutable version: model.pt, a tuned faiss "
-                    "index, item_ids.npy and the manifest (written last) under versions/{surface}/{version}/ in S3.",
-    )
-    def candidate_version(context: AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> MaterializeResult:
-        from serving.publish import publish_model
-        from serving.registry import sha256_file
-        from training.train import load_model
-
-        state, registry, day = lifecycle_state(lake), s3.registry(), _day(context)
-        finetune = state.read("finetune", surface, day)
-        model_sha = sha256_file(Path(finetune["path"]) / "model.pt")
-        previous = state.path("candidate", surface, day)
-        if previous.exists():  # idempotent re-run: same fine-tuned weights, same version
-            done = state.read("candidate", surface, day)
-            if done.get("model_sha256") == model_sha and done["version"] in registry.list_versions(surface):
-                context.log.info(f"{surface}/{done['version']} already published from these weights")
-                return MaterializeResult(metadata={"version": done["version"], "reused": True,
-                                                   "uri": MetadataValue.url(done["uri"])})
-        champion = registry.champion(surface)
-        version, tuned = publish_model(
-            registry, surface, load_model(finetune["path"]),
-            metrics={"partition": day.isoformat()},
-            data_partitions=finetune["train_days"],
-            config={"finetune_run": finetune["path"], "pretrained_run": finetune["pretrained"]},
-            parents=[champion] if champion else [],
-            created_at=datetime.combine(day + timedelta(days=1), time(2), tzinfo=timezone.utc),
-        )
-        uri = s3.uri("versions", surface, version, "")
-        state.write({"version": version, "uri": uri, "model_sha256": model_sha}, "candidate", surface, day)
-        return MaterializeResult(metadata={
-            "version": version, "uri": MetadataValue.url(uri), "parent": champion or "none",
-            "index_kind": tuned.kind, "index_params": MetadataValue.json(tuned.params),
-            "index_recall_at_100": tuned.recall_at_100, "data_partitions": MetadataValue.json(finetune["train_days"]),
-        })
-
-    return candidate_version
 
 
 class CanaryConfig(Config):
@@ -119,7 +68,7 @@ def canary_evaluation_asset(surface: str):
         from serving.canary import evaluate_version
         from serving.retriever import LoadedVersion
 
-        state, registry, day = lifecycle_state(lake), s3.registry(), _day(context)
+        state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         candidate = state.read("candidate", surface, day)["version"]
         # an earlier verdict of this day must not outlive a new evaluation that fails
         state.path("canary", surface, day).unlink(missing_ok=True)
@@ -182,34 +131,5 @@ def canary_gate_check(surface: str):
     return canary_gate
 
 
-def champion_asset(surface: str):
-    @asset(
-        key=AssetKey([surface, "champion"]),
-        deps=[AssetKey([surface, "canary_evaluation"])],
-        partitions_def=daily_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name=surface,
-        retry_policy=S3_RETRY,
-        description=f"Promotion: champion.json of {surface} points at the candidate that passed the canary gate.",
-    )
-    def champion(context: AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> MaterializeResult:
-        state, registry, day = lifecycle_state(lake), s3.registry(), _day(context)
-        canary = state.read("canary", surface, day)
-        candidate = state.read("candidate", surface, day)["version"]
-        if canary["candidate"] != candidate:
-            raise RuntimeError(f"the canary verdict of {surface} on {day} is for {canary['candidate']}, but the "
-                               f"current candidate is {candidate}: re-run {surface}/canary_evaluation; not promoting")
-        if not canary.get("passed"):
-            raise RuntimeError(f"{surface}/{canary['candidate']} has not passed the canary gate; not promoting")
-        before = registry.champion(surface)
-        pointer = registry.promote(surface, canary["candidate"]) if before != canary["candidate"] else {"version": before}
-        state.write({"version": canary["candidate"], "previous": before}, "promotion", surface, day)
-        return MaterializeResult(metadata={
-            "champion": canary["candidate"], "previous_champion": before or "none",
-            "changed": before != canary["candidate"],
-            "pointer": MetadataValue.url(s3.uri("serving", surface, "champion.json")),
-            "rollback": f"python -m serving.cli rollback {surface}",
-            "previous_versions": MetadataValue.json(pointer.get("previous", [])),
-        })
-
-    return champion
+canary_evaluations = [canary_evaluation_asset(surface) for surface in SETTINGS.surfaces]
+canary_gates = [canary_gate_check(surface) for surface in SETTINGS.surfaces]

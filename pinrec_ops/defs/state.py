@@ -12,6 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from storage.files import atomic_write_text
+
 
 class LifecycleState:
     def __init__(self, root: str | Path):
@@ -23,12 +25,7 @@ class LifecycleState:
         return self.root / surface / day.isoformat() / f"{step}.json"
 
     def write(self, data: dict[str, Any], step: str, surface: str | None = None, day: date | None = None) -> Path:
-        path = self.path(step, surface, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-        tmp.replace(path)
-        return path
+        return atomic_write_text(self.path(step, surface, day), json.dumps(data, indent=2, sort_keys=True, default=str))
 
     def read(self, step: str, surface: str | None = None, day: date | None = None) -> dict[str, Any]:
         path = self.path(step, surface, day)
@@ -36,3 +33,8 @@ class LifecycleState:
             where = f" for {surface} on {day}" if surface else ""
             raise FileNotFoundError(f"no {step} result{where} ({path}): materialize the upstream asset first")
         return json.loads(path.read_text())
+
+
+def lifecycle_state(lake) -> LifecycleState:
+    """The lifecycle state beside the data lake (`{data_dir}/lifecycle`)."""
+    return LifecycleState(Path(lake.root).parent / "lifecycle")
