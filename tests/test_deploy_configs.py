@@ -74,10 +74,10 @@ def test_instance_config_validates_with_postgres_credentials_from_the_environmen
 
 @pytest.mark.parametrize("name", sorted(INSTANCE_CONFIGS))
 def test_instance_config_keeps_the_embedded_pool_limit(name, monkeypatch, tmp_path):
-    from pinrec_ops.cli import dagster_home
+    from pinrec_ops.runs import dagster_home
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "embedded"))
-    embedded = yaml.safe_load((dagster_home() / "dagster.yaml").read_text())
+    embedded = yaml.safe_load((dagster_home(tmp_path / "unused") / "dagster.yaml").read_text())
     production = yaml.safe_load((DEPLOY / name / "dagster.yaml").read_text())
     assert production["concurrency"]["pools"]["default_limit"] == embedded["concurrency"]["pools"]["default_limit"] == 1
 

@@ -61,21 +61,27 @@ def test_registry_refuses_hostile_names_before_touching_s3(registry):
     assert list_keys(registry.client, registry.bucket, registry.settings.prefix + "/") == []
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["promote", "../homefeed", GOOD_VERSION], "invalid surface name"),
-    (["promote", "homefeed", f"../../serving/{GOOD_VERSION}"], "invalid version id"),
-    (["show", "homefeed", f"{GOOD_VERSION}\x00"], "invalid version id"),
-    (["versions", "/etc/passwd"], "invalid surface name"),
-    (["canary", "homefeed", "%2e%2e", "--traffic", "0.1"], "invalid version id"),
-    (["retain", "homefeed/../x", "--keep", "1"], "invalid surface name"),
-    (["serve", "--surface", "../homefeed", "--features", "none"], "invalid surface name"),
+# A hostile surface is not one of the surfaces the CLI offers (a usage error, exit 2); a hostile
+# version id passes argparse and is refused by the registry's validation (exit 1).
+@pytest.mark.parametrize("argv,code,message", [
+    (["promote", "../homefeed", GOOD_VERSION], 2, "invalid choice: '../homefeed'"),
+    (["promote", "homefeed", f"../../serving/{GOOD_VERSION}"], 1, "invalid version id"),
+    (["show", "homefeed", f"{GOOD_VERSION}\x00"], 1, "invalid version id"),
+    (["versions", "/etc/passwd"], 2, "invalid choice: '/etc/passwd'"),
+    (["canary", "homefeed", "%2e%2e", "--traffic", "0.1"], 1, "invalid version id"),
+    (["retain", "homefeed/../x", "--keep", "1"], 2, "invalid choice: 'homefeed/../x'"),
+    (["serve", "--surface", "../homefeed", "--features", "none"], 2, "invalid choice: '../homefeed'"),
 ], ids=["promote-surface", "promote-version", "show-nul", "versions-absolute", "canary-encoded", "retain", "serve"])
-def test_operator_cli_refuses_hostile_names(argv, message, registry, s3_server, monkeypatch, capsys):
+def test_operator_cli_refuses_hostile_names(argv, code, message, registry, s3_server, monkeypatch, capsys):
     from serving.cli import main
 
     for key, value in {**s3_server.env(), "PINREC_S3_PREFIX": registry.settings.prefix}.items():
         monkeypatch.setenv(key, value)
-    assert main(argv) == 1
+    try:
+        returned = main(argv)
+    except SystemExit as exc:  # argparse's usage error
+        returned = exc.code
+    assert returned == code
     assert message in capsys.readouterr().err
     assert list_keys(registry.client, registry.bucket, registry.settings.prefix + "/") == []
 

@@ -47,5 +47,6 @@ class TrainingPlan:
                              n_heads=self.heads, max_len=self.max_len)
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed)
         loss = LossConfig(full_softmax=not self.sampled_softmax)
-        train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False)
+        train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False,
+                            log_every_n_steps=1)
         return model, data, loss, train

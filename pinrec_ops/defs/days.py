@@ -1,15 +1,9 @@
-"""The days a run covers: one partition, or a partition range in a single-run backfill."""
+"""The day a run computes: its day partition."""
 
-from datetime import date, timedelta
-
-from dagster import TimeWindow
-
-
-def days_in_window(window: TimeWindow) -> list[date]:
-    first, end = window.start.date(), window.end.date()
-    return [first + timedelta(days=i) for i in range((end - first).days)]
+from datetime import date
 
 
 def partition_day(context) -> date:
-    """The day a per-surface step computes: the run's partition (the last day of a range)."""
-    return days_in_window(context.partition_time_window)[-1]
+    """The day partition of a run (an asset or check context). Every partitioned asset here
+    computes exactly one day per run (backfills run one per day), so a range is an error."""
+    return date.fromisoformat(context.partition_key)

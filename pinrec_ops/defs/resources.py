@@ -28,8 +28,10 @@ class EventSourceResource(dg.ConfigurableResource):
     source: str
     cache_dir: str
     parquet_location: Optional[str] = None
-    start_date: str = EMBEDDED_WORLD.start_date.isoformat()  # the partition span: first day ...
-    n_days: int = EMBEDDED_WORLD.n_days  # ... and its length (the simulated world's days; the parquet source's span)
+    start_date: str = EMBEDDED_WORLD.start_date.isoformat()  # the source's first day ...
+    # ... and how many days it has: the simulated world's clock (the days it has produced); for a
+    # parquet source the span its rows are assigned to (None: the data or its files tell)
+    n_days: Optional[int] = EMBEDDED_WORLD.n_days
     sim_seed: int = EMBEDDED_WORLD.seed
     sim_users: int = EMBEDDED_WORLD.n_users
     sim_items: int = EMBEDDED_WORLD.n_items
@@ -45,8 +47,21 @@ class EventSourceResource(dg.ConfigurableResource):
 
         return replace(EMBEDDED_WORLD, seed=self.sim_seed, n_users=self.sim_users, n_items=self.sim_items,
                        events_per_day=self.sim_events_per_day, start_date=date.fromisoformat(self.start_date),
-                       n_days=self.n_days, drift_kind=self.sim_drift_kind,
+                       n_days=self.n_days or EMBEDDED_WORLD.n_days, drift_kind=self.sim_drift_kind,
                        drift_day=date.fromisoformat(self.sim_drift_day) if self.sim_drift_day else None)
+
+    def day_status(self, day: date, s3_client=None) -> tuple[bool, str]:
+        """(arrived, reason): whether the source has the day's data yet, and if not, why not."""
+        from events.sources import describe_days
+
+        source = self.open(s3_client=s3_client)
+        if source.has_day(day):
+            return True, f"{self.source} has {day}"
+        if self.source == "simulated":
+            return False, (f"the simulated world has not produced {day} yet: its clock covers "
+                           f"{describe_days(source.days())} (pinrec-ops live advances it)")
+        days = source.days() if self.source != "parquet" or self.parquet_location and "{date}" in self.parquet_location else []
+        return False, f"day {day} has not arrived in the {self.source} source (it has {describe_days(days)})"
 
     def open(self, s3_client=None):
         """The source object (events.sources), built once per run."""
@@ -60,7 +75,7 @@ class EventSourceResource(dg.ConfigurableResource):
                 parquet_location=self.parquet_location,
                 simulator_config=self.world() if self.source == "simulated" else None,
                 s3_client=s3_client,
-                days=[first + timedelta(days=i) for i in range(self.n_days)],
+                days=[first + timedelta(days=i) for i in range(self.n_days)] if self.n_days else None,
             )
         return self._source
 
@@ -184,7 +199,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             cache_dir=str(s.cache_dir),
             parquet_location=env("PINREC_PARQUET_LOCATION", s.parquet_location),
             start_date=s.start_date.isoformat(),
-            n_days=(s.end_date - s.start_date).days + 1,
+            n_days=(s.end_date - s.start_date).days + 1 if s.end_date else None,
             sim_seed=env("PINREC_SIM_SEED", s.world.seed, "int"),
             sim_users=env("PINREC_SIM_USERS", s.world.n_users, "int"),
             sim_items=env("PINREC_SIM_ITEMS", s.world.n_items, "int"),

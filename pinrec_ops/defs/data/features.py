@@ -1,18 +1,13 @@
-"""Features: the day's offline feature tables (parquet for Feast's file store)."""
+"""Features: the day's offline tables of the three Feast feature views (parquet for Feast's file
+offline store), one file per view and day."""
 
-
-from dagster import (
-    AssetExecutionContext,
-    AssetSpec,
-    BackfillPolicy,
-    MaterializeResult,
-    MetadataValue,
-    multi_asset,
-)
+import dagster as dg
 
 from feature_pipeline.tables import day_feature_tables
-from pinrec_ops.defs.days import days_in_window
+from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.partitions import daily_partitions
+from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
 from pinrec_ops.defs.resources import DataLakeResource, FeastResource
 
 FEATURE_ASSETS = {
@@ -20,31 +15,32 @@ FEATURE_ASSETS = {
     "item_stats": "item_stats_features",
     "item_surface_stats": "item_surface_stats_features",
 }
+FEATURES_CODE = code_version("feature_pipeline.tables", "feature_pipeline.store", "events.contract")
 
 
-@multi_asset(
+@dg.multi_asset(
     specs=[
-        AssetSpec(asset_name, deps=["events"], group_name="features",
-                  description=f"Offline table of the Feast feature view `{view}`, one parquet file per day.")
+        dg.AssetSpec(asset_name, deps=["events"], group_name="features", kinds={"parquet", "feast"},
+                     owners=owners("data"), tags=area_tags("data", feature_view=view), code_version=FEATURES_CODE,
+                     description=f"Offline table of the Feast feature view `{view}`, one parquet file per day, "
+                                 "stamped with each entity's last event of the day.")
         for view, asset_name in FEATURE_ASSETS.items()
     ],
     partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
+    backfill_policy=ONE_RUN_PER_DAY,
     can_subset=False,
 )
-def feature_tables(context: AssetExecutionContext, lake: DataLakeResource, feast: FeastResource):
-    from feature_pipeline.store import write_offline_tables
+def feature_tables(context: dg.AssetExecutionContext, lake: DataLakeResource, feast: FeastResource):
+    from feature_pipeline.store import offline_table_path, write_offline_tables
 
-    table, settings = lake.table(), feast.settings()
-    rows = {view: 0 for view in FEATURE_ASSETS}
-    for day in days_in_window(context.partition_time_window):
-        tables = day_feature_tables(table, day)
-        write_offline_tables(settings, day, tables)
-        for view, df in tables.items():
-            rows[view] += len(df)
-        context.log.info(f"{day}: " + ", ".join(f"{v} {len(df)} rows" for v, df in tables.items()))
+    day = partition_day(context)
+    tables = day_feature_tables(lake.table(), day)
+    write_offline_tables(feast.settings(), day, tables)
+    context.log.info(f"{day}: " + ", ".join(f"{v} {len(df)} rows" for v, df in tables.items()))
     for view, asset_name in FEATURE_ASSETS.items():
-        yield MaterializeResult(
-            asset_key=asset_name,
-            metadata={"rows": rows[view], "path": MetadataValue.path(str(settings.data_dir / "offline" / view))},
-        )
+        df = tables[view]
+        meta = {"dagster/row_count": len(df), "rows": len(df),
+                "path": dg.MetadataValue.path(str(offline_table_path(feast.settings(), view, day)))}
+        if view == "user_sequence" and len(df):
+            meta["mean_sequence_length"] = float(df["seq_length"].mean())
+        yield dg.MaterializeResult(asset_key=asset_name, metadata=meta)
