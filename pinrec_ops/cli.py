@@ -2,6 +2,8 @@
 
     pinrec-ops lifecycle   run the whole lifecycle on the embedded default (S3 server included)
     pinrec-ops backfill    run nightly_refresh (or retrain) for a range of days, one run per day
+    pinrec-ops live        the closed loop: the simulated world reacts to what the system serves,
+                           one day at a time (resumable)
     pinrec-ops lookup      print a user's online features from the Feast store
     pinrec-ops ui          start the embedded S3 server and the Dagster UI with its daemon
 
@@ -31,10 +33,12 @@ S3_ENV_FILE = s3_env_file()
 DATA_ASSET_KEYS = [
     "events",
     "event_quarantine",
+    "serving_log",
     "user_sequence_features",
     "item_stats_features",
     "item_surface_stats_features",
     "online_features",
+    "online_metrics",
 ]
 SURFACE_STEPS = ["finetuned_model", "candidate_version", "canary_evaluation", "champion"]
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -269,6 +273,52 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+LIVE_DATA_DIR = "live"  # var/live: the closed loop's own data, beside the main command's var/simulated
+
+
+def live_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The settings of the closed loop: the simulated source in closed-loop mode, promotion
+    through the online canary, the world's span long enough for the days to play."""
+    env = {"PINREC_SOURCE": "simulated", "PINREC_SIM_CLOSED_LOOP": "1", "PINREC_ONLINE_CANARY": "1",
+           "PINREC_SIM_DAYS": str(max(366, getattr(args, "days", 0) or 0)),
+           "PINREC_DATA_DIR": os.environ.get("PINREC_DATA_DIR") or str(VAR_DIR / LIVE_DATA_DIR)}
+    if getattr(args, "drift_day", None):
+        env["PINREC_SIM_DRIFT_DAY"] = args.drift_day.isoformat()
+        env["PINREC_SIM_DRIFT_KIND"] = args.drift_kind
+    return env
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from devstack.seaweedfs import SeaweedFS, write_env_file
+
+    os.environ.update(live_environment(args))
+    _use_source("simulated")
+    settings = _settings()
+    from serving.experiments import EXPERIMENT_ARMS
+
+    arms = [a for a in EXPERIMENT_ARMS if not args.arms or a.name in args.arms]
+    unknown = set(args.arms or []) - {a.name for a in EXPERIMENT_ARMS}
+    if unknown:
+        raise CliError(f"unknown arms {sorted(unknown)}; the arms are {', '.join(a.name for a in EXPERIMENT_ARMS)}")
+    with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
+        write_env_file(S3_ENV_FILE, s3.env())
+        os.environ.update(s3.env())
+        try:
+            instance = _instance()
+            from pinrec_ops.defs.resources import build_resources
+            from pinrec_ops.live import LiveRunner
+
+            runner = LiveRunner(settings=settings, instance=instance, resources=build_resources(settings),
+                                arms=arms, warmup_days=args.warmup_days)
+            print(f"pinrec-ops live: {args.days} days from {runner.next_day()} (world {settings.world_dir}, arms "
+                  f"{', '.join(a.name for a in arms)}; Dagster instance {os.environ['DAGSTER_HOME']})", flush=True)
+            runner.play(args.days)
+        finally:
+            S3_ENV_FILE.unlink(missing_ok=True)
+    print("open the UI on the closed loop with:  .venv/bin/pinrec-ops ui --live")
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
     _use_source(args.source)
     _print_lookup(_settings(), args.user)
@@ -279,6 +329,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from devstack.dagster_dev import DagsterUI
     from devstack.seaweedfs import SeaweedFS, write_env_file
 
+    if args.live:
+        os.environ.update(live_environment(args))
+        args.source = "simulated"
     _use_source(args.source)
     _settings()
     from pinrec_ops.runs import dagster_home
@@ -332,6 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--data-only", action="store_true", help="only ingest, features and online store")
     back.set_defaults(func=cmd_backfill)
 
+    live = sub.add_parser("live", help="the closed loop: the world reacts to what the system serves, day by day",
+                          description="Advance the simulated world one day at a time: it plays the day against what "
+                                      "each user's experiment arm serves (the system through its own retrieval API), "
+                                      "then the system runs nightly_refresh for the day, the drift sensor and the "
+                                      "weekly schedule through Dagster. Resumes where it stopped (var/live).")
+    live.add_argument("--days", type=positive_int, required=True, help="days to play from where the loop stopped")
+    live.add_argument("--drift-day", type=iso_date, help="inject drift from this day (YYYY-MM-DD)")
+    live.add_argument("--drift-kind", choices=("outcome_mix", "interest_shift"), default="interest_shift")
+    live.add_argument("--arms", nargs="+", help="only these experiment arms (default: all)")
+    live.add_argument("--warmup-days", type=positive_int, default=3,
+                      help="days served by nobody before the first retrain (default 3)")
+    live.set_defaults(func=cmd_live)
+
     look = sub.add_parser("lookup", help="print a user's online features")
     source_option(look)
     look.add_argument("--user", type=int, help="user id (default: the longest sequence of the newest day)")
@@ -341,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     source_option(ui)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--live", action="store_true", help="the closed loop's code location and data (var/live)")
     ui.set_defaults(func=cmd_ui)
     return parser
 

@@ -187,7 +187,7 @@ def test_drift_sensor_fires_once_after_injected_drift(tmp_path, s3_env):
         assert [day for day, _ in fired] == [drift_day]
         request = fired[0][1]
         assert request.partition_key == drift_day.isoformat()
-        assert request.tags["pinrec/trigger"] == "outcome_drift"
+        assert request.tags["pinrec/trigger"] == "drift" and "outcome_mix" in request.tags["pinrec/reason"]
         figures = json.loads(request.tags["pinrec/drift_figures"])
         assert figures and all(f["drifted"] for f in figures.values())
 

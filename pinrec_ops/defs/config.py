@@ -16,6 +16,12 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 | PINREC_FEAST_CONFIG      | feature_repo/feature_store.yaml | Feast profile (production: Redis)      |
 | PINREC_MAX_BAD_FRACTION  | 0.01                         | ingestion check threshold                 |
 | PINREC_SURFACES          | the source's surfaces        | comma list; one fine-tuned model each     |
+| PINREC_ONLINE_CANARY     | 0                            | 1: a candidate that passes the offline gate|
+|                          |                              | serves as canary for a day; the next day's|
+|                          |                              | online figures decide its promotion       |
+| PINREC_CANARY_TRAFFIC    | 0.25                         | the canary's share of users (online mode) |
+| PINREC_SIM_CLOSED_LOOP   | 0                            | 1: the simulated source reads the days the|
+|                          |                              | closed-loop world played ($DATA_DIR/world)|
 | PINREC_TRAIN_<FIELD>     | training.plan.TrainingPlan   | D_MODEL, LAYERS, MAX_LEN, PRETRAIN_EPOCHS,|
 |                          |                              | FINETUNE_EPOCHS, FINETUNE_DAYS, ...       |
 
@@ -60,6 +66,9 @@ class Settings:
     max_bad_fraction: float
     surfaces: tuple[str, ...]
     training: TrainingPlan
+    online_canary: bool  # promotion through a one-day online canary (needs a serving log)
+    canary_traffic: float
+    world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
 
 
 def _date(name: str, value: str | None) -> date | None:
@@ -131,7 +140,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         max_bad_fraction=float(env.get("PINREC_MAX_BAD_FRACTION", "0.01")),
         surfaces=_surfaces(source, env.get("PINREC_SURFACES")),
         training=_training_plan(env),
+        online_canary=bool(_typed("PINREC_ONLINE_CANARY", env.get("PINREC_ONLINE_CANARY", "0"), False)),
+        canary_traffic=_fraction("PINREC_CANARY_TRAFFIC", env.get("PINREC_CANARY_TRAFFIC", "0.25")),
+        world_dir=(default_data_dir(source, env) / "world"
+                   if source == "simulated" and _typed("PINREC_SIM_CLOSED_LOOP", env.get("PINREC_SIM_CLOSED_LOOP", "0"), False)
+                   else None),
     )
+
+
+def _fraction(name: str, value: str) -> float:
+    number = _typed(name, value, 0.0)
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"{name}={value!r} must be a fraction in (0, 1]")
+    return number
 
 
 def _parquet_span(env) -> tuple[date, date | None]:

@@ -13,7 +13,7 @@ import dagster as dg
 from pinrec_ops.defs.config import SETTINGS
 from pinrec_ops.defs.resources import EventSourceResource, S3Resource
 
-DATA_ASSETS = dg.AssetSelection.groups("ingest", "features")
+DATA_ASSETS = dg.AssetSelection.groups("ingest", "features", "online")
 SURFACE_ASSETS = dg.AssetSelection.groups(*SETTINGS.surfaces)
 
 nightly_refresh = dg.define_asset_job(

@@ -38,6 +38,7 @@ class EventSourceResource(dg.ConfigurableResource):
     sim_events_per_day: int = EMBEDDED_WORLD.events_per_day
     sim_drift_day: Optional[str] = None
     sim_drift_kind: str = EMBEDDED_WORLD.drift_kind
+    sim_world_dir: Optional[str] = None  # closed loop: the days the world played (pinrec-ops live)
 
     _source: Any = PrivateAttr(default=None)
 
@@ -63,6 +64,10 @@ class EventSourceResource(dg.ConfigurableResource):
         days = source.days() if self.source != "parquet" or self.parquet_location and "{date}" in self.parquet_location else []
         return False, f"day {day} has not arrived in the {self.source} source (it has {describe_days(days)})"
 
+    def catalogue_size(self) -> int | None:
+        """Items in the catalogue, when the source knows it (the simulated world does)."""
+        return self.sim_items if self.source == "simulated" else None
+
     def open(self, s3_client=None):
         """The source object (events.sources), built once per run."""
         if self._source is None:
@@ -76,6 +81,7 @@ class EventSourceResource(dg.ConfigurableResource):
                 simulator_config=self.world() if self.source == "simulated" else None,
                 s3_client=s3_client,
                 days=[first + timedelta(days=i) for i in range(self.n_days)] if self.n_days else None,
+                world_dir=self.sim_world_dir,
             )
         return self._source
 
@@ -206,6 +212,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             sim_events_per_day=env("PINREC_SIM_EVENTS_PER_DAY", s.world.events_per_day, "int"),
             sim_drift_day=env("PINREC_SIM_DRIFT_DAY", s.world.drift_day.isoformat() if s.world.drift_day else None),
             sim_drift_kind=env("PINREC_SIM_DRIFT_KIND", s.world.drift_kind),
+            sim_world_dir=str(s.world_dir) if s.world_dir else None,
         ),
         "lake": DataLakeResource(root=str(s.data_dir / "lake")),
         "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),

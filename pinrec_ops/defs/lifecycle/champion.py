@@ -57,4 +57,9 @@ def champion_asset(surface: str) -> dg.AssetsDefinition:
     return champion
 
 
-champions = [champion_asset(surface) for surface in SETTINGS.surfaces]
+if SETTINGS.online_canary:  # promotion after the online trial (lifecycle/online_canary.py)
+    from pinrec_ops.defs.lifecycle.online_canary import online_champion_asset
+
+    champions = [online_champion_asset(surface) for surface in SETTINGS.surfaces]
+else:
+    champions = [champion_asset(surface) for surface in SETTINGS.surfaces]
