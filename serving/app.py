@@ -21,7 +21,9 @@ Endpoints:
 Errors are JSON ``{"error": <reason>, "detail": ...}``: 422 for invalid fields (unknown outcome or
 surface name, k out of range, malformed JSON, unknown fields), 413 for a body over
 ``max_body_bytes``, 404 for a valid surface this service does not serve, 503 while a surface has
-no version loaded. The user's sequence is read from the feature reader (the Feast online store)
+no version loaded, and 500 ``{"error": "internal error"}`` (nothing more: the exception and its
+traceback go to the log only) for anything unexpected. Outcome weights are bounded to
+``[0, MAX_OUTCOME_WEIGHT]`` and normalised to sum to 1. The user's sequence is read from the feature reader (the Feast online store)
 and extended with ``recent_events`` (which is all a cold user has); a feature-store failure is
 counted and the request is served from ``recent_events`` alone.
 """
@@ -55,6 +57,7 @@ log = logging.getLogger("serving.app")
 MAX_K = 1000
 MAX_RECENT_EVENTS = 200
 MAX_BODY_BYTES = 64 * 1024
+MAX_OUTCOME_WEIGHT = 1e6  # weights are ratios: any bound works, this one keeps the sum finite
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2,
                    0.5, 1.0, 2.5)
 
@@ -128,8 +131,9 @@ class RetrieveRequest(BaseModel):
     user_id: int = Field(ge=0, le=MAX_ID)
     surface: KnownSurface = Field(description=f"one of {list(SURFACES)}")
     k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
-    outcome_weights: dict[str, float] | None = Field(
-        default=None, description="outcome -> weight >= 0 (default: the version's weights)")
+    outcome_weights: dict[str, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
+        default=None, description=f"outcome -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least one > 0; "
+                                  "only the ratios count (default: the version's weights)")
     recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
 
 
@@ -146,7 +150,8 @@ class RetrieveRequest(BaseModel):
             raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
         if not any(w > 0 for w in v.values()):
             raise ValueError("at least one outcome weight must be > 0")
-        return v
+        total = sum(v.values())  # <= 9 * MAX_OUTCOME_WEIGHT: finite
+        return {o: w / total for o, w in v.items()}  # normalised: the shares sum to 1
 
 
 class CandidateOut(BaseModel):
@@ -239,6 +244,7 @@ class _GuardMiddleware:
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = True
             await send(message)
 
         too_big = False
@@ -276,7 +282,14 @@ class _GuardMiddleware:
             response = _error(413, f"request body over {self.max_body_bytes} bytes")
             await response(scope, receive, send_wrapper)
         else:
-            await self.app(scope, body_receive, send_wrapper)
+            try:
+                await self.app(scope, body_receive, send_wrapper)
+            except Exception:  # noqa: BLE001 - the catch-all: logged in full, answered with nothing inside
+                log.exception("unexpected error on %s %s", scope.get("method"), path)
+                if status_holder.get("started"):
+                    raise  # the response has begun: nothing else can be sent
+                status_holder["status"] = 500
+                await _error(500, "internal error")(scope, receive, send)
         if endpoint is not None:
             version = (scope.get("state") or {}).get("version", "none")
             self.metrics.requests.labels(endpoint, str(status_holder["status"]), version).inc()

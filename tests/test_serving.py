@@ -91,7 +91,8 @@ BAD_REQUESTS = [
     ("k too large", {"user_id": 1, "surface": "homefeed", "k": 100000}, 422, "k"),
     ("unknown outcome weight", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"like": 1}}, 422,
      "unknown outcome"),
-    ("negative weight", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": -1}}, 422, ">= 0"),
+    ("negative weight", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": -1}}, 422,
+     "greater than or equal to 0"),
     ("all weights zero", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 0}}, 422, "> 0"),
     ("unknown outcome in event", {"user_id": 1, "surface": "homefeed",
                                   "recent_events": [{"item_id": 1, "outcome": "like", "timestamp_us": 1}]},
@@ -108,6 +109,42 @@ def test_bad_requests_get_a_4xx_with_the_reason(service, case, body, status, rea
     got, payload, _ = post(service, body)
     assert got == status, payload
     assert reason in json.dumps(payload)
+
+
+@pytest.mark.parametrize("weights,status", [
+    ({"click": 1e307}, 422),                      # over the bound: a 4xx naming it, not a 500
+    ({"click": 1e308, "save": 1e308}, 422),
+    ({"click": 1e6, "save": 1e6}, 200),           # at the bound
+    ({"click": 5e-324, "save": 5e-324}, 200),     # subnormal but > 0
+    ({"click": 1e-300, "save": 1.0}, 200),
+], ids=["1e307", "two-1e308", "at-bound", "subnormal", "tiny-beside-one"])
+def test_extreme_outcome_weights_are_bounded_or_served_never_a_500(service, weights, status):
+    got, payload, _ = post(service, {"user_id": 1, "surface": "homefeed", "outcome_weights": weights})
+    assert got == status, payload
+    if status == 422:
+        assert "outcome_weights" in payload["error"] and "1000000" in payload["error"]
+    else:
+        assert len(payload["candidates"]) == 100
+
+
+def test_an_unexpected_error_is_a_logged_500_without_internals(world, caplog):
+    """Any exception the handlers do not expect: a JSON 500 that says nothing about the inside
+    (no message, path, endpoint or traceback), counted in the metrics and logged in full."""
+    manager = VersionManager(world["registry"], ["homefeed"], world["tmp"] / "cache-boom", poll_interval_s=3600)
+    manager.refresh()
+    secret = "boom at s3://pinrec/pinrec-ops/versions/x and /var/secret/path"
+
+    def explode(*_args, **_kwargs):
+        raise RuntimeError(secret)
+
+    manager.state("homefeed").champion.retrieve = explode
+    with ServerThread(create_app(manager, None, start_polling=False)) as server, \
+            caplog.at_level("ERROR", logger="serving.app"):
+        status, body, _ = post(server, {"user_id": 1, "surface": "homefeed", "k": 5})
+        metrics = call(server.host, server.port, "GET", "/metrics")[1]
+    assert status == 500 and body == {"error": "internal error"}
+    assert 'pinrec_requests_total{endpoint="retrieve",status="500"' in metrics
+    assert secret in caplog.text and "Traceback" in caplog.text
 
 
 def test_malformed_json_and_oversized_payloads_get_4xx(service):
