@@ -21,7 +21,13 @@ Rules:
 * Readers verify every file's size and sha256 before use (:meth:`Registry.fetch`); a mismatch
   raises :class:`IntegrityError` and nothing of that version is used.
 * Pointers are small JSON files rewritten by promote / rollback / canary; ``champion.json``
-  keeps the versions it replaced (newest first) in ``previous``, which rollback pops.
+  keeps the versions it replaced (newest first) in ``previous``, which rollback pops. Every
+  pointer update is conditional: read (body + ETag), compute the new pointer, write it with
+  ``If-Match`` on that ETag (``If-None-Match: *`` for a new pointer), delete with ``If-Match``;
+  a refused write (412: another writer got there first) re-reads and recomputes, at most
+  ``POINTER_ATTEMPTS`` times, then :class:`PointerConflictError`. So racing promotions all
+  land in ``previous`` in the order they were written, and a delete never removes a pointer
+  it did not read.
 * Retention keeps the newest ``keep`` versions and every version a pointer names (champion,
   canary, and the champion's rollback history); it deletes a version's manifest first, so a
   version is never half-visible.
@@ -34,10 +40,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,12 +56,14 @@ from botocore.exceptions import ClientError
 from storage.s3 import (
     ObjectNotFoundError,
     S3Settings,
+    delete_if_match,
     download_file,
     get_bytes,
+    get_with_etag,
     list_keys,
     make_client,
     object_exists,
-    put_bytes,
+    put_conditional,
     put_if_absent,
     upload_file,
 )
@@ -67,6 +77,7 @@ CHAMPION = "champion"
 CANARY = "canary"
 MANIFEST_SCHEMA = 1
 ROLLBACK_HISTORY = 10  # versions kept in champion.json's "previous"
+POINTER_ATTEMPTS = 8  # conditional writes of one pointer update before PointerConflictError
 
 SURFACE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -86,6 +97,14 @@ class VersionExistsError(RegistryError):
 
 class IntegrityError(RegistryError):
     """A file or manifest does not match what the manifest says."""
+
+
+class PointerConflictError(RegistryError):
+    """A pointer kept changing under a conditional update: every attempt found that another
+    writer had rewritten it since it was read."""
+
+
+_KEEP = object()  # a pointer update that leaves the pointer as it is
 
 
 def validate_surface(surface: str) -> str:
@@ -319,20 +338,24 @@ class Registry:
 
     # -- pointers ---------------------------------------------------------------------------
 
-    def read_pointer(self, surface: str, role: str) -> dict[str, Any] | None:
-        """The pointer's JSON, or None when there is none (or it names no version)."""
+    def _read_pointer_versioned(self, surface: str, role: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(pointer JSON or None, ETag it was read with or None when there is no object)."""
         try:
-            raw = get_bytes(self.client, self.bucket, self.pointer_key(surface, role))
+            raw, etag = get_with_etag(self.client, self.bucket, self.pointer_key(surface, role))
         except ObjectNotFoundError:
-            return None
+            return None, None
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise RegistryError(f"{role}.json of {surface} is not JSON: {exc}") from exc
         if not isinstance(data, dict) or not data.get("version"):
-            return None
+            return None, etag
         validate_version(data["version"])
-        return data
+        return data, etag
+
+    def read_pointer(self, surface: str, role: str) -> dict[str, Any] | None:
+        """The pointer's JSON, or None when there is none (or it names no version)."""
+        return self._read_pointer_versioned(surface, role)[0]
 
     def champion(self, surface: str) -> str | None:
         data = self.read_pointer(surface, CHAMPION)
@@ -344,10 +367,28 @@ class Registry:
             return None
         return data["version"], float(data["traffic"])
 
-    def _write_pointer(self, surface: str, role: str, data: dict[str, Any]) -> None:
-        body = json.dumps({**data, "updated_at": _iso(_now())}, indent=2, sort_keys=True).encode()
-        put_bytes(self.client, self.bucket, self.pointer_key(surface, role), body,
-                  content_type="application/json")
+    def _update_pointer(self, surface: str, role: str,
+                        update: Callable[[dict[str, Any] | None], Any]) -> dict[str, Any] | None:
+        """Read the pointer, ``update(current)`` -> the new pointer (a dict), None to delete it, or
+        ``_KEEP``; write it conditionally on the ETag read. A refused write re-reads and calls
+        ``update`` again (it may raise to give up), at most ``POINTER_ATTEMPTS`` times."""
+        key = self.pointer_key(surface, role)
+        for attempt in range(POINTER_ATTEMPTS):
+            current, etag = self._read_pointer_versioned(surface, role)
+            new = update(current)
+            if new is _KEEP:
+                return current
+            if new is None:
+                if etag is None or delete_if_match(self.client, self.bucket, key, etag):
+                    return None
+            else:
+                body = json.dumps({**new, "updated_at": _iso(_now())}, indent=2, sort_keys=True).encode()
+                if put_conditional(self.client, self.bucket, key, body, if_match=etag,
+                                   content_type="application/json") is not None:
+                    return new
+            time.sleep(random.uniform(0.0, 0.05 * 2**min(attempt, 4)))  # another writer won: re-read
+        raise PointerConflictError(f"{role}.json of {surface} changed under each of {POINTER_ATTEMPTS} "
+                                   f"conditional writes; nothing was written by this update")
 
     def _require_version(self, surface: str, version: str) -> dict[str, Any]:
         manifest = self.manifest(surface, validate_version(version))  # raises when invisible
@@ -367,33 +408,40 @@ class Registry:
         """Point champion.json at ``version`` (which must be visible and complete); the version
         it replaces goes first into ``previous``. A canary on the same version is cleared."""
         self._require_version(surface, version)
-        current = self.read_pointer(surface, CHAMPION) or {}
-        previous = list(current.get("previous", []))
-        if current.get("version") and current["version"] != version:
-            previous.insert(0, current["version"])
-        previous = [v for v in previous if v != version][:ROLLBACK_HISTORY]
-        data = {"version": version, "previous": previous}
-        self._write_pointer(surface, CHAMPION, data)
-        canary = self.read_pointer(surface, CANARY)
-        if canary and canary["version"] == version:
-            self.clear_canary(surface)
+
+        def promoted(current: dict[str, Any] | None) -> dict[str, Any]:
+            current = current or {}
+            previous = list(current.get("previous", []))
+            if current.get("version") and current["version"] != version:
+                previous.insert(0, current["version"])
+            previous = [v for v in previous if v != version][:ROLLBACK_HISTORY]
+            return {"version": version, "previous": previous}
+
+        data = self._update_pointer(surface, CHAMPION, promoted)
+        self._update_pointer(surface, CANARY,
+                             lambda canary: None if canary and canary["version"] == version else _KEEP)
         return data
 
     def rollback(self, surface: str, to: str | None = None) -> dict[str, Any]:
         """Point champion.json back at the previous champion (or at ``to``)."""
-        current = self.read_pointer(surface, CHAMPION)
-        if not current:
-            raise RegistryError(f"{surface} has no champion to roll back")
-        previous = [v for v in current.get("previous", []) if v != current["version"]]
-        if to is None:
-            if not previous:
-                raise RegistryError(f"{surface}: champion {current['version']} has no previous version")
-            to = previous[0]
-        self._require_version(surface, to)
-        rest = [v for v in previous if v != to]
-        data = {"version": to, "previous": rest, "rolled_back_from": current["version"]}
-        self._write_pointer(surface, CHAMPION, data)
-        return data
+        checked: set[str] = set()
+
+        def rolled_back(current: dict[str, Any] | None) -> dict[str, Any]:
+            if not current:
+                raise RegistryError(f"{surface} has no champion to roll back")
+            previous = [v for v in current.get("previous", []) if v != current["version"]]
+            target = to
+            if target is None:
+                if not previous:
+                    raise RegistryError(f"{surface}: champion {current['version']} has no previous version")
+                target = previous[0]
+            if target not in checked:
+                self._require_version(surface, target)
+                checked.add(target)
+            rest = [v for v in previous if v != target]
+            return {"version": target, "previous": rest, "rolled_back_from": current["version"]}
+
+        return self._update_pointer(surface, CHAMPION, rolled_back)
 
     def set_canary(self, surface: str, version: str, traffic: float) -> dict[str, Any]:
         traffic = float(traffic)
@@ -401,11 +449,12 @@ class Registry:
             raise ValueError(f"canary traffic must be in [0, 1], got {traffic}")
         self._require_version(surface, version)
         data = {"version": version, "traffic": traffic}
-        self._write_pointer(surface, CANARY, data)
-        return data
+        return self._update_pointer(surface, CANARY, lambda _current: data)
 
     def clear_canary(self, surface: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.pointer_key(surface, CANARY))
+        """Remove canary.json (conditionally on what was read: a canary written meanwhile is
+        removed by the retry only if it is still there)."""
+        self._update_pointer(surface, CANARY, lambda _current: None)
 
     # -- retention --------------------------------------------------------------------------
 
