@@ -15,9 +15,15 @@ Rules:
   metrics, data partitions, config and parent versions. It is written last, with
   ``If-None-Match: *`` (:func:`storage.s3.put_if_absent`), so a version is never overwritten;
   a version without a manifest is invisible (:meth:`Registry.list_versions` skips it).
-* Version ids sort by time: ``YYYYMMDDTHHMMSSZ-<8 hex>``, the hex being the first 8 of the
-  sha256 of the manifest's content (the manifest without its ``version`` field), which readers
-  recompute: a manifest edited in place no longer matches its id.
+* Version ids sort by time and name their content: ``YYYYMMDDTHHMMSSZ-<8 hex>``, the hex being
+  the first 8 of ``id_sha256``, the sha256 of what the version *is* (:func:`identity`: the
+  surface, each file's sha256, the index kind and search parameters, the model and serving
+  config), not of build timings, metrics, data partitions or the caller's provenance (local run
+  paths). Publishing content that is already a visible version returns that version; a publish
+  whose manifest write landed but whose answer was lost succeeds on the retry. The manifest's
+  ``content_sha256`` (over the whole manifest) and ``id_sha256`` are recomputed by readers: a
+  manifest edited in place no longer matches. (Schema-1 manifests, whose id hashed the whole
+  manifest, are still read.)
 * Readers verify every file's size and sha256 before use (:meth:`Registry.fetch`); a mismatch
   raises :class:`IntegrityError` and nothing of that version is used.
 * Pointers are small JSON files rewritten by promote / rollback / canary; ``champion.json``
@@ -75,7 +81,7 @@ MANIFEST_FILE = "manifest.json"
 VERSION_FILES = (MODEL_FILE, INDEX_FILE, ITEM_IDS_FILE)
 CHAMPION = "champion"
 CANARY = "canary"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: the id hashes identity(manifest); 1: it hashed the whole manifest
 ROLLBACK_HISTORY = 10  # versions kept in champion.json's "previous"
 POINTER_ATTEMPTS = 8  # conditional writes of one pointer update before PointerConflictError
 
@@ -134,6 +140,23 @@ def _canonical(obj: Any) -> bytes:
 def content_sha256(manifest: Mapping[str, Any]) -> str:
     """sha256 of the manifest without its ``version`` field (what the version id names)."""
     return hashlib.sha256(_canonical({k: v for k, v in manifest.items() if k != "version"})).hexdigest()
+
+
+def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What a version is, the part of its manifest its id hashes: the surface, every file's
+    sha256, the index kind and search parameters, and the model and serving config."""
+    index = manifest.get("index") or {}
+    config = manifest.get("config") or {}
+    return {
+        "surface": manifest.get("surface"),
+        "files": {name: (entry or {}).get("sha256") for name, entry in (manifest.get("files") or {}).items()},
+        "index": {k: index.get(k) for k in ("kind", "params", "metric")},
+        "config": {k: config.get(k) for k in ("model", "serving")},
+    }
+
+
+def id_sha256(manifest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical(identity(manifest))).hexdigest()
 
 
 def _now() -> datetime:
@@ -197,7 +220,9 @@ class Registry:
         created_at: datetime | None = None,
     ) -> str:
         """Upload ``files`` (model.pt, index.faiss, item_ids.npy), then the manifest (last, only
-        if absent). Returns the new version id."""
+        if absent). Returns the version id: the existing one when this content (:func:`identity`)
+        is a visible version already, so publishing is idempotent. :class:`VersionExistsError`
+        only when the id is taken by other content."""
         validate_surface(surface)
         missing = set(VERSION_FILES) - set(files)
         extra = set(files) - set(VERSION_FILES)
@@ -222,19 +247,53 @@ class Registry:
             "config": dict(config or {}),
             "parents": list(parents),
         }
-        content = content_sha256(manifest)
-        version = f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{content[:8]}"
-        manifest = {"version": version, **manifest, "content_sha256": content}
+        manifest = json.loads(_canonical(manifest))  # as it will read back (tuples -> lists, ...)
+        ident = id_sha256(manifest)
+        existing = self._version_with_content(surface, ident)
+        if existing is not None:  # the same content is a version already: that is the answer
+            try:
+                self._require_version(surface, existing)
+            except IntegrityError:  # an object is missing or cut short: put the same bytes back
+                for name in VERSION_FILES:
+                    upload_file(self.client, self.bucket, self.version_key(surface, existing, name), files[name])
+            return existing
+        version = f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{ident[:8]}"
+        manifest = {"version": version, **manifest, "id_sha256": ident}
+        manifest["content_sha256"] = content_sha256({k: v for k, v in manifest.items() if k != "content_sha256"})
         # content_sha256 is not part of what it hashes: recompute without it on read.
         manifest_key = self.version_key(surface, version, MANIFEST_FILE)
         if object_exists(self.client, self.bucket, manifest_key):  # never touch a published one
-            raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
+            self._raise_exists(surface, version, ident)
         for name in VERSION_FILES:
             upload_file(self.client, self.bucket, self.version_key(surface, version, name), files[name])
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         if not put_if_absent(self.client, self.bucket, manifest_key, body):
-            raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
+            # Someone wrote this manifest between our check and our write: another publisher of
+            # the same content, or our own write whose answer was lost (boto3 retried it and got
+            # 412). Success if it names this content.
+            if self._has_content(surface, version, ident):
+                return version
+            self._raise_exists(surface, version, ident)
         return version
+
+    def _has_content(self, surface: str, version: str, ident: str) -> bool:
+        try:
+            return self.manifest(surface, version).get("id_sha256") == ident
+        except (VersionNotFoundError, IntegrityError):
+            return False
+
+    def _version_with_content(self, surface: str, ident: str) -> str | None:
+        """The visible version whose content is ``ident`` (its id ends in its first 8 hex and
+        its verified manifest names it), if any."""
+        for version in reversed(self.list_versions(surface)):
+            if version.endswith("-" + ident[:8]) and self._has_content(surface, version, ident):
+                return version
+        return None
+
+    def _raise_exists(self, surface: str, version: str, ident: str) -> None:
+        raise VersionExistsError(f"version {surface}/{version} exists already with other content "
+                                 f"(or a manifest that does not verify) than this publish "
+                                 f"(id_sha256 {ident[:16]}...); versions are immutable: nothing was written")
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -288,7 +347,13 @@ class Registry:
                 raise IntegrityError(f"{where}: bad entry for {name}: {entry!r}")
         body = {k: v for k, v in manifest.items() if k != "content_sha256"}
         content = content_sha256(body)
-        if content != manifest.get("content_sha256") or not version.endswith("-" + content[:8]):
+        if manifest.get("schema", 1) == 1:  # the id hashed the whole manifest
+            named = content
+        else:
+            named = id_sha256(manifest)
+            if manifest.get("id_sha256") != named:
+                raise IntegrityError(f"{where} does not match its id hash (edited after publication?)")
+        if content != manifest.get("content_sha256") or not version.endswith("-" + named[:8]):
             raise IntegrityError(f"{where} does not match its content hash (edited after publication?)")
 
     def fetch(self, surface: str, version: str, cache_dir: str | os.PathLike[str]) -> LocalVersion:

@@ -57,7 +57,7 @@ def test_publish_then_fetch_verifies_and_returns_the_files(registry, tmp_path):
     assert len(m["files"][INDEX_FILE]["sha256"]) == 64
     assert m["metrics"] == {"hr@10": 0.2} and m["data_partitions"] == ["2026-01-04"]
     assert m["index"]["recall_at_100"] == 1.0 and m["config"]["model"] == {"d_model": 8}
-    assert version.endswith(m["content_sha256"][:8])
+    assert version.endswith(m["id_sha256"][:8])
 
 
 def test_parents_are_recorded_in_the_manifest(registry, tmp_path):
@@ -105,12 +105,17 @@ def test_tampered_local_copy_is_downloaded_again(registry, tmp_path):
 
 
 def test_a_published_version_is_never_overwritten(registry, tmp_path):
-    version = publish(registry, tmp_path)
+    version = publish(registry, tmp_path, metrics={"hr@10": 0.1})
     key = registry.version_key("homefeed", version, MANIFEST_FILE)
     before = registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read()
-    with pytest.raises(VersionExistsError):
-        publish(registry, tmp_path)  # same content, same second: same id
+    # same content, same second, other metrics: the same version, left as it was
+    assert publish(registry, tmp_path, metrics={"hr@10": 0.9}) == version
     assert registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read() == before
+    manifest = json.loads(before)
+    manifest["files"][MODEL_FILE]["sha256"] = "0" * 64  # the id now names other content
+    put_bytes(registry.client, registry.bucket, key, json.dumps(manifest).encode())
+    with pytest.raises(VersionExistsError):
+        publish(registry, tmp_path)
 
 
 def test_manifest_edited_after_publication_fails_its_content_hash(registry, tmp_path):
