@@ -9,13 +9,17 @@ Endpoints:
     served_by, surface, user_id, k}``; stage times in the ``Server-Timing`` header
     (feature, encode, ann, merge, total; milliseconds).
 ``GET /healthz``       the process is up.
-``GET /readyz``        200 once every served surface has a verified champion loaded, else 503.
+``GET /readyz``        200 once the first refresh ran and at least one served surface has a
+    verified champion loaded, else 503 (a surface without one does not make the others unready).
+``GET /readyz/{surface}``  200 when that surface has a champion loaded, 503 if not, 404 if not served.
 ``GET /versions``      what is loaded per surface, and the last load error.
 ``GET /metrics``       Prometheus text: ``pinrec_requests_total{endpoint,status,version}``,
     ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``,
     ``pinrec_loaded_version{surface,role,version}``, ``pinrec_version_loads_total{surface,result}``,
     ``pinrec_version_load_failures_total{surface,version,reason}`` (reason: the exception type, e.g.
-    ``IntegrityError`` for a checksum mismatch), ``pinrec_feature_read_errors_total``.
+    ``IntegrityError`` for a checksum mismatch), ``pinrec_feature_read_errors_total``,
+    ``pinrec_surface_ready{surface}``, ``pinrec_version_fallbacks_total{surface,pointer_version,
+    serving_version}`` and ``pinrec_serving_fallback{...}`` (1 while an earlier champion serves).
 ``GET /openapi.json``, ``/docs``: the OpenAPI spec.
 
 Errors are JSON ``{"error": <reason>, "detail": ...}``: 422 for invalid fields (unknown outcome or
@@ -198,8 +202,25 @@ class _StateCollector:
         for (surface, version, reason), n in sorted(self.manager.load_failures.items()):
             failures.add_metric([surface, version, reason], n)
         yield failures
-        yield GaugeMetricFamily("pinrec_ready", "1 when every surface has a champion loaded",
+        yield GaugeMetricFamily("pinrec_ready", "1 when the process serves (a champion on at least one surface)",
                                 value=1.0 if self.manager.ready else 0.0)
+        surface_ready = GaugeMetricFamily("pinrec_surface_ready", "1 when the surface has a champion loaded",
+                                          labels=["surface"])
+        for surface in self.manager.surfaces:
+            surface_ready.add_metric([surface], 1.0 if self.manager.surface_ready(surface) else 0.0)
+        yield surface_ready
+        fallbacks = CounterMetricFamily("pinrec_version_fallbacks",
+                                        "Times a surface fell back to an earlier champion (the pointer's would not load)",
+                                        labels=["surface", "pointer_version", "serving_version"])
+        for (surface, wanted, serving), n in sorted(self.manager.fallback_counts.items()):
+            fallbacks.add_metric([surface, wanted, serving], n)
+        yield fallbacks
+        serving_fallback = GaugeMetricFamily("pinrec_serving_fallback",
+                                             "1 while a surface serves an earlier champion than its pointer names",
+                                             labels=["surface", "pointer_version", "serving_version"])
+        for surface, info in sorted(self.manager.fallbacks.items()):
+            serving_fallback.add_metric([surface, info["pointer_version"], info["serving_version"]], 1.0)
+        yield serving_fallback
 
 
 class Metrics:
@@ -393,8 +414,20 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        body = {"ready": manager.ready, "versions": manager.loaded()}
+        """200 once the first refresh ran and at least one surface has a champion (per surface:
+        ``surfaces``, and ``/readyz/{surface}``)."""
+        body = {"ready": manager.ready, "surfaces": {s: manager.surface_ready(s) for s in manager.surfaces},
+                "versions": manager.loaded()}
         return JSONResponse(body, status_code=200 if manager.ready else 503)
+
+    @app.get("/readyz/{surface}")
+    async def readyz_surface(surface: str) -> Response:
+        """200 when this surface has a champion loaded, 503 when not yet, 404 when not served."""
+        if surface not in manager.surfaces:
+            return _error(404, f"surface {surface!r} is not served here; served: {manager.surfaces}")
+        if not manager.surface_ready(surface):
+            return _error(503, f"no version of {surface!r} is loaded yet")
+        return JSONResponse({"ready": True, "surface": surface, "versions": manager.loaded()[surface]})
 
     @app.get("/versions")
     async def versions() -> dict[str, Any]:

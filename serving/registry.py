@@ -26,6 +26,10 @@ Rules:
   manifest, are still read.)
 * Readers verify every file's size and sha256 before use (:meth:`Registry.fetch`); a mismatch
   raises :class:`IntegrityError` and nothing of that version is used.
+* A pointer names only a version that loads: promote, rollback and set_canary first fetch it,
+  load it as the service does and ask it known queries (``serving.checks``), and refuse with
+  :class:`LoadCheckError` when it cannot serve (``check_loads=False`` / ``check=False`` skips
+  that, for tests that need a broken version named).
 * Pointers are small JSON files rewritten by promote / rollback / canary; ``champion.json``
   keeps the versions it replaced (newest first) in ``previous``, which rollback pops. Every
   pointer update is conditional: read (body + ETag), compute the new pointer, write it with
@@ -103,6 +107,11 @@ class VersionExistsError(RegistryError):
 
 class IntegrityError(RegistryError):
     """A file or manifest does not match what the manifest says."""
+
+
+class LoadCheckError(RegistryError):
+    """A version whose files verify but that does not load, or does not answer a known query
+    (``serving.checks``): no pointer may name it."""
 
 
 class PointerConflictError(RegistryError):
@@ -183,10 +192,11 @@ class LocalVersion:
 class Registry:
     """Versions and pointers of every surface under one S3 prefix."""
 
-    def __init__(self, settings: S3Settings, client: Any | None = None) -> None:
+    def __init__(self, settings: S3Settings, client: Any | None = None, *, check_loads: bool = True) -> None:
         self.settings = settings
         self.client = client if client is not None else make_client(settings)
         self.bucket = settings.bucket
+        self.check_loads = check_loads  # promote / rollback / set_canary load and query first
 
     @classmethod
     def from_env(cls) -> Registry:
@@ -469,10 +479,25 @@ class Registry:
                                      f"manifest says {entry['size']}")
         return manifest
 
-    def promote(self, surface: str, version: str) -> dict[str, Any]:
-        """Point champion.json at ``version`` (which must be visible and complete); the version
-        it replaces goes first into ``previous``. A canary on the same version is cleared."""
-        self._require_version(surface, version)
+    def check_loadable(self, surface: str, version: str) -> dict[str, Any]:
+        """Fetch, load and query the version as the service would (``serving.checks``);
+        :class:`LoadCheckError` (or :class:`IntegrityError`) when it cannot serve."""
+        from serving.checks import check_version  # model code: imported only when checking
+
+        return check_version(self, surface, version)
+
+    def _ready_to_name(self, surface: str, version: str, check: bool | None) -> dict[str, Any]:
+        """What a pointer may name: visible, complete, and (unless told not to) loadable."""
+        manifest = self._require_version(surface, version)
+        if self.check_loads if check is None else check:
+            self.check_loadable(surface, version)
+        return manifest
+
+    def promote(self, surface: str, version: str, *, check: bool | None = None) -> dict[str, Any]:
+        """Point champion.json at ``version`` (which must be visible, complete, and load and
+        answer a known query, see :meth:`check_loadable`); the version it replaces goes first
+        into ``previous``. A canary on the same version is cleared."""
+        self._ready_to_name(surface, version, check)
 
         def promoted(current: dict[str, Any] | None) -> dict[str, Any]:
             current = current or {}
@@ -487,8 +512,8 @@ class Registry:
                              lambda canary: None if canary and canary["version"] == version else _KEEP)
         return data
 
-    def rollback(self, surface: str, to: str | None = None) -> dict[str, Any]:
-        """Point champion.json back at the previous champion (or at ``to``)."""
+    def rollback(self, surface: str, to: str | None = None, *, check: bool | None = None) -> dict[str, Any]:
+        """Point champion.json back at the previous champion (or at ``to``), which must load."""
         checked: set[str] = set()
 
         def rolled_back(current: dict[str, Any] | None) -> dict[str, Any]:
@@ -501,18 +526,19 @@ class Registry:
                     raise RegistryError(f"{surface}: champion {current['version']} has no previous version")
                 target = previous[0]
             if target not in checked:
-                self._require_version(surface, target)
+                self._ready_to_name(surface, target, check)
                 checked.add(target)
             rest = [v for v in previous if v != target]
             return {"version": target, "previous": rest, "rolled_back_from": current["version"]}
 
         return self._update_pointer(surface, CHAMPION, rolled_back)
 
-    def set_canary(self, surface: str, version: str, traffic: float) -> dict[str, Any]:
+    def set_canary(self, surface: str, version: str, traffic: float, *,
+                   check: bool | None = None) -> dict[str, Any]:
         traffic = float(traffic)
         if not 0.0 <= traffic <= 1.0:
             raise ValueError(f"canary traffic must be in [0, 1], got {traffic}")
-        self._require_version(surface, version)
+        self._ready_to_name(surface, version, check)
         data = {"version": version, "traffic": traffic}
         return self._update_pointer(surface, CANARY, lambda _current: data)
 

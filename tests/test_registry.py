@@ -26,7 +26,9 @@ T0 = datetime(2026, 1, 5, 2, 0, 0, tzinfo=timezone.utc)
 
 @pytest.fixture
 def registry(s3_server):
-    return Registry(s3_server.settings().with_prefix(f"reg-{uuid.uuid4().hex[:8]}"))
+    """Versions of placeholder bytes: pointers move without the load-and-query check
+    (tests/test_promotion_checks.py tests that check)."""
+    return Registry(s3_server.settings().with_prefix(f"reg-{uuid.uuid4().hex[:8]}"), check_loads=False)
 
 
 def write_files(tmp_path, tag="a"):
@@ -204,8 +206,11 @@ def test_operator_cli_lists_shows_promotes_and_rolls_back(registry, tmp_path, mo
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PINREC_S3_PREFIX", registry.settings.prefix)
-    v1 = publish(registry, tmp_path, "a")
-    v2 = publish(registry, tmp_path, "b", minutes=1)
+    from serving.publish import publish_model  # the CLI checks that a version loads: real models
+    from tests.helpers import tiny_model
+
+    v1, _ = publish_model(registry, "homefeed", tiny_model(seed=0), created_at=T0)
+    v2, _ = publish_model(registry, "homefeed", tiny_model(seed=1), created_at=T0 + timedelta(minutes=1))
     assert cli.main(["promote", "homefeed", v1]) == 0
     assert cli.main(["promote", "homefeed", v2]) == 0
     capsys.readouterr()
