@@ -20,7 +20,9 @@ without taking the other surfaces out of service. A request takes the state once
 those objects, so a swap never drops or fails a request; the old version is freed when its last
 request finishes. A version that fails to fetch, verify or load is not used: the old one keeps
 serving, the failure is recorded (``errors``, ``load_counts``, and ``load_failures`` by version
-and reason) and retried after ``retry_after_s``. ``start()`` runs ``refresh`` every
+and reason) and retried after ``retry_after_s``. ``errors`` (shown by ``/versions``) holds the
+exception type and a fixed sentence (:func:`public_error`), never the message, which can name the
+S3 endpoint, object keys or local paths; the full error is logged. ``start()`` runs ``refresh`` every
 ``poll_interval_s`` in a daemon thread.
 
 Canary routing is by a stable hash of (surface, user_id): the same user always gets the same
@@ -43,6 +45,27 @@ from serving.registry import CHAMPION, VERSION_RE, Registry, validate_surface
 from serving.retriever import LoadedVersion
 
 log = logging.getLogger("serving.versions")
+
+
+def public_error(exc: BaseException) -> dict[str, str]:
+    """What ``/versions`` may say about a failure: the exception's type and a fixed sentence for
+    its kind. Never its message, which can carry the S3 endpoint, bucket, object keys or local
+    paths (those go to the log)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from serving.registry import IntegrityError, LoadCheckError, VersionNotFoundError
+    from storage.s3 import ObjectNotFoundError
+
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (VersionNotFoundError, "the version is not published (no manifest)"),
+        (IntegrityError, "a file of the version does not match its manifest (missing, size or checksum)"),
+        (LoadCheckError, "the version does not load or does not answer a known query"),
+        (ObjectNotFoundError, "an object the pointer needs is missing"),
+        ((BotoCoreError, ClientError), "the object store is unreachable or refused the request"),
+        (OSError, "a local file operation failed (cache folder)"),
+    ]
+    reason = next((text for cls, text in kinds if isinstance(exc, cls)), "the version failed to load")
+    return {"error": type(exc).__name__, "reason": reason}
 
 
 def canary_fraction(surface: str, user_id: int) -> float:
@@ -127,8 +150,7 @@ class VersionManager:
             self._failed[(surface, version)] = time.monotonic()
             self.load_counts[(surface, "error")] += 1
             self.load_failures[(surface, version, type(exc).__name__)] += 1
-            self.errors[surface] = {"version": version, "error": f"{type(exc).__name__}: {exc}",
-                                    "at": time.time()}
+            self.errors[surface] = {"version": version, **public_error(exc), "at": time.time()}
             log.error("cannot load %s/%s, keeping the loaded version: %s", surface, version, exc)
             return None
         self._failed.pop((surface, version), None)
@@ -198,8 +220,7 @@ class VersionManager:
                 try:
                     self.refresh_surface(surface)
                 except Exception as exc:  # noqa: BLE001 - S3 down etc.: keep serving
-                    self.errors[surface] = {"version": None, "error": f"{type(exc).__name__}: {exc}",
-                                            "at": time.time()}
+                    self.errors[surface] = {"version": None, **public_error(exc), "at": time.time()}
                     log.error("cannot read the pointers of %s: %s", surface, exc)
             self.first_refresh_done = True
         return self.loaded()

@@ -219,6 +219,31 @@ def test_corrupted_new_version_is_rejected_and_the_old_one_keeps_serving(s3_serv
         assert 'pinrec_version_loads_total{result="error",surface="homefeed"} 1.0' in metrics
 
 
+def test_versions_reports_errors_without_endpoints_keys_or_local_paths(world, tmp_path):
+    """/versions says which version failed and why in words; the S3 endpoint, object keys,
+    prefix and local paths stay in the log."""
+    from devstack.processes import free_port
+    from storage.s3 import S3Settings, make_client
+
+    unreachable = S3Settings(endpoint_url=f"http://127.0.0.1:{free_port()}", bucket="secret-bucket",
+                             prefix="secret-prefix", access_key="k", secret_key="s")
+    down = Registry(unreachable, make_client(unreachable, max_attempts=1, connect_timeout=1))
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache should be")
+    managers = [VersionManager(down, ["homefeed"], tmp_path / "cache", poll_interval_s=3600),
+                VersionManager(world["registry"], ["homefeed"], blocked, poll_interval_s=3600)]
+    for manager in managers:
+        manager.refresh()
+        assert manager.errors["homefeed"]
+        with ServerThread(create_app(manager, None, start_polling=False)) as server:
+            status, body, _ = call(server.host, server.port, "GET", "/versions")
+        text = json.dumps(body)
+        assert status == 200 and body["errors"]["homefeed"]["error"]
+        for secret in (unreachable.endpoint_url, "127.0.0.1", "secret-bucket", "secret-prefix", "s3://",
+                       str(tmp_path), world["registry"].settings.prefix, "/"):
+            assert secret not in text.replace(body["errors"]["homefeed"].get("version") or "-", ""), (secret, text)
+
+
 def test_canary_serves_the_hashed_fraction_of_users(s3_server, world):
     registry = world["registry"]
     manager = VersionManager(registry, ["homefeed"], world["tmp"] / "cache-d")
