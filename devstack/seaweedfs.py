@@ -358,8 +358,7 @@ class SeaweedFS:
                     ):
                         raise
             else:
-                assert last_error is not None
-                raise last_error
+                raise last_error or SeaweedFSError("SeaweedFS did not start")
             self.startup_seconds = time.monotonic() - began
             _running.add(self)
         if self.create_bucket:
@@ -477,7 +476,8 @@ class SeaweedFS:
         import boto3
         from botocore.config import Config
 
-        assert self._proc is not None
+        if self._proc is None:
+            raise SeaweedFSError("SeaweedFS is not started")
         client = boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,

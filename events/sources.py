@@ -104,7 +104,9 @@ def movielens_to_events(inter: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             "event_ts": pd.to_datetime(seconds, unit="s", utc=True).astype(TIMESTAMP_DTYPE),
         }
     )
-    assert set(df["outcome"]) <= set(OUTCOME_CODE)
+    unknown = set(df["outcome"]) - set(OUTCOME_CODE)
+    if unknown:
+        raise ValueError(f"MovieLens ratings map to outcomes outside the contract: {sorted(unknown)}")
     df = df.sort_values(["user_id", "event_ts"], kind="stable").reset_index(drop=True)
     new_user = df["user_id"].ne(df["user_id"].shift())
     new_session = new_user | (df["event_ts"].diff() > SESSION_GAP)

@@ -172,8 +172,48 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _server_time(responses: Sequence[Mapping[str, Any]]) -> datetime:
+    """The server's clock, from the HTTP Date header of its answers (the latest of them); the
+    local clock only when a server sends none."""
+    from email.utils import parsedate_to_datetime
+
+    stamps = []
+    for response in responses:
+        header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if header:
+            try:
+                stamps.append(parsedate_to_datetime(header))
+            except (TypeError, ValueError):
+                continue
+    return max(stamps) if stamps else _now()
+
+
 def _iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+STALE_DOWNLOAD_S = 3600.0
+
+
+def sweep_stale_downloads(directory: Path, older_than_s: float = STALE_DOWNLOAD_S) -> list[Path]:
+    """Remove the hidden temporary folders (``.{version}.*``) a killed download left in a cache
+    folder, once untouched for ``older_than_s`` (a newer one may be another process's download
+    in progress). Returns what was removed."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    now = time.time()
+    for child in directory.iterdir():
+        name = child.name
+        if not (name.startswith(".") and VERSION_RE.fullmatch(name[1:].split(".", 1)[0] or "-")):
+            continue
+        try:
+            if child.is_dir() and now - child.stat().st_mtime > older_than_s:
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 @dataclass(frozen=True)
@@ -372,6 +412,7 @@ class Registry:
         :class:`IntegrityError` on any mismatch (the bad download is removed)."""
         manifest = self.manifest(surface, version)
         final = Path(cache_dir) / surface / version
+        sweep_stale_downloads(final.parent)
         if final.is_dir():
             try:
                 self._verify_dir(surface, version, manifest, final)
@@ -572,14 +613,14 @@ class Registry:
         keep_set = set(visible[-keep:]) | self.protected(surface)
         doomed = [v for v in visible if v not in keep_set]
         dirs = self._all_version_dirs(surface)
-        now = _now()
         for version, keys in dirs.items():
             if version in visible or not VERSION_RE.fullmatch(version):
                 continue
-            newest = max(
-                self.client.head_object(Bucket=self.bucket, Key=k)["LastModified"] for k in keys
-            )
-            if (now - newest).total_seconds() > stale_after_s:
+            heads = [self.client.head_object(Bucket=self.bucket, Key=k) for k in keys]
+            newest = max(h["LastModified"] for h in heads)
+            # the age by the server's clock (its Date header), never the local one: a skewed
+            # local clock must not delete an upload in progress nor keep litter forever
+            if (_server_time(heads) - newest).total_seconds() > stale_after_s:
                 doomed.append(version)
         if dry_run:
             return sorted(doomed)

@@ -202,6 +202,40 @@ def test_retention_removes_stale_half_written_versions_only(registry, tmp_path):
     assert half not in registry._all_version_dirs("homefeed")
 
 
+def test_retention_judges_age_by_the_servers_clock_not_the_local_one(registry, tmp_path, monkeypatch):
+    """A half-written version uploaded a moment ago is fresh by the server's clock: a local clock
+    two days ahead (or behind) changes nothing, neither deleting it early nor keeping it forever."""
+    import serving.registry as reg
+
+    publish(registry, tmp_path)
+    half = "20260105T030000Z-deadbeef"
+    put_bytes(registry.client, registry.bucket, registry.version_key("homefeed", half, MODEL_FILE), b"x")
+    real_now = reg._now
+    monkeypatch.setattr(reg, "_now", lambda: real_now() + timedelta(days=2))
+    assert registry.retain("homefeed", keep=5, stale_after_s=3600) == []  # fresh on the server
+    monkeypatch.setattr(reg, "_now", lambda: real_now() - timedelta(days=2))
+    assert registry.retain("homefeed", keep=5, stale_after_s=-1) == [half]  # stale on the server
+
+
+def test_leftover_download_folders_are_removed(registry, tmp_path):
+    """A download killed half way leaves a hidden temporary folder in the cache: the next fetch
+    removes those older than an hour (newer ones may be another process's download)."""
+    import os
+    import time
+
+    version = publish(registry, tmp_path)
+    cache = tmp_path / "cache"
+    old = cache / "homefeed" / f".{version}.crashed"
+    new = cache / "homefeed" / f".{version}.in-flight"
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+        (folder / MODEL_FILE).write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    registry.fetch("homefeed", version, cache)
+    assert not old.exists() and new.exists()
+
+
 def test_operator_cli_lists_shows_promotes_and_rolls_back(registry, tmp_path, monkeypatch, capsys, s3_server):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
