@@ -53,6 +53,18 @@ def bad_row_fraction(good_rows: int, quarantined_rows: int, day: date | str) -> 
     return int(quarantined_rows) / total
 
 
+class RowsLostError(RuntimeError):
+    """Good + quarantined rows differ from the input rows: ingestion lost (or made up) rows."""
+
+
+def check_rows_conserved(input_rows: int, good_rows: int, quarantined_rows: int, what: str) -> None:
+    """The contract's promise, as a check that survives ``python -O``: every input row is either
+    good or quarantined. :class:`RowsLostError` naming ``what`` (a day, a run) otherwise."""
+    if int(good_rows) + int(quarantined_rows) != int(input_rows):
+        raise RowsLostError(f"{what}: {input_rows} rows in, but {good_rows} good + {quarantined_rows} "
+                            f"quarantined = {int(good_rows) + int(quarantined_rows)}: ingestion lost rows")
+
+
 @dataclass(frozen=True)
 class IngestResult:
     good: pd.DataFrame  # contract frame

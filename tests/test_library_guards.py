@@ -44,3 +44,12 @@ def test_guards_refuse_bad_input_under_python_O(case):
                           timeout=120)
     assert proc.returncode != 0, f"{case}: accepted under -O"
     assert "ValueError" in proc.stderr and reason in proc.stderr, proc.stderr[-1500:]
+
+
+def test_row_conservation_is_a_real_check():
+    """The ingest guard the Dagster asset calls (it was a bare assert there)."""
+    from events.ingest import RowsLostError, check_rows_conserved
+
+    check_rows_conserved(10, 7, 3, "2026-02-01")
+    with pytest.raises(RowsLostError, match="2026-02-01: 10 rows in, but 7 good \\+ 2 quarantined"):
+        check_rows_conserved(10, 7, 2, "2026-02-01")
