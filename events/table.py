@@ -16,10 +16,10 @@ flushed to disk with their folder, and made current by replacing the ``current``
 rename, then the folder flushed). The two paths above are fixed links through ``current``, so
 every reader that opens them gets the day of one commit; a reader that needs the *pair* from one
 commit resolves it once with :meth:`EventTable.day_files`. A crash before the rename leaves the
-old day, after it the new one. Writers of a day take turns (a lock file); the commit before the
-current one is kept for readers still holding it, older ones are removed. A day is never
-committed without input rows (:class:`events.ingest.NoEventsError`: its files are kept). A day
-written by the previous layout (two plain files) is read as before and becomes a committed day
+old day, after it the new one. Writers of a day take turns (the lock file ``lock`` beside
+``current``); the commit before the current one is kept for readers still holding it, older ones
+are removed. A day is never committed without input rows (:class:`events.ingest.NoEventsError`:
+its files are kept). A day written by the previous layout (two plain files) is read as before and becomes a committed day
 at its next write (that first write replaces the two plain files one after the other).
 
 A day can be written in chunks (`day_writer`): each appended chunk becomes its own row group(s),
@@ -126,7 +126,7 @@ class EventTable:
             digest.update(file_sha256(folder / name).encode())
         generation = f"g-{digest.hexdigest()[:16]}"
         link = base / CURRENT
-        with exclusive_lock(base / ".lock"):
+        with exclusive_lock(base / "lock"):
             if not (base / generation).is_dir():
                 commit_dir(folder, base / generation)
             try:

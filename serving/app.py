@@ -12,7 +12,8 @@ Endpoints:
 ``GET /readyz``        200 once the first refresh ran and at least one served surface has a
     verified champion loaded, else 503 (a surface without one does not make the others unready).
 ``GET /readyz/{surface}``  200 when that surface has a champion loaded, 503 if not, 404 if not served.
-``GET /versions``      what is loaded per surface, and the last load error.
+``GET /versions``      what is loaded per surface, fallbacks in use, and the last load error
+    (exception type and a fixed sentence: no endpoint, key or path).
 ``GET /metrics``       Prometheus text: ``pinrec_requests_total{endpoint,status,version}``,
     ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``,
     ``pinrec_loaded_version{surface,role,version}``, ``pinrec_version_loads_total{surface,result}``,
@@ -431,7 +432,7 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
 
     @app.get("/versions")
     async def versions() -> dict[str, Any]:
-        return {"versions": manager.loaded(), "errors": manager.errors}
+        return {"versions": manager.loaded(), "fallbacks": manager.fallbacks, "errors": manager.errors}
 
     @app.get("/metrics")
     def prometheus() -> Response:
