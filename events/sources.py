@@ -36,6 +36,13 @@ class EventSource(Protocol):
 
     def read_day(self, day: date) -> pd.DataFrame: ...
 
+    def has_day(self, day: date) -> bool: ...
+
+
+def describe_days(days: list[date]) -> str:
+    """`first .. last (n days)`, or `no days` (for messages about a source's span)."""
+    return f"{days[0]} .. {days[-1]} ({len(days)} days)" if days else "no days"
+
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write `df` atomically with microsecond timestamps (Feast's DuckDB store rejects ns)."""
@@ -148,6 +155,10 @@ class MovieLensSource:
         days = self.events()["event_ts"].dt.floor("D").unique()
         return sorted(pd.Timestamp(d).date() for d in days)
 
+    def has_day(self, day: date) -> bool:
+        days = self.days()
+        return bool(days) and days[0] <= day <= days[-1]
+
     def read_day(self, day: date) -> pd.DataFrame:
         ev = self.events()
         start, end = day_window(day)
@@ -170,6 +181,11 @@ class SimulatedSource:
 
     def days(self) -> list[date]:
         return self.world.days()
+
+    def has_day(self, day: date) -> bool:
+        """The world's clock: it has produced the days of its config (`n_days` from its start)."""
+        days = self.world.days()
+        return days[0] <= day <= days[-1]
 
     def read_day(self, day: date) -> pd.DataFrame:
         if day not in set(self.world.days()):
@@ -257,8 +273,43 @@ class ParquetSource:
         if self._days is not None:
             return list(self._days)
         if "{date}" in self.location:
-            raise ValueError("a parquet source with {date} in its location needs its list of days")
+            return self.arrived_days()
         return sorted(set(self._row_days(self._whole()).dropna()))
+
+    def arrived_days(self) -> list[date]:
+        """With `{date}` in the location: the days whose file exists (a local glob or an S3 listing)."""
+        import glob
+        import re
+
+        prefix, _, suffix = self.location.partition("{date}")
+        pattern = re.compile(re.escape(prefix) + r"(\d{4}-\d{2}-\d{2})" + re.escape(suffix) + "$")
+        if self.location.startswith("s3://"):
+            from storage.s3 import list_keys, parse_s3_uri
+
+            bucket, key_prefix = parse_s3_uri(prefix)
+            found = [f"s3://{bucket}/{k}" for k in list_keys(self._s3, bucket, key_prefix)]
+        else:
+            found = glob.glob(self.location.replace("{date}", "*"))
+        days = set()
+        for path in found:
+            match = pattern.match(path)
+            if match:
+                try:
+                    days.add(date.fromisoformat(match.group(1)))
+                except ValueError:
+                    continue
+        return sorted(days)
+
+    def has_day(self, day: date) -> bool:
+        """Whether the day's data has arrived: its file (with `{date}`), else a row of that day."""
+        if "{date}" in self.location:
+            location = self.location.replace("{date}", day.isoformat())
+            if location.startswith("s3://"):
+                from storage.s3 import object_exists, parse_s3_uri
+
+                return object_exists(self._s3, *parse_s3_uri(location))
+            return Path(location).exists()
+        return day in set(self._row_days(self._whole()).dropna())
 
     def read_day(self, day: date) -> pd.DataFrame:
         if "{date}" in self.location:

@@ -341,7 +341,7 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
                 manager.stop()
 
     app = FastAPI(title="pinrec-ops retrieval", version="1", lifespan=lifespan,
-                  description="PinRec multi-token generative retrieval (see DESIGN.md, Serving API).")
+                  description="PinRec multi-token generative retrieval (see docs/design.md, Serving API).")
     app.state.manager = manager
     app.state.metrics = metrics
     app.add_middleware(_GuardMiddleware, metrics=metrics, max_body_bytes=max_body_bytes)

@@ -1,7 +1,7 @@
 """The ANN index of a published version: build it from an item-embedding table, tune its search
 parameter against exact search, serialise it.
 
-Index type follows catalogue size (DESIGN.md, "Index publication"):
+Index type follows catalogue size (docs/design.md, "Index publication"):
 
 ============  =====================================================================
 ``flat``      ``IndexFlatIP``: exact; the default up to ``EXACT_MAX_ITEMS`` items

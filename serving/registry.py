@@ -1,6 +1,6 @@
 """Published versions in S3: immutable versions with manifests, pointer files, retention.
 
-Layout (DESIGN.md, "Index publication")::
+Layout (docs/design.md, "Index publication")::
 
     s3://{bucket}/{prefix}/versions/{surface}/{version}/model.pt       weights only
                                                        /index.faiss    faiss index

@@ -412,3 +412,37 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"S3 URI has no bucket: {uri!r}")
     return bucket, key
+
+
+class S3Unavailable(RuntimeError):
+    """S3 cannot be used: no credentials, the endpoint does not answer, or it refuses them. The
+    message is one line an operator can act on."""
+
+
+SETUP_HINT = ("start the embedded server with `pinrec-ops ui` (or `python -m devstack.seaweedfs --data-dir "
+              "var/seaweedfs --env-file var/s3.env`) and `source var/s3.env`, or set PINREC_S3_ENDPOINT_URL "
+              "and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+
+
+def check_reachable(settings: S3Settings, timeout: float = 5.0) -> None:
+    """Raise :class:`S3Unavailable` unless credentials exist and the endpoint answers with them."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    session = boto3.session.Session(aws_access_key_id=settings.access_key,
+                                    aws_secret_access_key=settings.secret_key, region_name=settings.region)
+    if session.get_credentials() is None:
+        raise S3Unavailable(f"no S3 credentials in the environment: {SETUP_HINT}")
+    client = session.client("s3", endpoint_url=settings.endpoint_url, config=Config(
+        connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    where = settings.endpoint_url or "AWS S3"
+    try:
+        client.list_objects_v2(Bucket=settings.bucket, MaxKeys=1)
+    except (EndpointConnectionError, NoCredentialsError) as exc:
+        raise S3Unavailable(f"S3 at {where} is not reachable ({type(exc).__name__}): {SETUP_HINT}") from None
+    except ClientError as exc:
+        if _code(exc) in ("NoSuchBucket",):
+            return
+        raise S3Unavailable(f"S3 at {where} refused the request ({_code(exc)}): check the credentials and "
+                            f"the bucket {settings.bucket!r}; {SETUP_HINT}") from None
+    except BotoCoreError as exc:
+        raise S3Unavailable(f"S3 at {where} is not usable ({type(exc).__name__}: {exc}): {SETUP_HINT}") from None

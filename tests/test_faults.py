@@ -33,7 +33,6 @@ import pytest
 import torch
 from botocore.exceptions import BotoCoreError
 
-from assets.training import lifecycle_state
 from devstack.processes import wait_until
 from devstack.seaweedfs import SeaweedFS
 from devstack.service import ServerThread, call
@@ -49,9 +48,10 @@ from feature_pipeline.store import (
     write_offline_tables,
 )
 from feature_pipeline.tables import day_feature_tables
-from orchestration.config import REPO_ROOT, load_settings
-from orchestration.resources import S3Resource, build_resources
-from orchestration.runs import materialize_in_process
+from pinrec_ops.defs.config import REPO_ROOT, load_settings
+from pinrec_ops.defs.resources import S3Resource, build_resources
+from pinrec_ops.defs.state import lifecycle_state
+from pinrec_ops.runs import materialize_in_process
 from serving.app import FeastFeatures, create_app
 from serving.publish import publish_model
 from serving.registry import MODEL_FILE, IntegrityError, Registry

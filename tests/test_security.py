@@ -138,9 +138,13 @@ def test_a_malicious_training_checkpoint_is_refused_on_resume(tmp_path):
 
 
 def test_credentials_never_reach_logs_tags_metadata_or_run_files(s3_server, tmp_path, monkeypatch, capfd):
-    from orchestration.config import REPO_ROOT, load_settings
-    from orchestration.resources import EventSourceResource, S3Resource, build_resources
-    from orchestration.runs import materialize_in_process
+    from pinrec_ops.defs.config import REPO_ROOT, load_settings
+    from pinrec_ops.defs.resources import (
+        EventSourceResource,
+        S3Resource,
+        build_resources,
+    )
+    from pinrec_ops.runs import materialize_in_process
 
     secrets = [s3_server.access_key, s3_server.secret_key]  # random, 20 and 40 characters
     for key, value in s3_server.env().items():
@@ -185,7 +189,7 @@ def _listening_addresses(pid: int) -> set[str]:
 
 
 def test_the_service_binds_127_0_0_1_by_default(published, s3_server, tmp_path):
-    from orchestration.cli import build_parser as ops_parser
+    from pinrec_ops.cli import build_parser as ops_parser
     from serving.cli import build_parser as serving_parser
 
     assert serving_parser().parse_args(["serve", "--surface", "homefeed"]).host == "127.0.0.1"

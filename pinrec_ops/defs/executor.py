@@ -15,7 +15,7 @@ docs/scale-out.md how to deploy them.
 
 import os
 
-from dagster import ExecutorDefinition
+from dagster import Definitions, ExecutorDefinition, definitions
 
 EXECUTOR_VARIABLE = "PINREC_EXECUTOR"
 EXECUTOR_NAMES = ("default", "celery", "k8s")
@@ -39,3 +39,8 @@ def select_executor(environ: dict[str, str] | None = None) -> ExecutorDefinition
 
         return k8s_job_executor
     raise ValueError(f"{EXECUTOR_VARIABLE}={name!r}: expected one of {', '.join(EXECUTOR_NAMES)}")
+
+
+@definitions
+def executor() -> Definitions:
+    return Definitions(executor=select_executor())

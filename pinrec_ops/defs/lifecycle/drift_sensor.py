@@ -13,8 +13,8 @@ from dagster import (
     sensor,
 )
 
-from orchestration.jobs import retrain
-from orchestration.resources import DataLakeResource, S3Resource
+from pinrec_ops.defs import jobs
+from pinrec_ops.defs.resources import DataLakeResource, S3Resource
 
 # Thresholds on the mix of engaged outcomes (click/save/hide/...) of a surface. On the simulator a
 # day without drift scores PSI <= 0.005, a halved save rate 0.15-0.2.
@@ -76,7 +76,7 @@ def evaluate_drift(lake: DataLakeResource, s3: S3Resource, cursor: dict, js_thre
 
 
 @sensor(
-    job=retrain,
+    job=jobs.retrain,
     minimum_interval_seconds=300,
     default_status=DefaultSensorStatus.STOPPED,
     description=f"Requests a retrain when a surface's outcome mix on the newest day drifts from its champion's "
