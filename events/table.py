@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from events.contract import COLUMNS, TIMESTAMP_DTYPE, conform, empty_events
 from events.ingest import NoEventsError
-from storage.files import atomic_symlink, commit_dir, exclusive_lock, fsync_path, fsync_tree
+from storage.files import atomic_symlink, commit_dir, exclusive_lock, fsync_path
 
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 EVENTS_FILE = "events.parquet"
@@ -120,7 +120,6 @@ class EventTable:
         commit: flush it, rename it to its content's name, replace the ``current`` link (the
         commit point), make sure the public paths lead through ``current``, drop old commits."""
         base = self.commit_dir(day)
-        fsync_tree(folder)
         digest = hashlib.sha256()
         for name in (EVENTS_FILE, QUARANTINE_FILE):
             digest.update(file_sha256(folder / name).encode())
@@ -128,7 +127,8 @@ class EventTable:
         link = base / CURRENT
         with exclusive_lock(base / "lock"):
             if not (base / generation).is_dir():
-                commit_dir(folder, base / generation)
+                commit_dir(folder, base / generation)  # flushes both files and the folder first
+            # (an existing folder of that name holds the same bytes, flushed when it was made)
             try:
                 before = os.readlink(link)
             except FileNotFoundError:
