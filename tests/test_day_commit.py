@@ -7,10 +7,8 @@ same way, so a reader never parses a half-written registry."""
 import os
 import threading
 import time
-from datetime import date
 
 import pandas as pd
-import pytest
 
 from events.ingest import validate_events
 from events.simulator import SimulatedWorld
