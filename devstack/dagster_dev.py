@@ -67,7 +67,8 @@ class DagsterUI:
         return self
 
     def wait(self) -> int:
-        assert self.process is not None
+        if self.process is None:
+            raise RuntimeError("the Dagster UI is not started")
         return self.process.wait()
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from events.contract import OUTCOME_CODE, TIMESTAMP_DTYPE, conform
-from events.ingest import day_window
+from events.ingest import NoEventsError, day_window
 from storage.files import atomic_path
 
 SOURCE_NAMES = ("movielens-1m", "movielens-100k", "simulated", "parquet")
@@ -111,7 +111,9 @@ def movielens_to_events(inter: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             "event_ts": pd.to_datetime(seconds, unit="s", utc=True).astype(TIMESTAMP_DTYPE),
         }
     )
-    assert set(df["outcome"]) <= set(OUTCOME_CODE)
+    unknown = set(df["outcome"]) - set(OUTCOME_CODE)
+    if unknown:
+        raise ValueError(f"MovieLens ratings map to outcomes outside the contract: {sorted(unknown)}")
     df = df.sort_values(["user_id", "event_ts"], kind="stable").reset_index(drop=True)
     new_user = df["user_id"].ne(df["user_id"].shift())
     new_session = new_user | (df["event_ts"].diff() > SESSION_GAP)
@@ -247,7 +249,9 @@ class ParquetSource:
     """A parquet event table at a local path or `s3://` URI.
 
     With `{date}` in the location (for example `s3://bucket/events/date={date}/part.parquet`)
-    each day reads its own file and all of its rows, valid or not. Without it, the location is
+    each day reads its own file and all of its rows, valid or not. A folder or prefix without
+    a parquet file raises :class:`events.ingest.NoEventsError` ("no events for day D"), never
+    an empty frame. Without it, the location is
     one file (or a directory of files) holding many days: each row goes to the day of its
     event_ts; rows whose timestamp cannot be read or lies outside `days` (the partition span)
     go to the first or last day, so that ingestion quarantines them instead of losing them.
@@ -261,19 +265,31 @@ class ParquetSource:
         self._s3 = s3_client
         self._table: pd.DataFrame | None = None
 
-    def _read(self, location: str) -> pd.DataFrame:
+    def _read(self, location: str, day: date | str = "of this source") -> pd.DataFrame:
+        """The rows of every parquet file at `location`; :class:`NoEventsError` when a folder
+        or S3 prefix holds no parquet file (an empty folder is an outage, not an empty day)."""
         if location.startswith("s3://"):
             from storage.s3 import get_bytes, list_keys, parse_s3_uri
 
             bucket, key = parse_s3_uri(location)
             keys = [key] if key.endswith(".parquet") else [k for k in list_keys(self._s3, bucket, key) if k.endswith(".parquet")]
+            if not keys:
+                raise NoEventsError(day, f"no parquet file under {location}")
             frames = [read_parquet_file(io.BytesIO(get_bytes(self._s3, bucket, k)), f"s3://{bucket}/{k}") for k in sorted(keys)]
-            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            return pd.concat(frames, ignore_index=True)
         path = Path(location)
         if path.is_dir():
             files = sorted(path.rglob("*.parquet"))
-            return pd.concat([read_parquet_file(f, str(f)) for f in files], ignore_index=True) if files else pd.DataFrame()
+            if not files:
+                raise NoEventsError(day, f"no parquet file under {path}")
+            return pd.concat([read_parquet_file(f, str(f)) for f in files], ignore_index=True)
         return read_parquet_file(path, str(path))
+
+    def _whole_for(self, day: date) -> pd.DataFrame:
+        try:
+            return self._whole()
+        except NoEventsError as exc:
+            raise NoEventsError(day, f"no parquet file under {self.location}") from exc
 
     def _whole(self) -> pd.DataFrame:
         if self._table is None:
@@ -328,8 +344,8 @@ class ParquetSource:
 
     def read_day(self, day: date) -> pd.DataFrame:
         if "{date}" in self.location:
-            return self._read(self.location.replace("{date}", day.isoformat()))
-        df = self._whole()
+            return self._read(self.location.replace("{date}", day.isoformat()), day)
+        df = self._whole_for(day)
         row_days = self._row_days(df)
         days = self.days()
         mine = row_days == day

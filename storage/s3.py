@@ -340,6 +340,70 @@ def put_if_absent(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _precondition_failed(exc: ClientError) -> bool:
+    return _code(exc) == "PreconditionFailed" or _status(exc) == 412
+
+
+def get_with_etag(client: Any, bucket: str, key: str) -> tuple[bytes, str]:
+    """The object's bytes and the ETag they were read with (for a later conditional write);
+    :class:`ObjectNotFoundError` when it (or the bucket) is missing."""
+    try:
+        with _annotate(client, f"reading s3://{bucket}/{key}"):
+            response = client.get_object(Bucket=bucket, Key=key)
+            return response["Body"].read(), response["ETag"]
+    except ClientError as exc:
+        if _code(exc) in _NOT_FOUND_CODES or _code(exc) == "NoSuchBucket":
+            raise ObjectNotFoundError(bucket, key, _code(exc)) from exc
+        raise
+
+
+def put_conditional(
+    client: Any,
+    bucket: str,
+    key: str,
+    data: bytes,
+    *,
+    if_match: str | None,
+    content_type: str | None = None,
+    conflict_retries: int = 5,
+) -> str | None:
+    """Write ``s3://bucket/key`` only if it still is what was read: ``If-Match: if_match`` (the
+    ETag of the read), or, with ``if_match=None``, only if no object has that key
+    (``If-None-Match: *``). Returns the new ETag, or None when the condition failed (HTTP 412:
+    someone else wrote in between; re-read and decide again). Same caveat as
+    :func:`put_if_absent`: a success whose response was lost is retried by boto3 and reported
+    as None; a caller that re-reads sees its own write and has nothing left to do."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
+    kwargs.update({"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"})
+    if content_type:
+        kwargs["ContentType"] = content_type
+    for attempt in range(conflict_retries + 1):
+        try:
+            with _annotate(client, f"writing s3://{bucket}/{key} if unchanged"):
+                return client.put_object(**kwargs).get("ETag", "") or "?"
+        except ClientError as exc:
+            if _precondition_failed(exc):
+                return None
+            if _code(exc) == "ConditionalRequestConflict" and attempt < conflict_retries:
+                time.sleep(0.1 * 2**attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def delete_if_match(client: Any, bucket: str, key: str, etag: str) -> bool:
+    """Delete ``s3://bucket/key`` only if its ETag still is ``etag`` (``If-Match``). True when
+    deleted, False when it changed (or vanished) since it was read."""
+    try:
+        with _annotate(client, f"deleting s3://{bucket}/{key} if unchanged"):
+            client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        return True
+    except ClientError as exc:
+        if _precondition_failed(exc) or _code(exc) in _NOT_FOUND_CODES:
+            return False
+        raise
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``"s3://bucket/some/key"`` -> ``("bucket", "some/key")``; the key may be empty."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):

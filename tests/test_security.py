@@ -30,6 +30,7 @@ from serving.registry import (
     ITEM_IDS_FILE,
     MODEL_FILE,
     IntegrityError,
+    LoadCheckError,
     Registry,
 )
 from serving.retriever import LoadedVersion
@@ -101,11 +102,15 @@ def test_a_malicious_pickle_with_a_matching_manifest_is_refused_by_weights_only(
         LoadedVersion.from_local(local)
     assert not marker.exists()
 
-    # Promoted, it is refused by the running service, which keeps serving the good champion.
+    # Promotion loads it first and refuses it; named past that check (an old tool, a hand-written
+    # pointer), it is refused by the running service, which keeps serving the good champion.
+    with pytest.raises(LoadCheckError, match="Weights only load failed"):
+        registry.promote("homefeed", forged)
+    assert registry.champion("homefeed") == good and not marker.exists()
     manager = VersionManager(registry, ["homefeed"], tmp_path / "serving-cache", poll_interval_s=3600)
     manager.refresh()
     assert manager.loaded()["homefeed"]["champion"] == good
-    registry.promote("homefeed", forged)
+    registry.promote("homefeed", forged, check=False)
     try:
         manager.refresh()
         assert manager.loaded()["homefeed"]["champion"] == good
