@@ -189,7 +189,8 @@ class SimulatedSource:
         self.world_dir = Path(world_dir) if world_dir else None
 
     def day_dir(self, day: date) -> Path:
-        assert self.world_dir is not None
+        if self.world_dir is None:
+            raise ValueError("an open-loop simulated world keeps no day folders")
         return self.world_dir / f"date={day.isoformat()}"
 
     def days(self) -> list[date]:

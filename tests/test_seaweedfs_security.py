@@ -44,8 +44,11 @@ def _http(method: str, url: str, data: bytes | None = None, context: ssl.SSLCont
     try:
         with urllib.request.urlopen(request, timeout=10, context=context) as resp:
             return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    except urllib.error.HTTPError as exc:  # an answer: its status is what counts (the body may time out)
+        try:
+            return exc.code, exc.read()
+        except OSError:
+            return exc.code, b""
     except (urllib.error.URLError, OSError) as exc:
         return type(exc).__name__, str(exc)
 

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-# S3 hiccups (a throttled or restarting endpoint) retry with exponential backoff (2, 4, 8 s);
+# S3 hiccups (a throttled or restarting endpoint, a pointer another promotion changed between our
+# read and write: serving.registry.PointerConflictError) retry with exponential backoff (2, 4, 8 s);
 # real errors fail after 3 retries. Every S3 write here is idempotent, so a retry is safe.
 S3_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 

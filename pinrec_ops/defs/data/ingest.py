@@ -10,7 +10,8 @@ import dagster as dg
 from pydantic import Field
 
 from events.contract import EVENT_SCHEMA
-from events.ingest import validate_events
+from events.ingest import NoEventsError, check_rows_conserved, validate_events
+from events.ingest import bad_row_fraction as day_bad_fraction
 from events.table import file_sha256
 from pinrec_ops.defs.config import SETTINGS
 from pinrec_ops.defs.conventions import area_tags, code_version, owners
@@ -60,13 +61,12 @@ def ingest_events(context: dg.AssetExecutionContext, event_source: EventSourceRe
     table = lake.table()
     raw = source.read_day(day)
     result = validate_events(raw, day)
-    if len(result.good) + len(result.quarantine) != result.input_rows:  # the contract's promise
-        raise RuntimeError(f"ingestion of {day} lost rows: {result.input_rows} in, {len(result.good)} good, "
-                           f"{len(result.quarantine)} quarantined")
-    table.write_day(day, result.good, result.quarantine)
+    check_rows_conserved(result.input_rows, len(result.good), len(result.quarantine), f"ingestion of {day}")
+    table.write_day(day, result.good, result.quarantine)  # NoEventsError for an empty day: old files kept
+    files = table.day_files(day)  # the two files of one commit, archived together
     uris = []
-    for path in (table.events_path(day), table.quarantine_path(day)):
-        key = s3.key("data", event_source.source, path.relative_to(table.root).as_posix())
+    for path, public in ((files.events, table.events_path(day)), (files.quarantine, table.quarantine_path(day))):
+        key = s3.key("data", event_source.source, public.relative_to(table.root).as_posix())
         client.upload_file(str(path), s3.bucket, key)
         uris.append(f"s3://{s3.bucket}/{key}")
     context.log.info(f"{day}: {result.input_rows} rows in, {len(result.good)} good, {len(result.quarantine)} quarantined")
@@ -87,7 +87,7 @@ def ingest_events(context: dg.AssetExecutionContext, event_source: EventSourceRe
                 [{"surface": s, "outcome": o, "rows": int(n)}
                  for (s, o), n in result.good.groupby(["surface", "outcome"]).size().items()],
                 {"surface": "string", "outcome": "string", "rows": "int"}),
-            "sha256": file_sha256(table.events_path(day))[:16],
+            "sha256": file_sha256(files.events)[:16],
             "path": dg.MetadataValue.path(str(table.events_path(day))),
             "s3_archive": dg.MetadataValue.url(uris[0]),
         },
@@ -115,10 +115,14 @@ def bad_row_fraction(context: dg.AssetCheckExecutionContext, config: BadRowCheck
                      lake: DataLakeResource) -> dg.AssetCheckResult:
     table = lake.table()
     day = partition_day(context.op_execution_context)
-    good = table.row_count(table.events_path(day))
-    bad = table.row_count(table.quarantine_path(day))
+    files = table.day_files(day)
+    good, bad = table.row_count(files.events), table.row_count(files.quarantine)
     total = good + bad
-    fraction = bad / total if total else 0.0
+    try:
+        fraction = day_bad_fraction(good, bad, day)
+    except NoEventsError as exc:  # 0/0 is an outage upstream, not 0% bad
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=str(exc),
+                                   metadata={"rows_in": 0, "rows_quarantined": 0})
     return dg.AssetCheckResult(
         passed=fraction <= config.max_bad_fraction,
         severity=dg.AssetCheckSeverity.ERROR,
