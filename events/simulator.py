@@ -39,6 +39,12 @@ Timestamps are UTC with microsecond resolution and lie inside the day.
 
 Memory and speed: everything is vectorised numpy per chunk; memory is bounded by
 ``chunk_size``, not by ``events_per_day``.
+
+Truth and the closed loop. `expected_engagement` gives the true per-(user, item) probabilities
+of click / save / hide on a surface and day (the session topic marginalised, drift applied);
+`day_sessions` exposes a day's sessions and random numbers before anyone reacts, which
+`events.closed_loop` uses to show served lists in those sessions. docs/simulated-world.md
+describes both modes.
 """
 
 from __future__ import annotations
@@ -719,7 +725,7 @@ class SimulatedWorld:
         p_hide = rates[:, 2] * (2.0 - h_click)  # unwanted items get hidden
         return p_click, p_save, p_hide
 
-    def _sessions(self, n: int, tables: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def _sessions(self, n: int, tables: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
         """A batch of `n` whole sessions, as per-row arrays (impressions and engagements)."""
         d = self._draw_sessions(n, tables, rng)
         sess, item, length = d["sess"], d["item"], d["length"]
@@ -773,7 +779,7 @@ class SimulatedWorld:
             "impression_row": imp_row,  # row of each impression in this batch
         }
 
-    def _chunk_batches(self, day: dt.date, chunk_index: int, budget: int) -> list[dict[str, np.ndarray]]:
+    def _chunk_batches(self, day: dt.date, chunk_index: int, budget: int) -> list[dict[str, Any]]:
         """The batches of whole sessions chunk `chunk_index` of `day` draws (`_sessions` output,
         with chunk-local session indices); their rows reach `budget`, the chunk cuts them there."""
         cfg = self.config
@@ -785,7 +791,7 @@ class SimulatedWorld:
         beh = [_SURFACE_BEHAVIOUR[s] for s in SURFACES]
         share = np.array([b["session_share"] for b in beh])
         mean_rows = float(np.dot(share / share.sum(), [b["mean_impressions"] * 1.15 for b in beh]))
-        parts: list[dict[str, np.ndarray]] = []
+        parts: list[dict[str, Any]] = []
         have = 0
         n_sessions = 0
         while have < budget:
