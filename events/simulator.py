@@ -39,6 +39,12 @@ Timestamps are UTC with microsecond resolution and lie inside the day.
 
 Memory and speed: everything is vectorised numpy per chunk; memory is bounded by
 ``chunk_size``, not by ``events_per_day``.
+
+Truth and the closed loop. `expected_engagement` gives the true per-(user, item) probabilities
+of click / save / hide on a surface and day (the session topic marginalised, drift applied);
+`day_sessions` exposes a day's sessions and random numbers before anyone reacts, which
+`events.closed_loop` uses to show served lists in those sessions. docs/simulated-world.md
+describes both modes.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from events.contract import OUTCOMES, SURFACES, conform
 __all__ = [
     "DRIFT_KINDS",
     "QUERIES_PER_TOPIC",
+    "DaySessions",
     "SimulatedWorld",
     "SimulatorConfig",
 ]
@@ -140,6 +147,16 @@ _DRIFT_HIDE_FACTOR = 2.0
 
 _IMPRESSION = OUTCOMES.index("impression")
 _ENGAGEMENTS: tuple[str, ...] = ("click", "save", "hide")
+# engagement index (0: none, 1: click, 2: save, 3: hide) -> outcome code of its row
+_ENGAGEMENT_CODES = np.array([_IMPRESSION] + [OUTCOMES.index(o) for o in _ENGAGEMENTS], dtype=np.int8)
+
+
+def _outcome_codes(r: np.ndarray, p_click: np.ndarray, p_save: np.ndarray, p_hide: np.ndarray) -> np.ndarray:
+    """At most one engagement per impression from its uniform `r`: 0 none, 1 click, 2 save, 3 hide."""
+    c1 = p_click
+    c2 = c1 + p_save
+    c3 = c2 + p_hide
+    return np.where(r < c1, 1, np.where(r < c2, 2, np.where(r < c3, 3, 0))).astype(np.int8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +274,45 @@ def _sample_rows(flat_cdf: np.ndarray, rows: np.ndarray, width: int, rng: np.ran
     return np.clip(idx, 0, width - 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class DaySessions:
+    """The sessions of an open-loop day before anyone reacts (`SimulatedWorld.day_sessions`).
+
+    Exactly the sessions and impressions `SimulatedWorld.day` shows (the last session of a chunk
+    cut at the row budget keeps the impressions the day has of it), in the day's row order
+    (chunk, then session, then position). Per-session arrays have one entry per session,
+    per-impression arrays one per impression. The closed loop (`events.closed_loop`) replaces
+    some items and re-times the sessions; everything else it takes from here.
+    """
+
+    day: dt.date
+    # per session
+    session_id: np.ndarray  # int64, as in the day's rows
+    chunk: np.ndarray  # int64, the chunk that drew the session
+    user: np.ndarray  # int64
+    surface: np.ndarray  # int64 code into SURFACES
+    session_topic: np.ndarray  # int64; not observable in the events (search: the query's topic)
+    query: np.ndarray  # int64 query id, -1 where none
+    start_u: np.ndarray  # float64 uniform in [0, 1): where in the day the session starts
+    first: np.ndarray  # int64 index of the session's first impression
+    length: np.ndarray  # int64 impressions the day shows of the session (>= 1)
+    # per impression
+    session: np.ndarray  # int64 index into the per-session arrays
+    position: np.ndarray  # int64 0-based position within the session
+    item: np.ndarray  # int64 the organic item the open-loop world shows there
+    r_engage: np.ndarray  # float64 uniform the reaction is read from (see `_outcome_codes`)
+    gap_us: np.ndarray  # int64 time since the previous impression of the session (us)
+    delay_us: np.ndarray  # int64 delay of an engagement after its impression (us)
+
+    @property
+    def n_sessions(self) -> int:
+        return int(self.session_id.shape[0])
+
+    @property
+    def n_impressions(self) -> int:
+        return int(self.item.shape[0])
+
+
 class SimulatedWorld:
     """A deterministic simulated world; see the module docstring for the model and the rules."""
 
@@ -355,6 +411,107 @@ class SimulatedWorld:
             return chunks[0]
         return pd.concat(chunks, ignore_index=True)
 
+    def day_sessions(self, day: dt.date) -> DaySessions:
+        """The day's sessions and organic impressions, with the random numbers their reactions
+        and timing use, before anyone reacts (see `DaySessions`). Same draws as `day(day)`."""
+        day = self._check_day(day)
+        cfg = self.config
+        ordinal = day.toordinal()
+        n_chunks = -(-cfg.events_per_day // cfg.chunk_size)
+        per_session: dict[str, list[np.ndarray]] = {k: [] for k in ("session_id", "chunk", "user", "surface",
+                                                                   "session_topic", "query", "start_u")}
+        per_imp: dict[str, list[np.ndarray]] = {k: [] for k in ("session", "item", "r_engage", "gap_us", "delay_us")}
+        n_before = 0
+        for c in range(n_chunks):
+            budget = min(cfg.chunk_size, cfg.events_per_day - c * cfg.chunk_size)
+            for part in self._chunk_batches(day, c, budget):
+                d = part["draws"]
+                kept = int(np.count_nonzero(part["impression_row"] + part["first_row"] < budget))
+                if kept == 0:
+                    continue
+                n_sess = int(d["sess"][kept - 1]) + 1  # impressions are in session order
+                local = np.arange(n_sess, dtype=np.int64) + part["first_session"]
+                per_session["session_id"].append((ordinal << _SESSION_ID_SHIFT) + c * cfg.chunk_size + local)
+                per_session["chunk"].append(np.full(n_sess, c, dtype=np.int64))
+                for key, name in (("user", "user"), ("surface", "surface"), ("session_topic", "session_topic"),
+                                  ("query", "query"), ("start_u", "start_u")):
+                    per_session[key].append(d[name][:n_sess])
+                per_imp["session"].append(d["sess"][:kept] + n_before)
+                for key in ("item", "r_engage", "gap_us", "delay_us"):
+                    per_imp[key].append(d[key][:kept])
+                n_before += n_sess
+
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+        ses = {k: cat(v, np.float64 if k == "start_u" else np.int64) for k, v in per_session.items()}
+        imp = {k: cat(v, np.float64 if k == "r_engage" else np.int64) for k, v in per_imp.items()}
+        length = np.bincount(imp["session"], minlength=n_before).astype(np.int64)
+        first = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+        position = np.arange(imp["session"].shape[0], dtype=np.int64) - first[imp["session"]]
+        return DaySessions(day=day, first=first, length=length, position=position, **ses, **imp)
+
+    def impression_probabilities(self, user: np.ndarray, item: np.ndarray, session_topic: np.ndarray,
+                                 surface: np.ndarray, day: dt.date) -> dict[str, np.ndarray]:
+        """P(click), P(save), P(hide) of single impressions (equal-length arrays; `surface` as codes
+        into SURFACES), given the session topic, with the drift in force on `day`: the engagement
+        model every impression of the world follows (see the module docstring)."""
+        tables = self._day_tables(self.is_drifted(day))
+        item = np.asarray(item, dtype=np.int64)
+        p = self._engagement_probabilities(tables, np.asarray(user, dtype=np.int64), self.item_topic[item],
+                                           np.asarray(session_topic, dtype=np.int64),
+                                           np.asarray(surface, dtype=np.int64))
+        return dict(zip(_ENGAGEMENTS, p))
+
+    def session_topic_distribution(self, user_ids: np.ndarray, day: dt.date) -> np.ndarray:
+        """P(session topic = t) for each user (len(user_ids) x n_topics) on `day`: the long-term
+        interest ``(click + save) / 2`` (drifted on and after an interest_shift), with a share
+        ``session_topic_off_interest`` replaced by a uniform topic."""
+        user_ids = self._check_users(user_ids)
+        prefs = self.preferences(day)
+        interest = 0.5 * (prefs["click"][user_ids] + prefs["save"][user_ids])
+        interest = interest / interest.sum(axis=1, keepdims=True)
+        off = _ENGAGEMENT_MODEL["session_topic_off_interest"]
+        return (1.0 - off) * interest + off / self.config.n_topics
+
+    def expected_engagement(self, user_ids: np.ndarray, surface: str, day: dt.date,
+                            session_topics: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The true probability that an impression of item i to user u on `surface` on `day` gets
+        each of click / save / hide: ``{outcome: (len(user_ids), n_items) float64}``.
+
+        The session topic is not observed: it is marginalised over `session_topic_distribution`
+        unless `session_topics` (one per user, e.g. a search query's topic) is given. Drift in
+        force on `day` applies (interest_shift moves the affinities and the session-topic
+        distribution, outcome_mix the surface rates). This is the open-loop engagement model:
+        no position bias, no fatigue (`events.closed_loop` applies those).
+        """
+        day = _as_date(day)
+        if surface not in SURFACES:
+            raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
+        user_ids = self._check_users(user_ids)
+        T = self.config.n_topics
+        n = user_ids.shape[0]
+        if session_topics is None:
+            q = self.session_topic_distribution(user_ids, day)
+        else:
+            session_topics = np.asarray(session_topics, dtype=np.int64)
+            if session_topics.shape != (n,) or (session_topics < 0).any() or (session_topics >= T).any():
+                raise ValueError(f"session_topics must be {n} topic ids in [0, {T}), got shape {session_topics.shape}")
+            q = np.zeros((n, T))
+            q[np.arange(n), session_topics] = 1.0
+        tables = self._day_tables(self.is_drifted(day))
+        users = np.repeat(user_ids, T)
+        topics = np.tile(np.arange(T, dtype=np.int64), n)
+        code = np.full(n * T, SURFACES.index(surface), dtype=np.int64)
+        # the item's topic is the session topic (boosted) or not; mix by P(session topic = item topic)
+        inside = self._engagement_probabilities(tables, users, topics, topics, code)
+        outside = self._engagement_probabilities(tables, users, topics, np.full(n * T, -1), code)
+        out: dict[str, np.ndarray] = {}
+        for name, p_in, p_out in zip(_ENGAGEMENTS, inside, outside):
+            per_topic = q * p_in.reshape(n, T) + (1.0 - q) * p_out.reshape(n, T)
+            out[name] = per_topic[:, self.item_topic]
+        return out
+
     def parameters(self) -> dict[str, Any]:
         """The generating parameters, JSON-serialisable (lists, floats, ints, strings)."""
         cfg = self.config
@@ -419,6 +576,15 @@ class SimulatedWorld:
             raise ValueError(f"day {day} is outside the simulated range {cfg.start_date}..{cfg.end_date}")
         return day
 
+    def _check_users(self, user_ids: np.ndarray) -> np.ndarray:
+        user_ids = np.asarray(user_ids)
+        if user_ids.ndim != 1 or (user_ids.size and user_ids.dtype.kind not in "iu"):
+            raise ValueError(f"user_ids must be a 1-d array of ints, got {user_ids.dtype} of shape {user_ids.shape}")
+        user_ids = user_ids.astype(np.int64)
+        if user_ids.size and (user_ids.min() < 0 or user_ids.max() >= self.config.n_users):
+            raise ValueError(f"user_ids must lie in [0, {self.config.n_users})")
+        return user_ids
+
     def _rates(self, surface: str, outcome_drift: bool) -> dict[str, float]:
         b = _SURFACE_BEHAVIOUR[surface]
         rates = {"click": b["click_rate"], "save": b["save_rate"], "hide": b["hide_rate"]}
@@ -465,8 +631,16 @@ class SimulatedWorld:
         pos = np.searchsorted(self._pop_cdf, rng.random(n), side="right")
         return np.minimum(pos, self.config.n_items - 1).astype(np.int64)
 
-    def _sessions(self, n: int, tables: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A batch of `n` whole sessions, as per-row arrays (impressions and engagements)."""
+    def _draw_sessions(self, n: int, tables: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Every random number of a batch of `n` sessions, drawn before anyone reacts.
+
+        Per session: ``surface``, ``user``, ``session_topic``, ``query`` (-1: none), ``length``,
+        ``start_u`` (uniform, scaled to a start time once the session's duration is known).
+        Per impression (sessions in order, then position): ``sess`` (batch-local session),
+        ``item`` (the organic item shown), ``r_engage`` (uniform the reaction is read from),
+        ``gap_us`` (time since the previous impression), ``delay_us`` (engagement delay).
+        The draw order is the open-loop world's and must not change (it defines the days).
+        """
         cfg = self.config
         T = cfg.n_topics
         m = _ENGAGEMENT_MODEL
@@ -488,7 +662,7 @@ class SimulatedWorld:
         mean_len = np.array([b["mean_impressions"] for b in beh])[surface]
         length = np.minimum(rng.geometric(1.0 / mean_len), _MAX_SESSION_IMPRESSIONS)
 
-        # --- per impression
+        # --- per impression: where each shown item comes from, and the item
         sess = np.repeat(np.arange(n), length)
         n_imp = sess.shape[0]
         s_imp = surface[sess]
@@ -504,40 +678,77 @@ class SimulatedWorld:
         item = self._sample_topic_items(topic, rng)
         pop = source == 2
         item[pop] = self._sample_popular_items(int(pop.sum()), rng)
-        item_topic = self.item_topic[item]
 
-        # --- engagement (see module docstring): at most one outcome per impression
-        flat = u_imp * T + item_topic
-        in_session = item_topic == st_imp
+        # --- the reaction's uniform number, then timing
+        r_engage = rng.random(n_imp)
+        mean_gap_us = np.array([b["mean_gap_s"] for b in beh]) * 1e6
+        gap = np.minimum(rng.exponential(1.0, n_imp) * mean_gap_us[s_imp], _MAX_GAP_US).astype(np.int64) + 1
+        delay = (_MIN_ENGAGEMENT_DELAY_US + rng.exponential(_MEAN_ENGAGEMENT_DELAY_US, n_imp)).astype(np.int64)
+        delay = np.minimum(delay, _MAX_ENGAGEMENT_DELAY_US)
+        start_u = rng.random(n)
+        return {
+            "surface": surface,
+            "user": user,
+            "session_topic": session_topic,
+            "query": query,
+            "length": length,
+            "start_u": start_u,
+            "sess": sess,
+            "item": item,
+            "r_engage": r_engage,
+            "gap_us": gap,
+            "delay_us": delay,
+        }
+
+    def _engagement_probabilities(
+        self, tables: dict[str, np.ndarray], user: np.ndarray, item_topic: np.ndarray,
+        session_topic: np.ndarray, surface: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P(click), P(save), P(hide) of impressions (arrays of equal length; codes, not names).
+
+        An item's affinity is the user's long-term click (save) affinity, mixed for clicks with a
+        boost when the item is in the session topic; ``h = 2a / (1 + a)`` maps it to [0, 2)
+        (1 at average affinity) and scales the surface's base rate; hides use ``2 - h_click``.
+        """
+        T = self.config.n_topics
+        m = _ENGAGEMENT_MODEL
+        flat = user * T + item_topic
+        in_session = item_topic == session_topic
         boost = m["session_topic_affinity"] * in_session
         wc, ws = m["click_session_weight"], m["save_session_weight"]
         a_click = (1.0 - wc) * tables["click_affinity"][flat] + wc * boost
         a_save = (1.0 - ws) * tables["save_affinity"][flat] + ws * boost
         h_click = 2.0 * a_click / (1.0 + a_click)  # in [0, 2), 1 at average affinity
         h_save = 2.0 * a_save / (1.0 + a_save)
-        rates = tables["rates"][s_imp]
+        rates = tables["rates"][surface]
         p_click = rates[:, 0] * h_click
         p_save = rates[:, 1] * h_save
         p_hide = rates[:, 2] * (2.0 - h_click)  # unwanted items get hidden
-        r = rng.random(n_imp)
-        c1 = p_click
-        c2 = c1 + p_save
-        c3 = c2 + p_hide
-        engagement = np.where(r < c1, 1, np.where(r < c2, 2, np.where(r < c3, 3, 0))).astype(np.int8)
+        return p_click, p_save, p_hide
+
+    def _sessions(self, n: int, tables: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
+        """A batch of `n` whole sessions, as per-row arrays (impressions and engagements)."""
+        d = self._draw_sessions(n, tables, rng)
+        sess, item, length = d["sess"], d["item"], d["length"]
+        n_imp = sess.shape[0]
+        user, surface, session_topic = d["user"], d["surface"], d["session_topic"]
+
+        # --- engagement (see module docstring): at most one outcome per impression
+        p_click, p_save, p_hide = self._engagement_probabilities(
+            tables, user[sess], self.item_topic[item], session_topic[sess], surface[sess]
+        )
+        engagement = _outcome_codes(d["r_engage"], p_click, p_save, p_hide)
         engaged = engagement > 0
 
         # --- timing: impressions spaced by gaps; an engagement follows its impression
-        mean_gap_us = np.array([b["mean_gap_s"] for b in beh]) * 1e6
-        gap = np.minimum(rng.exponential(1.0, n_imp) * mean_gap_us[s_imp], _MAX_GAP_US).astype(np.int64) + 1
-        delay = (_MIN_ENGAGEMENT_DELAY_US + rng.exponential(_MEAN_ENGAGEMENT_DELAY_US, n_imp)).astype(np.int64)
-        delay = np.minimum(delay, _MAX_ENGAGEMENT_DELAY_US)
+        gap, delay = d["gap_us"], d["delay_us"]
         step = gap + np.where(engaged, delay, 0)
         csum = np.cumsum(step)
         first = np.concatenate([[0], np.cumsum(length)[:-1]])
         sess_csum_before = np.concatenate([[0], csum])[first]  # cumulative step before each session
         offset = csum - step - sess_csum_before[sess]  # exclusive, within session
         duration = np.add.reduceat(step, first) if n_imp else np.zeros(0, dtype=np.int64)
-        start = (rng.random(n) * (_US_PER_DAY - duration)).astype(np.int64)  # duration << 1 day
+        start = (d["start_u"] * (_US_PER_DAY - duration)).astype(np.int64)  # duration << 1 day
         imp_ts = start[sess] + offset
 
         # --- rows: impression, then its engagement when there is one
@@ -556,8 +767,7 @@ class SimulatedWorld:
         out_sess[eng_row] = sess[engaged]
         out_item[eng_row] = item[engaged]
         out_ts[eng_row] = imp_ts[engaged] + delay[engaged]
-        eng_codes = np.array([_IMPRESSION] + [OUTCOMES.index(o) for o in _ENGAGEMENTS], dtype=np.int8)
-        out_outcome[eng_row] = eng_codes[engagement[engaged]]
+        out_outcome[eng_row] = _ENGAGEMENT_CODES[engagement[engaged]]
         return {
             "session": out_sess,  # batch-local session index
             "item": out_item,
@@ -565,13 +775,16 @@ class SimulatedWorld:
             "ts_us": out_ts,  # microseconds since the start of the day
             "session_user": user,
             "session_surface": surface,
-            "session_query": query,
+            "session_query": d["query"],
+            "draws": d,
+            "impression_row": imp_row,  # row of each impression in this batch
         }
 
-    def _chunk(self, day: dt.date, chunk_index: int, budget: int) -> pd.DataFrame:
+    def _chunk_batches(self, day: dt.date, chunk_index: int, budget: int) -> list[dict[str, Any]]:
+        """The batches of whole sessions chunk `chunk_index` of `day` draws (`_sessions` output,
+        with chunk-local session indices); their rows reach `budget`, the chunk cuts them there."""
         cfg = self.config
-        ordinal = day.toordinal()
-        rng = _rng(cfg.seed, 1, ordinal, chunk_index)
+        rng = _rng(cfg.seed, 1, day.toordinal(), chunk_index)
         tables = self._day_tables(self.is_drifted(day))
 
         # Sessions are drawn in batches until the row budget is reached; the batch sizes come
@@ -579,16 +792,24 @@ class SimulatedWorld:
         beh = [_SURFACE_BEHAVIOUR[s] for s in SURFACES]
         share = np.array([b["session_share"] for b in beh])
         mean_rows = float(np.dot(share / share.sum(), [b["mean_impressions"] * 1.15 for b in beh]))
-        parts: list[dict[str, np.ndarray]] = []
+        parts: list[dict[str, Any]] = []
         have = 0
         n_sessions = 0
         while have < budget:
             n = int((budget - have) / mean_rows * 1.05) + 8
             batch = self._sessions(n, tables, rng)
             batch["session"] = batch["session"] + n_sessions
+            batch["first_session"] = n_sessions
+            batch["first_row"] = have
             n_sessions += n
             parts.append(batch)
             have += batch["item"].shape[0]
+        return parts
+
+    def _chunk(self, day: dt.date, chunk_index: int, budget: int) -> pd.DataFrame:
+        cfg = self.config
+        ordinal = day.toordinal()
+        parts = self._chunk_batches(day, chunk_index, budget)
 
         def cat(key: str) -> np.ndarray:
             return np.concatenate([p[key] for p in parts]) if len(parts) > 1 else parts[0][key]
