@@ -92,6 +92,7 @@ import numpy as np
 import pandas as pd
 
 from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE, conform
+from events.serving_log import SERVING_LOG_COLUMNS  # the serving log's table (events/serving_log.py)
 from events.simulator import (
     _ENGAGEMENT_CODES,
     _IMPRESSION,
@@ -114,10 +115,6 @@ __all__ = [
     "SessionRequest",
 ]
 
-SERVING_LOG_COLUMNS: tuple[str, ...] = (
-    "user_id", "session_id", "ts", "surface", "position", "item_id",
-    "version", "arm", "served_by", "examined", "outcome",
-)
 _EXAMINATION_STREAM = 2  # SeedSequence([seed, 2, ordinal, chunk]): one uniform per impression
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 

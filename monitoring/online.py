@@ -50,7 +50,7 @@ def per_user(log: pd.DataFrame) -> pd.DataFrame:
 
 def rates_per_1k(users: pd.DataFrame) -> dict[str, float]:
     impressions = float(users["impressions"].sum())
-    return {f"{o}s_per_1k": (1000.0 * users[o].sum() / impressions if impressions else float("nan"))
+    return {f"{o}s_per_1k": (float(1000.0 * users[o].sum() / impressions) if impressions else float("nan"))
             for o in RATE_OUTCOMES}
 
 

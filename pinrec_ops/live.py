@@ -135,7 +135,7 @@ class LiveRunner:
             from events.closed_loop import Served as WorldServed
             from serving.experiments import Request
 
-            served = router.serve([Request(r.user_id, r.surface, self.served_k, r.recent_events) for r in requests])
+            served = router.serve([Request(r.user_id, r.surface, r.k, r.recent_events) for r in requests])
             return [WorldServed(items=s.items, version=s.version, arm=s.arm, served_by=s.served_by) for s in served]
 
         result = self.loop.day(day, recommend, self._history)
@@ -193,7 +193,9 @@ class LiveRunner:
             "service": self._service("system", s3.prefix),
             "sasrec": self._service("sasrec", f"{s3.prefix}-baselines/sasrec"),
             "popularity": self._popularity(day),
-            "oracle": OraclePolicy(lambda users, surface: self.world.expected_engagement(users, surface, day)),
+            # the ceiling: the world's true engagement probabilities, with the users' fatigue at the day's start
+            "oracle": OraclePolicy(lambda users, surface: self.loop.expected_engagement(users, surface, day,
+                                                                                        self._history)),
         }
         return ArmRouter(self.arms, policies)
 

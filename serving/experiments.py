@@ -93,7 +93,11 @@ class ServicePolicy:
         if (app is None) == (base_url is None):
             raise ValueError("give the app (in process) or its base_url (over HTTP)")
         if app is not None:
-            from fastapi.testclient import TestClient
+            import warnings
+
+            with warnings.catch_warnings():  # starlette would like httpx2; httpx 0.28 is what is pinned
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from fastapi.testclient import TestClient
 
             self.client = TestClient(app)
         else:
@@ -165,10 +169,10 @@ class OraclePolicy:
         for i, r in enumerate(requests):
             by_surface.setdefault(r.surface, []).append(i)
         for surface, idx in by_surface.items():
-            users = np.array([requests[i].user_id for i in idx], dtype=np.int64)
-            probs = self.expected(users, surface)
+            users, rows = np.unique(np.array([requests[i].user_id for i in idx], dtype=np.int64), return_inverse=True)
+            probs = self.expected(users, surface)  # once per batch, for its distinct users
             score = sum(float(w) * np.asarray(probs[o]) for o, w in weights.items() if o in probs)
-            for row, i in enumerate(idx):
+            for row, i in zip(rows, idx):
                 r = requests[i]
                 s = np.array(score[row], dtype=np.float64, copy=True)
                 if r.recent_events is not None and len(r.recent_events):

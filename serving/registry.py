@@ -523,7 +523,9 @@ class Registry:
     def check_loadable(self, surface: str, version: str) -> dict[str, Any]:
         """Fetch, load and query the version as the service would (``serving.checks``);
         :class:`LoadCheckError` (or :class:`IntegrityError`) when it cannot serve."""
-        from serving.checks import check_version  # model code: imported only when checking
+        from serving.checks import (
+            check_version,  # model code: imported only when checking
+        )
 
         return check_version(self, surface, version)
 

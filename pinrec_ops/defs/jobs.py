@@ -24,9 +24,14 @@ nightly_refresh = dg.define_asset_job(
     tags={"pinrec/job": "nightly_refresh"},
 )
 
+# In the online canary mode, promotion follows the online trial of the nightly run; a retrain ends at
+# the release of its candidate as the next canary.
+PROMOTION_BY_TRIAL = dg.AssetSelection.assets(*[dg.AssetKey([s, step]) for s in SETTINGS.surfaces
+                                                for step in ("canary_trial", "champion")])
 retrain = dg.define_asset_job(
     name="retrain",
-    selection=dg.AssetSelection.assets("pretrained_model") | SURFACE_ASSETS,
+    selection=dg.AssetSelection.assets("pretrained_model") | (
+        SURFACE_ASSETS - PROMOTION_BY_TRIAL if SETTINGS.online_canary else SURFACE_ASSETS),
     description="Pretrain on all surfaces' days before the partition's day, then fine-tune, publish, canary and "
                 "promote each surface for that day. The drift sensor's target; weekly by schedule.",
     tags={"pinrec/job": "retrain"},

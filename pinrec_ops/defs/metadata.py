@@ -32,10 +32,15 @@ def column_schema(schema) -> dg.TableSchema:
     return dg.TableSchema(columns=columns)
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones (Dagster serializes only the latter)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
 def table_metadata(rows: Sequence[Mapping[str, Any]], types: Mapping[str, str]) -> dg.MetadataValue:
     """Rows as a Dagster table (`types`: column -> "string" | "int" | "float" | "bool")."""
     return dg.MetadataValue.table(
-        records=[dg.TableRecord({k: row.get(k) for k in types}) for row in rows],
+        records=[dg.TableRecord({k: _plain(row.get(k)) for k in types}) for row in rows],
         schema=dg.TableSchema(columns=[dg.TableColumn(k, t) for k, t in types.items()]),
     )
 

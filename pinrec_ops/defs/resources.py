@@ -218,9 +218,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(
-            endpoint_url=env("PINREC_S3_ENDPOINT_URL", None),
-            bucket=env("PINREC_S3_BUCKET", "pinrec"),
-            prefix=env("PINREC_S3_PREFIX", "pinrec-ops"),
+            endpoint_url=env("PINREC_S3_ENDPOINT_URL", os.environ.get("PINREC_S3_ENDPOINT_URL") or None),
+            bucket=env("PINREC_S3_BUCKET", os.environ.get("PINREC_S3_BUCKET") or "pinrec"),
+            prefix=env("PINREC_S3_PREFIX", os.environ.get("PINREC_S3_PREFIX") or "pinrec-ops"),
         ),
     }
 

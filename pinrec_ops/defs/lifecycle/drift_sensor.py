@@ -37,12 +37,15 @@ PSI_THRESHOLD = 0.10  # population stability index; > 0.1 is the usual "moderate
 ONLINE_DROP_THRESHOLD = 0.15
 RECALL_DROP_THRESHOLD = 0.20
 TRAILING_DAYS = 7
+MIN_REFERENCE_DAYS = 3          # a trailing mean of fewer days is no reference
+MIN_SERVED_IMPRESSIONS = 2000   # fewer champion-served impressions on the day: too noisy to judge
 
 
 def _trailing_drop(values: list[float], today: float) -> float | None:
-    """1 - today / mean(values): the relative drop (None without a reference)."""
+    """1 - today / mean(values): the relative drop (None without a reference of
+    MIN_REFERENCE_DAYS days)."""
     values = [v for v in values if v == v]  # drop NaN
-    if not values or today != today:
+    if len(values) < MIN_REFERENCE_DAYS or today != today:
         return None
     reference = sum(values) / len(values)
     return 1.0 - today / reference if reference > 0 else None
@@ -59,7 +62,9 @@ def online_signals(lake: DataLakeResource, days: list[date], surface: str) -> di
         if not path.exists():
             return float("nan")
         champion = json.loads(path.read_text()).get("by_served_by", {}).get(surface, {}).get("champion")
-        return champion["clicks_per_1k"] + champion["saves_per_1k"] if champion else float("nan")
+        if not champion or champion["impressions"] < MIN_SERVED_IMPRESSIONS:
+            return float("nan")
+        return champion["clicks_per_1k"] + champion["saves_per_1k"]
 
     def recall(day) -> float:
         path = state.path("canary", surface, day)
