@@ -10,6 +10,10 @@ serving, the failure is recorded (``errors``, ``load_counts``, and ``load_failur
 and reason) and retried after ``retry_after_s``. ``start()`` runs ``refresh`` every
 ``poll_interval_s`` in a daemon thread.
 
+``on_swap(fn)`` registers ``fn(surface, replaced)``, called after a swap with the
+``LoadedVersion`` s of that surface no longer served (the service drops their per-user encoder
+states).
+
 Canary routing is by a stable hash of (surface, user_id): the same user always gets the same
 version while the canary's traffic fraction is unchanged, in every process.
 """
@@ -22,6 +26,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +71,7 @@ class VersionManager:
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (surface, result)
         self.load_failures: Counter[tuple[str, str, str]] = Counter()  # (surface, version, reason)
         self.swaps = 0
+        self._swap_listeners: list[Callable[[str, list[LoadedVersion]], None]] = []
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,7 +142,21 @@ class VersionManager:
             self._states[surface] = new  # the swap: one reference assignment
             self.swaps += 1
             self._clean_cache(surface, new)
+            self._notify_swap(surface, current, new)
         return new
+
+    def on_swap(self, fn: Callable[[str, list[LoadedVersion]], None]) -> None:
+        """Call ``fn(surface, loaded versions no longer served)`` after every swap."""
+        self._swap_listeners.append(fn)
+
+    def _notify_swap(self, surface: str, old: SurfaceState, new: SurfaceState) -> None:
+        kept = [v for v in (new.champion, new.canary) if v is not None]
+        replaced = [v for v in (old.champion, old.canary) if v is not None and all(v is not k for k in kept)]
+        for fn in self._swap_listeners:
+            try:
+                fn(surface, replaced)
+            except Exception:  # noqa: BLE001 - a listener must not break the refresh
+                log.exception("swap listener failed for %s", surface)
 
     def refresh(self) -> dict[str, dict[str, Any]]:
         with self._refresh_lock:

@@ -66,7 +66,8 @@ def test_retrieve_returns_k_unique_candidates_with_outcome_offset_and_versions(s
     assert body["model_version"].startswith(world["v1"] + "/model-")
     assert body["index_version"].startswith(world["v1"] + "/index-")
     stages = dict(part.strip().split(";dur=") for part in headers["server-timing"].split(","))
-    assert set(stages) == {"feature", "encode", "ann", "merge", "total"}
+    assert set(stages) == {"queue", "feature", "encode", "ann", "merge", "total"}
+    assert int(headers["x-batch-size"]) >= 1
 
 
 def test_seen_items_are_never_returned(service):
