@@ -38,6 +38,7 @@ from training.merge import Candidate, merge_rows
 
 
 _LOADS = itertools.count()
+SEEN_MARGIN = 32  # results searched beyond k for a request's seen items (see _search_unseen)
 
 
 def set_threads(faiss_threads: int | None = None, torch_threads: int | None = None) -> None:
@@ -79,6 +80,7 @@ class LoadedVersion:
         self.item_ids = item_ids
         # encoder states are kept per (this load of the version, user): unique per load
         self.state_key = f"{surface}/{version}#{next(_LOADS)}"
+        self.searches_again = 0  # queries searched a second time for lack of unseen results
         files = manifest["files"]
         self.model_version = f"{version}/model-{files[MODEL_FILE]['sha256'][:12]}"
         self.index_version = f"{version}/index-{files[INDEX_FILE]['sha256'][:12]}"
@@ -92,6 +94,46 @@ class LoadedVersion:
             raise IntegrityError(f"{surface}/{version}: index dim {index.d} != model dim {self.encoder.dim}")
         if not np.array_equal(item_ids, enc.item_table_ids(model)):
             raise IntegrityError(f"{surface}/{version}: item_ids.npy does not match the model's items")
+
+    def _search_unseen(self, queries: np.ndarray, query_request: np.ndarray, ks: list[int],
+                       seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One faiss search of every query; per query its best k unseen items.
+
+        Returns (item ids, scores, valid) of shape (Q, n): valid marks each query's first k
+        results that are not among its request's seen items. The search asks for k plus a
+        margin for seen items (``SEEN_MARGIN``), not k + every seen item: a query left with
+        fewer than k unseen results is searched again with k + its seen count, so the answer is
+        that of one search of k + seen (faiss's top lists are prefixes of longer ones).
+        """
+        ntotal = self.index.ntotal
+        k_q = np.array(ks)[query_request]
+        n_seen = np.array([len(s) for s in seen])[query_request]
+        want = np.minimum(ntotal, k_q + n_seen)            # what one full search per query asks
+        first = int(min(ntotal, (k_q + np.minimum(n_seen, SEEN_MARGIN)).max()))
+        scores, rows = self.index.search(queries, first)  # faiss CPU search is thread-safe
+        ids, valid = self._unseen(rows, query_request, seen)
+        short = np.nonzero((valid.sum(1) < k_q) & (want > first))[0]
+        self.searches_again += len(short)
+        if len(short):
+            again = int(want[short].max())
+            s2, r2 = self.index.search(queries[short], again)
+            pad = again - first
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+            scores[short], rows[short] = s2, r2
+            ids, valid = self._unseen(rows, query_request, seen)
+        valid &= np.cumsum(valid, axis=1) <= k_q[:, None]  # each query's best k unseen items
+        return ids, scores, valid
+
+    def _unseen(self, rows: np.ndarray, query_request: np.ndarray,
+                seen: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.where(rows >= 0, self.item_ids[np.maximum(rows, 0)], -1)
+        valid = rows >= 0
+        for r, s in enumerate(seen):
+            if len(s):
+                q = query_request == r
+                valid[q] &= ~np.isin(ids[q], s)
+        return ids, valid
 
     @classmethod
     def from_local(cls, local: LocalVersion) -> LoadedVersion:
@@ -128,20 +170,17 @@ class LoadedVersion:
         queries, flops_per_query = self.encoder.queries_for(h, budgets)
         t1 = time.perf_counter()
         seen = [np.unique(r.sequence.item_ids) for r in requests]
-        k_search = int(min(self.index.ntotal, max(r.k + len(s) for r, s in zip(requests, seen))))
-        scores, rows = self.index.search(queries, k_search)  # faiss CPU search is thread-safe
+        query_request = np.repeat(np.arange(len(requests)), [len(b) for b in budgets])
+        ids, scores, valid = self._search_unseen(queries, query_request, [r.k for r in requests], seen)
         t2 = time.perf_counter()
         results, start = [], 0
         encode_ms, ann_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
-        for r, w, budget, s, kind, f in zip(requests, weights, budgets, seen, kinds, flops):
+        for r, w, budget, kind, f in zip(requests, weights, budgets, kinds, flops):
             tm = time.perf_counter()
             q = slice(start, start + len(budget))
             start += len(budget)
-            ids = np.where(rows[q] >= 0, self.item_ids[np.maximum(rows[q], 0)], -1)
-            valid = (rows[q] >= 0) & ~np.isin(ids, s)
-            valid &= np.cumsum(valid, axis=1) <= r.k  # each query's best k unseen items
-            candidates = merge_rows([o for o, _ in budget], [f for _, f in budget], ids, scores[q],
-                                    valid, w, r.k)
+            candidates = merge_rows([o for o, _ in budget], [f for _, f in budget], ids[q], scores[q],
+                                    valid[q], w, r.k)
             results.append(RetrievalResult(
                 candidates, {"encode": encode_ms, "ann": ann_ms, "merge": (time.perf_counter() - tm) * 1e3},
                 len(budget), len(requests), kind, f + flops_per_query * len(budget)))
