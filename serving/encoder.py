@@ -159,9 +159,9 @@ class Encoder:
         if len(ts):
             gap[0] = -1.0
             gap[1:] = np.log1p(np.maximum(ts[1:] - ts[:-1], 0.0))
-        sl = slice(max(0, len(items) - self.max_len), len(items))
-        return ModelInput(items[sl], outcomes[sl], surfaces[sl],
-                          (ts / 86_400.0).astype(np.float32)[sl], gap.astype(np.float32)[sl])
+        sl = slice(max(0, len(items) - self.max_len), len(items))  # copies: a state keeps only its window
+        return ModelInput(items[sl].copy(), outcomes[sl].copy(), surfaces[sl].copy(),
+                          (ts[sl] / 86_400.0).astype(np.float32), gap[sl].astype(np.float32))
 
     @staticmethod
     def tensors(windows: Sequence[ModelInput]) -> dict[str, torch.Tensor]:
