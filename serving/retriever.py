@@ -166,7 +166,8 @@ class LoadedVersion:
             for r, st, old in zip(requests, new_states, past):
                 if r.user_id is not None and st is not None and st is not old:
                     states.put(self.state_key, r.user_id, st)  # type: ignore[union-attr]
-            states.count(kinds)  # type: ignore[union-attr]
+        if states is not None:
+            states.count(kinds)
         queries, flops_per_query = self.encoder.queries_for(h, budgets)
         t1 = time.perf_counter()
         seen = [np.unique(r.sequence.item_ids) for r in requests]
