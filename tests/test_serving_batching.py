@@ -3,6 +3,7 @@ incremental encode what a full encode gives, the wait bound holds, a version swa
 encoder states and loses no request under concurrent load."""
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks.loadgen import closed_loop
-from devstack.service import ServerThread
+from devstack.service import ServerThread, call
 from serving import encoder as enc
 from serving import retriever
 from serving.app import create_app
@@ -223,7 +224,12 @@ def test_concurrent_requests_are_batched_and_answer_as_inline_requests_do(two_ve
     app = create_app(manager, None, start_polling=False, serving=ServingConfig(max_wait_ms=20.0))
     with ServerThread(app) as server:
         together = closed_loop(server.host, server.port, bodies, 8, requests=len(bodies))
+        metrics = call(server.host, server.port, "GET", "/metrics")[1]
     assert all(r.status == 200 for r in alone.replies + together.replies)
+    assert f"pinrec_batch_size_count {len(bodies)}.0" in metrics
+    assert 'pinrec_stage_duration_seconds_count{stage="queue"}' in metrics
+    flops = float(re.search(r"pinrec_model_flops_per_request_sum ([0-9.e+]+)", metrics).group(1))
+    assert flops > 0 and f'pinrec_encoder_state_requests_total{{kind="full"}} {len(bodies)}.0' in metrics
     assert max(int(r.headers["x-batch-size"]) for r in together.replies) > 1
     by_user = {json.loads(r.body)["user_id"]: json.loads(r.body)["candidates"] for r in alone.replies}
     for reply in together.replies:
