@@ -284,7 +284,7 @@ class PinRec(nn.Module):
         (h, KVCache of the cached and the new positions; row b grows by its count of items > 0).
         """
         B, L = items.shape
-        n_new = (items > 0).sum(1)                                                 # (B,)
+        n_new = (items > 0).sum(1) if cache is not None or return_cache else None  # (B,)
         longest = int((cache.lengths + n_new).max()) if cache is not None else L
         assert longest <= self.cfg.max_len, f"sequence length {longest} > max_len {self.cfg.max_len}"
         x = self.item_emb(items)                                                   # (B, L, d)
