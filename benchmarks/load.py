@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--items", type=int, default=20_000, help="catalogue size of each version (default 20k: exact search)")
     p.add_argument("--out-name", default="load", help="results file name (default: load)")
+    p.add_argument("--context", default="not stated",
+                   help="what else ran on the machine (written into the notes), e.g. 'idle machine'")
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
              f"thread, pointer poll 1 s); champion promoted from v1 to v2 half way ({versions}). "
              f"Latencies are client-observed. Failed requests by kind: {error_kinds or 'none'}. Before "
              f"issue 16 (2026-11-22: threads as clients, one request at a time in a thread pool) this row "
-             f"gave 52.5 requests/s, p99 652.7 ms.")
+             f"gave 52.5 requests/s, p99 652.7 ms. Else on the machine during the run: {args.context}.")
     json_path, _ = write_results(args.out_name, [row], TARGETS, notes,
                                  lower_is_better={"errors", "p50_ms", "p99_ms", "swap_s", "client_cpu"})
     log(f"wrote {json_path}")

@@ -1,7 +1,7 @@
 """Benchmark `serving`: ANN recall/speed (synthetic and learned embeddings) and the service's
 latency, throughput, stage times and FLOP rate under concurrent load.
 
-    nice -n 15 .venv/bin/python -m benchmarks.serving            # full run (~15-20 min here)
+    .venv/bin/python -m benchmarks.serving --context "idle machine"   # full run (~15-20 min)
     nice -n 15 .venv/bin/python -m benchmarks.serving --quick    # 100k items, smoke run, no results file
 
 Rows (written to benchmarks/results/serving.json and .md):
@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="100k ANN, ann-trained and a 100k service, short rows, no results file")
     p.add_argument("--requests", type=int, default=1000, help="requests at concurrency 1 (8: 2x, 32: 4x)")
     p.add_argument("--retrain", action="store_true", help="train the ann-trained model again (ignore the cache)")
+    p.add_argument("--context", default="not stated",
+                   help="what else ran on the machine (written into the notes), e.g. 'idle machine'")
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -383,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "flops: model FLOPs of the c8-full run over this machine's float32 matmul rate (torch, "
         "2048x2048, all cores) measured in the same run. overhead.ratio = service p50 "
         "(client-observed, concurrency 1) / in-process median of the same request path. "
-        "Run under `nice -n 15`; say here what else ran on the machine.")
+        f"Else on the machine during the run: {args.context}.")
     json_path, _ = write_results("serving", rows, TARGETS, notes, lower_is_better=LOWER_IS_BETTER)
     log(f"wrote {json_path}")
     return 0
