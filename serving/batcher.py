@@ -6,11 +6,13 @@
 ``process(items) -> results`` (one result per item, in order) runs on the worker thread. A
 batch opens with the oldest waiting request and closes when it is full (``max_batch``), when
 ``max_wait_ms`` have passed since that request arrived, or earlier when no further request is
-expected in time: the worker keeps an average of the gaps between arrivals and waits for the
-next request only while that gap fits in the time left. So under load a batch takes whatever
-queued while the previous one ran (the batch size follows the load, with no wait at all when
-requests queue faster than they are served), a lone client is served at once, and no request is
-held back for batching longer than ``max_wait_ms``. (A request can still queue behind a running
+expected in time. The worker keeps averages of the gap between arrivals and of the time a batch
+takes to serve, and waits for the next request only while requests arrive faster than half a
+batch's service time (evidence of concurrent clients: one client that waits for each answer
+never sends faster than it is served) and the gap fits in the time left. So under load a batch
+takes whatever queued while the previous one ran and gathers the requests arriving together
+(the batch size follows the load), a lone client is served at once, and no request is held
+back for batching longer than ``max_wait_ms``. (A request can still queue behind a running
 batch; that time is the ``queue`` stage the service reports, and it grows only with load.)
 
 An exception from ``process`` is handed to every request of that batch.
@@ -53,8 +55,9 @@ class MicroBatcher:
         self._queue: queue.SimpleQueue[Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._last_arrival = 0.0
-        self._mean_gap = float("inf")    # average seconds between arrivals
+        self._last_arrival: float | None = None
+        self._mean_gap = float("inf")    # average seconds between arrivals (inf: fewer than two)
+        self._mean_service = 0.0         # average seconds a batch takes to serve (0: none yet)
         self.batches = 0
         self.jobs = 0
 
@@ -63,12 +66,13 @@ class MicroBatcher:
     def submit(self, item: Any, done: Callable[[Any], None]) -> Job:
         job = Job(item, done)
         with self._lock:
-            gap = job.enqueued - self._last_arrival
+            if self._last_arrival is not None:
+                gap = job.enqueued - self._last_arrival
+                if self._mean_gap == float("inf"):
+                    self._mean_gap = gap
+                else:
+                    self._mean_gap += self.gap_smoothing * (gap - self._mean_gap)
             self._last_arrival = job.enqueued
-            if self._mean_gap == float("inf"):
-                self._mean_gap = gap
-            else:
-                self._mean_gap += self.gap_smoothing * (gap - self._mean_gap)
         if self._thread is None:
             self.start()
         self._queue.put(job)
@@ -102,8 +106,8 @@ class MicroBatcher:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 left = deadline - time.perf_counter()
-                if left <= 0 or self._mean_gap > left:
-                    break  # out of time, or the next request is not expected in time
+                if left <= 0 or self._mean_gap > min(left, self._mean_service / 2):
+                    break  # out of time, no concurrent arrivals, or none expected in time
                 try:
                     nxt = self._queue.get(timeout=left)
                 except queue.Empty:
@@ -130,6 +134,8 @@ class MicroBatcher:
             except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
                 log.exception("batch of %d failed", len(batch))
                 results = [exc] * len(batch)
+            took = time.perf_counter() - started
+            self._mean_service += self.gap_smoothing * (took - self._mean_service)
             self.batches += 1
             self.jobs += len(batch)
             for job, result in zip(batch, results):

@@ -138,6 +138,7 @@ def test_the_batcher_never_holds_a_request_longer_than_the_wait_bound():
 
     def process(jobs):
         batches.append([(j.enqueued, j.started) for j in jobs])
+        time.sleep(0.003)  # a batch takes 3 ms: requests every 1 ms are concurrent ones
         return [None] * len(jobs)
 
     # a steady stream (a request every ~1 ms) that would keep a batch open forever without the bound
@@ -155,6 +156,22 @@ def test_the_batcher_never_holds_a_request_longer_than_the_wait_bound():
     assert len(waits) == 150
     assert max(waits) <= 0.005 + 0.025  # the bound, plus scheduling slack on a shared machine
     assert max(len(b) for b in batches) > 1  # it did gather batches
+
+
+def test_one_client_waiting_for_each_answer_is_not_held_for_the_batch_wait():
+    # closed loop, one client: the next request comes right after each answer, faster than the
+    # wait bound, but never while a batch is being served: nothing to gather
+    batcher = MicroBatcher(lambda jobs: (time.sleep(0.001), [None] * len(jobs))[1], max_wait_ms=20.0)
+    waits = []
+    try:
+        for _ in range(50):
+            event = threading.Event()
+            job = batcher.submit(None, lambda _: event.set())
+            assert event.wait(5)
+            waits.append(job.started - job.enqueued)
+    finally:
+        batcher.stop()
+    assert sorted(waits)[25] < 0.005  # not the 20 ms bound
 
 
 def test_a_lone_request_is_not_held_for_the_batch_wait():
