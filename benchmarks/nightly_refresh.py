@@ -35,11 +35,14 @@ def main(argv=None) -> None:
     import dagster as dg
 
     from devstack.seaweedfs import SeaweedFS
-    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
-    from orchestration.cli import SURFACE_STEPS
-    from orchestration.config import load_settings
-    from orchestration.resources import EventSourceResource, S3Resource, build_resources
-    from orchestration.runs import materialize_in_process
+    from pinrec_ops.cli import DATA_ASSET_KEYS as DATA_KEYS
+    from pinrec_ops.defs.config import load_settings
+    from pinrec_ops.defs.resources import (
+        EventSourceResource,
+        S3Resource,
+        build_resources,
+    )
+    from pinrec_ops.runs import days_between, materialize_in_process, run_job
 
     first = date(2026, 1, 1)
     day = first + timedelta(days=args.history_days)
@@ -53,12 +56,12 @@ def main(argv=None) -> None:
         resources["s3"] = S3Resource(endpoint_url=s3.endpoint_url, bucket=s3.bucket)
         with dg.instance_for_test() as instance:
             print(f"setup: {args.history_days} days of {args.events} events, then pretraining", flush=True)
-            materialize_in_process(DATA_KEYS, resources, instance, partition_range=(first, day - timedelta(days=1)))
+            for history_day in days_between(first, day - timedelta(days=1)):
+                assert run_job("nightly_refresh", history_day, instance, assets=DATA_KEYS, resources=resources).success
             materialize_in_process(["pretrained_model"], resources, instance)
-            print(f"timed: nightly refresh of {day}", flush=True)
-            nightly = DATA_KEYS + [f"{s}/{step}" for s in settings.surfaces for step in SURFACE_STEPS]
+            print(f"timed: nightly refresh of {day} (one run of the nightly_refresh job)", flush=True)
             t0 = time.perf_counter()
-            result = materialize_in_process(nightly, resources, instance, partition=day)
+            result = run_job("nightly_refresh", day, instance, resources=resources)
             seconds = time.perf_counter() - t0
     assert result.success
     row = {"name": "sim-1e6" if args.events == 1_000_000 else f"sim-{args.events}", "seconds": round(seconds, 1)}

@@ -14,13 +14,23 @@ one Go process. Every port it listens on (10: master, volume, filer, s3, admin, 
 gRPC) is chosen free and bound on ``host`` (127.0.0.1); WebDAV, Iceberg, Lance, metrics and
 telemetry are turned off. Credentials are random per start and given through
 ``-s3.config`` (an identities file with mode 0600), so anonymous or wrongly signed requests are
-rejected. The server runs in its own process group and is stopped by pid: SIGTERM to the
+rejected.
+
+Only the S3 port takes requests without a client certificate. The other ports are locked with
+SeaweedFS's own ``security.toml`` (in ``config/``, written per start, mode 0600): the master,
+volume, filer and admin HTTP ports speak HTTPS and demand a client certificate (``[https.*]``),
+every gRPC port demands mutual TLS (``[grpc.*]``), and volume and filer writes must carry a JWT
+signed with a per-start key (``[jwt.signing]``, ``[jwt.filer_signing]``). The CA, certificate and
+key (``config/tls/``, mode 0600) are made per start; only the server holds them. So a local user
+without them cannot write, delete or drop a collection through the filer, master or volume
+ports (or the filer's unix socket, in a 0700 folder), which would otherwise bypass the S3
+signature check; ``tests/test_seaweedfs_security.py`` tries each. The server runs in its own process group and is stopped by pid: SIGTERM to the
 group, SIGKILL after ``stop_timeout``; when started from the main thread it also gets
 ``PR_SET_PDEATHSIG`` so it dies with its parent.
 
 Layout under ``data_dir``: ``data/`` (weed's -dir, persistent across restarts), ``s3.json``,
-``weed.log`` (the server's stdout/stderr), ``config/`` (empty toml config dir), ``run/`` (unix
-sockets).
+``weed.log`` (the server's stdout/stderr), ``config/`` (``security.toml`` and ``tls/``, mode
+0700), ``run/`` (unix sockets, mode 0700).
 """
 
 from __future__ import annotations
@@ -71,6 +81,92 @@ _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
 
 class SeaweedFSError(RuntimeError):
     """The server could not be found, started, reached or stopped."""
+
+
+def _write_private(path: Path, data: bytes) -> Path:
+    """Write a secret file readable by its owner only (created 0600, never wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+    return path
+
+
+def make_tls_files(directory: Path, host: str) -> dict[str, Path]:
+    """A fresh CA and one certificate + key it signed (server and client use, for ``host`` and
+    localhost), as PEM files of mode 0600 in ``directory`` (made 0700). SeaweedFS checks that
+    a peer's certificate chains to the CA; it does not check host names."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = {"not_valid_before": now - datetime.timedelta(minutes=5),
+             "not_valid_after": now + datetime.timedelta(days=3650)}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinrec local SeaweedFS CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(valid["not_valid_before"]).not_valid_after(valid["not_valid_after"])
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        names.append(x509.DNSName(host))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinrec-seaweedfs")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(valid["not_valid_before"]).not_valid_after(valid["not_valid_after"])
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    return {
+        "ca": _write_private(directory / "ca.crt", ca.public_bytes(pem)),
+        "cert": _write_private(directory / "seaweedfs.crt", cert.public_bytes(pem)),
+        "key": _write_private(directory / "seaweedfs.key", key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+    }
+
+
+#: gRPC servers (and the client side) that demand mutual TLS; HTTP servers that demand HTTPS
+#: with a client certificate.
+_GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "worker", "client")
+_HTTPS_COMPONENTS = ("master", "volume", "filer", "admin")
+
+
+def security_toml(tls: dict[str, Path]) -> str:
+    """SeaweedFS's security.toml: JWT keys for volume and filer writes, mTLS on every gRPC port,
+    HTTPS with client certificates on the master, volume, filer and admin HTTP ports."""
+
+    def q(value: object) -> str:
+        return json.dumps(str(value))  # a TOML basic string
+
+    lines = [
+        "# written by devstack.seaweedfs for one start of the server; keys are random per start",
+        "[jwt.signing]", f"key = {q(secrets.token_hex(32))}", "expires_after_seconds = 10",
+        "[jwt.filer_signing]", f"key = {q(secrets.token_hex(32))}", "expires_after_seconds = 10",
+        "[access]", "ui = false",
+        "[grpc]", f"ca = {q(tls['ca'])}",
+    ]
+    for component in _GRPC_COMPONENTS:
+        lines += [f"[grpc.{component}]", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}"]
+    lines += ["[https.client]", "enabled = true", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}",
+              f"ca = {q(tls['ca'])}"]
+    for component in _HTTPS_COMPONENTS:
+        lines += [f"[https.{component}]", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}",
+                  f"ca = {q(tls['ca'])}"]
+    return "\n".join(lines) + "\n"
 
 
 def find_weed_binary() -> Path:
@@ -146,6 +242,7 @@ class SeaweedFS:
         self._log_fh: Any = None
         self._ports: dict[str, int] = {}
         self._socket_dir: Path | None = None
+        self.tls_files: dict[str, Path] = {}  # ca, cert, key (mode 0600): the keys to the other ports
         self._own_socket_dir = False
         self._log_offset = 0
         self._lock = threading.Lock()
@@ -160,6 +257,12 @@ class SeaweedFS:
     @property
     def ports(self) -> dict[str, int]:
         return dict(self._ports)
+
+    @property
+    def socket_dir(self) -> Path:
+        if self._socket_dir is None:
+            raise SeaweedFSError("SeaweedFS is not started")
+        return self._socket_dir
 
     @property
     def running(self) -> bool:
@@ -238,6 +341,7 @@ class SeaweedFS:
                 self._access_key = "PR" + _random_key(18, alnum)
                 self._secret_key = _random_key(40, string.ascii_letters + string.digits)
             config_path = self._write_s3_config()
+            self._write_security_config()
             began = time.monotonic()
             last_error: SeaweedFSError | None = None
             for _attempt in range(3):
@@ -254,8 +358,7 @@ class SeaweedFS:
                     ):
                         raise
             else:
-                assert last_error is not None
-                raise last_error
+                raise last_error or SeaweedFSError("SeaweedFS did not start")
             self.startup_seconds = time.monotonic() - began
             _running.add(self)
         if self.create_bucket:
@@ -293,10 +396,17 @@ class SeaweedFS:
             json.dump(identities, fh, indent=2)
         return path
 
+    def _write_security_config(self) -> Path:
+        config = self.data_dir / "config"
+        os.chmod(config, 0o700)
+        self.tls_files = make_tls_files(config / "tls", self.host)
+        return _write_private(config / "security.toml", security_toml(self.tls_files).encode())
+
     def _socket_directory(self) -> Path:
         run_dir = self.data_dir / "run"
         if len(str(run_dir)) + len("/s3.sock") <= _SOCKET_PATH_MAX:
             run_dir.mkdir(exist_ok=True)
+            os.chmod(run_dir, 0o700)  # the filer's socket takes HTTP: owner only
             self._own_socket_dir = False
             return run_dir
         import tempfile
@@ -366,7 +476,8 @@ class SeaweedFS:
         import boto3
         from botocore.config import Config
 
-        assert self._proc is not None
+        if self._proc is None:
+            raise SeaweedFSError("SeaweedFS is not started")
         client = boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,

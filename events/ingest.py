@@ -32,6 +32,39 @@ _INT_COLUMNS = ("user_id", "item_id", "session_id", "query_id")
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 
 
+class NoEventsError(ValueError):
+    """A day with no events: its source has nothing to read, or its input has no rows. That is an
+    outage upstream, not an empty day: ingestion stops, and the day's existing files (events,
+    quarantine, feature tables) are kept as they were."""
+
+    def __init__(self, day: date | str, detail: str = "") -> None:
+        self.day = day
+        label = day.isoformat() if isinstance(day, date) else str(day)
+        super().__init__(f"no events for day {label}" + (f" ({detail})" if detail else "")
+                         + "; the day's existing files were kept")
+
+
+def bad_row_fraction(good_rows: int, quarantined_rows: int, day: date | str) -> float:
+    """Quarantined rows / input rows of a day (or a span of days, named by `day`);
+    :class:`NoEventsError` when there were no rows at all (0/0 is an outage, not 0%)."""
+    total = int(good_rows) + int(quarantined_rows)
+    if total <= 0:
+        raise NoEventsError(day, "0 rows ingested and 0 quarantined")
+    return int(quarantined_rows) / total
+
+
+class RowsLostError(RuntimeError):
+    """Good + quarantined rows differ from the input rows: ingestion lost (or made up) rows."""
+
+
+def check_rows_conserved(input_rows: int, good_rows: int, quarantined_rows: int, what: str) -> None:
+    """The contract's promise, as a check that survives ``python -O``: every input row is either
+    good or quarantined. :class:`RowsLostError` naming ``what`` (a day, a run) otherwise."""
+    if int(good_rows) + int(quarantined_rows) != int(input_rows):
+        raise RowsLostError(f"{what}: {input_rows} rows in, but {good_rows} good + {quarantined_rows} "
+                            f"quarantined = {int(good_rows) + int(quarantined_rows)}: ingestion lost rows")
+
+
 @dataclass(frozen=True)
 class IngestResult:
     good: pd.DataFrame  # contract frame

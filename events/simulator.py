@@ -131,7 +131,8 @@ _SURFACE_BEHAVIOUR: dict[str, dict[str, float]] = {
         "from_popular": 0.15,
     },
 }
-assert tuple(_SURFACE_BEHAVIOUR) == SURFACES
+if tuple(_SURFACE_BEHAVIOUR) != SURFACES:
+    raise ValueError(f"the simulator's surfaces {tuple(_SURFACE_BEHAVIOUR)} differ from the contract's {SURFACES}")
 
 # outcome_mix drift at strength s: save rate x (1 - 0.8 s), hide rate x (1 + 2 s), clicks kept.
 _DRIFT_SAVE_FACTOR = 0.8

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from events.contract import OUTCOME_CODE, TIMESTAMP_DTYPE, conform
-from events.ingest import day_window
+from events.ingest import NoEventsError, day_window
 from storage.files import atomic_path
 
 SOURCE_NAMES = ("movielens-1m", "movielens-100k", "simulated", "parquet")
@@ -35,6 +35,13 @@ class EventSource(Protocol):
     def days(self) -> list[date]: ...
 
     def read_day(self, day: date) -> pd.DataFrame: ...
+
+    def has_day(self, day: date) -> bool: ...
+
+
+def describe_days(days: list[date]) -> str:
+    """`first .. last (n days)`, or `no days` (for messages about a source's span)."""
+    return f"{days[0]} .. {days[-1]} ({len(days)} days)" if days else "no days"
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -104,7 +111,9 @@ def movielens_to_events(inter: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             "event_ts": pd.to_datetime(seconds, unit="s", utc=True).astype(TIMESTAMP_DTYPE),
         }
     )
-    assert set(df["outcome"]) <= set(OUTCOME_CODE)
+    unknown = set(df["outcome"]) - set(OUTCOME_CODE)
+    if unknown:
+        raise ValueError(f"MovieLens ratings map to outcomes outside the contract: {sorted(unknown)}")
     df = df.sort_values(["user_id", "event_ts"], kind="stable").reset_index(drop=True)
     new_user = df["user_id"].ne(df["user_id"].shift())
     new_session = new_user | (df["event_ts"].diff() > SESSION_GAP)
@@ -146,6 +155,10 @@ class MovieLensSource:
         days = self.events()["event_ts"].dt.floor("D").unique()
         return sorted(pd.Timestamp(d).date() for d in days)
 
+    def has_day(self, day: date) -> bool:
+        days = self.days()
+        return bool(days) and days[0] <= day <= days[-1]
+
     def read_day(self, day: date) -> pd.DataFrame:
         ev = self.events()
         start, end = day_window(day)
@@ -157,22 +170,58 @@ class MovieLensSource:
 
 
 class SimulatedSource:
-    """The seeded multi-surface world of `events.simulator`."""
+    """The seeded multi-surface world of `events.simulator`.
+
+    Open loop (default): day D is generated from the world's config, for the days its clock has
+    produced (`n_days` from its start). Closed loop (`world_dir` set): the world has already
+    played day D against what the system served (`events.closed_loop`, driven by
+    `pinrec-ops live`) and left the day's events and serving log under
+    `world_dir/date=D/`; the clock is the newest day there."""
 
     name = "simulated"
+    EVENTS_FILE = "events.parquet"
+    SERVING_LOG_FILE = "serving_log.parquet"
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, world_dir: str | Path | None = None):
         from events.simulator import SimulatedWorld, SimulatorConfig
 
         self.world = SimulatedWorld(config or SimulatorConfig())
+        self.world_dir = Path(world_dir) if world_dir else None
+
+    def day_dir(self, day: date) -> Path:
+        assert self.world_dir is not None
+        return self.world_dir / f"date={day.isoformat()}"
 
     def days(self) -> list[date]:
-        return self.world.days()
+        if self.world_dir is None:
+            return self.world.days()
+        return sorted(date.fromisoformat(p.parent.name.removeprefix("date="))
+                      for p in self.world_dir.glob(f"date=*/{self.EVENTS_FILE}"))
+
+    def has_day(self, day: date) -> bool:
+        """The world's clock: it has produced the days of its config (open loop), or the days it
+        has played (closed loop)."""
+        if self.world_dir is not None:
+            return (self.day_dir(day) / self.EVENTS_FILE).exists()
+        days = self.world.days()
+        return days[0] <= day <= days[-1]
 
     def read_day(self, day: date) -> pd.DataFrame:
+        if self.world_dir is not None:
+            if not self.has_day(day):
+                raise ValueError(f"the closed-loop world has not played {day} yet (days under {self.world_dir}: "
+                                 f"{describe_days(self.days())})")
+            return read_parquet_file(self.day_dir(day) / self.EVENTS_FILE, str(self.day_dir(day) / self.EVENTS_FILE))
         if day not in set(self.world.days()):
             raise ValueError(f"the simulated world has no day {day}; it spans {self.world.days()[0]}..{self.world.days()[-1]}")
         return self.world.day(day)
+
+    def serving_log(self, day: date) -> pd.DataFrame | None:
+        """What the system served on `day` and what users did with it (closed loop), else None."""
+        if self.world_dir is None:
+            return None
+        path = self.day_dir(day) / self.SERVING_LOG_FILE
+        return pd.read_parquet(path) if path.exists() else None
 
 
 # --- Any parquet table in the contract ----------------------------------------------------------
@@ -200,7 +249,9 @@ class ParquetSource:
     """A parquet event table at a local path or `s3://` URI.
 
     With `{date}` in the location (for example `s3://bucket/events/date={date}/part.parquet`)
-    each day reads its own file and all of its rows, valid or not. Without it, the location is
+    each day reads its own file and all of its rows, valid or not. A folder or prefix without
+    a parquet file raises :class:`events.ingest.NoEventsError` ("no events for day D"), never
+    an empty frame. Without it, the location is
     one file (or a directory of files) holding many days: each row goes to the day of its
     event_ts; rows whose timestamp cannot be read or lies outside `days` (the partition span)
     go to the first or last day, so that ingestion quarantines them instead of losing them.
@@ -214,19 +265,31 @@ class ParquetSource:
         self._s3 = s3_client
         self._table: pd.DataFrame | None = None
 
-    def _read(self, location: str) -> pd.DataFrame:
+    def _read(self, location: str, day: date | str = "of this source") -> pd.DataFrame:
+        """The rows of every parquet file at `location`; :class:`NoEventsError` when a folder
+        or S3 prefix holds no parquet file (an empty folder is an outage, not an empty day)."""
         if location.startswith("s3://"):
             from storage.s3 import get_bytes, list_keys, parse_s3_uri
 
             bucket, key = parse_s3_uri(location)
             keys = [key] if key.endswith(".parquet") else [k for k in list_keys(self._s3, bucket, key) if k.endswith(".parquet")]
+            if not keys:
+                raise NoEventsError(day, f"no parquet file under {location}")
             frames = [read_parquet_file(io.BytesIO(get_bytes(self._s3, bucket, k)), f"s3://{bucket}/{k}") for k in sorted(keys)]
-            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            return pd.concat(frames, ignore_index=True)
         path = Path(location)
         if path.is_dir():
             files = sorted(path.rglob("*.parquet"))
-            return pd.concat([read_parquet_file(f, str(f)) for f in files], ignore_index=True) if files else pd.DataFrame()
+            if not files:
+                raise NoEventsError(day, f"no parquet file under {path}")
+            return pd.concat([read_parquet_file(f, str(f)) for f in files], ignore_index=True)
         return read_parquet_file(path, str(path))
+
+    def _whole_for(self, day: date) -> pd.DataFrame:
+        try:
+            return self._whole()
+        except NoEventsError as exc:
+            raise NoEventsError(day, f"no parquet file under {self.location}") from exc
 
     def _whole(self) -> pd.DataFrame:
         if self._table is None:
@@ -241,13 +304,48 @@ class ParquetSource:
         if self._days is not None:
             return list(self._days)
         if "{date}" in self.location:
-            raise ValueError("a parquet source with {date} in its location needs its list of days")
+            return self.arrived_days()
         return sorted(set(self._row_days(self._whole()).dropna()))
+
+    def arrived_days(self) -> list[date]:
+        """With `{date}` in the location: the days whose file exists (a local glob or an S3 listing)."""
+        import glob
+        import re
+
+        prefix, _, suffix = self.location.partition("{date}")
+        pattern = re.compile(re.escape(prefix) + r"(\d{4}-\d{2}-\d{2})" + re.escape(suffix) + "$")
+        if self.location.startswith("s3://"):
+            from storage.s3 import list_keys, parse_s3_uri
+
+            bucket, key_prefix = parse_s3_uri(prefix)
+            found = [f"s3://{bucket}/{k}" for k in list_keys(self._s3, bucket, key_prefix)]
+        else:
+            found = glob.glob(self.location.replace("{date}", "*"))
+        days = set()
+        for path in found:
+            match = pattern.match(path)
+            if match:
+                try:
+                    days.add(date.fromisoformat(match.group(1)))
+                except ValueError:
+                    continue
+        return sorted(days)
+
+    def has_day(self, day: date) -> bool:
+        """Whether the day's data has arrived: its file (with `{date}`), else a row of that day."""
+        if "{date}" in self.location:
+            location = self.location.replace("{date}", day.isoformat())
+            if location.startswith("s3://"):
+                from storage.s3 import object_exists, parse_s3_uri
+
+                return object_exists(self._s3, *parse_s3_uri(location))
+            return Path(location).exists()
+        return day in set(self._row_days(self._whole()).dropna())
 
     def read_day(self, day: date) -> pd.DataFrame:
         if "{date}" in self.location:
-            return self._read(self.location.replace("{date}", day.isoformat()))
-        df = self._whole()
+            return self._read(self.location.replace("{date}", day.isoformat()), day)
+        df = self._whole_for(day)
         row_days = self._row_days(df)
         days = self.days()
         mine = row_days == day
@@ -261,12 +359,13 @@ class ParquetSource:
 
 
 def make_source(name: str, *, cache_dir: Path, parquet_location: str | None = None,
-                simulator_config=None, s3_client=None, days: list[date] | None = None) -> EventSource:
-    """The source called `name` (one of SOURCE_NAMES)."""
+                simulator_config=None, s3_client=None, days: list[date] | None = None,
+                world_dir: str | Path | None = None) -> EventSource:
+    """The source called `name` (one of SOURCE_NAMES); `world_dir`: a closed-loop simulated world."""
     if name in MOVIELENS_FILES:
         return MovieLensSource(name, cache_dir)
     if name == "simulated":
-        return SimulatedSource(simulator_config)
+        return SimulatedSource(simulator_config, world_dir=world_dir)
     if name == "parquet":
         if not parquet_location:
             raise ValueError("the parquet source needs a location (a local path or s3:// URI)")

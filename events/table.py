@@ -3,8 +3,24 @@
     {root}/events/date=YYYY-MM-DD/events.parquet          contract rows
     {root}/quarantine/date=YYYY-MM-DD/quarantine.parquet  input_row, reason, raw
 
-A day is rewritten whole (atomic rename), so re-ingesting a day replaces it: re-runs are
-idempotent, and the same input gives byte-identical files.
+A day is rewritten whole, so re-ingesting a day replaces it: re-runs are idempotent, and the
+same input gives byte-identical files.
+
+A day is committed atomically: events and quarantine change together, at one rename. Both files
+of a commit are written into one folder of the day's commit directory,
+
+    {root}/.days/date=YYYY-MM-DD/g-<sha256 of both files, 16 hex>/{events,quarantine}.parquet
+    {root}/.days/date=YYYY-MM-DD/current -> g-...      the commit point (a symbolic link)
+
+flushed to disk with their folder, and made current by replacing the ``current`` link (one
+rename, then the folder flushed). The two paths above are fixed links through ``current``, so
+every reader that opens them gets the day of one commit; a reader that needs the *pair* from one
+commit resolves it once with :meth:`EventTable.day_files`. A crash before the rename leaves the
+old day, after it the new one. Writers of a day take turns (the lock file ``lock`` beside
+``current``); the commit before the current one is kept for readers still holding it, older ones
+are removed. A day is never committed without input rows (:class:`events.ingest.NoEventsError`:
+its files are kept). A day written by the previous layout (two plain files) is read as before and becomes a committed day
+at its next write (that first write replaces the two plain files one after the other).
 
 A day can be written in chunks (`day_writer`): each appended chunk becomes its own row group(s),
 sorted by (event_ts, user_id) within the chunk, so memory is bounded by the chunk, not the day.
@@ -15,8 +31,13 @@ A day written in one chunk (`write_day`) is therefore sorted as a whole. Readers
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import tempfile
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -26,9 +47,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from events.contract import COLUMNS, TIMESTAMP_DTYPE, conform, empty_events
-from storage.files import commit_temp, unique_temp_path
+from events.ingest import NoEventsError
+from storage.files import atomic_symlink, commit_dir, exclusive_lock, fsync_path
 
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+EVENTS_FILE = "events.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+COMMITS_DIR = ".days"
+CURRENT = "current"
+_STALE_TMP_S = 3600.0  # a writer's unfinished folder older than this is litter of a crash
 
 
 def file_sha256(path: Path) -> str:
@@ -39,15 +66,45 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class DayFiles:
+    """The events and quarantine files of one commit of a day (resolved once: they belong
+    together) and the link that made them current (None for a day of the previous layout)."""
+
+    events: Path
+    quarantine: Path
+    commit_point: Path | None
+
+
 class EventTable:
     def __init__(self, root: Path):
         self.root = Path(root)
 
     def events_path(self, day: date) -> Path:
-        return self.root / "events" / f"date={day.isoformat()}" / "events.parquet"
+        return self.root / "events" / f"date={day.isoformat()}" / EVENTS_FILE
 
     def quarantine_path(self, day: date) -> Path:
-        return self.root / "quarantine" / f"date={day.isoformat()}" / "quarantine.parquet"
+        return self.root / "quarantine" / f"date={day.isoformat()}" / QUARANTINE_FILE
+
+    def commit_dir(self, day: date) -> Path:
+        """The day's commits (one folder each) and its ``current`` link."""
+        return self.root / COMMITS_DIR / f"date={day.isoformat()}"
+
+    def day_files(self, day: date) -> DayFiles:
+        """The day's events and quarantine files of its current commit, resolved once, so the
+        two belong to the same commit even while the day is rewritten."""
+        link = self.commit_dir(day) / CURRENT
+        try:
+            generation = os.readlink(link)
+        except (FileNotFoundError, NotADirectoryError):
+            return DayFiles(self.events_path(day), self.quarantine_path(day), None)
+        folder = link.parent / generation
+        return DayFiles(folder / EVENTS_FILE, folder / QUARANTINE_FILE, link)
+
+    def generations(self, day: date) -> list[str]:
+        """The commit folders the day holds (the current one, and at most the one before)."""
+        base = self.commit_dir(day)
+        return sorted(p.name for p in base.iterdir() if p.name.startswith("g-")) if base.is_dir() else []
 
     def write_day(self, day: date, good: pd.DataFrame, quarantine: pd.DataFrame) -> None:
         """Replace the day with `good` (sorted by event_ts, user_id) and its `quarantine`."""
@@ -56,7 +113,44 @@ class EventTable:
 
     def day_writer(self, day: date) -> DayWriter:
         """A writer that replaces the day with the chunks appended to it (see `DayWriter`)."""
-        return DayWriter(self.events_path(day), self.quarantine_path(day))
+        return DayWriter(self, day)
+
+    def _commit(self, day: date, folder: Path) -> None:
+        """Make `folder` (holding both files of the day, written and closed) the day's current
+        commit: flush it, rename it to its content's name, replace the ``current`` link (the
+        commit point), make sure the public paths lead through ``current``, drop old commits."""
+        base = self.commit_dir(day)
+        digest = hashlib.sha256()
+        for name in (EVENTS_FILE, QUARANTINE_FILE):
+            digest.update(file_sha256(folder / name).encode())
+        generation = f"g-{digest.hexdigest()[:16]}"
+        link = base / CURRENT
+        with exclusive_lock(base / "lock"):
+            if not (base / generation).is_dir():
+                commit_dir(folder, base / generation)  # flushes both files and the folder first
+            # (an existing folder of that name holds the same bytes, flushed when it was made)
+            try:
+                before = os.readlink(link)
+            except FileNotFoundError:
+                before = None
+            atomic_symlink(generation, link)  # the commit point
+            self._link_public(day)
+            for child in base.iterdir():
+                stale_tmp = (child.name.startswith(".tmp-") and child != folder
+                             and time.time() - child.stat().st_mtime > _STALE_TMP_S)
+                if (child.name.startswith("g-") and child.name not in (generation, before)) or stale_tmp:
+                    shutil.rmtree(child, ignore_errors=True)
+
+    def _link_public(self, day: date) -> None:
+        """Quarantine first, then events (whose presence lists the day): fixed links through
+        the day's ``current`` link. Replaces the plain files of the previous layout."""
+        base = self.commit_dir(day)
+        for public, name in ((self.quarantine_path(day), QUARANTINE_FILE), (self.events_path(day), EVENTS_FILE)):
+            target = os.path.relpath(base / CURRENT / name, public.parent)
+            if public.is_symlink() and os.readlink(public) == target:
+                continue
+            atomic_symlink(target, public)
+            fsync_path(public.parent.parent)  # a new date= folder is an entry of its parent
 
     def iter_batches(self, days: Iterable[date], columns: list[str], batch_rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
         """The rows of the given ingested days (in the order given, each in file order), as
@@ -117,24 +211,18 @@ QUARANTINE_ARROW_SCHEMA = _schema_with_pandas_metadata(
 
 
 class _PartFile:
-    """One parquet file written in row groups to a temporary name, renamed into place on commit."""
+    """One parquet file written in row groups (inside a commit folder not yet visible)."""
 
     def __init__(self, path: Path, schema: pa.Schema):
-        self.tmp = unique_temp_path(path)
         self.path, self.schema = path, schema
-        self.writer = pq.ParquetWriter(self.tmp, schema, coerce_timestamps="us", allow_truncated_timestamps=False)
+        self.writer = pq.ParquetWriter(path, schema, coerce_timestamps="us", allow_truncated_timestamps=False)
 
     def write(self, df: pd.DataFrame) -> None:
         if len(df):
             self.writer.write_table(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
 
-    def close(self, commit: bool) -> None:
-        try:
-            self.writer.close()
-            if commit:
-                commit_temp(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
+    def close(self) -> None:
+        self.writer.close()
 
 
 class DayWriter:
@@ -143,13 +231,23 @@ class DayWriter:
     Each `append(good, quarantine)` adds one validated chunk: its good rows, sorted by
     (event_ts, user_id), become row group(s) of the day's events file, and its quarantined rows
     are appended with `input_row` shifted by the rows of the chunks before it, so `input_row`
-    counts from the start of the day's input. On a clean exit both files replace the day's
-    files (atomic renames); on an exception the day is left as it was.
+    counts from the start of the day's input. Both files go into a new folder of the day's
+    commit directory; on a clean exit it becomes the day's current commit in one rename (see the
+    module docstring); on an exception, or when no input row was appended
+    (:class:`events.ingest.NoEventsError`), the day is left as it was.
     """
 
-    def __init__(self, events_path: Path, quarantine_path: Path):
-        self._events = _PartFile(events_path, EVENTS_ARROW_SCHEMA)
-        self._quarantine = _PartFile(quarantine_path, QUARANTINE_ARROW_SCHEMA)
+    def __init__(self, table: EventTable, day: date):
+        self.table, self.day = table, day
+        base = table.commit_dir(day)
+        base.mkdir(parents=True, exist_ok=True)
+        self._folder = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+        try:
+            self._events = _PartFile(self._folder / EVENTS_FILE, EVENTS_ARROW_SCHEMA)
+            self._quarantine = _PartFile(self._folder / QUARANTINE_FILE, QUARANTINE_ARROW_SCHEMA)
+        except BaseException:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
         self.input_rows = 0
         self.good_rows = 0
         self.quarantined_rows = 0
@@ -165,6 +263,12 @@ class DayWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        commit = exc_type is None
-        self._events.close(commit)
-        self._quarantine.close(commit)
+        try:
+            self._events.close()
+            self._quarantine.close()
+            if exc_type is None:
+                if self.input_rows == 0:
+                    raise NoEventsError(self.day, "the day's input has no rows")
+                self.table._commit(self.day, self._folder)
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)  # gone already when it was committed

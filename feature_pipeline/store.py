@@ -137,7 +137,13 @@ def offline_table_path(settings: FeastSettings, view: str, day: date) -> Path:
 
 
 def write_offline_tables(settings: FeastSettings, day: date, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
-    """Write (or replace) the day's file of each offline table; a day without rows has no file."""
+    """Write (or replace) the day's file of each offline table; a view without rows that day has
+    no file. Every view empty means the day has no events (an outage upstream, not a quiet day):
+    :class:`events.ingest.NoEventsError`, and the day's files are kept."""
+    if tables and not any(len(df) for df in tables.values()):
+        from events.ingest import NoEventsError
+
+        raise NoEventsError(day, "every feature table of the day is empty")
     written = {}
     for view, df in tables.items():
         path = offline_table_path(settings, view, day)

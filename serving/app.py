@@ -15,8 +15,11 @@ Endpoints:
     (queue, feature, encode, ann, merge, total; milliseconds; feature, encode and ann are the
     request's batch's) and the batch size in ``X-Batch-Size``.
 ``GET /healthz``       the process is up.
-``GET /readyz``        200 once every served surface has a verified champion loaded, else 503.
-``GET /versions``      what is loaded per surface, and the last load error.
+``GET /readyz``        200 once the first refresh ran and at least one served surface has a
+    verified champion loaded, else 503 (a surface without one does not make the others unready).
+``GET /readyz/{surface}``  200 when that surface has a champion loaded, 503 if not, 404 if not served.
+``GET /versions``      what is loaded per surface, fallbacks in use, and the last load error
+    (exception type and a fixed sentence: no endpoint, key or path).
 ``GET /metrics``       Prometheus text: ``pinrec_requests_total{endpoint,status,version}``,
     ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``
     (queue, feature, encode, ann, merge), ``pinrec_batch_size`` (requests per micro-batch),
@@ -25,13 +28,17 @@ Endpoints:
     (cold, hit, extend, full), ``pinrec_encoder_states`` / ``pinrec_encoder_state_bytes``,
     ``pinrec_loaded_version{surface,role,version}``, ``pinrec_version_loads_total{surface,result}``,
     ``pinrec_version_load_failures_total{surface,version,reason}`` (reason: the exception type, e.g.
-    ``IntegrityError`` for a checksum mismatch), ``pinrec_feature_read_errors_total``.
+    ``IntegrityError`` for a checksum mismatch), ``pinrec_feature_read_errors_total``,
+    ``pinrec_surface_ready{surface}``, ``pinrec_version_fallbacks_total{surface,pointer_version,
+    serving_version}`` and ``pinrec_serving_fallback{...}`` (1 while an earlier champion serves).
 ``GET /openapi.json``, ``/docs``: the OpenAPI spec.
 
 Errors are JSON ``{"error": <reason>, "detail": ...}``: 422 for invalid fields (unknown outcome or
 surface name, k out of range, malformed JSON, unknown fields), 413 for a body over
 ``max_body_bytes``, 404 for a valid surface this service does not serve, 503 while a surface has
-no version loaded. The user's sequence is read from the feature reader (the Feast online store)
+no version loaded, and 500 ``{"error": "internal error"}`` (nothing more: the exception and its
+traceback go to the log only) for anything unexpected. Outcome weights are bounded to
+``[0, MAX_OUTCOME_WEIGHT]`` and normalised to sum to 1. The user's sequence is read from the feature reader (the Feast online store)
 and extended with ``recent_events`` (which is all a cold user has); a feature-store failure is
 counted and the request is served from ``recent_events`` alone.
 """
@@ -65,6 +72,7 @@ log = logging.getLogger("serving.app")
 MAX_K = 1000
 MAX_RECENT_EVENTS = 200
 MAX_BODY_BYTES = 64 * 1024
+MAX_OUTCOME_WEIGHT = 1e6  # weights are ratios: any bound works, this one keeps the sum finite
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
                    0.2, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -147,8 +155,9 @@ class RetrieveRequest(BaseModel):
     user_id: int = Field(ge=0, le=MAX_ID)
     surface: KnownSurface = Field(description=f"one of {list(SURFACES)}")
     k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
-    outcome_weights: dict[str, float] | None = Field(
-        default=None, description="outcome -> weight >= 0 (default: the version's weights)")
+    outcome_weights: dict[str, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
+        default=None, description=f"outcome -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least one > 0; "
+                                  "only the ratios count (default: the version's weights)")
     recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
 
 
@@ -165,7 +174,8 @@ class RetrieveRequest(BaseModel):
             raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
         if not any(w > 0 for w in v.values()):
             raise ValueError("at least one outcome weight must be > 0")
-        return v
+        total = sum(v.values())  # <= 9 * MAX_OUTCOME_WEIGHT: finite
+        return {o: w / total for o, w in v.items()}  # normalised: the shares sum to 1
 
 
 class CandidateOut(BaseModel):
@@ -213,8 +223,25 @@ class _StateCollector:
         for (surface, version, reason), n in sorted(self.manager.load_failures.items()):
             failures.add_metric([surface, version, reason], n)
         yield failures
-        yield GaugeMetricFamily("pinrec_ready", "1 when every surface has a champion loaded",
+        yield GaugeMetricFamily("pinrec_ready", "1 when the process serves (a champion on at least one surface)",
                                 value=1.0 if self.manager.ready else 0.0)
+        surface_ready = GaugeMetricFamily("pinrec_surface_ready", "1 when the surface has a champion loaded",
+                                          labels=["surface"])
+        for surface in self.manager.surfaces:
+            surface_ready.add_metric([surface], 1.0 if self.manager.surface_ready(surface) else 0.0)
+        yield surface_ready
+        fallbacks = CounterMetricFamily("pinrec_version_fallbacks",
+                                        "Times a surface fell back to an earlier champion (the pointer's would not load)",
+                                        labels=["surface", "pointer_version", "serving_version"])
+        for (surface, wanted, serving), n in sorted(self.manager.fallback_counts.items()):
+            fallbacks.add_metric([surface, wanted, serving], n)
+        yield fallbacks
+        serving_fallback = GaugeMetricFamily("pinrec_serving_fallback",
+                                             "1 while a surface serves an earlier champion than its pointer names",
+                                             labels=["surface", "pointer_version", "serving_version"])
+        for surface, info in sorted(self.manager.fallbacks.items()):
+            serving_fallback.add_metric([surface, info["pointer_version"], info["serving_version"]], 1.0)
+        yield serving_fallback
         states = self.service.states
         kinds = CounterMetricFamily("pinrec_encoder_state_requests",
                                     "Requests by how the user's encoder state was obtained "
@@ -284,6 +311,7 @@ class _GuardMiddleware:
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = True
             await send(message)
 
         too_big = False
@@ -321,7 +349,14 @@ class _GuardMiddleware:
             response = _error(413, f"request body over {self.max_body_bytes} bytes")
             await response(scope, receive, send_wrapper)
         else:
-            await self.app(scope, body_receive, send_wrapper)
+            try:
+                await self.app(scope, body_receive, send_wrapper)
+            except Exception:  # noqa: BLE001 - the catch-all: logged in full, answered with nothing inside
+                log.exception("unexpected error on %s %s", scope.get("method"), path)
+                if status_holder.get("started"):
+                    raise  # the response has begun: nothing else can be sent
+                status_holder["status"] = 500
+                await _error(500, "internal error")(scope, receive, send)
         if endpoint is not None:
             version = (scope.get("state") or {}).get("version", "none")
             self.metrics.requests.labels(endpoint, str(status_holder["status"]), version).inc()
@@ -363,7 +398,7 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
             service.stop()
 
     app = FastAPI(title="pinrec-ops retrieval", version="1", lifespan=lifespan,
-                  description="PinRec multi-token generative retrieval (see DESIGN.md, Serving API).")
+                  description="PinRec multi-token generative retrieval (see docs/design.md, Serving API).")
     app.state.manager = manager
     app.state.metrics = metrics
     app.state.service = service
@@ -429,12 +464,24 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        body = {"ready": manager.ready, "versions": manager.loaded()}
+        """200 once the first refresh ran and at least one surface has a champion (per surface:
+        ``surfaces``, and ``/readyz/{surface}``)."""
+        body = {"ready": manager.ready, "surfaces": {s: manager.surface_ready(s) for s in manager.surfaces},
+                "versions": manager.loaded()}
         return JSONResponse(body, status_code=200 if manager.ready else 503)
+
+    @app.get("/readyz/{surface}")
+    async def readyz_surface(surface: str) -> Response:
+        """200 when this surface has a champion loaded, 503 when not yet, 404 when not served."""
+        if surface not in manager.surfaces:
+            return _error(404, f"surface {surface!r} is not served here; served: {manager.surfaces}")
+        if not manager.surface_ready(surface):
+            return _error(503, f"no version of {surface!r} is loaded yet")
+        return JSONResponse({"ready": True, "surface": surface, "versions": manager.loaded()[surface]})
 
     @app.get("/versions")
     async def versions() -> dict[str, Any]:
-        return {"versions": manager.loaded(), "errors": manager.errors}
+        return {"versions": manager.loaded(), "fallbacks": manager.fallbacks, "errors": manager.errors}
 
     @app.get("/metrics")
     def prometheus() -> Response:

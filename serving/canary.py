@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -76,26 +77,68 @@ class GatePolicy:
     max_latency_p99_ms: float = 2000.0
 
 
-def gate(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
-         policy: GatePolicy = GatePolicy()) -> tuple[bool, list[str]]:
-    """(passed, reasons): reasons name every rule the candidate broke (empty when it passed)."""
-    reasons = []
+@dataclass(frozen=True)
+class GateRule:
+    """One rule of the gate: `value` must be >= `threshold` (margin = value - threshold >= 0).
+    Rules on "lower is better" figures (latency) are stated on their negation or headroom so
+    that a positive margin always means room to spare."""
+
+    rule: str
+    metric: str
+    candidate: float
+    champion: float | None
+    threshold: float
+    margin: float
+    passed: bool
+    reason: str
+
+
+def _rule(rule: str, metric: str, value: float, threshold: float, champion: float | None, reason: str) -> GateRule:
+    margin = value - threshold
+    passed = bool(np.isfinite(value) and margin >= 0)
+    return GateRule(rule, metric, float(value), None if champion is None else float(champion), float(threshold),
+                    float(margin) if np.isfinite(margin) else float("-inf"), passed, "" if passed else reason)
+
+
+def gate_rules(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
+               policy: GatePolicy = GatePolicy(), *, candidate_data_through: date | None = None,
+               champion_data_through: date | None = None) -> list[GateRule]:
+    """Every rule the gate applies, with the candidate's value, the champion's, the threshold and
+    the margin to it. Data freshness: a candidate trained on data older than the champion's
+    newest training day never replaces it (a backfill of an old day must not undo a newer model)."""
+    rules = []
     for name, floor in policy.floors.items():
         value = candidate.get(name, float("nan"))
-        if not value >= floor:
-            reasons.append(f"{name} = {value:.4f} is below the floor {floor:.4f}")
-    if candidate.get("latency_p99_ms", 0.0) > policy.max_latency_p99_ms:
-        reasons.append(f"latency_p99_ms = {candidate['latency_p99_ms']:.1f} above {policy.max_latency_p99_ms:.0f}")
+        rules.append(_rule("floor", name, value, floor, (champion or {}).get(name),
+                           f"{name} = {value:.4f} is below the floor {floor:.4f}"))
+    p99 = candidate.get("latency_p99_ms", 0.0)
+    rules.append(_rule("latency cap", "latency_p99_ms", -p99, -policy.max_latency_p99_ms,
+                       None if not champion else -champion.get("latency_p99_ms", 0.0),
+                       f"latency_p99_ms = {p99:.1f} above {policy.max_latency_p99_ms:.0f}"))
     if champion and champion.get("latency_p50_ms"):
         ratio = candidate.get("latency_p50_ms", 0.0) / champion["latency_p50_ms"]
-        if ratio > policy.max_latency_ratio:
-            reasons.append(f"latency_p50_ms is {ratio:.2f}x the champion's (limit {policy.max_latency_ratio:.2f}x)")
+        rules.append(_rule("latency vs champion", "latency_p50_ms ratio", -ratio, -policy.max_latency_ratio, -1.0,
+                           f"latency_p50_ms is {ratio:.2f}x the champion's (limit {policy.max_latency_ratio:.2f}x)"))
     if champion:
         for name in policy.guarded:
             cand, champ = candidate.get(name), champion.get(name)
             if cand is None or champ is None or np.isnan(champ):
                 continue
-            if np.isnan(cand) or cand < champ * (1 - policy.tolerance):
-                reasons.append(f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} "
-                               f"by more than {policy.tolerance:.0%}")
+            rules.append(_rule("not worse than champion", name, cand, champ * (1 - policy.tolerance), champ,
+                               f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} "
+                               f"by more than {policy.tolerance:.0%}"))
+    if candidate_data_through is not None and champion_data_through is not None:
+        days = (candidate_data_through - champion_data_through).days
+        rules.append(GateRule(
+            "data not older than champion's", "data_through (days vs champion)", float(days), 0.0, 0.0, float(days),
+            days >= 0, "" if days >= 0 else
+            f"stale: the candidate trained on data through {candidate_data_through}, the champion through "
+            f"{champion_data_through}; an older model never replaces a newer one"))
+    return rules
+
+
+def gate(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
+         policy: GatePolicy = GatePolicy(), **data_through: date | None) -> tuple[bool, list[str]]:
+    """(passed, reasons): reasons name every rule the candidate broke (empty when it passed)."""
+    reasons = [r.reason for r in gate_rules(candidate, champion, policy, **data_through) if not r.passed]
     return not reasons, reasons

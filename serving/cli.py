@@ -9,9 +9,11 @@
     python -m serving.cli retain SURFACE --keep 10 [--dry-run]
 
 S3 comes from the environment (``PINREC_S3_ENDPOINT_URL``, ``PINREC_S3_BUCKET``,
-``PINREC_S3_PREFIX``, ``AWS_*``; see ``storage/s3.py``). ``serve`` binds 127.0.0.1 unless told
-otherwise and reads user sequences from the Feast online store under ``--feast-data-dir``
-(``--features none``: requests carry ``recent_events`` only).
+``PINREC_S3_PREFIX``, ``AWS_*``; see ``storage/s3.py``; with the embedded default,
+``source var/s3.env`` while ``pinrec-ops ui`` runs); without it every command stops with a
+one-line hint. ``serve`` binds 127.0.0.1 unless told otherwise and reads user sequences from the
+Feast online store under ``--feast-data-dir`` (default: the main command's, ``var/<source>/feast``
+or ``$PINREC_DATA_DIR/feast``; ``--features none``: requests carry ``recent_events`` only).
 """
 
 from __future__ import annotations
@@ -22,11 +24,47 @@ import logging
 import sys
 from pathlib import Path
 
+from events.contract import SURFACES
 from serving.registry import Registry, RegistryError
+from storage.paths import data_dir
+from storage.s3 import S3Settings, S3Unavailable, check_reachable
 
 
 def _registry() -> Registry:
+    check_reachable(S3Settings.from_env())
     return Registry.from_env()
+
+
+# argparse types: a bad value is a usage error (exit 2) that names it (also used by `pinrec-ops`).
+
+def fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a fraction in [0, 1]")
+    return number
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def iso_date(value: str):
+    """YYYY-MM-DD as a datetime.date."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
@@ -95,11 +133,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.features == "feast":
         from feature_pipeline.store import FeastSettings, open_store
 
-        if not args.feast_data_dir:
-            raise SystemExit("--features feast needs --feast-data-dir")
-        settings = FeastSettings(Path(args.feast_data_dir))
+        feast_dir = Path(args.feast_data_dir) if args.feast_data_dir else data_dir() / "feast"
+        if not (feast_dir / "registry.db").exists():
+            raise ValueError(f"no Feast registry under {feast_dir}: run the main command first "
+                             "(./scripts/main.sh), pass --feast-data-dir, or serve with --features none")
+        settings = FeastSettings(feast_dir)
         if args.feast_config:
-            settings = FeastSettings(Path(args.feast_data_dir), Path(args.feast_config))
+            settings = FeastSettings(feast_dir, Path(args.feast_config))
         features = FeastFeatures(open_store(settings))
     manager = VersionManager(_registry(), args.surface, args.cache_dir,
                              poll_interval_s=args.poll_interval, retry_after_s=args.retry_after)
@@ -118,17 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the retrieval service (FastAPI + uvicorn)")
-    s.add_argument("--surface", action="append", required=True,
+    s.add_argument("--surface", action="append", required=True, choices=SURFACES,
                    help="surface to serve (repeat for several)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, choices=range(1, 65536), metavar="PORT")
     s.add_argument("--cache-dir", default="var/serving-cache", help="local copies of versions")
     s.add_argument("--poll-interval", type=float, default=5.0, help="seconds between pointer polls")
     s.add_argument("--retry-after", type=float, default=30.0,
                    help="seconds before retrying a version that failed to load")
     s.add_argument("--features", choices=["feast", "none"], default="feast",
                    help="where user sequences come from (none: recent_events only)")
-    s.add_argument("--feast-data-dir", help="Feast data dir (registry, online store)")
+    s.add_argument("--feast-data-dir", help="Feast data dir (registry, online store); default: the main "
+                                            "command's ($PINREC_DATA_DIR/feast, else var/$PINREC_SOURCE/feast)")
     s.add_argument("--feast-config", help="feature_store.yaml (default feature_repo/feature_store.yaml)")
     s.add_argument("--faiss-threads", type=int, default=1)
     s.add_argument("--torch-threads", type=int, default=1)
@@ -145,34 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("versions", help="list visible versions (with a manifest) of a surface")
-    s.add_argument("surface")
+    s.add_argument("surface", choices=SURFACES)
     s.set_defaults(fn=cmd_versions)
 
     s = sub.add_parser("show", help="print a version's manifest")
-    s.add_argument("surface")
+    s.add_argument("surface", choices=SURFACES)
     s.add_argument("version")
     s.set_defaults(fn=cmd_show)
 
     s = sub.add_parser("promote", help="point champion.json at a version")
-    s.add_argument("surface")
+    s.add_argument("surface", choices=SURFACES)
     s.add_argument("version")
     s.set_defaults(fn=cmd_promote)
 
     s = sub.add_parser("rollback", help="point champion.json back at the previous champion")
-    s.add_argument("surface")
+    s.add_argument("surface", choices=SURFACES)
     s.add_argument("--to", help="a specific version instead of the previous one")
     s.set_defaults(fn=cmd_rollback)
 
     s = sub.add_parser("canary", help="set or clear canary.json (traffic fraction by user hash)")
-    s.add_argument("surface")
+    s.add_argument("surface", choices=SURFACES)
     s.add_argument("version", nargs="?")
-    s.add_argument("--traffic", type=float, help="fraction of users in [0, 1]")
+    s.add_argument("--traffic", type=fraction, help="fraction of users in [0, 1]")
     s.add_argument("--clear", action="store_true", help="remove the canary")
     s.set_defaults(fn=cmd_canary)
 
     s = sub.add_parser("retain", help="delete old versions no pointer names")
-    s.add_argument("surface")
-    s.add_argument("--keep", type=int, required=True, help="newest versions to keep")
+    s.add_argument("surface", choices=SURFACES)
+    s.add_argument("--keep", type=positive_int, required=True, help="newest versions to keep")
     s.add_argument("--dry-run", action="store_true")
     s.set_defaults(fn=cmd_retain)
     return p
@@ -183,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)
-    except (RegistryError, ValueError, LookupError) as exc:
+    except (RegistryError, ValueError, LookupError, S3Unavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,7 @@
 """The ANN index of a published version: build it from an item-embedding table, tune its search
 parameter against exact search, serialise it.
 
-Index type follows catalogue size (DESIGN.md, "Index publication"):
+Index type follows catalogue size (docs/design.md, "Index publication"):
 
 ============  =====================================================================
 ``flat``      ``IndexFlatIP``: exact; the default up to ``EXACT_MAX_ITEMS`` items
@@ -189,7 +189,8 @@ def tune(index: faiss.Index, kind: str, vectors: np.ndarray, queries: np.ndarray
         best = (value, rec)
         if rec >= target_recall:
             return {name: value}, rec, True, curve
-    assert best is not None
+    if best is None:
+        raise ValueError(f"no {name} value to try for a {kind} index")
     return {name: best[0]}, best[1], False, curve
 
 

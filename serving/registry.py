@@ -1,6 +1,6 @@
 """Published versions in S3: immutable versions with manifests, pointer files, retention.
 
-Layout (DESIGN.md, "Index publication")::
+Layout (docs/design.md, "Index publication")::
 
     s3://{bucket}/{prefix}/versions/{surface}/{version}/model.pt       weights only
                                                        /index.faiss    faiss index
@@ -15,13 +15,29 @@ Rules:
   metrics, data partitions, config and parent versions. It is written last, with
   ``If-None-Match: *`` (:func:`storage.s3.put_if_absent`), so a version is never overwritten;
   a version without a manifest is invisible (:meth:`Registry.list_versions` skips it).
-* Version ids sort by time: ``YYYYMMDDTHHMMSSZ-<8 hex>``, the hex being the first 8 of the
-  sha256 of the manifest's content (the manifest without its ``version`` field), which readers
-  recompute: a manifest edited in place no longer matches its id.
+* Version ids sort by time and name their content: ``YYYYMMDDTHHMMSSZ-<8 hex>``, the hex being
+  the first 8 of ``id_sha256``, the sha256 of what the version *is* (:func:`identity`: the
+  surface, each file's sha256, the index kind and search parameters, the model and serving
+  config), not of build timings, metrics, data partitions or the caller's provenance (local run
+  paths). Publishing content that is already a visible version returns that version; a publish
+  whose manifest write landed but whose answer was lost succeeds on the retry. The manifest's
+  ``content_sha256`` (over the whole manifest) and ``id_sha256`` are recomputed by readers: a
+  manifest edited in place no longer matches. (Schema-1 manifests, whose id hashed the whole
+  manifest, are still read.)
 * Readers verify every file's size and sha256 before use (:meth:`Registry.fetch`); a mismatch
   raises :class:`IntegrityError` and nothing of that version is used.
+* A pointer names only a version that loads: promote, rollback and set_canary first fetch it,
+  load it as the service does and ask it known queries (``serving.checks``), and refuse with
+  :class:`LoadCheckError` when it cannot serve (``check_loads=False`` / ``check=False`` skips
+  that, for tests that need a broken version named).
 * Pointers are small JSON files rewritten by promote / rollback / canary; ``champion.json``
-  keeps the versions it replaced (newest first) in ``previous``, which rollback pops.
+  keeps the versions it replaced (newest first) in ``previous``, which rollback pops. Every
+  pointer update is conditional: read (body + ETag), compute the new pointer, write it with
+  ``If-Match`` on that ETag (``If-None-Match: *`` for a new pointer), delete with ``If-Match``;
+  a refused write (412: another writer got there first) re-reads and recomputes, at most
+  ``POINTER_ATTEMPTS`` times, then :class:`PointerConflictError`. So racing promotions all
+  land in ``previous`` in the order they were written, and a delete never removes a pointer
+  it did not read.
 * Retention keeps the newest ``keep`` versions and every version a pointer names (champion,
   canary, and the champion's rollback history); it deletes a version's manifest first, so a
   version is never half-visible.
@@ -34,10 +50,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,12 +66,14 @@ from botocore.exceptions import ClientError
 from storage.s3 import (
     ObjectNotFoundError,
     S3Settings,
+    delete_if_match,
     download_file,
     get_bytes,
+    get_with_etag,
     list_keys,
     make_client,
     object_exists,
-    put_bytes,
+    put_conditional,
     put_if_absent,
     upload_file,
 )
@@ -65,8 +85,9 @@ MANIFEST_FILE = "manifest.json"
 VERSION_FILES = (MODEL_FILE, INDEX_FILE, ITEM_IDS_FILE)
 CHAMPION = "champion"
 CANARY = "canary"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2  # 2: the id hashes identity(manifest); 1: it hashed the whole manifest
 ROLLBACK_HISTORY = 10  # versions kept in champion.json's "previous"
+POINTER_ATTEMPTS = 8  # conditional writes of one pointer update before PointerConflictError
 
 SURFACE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -86,6 +107,19 @@ class VersionExistsError(RegistryError):
 
 class IntegrityError(RegistryError):
     """A file or manifest does not match what the manifest says."""
+
+
+class LoadCheckError(RegistryError):
+    """A version whose files verify but that does not load, or does not answer a known query
+    (``serving.checks``): no pointer may name it."""
+
+
+class PointerConflictError(RegistryError):
+    """A pointer kept changing under a conditional update: every attempt found that another
+    writer had rewritten it since it was read."""
+
+
+_KEEP = object()  # a pointer update that leaves the pointer as it is
 
 
 def validate_surface(surface: str) -> str:
@@ -117,12 +151,69 @@ def content_sha256(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical({k: v for k, v in manifest.items() if k != "version"})).hexdigest()
 
 
+def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What a version is, the part of its manifest its id hashes: the surface, every file's
+    sha256, the index kind and search parameters, and the model and serving config."""
+    index = manifest.get("index") or {}
+    config = manifest.get("config") or {}
+    return {
+        "surface": manifest.get("surface"),
+        "files": {name: (entry or {}).get("sha256") for name, entry in (manifest.get("files") or {}).items()},
+        "index": {k: index.get(k) for k in ("kind", "params", "metric")},
+        "config": {k: config.get(k) for k in ("model", "serving")},
+    }
+
+
+def id_sha256(manifest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical(identity(manifest))).hexdigest()
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _server_time(responses: Sequence[Mapping[str, Any]]) -> datetime:
+    """The server's clock, from the HTTP Date header of its answers (the latest of them); the
+    local clock only when a server sends none."""
+    from email.utils import parsedate_to_datetime
+
+    stamps = []
+    for response in responses:
+        header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if header:
+            try:
+                stamps.append(parsedate_to_datetime(header))
+            except (TypeError, ValueError):
+                continue
+    return max(stamps) if stamps else _now()
+
+
 def _iso(ts: datetime) -> str:
     return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+STALE_DOWNLOAD_S = 3600.0
+
+
+def sweep_stale_downloads(directory: Path, older_than_s: float = STALE_DOWNLOAD_S) -> list[Path]:
+    """Remove the hidden temporary folders (``.{version}.*``) a killed download left in a cache
+    folder, once untouched for ``older_than_s`` (a newer one may be another process's download
+    in progress). Returns what was removed."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    now = time.time()
+    for child in directory.iterdir():
+        name = child.name
+        if not (name.startswith(".") and VERSION_RE.fullmatch(name[1:].split(".", 1)[0] or "-")):
+            continue
+        try:
+            if child.is_dir() and now - child.stat().st_mtime > older_than_s:
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 @dataclass(frozen=True)
@@ -141,10 +232,11 @@ class LocalVersion:
 class Registry:
     """Versions and pointers of every surface under one S3 prefix."""
 
-    def __init__(self, settings: S3Settings, client: Any | None = None) -> None:
+    def __init__(self, settings: S3Settings, client: Any | None = None, *, check_loads: bool = True) -> None:
         self.settings = settings
         self.client = client if client is not None else make_client(settings)
         self.bucket = settings.bucket
+        self.check_loads = check_loads  # promote / rollback / set_canary load and query first
 
     @classmethod
     def from_env(cls) -> Registry:
@@ -178,7 +270,9 @@ class Registry:
         created_at: datetime | None = None,
     ) -> str:
         """Upload ``files`` (model.pt, index.faiss, item_ids.npy), then the manifest (last, only
-        if absent). Returns the new version id."""
+        if absent). Returns the version id: the existing one when this content (:func:`identity`)
+        is a visible version already, so publishing is idempotent. :class:`VersionExistsError`
+        only when the id is taken by other content."""
         validate_surface(surface)
         missing = set(VERSION_FILES) - set(files)
         extra = set(files) - set(VERSION_FILES)
@@ -203,19 +297,53 @@ class Registry:
             "config": dict(config or {}),
             "parents": list(parents),
         }
-        content = content_sha256(manifest)
-        version = f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{content[:8]}"
-        manifest = {"version": version, **manifest, "content_sha256": content}
+        manifest = json.loads(_canonical(manifest))  # as it will read back (tuples -> lists, ...)
+        ident = id_sha256(manifest)
+        existing = self._version_with_content(surface, ident)
+        if existing is not None:  # the same content is a version already: that is the answer
+            try:
+                self._require_version(surface, existing)
+            except IntegrityError:  # an object is missing or cut short: put the same bytes back
+                for name in VERSION_FILES:
+                    upload_file(self.client, self.bucket, self.version_key(surface, existing, name), files[name])
+            return existing
+        version = f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{ident[:8]}"
+        manifest = {"version": version, **manifest, "id_sha256": ident}
+        manifest["content_sha256"] = content_sha256({k: v for k, v in manifest.items() if k != "content_sha256"})
         # content_sha256 is not part of what it hashes: recompute without it on read.
         manifest_key = self.version_key(surface, version, MANIFEST_FILE)
         if object_exists(self.client, self.bucket, manifest_key):  # never touch a published one
-            raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
+            self._raise_exists(surface, version, ident)
         for name in VERSION_FILES:
             upload_file(self.client, self.bucket, self.version_key(surface, version, name), files[name])
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         if not put_if_absent(self.client, self.bucket, manifest_key, body):
-            raise VersionExistsError(f"version {surface}/{version} exists already (immutable)")
+            # Someone wrote this manifest between our check and our write: another publisher of
+            # the same content, or our own write whose answer was lost (boto3 retried it and got
+            # 412). Success if it names this content.
+            if self._has_content(surface, version, ident):
+                return version
+            self._raise_exists(surface, version, ident)
         return version
+
+    def _has_content(self, surface: str, version: str, ident: str) -> bool:
+        try:
+            return self.manifest(surface, version).get("id_sha256") == ident
+        except (VersionNotFoundError, IntegrityError):
+            return False
+
+    def _version_with_content(self, surface: str, ident: str) -> str | None:
+        """The visible version whose content is ``ident`` (its id ends in its first 8 hex and
+        its verified manifest names it), if any."""
+        for version in reversed(self.list_versions(surface)):
+            if version.endswith("-" + ident[:8]) and self._has_content(surface, version, ident):
+                return version
+        return None
+
+    def _raise_exists(self, surface: str, version: str, ident: str) -> None:
+        raise VersionExistsError(f"version {surface}/{version} exists already with other content "
+                                 f"(or a manifest that does not verify) than this publish "
+                                 f"(id_sha256 {ident[:16]}...); versions are immutable: nothing was written")
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -269,7 +397,13 @@ class Registry:
                 raise IntegrityError(f"{where}: bad entry for {name}: {entry!r}")
         body = {k: v for k, v in manifest.items() if k != "content_sha256"}
         content = content_sha256(body)
-        if content != manifest.get("content_sha256") or not version.endswith("-" + content[:8]):
+        if manifest.get("schema", 1) == 1:  # the id hashed the whole manifest
+            named = content
+        else:
+            named = id_sha256(manifest)
+            if manifest.get("id_sha256") != named:
+                raise IntegrityError(f"{where} does not match its id hash (edited after publication?)")
+        if content != manifest.get("content_sha256") or not version.endswith("-" + named[:8]):
             raise IntegrityError(f"{where} does not match its content hash (edited after publication?)")
 
     def fetch(self, surface: str, version: str, cache_dir: str | os.PathLike[str]) -> LocalVersion:
@@ -278,6 +412,7 @@ class Registry:
         :class:`IntegrityError` on any mismatch (the bad download is removed)."""
         manifest = self.manifest(surface, version)
         final = Path(cache_dir) / surface / version
+        sweep_stale_downloads(final.parent)
         if final.is_dir():
             try:
                 self._verify_dir(surface, version, manifest, final)
@@ -319,20 +454,24 @@ class Registry:
 
     # -- pointers ---------------------------------------------------------------------------
 
-    def read_pointer(self, surface: str, role: str) -> dict[str, Any] | None:
-        """The pointer's JSON, or None when there is none (or it names no version)."""
+    def _read_pointer_versioned(self, surface: str, role: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(pointer JSON or None, ETag it was read with or None when there is no object)."""
         try:
-            raw = get_bytes(self.client, self.bucket, self.pointer_key(surface, role))
+            raw, etag = get_with_etag(self.client, self.bucket, self.pointer_key(surface, role))
         except ObjectNotFoundError:
-            return None
+            return None, None
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise RegistryError(f"{role}.json of {surface} is not JSON: {exc}") from exc
         if not isinstance(data, dict) or not data.get("version"):
-            return None
+            return None, etag
         validate_version(data["version"])
-        return data
+        return data, etag
+
+    def read_pointer(self, surface: str, role: str) -> dict[str, Any] | None:
+        """The pointer's JSON, or None when there is none (or it names no version)."""
+        return self._read_pointer_versioned(surface, role)[0]
 
     def champion(self, surface: str) -> str | None:
         data = self.read_pointer(surface, CHAMPION)
@@ -344,10 +483,28 @@ class Registry:
             return None
         return data["version"], float(data["traffic"])
 
-    def _write_pointer(self, surface: str, role: str, data: dict[str, Any]) -> None:
-        body = json.dumps({**data, "updated_at": _iso(_now())}, indent=2, sort_keys=True).encode()
-        put_bytes(self.client, self.bucket, self.pointer_key(surface, role), body,
-                  content_type="application/json")
+    def _update_pointer(self, surface: str, role: str,
+                        update: Callable[[dict[str, Any] | None], Any]) -> dict[str, Any] | None:
+        """Read the pointer, ``update(current)`` -> the new pointer (a dict), None to delete it, or
+        ``_KEEP``; write it conditionally on the ETag read. A refused write re-reads and calls
+        ``update`` again (it may raise to give up), at most ``POINTER_ATTEMPTS`` times."""
+        key = self.pointer_key(surface, role)
+        for attempt in range(POINTER_ATTEMPTS):
+            current, etag = self._read_pointer_versioned(surface, role)
+            new = update(current)
+            if new is _KEEP:
+                return current
+            if new is None:
+                if etag is None or delete_if_match(self.client, self.bucket, key, etag):
+                    return None
+            else:
+                body = json.dumps({**new, "updated_at": _iso(_now())}, indent=2, sort_keys=True).encode()
+                if put_conditional(self.client, self.bucket, key, body, if_match=etag,
+                                   content_type="application/json") is not None:
+                    return new
+            time.sleep(random.uniform(0.0, 0.05 * 2**min(attempt, 4)))  # another writer won: re-read
+        raise PointerConflictError(f"{role}.json of {surface} changed under each of {POINTER_ATTEMPTS} "
+                                   f"conditional writes; nothing was written by this update")
 
     def _require_version(self, surface: str, version: str) -> dict[str, Any]:
         manifest = self.manifest(surface, validate_version(version))  # raises when invisible
@@ -363,49 +520,73 @@ class Registry:
                                      f"manifest says {entry['size']}")
         return manifest
 
-    def promote(self, surface: str, version: str) -> dict[str, Any]:
-        """Point champion.json at ``version`` (which must be visible and complete); the version
-        it replaces goes first into ``previous``. A canary on the same version is cleared."""
-        self._require_version(surface, version)
-        current = self.read_pointer(surface, CHAMPION) or {}
-        previous = list(current.get("previous", []))
-        if current.get("version") and current["version"] != version:
-            previous.insert(0, current["version"])
-        previous = [v for v in previous if v != version][:ROLLBACK_HISTORY]
-        data = {"version": version, "previous": previous}
-        self._write_pointer(surface, CHAMPION, data)
-        canary = self.read_pointer(surface, CANARY)
-        if canary and canary["version"] == version:
-            self.clear_canary(surface)
+    def check_loadable(self, surface: str, version: str) -> dict[str, Any]:
+        """Fetch, load and query the version as the service would (``serving.checks``);
+        :class:`LoadCheckError` (or :class:`IntegrityError`) when it cannot serve."""
+        from serving.checks import check_version  # model code: imported only when checking
+
+        return check_version(self, surface, version)
+
+    def _ready_to_name(self, surface: str, version: str, check: bool | None) -> dict[str, Any]:
+        """What a pointer may name: visible, complete, and (unless told not to) loadable."""
+        manifest = self._require_version(surface, version)
+        if self.check_loads if check is None else check:
+            self.check_loadable(surface, version)
+        return manifest
+
+    def promote(self, surface: str, version: str, *, check: bool | None = None) -> dict[str, Any]:
+        """Point champion.json at ``version`` (which must be visible, complete, and load and
+        answer a known query, see :meth:`check_loadable`); the version it replaces goes first
+        into ``previous``. A canary on the same version is cleared."""
+        self._ready_to_name(surface, version, check)
+
+        def promoted(current: dict[str, Any] | None) -> dict[str, Any]:
+            current = current or {}
+            previous = list(current.get("previous", []))
+            if current.get("version") and current["version"] != version:
+                previous.insert(0, current["version"])
+            previous = [v for v in previous if v != version][:ROLLBACK_HISTORY]
+            return {"version": version, "previous": previous}
+
+        data = self._update_pointer(surface, CHAMPION, promoted)
+        self._update_pointer(surface, CANARY,
+                             lambda canary: None if canary and canary["version"] == version else _KEEP)
         return data
 
-    def rollback(self, surface: str, to: str | None = None) -> dict[str, Any]:
-        """Point champion.json back at the previous champion (or at ``to``)."""
-        current = self.read_pointer(surface, CHAMPION)
-        if not current:
-            raise RegistryError(f"{surface} has no champion to roll back")
-        previous = [v for v in current.get("previous", []) if v != current["version"]]
-        if to is None:
-            if not previous:
-                raise RegistryError(f"{surface}: champion {current['version']} has no previous version")
-            to = previous[0]
-        self._require_version(surface, to)
-        rest = [v for v in previous if v != to]
-        data = {"version": to, "previous": rest, "rolled_back_from": current["version"]}
-        self._write_pointer(surface, CHAMPION, data)
-        return data
+    def rollback(self, surface: str, to: str | None = None, *, check: bool | None = None) -> dict[str, Any]:
+        """Point champion.json back at the previous champion (or at ``to``), which must load."""
+        checked: set[str] = set()
 
-    def set_canary(self, surface: str, version: str, traffic: float) -> dict[str, Any]:
+        def rolled_back(current: dict[str, Any] | None) -> dict[str, Any]:
+            if not current:
+                raise RegistryError(f"{surface} has no champion to roll back")
+            previous = [v for v in current.get("previous", []) if v != current["version"]]
+            target = to
+            if target is None:
+                if not previous:
+                    raise RegistryError(f"{surface}: champion {current['version']} has no previous version")
+                target = previous[0]
+            if target not in checked:
+                self._ready_to_name(surface, target, check)
+                checked.add(target)
+            rest = [v for v in previous if v != target]
+            return {"version": target, "previous": rest, "rolled_back_from": current["version"]}
+
+        return self._update_pointer(surface, CHAMPION, rolled_back)
+
+    def set_canary(self, surface: str, version: str, traffic: float, *,
+                   check: bool | None = None) -> dict[str, Any]:
         traffic = float(traffic)
         if not 0.0 <= traffic <= 1.0:
             raise ValueError(f"canary traffic must be in [0, 1], got {traffic}")
-        self._require_version(surface, version)
+        self._ready_to_name(surface, version, check)
         data = {"version": version, "traffic": traffic}
-        self._write_pointer(surface, CANARY, data)
-        return data
+        return self._update_pointer(surface, CANARY, lambda _current: data)
 
     def clear_canary(self, surface: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.pointer_key(surface, CANARY))
+        """Remove canary.json (conditionally on what was read: a canary written meanwhile is
+        removed by the retry only if it is still there)."""
+        self._update_pointer(surface, CANARY, lambda _current: None)
 
     # -- retention --------------------------------------------------------------------------
 
@@ -432,14 +613,14 @@ class Registry:
         keep_set = set(visible[-keep:]) | self.protected(surface)
         doomed = [v for v in visible if v not in keep_set]
         dirs = self._all_version_dirs(surface)
-        now = _now()
         for version, keys in dirs.items():
             if version in visible or not VERSION_RE.fullmatch(version):
                 continue
-            newest = max(
-                self.client.head_object(Bucket=self.bucket, Key=k)["LastModified"] for k in keys
-            )
-            if (now - newest).total_seconds() > stale_after_s:
+            heads = [self.client.head_object(Bucket=self.bucket, Key=k) for k in keys]
+            newest = max(h["LastModified"] for h in heads)
+            # the age by the server's clock (its Date header), never the local one: a skewed
+            # local clock must not delete an upload in progress nor keep litter forever
+            if (_server_time(heads) - newest).total_seconds() > stale_after_s:
                 doomed.append(version)
         if dry_run:
             return sorted(doomed)

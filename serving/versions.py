@@ -3,11 +3,26 @@
 ``VersionManager.refresh()`` reads ``champion.json`` and ``canary.json`` of every served surface;
 when one names a version other than the one loaded, it fetches it (every checksum verified by
 ``Registry.fetch``), loads it (``LoadedVersion.from_local``) and only then swaps the surface's
-state, one reference assignment. A request takes the state once at its start and keeps using
+state, one reference assignment.
+
+When the champion the pointer names cannot be fetched or loaded, the surface falls back to the
+newest loadable earlier champion: the versions in the pointer's ``previous`` history, newest
+first, stopping at the one already loaded (a running service keeps it; a restarted one loads the
+first that works). The fallback is logged (a warning naming both versions), counted in
+``fallback_counts`` (``pinrec_version_fallbacks_total{surface,pointer_version,serving_version}``)
+and shown while it lasts in ``fallbacks`` (``pinrec_serving_fallback``); the failed version is
+retried after ``retry_after_s`` and served as soon as it loads.
+
+Readiness is per surface (``surface_ready``: a champion is loaded). The process as a whole is
+``ready`` once its first refresh has run over every surface and at least one surface has a
+champion: a surface without one answers 503 on its own requests and on ``/readyz/{surface}``
+without taking the other surfaces out of service. A request takes the state once at its start and keeps using
 those objects, so a swap never drops or fails a request; the old version is freed when its last
 request finishes. A version that fails to fetch, verify or load is not used: the old one keeps
 serving, the failure is recorded (``errors``, ``load_counts``, and ``load_failures`` by version
-and reason) and retried after ``retry_after_s``. ``start()`` runs ``refresh`` every
+and reason) and retried after ``retry_after_s``. ``errors`` (shown by ``/versions``) holds the
+exception type and a fixed sentence (:func:`public_error`), never the message, which can name the
+S3 endpoint, object keys or local paths; the full error is logged. ``start()`` runs ``refresh`` every
 ``poll_interval_s`` in a daemon thread.
 
 ``on_swap(fn)`` registers ``fn(surface, replaced)``, called after a swap with the
@@ -31,10 +46,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.registry import Registry, validate_surface
+from serving.registry import CHAMPION, VERSION_RE, Registry, validate_surface
 from serving.retriever import LoadedVersion
 
 log = logging.getLogger("serving.versions")
+
+
+def public_error(exc: BaseException) -> dict[str, str]:
+    """What ``/versions`` may say about a failure: the exception's type and a fixed sentence for
+    its kind. Never its message, which can carry the S3 endpoint, bucket, object keys or local
+    paths (those go to the log)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from serving.registry import IntegrityError, LoadCheckError, VersionNotFoundError
+    from storage.s3 import ObjectNotFoundError
+
+    kinds: list[tuple[type | tuple[type, ...], str]] = [
+        (VersionNotFoundError, "the version is not published (no manifest)"),
+        (IntegrityError, "a file of the version does not match its manifest (missing, size or checksum)"),
+        (LoadCheckError, "the version does not load or does not answer a known query"),
+        (ObjectNotFoundError, "an object the pointer needs is missing"),
+        ((BotoCoreError, ClientError), "the object store is unreachable or refused the request"),
+        (OSError, "a local file operation failed (cache folder)"),
+    ]
+    reason = next((text for cls, text in kinds if isinstance(exc, cls)), "the version failed to load")
+    return {"error": type(exc).__name__, "reason": reason}
 
 
 def canary_fraction(surface: str, user_id: int) -> float:
@@ -71,6 +107,9 @@ class VersionManager:
         self.load_counts: Counter[tuple[str, str]] = Counter()  # (surface, result)
         self.load_failures: Counter[tuple[str, str, str]] = Counter()  # (surface, version, reason)
         self.swaps = 0
+        self.fallbacks: dict[str, dict[str, str]] = {}  # surface -> {pointer_version, serving_version}
+        self.fallback_counts: Counter[tuple[str, str, str]] = Counter()  # (surface, pointer, serving)
+        self.first_refresh_done = False
         self._swap_listeners: list[Callable[[str, list[LoadedVersion]], None]] = []
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -81,10 +120,15 @@ class VersionManager:
     def state(self, surface: str) -> SurfaceState | None:
         return self._states.get(surface)
 
+    def surface_ready(self, surface: str) -> bool:
+        """The surface has a verified champion loaded (False for a surface not served here)."""
+        st = self._states.get(surface)
+        return st is not None and st.champion is not None
+
     @property
     def ready(self) -> bool:
-        """Every served surface has a verified champion loaded."""
-        return all(st.champion is not None for st in self._states.values())
+        """The first refresh has run over every surface and at least one has a champion."""
+        return self.first_refresh_done and any(self.surface_ready(s) for s in self.surfaces)
 
     def loaded(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -112,8 +156,7 @@ class VersionManager:
             self._failed[(surface, version)] = time.monotonic()
             self.load_counts[(surface, "error")] += 1
             self.load_failures[(surface, version, type(exc).__name__)] += 1
-            self.errors[surface] = {"version": version, "error": f"{type(exc).__name__}: {exc}",
-                                    "at": time.time()}
+            self.errors[surface] = {"version": version, **public_error(exc), "at": time.time()}
             log.error("cannot load %s/%s, keeping the loaded version: %s", surface, version, exc)
             return None
         self._failed.pop((surface, version), None)
@@ -121,13 +164,46 @@ class VersionManager:
         log.info("loaded %s/%s", surface, version)
         return loaded
 
+    def _champion(self, surface: str, pointer: dict[str, Any] | None,
+                  current: SurfaceState) -> LoadedVersion | None:
+        """The champion to serve: the pointer's version if it loads, else the newest loadable
+        version of its ``previous`` history (never going back past the one loaded)."""
+        have = current.champion
+        if pointer is None:
+            self.fallbacks.pop(surface, None)
+            return have
+        wanted = pointer["version"]
+        if have is not None and have.version == wanted:
+            self.fallbacks.pop(surface, None)
+            return have
+        loaded = self._load(surface, wanted, current)
+        if loaded is not None:
+            self.fallbacks.pop(surface, None)
+            return loaded
+        chosen = have
+        for earlier in pointer.get("previous") or []:
+            if not isinstance(earlier, str) or not VERSION_RE.fullmatch(earlier) or earlier == wanted:
+                continue
+            if have is not None and have.version == earlier:
+                break  # what is loaded is the newest earlier champion that loads
+            loaded = self._load(surface, earlier, current)
+            if loaded is not None:
+                chosen = loaded
+                break
+        if chosen is not None:
+            fallback = {"pointer_version": wanted, "serving_version": chosen.version}
+            if self.fallbacks.get(surface) != fallback:
+                self.fallbacks[surface] = fallback
+                self.fallback_counts[(surface, wanted, chosen.version)] += 1
+                log.warning("%s: champion %s cannot be loaded; falling back to the earlier champion %s",
+                            surface, wanted, chosen.version)
+        return chosen
+
     def refresh_surface(self, surface: str) -> SurfaceState:
         current = self._states[surface]
-        champion_v = self.registry.champion(surface)
+        pointer = self.registry.read_pointer(surface, CHAMPION)
         canary = self.registry.canary(surface)
-        champion = current.champion
-        if champion_v is not None and (champion is None or champion.version != champion_v):
-            champion = self._load(surface, champion_v, current) or champion
+        champion = self._champion(surface, pointer, current)
         new_canary, traffic = None, 0.0
         if canary is not None:
             canary_v, traffic = canary
@@ -164,9 +240,9 @@ class VersionManager:
                 try:
                     self.refresh_surface(surface)
                 except Exception as exc:  # noqa: BLE001 - S3 down etc.: keep serving
-                    self.errors[surface] = {"version": None, "error": f"{type(exc).__name__}: {exc}",
-                                            "at": time.time()}
+                    self.errors[surface] = {"version": None, **public_error(exc), "at": time.time()}
                     log.error("cannot read the pointers of %s: %s", surface, exc)
+            self.first_refresh_done = True
         return self.loaded()
 
     def _clean_cache(self, surface: str, state: SurfaceState) -> None:

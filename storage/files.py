@@ -5,12 +5,19 @@ lifecycle state, environment files, benchmark results, downloaded versions) goes
 :func:`atomic_path`: the content is written to a unique temporary name in the target's folder
 (two writers never share one), flushed to disk, renamed over the target (the commit point),
 and the folder's entry is flushed too, so a crash leaves the old file or the new one.
+
+Several files that must change together (a day's events and quarantine) are written into one
+folder, flushed (:func:`fsync_tree`), renamed into place (:func:`commit_dir`) and made current
+by replacing one symbolic link (:func:`atomic_symlink`, the single commit point); writers of the
+same set serialise with :func:`exclusive_lock`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +74,51 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | No
     with atomic_path(path, mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def fsync_tree(directory: str | os.PathLike[str]) -> None:
+    """Flush every file directly in `directory`, then the folder's own entries."""
+    directory = Path(directory)
+    for child in directory.iterdir():
+        if child.is_file() and not child.is_symlink():
+            fsync_path(child)
+    fsync_path(directory)
+
+
+def commit_dir(tmp_dir: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Flush a folder written under a temporary name and everything in it, rename it to `path`
+    (which must not exist: a folder is never renamed over another) and flush the parent."""
+    tmp_dir, path = Path(tmp_dir), Path(path)
+    fsync_tree(tmp_dir)
+    os.rename(tmp_dir, path)
+    fsync_path(path.parent)
+
+
+def atomic_symlink(target: str, link: str | os.PathLike[str]) -> None:
+    """Point `link` at `target` in one step: a new link under a unique temporary name, renamed
+    over `link` (a file or an older link; the commit point), then the folder flushed. A reader
+    resolving `link` finds the old target or the new one."""
+    link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.parent / f".{link.name}.{secrets.token_hex(6)}.lnk"
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(link.parent)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if missing) for the block: writers of
+    the same files, in any process on this machine or an NFS mount with locking, take turns."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

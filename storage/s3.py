@@ -340,6 +340,70 @@ def put_if_absent(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _precondition_failed(exc: ClientError) -> bool:
+    return _code(exc) == "PreconditionFailed" or _status(exc) == 412
+
+
+def get_with_etag(client: Any, bucket: str, key: str) -> tuple[bytes, str]:
+    """The object's bytes and the ETag they were read with (for a later conditional write);
+    :class:`ObjectNotFoundError` when it (or the bucket) is missing."""
+    try:
+        with _annotate(client, f"reading s3://{bucket}/{key}"):
+            response = client.get_object(Bucket=bucket, Key=key)
+            return response["Body"].read(), response["ETag"]
+    except ClientError as exc:
+        if _code(exc) in _NOT_FOUND_CODES or _code(exc) == "NoSuchBucket":
+            raise ObjectNotFoundError(bucket, key, _code(exc)) from exc
+        raise
+
+
+def put_conditional(
+    client: Any,
+    bucket: str,
+    key: str,
+    data: bytes,
+    *,
+    if_match: str | None,
+    content_type: str | None = None,
+    conflict_retries: int = 5,
+) -> str | None:
+    """Write ``s3://bucket/key`` only if it still is what was read: ``If-Match: if_match`` (the
+    ETag of the read), or, with ``if_match=None``, only if no object has that key
+    (``If-None-Match: *``). Returns the new ETag, or None when the condition failed (HTTP 412:
+    someone else wrote in between; re-read and decide again). Same caveat as
+    :func:`put_if_absent`: a success whose response was lost is retried by boto3 and reported
+    as None; a caller that re-reads sees its own write and has nothing left to do."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
+    kwargs.update({"IfMatch": if_match} if if_match is not None else {"IfNoneMatch": "*"})
+    if content_type:
+        kwargs["ContentType"] = content_type
+    for attempt in range(conflict_retries + 1):
+        try:
+            with _annotate(client, f"writing s3://{bucket}/{key} if unchanged"):
+                return client.put_object(**kwargs).get("ETag", "") or "?"
+        except ClientError as exc:
+            if _precondition_failed(exc):
+                return None
+            if _code(exc) == "ConditionalRequestConflict" and attempt < conflict_retries:
+                time.sleep(0.1 * 2**attempt)
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def delete_if_match(client: Any, bucket: str, key: str, etag: str) -> bool:
+    """Delete ``s3://bucket/key`` only if its ETag still is ``etag`` (``If-Match``). True when
+    deleted, False when it changed (or vanished) since it was read."""
+    try:
+        with _annotate(client, f"deleting s3://{bucket}/{key} if unchanged"):
+            client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+        return True
+    except ClientError as exc:
+        if _precondition_failed(exc) or _code(exc) in _NOT_FOUND_CODES:
+            return False
+        raise
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``"s3://bucket/some/key"`` -> ``("bucket", "some/key")``; the key may be empty."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
@@ -348,3 +412,37 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"S3 URI has no bucket: {uri!r}")
     return bucket, key
+
+
+class S3Unavailable(RuntimeError):
+    """S3 cannot be used: no credentials, the endpoint does not answer, or it refuses them. The
+    message is one line an operator can act on."""
+
+
+SETUP_HINT = ("start the embedded server with `pinrec-ops ui` (or `python -m devstack.seaweedfs --data-dir "
+              "var/seaweedfs --env-file var/s3.env`) and `source var/s3.env`, or set PINREC_S3_ENDPOINT_URL "
+              "and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+
+
+def check_reachable(settings: S3Settings, timeout: float = 5.0) -> None:
+    """Raise :class:`S3Unavailable` unless credentials exist and the endpoint answers with them."""
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    session = boto3.session.Session(aws_access_key_id=settings.access_key,
+                                    aws_secret_access_key=settings.secret_key, region_name=settings.region)
+    if session.get_credentials() is None:
+        raise S3Unavailable(f"no S3 credentials in the environment: {SETUP_HINT}")
+    client = session.client("s3", endpoint_url=settings.endpoint_url, config=Config(
+        connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    where = settings.endpoint_url or "AWS S3"
+    try:
+        client.list_objects_v2(Bucket=settings.bucket, MaxKeys=1)
+    except (EndpointConnectionError, NoCredentialsError) as exc:
+        raise S3Unavailable(f"S3 at {where} is not reachable ({type(exc).__name__}): {SETUP_HINT}") from None
+    except ClientError as exc:
+        if _code(exc) in ("NoSuchBucket",):
+            return
+        raise S3Unavailable(f"S3 at {where} refused the request ({_code(exc)}): check the credentials and "
+                            f"the bucket {settings.bucket!r}; {SETUP_HINT}") from None
+    except BotoCoreError as exc:
+        raise S3Unavailable(f"S3 at {where} is not usable ({type(exc).__name__}: {exc}): {SETUP_HINT}") from None

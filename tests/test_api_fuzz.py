@@ -1,7 +1,9 @@
 """The serving API fuzzed from its own OpenAPI spec (schemathesis): valid and invalid requests
 generated from `/openapi.json` (surface and outcome names narrowed to the contract's vocabulary
 so that valid requests reach retrieval), sent over HTTP to the app serving a real published
-version. No response is a 5xx, and every 4xx body says why (a non-empty `error`)."""
+version. No response is a 5xx, and every 4xx body says why (a non-empty `error`). Weight maps
+(`outcome_weights`) are generated over the known outcomes, so valid maps, huge and tiny weights
+included, reach the budget split."""
 
 import copy
 import uuid
@@ -9,7 +11,8 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from devstack.service import ServerThread, call
@@ -33,9 +36,11 @@ def _service_spec() -> dict:
 
 
 def _known_vocabularies(spec: dict) -> dict:
-    """The spec with every `surface` and `outcome` string narrowed to the contract's vocabulary.
-    The published spec types them as free strings (validators check them), so almost no
-    generated "valid" request would reach retrieval; negative cases still send unknown names."""
+    """The spec with every `surface` and `outcome` string narrowed to the contract's vocabulary,
+    and `outcome_weights` maps to the contract's outcomes with at least one entry. The published
+    spec types them as free strings (validators check them), so almost no generated "valid"
+    request would reach retrieval, and a weight map would almost never name a known outcome;
+    negative cases still send unknown names and out-of-range weights."""
     spec = copy.deepcopy(spec)
     for model in spec["components"]["schemas"].values():
         for field, vocabulary in (("surface", SURFACES), ("outcome", OUTCOMES)):
@@ -43,11 +48,17 @@ def _known_vocabularies(spec: dict) -> dict:
             for option in ([prop] if prop and "type" in prop else (prop or {}).get("anyOf", [])):
                 if option.get("type") == "string":
                     option["enum"] = list(vocabulary)
+        weights = model.get("properties", {}).get("outcome_weights")
+        for option in (weights or {}).get("anyOf", []):
+            if option.get("type") == "object":
+                option["propertyNames"] = {"enum": list(OUTCOMES)}
+                option["minProperties"] = 1
     return spec
 
 
 SPEC = _service_spec()
 STATUSES: Counter = Counter()  # (method path, status class) of every fuzzed call in this module
+WEIGHTED: Counter = Counter()  # status class of retrievals that sent a weight map with a weight > 0
 schema = schemathesis.openapi.from_dict(_known_vocabularies(SPEC))
 
 
@@ -79,6 +90,9 @@ def test_the_fuzzed_spec_is_the_one_the_service_publishes(service):
 def test_no_5xx_and_every_rejection_says_why(case, service):
     response = case.call(base_url=service.url)
     STATUSES[(f"{case.method} {case.path}", f"{response.status_code // 100}xx")] += 1
+    weights = case.body.get("outcome_weights") if isinstance(case.body, dict) else None
+    if isinstance(weights, dict) and any(isinstance(w, (int, float)) and w > 0 for w in weights.values()):
+        WEIGHTED[f"{response.status_code // 100}xx"] += 1
     case.validate_response(response, checks=[not_a_server_error])
     if 400 <= response.status_code < 500:
         body = response.json()
@@ -86,8 +100,31 @@ def test_no_5xx_and_every_rejection_says_why(case, service):
             f"{case.method} {case.path} -> {response.status_code} without a reason: {response.text}")
 
 
+WEIGHT_MAPS = st.dictionaries(st.sampled_from(OUTCOMES),
+                              st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+                              min_size=1, max_size=len(OUTCOMES))
+
+
+@given(weights=WEIGHT_MAPS, k=st.integers(1, 1000))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_finite_weight_map_is_served_or_refused_with_its_reason(service, weights, k):
+    """Weight maps over the known outcomes with any finite weights (hypothesis goes for the
+    extremes: 0, subnormals, 1.8e308): a 200 with at most k candidates, or a 4xx naming the
+    weights, never a 5xx."""
+    status, body, _ = call(service.host, service.port, "POST", "/v1/retrieve",
+                           {"user_id": 7, "surface": "homefeed", "k": k, "outcome_weights": weights})
+    WEIGHTED[f"{status // 100}xx"] += 1
+    assert status in (200, 422), (weights, k, status, body)
+    if status == 200:
+        assert 0 < len(body["candidates"]) <= k
+    else:
+        assert "outcome_weights" in body["error"] or "outcome weight" in body["error"], body
+
+
 def test_the_fuzzing_sent_both_accepted_and_rejected_retrievals():
     """Runs after the fuzz test above (file order): it was not vacuous."""
     assert STATUSES[("POST /v1/retrieve", "2xx")] > 0
     assert STATUSES[("POST /v1/retrieve", "4xx")] > 0
     assert not any(status == "5xx" for _, status in STATUSES)
+    # valid weight maps were sent and served, not only rejected ones
+    assert WEIGHTED["2xx"] > 0 and WEIGHTED["5xx"] == 0, (WEIGHTED, STATUSES)

@@ -1,5 +1,6 @@
 """The data area in Dagster: one partition, idempotent re-runs, the blocking quarantine check,
-the nightly schedule, and a backfill of a range from the CLI."""
+schedules that roll forward with time and skip a day the source does not have yet, and a
+backfill of a range from the CLI (one run of nightly_refresh per day)."""
 
 import os
 import subprocess
@@ -12,15 +13,14 @@ import pandas as pd
 import pytest
 
 from events.table import EventTable, file_sha256
-from orchestration.areas import data
-from orchestration.cli import DATA_ASSET_KEYS
-from orchestration.config import REPO_ROOT, load_settings
-from orchestration.definitions import defs
-from orchestration.jobs import nightly_refresh_schedule
-from orchestration.resources import EventSourceResource, S3Resource, build_resources
+from pinrec_ops.defs.config import REPO_ROOT, load_settings
+from pinrec_ops.defs.data import features, ingest, online_store
+from pinrec_ops.defs.resources import EventSourceResource, S3Resource, build_resources
+from pinrec_ops.runs import code_location
 
 DAY = "2026-01-03"  # inside the default source's span (the simulated world's first 14 days)
-ASSETS = [*data.defs.assets, *data.defs.asset_checks]  # the data area alone: no training
+# the data area alone: no training
+ASSETS = [ingest.ingest_events, ingest.bad_row_fraction, features.feature_tables, online_store.online_features]
 
 
 SMALL_WORLD = {"sim_users": 80, "sim_items": 400, "sim_events_per_day": 4000}
@@ -102,11 +102,54 @@ def test_bad_row_check_fails_above_threshold_and_blocks_the_features(tmp_path, s
     assert len(quarantine) == 5 and quarantine["reason"].str.contains("surface: isin").all()
 
 
-def test_nightly_schedule_requests_the_day_that_just_ended():
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 1, 4, 2, 0, tzinfo=timezone.utc))
-    schedule = defs.resolve_schedule_def(nightly_refresh_schedule.name)
-    requests = list(schedule.evaluate_tick(context).run_requests)
-    assert [r.partition_key for r in requests] == ["2026-01-03"]
+def _tick(schedule_name: str, when: datetime, resources: dict):
+    defs = code_location()
+    schedule = defs.resolve_schedule_def(schedule_name)
+    context = dg.build_schedule_context(scheduled_execution_time=when, resources=resources,
+                                        repository_def=defs.get_repository_def())
+    return schedule.evaluate_tick(context)
+
+
+def _schedule_resources(tmp_path, s3_server, **source):
+    resources = _resources(tmp_path, s3_server, **source)
+    return {"event_source": resources["event_source"], "s3": resources["s3"]}
+
+
+def test_nightly_schedule_requests_consecutive_days_on_consecutive_nights(tmp_path, s3_server):
+    resources = _schedule_resources(tmp_path, s3_server)  # the simulated world: 2026-01-01 .. 2026-01-14
+    requested = []
+    for night in (4, 5, 6):
+        tick = _tick("nightly_refresh_schedule", datetime(2026, 1, night, 2, 0, tzinfo=timezone.utc), resources)
+        requested += [(r.partition_key, r.run_key) for r in tick.run_requests]
+    assert requested == [("2026-01-03", "nightly-2026-01-03"), ("2026-01-04", "nightly-2026-01-04"),
+                         ("2026-01-05", "nightly-2026-01-05")]
+
+
+def test_schedule_tick_skips_with_a_reason_when_the_source_lacks_the_day(tmp_path, s3_server):
+    resources = _schedule_resources(tmp_path, s3_server)
+    tick = _tick("nightly_refresh_schedule", datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc), resources)
+    assert not tick.run_requests
+    assert "has not produced 2026-11-29" in tick.skip_message and "2026-01-14" in tick.skip_message
+    # a parquet source whose day file has not arrived yet
+    incoming = tmp_path / "incoming"
+    (incoming / "date=2026-03-01").mkdir(parents=True)
+    pd.DataFrame({"user_id": [1]}).to_parquet(incoming / "date=2026-03-01" / "events.parquet")
+    parquet = _schedule_resources(tmp_path, s3_server, source="parquet", n_days=None,
+                                  parquet_location=str(incoming / "date={date}" / "events.parquet"))
+    arrived = _tick("nightly_refresh_schedule", datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc), parquet)
+    assert [r.partition_key for r in arrived.run_requests] == ["2026-03-01"]
+    missing = _tick("nightly_refresh_schedule", datetime(2026, 3, 3, 2, 0, tzinfo=timezone.utc), parquet)
+    assert not missing.run_requests and "day 2026-03-02 has not arrived" in missing.skip_message
+
+
+def test_weekly_retrain_evaluates_on_a_sunday_without_error(tmp_path, s3_server):
+    resources = _schedule_resources(tmp_path, s3_server)
+    sunday = datetime(2026, 1, 11, 4, 0, tzinfo=timezone.utc)
+    assert sunday.weekday() == 6
+    tick = _tick("weekly_retrain_schedule", sunday, resources)
+    assert [(r.partition_key, r.run_key) for r in tick.run_requests] == [("2026-01-10", "weekly-2026-01-10")]
+    late = _tick("weekly_retrain_schedule", datetime(2026, 11, 29, 4, 0, tzinfo=timezone.utc), resources)
+    assert not late.run_requests and "2026-11-28" in late.skip_message
 
 
 def _cli_env(tmp_path: Path, s3_server) -> dict:
@@ -114,25 +157,29 @@ def _cli_env(tmp_path: Path, s3_server) -> dict:
             "DAGSTER_HOME": str(tmp_path / "dagster_home"), "PYTHONPATH": str(REPO_ROOT)}
 
 
-def test_backfill_of_a_range_from_the_cli_then_a_single_partition_rerun(tmp_path, s3_server):
+def test_backfill_from_the_cli_runs_nightly_refresh_once_per_day_with_each_days_figures(tmp_path, s3_server):
     env = _cli_env(tmp_path, s3_server)
-    (tmp_path / "dagster_home").mkdir()
-    base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "orchestration.definitions",
-            "--select", ",".join(DATA_ASSET_KEYS)]
-    proc = subprocess.run(base + ["--partition-range", "1997-09-20...1997-09-23"], cwd=REPO_ROOT, env=env,
+    base = [sys.executable, "-m", "pinrec_ops.cli", "backfill", "--data-only"]
+    proc = subprocess.run(base + ["--from", "1997-09-20", "--to", "1997-09-23"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = EventTable(tmp_path / "data" / "lake")
     assert [d.isoformat() for d in table.days()] == ["1997-09-20", "1997-09-21", "1997-09-22", "1997-09-23"]
     day = table.days()[1]
     before = file_sha256(table.events_path(day))
-    proc = subprocess.run(base + ["--partition", day.isoformat()], cwd=REPO_ROOT, env=env,
+    proc = subprocess.run(base + ["--from", day.isoformat(), "--to", day.isoformat()], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert file_sha256(table.events_path(day)) == before
-    # both runs are recorded in the instance, as the UI shows them
+    # runs of the nightly_refresh job, one per day, as the UI lists them; each day its own figures
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
-        assert len(instance.get_runs()) == 2
+        runs = instance.get_runs()
+        assert [(r.job_name, r.tags["dagster/partition"]) for r in reversed(runs)] == \
+            [("nightly_refresh", d.isoformat()) for d in table.days()] + [("nightly_refresh", day.isoformat())]
+        for d in table.days():
+            [record] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("events"), asset_partitions=[d.isoformat()]), limit=1).records
+            assert record.asset_materialization.metadata["rows_good"].value == table.row_count(table.events_path(d))
 
 
 def test_definitions_validate_from_the_workspace(tmp_path):

@@ -13,7 +13,7 @@ import yaml
 from dagster._config import process_config, resolve_to_config_type
 from dagster._core.instance.ref import InstanceRef
 
-from orchestration.config import REPO_ROOT
+from pinrec_ops.defs.config import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
 # What a deployment puts in the environment (from Secrets / ConfigMaps); dummy values here.
@@ -74,10 +74,10 @@ def test_instance_config_validates_with_postgres_credentials_from_the_environmen
 
 @pytest.mark.parametrize("name", sorted(INSTANCE_CONFIGS))
 def test_instance_config_keeps_the_embedded_pool_limit(name, monkeypatch, tmp_path):
-    from orchestration.cli import dagster_home
+    from pinrec_ops.runs import dagster_home
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "embedded"))
-    embedded = yaml.safe_load((dagster_home() / "dagster.yaml").read_text())
+    embedded = yaml.safe_load((dagster_home(tmp_path / "unused") / "dagster.yaml").read_text())
     production = yaml.safe_load((DEPLOY / name / "dagster.yaml").read_text())
     assert production["concurrency"]["pools"]["default_limit"] == embedded["concurrency"]["pools"]["default_limit"] == 1
 
@@ -108,7 +108,7 @@ def test_helm_values_agree_with_the_k8s_instance_config():
     values = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
     instance = yaml.safe_load((DEPLOY / "k8s" / "dagster.yaml").read_text())
     (deployment,) = values["dagster-user-deployments"]["deployments"]
-    assert deployment["dagsterApiGrpcArgs"] == ["-m", "orchestration.definitions"]
+    assert deployment["dagsterApiGrpcArgs"] == ["-m", "pinrec_ops.definitions"]
     launcher_values = values["runLauncher"]["config"]["k8sRunLauncher"]
     launcher = instance["run_launcher"]["config"]
     assert values["runLauncher"]["type"] == instance["run_launcher"]["class"]
@@ -133,15 +133,15 @@ def test_celery_worker_config_reads_broker_and_backend_from_the_environment(depl
 def test_selected_executor_runs_every_job_and_training_keeps_its_pool():
     import dagster as dg
 
-    from orchestration.definitions import defs
-    from orchestration.executor import select_executor
+    from pinrec_ops.defs.executor import select_executor
+    from pinrec_ops.runs import code_location
 
     assert select_executor({}) is None
     with pytest.raises(ValueError, match="PINREC_EXECUTOR"):
         select_executor({"PINREC_EXECUTOR": "spark"})
     for name in ("celery", "k8s"):
-        # what orchestration/definitions.py builds when PINREC_EXECUTOR=<name>
-        scaled = dg.Definitions.merge(defs, dg.Definitions(executor=select_executor({"PINREC_EXECUTOR": name})))
+        # what pinrec_ops/definitions.py builds when PINREC_EXECUTOR=<name>
+        scaled = dg.Definitions.merge(code_location(), dg.Definitions(executor=select_executor({"PINREC_EXECUTOR": name})))
         for job in ("nightly_refresh", "retrain"):
             assert scaled.resolve_job_def(job).executor_def.name == name
         graph = scaled.resolve_asset_graph()
@@ -160,7 +160,7 @@ def test_code_location_validates_on_the_production_instance_with_its_executor(na
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, **DEPLOY_ENV, "DAGSTER_HOME": str(tmp_path), "PINREC_EXECUTOR": executor,
            "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m", "orchestration.definitions"],
+    proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m", "pinrec_ops.definitions"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "All code locations passed validation" in proc.stderr + proc.stdout

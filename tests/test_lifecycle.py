@@ -1,6 +1,8 @@
-"""The whole lifecycle in Dagster on a small simulated world: ingest to promotion, a broken
-candidate blocked by the canary gate, rollback, the drift sensor firing once, and a three-day
-backfill re-run giving identical outputs."""
+"""The whole lifecycle in Dagster on a small simulated world, through runs of the named jobs (one
+day partition per run): ingest to promotion, a broken candidate blocked by the canary gate,
+rollback, an old day's candidate never replacing a newer champion, no fine-tune from a model that
+saw its day, the drift sensor firing once, and a three-day backfill whose partitions each carry
+their own day's figures and re-run to identical outputs."""
 
 import json
 import os
@@ -11,19 +13,19 @@ import dagster as dg
 import pytest
 import torch
 
-from assets.state import LifecycleState
 from events.table import file_sha256
-from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
-from orchestration.cli import SURFACE_STEPS
-from orchestration.config import REPO_ROOT, load_settings
-from orchestration.resources import (
+from pinrec_ops.cli import DATA_ASSET_KEYS as DATA_KEYS
+from pinrec_ops.cli import SURFACE_STEPS
+from pinrec_ops.defs.config import REPO_ROOT, load_settings
+from pinrec_ops.defs.lifecycle.drift_sensor import outcome_drift_sensor
+from pinrec_ops.defs.resources import (
     EventSourceResource,
     S3Resource,
     TrainingResource,
     build_resources,
 )
-from orchestration.runs import materialize_in_process
-from orchestration.sensors import outcome_drift_sensor
+from pinrec_ops.defs.state import LifecycleState
+from pinrec_ops.runs import materialize_in_process, run_job
 
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]
@@ -43,9 +45,14 @@ def _resources(tmp: Path, s3_server, **world):
     return resources
 
 
-def _run(keys, resources, instance, partition=None, partition_range=None, raise_on_error=True):
-    return materialize_in_process(keys, resources, instance, partition=partition, partition_range=partition_range,
-                                  raise_on_error=raise_on_error)
+def _run(keys, resources, instance, partition=None, raise_on_error=True):
+    return materialize_in_process(keys, resources, instance, partition=partition, raise_on_error=raise_on_error)
+
+
+def _ingest(days, resources, instance):
+    """One run of nightly_refresh's data assets per day, as the main command and backfills do."""
+    for day in days:
+        assert run_job("nightly_refresh", day, instance, assets=DATA_KEYS, resources=resources).success
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +68,8 @@ def lifecycle(tmp_path_factory, s3_env):
     tmp = tmp_path_factory.mktemp("lifecycle")
     resources = _resources(tmp, s3_env)
     with dg.instance_for_test() as instance:
-        _run(DATA_KEYS, resources, instance, partition_range=(DAYS[0], DAYS[-1]))
-        _run(["pretrained_model"], resources, instance)
-        result = _run([f"{s}/{step}" for s in SURFACES for step in SURFACE_STEPS], resources, instance, partition=DAYS[-1])
+        _ingest(DAYS, resources, instance)
+        result = run_job("retrain", DAYS[-1], instance, resources=resources)
         yield tmp, resources, instance, result
 
 
@@ -81,6 +87,15 @@ def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
         assert manifest["data_partitions"] == [d.isoformat() for d in DAYS[:-1]]  # the newest day held out
         assert canary["metrics"]["candidate"]["recall@100"] > 0.02
         assert canary["champion"] is None  # the first candidate bootstraps the champion
+
+
+def test_lifecycle_runs_are_runs_of_the_named_jobs_one_day_each(lifecycle):
+    _, _, instance, result = lifecycle
+    runs = instance.get_runs()
+    assert [(r.job_name, r.tags["dagster/partition"]) for r in reversed(runs)][:len(DAYS) + 1] == \
+        [("nightly_refresh", d.isoformat()) for d in DAYS] + [("retrain", DAYS[-1].isoformat())]
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "pretrained_model" in materialized and all(f"{s}/champion" in materialized for s in SURFACES)
 
 
 def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
@@ -122,20 +137,48 @@ def test_rollback_is_one_operator_action(lifecycle, s3_env):
     assert registry.champion(surface) == champion  # ... undone by one command
 
 
+def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_says_why(lifecycle):
+    tmp, resources, instance, _ = lifecycle
+    registry = resources["s3"].registry()
+    before = {s: registry.champion(s) for s in SURFACES}  # trained through DAYS[-2]
+    old_day = DAYS[-2]
+    result = run_job("retrain", old_day, instance, resources=resources)  # pretrains on the days before it
+    assert not result.success
+    gates = {c.asset_key.path[0]: c for c in result.get_asset_check_evaluations() if c.check_name == "canary_gate"}
+    for surface in SURFACES:
+        assert not gates[surface].passed
+        assert f"the candidate trained on data through {DAYS[-3]}, the champion through {DAYS[-2]}" in \
+            gates[surface].description
+        assert gates[surface].metadata["margin/data_through (days vs champion)"].value == -1
+        assert registry.champion(surface) == before[surface]
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert not any(k.endswith("/champion") for k in materialized)
+    assert f"{SURFACES[0]}/candidate_version" in materialized  # computed for that day, never promoted
+
+
+def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
+    _, resources, instance, _ = lifecycle
+    # every pretrained model so far trained through DAYS[-3] or later: none saw only days before DAYS[1]
+    result = run_job("nightly_refresh", DAYS[1], instance, resources=resources,
+                     assets=[f"{SURFACES[0]}/finetuned_model"])
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"no pretrained model trained only on days before {DAYS[1]}" in failure.step_failure_data.error.message
+
+
 def test_drift_sensor_fires_once_after_injected_drift(tmp_path, s3_env):
     drift_day = DAYS[-1] + timedelta(days=1)
     resources = _resources(tmp_path, s3_env, sim_drift_day=drift_day.isoformat(), sim_drift_kind="outcome_mix")
     resources["event_source"] = EventSourceResource(**{**resources["event_source"].model_dump(), "sim_events_per_day": 20_000})
     sensor_resources = {"lake": resources["lake"], "s3": resources["s3"]}
     with dg.instance_for_test() as instance:
-        _run(DATA_KEYS, resources, instance, partition_range=(DAYS[0], DAYS[-1]))
-        _run(["pretrained_model"], resources, instance)
-        _run([f"{s}/{step}" for s in SURFACES for step in SURFACE_STEPS], resources, instance, partition=DAYS[-1])
+        _ingest(DAYS, resources, instance)
+        assert run_job("retrain", DAYS[-1], instance, resources=resources).success
         cursor = None
         fired = []
         for day in [DAYS[-1], drift_day, drift_day + timedelta(days=1), drift_day + timedelta(days=2)]:
             if day != DAYS[-1]:
-                _run(DATA_KEYS, resources, instance, partition=day)
+                _ingest([day], resources, instance)
             context = dg.build_sensor_context(cursor=cursor, resources=sensor_resources, instance=instance)
             result = outcome_drift_sensor(context)
             if isinstance(result, dg.SensorResult):
@@ -144,22 +187,35 @@ def test_drift_sensor_fires_once_after_injected_drift(tmp_path, s3_env):
         assert [day for day, _ in fired] == [drift_day]
         request = fired[0][1]
         assert request.partition_key == drift_day.isoformat()
-        assert request.tags["pinrec/trigger"] == "outcome_drift"
+        assert request.tags["pinrec/trigger"] == "drift" and "outcome_mix" in request.tags["pinrec/reason"]
         figures = json.loads(request.tags["pinrec/drift_figures"])
         assert figures and all(f["drifted"] for f in figures.values())
 
 
-def test_three_day_backfill_rerun_gives_identical_outputs(tmp_path, s3_env):
+def test_three_day_backfill_gives_each_partition_its_own_figures_and_reruns_identically(tmp_path, s3_env):
+    from events.table import EventTable
+
     resources = _resources(tmp_path, s3_env)
-    window = (DAYS[0], DAYS[2])
+    window = DAYS[:3]
 
     def snapshot():
         files = sorted(p for p in tmp_path.rglob("*.parquet"))
         return {p.relative_to(tmp_path): file_sha256(p) for p in files}
 
     with dg.instance_for_test() as instance:
-        _run(DATA_KEYS, resources, instance, partition_range=window)
+        _ingest(window, resources, instance)
         first = snapshot()
-        _run(DATA_KEYS, resources, instance, partition_range=window)
+        table = EventTable(tmp_path / "lake")
+        for day in window:  # each partition's metadata is that day's own figures
+            [record] = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("events"), asset_partitions=[day.isoformat()]), limit=1).records
+            meta = record.asset_materialization.metadata
+            assert meta["rows_good"].value == table.row_count(table.events_path(day)) > 0
+            assert meta["dagster/row_count"].value == meta["rows_good"].value
+        counts = [table.row_count(table.events_path(d)) for d in window]
+        assert len(set(counts)) > 1 or len({file_sha256(table.events_path(d)) for d in window}) == 3
+        materialized = instance.get_materialized_partitions(dg.AssetKey("events"))
+        assert materialized == {d.isoformat() for d in window}  # exactly what was computed
+        _ingest(window, resources, instance)
         assert snapshot() == first
     assert sum(1 for p in first if "events" in p.parts) == 3

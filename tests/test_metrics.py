@@ -225,6 +225,17 @@ def test_budget_shares() -> None:
         budget_shares({"a": -1, "b": 2}, 4)
 
 
+def test_budget_shares_survive_huge_and_tiny_weights() -> None:
+    """Weights near the float limits split k like their ratios: no overflow to inf, no floor(inf)."""
+    assert budget_shares({"a": 1e308, "b": 1e308}, 100) == {"a": 50, "b": 50}
+    assert budget_shares({"a": 1e307}, 100) == {"a": 100}
+    assert budget_shares({"a": 5e-324}, 10) == {"a": 10}
+    assert budget_shares({"a": 5e-324, "b": 5e-324}, 10) == {"a": 5, "b": 5}
+    for bad in ({"a": float("inf")}, {"a": float("nan"), "b": 1.0}):
+        with pytest.raises(ValueError):
+            budget_shares(bad, 4)
+
+
 def test_merge_equal_shares_and_dedup() -> None:
     # Quotas 2 + 2. Item 10 is best under save (0.95) so save takes it; click skips it and takes
     # 11, 12; save's second slot is 20 (0.5) even though click's 13 (0.6) scores higher.

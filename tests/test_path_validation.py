@@ -61,21 +61,27 @@ def test_registry_refuses_hostile_names_before_touching_s3(registry):
     assert list_keys(registry.client, registry.bucket, registry.settings.prefix + "/") == []
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["promote", "../homefeed", GOOD_VERSION], "invalid surface name"),
-    (["promote", "homefeed", f"../../serving/{GOOD_VERSION}"], "invalid version id"),
-    (["show", "homefeed", f"{GOOD_VERSION}\x00"], "invalid version id"),
-    (["versions", "/etc/passwd"], "invalid surface name"),
-    (["canary", "homefeed", "%2e%2e", "--traffic", "0.1"], "invalid version id"),
-    (["retain", "homefeed/../x", "--keep", "1"], "invalid surface name"),
-    (["serve", "--surface", "../homefeed", "--features", "none"], "invalid surface name"),
+# A hostile surface is not one of the surfaces the CLI offers (a usage error, exit 2); a hostile
+# version id passes argparse and is refused by the registry's validation (exit 1).
+@pytest.mark.parametrize("argv,code,message", [
+    (["promote", "../homefeed", GOOD_VERSION], 2, "invalid choice: '../homefeed'"),
+    (["promote", "homefeed", f"../../serving/{GOOD_VERSION}"], 1, "invalid version id"),
+    (["show", "homefeed", f"{GOOD_VERSION}\x00"], 1, "invalid version id"),
+    (["versions", "/etc/passwd"], 2, "invalid choice: '/etc/passwd'"),
+    (["canary", "homefeed", "%2e%2e", "--traffic", "0.1"], 1, "invalid version id"),
+    (["retain", "homefeed/../x", "--keep", "1"], 2, "invalid choice: 'homefeed/../x'"),
+    (["serve", "--surface", "../homefeed", "--features", "none"], 2, "invalid choice: '../homefeed'"),
 ], ids=["promote-surface", "promote-version", "show-nul", "versions-absolute", "canary-encoded", "retain", "serve"])
-def test_operator_cli_refuses_hostile_names(argv, message, registry, s3_server, monkeypatch, capsys):
+def test_operator_cli_refuses_hostile_names(argv, code, message, registry, s3_server, monkeypatch, capsys):
     from serving.cli import main
 
     for key, value in {**s3_server.env(), "PINREC_S3_PREFIX": registry.settings.prefix}.items():
         monkeypatch.setenv(key, value)
-    assert main(argv) == 1
+    try:
+        returned = main(argv)
+    except SystemExit as exc:  # argparse's usage error
+        returned = exc.code
+    assert returned == code
     assert message in capsys.readouterr().err
     assert list_keys(registry.client, registry.bucket, registry.settings.prefix + "/") == []
 
@@ -94,10 +100,10 @@ def test_api_refuses_hostile_surfaces_and_never_serves_a_traversed_path(registry
 
 
 def test_hostile_partition_keys_are_refused_before_any_step_runs(s3_server, tmp_path):
-    from assets.ingest import bad_row_fraction, ingest_events
-    from orchestration.config import load_settings
-    from orchestration.partitions import daily_partitions
-    from orchestration.resources import S3Resource, build_resources
+    from pinrec_ops.defs.config import load_settings
+    from pinrec_ops.defs.data.ingest import bad_row_fraction, ingest_events
+    from pinrec_ops.defs.partitions import daily_partitions
+    from pinrec_ops.defs.resources import S3Resource, build_resources
 
     resources = build_resources(load_settings({**os.environ, "PINREC_DATA_DIR": str(tmp_path / "data"),
                                                "PINREC_SOURCE": "simulated"}))
@@ -113,7 +119,7 @@ def test_hostile_partition_keys_are_refused_before_any_step_runs(s3_server, tmp_
 
 
 def test_settings_refuse_hostile_surface_names():
-    from orchestration.config import load_settings
+    from pinrec_ops.defs.config import load_settings
 
     for value in ["../homefeed", "homefeed,/etc/passwd", "%2e%2e"]:
         with pytest.raises(ValueError, match="unknown surfaces"):

@@ -26,7 +26,9 @@ T0 = datetime(2026, 1, 5, 2, 0, 0, tzinfo=timezone.utc)
 
 @pytest.fixture
 def registry(s3_server):
-    return Registry(s3_server.settings().with_prefix(f"reg-{uuid.uuid4().hex[:8]}"))
+    """Versions of placeholder bytes: pointers move without the load-and-query check
+    (tests/test_promotion_checks.py tests that check)."""
+    return Registry(s3_server.settings().with_prefix(f"reg-{uuid.uuid4().hex[:8]}"), check_loads=False)
 
 
 def write_files(tmp_path, tag="a"):
@@ -57,7 +59,7 @@ def test_publish_then_fetch_verifies_and_returns_the_files(registry, tmp_path):
     assert len(m["files"][INDEX_FILE]["sha256"]) == 64
     assert m["metrics"] == {"hr@10": 0.2} and m["data_partitions"] == ["2026-01-04"]
     assert m["index"]["recall_at_100"] == 1.0 and m["config"]["model"] == {"d_model": 8}
-    assert version.endswith(m["content_sha256"][:8])
+    assert version.endswith(m["id_sha256"][:8])
 
 
 def test_parents_are_recorded_in_the_manifest(registry, tmp_path):
@@ -105,12 +107,17 @@ def test_tampered_local_copy_is_downloaded_again(registry, tmp_path):
 
 
 def test_a_published_version_is_never_overwritten(registry, tmp_path):
-    version = publish(registry, tmp_path)
+    version = publish(registry, tmp_path, metrics={"hr@10": 0.1})
     key = registry.version_key("homefeed", version, MANIFEST_FILE)
     before = registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read()
-    with pytest.raises(VersionExistsError):
-        publish(registry, tmp_path)  # same content, same second: same id
+    # same content, same second, other metrics: the same version, left as it was
+    assert publish(registry, tmp_path, metrics={"hr@10": 0.9}) == version
     assert registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read() == before
+    manifest = json.loads(before)
+    manifest["files"][MODEL_FILE]["sha256"] = "0" * 64  # the id now names other content
+    put_bytes(registry.client, registry.bucket, key, json.dumps(manifest).encode())
+    with pytest.raises(VersionExistsError):
+        publish(registry, tmp_path)
 
 
 def test_manifest_edited_after_publication_fails_its_content_hash(registry, tmp_path):
@@ -195,12 +202,49 @@ def test_retention_removes_stale_half_written_versions_only(registry, tmp_path):
     assert half not in registry._all_version_dirs("homefeed")
 
 
+def test_retention_judges_age_by_the_servers_clock_not_the_local_one(registry, tmp_path, monkeypatch):
+    """A half-written version uploaded a moment ago is fresh by the server's clock: a local clock
+    two days ahead (or behind) changes nothing, neither deleting it early nor keeping it forever."""
+    import serving.registry as reg
+
+    publish(registry, tmp_path)
+    half = "20260105T030000Z-deadbeef"
+    put_bytes(registry.client, registry.bucket, registry.version_key("homefeed", half, MODEL_FILE), b"x")
+    real_now = reg._now
+    monkeypatch.setattr(reg, "_now", lambda: real_now() + timedelta(days=2))
+    assert registry.retain("homefeed", keep=5, stale_after_s=3600) == []  # fresh on the server
+    monkeypatch.setattr(reg, "_now", lambda: real_now() - timedelta(days=2))
+    assert registry.retain("homefeed", keep=5, stale_after_s=-1) == [half]  # stale on the server
+
+
+def test_leftover_download_folders_are_removed(registry, tmp_path):
+    """A download killed half way leaves a hidden temporary folder in the cache: the next fetch
+    removes those older than an hour (newer ones may be another process's download)."""
+    import os
+    import time
+
+    version = publish(registry, tmp_path)
+    cache = tmp_path / "cache"
+    old = cache / "homefeed" / f".{version}.crashed"
+    new = cache / "homefeed" / f".{version}.in-flight"
+    for folder in (old, new):
+        folder.mkdir(parents=True)
+        (folder / MODEL_FILE).write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    registry.fetch("homefeed", version, cache)
+    assert not old.exists() and new.exists()
+
+
 def test_operator_cli_lists_shows_promotes_and_rolls_back(registry, tmp_path, monkeypatch, capsys, s3_server):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PINREC_S3_PREFIX", registry.settings.prefix)
-    v1 = publish(registry, tmp_path, "a")
-    v2 = publish(registry, tmp_path, "b", minutes=1)
+    from serving.publish import publish_model  # the CLI checks that a version loads: real models
+    from tests.helpers import tiny_model
+
+    v1, _ = publish_model(registry, "homefeed", tiny_model(seed=0), created_at=T0)
+    v2, _ = publish_model(registry, "homefeed", tiny_model(seed=1), created_at=T0 + timedelta(minutes=1))
     assert cli.main(["promote", "homefeed", v1]) == 0
     assert cli.main(["promote", "homefeed", v2]) == 0
     capsys.readouterr()

@@ -13,7 +13,7 @@ from events.sources import (
     make_source,
     movielens_to_events,
 )
-from orchestration.config import KNOWN_SPANS, REPO_ROOT
+from pinrec_ops.defs.config import KNOWN_SPANS, REPO_ROOT
 
 CACHE = REPO_ROOT / "var" / "cache"
 

@@ -27,14 +27,21 @@ class Candidate(NamedTuple):
 
 
 def budget_shares(outcome_weights: Mapping[Hashable, float], k: int) -> dict[Hashable, int]:
-    """``floor(k * w / sum(w))`` slots per outcome (outcomes with weight 0 get 0)."""
-    if any(w < 0 or math.isnan(w) for w in outcome_weights.values()):
-        raise ValueError(f"outcome weights must be >= 0, got {dict(outcome_weights)}")
-    total = float(sum(outcome_weights.values()))
-    if total <= 0:
+    """``floor(k * w / sum(w))`` slots per outcome (outcomes with weight 0 get 0).
+
+    The weights are normalised before anything is multiplied (first by the largest, then by
+    the sum), so any finite weights work, from subnormal to 1e308: neither the sum nor
+    ``k * w`` overflows to infinity."""
+    values = [float(w) for w in outcome_weights.values()]
+    if any(not math.isfinite(w) or w < 0 for w in values):
+        raise ValueError(f"outcome weights must be finite and >= 0, got {dict(outcome_weights)}")
+    largest = max(values, default=0.0)
+    if largest <= 0:
         raise ValueError("at least one outcome weight must be > 0")
+    scaled = {o: float(w) / largest for o, w in outcome_weights.items()}  # in [0, 1], largest 1
+    total = math.fsum(scaled.values())  # in [1, len(weights)]
     # The epsilon keeps e.g. 100 * 0.29 (28.999999999999996) at 29.
-    return {o: int(math.floor(k * w / total + 1e-9)) for o, w in outcome_weights.items()}
+    return {o: int(math.floor(k * (w / total) + 1e-9)) for o, w in scaled.items()}
 
 
 def merge_by_budget(

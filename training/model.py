@@ -100,7 +100,8 @@ class ItemEmbedding(nn.Module):
         super().__init__()
         self.k = cfg.hash_tables
         if self.k > 0:
-            assert cfg.hash_buckets > 1, "hash_tables > 0 needs hash_buckets > 1"
+            if cfg.hash_buckets <= 1:
+                raise ValueError(f"hash_tables > 0 needs hash_buckets > 1, got {cfg.hash_buckets}")
             self.buckets = cfg.hash_buckets
             self.tables = nn.ModuleList(nn.Embedding(cfg.hash_buckets + 1, cfg.d_model, padding_idx=0)
                                         for _ in range(self.k))
@@ -230,7 +231,8 @@ class Block(nn.Module):
 class PinRec(nn.Module):
     def __init__(self, cfg: PinRecConfig):
         super().__init__()
-        assert cfg.d_model % cfg.n_heads == 0
+        if cfg.d_model % cfg.n_heads:
+            raise ValueError(f"d_model {cfg.d_model} is not a multiple of n_heads {cfg.n_heads}")
         self.cfg = cfg
         d = cfg.d_model
         self.item_emb = ItemEmbedding(cfg)
@@ -286,7 +288,8 @@ class PinRec(nn.Module):
         B, L = items.shape
         n_new = (items > 0).sum(1) if cache is not None or return_cache else None  # (B,)
         longest = int((cache.lengths + n_new).max()) if cache is not None else L
-        assert longest <= self.cfg.max_len, f"sequence length {longest} > max_len {self.cfg.max_len}"
+        if longest > self.cfg.max_len:
+            raise ValueError(f"sequence length {longest} > max_len {self.cfg.max_len}")
         x = self.item_emb(items)                                                   # (B, L, d)
         if self.cfg.side_inputs:
             x = x + self.outcome_emb(outcomes) + self.surface_emb(surfaces)

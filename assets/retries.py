@@ -1,7 +1,0 @@
-"""Retry policy of the assets that talk to S3."""
-
-from dagster import Backoff, RetryPolicy
-
-# S3 hiccups (a throttled or restarting endpoint) retry with exponential backoff (2, 4, 8 s);
-# real errors fail after 3 retries. Every S3 write here is idempotent, so a retry is safe.
-S3_RETRY = RetryPolicy(max_retries=3, delay=2, backoff=Backoff.EXPONENTIAL)

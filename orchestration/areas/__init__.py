@@ -1,1 +1,0 @@
-"""One module per area of the lifecycle, each with its own `defs`; definitions.py merges them."""

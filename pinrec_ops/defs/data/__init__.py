@@ -1,0 +1,1 @@
+"""Data area: ingestion with quarantine, the feature tables, the online store."""

@@ -1,0 +1,170 @@
+"""Per surface: the candidate of the partition's day evaluated against the champion on that day
+(which neither trained on) through the serving retrieval path, and the blocking gate on
+promotion, which records every rule's figures and margin."""
+
+from dataclasses import asdict
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from pinrec_ops.defs.config import SETTINGS
+from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.days import partition_day
+from pinrec_ops.defs.metadata import table_metadata
+from pinrec_ops.defs.partitions import daily_partitions
+from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
+from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
+from pinrec_ops.defs.state import lifecycle_state
+from serving.canary import GatePolicy
+
+CANARY_K = 100
+DEPLOYMENT_GATE = GatePolicy()  # the deployment's gate; a run that changes it is recorded on the check
+
+
+class CanaryConfig(dg.Config):
+    max_users: int = Field(default=400, description="Users of the evaluation day sampled for the canary.")
+
+
+class CanaryGateConfig(dg.Config):
+    tolerance: float = Field(default=DEPLOYMENT_GATE.tolerance,
+                             description="Largest relative drop vs the champion on a guarded metric.")
+    recall_floor: float = Field(default=DEPLOYMENT_GATE.floors[f"recall@{CANARY_K}"],
+                                description=f"Absolute floor on recall@{CANARY_K}.")
+    max_latency_ratio: float = Field(default=DEPLOYMENT_GATE.max_latency_ratio,
+                                     description="Largest candidate/champion ratio of median latency (same run).")
+    max_latency_p99_ms: float = Field(default=DEPLOYMENT_GATE.max_latency_p99_ms,
+                                      description="Absolute cap on p99 retrieval latency per user.")
+
+    def policy(self) -> GatePolicy:
+        return GatePolicy(tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
+                          max_latency_ratio=self.max_latency_ratio, max_latency_p99_ms=self.max_latency_p99_ms)
+
+    def overrides(self) -> dict[str, dict[str, float]]:
+        """The fields this run sets away from the deployment's gate."""
+        default = CanaryGateConfig()
+        return {name: {"deployment": getattr(default, name), "run": getattr(self, name)}
+                for name in type(self).model_fields if getattr(self, name) != getattr(default, name)}
+
+
+def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict:
+    """Each user's sequence as the online store held it when the day began (point in time)."""
+    import pandas as pd
+
+    from feature_pipeline.store import training_examples
+    from serving.encoder import UserSequence
+
+    start = pd.Timestamp(datetime.combine(day, time(0), tzinfo=timezone.utc))
+    rows = training_examples(feast.store(), pd.DataFrame({"user_id": users, "event_ts": start}))
+    return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
+
+
+def version_data_through(registry, surface: str, version: str | None) -> str | None:
+    """The newest day a published version trained on (its manifest's data partitions)."""
+    if version is None:
+        return None
+    days = registry.manifest(surface, version).get("data_partitions") or []
+    return max(days) if days else None
+
+
+def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=dg.AssetKey([surface, "canary_evaluation"]),
+        deps=[dg.AssetKey([surface, "candidate_version"])],
+        partitions_def=daily_partitions,
+        backfill_policy=ONE_RUN_PER_DAY,
+        group_name=surface,
+        kinds={"faiss", "feast"},
+        owners=owners("lifecycle"),
+        tags=area_tags("lifecycle", surface=surface),
+        code_version=code_version("serving.canary", "serving.retriever", "serving.encoder", "training.merge"),
+        description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
+                    "recall@100 per outcome, diversity, latency, through the serving retrieval path.",
+    )
+    def canary_evaluation(context: dg.AssetExecutionContext, config: CanaryConfig, lake: DataLakeResource,
+                          feast: FeastResource, s3: S3Resource) -> dg.MaterializeResult:
+        from serving.canary import evaluate_version
+        from serving.retriever import LoadedVersion
+
+        state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        candidate = state.read("candidate", surface, day)["version"]
+        # an earlier verdict of this day must not outlive a new evaluation that fails
+        state.path("canary", surface, day).unlink(missing_ok=True)
+        champion = registry.champion(surface)
+        events = lake.table().read_day(day)
+        events = events[events["surface"] == surface]
+        users = sorted(set(events.loc[events["outcome"] != "impression", "user_id"].tolist()))
+        users = users[:: max(1, len(users) // config.max_users)][: config.max_users]
+        events = events[events["user_id"].isin(users)]
+        sequences = _sequences_at_day_start(feast, users, day)
+        cache = Path(lake.root).parent / "version_cache"
+        results = {}
+        for role, version in (("candidate", candidate), ("champion", champion)):
+            if version is None or (role == "champion" and version == candidate):
+                continue
+            loaded = LoadedVersion.from_local(registry.fetch(surface, version, cache))
+            results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K)
+        through = {"candidate": version_data_through(registry, surface, candidate),
+                   "champion": version_data_through(registry, surface, champion if "champion" in results else None)}
+        state.write({"candidate": candidate, "champion": champion if "champion" in results else None,
+                     "metrics": results, "users": len(users), "data_through": through}, "canary", surface, day)
+        metadata = {"day": day.isoformat(), "candidate": candidate,
+                    "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
+        for role, figures in results.items():
+            metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
+        metadata["metrics"] = table_metadata(
+            [{"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}
+             for name in sorted(results["candidate"])],
+            {"metric": "string", **{role: "float" for role in results}})
+        return dg.MaterializeResult(metadata=metadata)
+
+    return canary_evaluation
+
+
+def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey([surface, "canary_evaluation"]),
+        name="canary_gate",
+        blocking=True,
+        description="Blocks promotion unless the candidate clears the absolute floors, is within tolerance of the "
+                    "champion on every guarded metric, and trained on data no older than the champion's. Records "
+                    "every rule's candidate and champion figures and the margin to its threshold.",
+    )
+    def canary_gate(context: dg.AssetCheckExecutionContext, config: CanaryGateConfig,
+                    lake: DataLakeResource) -> dg.AssetCheckResult:
+        from serving.canary import gate_rules
+
+        day = partition_day(context.op_execution_context)
+        state = lifecycle_state(lake)
+        canary = state.read("canary", surface, day)
+        through = canary.get("data_through", {})
+        rules = gate_rules(canary["metrics"]["candidate"], canary["metrics"].get("champion"), config.policy(),
+                           candidate_data_through=date.fromisoformat(through["candidate"]) if through.get("candidate") else None,
+                           champion_data_through=date.fromisoformat(through["champion"]) if through.get("champion") else None)
+        reasons = [r.reason for r in rules if not r.passed]
+        passed = not reasons
+        overrides = config.overrides()
+        if overrides:
+            context.log.warning(f"{surface}/canary_gate on {day}: run config overrides the deployment's gate: {overrides}")
+        state.write({**canary, "passed": passed, "reasons": reasons, "gate_overrides": overrides}, "canary", surface, day)
+        metadata = {"candidate": canary["candidate"], "champion": canary["champion"] or "none",
+                    "rules": table_metadata([asdict(r) for r in rules],
+                                            {"rule": "string", "metric": "string", "candidate": "float",
+                                             "champion": "float", "threshold": "float", "margin": "float",
+                                             "passed": "bool"}),
+                    "gate_policy": dg.MetadataValue.json(asdict(config.policy())),
+                    "overridden_by_run_config": dg.MetadataValue.json(overrides)}
+        for r in rules:
+            metadata[f"margin/{r.metric}"] = r.margin
+        description = "candidate passes the gate" if passed else "; ".join(reasons)
+        if overrides:
+            description = f"[run config overrides the deployment's gate: {', '.join(overrides)}] {description}"
+        return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description,
+                                   metadata=metadata)
+
+    return canary_gate
+
+
+canary_evaluations = [canary_evaluation_asset(surface) for surface in SETTINGS.surfaces]
+canary_gates = [canary_gate_check(surface) for surface in SETTINGS.surfaces]

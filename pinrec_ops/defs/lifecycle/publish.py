@@ -1,0 +1,76 @@
+"""Per surface: the fine-tuned model of the partition's day published as an immutable version in
+S3 (model.pt, a tuned faiss index, item_ids.npy, the manifest written last)."""
+
+from datetime import datetime, time, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from pinrec_ops.defs.config import SETTINGS
+from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.days import partition_day
+from pinrec_ops.defs.partitions import daily_partitions
+from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
+from pinrec_ops.defs.resources import DataLakeResource, S3Resource
+from pinrec_ops.defs.state import lifecycle_state
+
+PUBLISH_CODE = code_version("serving.publish", "serving.registry", "serving.index")
+
+
+def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=dg.AssetKey([surface, "candidate_version"]),
+        deps=[dg.AssetKey([surface, "finetuned_model"])],
+        partitions_def=daily_partitions,
+        backfill_policy=ONE_RUN_PER_DAY,
+        group_name=surface,
+        retry_policy=S3_RETRY,
+        kinds={"faiss", "s3"},
+        owners=owners("lifecycle"),
+        tags=area_tags("lifecycle", surface=surface),
+        code_version=PUBLISH_CODE,
+        description=f"The {surface} model fine-tuned for the partition's day, published as an immutable version: "
+                    "model.pt, a tuned faiss index, item_ids.npy and the manifest (written last) under "
+                    f"versions/{surface}/<version>/ in S3.",
+    )
+    def candidate_version(context: dg.AssetExecutionContext, lake: DataLakeResource,
+                          s3: S3Resource) -> dg.MaterializeResult:
+        from serving.publish import publish_model
+        from serving.registry import sha256_file
+        from training.train import load_model
+
+        state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        finetune = state.read("finetune", surface, day)
+        model_sha = sha256_file(Path(finetune["path"]) / "model.pt")
+        common = {"day": day.isoformat(), "data_through": max(finetune["train_days"])}
+        previous = state.path("candidate", surface, day)
+        if previous.exists():  # idempotent re-run: same fine-tuned weights, same version
+            done = state.read("candidate", surface, day)
+            if done.get("model_sha256") == model_sha and done["version"] in registry.list_versions(surface):
+                context.log.info(f"{surface}/{done['version']} already published from these weights")
+                return dg.MaterializeResult(metadata={**common, "version": done["version"], "reused": True,
+                                                      "uri": dg.MetadataValue.url(done["uri"])})
+        champion = registry.champion(surface)
+        model = load_model(finetune["path"])
+        version, tuned = publish_model(
+            registry, surface, model,
+            metrics={"partition": day.isoformat()},
+            data_partitions=finetune["train_days"],
+            config={"finetune_run": finetune["path"], "pretrained_run": finetune["pretrained"]},
+            parents=[champion] if champion else [],
+            created_at=datetime.combine(day + timedelta(days=1), time(2), tzinfo=timezone.utc),
+        )
+        uri = s3.uri("versions", surface, version, "")
+        state.write({"version": version, "uri": uri, "model_sha256": model_sha}, "candidate", surface, day)
+        return dg.MaterializeResult(metadata={
+            **common, "version": version, "reused": False, "uri": dg.MetadataValue.url(uri),
+            "parent": champion or "none", "n_items": int(model.cfg.n_items),
+            "index_kind": tuned.kind, "index_params": dg.MetadataValue.json(tuned.params),
+            "index_recall_at_100": float(tuned.recall_at_100),
+            "data_partitions": dg.MetadataValue.json(finetune["train_days"]),
+        })
+
+    return candidate_version
+
+
+candidate_versions = [candidate_version_asset(surface) for surface in SETTINGS.surfaces]

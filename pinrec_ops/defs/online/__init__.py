@@ -1,0 +1,2 @@
+"""Online area: what users did with what was served (per surface and experiment arm), from the
+day's serving log."""

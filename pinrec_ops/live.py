@@ -1,0 +1,303 @@
+"""The closed loop: `pinrec-ops live` advances the simulated world one day at a time and runs the
+system for that day through Dagster's own machinery, then lets the users react.
+
+Per day D:
+
+1. the world plays D (`events.closed_loop.ClosedLoopWorld`): sessions are drawn as in the open
+   world, and a share of each session's impressions comes from what the user's experiment arm
+   serves at that moment: the `pinrec*` and `aa-*` arms through the retrieval service's own HTTP
+   API in process (`/v1/retrieve`: Feast online features materialized the night before plus the
+   user's events since, champion or canary by the user's hash, the arm's outcome weights), the
+   baselines through their policies (`serving.experiments`); the day's events and serving log land
+   in `{data_dir}/world/date=D/`, where the simulated source reads them (its clock);
+2. a run of `nightly_refresh` for D: ingest, features, online store, online metrics, then per
+   surface the online trial of yesterday's canary (promotion or rollback), fine-tune, publish,
+   offline canary, and the release of the new canary;
+3. the drift sensor and the weekly schedule are evaluated with the world's time, through their
+   own Dagster definitions; what they request runs as `retrain` runs for D;
+4. the baselines refresh on the same log (popularity daily; the SASRec arm retrains with the
+   library whenever the system pretrains, and is published to its own registry prefix and
+   served by the same serving code).
+
+The first `warmup_days` days are served by nobody (organic impressions only) and ingested only;
+on the last warm-up day a `retrain` run creates the first champions. Everything the runner needs
+to resume is on disk: the world's days, the Dagster instance, and `world/runner.json` (the drift
+sensor's cursor, the days whose runs finished).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from pinrec_ops.runs import code_location, run_job
+from storage.files import atomic_write_text
+
+DATA_ASSETS = ["events", "event_quarantine", "serving_log", "user_sequence_features", "item_stats_features",
+               "item_surface_stats_features", "online_features", "online_metrics"]
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class DayReport:
+    day: date
+    runs: list[tuple[str, bool, str]] = field(default_factory=list)  # (job, success, trigger)
+    seconds: dict[str, float] = field(default_factory=dict)
+    served_errors: dict[int, int] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
+
+
+class LiveRunner:
+    """Plays the closed loop day by day (see the module docstring)."""
+
+    def __init__(self, *, settings, instance: dg.DagsterInstance, resources: dict, loop_config=None,
+                 arms=None, warmup_days: int = 3, served_k: int | None = None,
+                 log: Callable[[str], None] = print) -> None:
+        from events.closed_loop import ClosedLoopWorld, LoopConfig
+        from events.simulator import SimulatedWorld
+        from serving.experiments import EXPERIMENT_ARMS
+
+        self.settings, self.instance, self.resources = settings, instance, resources
+        self.world_dir = Path(settings.world_dir)
+        self.world_dir.mkdir(parents=True, exist_ok=True)
+        self.world = SimulatedWorld(resources["event_source"].world())
+        self.loop = ClosedLoopWorld(self.world, loop_config or LoopConfig())
+        self.arms = list(arms or EXPERIMENT_ARMS)
+        self.warmup_days = warmup_days
+        self.served_k = served_k or self.loop.loop.served_k
+        self.log = log
+        self.state_path = self.world_dir / "runner.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else \
+            {"done": [], "drift_cursor": None, "sasrec_through": None}
+        self._services: dict[str, Any] = {}
+        self._history = None
+
+    # ------------------------------------------------------------------ days
+    @property
+    def first_day(self) -> date:
+        return self.world.config.start_date
+
+    def next_day(self) -> date:
+        done = sorted(date.fromisoformat(d) for d in self.state["done"])
+        return done[-1] + timedelta(days=1) if done else self.first_day
+
+    def _save_state(self) -> None:
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=2, sort_keys=True))
+
+    def play(self, days: int) -> list[DayReport]:
+        reports = []
+        for _ in range(days):
+            reports.append(self.play_day(self.next_day()))
+        return reports
+
+    def play_day(self, day: date) -> DayReport:
+        report = DayReport(day)
+        t0 = time.monotonic()
+        if not (self.world_dir / f"date={day.isoformat()}" / "events.parquet").exists():
+            self._world_day(day, report)
+        report.seconds["world"] = time.monotonic() - t0
+        warm = (day - self.first_day).days < self.warmup_days
+        t1 = time.monotonic()
+        self._run(report, "nightly_refresh", day, "live", assets=DATA_ASSETS if warm else None)
+        report.seconds["nightly"] = time.monotonic() - t1
+        if (day - self.first_day).days == self.warmup_days - 1:
+            self._retrain(report, day, "bootstrap")
+        elif not warm:
+            self._automation(report, day)
+        self._refresh_baselines(day, report)
+        self.state["done"] = sorted(set(self.state["done"]) | {day.isoformat()})
+        self._save_state()
+        report.seconds["total"] = time.monotonic() - t0
+        ok = all(success for _, success, _ in report.runs)
+        self.log(f"{day}  " + "  ".join(f"{job}[{trigger}] {'ok' if s else 'FAILED'}" for job, s, trigger in report.runs)
+                 + f"  ({report.seconds['world']:.0f} s world, {report.seconds['total']:.0f} s in all)"
+                 + ("" if ok else "  (see the runs in the UI)"))
+        return report
+
+    # ------------------------------------------------------------------ the world
+    def _world_day(self, day: date, report: DayReport) -> None:
+        from events.closed_loop import FatigueHistory
+
+        if self._history is None:
+            self._history = FatigueHistory.from_events(self._lake_events())
+        router = self._router(day)
+        served_before = dict(self._service_errors())
+
+        def recommend(requests):
+            from events.closed_loop import Served as WorldServed
+            from serving.experiments import Request
+
+            served = router.serve([Request(r.user_id, r.surface, self.served_k, r.recent_events) for r in requests])
+            return [WorldServed(items=s.items, version=s.version, arm=s.arm, served_by=s.served_by) for s in served]
+
+        result = self.loop.day(day, recommend, self._history)
+        folder = self.world_dir / f"date={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        # the serving log first: the events file is the day's commit point (the source's clock)
+        _write_parquet(result.serving_log, folder / "serving_log.parquet")
+        _write_parquet(result.events, folder / "events.parquet")
+        self._history.update(result.events)
+        after = self._service_errors()
+        report.served_errors = {k: after.get(k, 0) - served_before.get(k, 0) for k in after
+                                if after.get(k, 0) != served_before.get(k, 0)}
+
+    def _lake_events(self) -> pd.DataFrame:
+        from events.contract import empty_events
+
+        table = self.resources["lake"].table()
+        days = table.days()
+        return table.read_until(days[-1]) if days else empty_events()
+
+    # ------------------------------------------------------------------ serving
+    def _service(self, name: str, prefix: str):
+        """The retrieval service over registry `prefix`, in process; pointers re-read each day."""
+        if name not in self._services:
+            from feature_pipeline.store import open_store
+            from serving.app import FeastFeatures, create_app
+            from serving.registry import Registry
+            from serving.versions import VersionManager
+
+            s3 = self.resources["s3"]
+            registry = Registry(s3.s3_settings().with_prefix(prefix), s3.client())
+            manager = VersionManager(registry, list(self.settings.surfaces),
+                                     Path(self.settings.data_dir) / "live_cache" / name, poll_interval_s=3600)
+            features = FeastFeatures(open_store(self.resources["feast"].settings()))
+            app = create_app(manager, features, start_polling=False)
+            from serving.experiments import ServicePolicy
+
+            self._services[name] = (manager, ServicePolicy(app=app, name=name))
+        manager, policy = self._services[name]
+        manager.refresh()
+        return policy
+
+    def _service_errors(self) -> dict[int, int]:
+        total: dict[int, int] = {}
+        for _, policy in self._services.values():
+            for status, n in policy.errors.items():
+                total[status] = total.get(status, 0) + n
+        return total
+
+    def _router(self, day: date):
+        from serving.experiments import ArmRouter, OraclePolicy
+
+        s3 = self.resources["s3"]
+        policies = {
+            "service": self._service("system", s3.prefix),
+            "sasrec": self._service("sasrec", f"{s3.prefix}-baselines/sasrec"),
+            "popularity": self._popularity(day),
+            "oracle": OraclePolicy(lambda users, surface: self.world.expected_engagement(users, surface, day)),
+        }
+        return ArmRouter(self.arms, policies)
+
+    def _popularity(self, day: date):
+        from serving.experiments import PopularityPolicy
+
+        table = self.resources["lake"].table()
+        recent = [d for d in table.days() if day - timedelta(days=3) <= d < day]
+        events = pd.concat([table.read_day(d) for d in recent], ignore_index=True) if recent else None
+        policy = PopularityPolicy()
+        return policy.fit(events, label=str(recent[-1])) if events is not None else policy
+
+    # ------------------------------------------------------------------ baselines
+    def _refresh_baselines(self, day: date, report: DayReport) -> None:
+        """The SASRec arm retrains (library, all switches off) whenever the system pretrained."""
+        pretrained = [job for job, ok, _ in report.runs if job == "retrain" and ok]
+        if not pretrained or self.state.get("sasrec_through") == day.isoformat():
+            return
+        t0 = time.monotonic()
+        from serving.publish import publish_model
+        from serving.registry import Registry
+        from training.train import pretrain
+
+        table = self.resources["lake"].table()
+        days = [d for d in table.days() if d < day]
+        events = table.read_until(days[-1])
+        model_cfg, data_cfg, loss_cfg, train_cfg = self.resources["training"].configs()
+        from dataclasses import replace
+
+        model_cfg = replace(model_cfg, outcome_conditioning=False, multi_token=False, side_inputs=False)
+        data_cfg = replace(data_cfg, outcome_conditioning=False)
+        loss_cfg = replace(loss_cfg, logq=False)
+        out = Path(self.settings.data_dir) / "models" / "sasrec" / day.isoformat()
+        result = pretrain(events, out, model_cfg, data_cfg, loss_cfg, train_cfg=train_cfg)
+        s3 = self.resources["s3"]
+        registry = Registry(s3.s3_settings().with_prefix(f"{s3.prefix}-baselines/sasrec"), s3.client())
+        for surface in self.settings.surfaces:
+            version, _ = publish_model(registry, surface, result.model, data_partitions=[d.isoformat() for d in days],
+                                       config={"baseline": "sasrec"},
+                                       created_at=datetime.combine(day + timedelta(days=1), datetime.min.time(),
+                                                                   tzinfo=timezone.utc))
+            registry.promote(surface, version)
+        self.state["sasrec_through"] = day.isoformat()
+        report.seconds["sasrec"] = time.monotonic() - t0
+
+    # ------------------------------------------------------------------ Dagster
+    def _run(self, report: DayReport, job: str, day: date, trigger: str, *, assets=None,
+             tags: dict[str, str] | None = None) -> bool:
+        result = run_job(job, day, self.instance, assets=assets, resources=self.resources,
+                         tags={"pinrec/trigger": trigger, **(tags or {})}, run_config=QUIET_LOGS)
+        report.runs.append((job, result.success, trigger))
+        return result.success
+
+    def _retrain(self, report: DayReport, day: date, trigger: str, tags: dict[str, str] | None = None) -> None:
+        self._run(report, "retrain", day, trigger, tags=tags)
+
+    def _automation(self, report: DayReport, day: date) -> None:
+        """The drift sensor and the weekly schedule, evaluated at the world's time through their own
+        definitions; their run requests become runs of the requested job."""
+        defs = code_location()
+        sensor = defs.resolve_sensor_def("outcome_drift_sensor")
+        context = dg.build_sensor_context(cursor=self.state.get("drift_cursor"), instance=self.instance,
+                                          resources={"lake": self.resources["lake"], "s3": self.resources["s3"]},
+                                          repository_def=defs.get_repository_def())
+        result = sensor.evaluate_tick(context)
+        self.state["drift_cursor"] = result.cursor
+        requests = list(result.run_requests or [])
+        for request in requests:
+            report.drift = json.loads(request.tags.get("pinrec/drift_figures", "{}"))
+            self._retrain(report, date.fromisoformat(request.partition_key), "drift",
+                          {k: v for k, v in request.tags.items() if k != "pinrec/trigger"})
+        tomorrow = day + timedelta(days=1)
+        if tomorrow.weekday() == 6 and not requests:  # Sunday 04:00: the weekly retrain of Saturday
+            schedule = defs.resolve_schedule_def("weekly_retrain_schedule")
+            tick = schedule.evaluate_tick(dg.build_schedule_context(
+                instance=self.instance, scheduled_execution_time=datetime.combine(tomorrow, datetime.min.time(),
+                                                                                  tzinfo=timezone.utc) + timedelta(hours=4),
+                resources={"event_source": self.resources["event_source"], "s3": self.resources["s3"]},
+                repository_def=defs.get_repository_def()))
+            for request in tick.run_requests or []:
+                self._retrain(report, date.fromisoformat(request.partition_key), "weekly_schedule")
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storage.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, coerce_timestamps="us",
+                       allow_truncated_timestamps=False)
+
+
+def failed_for_an_error(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> list[str]:
+    """Runs that failed for another reason than a gate's verdict (a blocking check that failed)."""
+    failed = []
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.status != dg.DagsterRunStatus.FAILURE:
+            continue
+        records = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        errors = [r.dagster_event.step_failure_data.error for r in records
+                  if r.dagster_event and r.dagster_event.step_failure_data and r.dagster_event.step_failure_data.error]
+        if not errors or any("DagsterAssetCheckFailedError" not in (e.cls_name or "") + e.message for e in errors):
+            failed.append(run_id)
+    return failed

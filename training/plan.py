@@ -1,0 +1,52 @@
+"""What the lifecycle trains: one plan for pretraining and per-surface fine-tuning.
+
+The library's config dataclasses (`PinRecConfig`, `DataConfig`, `LossConfig`, `TrainConfig`)
+hold the defaults of a full-size model; the lifecycle's embedded default is smaller so that a
+simulated world trains in minutes on 2 CPU cores. This dataclass is the single place those sizes
+and budgets are set: the Dagster `TrainingResource` takes its defaults from here and
+`configs()` turns a plan into the library's configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from training.data import DataConfig
+from training.loss import LossConfig
+from training.model import PinRecConfig
+from training.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    d_model: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_len: int = 50
+    batch_size: int = 128
+    pretrain_epochs: int = 3
+    finetune_epochs: int = 1
+    finetune_days: int = 7          # fine-tuning reads the surface's targets of the days before
+    hard_negatives: int = 16        # impressed-but-not-engaged items per target (fine-tuning)
+    # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
+    # catalogue size; the full softmax over every item only pays off for small catalogues.
+    sampled_softmax: bool = True
+    seed: int = 0
+    threads: int = 2
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def configs(self, n_items: int = 0) -> tuple[PinRecConfig, DataConfig, LossConfig, TrainConfig]:
+        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs."""
+        model = PinRecConfig(n_items=n_items, d_model=self.d_model, n_layers=self.layers,
+                             n_heads=self.heads, max_len=self.max_len)
+        data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed)
+        loss = LossConfig(full_softmax=not self.sampled_softmax)
+        train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False,
+                            log_every_n_steps=1)
+        return model, data, loss, train
