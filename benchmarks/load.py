@@ -4,35 +4,38 @@
     nice -n 19 .venv/bin/python -m benchmarks.load --seconds 5 --out-name load_smoke   # smoke
 
 Two PinRec versions (random weights, ``--items`` items, d=64, 2 layers) are published to a real
-SeaweedFS and the first is promoted; ``python -m serving.cli serve`` (uvicorn, 127.0.0.1, its
-default thread-pool mode, 1 faiss + 1 torch thread, pointer polling every second, user sequences
-from each request's ``recent_events``: 20 events) serves it. ``--concurrency`` HTTP clients keep
-their connections open and send retrieve requests (k=100) back to back for ``--seconds``; half
-way through the second version is promoted and the service hot-swaps to it.
+SeaweedFS and the first is promoted; ``python -m serving.cli serve`` (uvicorn, 127.0.0.1,
+micro-batching and encoder states with their defaults, 1 faiss + 1 torch thread, pointer polling
+every second, user sequences from each request's ``recent_events``: 20 events) serves it.
+``--concurrency`` closed-loop clients (``benchmarks.loadgen``: one asyncio process, keep-alive
+connections) send retrieve requests (k=100) back to back for ``--seconds``; half way through the
+second version is promoted and the service hot-swaps to it (dropping the first one's encoder
+states).
 
 Row ``c{concurrency}-{seconds}s-swap`` (``c16-60s-swap`` by default): ``requests``, ``errors``
 (any answer other than 200, and any dropped connection), ``p50_ms``, ``p99_ms`` (client-observed),
-``qps``, requests answered by each version (``v1_requests``, ``v2_requests``) and
-``swap_s``: seconds from the promotion to the first answer from the new version. Target:
+``qps``, ``mean_batch``, requests answered by each version (``v1_requests``, ``v2_requests``),
+``swap_s``: seconds from the promotion to the first answer from the new version, and
+``client_cpu``: the load generator's CPU time over the wall time (1.0 = one core). Target:
 ``errors`` = 0. Writes ``benchmarks/results/<out-name>.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.loadgen import LoadResult, closed_loop
 from benchmarks.results import print_table, write_results
 from devstack.processes import stop_process_group
 from devstack.service import start_cli_service
@@ -56,57 +59,28 @@ def request_bodies(n_users: int, n_items: int, seed: int = 5) -> list[bytes]:
     return bodies
 
 
-def drive(port: int, bodies: list[bytes], concurrency: int, seconds: float, swap) -> dict:
-    """Clients send requests back to back until `seconds` pass; `swap()` runs half way.
-    Returns latencies, outcomes (version or error) with their end times, and the swap time."""
-    lock = threading.Lock()
-    done: list[tuple[float, float, str]] = []  # (end time, latency s, version or error)
-    start = time.perf_counter()
-    stop_at = start + seconds
-
-    def client(worker: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine, i = [], worker
-        while time.perf_counter() < stop_at:
-            body = bodies[i % len(bodies)]
-            i += concurrency
-            t = time.perf_counter()
-            try:
-                conn.request("POST", "/v1/retrieve", body=body, headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                payload = resp.read()
-                outcome = json.loads(payload)["version"] if resp.status == 200 else f"status {resp.status}"
-            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-                outcome = f"error {type(exc).__name__}"
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            end = time.perf_counter()
-            mine.append((end - start, end - t, outcome))
-        conn.close()
-        with lock:
-            done.extend(mine)
-
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(concurrency)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds / 2)
-    swapped_at = time.perf_counter() - start
-    swap()
-    for t in threads:
-        t.join()
-    return {"done": sorted(done), "swapped_at": swapped_at, "wall": time.perf_counter() - start}
+VERSION_RE = re.compile(rb'"version": "([^"]+)"')
 
 
-def summarize(name: str, run: dict, v1: str, v2: str) -> dict:
-    done = run["done"]
-    versions = Counter(outcome for _, _, outcome in done)
+def summarize(name: str, result: LoadResult, v1: str, v2: str, swapped_at: float) -> dict:
+    outcomes = []
+    for reply in result.replies:
+        if reply.status == 200:
+            found = VERSION_RE.search(reply.body)
+            outcomes.append(found.group(1).decode() if found else "no version in the answer")
+        else:
+            outcomes.append(f"status {reply.status}" if reply.status else f"error {reply.error.split(':')[0]}")
+    versions = Counter(outcomes)
     errors = sum(n for outcome, n in versions.items() if outcome not in (v1, v2))
-    ms = np.array([lat for _, lat, _ in done]) * 1e3
-    first_v2 = next((end for end, _, outcome in done if outcome == v2), None)
-    return {"name": name, "requests": len(done), "errors": errors,
+    ms = np.array([r.latency_s for r in result.replies]) * 1e3
+    first_v2 = min((r.end_s for r, o in zip(result.replies, outcomes) if o == v2), default=None)
+    batches = [int(r.headers["x-batch-size"]) for r in result.replies if "x-batch-size" in r.headers]
+    return {"name": name, "requests": len(result.replies), "errors": errors,
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "qps": round(len(done) / run["wall"], 1), "v1_requests": versions[v1], "v2_requests": versions[v2],
-            "swap_s": round(first_v2 - run["swapped_at"], 2) if first_v2 is not None else None,
+            "qps": round(result.qps, 1), "mean_batch": round(float(np.mean(batches)), 2) if batches else None,
+            "v1_requests": versions[v1], "v2_requests": versions[v2],
+            "swap_s": round(first_v2 - swapped_at, 2) if first_v2 is not None else None,
+            "client_cpu": round(result.cpu_share, 3),
             "error_kinds": {k: n for k, n in versions.items() if k not in (v1, v2)}}
 
 
@@ -144,11 +118,16 @@ def run(seconds: float, concurrency: int, n_items: int, log) -> tuple[dict, str]
                 bodies = request_bodies(2000, n_items)
                 log(f"service ready on 127.0.0.1:{port}; {concurrency} clients for {seconds:g} s, "
                     f"swap to {v2} at {seconds / 2:g} s")
-                result = drive(port, bodies, concurrency, seconds, lambda: registry.promote("homefeed", v2))
+
+                def promote() -> None:
+                    registry.promote("homefeed", v2)
+
+                result = closed_loop("127.0.0.1", port, bodies, concurrency, seconds=seconds,
+                                     at=[(seconds / 2, promote)], timeout=30)
             finally:
                 stop_process_group(proc)
             name = f"c{concurrency}-{seconds:g}s-swap"
-            return summarize(name, result, v1, v2), f"v1 {v1}, v2 {v2}"
+            return summarize(name, result, v1, v2, result.marks["promote"]), f"v1 {v1}, v2 {v2}"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -159,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--items", type=int, default=20_000, help="catalogue size of each version (default 20k: exact search)")
     p.add_argument("--out-name", default="load", help="results file name (default: load)")
+    p.add_argument("--context", default="not stated",
+                   help="what else ran on the machine (written into the notes), e.g. 'idle machine'")
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -171,14 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         log(f"failed requests: {error_kinds}")
     if not row["v2_requests"]:
         log("warning: no answer came from the new champion before the end (run longer to see the swap)")
-    notes = (f"{args.concurrency} HTTP/1.1 keep-alive clients (threads of one Python process on the same "
-             f"machine as the service) for {args.seconds:g} s; random-weight PinRec, {args.items} items, "
-             f"d=64, 2 layers; k=100, {RECENT_EVENTS} recent events per request, no feature store; "
-             f"`python -m serving.cli serve` on 127.0.0.1 (thread pool, 1 faiss + 1 torch thread, "
-             f"pointer poll 1 s); champion promoted from v1 to v2 half way ({versions}). "
-             f"Latencies are client-observed. Failed requests by kind: {error_kinds or 'none'}.")
+    notes = (f"{args.concurrency} closed-loop HTTP/1.1 keep-alive clients (benchmarks/loadgen.py: one asyncio "
+             f"process on the same machine as the service; its CPU share {row['client_cpu']:.3f} of one "
+             f"core) for {args.seconds:g} s; random-weight PinRec, {args.items} items, d=64, 2 layers; "
+             f"k=100, {RECENT_EVENTS} recent events per request, no feature store; `python -m serving.cli "
+             f"serve` on 127.0.0.1 (micro-batching and encoder states at their defaults, 1 faiss + 1 torch "
+             f"thread, pointer poll 1 s); champion promoted from v1 to v2 half way ({versions}). "
+             f"Latencies are client-observed. Failed requests by kind: {error_kinds or 'none'}. Before "
+             f"issue 16 (2026-11-22: threads as clients, one request at a time in a thread pool) this row "
+             f"gave 52.5 requests/s, p99 652.7 ms. Else on the machine during the run: {args.context}.")
     json_path, _ = write_results(args.out_name, [row], TARGETS, notes,
-                                 lower_is_better={"errors", "p50_ms", "p99_ms", "swap_s"})
+                                 lower_is_better={"errors", "p50_ms", "p99_ms", "swap_s", "client_cpu"})
     log(f"wrote {json_path}")
     return 0 if row["errors"] == 0 else 1
 

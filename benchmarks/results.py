@@ -9,7 +9,9 @@ Each benchmark prints a table (``print_table``) and writes ``benchmarks/results/
 
 A target is met when a row's value is ``>=`` the target, or ``<=`` for lower-is-better metrics:
 those named in ``lower_is_better``, or by default any metric whose name says it is a time, a
-latency or a size (see ``is_lower_better``). Timings are medians of several runs
+latency or a size (see ``is_lower_better``). A target named ``"<row>/<metric>"`` applies to that
+row only (e.g. ``"service-c1/p99_ms": 15`` beside ``"service-c8/p99_ms": 50``); a plain metric
+name applies to every row holding the metric. Timings are medians of several runs
 (``median_time``).
 """
 
@@ -227,11 +229,12 @@ def target_checks(
     """One check per (target metric, row holding that metric); a metric no row holds gets one
     check with ``row=None`` and ``met=None`` (not measured)."""
     checks: list[dict[str, Any]] = []
-    for metric, target in targets.items():
+    for key, target in targets.items():
+        only_row, _, metric = key.rpartition("/")
         lower = is_lower_better(metric, lower_is_better)
         found = False
         for i, row in enumerate(rows):
-            if metric not in row:
+            if metric not in row or (only_row and row.get("name") != only_row):
                 continue
             found = True
             value = row[metric]
@@ -257,7 +260,7 @@ def target_checks(
                     "metric": metric,
                     "target": target,
                     "direction": "<=" if lower else ">=",
-                    "row": None,
+                    "row": only_row or None,
                     "value": None,
                     "met": None,
                 }
@@ -303,7 +306,7 @@ def render_markdown(record: Mapping[str, Any], lower_is_better: Collection[str] 
                 "metric": c["metric"],
                 "target": f"{c['direction']} {_fmt(c['target'])}",
                 "row": c["row"] if c["row"] is not None else "-",
-                "value": _fmt(c["value"]) if c["row"] is not None else "-",
+                "value": _fmt(c["value"]) if c["value"] is not None else "-",
                 "met": "not measured" if c["met"] is None else ("yes" if c["met"] else "NO"),
             }
             for c in target_checks(rows, targets, lower_is_better)

@@ -2,12 +2,18 @@
 
     app = create_app(manager, features)     # VersionManager, FeatureReader (or None)
 
+Requests are validated here and served by ``serving.service.RetrievalService``: concurrent
+requests are micro-batched (``ServingConfig.max_wait_ms``, ``max_batch``), their features read in
+one call, encoded in one incremental pass over the users' cached encoder states
+(``encoder_cache_mb``) and searched in one faiss call.
+
 Endpoints:
 
 ``POST /v1/retrieve``  ``{user_id, surface, k?, outcome_weights?, recent_events?}`` ->
     ``{candidates: [{item_id, score, outcome, offset}], model_version, index_version, version,
     served_by, surface, user_id, k}``; stage times in the ``Server-Timing`` header
-    (feature, encode, ann, merge, total; milliseconds).
+    (queue, feature, encode, ann, merge, total; milliseconds; feature, encode and ann are the
+    request's batch's) and the batch size in ``X-Batch-Size``.
 ``GET /healthz``       the process is up.
 ``GET /readyz``        200 once the first refresh ran and at least one served surface has a
     verified champion loaded, else 503 (a surface without one does not make the others unready).
@@ -15,7 +21,11 @@ Endpoints:
 ``GET /versions``      what is loaded per surface, fallbacks in use, and the last load error
     (exception type and a fixed sentence: no endpoint, key or path).
 ``GET /metrics``       Prometheus text: ``pinrec_requests_total{endpoint,status,version}``,
-    ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``,
+    ``pinrec_request_duration_seconds{endpoint}``, ``pinrec_stage_duration_seconds{stage}``
+    (queue, feature, encode, ann, merge), ``pinrec_batch_size`` (requests per micro-batch),
+    ``pinrec_model_flops_per_request`` (sum / count = mean model FLOPs of a request: the
+    positions actually encoded and the head), ``pinrec_encoder_state_requests_total{kind}``
+    (cold, hit, extend, full), ``pinrec_encoder_states`` / ``pinrec_encoder_state_bytes``,
     ``pinrec_loaded_version{surface,role,version}``, ``pinrec_version_loads_total{surface,result}``,
     ``pinrec_version_load_failures_total{surface,version,reason}`` (reason: the exception type, e.g.
     ``IntegrityError`` for a checksum mismatch), ``pinrec_feature_read_errors_total``,
@@ -35,26 +45,26 @@ counted and the request is served from ``recent_events`` alone.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import math
 import time
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.contract import MAX_ID, OUTCOMES, SURFACES
-from serving.encoder import UserSequence
+from serving.encoder_state import ENCODE_KINDS
+from serving.service import FeatureReader, Pending, RetrievalService, Served, ServingConfig
 from serving.versions import VersionManager
 
 log = logging.getLogger("serving.app")
@@ -63,13 +73,11 @@ MAX_K = 1000
 MAX_RECENT_EVENTS = 200
 MAX_BODY_BYTES = 64 * 1024
 MAX_OUTCOME_WEIGHT = 1e6  # weights are ratios: any bound works, this one keeps the sum finite
-LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2,
-                   0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                   0.2, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-
-class FeatureReader(Protocol):
-    def read(self, user_id: int) -> Mapping[str, Any] | None:
-        """The user's ``user_sequence`` feature lists, or None for an unknown user."""
+__all__ = ["FeastFeatures", "FeatureReader", "InMemoryFeatures", "ServingConfig", "create_app"]
 
 
 class InMemoryFeatures:
@@ -80,6 +88,9 @@ class InMemoryFeatures:
 
     def read(self, user_id: int) -> Mapping[str, Any] | None:
         return self.rows.get(int(user_id))
+
+    def read_many(self, user_ids: list[int]) -> list[Mapping[str, Any] | None]:
+        return [self.rows.get(int(u)) for u in user_ids]
 
 
 class FeastFeatures:
@@ -94,11 +105,19 @@ class FeastFeatures:
         self.features = USER_SEQUENCE_FEATURES
 
     def read(self, user_id: int) -> Mapping[str, Any] | None:
+        return self.read_many([user_id])[0]
+
+    def read_many(self, user_ids: list[int]) -> list[Mapping[str, Any] | None]:
+        """Several users in one online-store read (a micro-batch's users)."""
+        unique = list(dict.fromkeys(int(u) for u in user_ids))
         data = self.store.get_online_features(
-            features=self.features, entity_rows=[{"user_id": int(user_id)}]
+            features=self.features, entity_rows=[{"user_id": u} for u in unique]
         ).to_dict()
-        row = {k: v[0] for k, v in data.items()}
-        return row if row.get("seq_item_ids") is not None else None
+        rows = {}
+        for i, u in enumerate(unique):
+            row = {k: v[i] for k, v in data.items()}
+            rows[u] = row if row.get("seq_item_ids") is not None else None
+        return [rows[int(u)] for u in user_ids]
 
 
 # -- request / response models ----------------------------------------------------------------
@@ -181,8 +200,9 @@ class RetrieveResponse(BaseModel):
 
 
 class _StateCollector:
-    def __init__(self, manager: VersionManager) -> None:
+    def __init__(self, manager: VersionManager, service: RetrievalService) -> None:
         self.manager = manager
+        self.service = service
 
     def collect(self):
         loaded = GaugeMetricFamily("pinrec_loaded_version", "Versions loaded (1) by surface and role",
@@ -222,10 +242,23 @@ class _StateCollector:
         for surface, info in sorted(self.manager.fallbacks.items()):
             serving_fallback.add_metric([surface, info["pointer_version"], info["serving_version"]], 1.0)
         yield serving_fallback
+        states = self.service.states
+        kinds = CounterMetricFamily("pinrec_encoder_state_requests",
+                                    "Requests by how the user's encoder state was obtained "
+                                    "(cold: no history; hit: unchanged; extend: new events only; "
+                                    "full: encoded in full)", labels=["kind"])
+        for kind in ENCODE_KINDS:
+            kinds.add_metric([kind], states.kinds[kind])
+        yield kinds
+        yield GaugeMetricFamily("pinrec_encoder_states", "Users with a cached encoder state",
+                                value=float(len(states)))
+        yield GaugeMetricFamily("pinrec_encoder_state_bytes", "Bytes of cached encoder states",
+                                value=float(states.nbytes))
 
 
 class Metrics:
-    def __init__(self, manager: VersionManager, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, manager: VersionManager, service: RetrievalService,
+                 registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.requests = Counter("pinrec_requests", "Requests by endpoint, status and version",
                                 ["endpoint", "status", "version"], registry=self.registry)
@@ -235,7 +268,19 @@ class Metrics:
                                 ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.feature_errors = Counter("pinrec_feature_read_errors", "Feature store read failures",
                                       registry=self.registry)
-        self.registry.register(_StateCollector(manager))
+        self.batch_size = Histogram("pinrec_batch_size", "Requests per micro-batch, observed per request",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.model_flops = Summary("pinrec_model_flops_per_request",
+                                   "Model FLOPs of a request (positions encoded + head)",
+                                   registry=self.registry)
+        self.registry.register(_StateCollector(manager, service))
+
+    def observe(self, served: Served) -> None:
+        for stage, ms in served.timings_ms.items():
+            if stage != "total":
+                self.stages.labels(stage).observe(ms / 1e3)
+        self.batch_size.observe(served.batch_size)
+        self.model_flops.observe(served.model_flops)
 
 
 def _error(status: int, reason: str, detail: Any = None) -> JSONResponse:
@@ -318,20 +363,31 @@ class _GuardMiddleware:
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
+def _settle(future: asyncio.Future, result: Served | BaseException) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 def create_app(manager: VersionManager, features: FeatureReader | None = None, *,
                max_body_bytes: int = MAX_BODY_BYTES, start_polling: bool = True,
-               inline: bool = False,
+               inline: bool = False, serving: ServingConfig | None = None,
                metrics_registry: CollectorRegistry | None = None) -> FastAPI:
     """The service. ``start_polling``: run ``manager``'s background refresh while the app runs
     (the first refresh happens in that thread, so the app answers /healthz at once).
-    ``inline``: run retrieval on the event loop instead of the thread pool: one request at a
-    time per process (scale with processes), no thread hand-off per request, but /healthz and
-    /readyz wait behind queued retrievals. Default: the thread pool (torch and faiss release the
-    GIL, so requests overlap on several cores and the probes stay responsive)."""
-    metrics = Metrics(manager, metrics_registry)
+    ``serving``: micro-batching and encoder-state settings (``ServingConfig``). ``inline``:
+    serve each request on the event loop as a batch of one instead of through the micro-batcher
+    (one request at a time per process; /healthz and /readyz wait behind it)."""
+    service = RetrievalService(manager, features, serving,
+                               on_feature_error=lambda n: metrics.feature_errors.inc(n))
+    metrics = Metrics(manager, service, metrics_registry)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        service.start()
         if start_polling:
             manager.start()
         try:
@@ -339,12 +395,16 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
         finally:
             if start_polling:
                 manager.stop()
+            service.stop()
 
     app = FastAPI(title="pinrec-ops retrieval", version="1", lifespan=lifespan,
                   description="PinRec multi-token generative retrieval (see docs/design.md, Serving API).")
     app.state.manager = manager
     app.state.metrics = metrics
+    app.state.service = service
     app.add_middleware(_GuardMiddleware, metrics=metrics, max_body_bytes=max_body_bytes)
+
+    # -- error handlers: every error is JSON {"error": reason, "detail"?} ------------------------
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -359,18 +419,11 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
-    @app.post("/v1/retrieve", response_model=RetrieveResponse,
-              responses={404: {"description": "surface not served here"},
-                         413: {"description": "body too large"},
-                         422: {"description": "invalid request"},
-                         503: {"description": "no version loaded yet"}})
-    async def retrieve(req: RetrieveRequest, request: Request) -> Any:
-        if inline:
-            return _retrieve(req, request)
-        return await run_in_threadpool(_retrieve, req, request)
+    # -- retrieval ----------------------------------------------------------------------------
 
-    def _retrieve(req: RetrieveRequest, request: Request) -> Any:
-        t0 = time.perf_counter()
+    def _route(req: RetrieveRequest, request: Request) -> Pending | Response:
+        """The version that serves this request (404 / 503 when there is none)."""
+        received = time.perf_counter()
         state = manager.state(req.surface)
         if state is None:
             return _error(404, f"surface {req.surface!r} is not served here; served: {manager.surfaces}")
@@ -378,36 +431,32 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
         if loaded is None:
             return _error(503, f"no version of {req.surface!r} is loaded yet")
         request.state.version = loaded.version
-        row = None
-        if features is not None:
-            try:
-                row = features.read(req.user_id)
-            except Exception as exc:  # noqa: BLE001 - degrade to recent_events
-                metrics.feature_errors.inc()
-                log.warning("feature read failed for user %s: %s", req.user_id, exc)
-        seq = UserSequence.from_features(row)
+        events = None
         if req.recent_events:
-            seq = seq.extended([
-                {"item_id": e.item_id, "outcome": e.outcome, "surface": e.surface or req.surface,
-                 "timestamp_us": e.timestamp_us} for e in req.recent_events])
-        t1 = time.perf_counter()
-        result = loaded.retrieve(seq, req.k, req.outcome_weights)
-        total = (time.perf_counter() - t0) * 1e3
-        timings = {"feature": (t1 - t0) * 1e3, **result.timings_ms, "total": total}
-        for stage, ms in timings.items():
-            if stage != "total":
-                metrics.stages.labels(stage).observe(ms / 1e3)
-        body = {
-            "candidates": [{"item_id": int(c.item), "score": float(c.score), "outcome": str(c.outcome),
-                            "offset": str(c.offset)} for c in result.candidates],
-            "model_version": loaded.model_version, "index_version": loaded.index_version,
-            "version": loaded.version, "served_by": role, "surface": req.surface,
-            "user_id": req.user_id, "k": req.k,
-        }
-        log.debug("served user %s on %s by %s %s", req.user_id, req.surface, role, loaded.version)
-        server_timing = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
-        return Response(json.dumps(body), media_type="application/json",
-                        headers={"Server-Timing": server_timing})
+            events = [{"item_id": e.item_id, "outcome": e.outcome, "surface": e.surface or req.surface,
+                       "timestamp_us": e.timestamp_us} for e in req.recent_events]
+        return Pending(req.user_id, req.surface, req.k, req.outcome_weights, events, loaded, role, received)
+
+    @app.post("/v1/retrieve", response_model=RetrieveResponse,
+              responses={404: {"description": "surface not served here"},
+                         413: {"description": "body too large"},
+                         422: {"description": "invalid request"},
+                         503: {"description": "no version loaded yet"}})
+    async def retrieve(req: RetrieveRequest, request: Request) -> Any:
+        pending = _route(req, request)
+        if isinstance(pending, Response):
+            return pending
+        if inline:
+            served = service.serve_now(pending)
+        else:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Served] = loop.create_future()
+            service.submit(pending, lambda result: loop.call_soon_threadsafe(_settle, future, result))
+            served = await future
+        metrics.observe(served)
+        log.debug("served user %s on %s by %s %s", req.user_id, req.surface, pending.role, served.version)
+        return Response(served.body, media_type="application/json",
+                        headers={"Server-Timing": served.server_timing, "X-Batch-Size": str(served.batch_size)})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -125,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from serving.app import FeastFeatures, create_app
     from serving.retriever import set_threads
+    from serving.service import ServingConfig
     from serving.versions import VersionManager
 
     set_threads(args.faiss_threads, args.torch_threads)
@@ -142,7 +143,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         features = FeastFeatures(open_store(settings))
     manager = VersionManager(_registry(), args.surface, args.cache_dir,
                              poll_interval_s=args.poll_interval, retry_after_s=args.retry_after)
-    app = create_app(manager, features, max_body_bytes=args.max_body_bytes, inline=args.inline)
+    serving = ServingConfig(max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
+                            encoder_cache_mb=args.encoder_cache_mb)
+    app = create_app(manager, features, max_body_bytes=args.max_body_bytes, inline=args.inline,
+                     serving=serving)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log)
     return 0
@@ -170,9 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--faiss-threads", type=int, default=1)
     s.add_argument("--torch-threads", type=int, default=1)
     s.add_argument("--max-body-bytes", type=int, default=64 * 1024)
+    s.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="longest a request is held back to gather a micro-batch (default 2)")
+    s.add_argument("--max-batch", type=int, default=64, help="requests per micro-batch at most")
+    s.add_argument("--encoder-cache-mb", type=float, default=256.0,
+                   help="memory for per-user encoder states (keys/values of the history); 0: off")
     s.add_argument("--inline", action="store_true",
-                   help="retrieve on the event loop (one request at a time, no thread hand-off) "
-                        "instead of the thread pool")
+                   help="serve each request on the event loop as a batch of one (no micro-batching)")
     s.add_argument("--log-level", default="info")
     s.add_argument("--access-log", action="store_true")
     s.set_defaults(fn=cmd_serve)

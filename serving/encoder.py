@@ -8,10 +8,16 @@ Everything serving needs from ``training.model`` goes through this module:
   is padding and is not indexed) and ``item_ids`` (index row -> contract item id, from the
   model's ``item_ids`` buffer, i.e. ``training.data`` vocabulary without its padding entry).
 * :class:`Encoder`: a user's sequence in contract terms (the Feast ``user_sequence`` lists, plus
-  the request's ``recent_events``) -> the model's input batch (items re-indexed through the
-  vocabulary, unknown items dropped, outcome / surface codes, time features computed as
-  ``training.data._time_inputs`` does) -> ``generate_queries`` for a budget of
-  (outcome, offset) pairs.
+  the request's ``recent_events``) -> the model's input window (``window``: items re-indexed
+  through the vocabulary, unknown items dropped, outcome / surface codes, time features computed
+  as ``training.data._time_inputs`` does, the last ``max_len``) -> ``generate_queries`` for a
+  budget of (outcome, offset) pairs (``queries``, one sequence, the reference path).
+  ``encode_last`` does the same for a batch of windows at once and incrementally: with the
+  users' ``EncoderState`` s (``serving.encoder_state``) it encodes only the events appended since
+  a user's last request, attending to the cached keys/values (``PinRec.encode(cache=...)``), and
+  nothing at all when the window is unchanged; a window that slid (the user's history is longer
+  than ``max_len`` and grew) changes every absolute position, so it is encoded again in full.
+  ``queries_for`` then runs the head once for every (request, outcome, offset) of the batch.
 
 Only engaged outcomes (``events.contract.ENGAGED_OUTCOMES``) enter the model's input, as in
 training; every item of the sequence (hides and impressions included) counts as seen.
@@ -27,7 +33,8 @@ import numpy as np
 import torch
 
 from events.contract import ENGAGED_OUTCOMES, OUTCOME_CODE, OUTCOMES, SURFACE_CODE
-from training.model import OFFSETS, PinRec, PinRecConfig
+from serving.encoder_state import EncoderState, ModelInput
+from training.model import ANY_OUTCOME, OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, query_flops
 
 ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
 DEFAULT_OUTCOME_WEIGHTS = {"click": 1.0, "save": 1.0}
@@ -132,6 +139,7 @@ class Encoder:
         self.max_len = model.cfg.max_len
         self.offsets = model_offsets(model)
         self.dim = model.cfg.d_model
+        self._prior: torch.Tensor | None = None
 
     def to_index(self, item_ids: np.ndarray) -> np.ndarray:
         """Contract item ids -> model indices 1..V, 0 where the item is unknown to the model."""
@@ -141,39 +149,124 @@ class Encoder:
         known = self._sorted[pos] == item_ids
         return np.where(known, self._sorter[pos] + 1, 0)
 
-    def batch(self, seq: UserSequence) -> dict[str, torch.Tensor]:
-        """The (1, L) model input of a sequence: engaged, known items, the last ``max_len``."""
+    def window(self, seq: UserSequence) -> ModelInput:
+        """The model input of a sequence: engaged, known items, the last ``max_len``."""
         idx = self.to_index(seq.item_ids)
         keep = np.isin(seq.outcomes, ENGAGED_CODES) & (idx > 0)
         items, outcomes, surfaces = idx[keep], seq.outcomes[keep], seq.surfaces[keep]
         ts = seq.timestamps_us[keep].astype(np.float64) / 1e6
-        if len(items) == 0:  # cold user with nothing usable: the padding-only prior
+        gap = np.empty_like(ts)
+        if len(ts):
+            gap[0] = -1.0
+            gap[1:] = np.log1p(np.maximum(ts[1:] - ts[:-1], 0.0))
+        sl = slice(max(0, len(items) - self.max_len), len(items))  # copies: a state keeps only its window
+        return ModelInput(items[sl].copy(), outcomes[sl].copy(), surfaces[sl].copy(),
+                          (ts[sl] / 86_400.0).astype(np.float32), gap[sl].astype(np.float32))
+
+    @staticmethod
+    def tensors(windows: Sequence[ModelInput]) -> dict[str, torch.Tensor]:
+        """(B, N) right-padded model inputs of windows (padding: item 0, zero features)."""
+        B, N = len(windows), max(len(w) for w in windows)
+        out = {"items": np.zeros((B, N), np.int64), "outcomes": np.zeros((B, N), np.int64),
+               "surfaces": np.zeros((B, N), np.int64), "ts_days": np.zeros((B, N), np.float32),
+               "log_gap": np.zeros((B, N), np.float32)}
+        for b, w in enumerate(windows):
+            n = len(w)
+            out["items"][b, :n] = w.items
+            out["outcomes"][b, :n] = w.outcomes
+            out["surfaces"][b, :n] = w.surfaces
+            out["ts_days"][b, :n] = w.ts_days
+            out["log_gap"][b, :n] = w.log_gap
+        return {k: torch.from_numpy(v) for k, v in out.items()}
+
+    def batch(self, seq: UserSequence) -> dict[str, torch.Tensor]:
+        """The (1, L) model input of a sequence: engaged, known items, the last ``max_len``."""
+        w = self.window(seq)
+        if len(w) == 0:  # cold user with nothing usable: the padding-only prior
             z = torch.zeros((1, 1), dtype=torch.int64)
             return {"items": z, "outcomes": z, "surfaces": z,
                     "ts_days": torch.zeros((1, 1)), "log_gap": torch.full((1, 1), -1.0)}
-        gap = np.empty_like(ts)
-        gap[0] = -1.0
-        gap[1:] = np.log1p(np.maximum(ts[1:] - ts[:-1], 0.0))
-        sl = slice(max(0, len(items) - self.max_len), len(items))
-
-        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a[sl])).to(dtype).unsqueeze(0)
-
-        return {"items": t(items, torch.int64), "outcomes": t(outcomes, torch.int64),
-                "surfaces": t(surfaces, torch.int64),
-                "ts_days": t((ts / 86_400.0).astype(np.float32), torch.float32),
-                "log_gap": t(gap.astype(np.float32), torch.float32)}
+        return self.tensors([w])
 
     def queries(self, seq: UserSequence, budget: Sequence[tuple[str, str]]) -> np.ndarray:
-        """(Q, d) float32 queries, one per (outcome, offset) pair of ``budget``."""
+        """(Q, d) float32 queries, one per (outcome, offset) pair of ``budget`` (one sequence,
+        encoded in full: the reference for ``encode_last`` + ``queries_for``)."""
         with torch.inference_mode():
             out = self.model.generate_queries(self.batch(seq), list(budget))
         return np.ascontiguousarray(out["queries"][0].numpy(), dtype=np.float32)
+
+    def prior(self) -> torch.Tensor:
+        """(d,) hidden state of a user with no usable history (the padding-only input)."""
+        if self._prior is None:
+            with torch.inference_mode():
+                self._prior = self.model.last_hidden(self.batch(UserSequence.empty()))[0].clone()
+        return self._prior
+
+    def encode_last(self, windows: Sequence[ModelInput], states: Sequence[EncoderState | None],
+                    keep_states: bool = True) -> tuple[torch.Tensor, list[EncoderState | None], list[str], list[float]]:
+        """Hidden states at the last position of each window, (B, d), in one batched pass.
+
+        ``states[b]``: the user's state from an earlier request (or None). When its window is the
+        start of ``windows[b]``, only the positions after it are encoded (``extend``), or none
+        (``hit``); otherwise the window is encoded in full (``full``); an empty window gets the
+        model's prior (``cold``). Returns (h, the users' new states (None for cold users, or
+        every one when not ``keep_states``), the kind per row, model FLOPs per row).
+        """
+        B = len(windows)
+        h = torch.empty(B, self.dim)
+        new_states: list[EncoderState | None] = [None] * B
+        kinds, flops = [""] * B, [0.0] * B
+        full, extend = [], []
+        for b, (w, st) in enumerate(zip(windows, states)):
+            if len(w) == 0:
+                kinds[b], h[b] = "cold", self.prior()
+            elif st is not None and w.starts_with(st.window):
+                if len(w) == len(st.window):
+                    kinds[b], h[b], new_states[b] = "hit", st.last_hidden, st
+                else:
+                    extend.append(b)
+            else:
+                full.append(b)
+        cfg = self.model.cfg
+        with torch.inference_mode():
+            if full:
+                ws = [windows[b] for b in full]
+                out = self.model.encode(**self.tensors(ws), return_cache=keep_states)
+                hs, kv = out if keep_states else (out, None)
+                rows = kv.rows() if kv is not None else [None] * len(full)
+                for j, b in enumerate(full):
+                    h[b] = hs[j, len(ws[j]) - 1]
+                    kinds[b], flops[b] = "full", encode_flops(cfg, len(ws[j]))
+                    if keep_states:
+                        new_states[b] = EncoderState(ws[j], rows[j], h[b].clone())
+            if extend:
+                past = [states[b] for b in extend]  # type: ignore[misc]
+                tails = [windows[b].tail(len(st.window)) for b, st in zip(extend, past)]
+                cache = KVCache.stack([st.cache for st in past])
+                hs, kv = self.model.encode(**self.tensors(tails), cache=cache, return_cache=True)
+                rows = kv.rows()
+                for j, b in enumerate(extend):
+                    h[b] = hs[j, len(tails[j]) - 1]
+                    kinds[b], flops[b] = "extend", encode_flops(cfg, len(tails[j]), len(past[j].window))
+                    if keep_states:
+                        new_states[b] = EncoderState(windows[b], rows[j], h[b].clone())
+        return h, new_states, kinds, flops
+
+    def queries_for(self, h: torch.Tensor, budgets: Sequence[Sequence[tuple[str, str]]]) -> tuple[np.ndarray, float]:
+        """The head for every (row b of h, (outcome, offset) of budgets[b]): (sum of |budgets|, d)
+        float32 queries, row b's first, and the head's model FLOPs per query."""
+        rows = [b for b, budget in enumerate(budgets) for _ in budget]
+        pairs = [p for budget in budgets for p in budget]
+        oc = torch.tensor([ANY_OUTCOME if o == "any" else OUTCOMES.index(o) for o, _ in pairs])
+        off = torch.tensor([OFFSETS.index(f) for _, f in pairs])
+        with torch.inference_mode():
+            q = self.model.query(h[torch.tensor(rows)], oc, off)                  # (T, d)
+        return np.ascontiguousarray(q.numpy(), dtype=np.float32), query_flops(self.model.cfg, 1)
 
     def budget(self, outcome_weights: Mapping[str, float]) -> list[tuple[str, str]]:
         """Every (outcome with weight > 0, offset the model was trained for)."""
         return [(o, f) for o, w in outcome_weights.items() if w > 0 for f in self.offsets]
 
 
-__all__ = ["DEFAULT_OUTCOME_WEIGHTS", "Encoder", "OFFSETS", "UserSequence", "build_model",
+__all__ = ["DEFAULT_OUTCOME_WEIGHTS", "Encoder", "EncoderState", "ModelInput", "OFFSETS", "UserSequence", "build_model",
            "item_table", "load_weights", "model_config", "model_state"]

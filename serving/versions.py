@@ -25,6 +25,10 @@ exception type and a fixed sentence (:func:`public_error`), never the message, w
 S3 endpoint, object keys or local paths; the full error is logged. ``start()`` runs ``refresh`` every
 ``poll_interval_s`` in a daemon thread.
 
+``on_swap(fn)`` registers ``fn(surface, replaced)``, called after a swap with the
+``LoadedVersion`` s of that surface no longer served (the service drops their per-user encoder
+states).
+
 Canary routing is by a stable hash of (surface, user_id): the same user always gets the same
 version while the canary's traffic fraction is unchanged, in every process.
 """
@@ -37,6 +41,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +110,7 @@ class VersionManager:
         self.fallbacks: dict[str, dict[str, str]] = {}  # surface -> {pointer_version, serving_version}
         self.fallback_counts: Counter[tuple[str, str, str]] = Counter()  # (surface, pointer, serving)
         self.first_refresh_done = False
+        self._swap_listeners: list[Callable[[str, list[LoadedVersion]], None]] = []
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -212,7 +218,21 @@ class VersionManager:
             self._states[surface] = new  # the swap: one reference assignment
             self.swaps += 1
             self._clean_cache(surface, new)
+            self._notify_swap(surface, current, new)
         return new
+
+    def on_swap(self, fn: Callable[[str, list[LoadedVersion]], None]) -> None:
+        """Call ``fn(surface, loaded versions no longer served)`` after every swap."""
+        self._swap_listeners.append(fn)
+
+    def _notify_swap(self, surface: str, old: SurfaceState, new: SurfaceState) -> None:
+        kept = [v for v in (new.champion, new.canary) if v is not None]
+        replaced = [v for v in (old.champion, old.canary) if v is not None and all(v is not k for k in kept)]
+        for fn in self._swap_listeners:
+            try:
+                fn(surface, replaced)
+            except Exception:  # noqa: BLE001 - a listener must not break the refresh
+                log.exception("swap listener failed for %s", surface)
 
     def refresh(self) -> dict[str, dict[str, Any]]:
         with self._refresh_lock:

@@ -99,3 +99,14 @@ def test_median_time_and_machine() -> None:
         median_time(lambda: None, repeats=0)
     desc = machine_description()
     assert "cores" in desc and "GiB RAM" in desc and "GPU: " in desc
+
+
+def test_a_target_named_row_slash_metric_checks_that_row_only(tmp_path: Path) -> None:
+    rows = [{"name": "c1", "p99_ms": 12.0}, {"name": "c8", "p99_ms": 40.0}, {"name": "c32", "p99_ms": 90.0}]
+    _, md_path = write_results("rows", rows, {"c1/p99_ms": 15, "c8/p99_ms": 50, "c64/p99_ms": 80},
+                               out_dir=tmp_path, machine="m")
+    md = md_path.read_text()
+    assert "| p99_ms | <= 15 | c1 | 12 | yes |" in md
+    assert "| p99_ms | <= 50 | c8 | 40 | yes |" in md
+    assert "| p99_ms | <= 80 | c64 | - | not measured |" in md
+    assert "c32 | 90" not in md.split("## Targets")[1]  # no target names c32

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.merge import Candidate, budget_shares, merge_by_budget
+from training.merge import Candidate, budget_shares, merge_by_budget, merge_rows
 from training.metrics import (
     catalogue_coverage,
     collect_ranks,
@@ -279,3 +279,20 @@ def test_merge_offsets_exclude_invalid_and_unweighted() -> None:
     assert merge_by_budget([], None, k=5) == []
     with pytest.raises(ValueError):
         merge_by_budget([("click", "next", [1, 2], [0.5])], None, k=2)
+
+
+def test_merge_rows_on_faiss_arrays_equals_merge_by_budget() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        q, n, k = int(rng.integers(1, 9)), int(rng.integers(1, 30)), int(rng.integers(1, 40))
+        outcomes = [("click", "save", "hide")[i] for i in rng.integers(0, 3, q)]
+        offsets = [f"offset{i}" for i in range(q)]
+        items = rng.integers(-1, 40, (q, n))  # duplicates across rows, faiss's -1 padding
+        scores = np.round(rng.random((q, n)), int(rng.integers(1, 4))).astype(np.float32)  # ties
+        scores[0, 0] = np.nan if rng.random() < 0.1 else scores[0, 0]
+        valid = (items >= 0) & (rng.random((q, n)) < 0.9)
+        weights = {o: float(rng.integers(0, 3)) for o in ("click", "save", "hide")}
+        weights["click"] = weights["click"] or 1.0
+        lists = [(outcomes[r], offsets[r], items[r][valid[r]], scores[r][valid[r]]) for r in range(q)]
+        assert merge_rows(outcomes, offsets, items, scores, valid, weights, k) == \
+            merge_by_budget(lists, weights, k)

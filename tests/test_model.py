@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from events.contract import OUTCOMES
 from training.loss import LossConfig, chunked_logsumexp, sampled_softmax_loss
-from training.model import ANY_OUTCOME, OFFSETS, PinRec, PinRecConfig, fast_dropout
+from training.model import ANY_OUTCOME, OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, fast_dropout
 
 V, B, L = 50, 3, 12
 
@@ -74,6 +74,46 @@ def test_padding_on_the_right_does_not_change_real_positions():
     b = _batch(lengths=(5, 5, 5))
     short = {k: v[:, :5] for k, v in b.items()}
     assert torch.allclose(_encode(m, b)[:, :5], _encode(m, short), atol=1e-5)
+
+
+def _rows(b: dict, rows: list[int], start: list[int], stop: list[int]) -> dict:
+    """Positions start[i]:stop[i] of batch row rows[i], right-padded into a new batch."""
+    n = max(max(e - s for s, e in zip(start, stop)), 1)
+    out = {k: torch.zeros((len(rows), n), dtype=v.dtype) for k, v in b.items()}
+    for i, (r, s, e) in enumerate(zip(rows, start, stop)):
+        for k, v in b.items():
+            out[k][i, : e - s] = v[r, s:e]
+    return out
+
+
+def test_encoding_appended_positions_with_the_kv_cache_equals_a_full_encode():
+    m = _model()
+    b = _batch(lengths=(12, 9, 6))
+    full, full_cache = m.encode(**b, return_cache=True)
+    # each row's history arrives in pieces of different sizes, batched together at every step
+    cuts = [[0, 1, 5, 12], [0, 4, 5, 9], [0, 6, 6, 6]]
+    cache = None
+    for step in range(1, 4):
+        start, stop = [c[step - 1] for c in cuts], [c[step] for c in cuts]
+        h, cache = m.encode(**_rows(b, [0, 1, 2], start, stop), cache=cache, return_cache=True)
+        for r in range(3):
+            n = stop[r] - start[r]
+            assert torch.allclose(h[r, :n], full[r, start[r]:stop[r]], atol=1e-5)
+        assert cache.lengths.tolist() == stop
+    for got, want in zip(cache.rows(), full_cache.rows()):  # the same per-layer keys and values
+        assert got.lengths.tolist() == want.lengths.tolist()
+        for a, w in zip(got.keys + got.values, want.keys + want.values):
+            assert a.shape == w.shape and torch.allclose(a, w, atol=1e-5)
+    restacked = KVCache.stack(cache.rows())
+    assert restacked.lengths.tolist() == [12, 9, 6] and restacked.keys[0].shape[2] == 12
+    assert len(cache.keys) == 2 and cache.keys[0].shape[:2] == (3, 2)  # (B, H, P, d/H) per layer
+
+
+def test_encode_flops_count_the_attention_to_cached_positions():
+    cfg = _model().cfg
+    whole = encode_flops(cfg, 12)
+    assert encode_flops(cfg, 5) + encode_flops(cfg, 7, n_past=5) == pytest.approx(whole)
+    assert encode_flops(cfg, 1, n_past=11) < encode_flops(cfg, 12) / 10
 
 
 def test_generate_queries_returns_one_query_per_budget_entry_with_labels():

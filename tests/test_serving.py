@@ -66,7 +66,8 @@ def test_retrieve_returns_k_unique_candidates_with_outcome_offset_and_versions(s
     assert body["model_version"].startswith(world["v1"] + "/model-")
     assert body["index_version"].startswith(world["v1"] + "/index-")
     stages = dict(part.strip().split(";dur=") for part in headers["server-timing"].split(","))
-    assert set(stages) == {"feature", "encode", "ann", "merge", "total"}
+    assert set(stages) == {"queue", "feature", "encode", "ann", "merge", "total"}
+    assert int(headers["x-batch-size"]) >= 1
 
 
 def test_seen_items_are_never_returned(service):
@@ -137,7 +138,7 @@ def test_an_unexpected_error_is_a_logged_500_without_internals(world, caplog):
     def explode(*_args, **_kwargs):
         raise RuntimeError(secret)
 
-    manager.state("homefeed").champion.retrieve = explode
+    manager.state("homefeed").champion.retrieve_batch = explode  # what the service calls
     with ServerThread(create_app(manager, None, start_polling=False)) as server, \
             caplog.at_level("ERROR", logger="serving.app"):
         status, body, _ = post(server, {"user_id": 1, "surface": "homefeed", "k": 5})

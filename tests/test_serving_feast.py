@@ -36,6 +36,11 @@ def test_feast_reader_returns_the_online_lists_and_none_for_unknown_users(feast_
     assert feast_features.read(43) is None
 
 
+def test_feast_reader_reads_a_batch_of_users_in_one_call(feast_features):
+    rows = feast_features.read_many([42, 43, 42])
+    assert rows[1] is None and rows[0] == rows[2] and list(rows[0]["seq_item_ids"]) == ITEMS
+
+
 def test_service_filters_the_items_of_the_feast_sequence(s3_server, feast_features, tmp_path):
     registry = Registry(s3_server.settings().with_prefix(f"feast-{uuid.uuid4().hex[:8]}"))
     version, _ = publish_model(registry, "homefeed", tiny_model(n_items=50))

@@ -2,7 +2,9 @@
 de-duplicated candidate list, each outcome getting a share of ``k`` proportional to its weight.
 
 Plain Python over faiss output, so the serving path, the canary and the offline evaluation all
-call the same function (no model dependency, no dagster).
+call the same rule (no model dependency, no dagster): ``merge_by_budget`` over lists, and
+``merge_rows``, the same rule over a faiss result's arrays (the serving path; a test proves the
+two agree).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import heapq
 import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
+
+import numpy as np
 
 
 class Candidate(NamedTuple):
@@ -123,3 +127,57 @@ def merge_by_budget(
     run(None, k - len(chosen))  # remainders, best score first; `taken` skips chosen items
     chosen.sort(key=lambda c: (c[0], c[1]))
     return [c[2] for c in chosen]
+
+
+def merge_rows(
+    outcomes: list[Hashable],
+    offsets: list[Hashable],
+    items: np.ndarray,
+    scores: np.ndarray,
+    valid: np.ndarray,
+    outcome_weights: Mapping[Hashable, float],
+    k: int,
+) -> list[Candidate]:
+    """``merge_by_budget`` over a faiss result, with the same rule and the same answer, in numpy.
+
+    Row q of ``items`` / ``scores`` (Q, n) is the retrieval of query q, labelled
+    ``(outcomes[q], offsets[q])``; ``valid`` (Q, n) marks the entries that count (e.g. not seen,
+    not faiss's -1 padding). Equal to ``merge_by_budget([(outcomes[q], offsets[q],
+    items[q][valid[q]], scores[q][valid[q]]) for q], outcome_weights, k)``: both fill the quotas
+    in one global order (score descending, ties by input position), which is what the per-pool
+    heap of ``merge_by_budget`` produces, then the remainders in the same order.
+    """
+    if k <= 0:
+        return []
+    quotas = budget_shares(outcome_weights, k)
+    weight = np.array([outcome_weights.get(o, 0) for o in outcomes], dtype=np.float64)
+    keep = valid & (weight[:, None] > 0) & np.isfinite(scores)
+    rows, cols = np.nonzero(keep)                     # row-major = merge_by_budget's input order
+    entry_scores = scores[rows, cols].astype(np.float64)
+    order = np.lexsort((np.arange(len(rows)), -entry_scores))
+    rows_o = rows[order].tolist()
+    items_o = items[rows, cols][order].tolist()
+    scores_o = entry_scores[order].tolist()
+    # one quota counter per outcome, shared by that outcome's rows
+    counters = {o: [quotas.get(o, 0)] for o in outcomes}
+    row_quota = [counters[o] for o in outcomes]
+    to_fill = sum(counters[o][0] for o in {outcomes[r] for r in set(rows_o)})  # quotas with entries
+    taken: set[int] = set()
+    picked: list[int] = []  # positions in the global order
+    for pos, (r, item) in enumerate(zip(rows_o, items_o)):
+        if to_fill <= 0:
+            break
+        quota = row_quota[r]
+        if quota[0] > 0 and item not in taken:
+            taken.add(item)
+            picked.append(pos)
+            quota[0] -= 1
+            to_fill -= 1
+    for pos, item in enumerate(items_o):  # remainders and unfilled quotas: best first
+        if len(picked) >= k:
+            break
+        if item not in taken:
+            taken.add(item)
+            picked.append(pos)
+    picked.sort()
+    return [Candidate(items_o[p], scores_o[p], outcomes[rows_o[p]], offsets[rows_o[p]]) for p in picked]

@@ -9,6 +9,12 @@ Q = number of queries (one per (outcome, offset) in a budget).
     q       = normalize( head(h_t, e_outcome, e_offset) )                               (..., d)
     score   = <q, normalize(item_emb(i))> / temperature                                 (..., V+1)
 
+Incremental encoding: the causal transformer's state over the positions already encoded is each
+layer's keys and values (`KVCache`). `encode(new_inputs, cache=..., return_cache=True)` encodes
+only the positions that follow the cached ones (attending to the cached keys/values) and returns
+the grown cache; the result equals encoding the whole sequence at once. Positions are absolute
+(`pos_emb`), so a sequence whose window slides (longer than max_len) must be encoded again.
+
 The item table doubles as the retrieval index: `item_embeddings()` is what goes into faiss.
 Switches (`PinRecConfig`): `side_inputs` (outcome/surface/time input features),
 `outcome_conditioning` (off = UC: the head sees a single "any" outcome), `multi_token` (off = one
@@ -68,6 +74,23 @@ class PinRecConfig:
         return OFFSETS if self.multi_token else OFFSETS[:1]
 
 
+def encode_flops(cfg: PinRecConfig, n_new: int, n_past: int = 0) -> float:
+    """Model FLOPs (2 per multiply-add) of encoding `n_new` positions after `n_past` cached ones:
+    the input token (time projection, token MLP), per layer the qkv/proj/FFN linears and the
+    attention of each new position p over positions 0..p (scores and weighted values)."""
+    d, f = cfg.d_model, cfg.ffn_mult
+    token = 2 * (2 * len(TIME_PERIODS_DAYS) + 2) * d + 2 * (d * 2 * d + 2 * d * d)
+    linears = 2 * (3 * d * d + d * d + 2 * f * d * d)
+    attended = n_new * n_past + n_new * (n_new + 1) / 2                      # sum over p of (p + 1)
+    return n_new * (token + cfg.n_layers * linears) + cfg.n_layers * 4 * d * attended
+
+
+def query_flops(cfg: PinRecConfig, n_queries: int) -> float:
+    """Model FLOPs of the head for `n_queries` (outcome, offset) queries of one hidden state."""
+    d = cfg.d_model
+    return 2 * (3 * d * 2 * d + 2 * d * d) * n_queries
+
+
 class ItemEmbedding(nn.Module):
     """ID embedding (V+1, d), or the sum of k hashed tables of `hash_buckets` rows each."""
 
@@ -109,6 +132,59 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
 
 
+@dataclass
+class KVCache:
+    """The causal state of a batch of sequences: every layer's keys and values at the positions
+    already encoded. Row b holds positions 0..lengths[b]-1 (right-padded up to P = the longest).
+
+    keys[l], values[l]: (B, H, P, d/H) per layer l; lengths: (B,) int64.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    lengths: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    def rows(self) -> list[KVCache]:
+        """One cache per sequence (B = 1), trimmed to its own length (copies, not views)."""
+        out = []
+        for b, n in enumerate(self.lengths.tolist()):
+            out.append(KVCache([k[b:b + 1, :, :n].clone() for k in self.keys],
+                               [v[b:b + 1, :, :n].clone() for v in self.values],
+                               self.lengths[b:b + 1].clone()))
+        return out
+
+    @staticmethod
+    def stack(rows: list[KVCache]) -> KVCache:
+        """Batch single-sequence caches (B = 1 each), right-padding to the longest."""
+        P = max(int(r.lengths.max()) for r in rows)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:                               # (1, H, n, d/H)
+            return F.pad(t, (0, 0, 0, P - t.shape[2]))                          # (1, H, P, d/H)
+
+        n_layers = len(rows[0].keys)
+        return KVCache([torch.cat([pad(r.keys[i]) for r in rows]) for i in range(n_layers)],
+                       [torch.cat([pad(r.values[i]) for r in rows]) for i in range(n_layers)],
+                       torch.cat([r.lengths for r in rows]))
+
+
+def cached_attention_mask(past_lengths: torch.Tensor, P: int, N: int) -> torch.Tensor:
+    """(B,) cached positions per row, P cached slots, N new positions -> (B, 1, N, P + N) bool,
+    True = may attend: new position j of row b sees cached slots < past_lengths[b] and new
+    positions <= j."""
+    B = past_lengths.shape[0]
+    past_ok = torch.arange(P, device=past_lengths.device)[None, :] < past_lengths[:, None]    # (B, P)
+    new_ok = torch.ones(N, N, dtype=torch.bool, device=past_lengths.device).tril()            # (N, N)
+    return torch.cat([past_ok[:, None, :].expand(B, N, P), new_ok.expand(B, N, N)], dim=-1)[:, None]
+
+
 class Block(nn.Module):
     """Pre-LayerNorm causal transformer block (fused scaled_dot_product_attention)."""
 
@@ -124,18 +200,32 @@ class Block(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, L, d)
-        B, L, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)                       # 3 x (B, L, d)
-        q, k, v = (t.view(B, L, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        return self.forward_kv(x)[0]
+
+    def forward_kv(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, N, d) -> (out (B, N, d), k (B, H, N, d/H), v (B, H, N, d/H)): the block's output
+        and the keys/values of these N positions. `past` = (keys, values, lengths) of positions
+        already encoded ((B, H, P, d/H) twice, (B,)): x then holds the positions that follow them,
+        which attend to the past ones too. Without `past`, x is a whole right-padded sequence."""
+        B, N, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)                       # 3 x (B, N, d)
+        q, k, v = (t.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
         # is_causal: position t attends to positions <= t only. Padding sits on the right, i.e.
         # in every real position's future, so no padding mask is needed.
         # (no dropout on attention weights: it would force the unfused path). Attention runs in
         # float32 even under bf16 autocast: the CPU flash kernel's backward is ~2x faster there.
         with torch.autocast(x.device.type, enabled=False):
-            a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)  # (B, H, L, d/H)
+            if past is None:
+                a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)  # (B, H, N, d/H)
+            else:
+                past_k, past_v, past_len = past
+                mask = cached_attention_mask(past_len, past_k.shape[2], N)                # (B, 1, N, P+N)
+                a = F.scaled_dot_product_attention(q.float(), torch.cat([past_k, k], 2).float(),
+                                                   torch.cat([past_v, v], 2).float(), attn_mask=mask)
         a = a.to(q.dtype)
-        x = x + fast_dropout(self.proj(a.transpose(1, 2).reshape(B, L, d)), self.dropout, self.training)
-        return x + fast_dropout(self.ffn(self.ln2(x)), self.dropout, self.training)
+        x = x + fast_dropout(self.proj(a.transpose(1, 2).reshape(B, N, d)), self.dropout, self.training)
+        return x + fast_dropout(self.ffn(self.ln2(x)), self.dropout, self.training), k, v
 
 
 class PinRec(nn.Module):
@@ -185,20 +275,53 @@ class PinRec(nn.Module):
 
     def encode(self, items: torch.Tensor, outcomes: torch.Tensor | None = None,
                surfaces: torch.Tensor | None = None, ts_days: torch.Tensor | None = None,
-               log_gap: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) right-padded sequences -> hidden states (B, L, d). Position t sees inputs <= t."""
+               log_gap: torch.Tensor | None = None, *, cache: KVCache | None = None,
+               return_cache: bool = False) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
+        """(B, L) right-padded sequences -> hidden states (B, L, d). Position t sees inputs <= t.
+
+        Incremental: with `cache`, the inputs are the positions that follow row b's
+        `cache.lengths[b]` cached ones (item 0 = padding on the right), placed at absolute
+        positions lengths[b] + 0..L-1, and they attend to the cached keys/values; the hidden
+        states equal those of encoding the whole sequence at once. `return_cache=True` returns
+        (h, KVCache of the cached and the new positions; row b grows by its count of items > 0).
+        """
         B, L = items.shape
-        if L > self.cfg.max_len:
-            raise ValueError(f"sequence length {L} > max_len {self.cfg.max_len}")
+        n_new = (items > 0).sum(1) if cache is not None or return_cache else None  # (B,)
+        longest = int((cache.lengths + n_new).max()) if cache is not None else L
+        if longest > self.cfg.max_len:
+            raise ValueError(f"sequence length {longest} > max_len {self.cfg.max_len}")
         x = self.item_emb(items)                                                   # (B, L, d)
         if self.cfg.side_inputs:
             x = x + self.outcome_emb(outcomes) + self.surface_emb(surfaces)
             x = x + self.time_proj(self.time_features(ts_days, log_gap))
         x = x + self.token_mlp(x)
-        x = fast_dropout(x + self.pos_emb(torch.arange(L, device=items.device)), self.cfg.dropout, self.training)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_f(x)
+        positions = torch.arange(L, device=items.device)                            # (L,)
+        if cache is not None:  # (padding slots past max_len are clamped: nothing reads them)
+            positions = (cache.lengths[:, None] + positions).clamp_max(self.cfg.max_len - 1)  # (B, L)
+        x = fast_dropout(x + self.pos_emb(positions), self.cfg.dropout, self.training)
+        new_keys, new_values = [], []
+        for i, block in enumerate(self.blocks):
+            past = None if cache is None else (cache.keys[i], cache.values[i], cache.lengths)
+            x, k, v = block.forward_kv(x, past)                                    # k, v: (B, H, L, d/H)
+            new_keys.append(k)
+            new_values.append(v)
+        h = self.ln_f(x)
+        if not return_cache:
+            return h
+        if cache is None:
+            return h, KVCache(new_keys, new_values, n_new)
+        # row b: its cached positions, then its new ones from slot lengths[b] on (scatter; the
+        # padding positions land after the row's new length, where nothing reads them)
+        slot = (cache.lengths[:, None] + torch.arange(L, device=items.device))[:, None, :, None]  # (B, 1, L, 1)
+
+        def grow(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:         # -> (B, H, P+L, d/H)
+            out = torch.cat([past, torch.zeros_like(new)], dim=2)
+            return out.scatter(2, slot.expand_as(new), new)
+
+        total = cache.lengths + n_new
+        P_new = int(total.max())
+        return h, KVCache([grow(p, k)[:, :, :P_new] for p, k in zip(cache.keys, new_keys)],
+                          [grow(p, v)[:, :, :P_new] for p, v in zip(cache.values, new_values)], total)
 
     # ------------------------------------------------------------------ head
     def query(self, h: torch.Tensor, outcome: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
