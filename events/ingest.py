@@ -204,11 +204,13 @@ def _raw_text(raw: pd.DataFrame) -> pd.Series:
     )
 
 
-def validate_events(raw: pd.DataFrame, day: date | None = None) -> IngestResult:
+def validate_events(raw: pd.DataFrame, day: date | None = None, vocabulary=None) -> IngestResult:
     """Split `raw` into contract rows and quarantined rows.
 
     `day`: when given, rows whose event_ts falls outside that UTC day are quarantined
-    (a partition only holds its own day).
+    (a partition only holds its own day). `vocabulary` (`events.vocabulary.Vocabulary`): the
+    surfaces and outcomes allowed, a value outside them quarantined with a reason naming its
+    file; default: the built-in data's (`events.contract.EVENT_SCHEMA`).
     """
     n = len(raw)
     raw = raw.reset_index(drop=True)
@@ -237,7 +239,8 @@ def validate_events(raw: pd.DataFrame, day: date | None = None) -> IngestResult:
     # The contract's own checks (nulls, ranges, vocabularies, time bounds), one reason per failure.
     # Ids stay nullable Int64 here: as float64, 2^53 + 1 would round to 2^53 and pass the range.
     candidate = coerced.copy()
-    schema = EVENT_SCHEMA.update_columns(
+    contract = EVENT_SCHEMA if vocabulary is None else vocabulary.event_schema()
+    schema = contract.update_columns(
         {c: {"dtype": None} for c in ("user_id", "item_id", "session_id", "query_id", "surface", "outcome")}
     )
     try:

@@ -7,7 +7,9 @@ embeddings (``serving.index.build_tuned_index``: type by catalogue size, tuned t
 ``Registry.publish``, which uploads them and writes the manifest last. The manifest's
 ``config`` holds ``model`` (the PinRecConfig, needed to load the weights), ``serving`` (default
 outcome weights) and whatever the caller adds; ``index`` holds kind, search parameters and the
-measured recall.
+measured recall; ``vocabulary`` the codes of the model's outcomes and surfaces, its engaged
+outcomes and, when the caller passes the deployment's vocabulary, its file (so serving can refuse
+a version whose codes disagree with the features it reads).
 
 ``publish_run_dir`` does the same from a training run directory (``model.pt`` +
 ``config.json`` as ``training.train.save_model`` writes them).
@@ -44,15 +46,25 @@ def publish_model(
     tune_queries: np.ndarray | None = None,
     target_recall: float = TARGET_RECALL,
     created_at: datetime | None = None,
+    vocabulary: Any | None = None,
 ) -> tuple[str, TuneResult]:
-    """Build, tune and publish; returns (version id, tuning result)."""
+    """Build, tune and publish; returns (version id, tuning result). `vocabulary`
+    (`events.vocabulary.Vocabulary`): the deployment's, whose default weights for `surface` the
+    version serves with (unless `outcome_weights`) and whose record goes into the manifest."""
     vectors, item_ids = enc.item_table(model)
     index, tuned = build_tuned_index(vectors, index_kind, queries=tune_queries,
                                      target_recall=target_recall)
-    weights = dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS)
-    enc.check_outcomes(weights)
+    if vocabulary is not None:
+        codes = vocabulary.codes.for_model(model.cfg.outcomes, model.cfg.surfaces)
+        record = {**vocabulary.record(), **codes.mapping(), "engaged": list(codes.engaged)}
+        weights = dict(outcome_weights or vocabulary.weights_for(surface))
+    else:
+        codes = enc.model_codes(model)
+        record = {**codes.mapping(), "engaged": list(codes.engaged)}
+        weights = dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS)
+    enc.check_outcomes(weights, codes.engaged)
     full_config = {**dict(config or {}), "model": enc.model_config(model),
-                   "serving": {"outcome_weights": weights}}
+                   "serving": {"outcome_weights": weights}, "vocabulary": record}
     with tempfile.TemporaryDirectory(prefix="pinrec-publish-") as tmp:
         d = Path(tmp)
         torch.save(enc.model_state(model), d / MODEL_FILE)

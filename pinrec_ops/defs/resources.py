@@ -16,6 +16,7 @@ from typing import Any, Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
+from feature_pipeline.store import CODES_FILE
 from pinrec_ops.defs.config import EMBEDDED_WORLD, SETTINGS, Settings
 from training.plan import TrainingPlan
 
@@ -84,6 +85,33 @@ class EventSourceResource(dg.ConfigurableResource):
                 world_dir=self.sim_world_dir,
             )
         return self._source
+
+
+class VocabularyResource(dg.ConfigurableResource):
+    """The deployment's vocabulary (events.vocabulary): surfaces, outcomes, what they mean, and
+    their codes, which extend the code ledger recorded with the features (`ledger`)."""
+
+    file: str
+    ledger: str
+
+    _vocabulary: Any = PrivateAttr(default=None)
+
+    def load(self):
+        """The Vocabulary (read once per run; its codes extend the recorded ledger)."""
+        if self._vocabulary is None:
+            from events.vocabulary import load_vocabulary
+
+            self._vocabulary = load_vocabulary(Path(self.file), Path(self.ledger))
+        return self._vocabulary
+
+    def record(self):
+        """Record the vocabulary's codes in the ledger (refused when they disagree with it);
+        returns the Vocabulary."""
+        from events.vocabulary import record_codes
+
+        vocabulary = self.load()
+        record_codes(vocabulary.codes, Path(self.ledger), vocabulary.label)
+        return vocabulary
 
 
 class DataLakeResource(dg.ConfigurableResource):
@@ -180,9 +208,10 @@ class TrainingResource(dg.ConfigurableResource):
     def plan(self) -> TrainingPlan:
         return TrainingPlan(**{name: getattr(self, name) for name in TrainingPlan.field_names()})
 
-    def configs(self, n_items: int = 0):
-        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs."""
-        return self.plan().configs(n_items)
+    def configs(self, n_items: int = 0, codes=None):
+        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
+        `codes`: the vocabulary's (events.contract.EventCodes; default the built-in data's)."""
+        return self.plan().configs(n_items) if codes is None else self.plan().configs(n_items, codes)
 
 
 def _env(name: str, default: Any, cast: str = "str") -> Any:
@@ -215,6 +244,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             sim_world_dir=str(s.world_dir) if s.world_dir else None,
         ),
         "lake": DataLakeResource(root=str(s.data_dir / "lake")),
+        "vocabulary": VocabularyResource(file=str(s.vocabulary.path),
+                                         ledger=str(s.data_dir / "feast" / CODES_FILE)),
         "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(

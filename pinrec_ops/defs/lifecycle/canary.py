@@ -15,7 +15,7 @@ from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.metadata import table_metadata
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
-from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
+from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource, VocabularyResource
 from pinrec_ops.defs.state import lifecycle_state
 from serving.canary import GatePolicy
 
@@ -37,8 +37,12 @@ class CanaryGateConfig(dg.Config):
     max_latency_p99_ms: float = Field(default=DEPLOYMENT_GATE.max_latency_p99_ms,
                                       description="Absolute cap on p99 retrieval latency per user.")
 
-    def policy(self) -> GatePolicy:
-        return GatePolicy(tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
+    def policy(self, guarded_outcomes: tuple[str, ...] | None = None) -> GatePolicy:
+        """The gate; `guarded_outcomes`: the vocabulary's `guarded` (default the built-in data's
+        click and save), whose recall@100 may not fall below the champion's."""
+        guarded = DEPLOYMENT_GATE.guarded if guarded_outcomes is None else (
+            f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in guarded_outcomes))
+        return GatePolicy(guarded=guarded, tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
                           max_latency_ratio=self.max_latency_ratio, max_latency_p99_ms=self.max_latency_p99_ms)
 
     def overrides(self) -> dict[str, dict[str, float]]:
@@ -80,39 +84,58 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.canary", "serving.retriever", "serving.encoder", "training.merge"),
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
-                    "recall@100 per outcome, diversity, latency, through the serving retrieval path.",
+                    "recall@100 per engaged outcome of the vocabulary, diversity, latency, through the serving "
+                    "retrieval path; and the popularity baseline's recall@100 on the same users.",
     )
     def canary_evaluation(context: dg.AssetExecutionContext, config: CanaryConfig, lake: DataLakeResource,
-                          feast: FeastResource, s3: S3Resource) -> dg.MaterializeResult:
-        from serving.canary import evaluate_version
+                          feast: FeastResource, s3: S3Resource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from feature_pipeline.store import codes_path, feature_codes
+        from serving.canary import evaluate_popularity, evaluate_version
         from serving.retriever import LoadedVersion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        vocab = vocabulary.load()
         candidate = state.read("candidate", surface, day)["version"]
         # an earlier verdict of this day must not outlive a new evaluation that fails
         state.path("canary", surface, day).unlink(missing_ok=True)
         champion = registry.champion(surface)
         events = lake.table().read_day(day)
         events = events[events["surface"] == surface]
-        users = sorted(set(events.loc[events["outcome"] != "impression", "user_id"].tolist()))
+        # recall per engaged outcome the day's log has (a log may lack some of the vocabulary's)
+        outcomes = [o for o in vocab.engaged if (events["outcome"] == o).any()]
+        users = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))
         users = users[:: max(1, len(users) // config.max_users)][: config.max_users]
         events = events[events["user_id"].isin(users)]
         sequences = _sequences_at_day_start(feast, users, day)
         cache = Path(lake.root).parent / "version_cache"
+        # the codes of the features the versions read (the registry's, else the ledger's): a
+        # version trained with other codes is refused, as serving refuses it
+        codes = feature_codes(feast.store()) or vocab.codes.mapping()
+        where = f"the features under {codes_path(feast.settings().data_dir)}"
         results = {}
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
                 continue
-            loaded = LoadedVersion.from_local(registry.fetch(surface, version, cache))
-            results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K)
+            loaded = LoadedVersion.from_local(registry.fetch(surface, version, cache), codes, where)
+            results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K, outcomes=outcomes,
+                                             engaged=vocab.engaged)
+        finetune = state.read("finetune", surface, day)
+        train = pd.concat([lake.table().read_day(date.fromisoformat(d)) for d in finetune["train_days"]],
+                          ignore_index=True)
+        popularity = evaluate_popularity(train[train["surface"] == surface], sequences, events, k=CANARY_K,
+                                         outcomes=outcomes, engaged=vocab.engaged)
         through = {"candidate": version_data_through(registry, surface, candidate),
                    "champion": version_data_through(registry, surface, champion if "champion" in results else None)}
         state.write({"candidate": candidate, "champion": champion if "champion" in results else None,
-                     "metrics": results, "users": len(users), "data_through": through}, "canary", surface, day)
+                     "metrics": results, "popularity": popularity, "outcomes": outcomes, "users": len(users),
+                     "data_through": through}, "canary", surface, day)
         metadata = {"day": day.isoformat(), "candidate": candidate,
                     "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
         for role, figures in results.items():
             metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
+        metadata[f"popularity/recall@{CANARY_K}"] = float(popularity[f"recall@{CANARY_K}"])
         metadata["metrics"] = table_metadata(
             [{"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}
              for name in sorted(results["candidate"])],
@@ -132,14 +155,15 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
                     "every rule's candidate and champion figures and the margin to its threshold.",
     )
     def canary_gate(context: dg.AssetCheckExecutionContext, config: CanaryGateConfig,
-                    lake: DataLakeResource) -> dg.AssetCheckResult:
+                    lake: DataLakeResource, vocabulary: VocabularyResource) -> dg.AssetCheckResult:
         from serving.canary import gate_rules
 
         day = partition_day(context.op_execution_context)
         state = lifecycle_state(lake)
         canary = state.read("canary", surface, day)
         through = canary.get("data_through", {})
-        rules = gate_rules(canary["metrics"]["candidate"], canary["metrics"].get("champion"), config.policy(),
+        policy = config.policy(vocabulary.load().guarded)
+        rules = gate_rules(canary["metrics"]["candidate"], canary["metrics"].get("champion"), policy,
                            candidate_data_through=date.fromisoformat(through["candidate"]) if through.get("candidate") else None,
                            champion_data_through=date.fromisoformat(through["champion"]) if through.get("champion") else None)
         reasons = [r.reason for r in rules if not r.passed]
@@ -153,7 +177,7 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
                                             {"rule": "string", "metric": "string", "candidate": "float",
                                              "champion": "float", "threshold": "float", "margin": "float",
                                              "passed": "bool"}),
-                    "gate_policy": dg.MetadataValue.json(asdict(config.policy())),
+                    "gate_policy": dg.MetadataValue.json(asdict(policy)),
                     "overridden_by_run_config": dg.MetadataValue.json(overrides)}
         for r in rules:
             metadata[f"margin/{r.metric}"] = r.margin

@@ -11,7 +11,7 @@ from pinrec_ops.defs.conventions import area_tags, code_version, owners
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
-from pinrec_ops.defs.resources import DataLakeResource, S3Resource
+from pinrec_ops.defs.resources import DataLakeResource, S3Resource, VocabularyResource
 from pinrec_ops.defs.state import lifecycle_state
 
 PUBLISH_CODE = code_version("serving.publish", "serving.registry", "serving.index")
@@ -34,7 +34,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
                     f"versions/{surface}/<version>/ in S3.",
     )
     def candidate_version(context: dg.AssetExecutionContext, lake: DataLakeResource,
-                          s3: S3Resource) -> dg.MaterializeResult:
+                          s3: S3Resource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
         from serving.publish import publish_model
         from serving.registry import sha256_file
         from training.train import load_model
@@ -59,6 +59,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             config={"finetune_run": finetune["path"], "pretrained_run": finetune["pretrained"]},
             parents=[champion] if champion else [],
             created_at=datetime.combine(day + timedelta(days=1), time(2), tzinfo=timezone.utc),
+            vocabulary=vocabulary.load(),  # default weights of the surface; the codes go into the manifest
         )
         uri = s3.uri("versions", surface, version, "")
         state.write({"version": version, "uri": uri, "model_sha256": model_sha}, "candidate", surface, day)
