@@ -46,12 +46,13 @@ import yaml
 from events.contract import EventCodes, event_schema
 
 VOCABULARY_DIR = Path(__file__).resolve().parent / "vocabularies"
-# The vocabulary a source uses when none is chosen (a parquet log's own needs --vocabulary).
+# The vocabulary a source uses when none is chosen; a parquet log's: the project's own events
+# (the contract before vocabularies), so a log of your own needs --vocabulary.
 DEFAULT_FILES = {
     "simulated": VOCABULARY_DIR / "simulated.yaml",
     "movielens-1m": VOCABULARY_DIR / "movielens.yaml",
     "movielens-100k": VOCABULARY_DIR / "movielens.yaml",
-    "parquet": VOCABULARY_DIR / "simulated.yaml",
+    "parquet": VOCABULARY_DIR / "pinrec.yaml",
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 FIELDS = ("surfaces", "outcomes", "engaged", "impression", "negative", "weights", "surface_weights",
