@@ -11,10 +11,28 @@ from pinrec_ops.defs.conventions import area_tags, code_version, owners
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
-from pinrec_ops.defs.resources import DataLakeResource, S3Resource
+from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
 from pinrec_ops.defs.state import lifecycle_state
 
 PUBLISH_CODE = code_version("serving.publish", "serving.registry", "serving.index")
+
+
+def _queries_of_recent_users(model, feast_settings, last_day: str, limit: int = 300):
+    """The model's queries for users active on its last training day (their sequences as the
+    offline user_sequence table has them), for tuning the index on what serving will ask."""
+    from datetime import date
+
+    import pandas as pd
+
+    from feature_pipeline.store import offline_table_path
+    from serving.encoder import UserSequence
+    from serving.publish import user_queries
+
+    path = offline_table_path(feast_settings, "user_sequence", date.fromisoformat(last_day))
+    if not path.exists():
+        return None
+    rows = pd.read_parquet(path).head(limit).to_dict("records")
+    return user_queries(model, [UserSequence.from_features(r) for r in rows])
 
 
 def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
@@ -33,8 +51,8 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
                     "model.pt, a tuned faiss index, item_ids.npy and the manifest (written last) under "
                     f"versions/{surface}/<version>/ in S3.",
     )
-    def candidate_version(context: dg.AssetExecutionContext, lake: DataLakeResource,
-                          s3: S3Resource) -> dg.MaterializeResult:
+    def candidate_version(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource,
+                          feast: FeastResource) -> dg.MaterializeResult:
         from serving.publish import publish_model
         from serving.registry import sha256_file
         from training.train import load_model
@@ -52,6 +70,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
                                                       "uri": dg.MetadataValue.url(done["uri"])})
         champion = registry.champion(surface)
         model = load_model(finetune["path"])
+        tune_queries = _queries_of_recent_users(model, feast.settings(), max(finetune["train_days"]))
         version, tuned = publish_model(
             registry, surface, model,
             metrics={"partition": day.isoformat()},
@@ -59,6 +78,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             config={"finetune_run": finetune["path"], "pretrained_run": finetune["pretrained"]},
             parents=[champion] if champion else [],
             created_at=datetime.combine(day + timedelta(days=1), time(2), tzinfo=timezone.utc),
+            tune_queries=tune_queries,
         )
         uri = s3.uri("versions", surface, version, "")
         state.write({"version": version, "uri": uri, "model_sha256": model_sha}, "candidate", surface, day)
@@ -67,6 +87,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             "parent": champion or "none", "n_items": int(model.cfg.n_items),
             "index_kind": tuned.kind, "index_params": dg.MetadataValue.json(tuned.params),
             "index_recall_at_100": float(tuned.recall_at_100),
+            "index_tuned_on": "recent users' queries" if tune_queries is not None else "item vectors plus noise",
             "data_partitions": dg.MetadataValue.json(finetune["train_days"]),
         })
 
