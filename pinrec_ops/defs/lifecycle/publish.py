@@ -7,10 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
 from pinrec_ops.defs.state import lifecycle_state
 
@@ -36,16 +35,11 @@ def _queries_of_recent_users(model, feast_settings, last_day: str, limit: int = 
 
 
 def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "candidate_version"]),
+    @surface_asset(
+        surface, "candidate_version",
         deps=[dg.AssetKey([surface, "finetuned_model"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
-        retry_policy=S3_RETRY,
+        talks_to_s3=True,
         kinds={"faiss", "s3"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=PUBLISH_CODE,
         description=f"The {surface} model fine-tuned for the partition's day, published as an immutable version: "
                     "model.pt, a tuned faiss index, item_ids.npy and the manifest (written last) under "
