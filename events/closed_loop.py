@@ -650,4 +650,5 @@ class ClosedLoopWorld:
         }, columns=list(SERVING_LOG_COLUMNS))
 
 
-assert OUTCOME_CODE["impression"] == _IMPRESSION
+if OUTCOME_CODE["impression"] != _IMPRESSION:  # the simulator and the contract agree on the code
+    raise ImportError("events.simulator's impression code differs from the event contract's")

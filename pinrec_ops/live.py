@@ -94,9 +94,18 @@ class LiveRunner:
 
     def play(self, days: int) -> list[DayReport]:
         reports = []
-        for _ in range(days):
-            reports.append(self.play_day(self.next_day()))
+        try:
+            for _ in range(days):
+                reports.append(self.play_day(self.next_day()))
+        finally:
+            self.close()
         return reports
+
+    def close(self) -> None:
+        """Stop the in-process services (their micro-batchers)."""
+        for _, policy in self._services.values():
+            policy.close()
+        self._services.clear()
 
     def play_day(self, day: date) -> DayReport:
         report = DayReport(day)

@@ -64,7 +64,8 @@ class UserSequence:
         """From the Feast ``user_sequence`` lists (None / missing lists: an empty sequence)."""
         if not row or row.get("seq_item_ids") is None:
             return cls.empty()
-        cols = [np.asarray(row.get(c) or [], dtype=np.int64)
+        # lists (Feast's online store) or arrays (the offline parquet tables)
+        cols = [np.asarray(row.get(c) if row.get(c) is not None else [], dtype=np.int64)
                 for c in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us")]
         n = min(len(c) for c in cols)
         return cls(*(c[-n:] if n else c[:0] for c in cols))

@@ -99,13 +99,21 @@ class ServicePolicy:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 from fastapi.testclient import TestClient
 
-            self.client = TestClient(app)
+            # entered: the app's lifespan runs (the micro-batcher starts, versions are frozen after
+            # loading) as under uvicorn; close() runs its shutdown
+            self.client = TestClient(app).__enter__()
         else:
             import httpx
 
             self.client = httpx.Client(base_url=base_url, timeout=30.0)
         self.name = name
         self.errors: dict[int, int] = {}
+
+    def close(self) -> None:
+        if hasattr(self.client, "__exit__"):
+            self.client.__exit__(None, None, None)
+        else:
+            self.client.close()
 
     def serve(self, requests: Sequence[Request], weights: Mapping[str, float] | None) -> list[Served]:
         out = []

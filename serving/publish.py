@@ -32,6 +32,20 @@ from serving.index import TARGET_RECALL, TuneResult, build_tuned_index, write_in
 from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, Registry
 
 
+def user_queries(model: Any, sequences: Sequence[enc.UserSequence], outcome_weights: Mapping[str, float] | None = None,
+                 limit: int = 500, engaged_codes: Sequence[int] | None = None) -> np.ndarray | None:
+    """(n, d) queries the model generates for real users' sequences (every (outcome, offset) of
+    the default budget): what an index should be tuned on, rather than item vectors plus noise.
+    `engaged_codes`: the outcomes that are model inputs (the vocabulary's; default the built-in
+    data's). None when no sequence is usable."""
+    encoder = enc.Encoder(model, engaged_codes)
+    budget = encoder.budget(dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS))
+    usable = [s for s in sequences if len(s)][:limit]
+    if not usable:
+        return None
+    return np.concatenate([encoder.queries(s, budget) for s in usable]).astype(np.float32)
+
+
 def publish_model(
     registry: Registry,
     surface: str,

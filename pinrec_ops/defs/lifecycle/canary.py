@@ -10,11 +10,10 @@ import dagster as dg
 from pydantic import Field
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import table_metadata
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
 from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource, VocabularyResource
 from pinrec_ops.defs.state import lifecycle_state
 from serving.canary import GatePolicy
@@ -73,15 +72,10 @@ def version_data_through(registry, surface: str, version: str | None) -> str | N
 
 
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "canary_evaluation"]),
+    @surface_asset(
+        surface, "canary_evaluation",
         deps=[dg.AssetKey([surface, "candidate_version"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
         kinds={"faiss", "feast"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.canary", "serving.retriever", "serving.encoder", "training.merge"),
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
                     "recall@100 per engaged outcome of the vocabulary, diversity, latency, through the serving "

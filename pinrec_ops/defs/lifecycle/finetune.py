@@ -9,27 +9,20 @@ import dagster as dg
 import pandas as pd
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, owners
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.pretrain import TRAINING_CODE
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import config_tag, training_run_metadata
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
 from pinrec_ops.defs.resources import DataLakeResource, TrainingResource, VocabularyResource
 from pinrec_ops.defs.state import PretrainedModels, lifecycle_state
 
 
 def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "finetuned_model"]),
+    @surface_asset(
+        surface, "finetuned_model",
         deps=["pretrained_model", "online_features"],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
         pool="training",
         kinds={"pytorch", "lightning"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=TRAINING_CODE,
         description=f"The pretrained model fine-tuned on {surface} for the partition's day D: {surface}'s targets of "
                     "the days before D, impressed-but-not-engaged items as hard negatives (a log without impressions: "
