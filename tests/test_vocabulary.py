@@ -237,7 +237,6 @@ def test_a_version_whose_codes_disagree_with_the_features_is_refused_at_load(s3_
     other_vocab = load_vocabulary(_write(tmp_path, SHOP.replace("[view, cart, purchase, return]",
                                                                 "[cart, view, purchase, return]"), "old.yaml"))
     bad, _ = publish_model(registry, "web", swapped, vocabulary=other_vocab)
-    features = vocab.codes.mapping()
     features = {"outcomes": list(vocab.codes.outcomes), "surfaces": list(vocab.codes.surfaces)}
     with pytest.raises(VocabularyMismatchError, match=r"version web/.*: outcome code 0 means 'cart' there but "
                                                       r"'view' in the features under /feast"):

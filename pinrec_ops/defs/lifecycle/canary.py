@@ -106,7 +106,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         cache = Path(lake.root).parent / "version_cache"
         # the codes of the features the versions read (the registry's, else the ledger's): a
         # version trained with other codes is refused, as serving refuses it
-        codes = feature_codes(feast.store()) or vocab.codes.mapping()
+        codes = feature_codes(feast.store()) or {"outcomes": vocab.codes.outcomes, "surfaces": vocab.codes.surfaces}
         where = f"the features under {codes_path(feast.settings().data_dir)}"
         results = {}
         for role, version in (("candidate", candidate), ("champion", champion)):
