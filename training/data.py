@@ -241,8 +241,9 @@ class TrainWindows(Dataset):
     Batch plans and target sampling are seeded by (seed, epoch, batch): call `set_epoch`.
     """
 
-    def __init__(self, seqs: Sequences, cfg: DataConfig):
+    def __init__(self, seqs: Sequences, cfg: DataConfig, slates=None):
         self.seqs, self.cfg = seqs, cfg
+        self.slates = slates  # training.ranking.SlateSampler: each window's slates (ranking head)
         self.rank, self.world_size = 0, 1
         starts, ends = [], []
         for u in range(seqs.n_users):
@@ -365,6 +366,8 @@ class TrainWindows(Dataset):
         if H > 0:
             batch["hard_ids"] = torch.from_numpy(np.stack(hid, 2))               # (B, L, O, H)
             batch["hard_mask"] = torch.from_numpy(np.stack(hm, 2))
+        if self.slates is not None:  # drawn after the retrieval targets: those stay as they were
+            batch.update(self.slates.batch(starts, n_inputs, rng))
         return batch
 
 
@@ -421,9 +424,10 @@ class PinRecDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, train: Sequences, cfg: DataConfig, valid: EvalSet | None = None,
-                 test: EvalSet | None = None):
+                 test: EvalSet | None = None, slates=None):
         super().__init__()
         self.train_seqs, self.cfg, self.valid, self.test = train, cfg, valid, test
+        self.slates = slates  # training.ranking.SlateSampler (ranking head), or None
         self.train_ds: TrainWindows | None = None
 
     @classmethod
@@ -446,7 +450,11 @@ class PinRecDataModule(pl.LightningDataModule):
         return self.train_seqs.n_items
 
     def with_config(self, **changes) -> PinRecDataModule:
-        return PinRecDataModule(self.train_seqs, replace(self.cfg, **changes), self.valid, self.test)
+        return PinRecDataModule(self.train_seqs, replace(self.cfg, **changes), self.valid, self.test, self.slates)
+
+    def with_slates(self, slates) -> PinRecDataModule:
+        """This module with a `training.ranking.SlateSampler` (or None)."""
+        return PinRecDataModule(self.train_seqs, self.cfg, self.valid, self.test, slates)
 
     def rank_and_world_size(self) -> tuple[int, int]:
         """(global rank, world size) of the trainer this module is attached to; (0, 1) without one."""
@@ -455,7 +463,7 @@ class PinRecDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is None:
-            self.train_ds = TrainWindows(self.train_seqs, self.cfg)
+            self.train_ds = TrainWindows(self.train_seqs, self.cfg, self.slates)
         self.train_ds.shard(*self.rank_and_world_size())
 
     def train_dataloader(self) -> DataLoader:

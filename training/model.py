@@ -15,6 +15,22 @@ only the positions that follow the cached ones (attending to the cached keys/val
 the grown cache; the result equals encoding the whole sequence at once. Positions are absolute
 (`pos_emb`), so a sequence whose window slides (longer than max_len) must be encoded again.
 
+Ranking head (UniPinRec; on when `rank_outcomes` names the outcomes it predicts, else the model is
+retrieval only, as every checkpoint of before). A candidate is an input token whose action part is
+the mask token (`RankingHead.action_mask`): masked action modeling asks for the action of a
+position from the history before it and its item, which is what ranking asks at serving time.
+
+    c_0     = token_mlp'd( item_emb(i) + action_mask + surface_emb(s) ) + rank_pos        (B, M, d)
+    c_l+1   = c_l + W_o^l MHA( W_q^l LN(c_l), [k0^l; K^l_{<p}], [v0^l; V^l_{<p}] )         (B, M, d)
+              K^l, V^l: the encoder's layer-l keys/values of the history (a `KVCache`),
+              p: the candidate's history length (positions < p only: causal), k0/v0: a learned
+              "nothing" slot, so a candidate without history attends to something
+    logits  = MLP([LN(c_L), h_last * normalize(e_i), e_i])                               (B, M, K)
+    p(o)    = sigmoid(logits_o), one per outcome of `rank_outcomes`
+
+The history's keys and values are those the retrieval encode already computed (serving reuses
+them: no second pass over the history); the candidates never attend to each other.
+
 The item table doubles as the retrieval index: `item_embeddings()` is what goes into faiss.
 Switches (`PinRecConfig`): `side_inputs` (outcome/surface/time input features),
 `outcome_conditioning` (off = UC: the head sees a single "any" outcome), `multi_token` (off = one
@@ -63,6 +79,13 @@ class PinRecConfig:
     # the vocabulary's codes: outcome and surface names by code (embedding rows follow them)
     outcomes: tuple[str, ...] = OUTCOMES
     surfaces: tuple[str, ...] = SURFACES
+    # ranking head: the outcomes it predicts (the vocabulary's engaged and negative ones, names
+    # of `outcomes`); () = no ranking head (retrieval only: the configs and checkpoints of before)
+    rank_outcomes: tuple[str, ...] = ()
+
+    @property
+    def ranking(self) -> bool:
+        return bool(self.rank_outcomes)
 
     @property
     def any_outcome(self) -> int:
@@ -76,7 +99,7 @@ class PinRecConfig:
     def from_dict(cls, data: dict[str, Any]) -> PinRecConfig:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        for key in ("outcomes", "surfaces"):
+        for key in ("outcomes", "surfaces", "rank_outcomes"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -101,6 +124,17 @@ def query_flops(cfg: PinRecConfig, n_queries: int) -> float:
     """Model FLOPs of the head for `n_queries` (outcome, offset) queries of one hidden state."""
     d = cfg.d_model
     return 2 * (3 * d * 2 * d + 2 * d * d) * n_queries
+
+
+def rank_flops(cfg: PinRecConfig, n_candidates: int, n_history: int) -> float:
+    """Model FLOPs of the ranking head for `n_candidates` of one history of `n_history` positions
+    (whose keys/values exist already): the candidate token, per layer the query/output linears
+    and the attention over the history and the "nothing" slot, and the output MLP."""
+    d, K = cfg.d_model, len(cfg.rank_outcomes)
+    token = 2 * (d * 2 * d + 2 * d * d)
+    per_layer = 2 * (2 * d * d) + 4 * d * (n_history + 1)
+    out = 2 * (3 * d * 2 * d + 2 * d * K)
+    return n_candidates * (token + cfg.n_layers * per_layer + out)
 
 
 class ItemEmbedding(nn.Module):
@@ -240,6 +274,49 @@ class Block(nn.Module):
         return x + fast_dropout(self.ffn(self.ln2(x)), self.dropout, self.training), k, v
 
 
+class RankingHead(nn.Module):
+    """Candidates cross-attend to the encoder's per-layer keys and values of their history and
+    come out as one logit per outcome of `cfg.rank_outcomes` (see the module docstring). Its own
+    parameters: the mask token, the candidate position, per layer a query and an output linear
+    and the "nothing" key/value, the output MLP, and the vector that stands for the last hidden
+    state of an empty history."""
+
+    def __init__(self, cfg: PinRecConfig):
+        super().__init__()
+        d, H, n = cfg.d_model, cfg.n_heads, cfg.n_layers
+        self.n_heads = H
+        self.action_mask = nn.Parameter(torch.randn(d) * 0.02)    # the mask token: "action unknown"
+        self.position = nn.Parameter(torch.randn(d) * 0.02)       # a candidate's position: after its history
+        self.no_history = nn.Parameter(torch.randn(d) * 0.02)     # h_last of an empty history
+        self.ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(n))
+        self.q = nn.ModuleList(nn.Linear(d, d) for _ in range(n))
+        self.o = nn.ModuleList(nn.Linear(d, d) for _ in range(n))
+        self.null_k = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
+        self.null_v = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
+        self.ln_out = nn.LayerNorm(d)
+        self.out = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, len(cfg.rank_outcomes)))
+
+    def forward(self, c: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                prefix: torch.Tensor, h_last: torch.Tensor, e_item: torch.Tensor) -> torch.Tensor:
+        """c (B, M, d) candidate tokens; keys/values[l] (B, H, P, d/H) the history's; prefix
+        (B, M) each candidate's history length (it sees positions < prefix); h_last (B, M, d)
+        the hidden state at position prefix - 1; e_item (B, M, d) -> logits (B, M, K)."""
+        B, M, d = c.shape
+        P = keys[0].shape[2]
+        sees = torch.arange(P, device=c.device)[None, None, :] < prefix[..., None]           # (B, M, P)
+        mask = torch.cat([torch.ones_like(sees[..., :1]), sees], dim=-1)[:, None]             # (B, 1, M, 1+P)
+        h_last = torch.where(prefix[..., None] > 0, h_last, self.no_history.to(h_last.dtype))
+        for i, (ln, q_proj, o_proj) in enumerate(zip(self.ln, self.q, self.o)):
+            q = q_proj(ln(c)).view(B, M, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, M, d/H)
+            k = torch.cat([self.null_k[i].expand(B, -1, -1, -1).to(keys[i].dtype), keys[i]], dim=2)
+            v = torch.cat([self.null_v[i].expand(B, -1, -1, -1).to(values[i].dtype), values[i]], dim=2)
+            with torch.autocast(c.device.type, enabled=False):                              # as in Block
+                a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+            c = c + o_proj(a.to(c.dtype).transpose(1, 2).reshape(B, M, d))
+        z = torch.cat([self.ln_out(c), h_last * F.normalize(e_item, dim=-1), e_item], dim=-1)  # (B, M, 3d)
+        return self.out(z)
+
+
 class PinRec(nn.Module):
     def __init__(self, cfg: PinRecConfig):
         super().__init__()
@@ -264,6 +341,11 @@ class PinRec(nn.Module):
         # raw item id of each index (row 0 = padding = -1); saved with the weights for serving
         self.register_buffer("item_ids", torch.cat([torch.tensor([-1]), torch.arange(1, cfg.n_items + 1)]))
         self.apply(self._init)
+        # built after the rest is initialised: a model with ranking starts from the same retrieval
+        # weights as one without (same seed)
+        self.ranker = RankingHead(cfg) if cfg.ranking else None
+        if self.ranker is not None:
+            self.ranker.apply(self._init)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -352,6 +434,31 @@ class PinRec(nn.Module):
     @property
     def temperature(self) -> torch.Tensor:
         return self.log_temp.exp().clamp(0.005, 1.0)
+
+    # ------------------------------------------------------------------ ranking head
+    def rank(self, cache: KVCache, items: torch.Tensor, surfaces: torch.Tensor, h_last: torch.Tensor,
+             prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """Ranking logits (B, M, K) of candidates `items` (B, M) on `surfaces` (B, M) against
+        the histories whose keys/values are `cache` (from `encode(..., return_cache=True)`,
+        full or incremental). `prefix` (B, M): each candidate's history length (default: the
+        whole history, cache.lengths); `h_last` (B, d) or (B, M, d): the hidden state at
+        position prefix - 1 (ignored where prefix is 0). K = len(cfg.rank_outcomes)."""
+        if self.ranker is None:
+            raise ValueError("this model has no ranking head (PinRecConfig.rank_outcomes is empty)")
+        B, M = items.shape
+        if prefix is None:
+            prefix = cache.lengths[:, None].expand(B, M)
+        if h_last.dim() == 2:
+            h_last = h_last[:, None, :].expand(B, M, -1)
+        e = self.item_emb(items)                                                    # (B, M, d)
+        c = e + self.ranker.action_mask + self.surface_emb(surfaces)
+        c = c + self.token_mlp(c) + self.ranker.position                            # (B, M, d)
+        return self.ranker(c, cache.keys, cache.values, prefix, h_last, e)
+
+    def rank_probabilities(self, cache: KVCache, items: torch.Tensor, surfaces: torch.Tensor,
+                           h_last: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """sigmoid(rank(...)): (B, M, K) probability of each outcome of cfg.rank_outcomes."""
+        return torch.sigmoid(self.rank(cache, items, surfaces, h_last, prefix))
 
     # ------------------------------------------------------------------ inference
     def last_hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from training.loss import LossConfig, sampled_softmax_loss
 from training.metrics import full_ranking_ranks, rank_metrics
 from training.model import ANY_OUTCOME, OUTCOMES, PinRec, PinRecConfig
+from training.ranking import RankingConfig, ranking_loss
 
 
 @dataclass
@@ -48,9 +49,14 @@ def mixture_scores(model: PinRec, inputs: dict[str, torch.Tensor],
 class PinRecModule(pl.LightningModule):
     def __init__(self, model_cfg: PinRecConfig, loss_cfg: LossConfig, optim_cfg: OptimConfig,
                  item_log_prob: torch.Tensor | None = None, item_ids: torch.Tensor | None = None,
-                 seed: int = 0):
+                 seed: int = 0, rank_cfg: RankingConfig | None = None, engaged_columns: tuple[int, ...] = ()):
         super().__init__()
         self.seed = seed
+        # ranking head (model_cfg.rank_outcomes): loss weights, and the rank-outcome columns of the
+        # engaged outcomes (the masked action's classes)
+        self.rank_cfg = rank_cfg or RankingConfig()
+        self.engaged_columns = tuple(engaged_columns)
+        self._rank_parts: dict[str, torch.Tensor] = {}
         self.model = PinRec(model_cfg)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
         V = model_cfg.n_items
@@ -64,7 +70,21 @@ class PinRecModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         m = self.model
+        if m.ranker is not None and "slate_items" in batch:  # blended example: one encode, both heads
+            h, kv = m.encode(batch["items"], batch["outcomes"], batch["surfaces"], batch["ts_days"],
+                             batch["log_gap"], return_cache=True)
+            parts = ranking_loss(m, batch, h, kv, self.engaged_columns)
+            self._rank_parts = {k: v.detach() for k, v in parts.items()}
+            rc = self.rank_cfg
+            rank = parts["slate"] + rc.mam_weight * parts["mam"]
+            retrieval = self.retrieval_loss(batch, h) if rc.retrieval_weight > 0 else h.sum() * 0.0
+            return rc.retrieval_weight * retrieval + rc.weight * rank
         h = m.encode(batch["items"], batch["outcomes"], batch["surfaces"], batch["ts_days"], batch["log_gap"])
+        return self.retrieval_loss(batch, h)
+
+    def retrieval_loss(self, batch: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        """The retrieval head's loss of a batch from the encoder's hidden states h (B, L, d)."""
+        m = self.model
         valid = batch["tgt_valid"]                                               # (B, L, O)
         b, t, o = valid.nonzero(as_tuple=True)                                   # N rows
         if b.numel() == 0:
@@ -85,6 +105,8 @@ class PinRecModule(pl.LightningModule):
         loss = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["items"].shape[0]))
         self.log("train/temperature", self.model.temperature.detach(), batch_size=int(batch["items"].shape[0]))
+        for name, value in self._rank_parts.items():
+            self.log(f"train/rank_{name}", value, batch_size=int(batch["items"].shape[0]))
         return loss
 
     # ------------------------------------------------------------------ validation

@@ -49,6 +49,7 @@ from training.data import (
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule
+from training.ranking import RankingConfig, prepare_ranking
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -82,6 +83,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     global_rank: int = 0
     world_size: int = 1
+    ranking: dict[str, Any] = field(default_factory=dict)  # whether the ranking head trained, and why not
 
 
 class _History(Callback):
@@ -155,7 +157,8 @@ def _as_datamodule(data: PinRecDataModule | pd.DataFrame | str | Path, data_cfg:
 
 def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg: LossConfig,
          optim_cfg: OptimConfig, train_cfg: TrainConfig, kind: str,
-         init_state: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None) -> TrainResult:
+         init_state: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
+         rank_cfg: RankingConfig | None = None, ranking: dict[str, Any] | None = None) -> TrainResult:
     torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     out_dir = Path(out_dir)
@@ -168,9 +171,13 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
         if not train_cfg.max_time_s:
             raise ValueError('schedule "cosine_time" needs TrainConfig.max_time_s (the wall-clock budget)')
         optim_cfg = replace(optim_cfg, time_budget_s=float(train_cfg.max_time_s))
+    ranking = ranking or {"ranking": False}
     module = PinRecModule(model_cfg, loss_cfg, optim_cfg, item_log_popularity(dm.train_seqs),
-                          torch.from_numpy(dm.train_seqs.vocab), seed=train_cfg.seed)
+                          torch.from_numpy(dm.train_seqs.vocab), seed=train_cfg.seed, rank_cfg=rank_cfg,
+                          engaged_columns=tuple(ranking.get("engaged_columns", ())))
     if init_state is not None:
+        if module.model.ranker is None:  # a base with a ranking head, fine-tuned without slates
+            init_state = {k: v for k, v in init_state.items() if not k.startswith("ranker.")}
         module.model.load_state_dict(init_state)
     has_val = dm.valid is not None
     ckpt_dir = out_dir / "lightning"
@@ -222,11 +229,12 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
                    "global_batch_size": dm.cfg.batch_size, "per_process_batch_size": dm.cfg.batch_size // world}
     config = _config_dict(kind=kind, model=model_cfg, data=dm.cfg, loss=loss_cfg, optim=optim_cfg,
                           train=train_cfg, distributed=distributed, train_seconds=seconds,
-                          epochs=trainer.current_epoch, best_val=best_val, history=history, **(extra or {}))
+                          epochs=trainer.current_epoch, best_val=best_val, history=history,
+                          ranking={**ranking, "config": asdict(rank_cfg or RankingConfig())}, **(extra or {}))
     if trainer.is_global_zero:
         save_model(model, out_dir, config)
     return TrainResult(out_dir, model, seconds, trainer.current_epoch, best_val, history,
-                       trainer.global_rank, world)
+                       trainer.global_rank, world, ranking)
 
 
 def _shallow(cfg: DataConfig) -> dict[str, Any]:
@@ -243,27 +251,42 @@ def _sync(model_cfg: PinRecConfig, data_cfg: DataConfig) -> DataConfig:
 def pretrain(data: PinRecDataModule | pd.DataFrame | str | Path, out_dir: str | Path,
              model_cfg: PinRecConfig | None = None, data_cfg: DataConfig | None = None,
              loss_cfg: LossConfig | None = None, optim_cfg: OptimConfig | None = None,
-             train_cfg: TrainConfig | None = None, split: str = "none") -> TrainResult:
+             train_cfg: TrainConfig | None = None, split: str = "none",
+             rank_cfg: RankingConfig | None = None) -> TrainResult:
     """Pretrain on engagement sequences from all surfaces.
 
     `data`: a contract frame, a contract parquet path, or a prepared `PinRecDataModule`.
     `split="leave_one_out"` validates on each user's second-to-last action (epoch selection).
-    Resumes from `out_dir/lightning/last.ckpt` when it exists.
+    Resumes from `out_dir/lightning/last.ckpt` when it exists. A model with a ranking head
+    (`model_cfg.rank_outcomes`) trains it on the frame's slates and masked actions
+    (`training.ranking`); without impressions it trains the retrieval head only, and says so.
     """
     data_cfg = data_cfg or DataConfig()
+    if isinstance(data, (str, Path)):
+        data = pd.read_parquet(data)
     dm = _as_datamodule(data, data_cfg, split)
     model_cfg = model_cfg or PinRecConfig(n_items=dm.n_items)
     if model_cfg.n_items != dm.n_items:
         model_cfg = replace(model_cfg, n_items=dm.n_items)
     dm = dm.with_config(**_shallow(_sync(model_cfg, dm.cfg)))
+    dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg)
     return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg or OptimConfig(),
-                train_cfg or TrainConfig(), "pretrain")
+                train_cfg or TrainConfig(), "pretrain", rank_cfg=rank_cfg, ranking=ranking)
+
+
+def _with_ranking(dm: PinRecDataModule, data: Any, model_cfg: PinRecConfig, rank_cfg: RankingConfig | None,
+                  surface: str | None = None) -> tuple[PinRecDataModule, PinRecConfig, dict[str, Any]]:
+    dm, model_cfg, ranking = prepare_ranking(dm, data if isinstance(data, pd.DataFrame) else None, model_cfg,
+                                             rank_cfg, surface)
+    if ranking.get("reason") and ranking["reason"] != "the model has no ranking head":
+        print(json.dumps({"ranking": ranking["reason"]}), flush=True)
+    return dm, model_cfg, ranking
 
 
 def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Path, out_dir: str | Path,
               data_cfg: DataConfig | None = None, loss_cfg: LossConfig | None = None,
               optim_cfg: OptimConfig | None = None, train_cfg: TrainConfig | None = None,
-              n_hard: int = 16) -> TrainResult:
+              n_hard: int = 16, rank_cfg: RankingConfig | None = None) -> TrainResult:
     """Fine-tune a pretrained model (`base_dir`) on one surface.
 
     Inputs are the users' engagement sequences from all surfaces; only targets on `surface`
@@ -278,10 +301,11 @@ def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Pat
     if isinstance(data, (str, Path)):
         data = pd.read_parquet(data)
     dm = PinRecDataModule(build_sequences(data, vocab, hard_negatives=n_hard > 0, codes=data_cfg.codes), data_cfg)
+    dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg, surface)  # the surface's slates
     optim_cfg = optim_cfg or OptimConfig(lr=3e-4, warmup_steps=10)
     return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg,
                 train_cfg or TrainConfig(max_epochs=2), "fine_tune", init_state=base.state_dict(),
-                extra={"surface": surface, "base_dir": str(base_dir)})
+                extra={"surface": surface, "base_dir": str(base_dir)}, rank_cfg=rank_cfg, ranking=ranking)
 
 
 # --------------------------------------------------------------------------------------------
