@@ -14,6 +14,13 @@ Endpoints:
     served_by, surface, user_id, k}``; stage times in the ``Server-Timing`` header
     (queue, feature, encode, ann, merge, total; milliseconds; feature, encode and ann are the
     request's batch's) and the batch size in ``X-Batch-Size``.
+``POST /v1/recommend`` ``{user_id, surface, k?, outcome_weights?, candidates?, recent_events?}``
+    -> ``{items: [{item_id, score, probabilities, retrieval_score, outcome, offset}], ranked_by,
+    candidates_ranked, model_version, index_version, version, served_by, surface, user_id, k}``:
+    retrieval of ``ServingConfig.recommend_candidates`` (200) candidates through the same ANN
+    path (or the request's own ``candidates``), ranked by the version's ranking head over the
+    keys/values of the same encode, the top k by ``score = sum_o w_o p_o``; through the same
+    micro-batcher, validation and errors as ``/v1/retrieve`` (``rank`` is one more stage).
 ``GET /healthz``       the process is up.
 ``GET /readyz``        200 once the first refresh ran and at least one served surface has a
     verified champion loaded, else 503 (a surface without one does not make the others unready).
@@ -71,6 +78,7 @@ from serving.versions import VersionManager
 log = logging.getLogger("serving.app")
 
 MAX_K = 1000
+MAX_CANDIDATES = 1000   # candidates a /v1/recommend request may bring
 MAX_RECENT_EVENTS = 200
 MAX_BODY_BYTES = 64 * 1024
 MAX_OUTCOME_WEIGHT = 1e6  # weights are ratios: any bound works, this one keeps the sum finite
@@ -131,6 +139,7 @@ class RequestModels:
 
     RecentEvent: type[BaseModel]
     RetrieveRequest: type[BaseModel]
+    RecommendRequest: type[BaseModel]
 
 
 def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES) -> RequestModels:
@@ -187,11 +196,21 @@ def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] =
             total = sum(v.values())  # <= len(outcomes) * MAX_OUTCOME_WEIGHT: finite
             return {o: w / total for o, w in v.items()}  # normalised: the shares sum to 1
 
-    return RequestModels(RecentEvent, RetrieveRequest)
+    class RecommendRequest(RetrieveRequest):
+        """A retrieve request whose candidates are ranked (the same fields, validation and reasons),
+        optionally with the client's own candidates instead of retrieval."""
+
+        k: int = Field(default=20, ge=1, le=MAX_K, description="number of ranked items returned")
+        candidates: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
+            default=None, min_length=1, max_length=MAX_CANDIDATES,
+            description="item ids to rank instead of retrieving (items the model does not know are left out)")
+
+    return RequestModels(RecentEvent, RetrieveRequest, RecommendRequest)
 
 
 _BUILTIN_MODELS = request_models()
 RecentEvent, RetrieveRequest = _BUILTIN_MODELS.RecentEvent, _BUILTIN_MODELS.RetrieveRequest  # the built-in vocabulary's
+RecommendRequest = _BUILTIN_MODELS.RecommendRequest
 
 
 class CandidateOut(BaseModel):
@@ -199,6 +218,29 @@ class CandidateOut(BaseModel):
     score: float
     outcome: str
     offset: str
+
+
+class RankedOut(BaseModel):
+    item_id: int
+    score: float = Field(description="sum over outcomes of weight x probability (the retrieval score "
+                                     "when the version has no ranking head)")
+    probabilities: dict[str, float] | None = Field(description="per outcome the ranking head predicts")
+    retrieval_score: float | None
+    outcome: str | None = Field(description="the retrieval query's outcome (None for a given candidate)")
+    offset: str | None
+
+
+class RecommendResponse(BaseModel):
+    items: list[RankedOut]
+    ranked_by: str = Field(description="ranking_head, or retrieval for a version without one")
+    candidates_ranked: int
+    model_version: str
+    index_version: str
+    version: str
+    served_by: str = Field(description="champion or canary")
+    surface: str
+    user_id: int
+    k: int
 
 
 class RetrieveResponse(BaseModel):
@@ -320,7 +362,7 @@ class _GuardMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        endpoint = "retrieve" if path == "/v1/retrieve" else None
+        endpoint = {"/v1/retrieve": "retrieve", "/v1/recommend": "recommend"}.get(path)
         start = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -454,12 +496,24 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
         if req.recent_events:
             events = [{"item_id": e.item_id, "outcome": e.outcome, "surface": e.surface or req.surface,
                        "timestamp_us": e.timestamp_us} for e in req.recent_events]
-        return Pending(req.user_id, req.surface, req.k, req.outcome_weights, events, loaded, role, received)
+        candidates = getattr(req, "candidates", None)
+        return Pending(req.user_id, req.surface, req.k, req.outcome_weights, events, loaded, role, received,
+                       "recommend" if isinstance(req, models.RecommendRequest) else "retrieve",
+                       list(candidates) if candidates is not None else None)
 
     async def retrieve(req: Any, request: Request) -> Any:
         pending = _route(req, request)
         if isinstance(pending, Response):
             return pending
+        return await _serve(pending, req, request)
+
+    async def recommend(req: Any, request: Request) -> Any:
+        pending = _route(req, request)
+        if isinstance(pending, Response):
+            return pending
+        return await _serve(pending, req, request)
+
+    async def _serve(pending: Pending, req: Any, request: Request) -> Response:
         if inline:
             served = service.serve_now(pending)
         else:
@@ -472,12 +526,12 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
         return Response(served.body, media_type="application/json",
                         headers={"Server-Timing": served.server_timing, "X-Batch-Size": str(served.batch_size)})
 
+    errors = {404: {"description": "surface not served here"}, 413: {"description": "body too large"},
+              422: {"description": "invalid request"}, 503: {"description": "no version loaded yet"}}
     retrieve.__annotations__["req"] = models.RetrieveRequest  # this service's vocabulary
-    app.post("/v1/retrieve", response_model=RetrieveResponse,
-             responses={404: {"description": "surface not served here"},
-                        413: {"description": "body too large"},
-                        422: {"description": "invalid request"},
-                        503: {"description": "no version loaded yet"}})(retrieve)
+    app.post("/v1/retrieve", response_model=RetrieveResponse, responses=errors)(retrieve)
+    recommend.__annotations__["req"] = models.RecommendRequest
+    app.post("/v1/recommend", response_model=RecommendResponse, responses=errors)(recommend)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -18,6 +18,11 @@ Everything serving needs from ``training.model`` goes through this module:
   nothing at all when the window is unchanged; a window that slid (the user's history is longer
   than ``max_len`` and grew) changes every absolute position, so it is encoded again in full.
   ``queries_for`` then runs the head once for every (request, outcome, offset) of the batch.
+* ranking (a version with a ranking head, ``PinRecConfig.rank_outcomes``): ``encode_with_cache``
+  is ``encode_last`` that also hands back every user's keys/values over the window (the cached
+  state's, the grown one, or the full encode's: the retrieval encode's, never a second pass), and
+  ``rank`` scores each user's candidates against them in one batched pass of the ranking head
+  (``PinRec.rank_probabilities``).
 
 Only engaged outcomes (the version's vocabulary: ``engaged_codes``, by default the built-in
 data's ``events.contract.ENGAGED_OUTCOMES``) enter the model's input, as in training; every item
@@ -36,7 +41,7 @@ import torch
 
 from events.contract import BUILTIN_CODES, ENGAGED_OUTCOMES, OUTCOME_CODE, OUTCOMES, EventCodes
 from serving.encoder_state import EncoderState, ModelInput
-from training.model import OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, query_flops
+from training.model import OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, query_flops, rank_flops
 
 ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
 DEFAULT_OUTCOME_WEIGHTS = {"click": 1.0, "save": 1.0}
@@ -229,17 +234,33 @@ class Encoder:
         model's prior (``cold``). Returns (h, the users' new states (None for cold users, or
         every one when not ``keep_states``), the kind per row, model FLOPs per row).
         """
+        return self.encode_with_cache(windows, states, keep_states, need_cache=False)[:4]
+
+    def empty_cache(self) -> KVCache:
+        """The keys/values of an empty history (a cold user): zero positions in every layer."""
+        cfg = self.model.cfg
+        z = torch.zeros(1, cfg.n_heads, 0, cfg.d_model // cfg.n_heads)
+        return KVCache([z] * cfg.n_layers, [z] * cfg.n_layers, torch.zeros(1, dtype=torch.int64))
+
+    def encode_with_cache(self, windows: Sequence[ModelInput], states: Sequence[EncoderState | None],
+                          keep_states: bool = True, need_cache: bool = True
+                          ) -> tuple[torch.Tensor, list[EncoderState | None], list[str], list[float], list[KVCache | None]]:
+        """``encode_last``, and (``need_cache``) each user's keys/values over its whole window
+        (one ``KVCache`` row each; an empty one for a cold user): what ranking reads."""
         B = len(windows)
         h = torch.empty(B, self.dim)
         new_states: list[EncoderState | None] = [None] * B
+        caches: list[KVCache | None] = [None] * B
         kinds, flops = [""] * B, [0.0] * B
         full, extend = [], []
         for b, (w, st) in enumerate(zip(windows, states)):
             if len(w) == 0:
                 kinds[b], h[b] = "cold", self.prior()
+                if need_cache:
+                    caches[b] = self.empty_cache()
             elif st is not None and w.starts_with(st.window):
                 if len(w) == len(st.window):
-                    kinds[b], h[b], new_states[b] = "hit", st.last_hidden, st
+                    kinds[b], h[b], new_states[b], caches[b] = "hit", st.last_hidden, st, st.cache
                 else:
                     extend.append(b)
             else:
@@ -248,12 +269,14 @@ class Encoder:
         with torch.inference_mode():
             if full:
                 ws = [windows[b] for b in full]
-                out = self.model.encode(**self.tensors(ws), return_cache=keep_states)
-                hs, kv = out if keep_states else (out, None)
+                with_cache = keep_states or need_cache
+                out = self.model.encode(**self.tensors(ws), return_cache=with_cache)
+                hs, kv = out if with_cache else (out, None)
                 rows = kv.rows() if kv is not None else [None] * len(full)
                 for j, b in enumerate(full):
                     h[b] = hs[j, len(ws[j]) - 1]
                     kinds[b], flops[b] = "full", encode_flops(cfg, len(ws[j]))
+                    caches[b] = rows[j] if need_cache else None
                     if keep_states:
                         new_states[b] = EncoderState(ws[j], rows[j], h[b].clone())
             if extend:
@@ -265,9 +288,42 @@ class Encoder:
                 for j, b in enumerate(extend):
                     h[b] = hs[j, len(tails[j]) - 1]
                     kinds[b], flops[b] = "extend", encode_flops(cfg, len(tails[j]), len(past[j].window))
+                    caches[b] = rows[j] if need_cache else None
                     if keep_states:
                         new_states[b] = EncoderState(windows[b], rows[j], h[b].clone())
-        return h, new_states, kinds, flops
+        return h, new_states, kinds, flops, caches
+
+    @property
+    def ranks(self) -> bool:
+        """Whether the model has a ranking head."""
+        return self.model.ranker is not None
+
+    @property
+    def rank_outcomes(self) -> tuple[str, ...]:
+        return tuple(self.model.cfg.rank_outcomes)
+
+    def rank(self, caches: Sequence[KVCache], h: torch.Tensor, candidates: Sequence[np.ndarray],
+             surface_codes: Sequence[int]) -> tuple[list[np.ndarray], list[float]]:
+        """Ranking-head probabilities of every user's candidates in one batched pass.
+
+        ``caches[b]``: user b's keys/values (``encode_with_cache``), ``h`` (B, d) the hidden
+        states at their last positions, ``candidates[b]`` model item indices (1..V), the
+        request's surface code. Returns ((C_b, K) float32 per user, K = ``rank_outcomes``;
+        model FLOPs per user)."""
+        B = len(caches)
+        C = max([1] + [len(c) for c in candidates])
+        items = torch.zeros(B, C, dtype=torch.int64)
+        for b, c in enumerate(candidates):
+            items[b, : len(c)] = torch.from_numpy(np.asarray(c, np.int64))
+        surfaces = torch.tensor(list(surface_codes), dtype=torch.int64)[:, None].expand(B, C)
+        with torch.inference_mode():
+            cache = KVCache.stack(list(caches))
+            p = self.model.rank_probabilities(cache, items, surfaces, h)          # (B, C, K)
+        p = p.numpy()
+        lengths = cache.lengths.tolist()
+        cfg = self.model.cfg
+        return ([np.ascontiguousarray(p[b, : len(c)], dtype=np.float32) for b, c in enumerate(candidates)],
+                [rank_flops(cfg, len(c), n) for c, n in zip(candidates, lengths)])
 
     def queries_for(self, h: torch.Tensor, budgets: Sequence[Sequence[tuple[str, str]]]) -> tuple[np.ndarray, float]:
         """The head for every (row b of h, (outcome, offset) of budgets[b]): (sum of |budgets|, d)

@@ -10,6 +10,15 @@ Each candidate keeps the outcome and offset of the query that produced it. The r
 those of one request at a time (``retrieve``) to float rounding. Stage times (the batch's encode
 and search, the request's merge), the batch size and the request's model FLOPs come with each
 result.
+
+``recommend_batch(requests, states, n_candidates)``: retrieval as above for ``n_candidates``
+per request (or the request's own candidates), then the ranking head (a version whose model has
+one) scores every request's candidates against the keys/values the retrieval encode left (the
+history is never encoded twice), in one batched pass; each candidate gets a probability per
+ranked outcome and the combined score ``sum_o w_o p_o`` (the request's normalised outcome weights;
+an outcome the head does not predict counts 0), and the top k by that score are returned. A
+version without a ranking head orders by the retrieval score instead (``ranked_by:
+"retrieval"``; for given candidates: ``sum_o w_o max_offset <q_o, e_item>``).
 """
 
 from __future__ import annotations
@@ -66,6 +75,40 @@ class RetrievalResult:
     batch_size: int = 1
     encode_kind: str = ""       # serving.encoder_state.ENCODE_KINDS
     model_flops: float = 0.0    # encoder positions actually encoded + the head
+
+
+DEFAULT_RECOMMEND_CANDIDATES = 200  # retrieved per /v1/recommend request, then ranked
+
+
+@dataclass
+class RecommendRequest:
+    sequence: enc.UserSequence
+    k: int
+    outcome_weights: Mapping[str, float] | None = None  # None: the version's defaults
+    user_id: int | None = None                          # key of the user's encoder state
+    candidates: Sequence[int] | None = None             # the client's own candidates (no retrieval)
+
+
+@dataclass
+class Recommendation:
+    item: int
+    score: float                                 # combined: sum_o w_o p_o (retrieval score without a head)
+    probabilities: dict[str, float] | None       # per ranked outcome; None without a ranking head
+    retrieval_score: float | None                # of the retrieval query that found it
+    outcome: str | None                          # that query's outcome and offset (None: given candidate)
+    offset: str | None
+
+
+@dataclass
+class RecommendResult:
+    items: list[Recommendation]
+    ranked_by: str                               # "ranking_head" or "retrieval"
+    n_candidates: int                            # candidates ranked
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1
+    encode_kind: str = ""
+    model_flops: float = 0.0                     # encode + retrieval head + ranking head
+
 
 def check_version_codes(surface: str, version: str, model_cfg: Mapping[str, Any],
                         feature_codes: Mapping[str, Any], features_where: str = "the features") -> None:
@@ -177,22 +220,113 @@ class LoadedVersion:
         """One request, no encoder state: a batch of one."""
         return self.retrieve_batch([RetrievalRequest(seq, k, outcome_weights)])[0]
 
-    def retrieve_batch(self, requests: Sequence[RetrievalRequest],
-                       states: EncoderStateCache | None = None) -> list[RetrievalResult]:
-        t0 = time.perf_counter()
-        weights = [dict(r.outcome_weights or self.default_outcome_weights) for r in requests]
-        budgets = [self.encoder.budget(w) for w in weights]
+    def _encode_users(self, requests: Sequence[Any], states: EncoderStateCache | None, need_cache: bool):
+        """Windows, encoder states looked up and stored back: (h, kinds, flops, caches)."""
         windows = [self.encoder.window(r.sequence) for r in requests]
         use_states = states is not None and states.enabled
         past = [states.get(self.state_key, r.user_id) if use_states and r.user_id is not None else None
                 for r in requests]  # type: ignore[union-attr]
-        h, new_states, kinds, flops = self.encoder.encode_last(windows, past, keep_states=use_states)
+        h, new_states, kinds, flops, caches = self.encoder.encode_with_cache(windows, past, keep_states=use_states,
+                                                                             need_cache=need_cache)
         if use_states:
             for r, st, old in zip(requests, new_states, past):
                 if r.user_id is not None and st is not None and st is not old:
                     states.put(self.state_key, r.user_id, st)  # type: ignore[union-attr]
         if states is not None:
             states.count(kinds)
+        return h, kinds, flops, caches
+
+    def recommend(self, seq: enc.UserSequence, k: int, outcome_weights: Mapping[str, float] | None = None,
+                  candidates: Sequence[int] | None = None,
+                  n_candidates: int = DEFAULT_RECOMMEND_CANDIDATES) -> RecommendResult:
+        """One request, no encoder state: a batch of one."""
+        return self.recommend_batch([RecommendRequest(seq, k, outcome_weights, None, candidates)],
+                                    n_candidates=n_candidates)[0]
+
+    def recommend_batch(self, requests: Sequence[RecommendRequest], states: EncoderStateCache | None = None,
+                        n_candidates: int = DEFAULT_RECOMMEND_CANDIDATES) -> list[RecommendResult]:
+        t0 = time.perf_counter()
+        ranks = self.encoder.ranks
+        weights = [dict(r.outcome_weights or self.default_outcome_weights) for r in requests]
+        budgets = [self.encoder.budget(w) for w in weights]
+        h, kinds, flops, caches = self._encode_users(requests, states, need_cache=ranks)
+        queries, flops_per_query = self.encoder.queries_for(h, budgets)
+        t1 = time.perf_counter()
+        # candidates: retrieved (n_candidates, seen items left out) or the request's own
+        starts = np.concatenate([[0], np.cumsum([len(b) for b in budgets])])
+        found: list[list[Candidate]] = [[] for _ in requests]
+        ann = [i for i, r in enumerate(requests) if r.candidates is None]
+        if ann:
+            rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in ann])
+            query_request = np.repeat(np.arange(len(ann)), [len(budgets[i]) for i in ann])
+            seen = [np.unique(requests[i].sequence.item_ids) for i in ann]
+            ids, scores, valid = self._search_unseen(queries[rows], query_request, [n_candidates] * len(ann), seen)
+            at = 0
+            for j, i in enumerate(ann):
+                q = slice(at, at + len(budgets[i]))
+                at += len(budgets[i])
+                found[i] = merge_rows([o for o, _ in budgets[i]], [f for _, f in budgets[i]], ids[q], scores[q],
+                                      valid[q], weights[i], n_candidates)
+        for i, r in enumerate(requests):
+            if r.candidates is not None:
+                given = list(dict.fromkeys(int(c) for c in r.candidates))
+                known = self.encoder.to_index(np.array(given, np.int64)) > 0 if given else np.zeros(0, bool)
+                found[i] = [Candidate(c, float("nan"), None, None) for c, ok in zip(given, known) if ok]
+        t2 = time.perf_counter()
+        index = [self.encoder.to_index(np.array([c.item for c in f], np.int64)) for f in found]
+        probs: list[np.ndarray | None] = [None] * len(requests)
+        rank_f = [0.0] * len(requests)
+        if ranks:
+            surface = self.codes.surface_code.get(self.surface, 0)
+            probs, rank_f = self.encoder.rank(caches, h, index, [surface] * len(requests))  # type: ignore[arg-type]
+        t3 = time.perf_counter()
+        results = []
+        outcomes = self.encoder.rank_outcomes
+        for i, r in enumerate(requests):
+            tm = time.perf_counter()
+            f = found[i]
+            if ranks:
+                w = np.array([weights[i].get(o, 0.0) for o in outcomes], np.float64)
+                combined = probs[i].astype(np.float64) @ w if len(f) else np.zeros(0)  # type: ignore[union-attr]
+            elif r.candidates is not None:
+                combined = self._retrieval_scores(queries[starts[i]:starts[i + 1]], budgets[i], index[i], weights[i])
+            else:
+                combined = np.array([c.score for c in f], np.float64)
+            order = np.argsort(-combined, kind="stable")[: r.k]
+            items = [Recommendation(
+                int(f[j].item), float(combined[j]),
+                {o: float(p) for o, p in zip(outcomes, probs[i][j])} if ranks else None,  # type: ignore[index]
+                None if r.candidates is not None else float(f[j].score),
+                None if f[j].outcome is None else str(f[j].outcome),
+                None if f[j].offset is None else str(f[j].offset)) for j in order.tolist()]
+            results.append(RecommendResult(
+                items, "ranking_head" if ranks else "retrieval", len(f),
+                {"encode": (t1 - t0) * 1e3, "ann": (t2 - t1) * 1e3, "rank": (t3 - t2) * 1e3,
+                 "merge": (time.perf_counter() - tm) * 1e3},
+                len(requests), kinds[i], flops[i] + flops_per_query * len(budgets[i]) + rank_f[i]))
+        return results
+
+    def _retrieval_scores(self, queries: np.ndarray, budget: Sequence[tuple[str, str]], index: np.ndarray,
+                          weights: Mapping[str, float]) -> np.ndarray:
+        """sum_o w_o max over o's offsets of <q_(o, offset), e_item>: given candidates scored by a
+        version without a ranking head."""
+        if len(index) == 0:
+            return np.zeros(0)
+        with torch.inference_mode():
+            e = self.model.item_embeddings(torch.from_numpy(index)).numpy()            # (C, d)
+        s = queries @ e.T                                                           # (Q, C)
+        total = np.zeros(len(index))
+        for o in dict.fromkeys(o for o, _ in budget):
+            rows = [j for j, (oo, _) in enumerate(budget) if oo == o]
+            total += float(weights.get(o, 0.0)) * s[rows].max(0)
+        return total
+
+    def retrieve_batch(self, requests: Sequence[RetrievalRequest],
+                       states: EncoderStateCache | None = None) -> list[RetrievalResult]:
+        t0 = time.perf_counter()
+        weights = [dict(r.outcome_weights or self.default_outcome_weights) for r in requests]
+        budgets = [self.encoder.budget(w) for w in weights]
+        h, kinds, flops, _ = self._encode_users(requests, states, need_cache=False)
         queries, flops_per_query = self.encoder.queries_for(h, budgets)
         t1 = time.perf_counter()
         seen = [np.unique(r.sequence.item_ids) for r in requests]

@@ -1,4 +1,4 @@
-"""The request path behind the HTTP layer: micro-batches of retrievals.
+"""The request path behind the HTTP layer: micro-batches of retrievals and recommendations.
 
 ``RetrievalService.submit(pending, done)`` queues one validated request (``Pending``: the user,
 k, outcome weights, recent events, and the version it was routed to) on a ``MicroBatcher``. The
@@ -10,6 +10,9 @@ worker thread serves a whole batch at once (``process``):
 2. the sequences (features + ``recent_events``), grouped by the loaded version they were routed
    to; each group is one ``LoadedVersion.retrieve_batch`` (batched incremental encode with the
    users' ``EncoderState`` s, one head pass, one faiss search, a merge per request);
+   a recommend request (``Pending.endpoint == "recommend"``) is served with the others of its
+   version by ``LoadedVersion.recommend_batch`` (retrieval of ``recommend_candidates``, then the
+   ranking head over the keys/values of the same encode);
 3. per request: the JSON response body and its stage times in milliseconds: ``queue`` (arrival
    to the start of its batch), ``feature``, ``encode``, ``ann`` (the batch's), ``merge`` (its
    own), ``total`` (arrival to response built); with the batch size, how its user's encoder
@@ -39,12 +42,19 @@ from typing import Any, Protocol
 from serving.batcher import Job, MicroBatcher
 from serving.encoder import UserSequence
 from serving.encoder_state import EncoderStateCache
-from serving.retriever import LoadedVersion, RetrievalRequest, RetrievalResult
+from serving.retriever import (
+    DEFAULT_RECOMMEND_CANDIDATES,
+    LoadedVersion,
+    RecommendRequest,
+    RecommendResult,
+    RetrievalRequest,
+    RetrievalResult,
+)
 from serving.versions import VersionManager
 
 log = logging.getLogger("serving.service")
 
-STAGES = ("queue", "feature", "encode", "ann", "merge")
+STAGES = ("queue", "feature", "encode", "ann", "rank", "merge")
 
 
 class FeatureReader(Protocol):
@@ -57,11 +67,12 @@ class ServingConfig:
     max_wait_ms: float = 2.0        # longest a request is held back to gather a batch
     max_batch: int = 64             # requests per batch at most
     encoder_cache_mb: float = 256.0  # per-user encoder states (keys/values); 0 = off
+    recommend_candidates: int = DEFAULT_RECOMMEND_CANDIDATES  # retrieved, then ranked, per /v1/recommend
 
 
 @dataclass
 class Pending:
-    """One validated retrieve request, routed to a loaded version."""
+    """One validated retrieve (or recommend) request, routed to a loaded version."""
 
     user_id: int
     surface: str
@@ -71,6 +82,8 @@ class Pending:
     loaded: LoadedVersion
     role: str                                   # champion or canary
     received: float = field(default_factory=time.perf_counter)
+    endpoint: str = "retrieve"                  # or "recommend"
+    candidates: list[int] | None = None         # recommend: the client's own candidates
 
 
 @dataclass
@@ -157,13 +170,21 @@ class RetrievalService:
                 seq = seq.extended(p.recent_events, p.loaded.codes)
             sequences.append(seq)
         feature_ms = (time.perf_counter() - t0) * 1e3
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[int, str], list[int]] = {}
         for i, p in enumerate(pending):
-            groups.setdefault(id(p.loaded), []).append(i)
+            groups.setdefault((id(p.loaded), p.endpoint), []).append(i)
         out: list[Served | BaseException] = [RuntimeError("not served")] * len(jobs)
-        for members in groups.values():
+        for (_, endpoint), members in groups.items():
             loaded = pending[members[0]].loaded
             try:
+                if endpoint == "recommend":
+                    ranked = loaded.recommend_batch(
+                        [RecommendRequest(sequences[i], pending[i].k, pending[i].outcome_weights, pending[i].user_id,
+                                          pending[i].candidates) for i in members],
+                        self.states, self.config.recommend_candidates)
+                    for i, result in zip(members, ranked):
+                        out[i] = self._recommended(jobs[i], pending[i], result, feature_ms)
+                    continue
                 results = loaded.retrieve_batch(
                     [RetrievalRequest(sequences[i], pending[i].k, pending[i].outcome_weights, pending[i].user_id)
                      for i in members], self.states)
@@ -181,6 +202,23 @@ class RetrievalService:
         body = {
             "candidates": [{"item_id": int(c.item), "score": float(c.score), "outcome": str(c.outcome),
                             "offset": str(c.offset)} for c in result.candidates],
+            "model_version": loaded.model_version, "index_version": loaded.index_version,
+            "version": loaded.version, "served_by": p.role, "surface": p.surface,
+            "user_id": p.user_id, "k": p.k,
+        }
+        data = json.dumps(body).encode()
+        timings = {"queue": (job.started - job.enqueued) * 1e3, "feature": feature_ms, **result.timings_ms,
+                   "total": (time.perf_counter() - p.received) * 1e3}
+        return Served(data, timings, loaded.version, result.batch_size, result.encode_kind, result.model_flops)
+
+    @staticmethod
+    def _recommended(job: Job, p: Pending, result: RecommendResult, feature_ms: float) -> Served:
+        loaded = p.loaded
+        body = {
+            "items": [{"item_id": r.item, "score": r.score, "probabilities": r.probabilities,
+                       "retrieval_score": r.retrieval_score, "outcome": r.outcome, "offset": r.offset}
+                      for r in result.items],
+            "ranked_by": result.ranked_by, "candidates_ranked": result.n_candidates,
             "model_version": loaded.model_version, "index_version": loaded.index_version,
             "version": loaded.version, "served_by": p.role, "surface": p.surface,
             "user_id": p.user_id, "k": p.k,

@@ -24,13 +24,15 @@ def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTabl
     return table
 
 
-def tiny_model(n_items: int = 300, seed: int = 0, d_model: int = 32, item_id_offset: int = 1000):
-    """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``."""
+def tiny_model(n_items: int = 300, seed: int = 0, d_model: int = 32, item_id_offset: int = 1000,
+               rank_outcomes: tuple[str, ...] = ()):
+    """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``
+    (``rank_outcomes``: with a ranking head predicting them)."""
     from training.model import PinRec, PinRecConfig
 
     torch.manual_seed(seed)
     model = PinRec(PinRecConfig(n_items=n_items, d_model=d_model, n_layers=1, n_heads=2,
-                                max_len=50, dropout=0.0))
+                                max_len=50, dropout=0.0, rank_outcomes=tuple(rank_outcomes)))
     with torch.no_grad():
         model.item_ids[1:] += item_id_offset - 0
     return model.eval()

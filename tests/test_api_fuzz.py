@@ -1,11 +1,12 @@
 """The serving API fuzzed from its own OpenAPI spec (schemathesis): valid and invalid requests
 generated from `/openapi.json` (surface and outcome names narrowed to the contract's vocabulary
-so that valid requests reach retrieval), sent over HTTP to the app serving a real published
-version. No response is a 5xx, and every 4xx body says why (a non-empty `error`). Weight maps
+so that valid requests reach retrieval and ranking), sent over HTTP to the app serving a real
+published version with a ranking head (`/v1/retrieve` and `/v1/recommend` alike). No response is a 5xx, and every 4xx body says why (a non-empty `error`). Weight maps
 (`outcome_weights`) are generated over the known outcomes, so valid maps, huge and tiny weights
 included, reach the budget split."""
 
 import copy
+import math
 import uuid
 from collections import Counter
 
@@ -66,7 +67,7 @@ schema = schemathesis.openapi.from_dict(_known_vocabularies(SPEC))
 def service(s3_server, tmp_path_factory):
     """The app serving a real published champion, under uvicorn on 127.0.0.1."""
     registry = Registry(s3_server.settings().with_prefix(f"fuzz-{uuid.uuid4().hex[:8]}"))
-    version, _ = publish_model(registry, "homefeed", tiny_model(seed=0))
+    version, _ = publish_model(registry, "homefeed", tiny_model(seed=0, rank_outcomes=("click", "save", "hide")))
     registry.promote("homefeed", version)
     manager = VersionManager(registry, ["homefeed"], tmp_path_factory.mktemp("fuzz") / "cache",
                              poll_interval_s=3600)
@@ -82,7 +83,7 @@ def service(s3_server, tmp_path_factory):
 def test_the_fuzzed_spec_is_the_one_the_service_publishes(service):
     status, served, _ = call(service.host, service.port, "GET", "/openapi.json")
     assert status == 200 and served == SPEC
-    assert "/v1/retrieve" in SPEC["paths"]
+    assert "/v1/retrieve" in SPEC["paths"] and "/v1/recommend" in SPEC["paths"]
 
 
 @schema.parametrize()
@@ -105,26 +106,29 @@ WEIGHT_MAPS = st.dictionaries(st.sampled_from(OUTCOMES),
                               min_size=1, max_size=len(OUTCOMES))
 
 
-@given(weights=WEIGHT_MAPS, k=st.integers(1, 1000))
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_any_finite_weight_map_is_served_or_refused_with_its_reason(service, weights, k):
+@given(weights=WEIGHT_MAPS, k=st.integers(1, 1000), path=st.sampled_from(["/v1/retrieve", "/v1/recommend"]))
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_finite_weight_map_is_served_or_refused_with_its_reason(service, weights, k, path):
     """Weight maps over the known outcomes with any finite weights (hypothesis goes for the
-    extremes: 0, subnormals, 1.8e308): a 200 with at most k candidates, or a 4xx naming the
-    weights, never a 5xx."""
-    status, body, _ = call(service.host, service.port, "POST", "/v1/retrieve",
+    extremes: 0, subnormals, 1.8e308): a 200 with at most k candidates (ranked items), or a 4xx
+    naming the weights, never a 5xx."""
+    status, body, _ = call(service.host, service.port, "POST", path,
                            {"user_id": 7, "surface": "homefeed", "k": k, "outcome_weights": weights})
     WEIGHTED[f"{status // 100}xx"] += 1
     assert status in (200, 422), (weights, k, status, body)
     if status == 200:
-        assert 0 < len(body["candidates"]) <= k
+        listed = body["candidates"] if path == "/v1/retrieve" else body["items"]
+        assert 0 < len(listed) <= k
+        if path == "/v1/recommend":
+            assert all(math.isfinite(i["score"]) for i in listed)
     else:
         assert "outcome_weights" in body["error"] or "outcome weight" in body["error"], body
 
 
 def test_the_fuzzing_sent_both_accepted_and_rejected_retrievals():
     """Runs after the fuzz test above (file order): it was not vacuous."""
-    assert STATUSES[("POST /v1/retrieve", "2xx")] > 0
-    assert STATUSES[("POST /v1/retrieve", "4xx")] > 0
+    for path in ("POST /v1/retrieve", "POST /v1/recommend"):
+        assert STATUSES[(path, "2xx")] > 0 and STATUSES[(path, "4xx")] > 0, STATUSES
     assert not any(status == "5xx" for _, status in STATUSES)
     # valid weight maps were sent and served, not only rejected ones
     assert WEIGHTED["2xx"] > 0 and WEIGHTED["5xx"] == 0, (WEIGHTED, STATUSES)

@@ -304,7 +304,8 @@ class RankingHead(nn.Module):
         B, M, d = c.shape
         P = keys[0].shape[2]
         sees = torch.arange(P, device=c.device)[None, None, :] < prefix[..., None]           # (B, M, P)
-        mask = torch.cat([torch.ones_like(sees[..., :1]), sees], dim=-1)[:, None]             # (B, 1, M, 1+P)
+        always = torch.ones(B, M, 1, dtype=torch.bool, device=c.device)                     # the "nothing" slot
+        mask = torch.cat([always, sees], dim=-1)[:, None]                                    # (B, 1, M, 1+P)
         h_last = torch.where(prefix[..., None] > 0, h_last, self.no_history.to(h_last.dtype))
         for i, (ln, q_proj, o_proj) in enumerate(zip(self.ln, self.q, self.o)):
             q = q_proj(ln(c)).view(B, M, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, M, d/H)
