@@ -32,7 +32,7 @@ import pandas as pd
 from benchmarks.results import RESULTS_DIR, print_table, write_results
 
 FIRST = date(2026, 1, 1)
-ARM_ORDER = ("popularity", "sasrec", "pinrec", "pinrec-save0", "pinrec-save05", "pinrec-save1", "oracle",
+ARM_ORDER = ("popularity", "sasrec", "pinrec", "unipinrec", "pinrec-save0", "pinrec-save05", "pinrec-save1", "oracle",
              "aa-1", "aa-2")
 
 
@@ -181,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                                                    >= save_arms[2]["clicks_per_1k"]),
         "pinrec_minus_sasrec_coverage": round(by["pinrec"]["coverage"] - by["sasrec"]["coverage"], 4),
         "aa_difference_saves": round(by["aa-1"]["saves_per_1k"] - by["aa-2"]["saves_per_1k"], 4),
+        # issue 17, reported whichever way it goes (no target): the same champion ranked by its head
+        "unipinrec_over_pinrec_saves": round(by["unipinrec"]["saves_per_1k"] / max(by["pinrec"]["saves_per_1k"], 1e-9), 4),
+        "unipinrec_over_pinrec_clicks": round(by["unipinrec"]["clicks_per_1k"]
+                                              / max(by["pinrec"]["clicks_per_1k"], 1e-9), 4),
     }
     all_rows = rows + [drift_row, targets_row]
     print_table(all_rows)

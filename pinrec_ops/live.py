@@ -7,8 +7,9 @@ Per day D:
    world, and a share of each session's impressions comes from what the user's experiment arm
    serves at that moment: the `pinrec*` and `aa-*` arms through the retrieval service's own HTTP
    API in process (`/v1/retrieve`: Feast online features materialized the night before plus the
-   user's events since, champion or canary by the user's hash, the arm's outcome weights), the
-   baselines through their policies (`serving.experiments`); the day's events and serving log land
+   user's events since, champion or canary by the user's hash, the arm's outcome weights; the
+   `unipinrec` arm through `/v1/recommend` of the same service: 200 retrieved, ranked by the
+   champion's ranking head), the baselines through their policies (`serving.experiments`); the day's events and serving log land
    in `{data_dir}/world/date=D/`, where the simulated source reads them (its clock);
 2. a run of `nightly_refresh` for D: ingest, features, online store, online metrics, then per
    surface the online trial of yesterday's canary (promotion or rollback), fine-tune, publish,

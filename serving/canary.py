@@ -8,7 +8,14 @@ ANN search, merge by outcome weights). Metrics:
 - ``recall@k/<outcome>``: unordered recall of the user's items engaged with that outcome on the
   day (training.metrics.unordered_recall_at_k), and ``recall@k`` over all engaged items;
 - ``distinct_per_list`` and ``coverage`` (diversity);
-- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user.
+- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user;
+- ranking (a day with impressions, ``impression``): every session's slate (the items shown in it)
+  scored by the version for the user as of the day's start (``LoadedVersion.score_items``: the
+  ranking head's probabilities; a version without one, its retrieval scores):
+  ``slate_auc/<outcome>``, the mean over slates of the AUC of the outcome's score against whether
+  the item got that outcome in the session, and ``slate_ndcg@10``, the mean NDCG@10 of the slate
+  ordered by the combined score (outcome weights applied) with gain 1 per engaged item; items the
+  version does not know are left out of its slates.
 
 Engaged outcomes are the vocabulary's (``engaged``; default the built-in data's), measured per
 outcome for ``outcomes`` (default click and save). ``evaluate_popularity`` scores the popularity
@@ -16,7 +23,8 @@ baseline on the same users, day and protocol: the k items most engaged with in a
 the user's seen items left out as serving leaves them out.
 
 `gate` turns two metric sets into a verdict: the candidate passes when no guarded metric is worse
-than the champion's by more than the tolerance, and every absolute floor is met.
+than the champion's by more than the tolerance (ranking metrics: by more than an absolute
+tolerance), and every absolute floor is met.
 """
 
 from __future__ import annotations
@@ -61,11 +69,61 @@ def _recall_figures(retrieved: list[list[int]], future: list[set], future_by_out
     return out
 
 
+def day_slates(day_events: pd.DataFrame, impression: str) -> list[tuple[int, np.ndarray, dict[str, np.ndarray]]]:
+    """The day's slates: (user, items shown in the session, {outcome: whether each item got it
+    there}) per (user, session, surface) with an impression."""
+    key = ["user_id", "session_id", "surface"]
+    flagged = day_events.assign(_shown=day_events["outcome"] == impression)
+    rows = day_events[flagged.groupby(key)["_shown"].transform("any").to_numpy(bool)]
+    out = []
+    for (user, _, _), g in rows.groupby(key, sort=True):
+        items = np.array(sorted(set(g["item_id"].tolist())), np.int64)
+        got = {o: np.isin(items, g.loc[g["outcome"] == o, "item_id"].to_numpy()) for o in set(g["outcome"]) - {impression}}
+        out.append((int(user), items, got))
+    return out
+
+
+def evaluate_ranking(version: LoadedVersion, sequences: Mapping[int, UserSequence], day_events: pd.DataFrame,
+                     *, impression: str, outcomes: Sequence[str] = ("click", "save"),
+                     engaged: Sequence[str] = tuple(sorted(ENGAGED_OUTCOMES)),
+                     outcome_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Slate AUC per outcome and NDCG@10 of the ranked slates (see the module docstring)."""
+    slates = day_slates(day_events, impression)
+    by_user: dict[int, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+    for user, items, got in slates:
+        by_user.setdefault(user, []).append((items, got))
+    auc: dict[str, list[float]] = {o: [] for o in outcomes}
+    ndcg, ranked_by = [], ""
+    for user, user_slates in by_user.items():
+        everything = np.unique(np.concatenate([items for items, _ in user_slates]))
+        known, per_outcome, combined, ranked_by = version.score_items(
+            sequences.get(user, UserSequence.empty()), everything.tolist(), outcomes, outcome_weights)
+        where = {int(i): j for j, i in enumerate(known.tolist())}
+        for items, got in user_slates:
+            keep = np.array([int(i) in where for i in items], bool)
+            at = np.array([where[int(i)] for i in items[keep]], np.int64)
+            for o in outcomes:
+                if o in per_outcome and o in got:
+                    auc[o].append(metrics.slate_auc(per_outcome[o][at], got[o][keep]))
+            gain = np.zeros(int(keep.sum()))
+            for o in engaged:
+                if o in got:
+                    gain = np.maximum(gain, got[o][keep].astype(np.float64))
+            ndcg.append(metrics.ndcg_at_k(combined[at], gain, 10))
+    out = {f"slate_auc/{o}": metrics.mean_of_slates(v) for o, v in auc.items()}
+    out["slate_ndcg@10"] = metrics.mean_of_slates(ndcg)
+    out["slates"] = float(len(slates))
+    out["ranked_by_ranking_head"] = float(ranked_by == "ranking_head")
+    return out
+
+
 def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequence], day_events: pd.DataFrame,
                      *, k: int = 100, outcome_weights: Mapping[str, float] | None = None,
                      outcomes: Sequence[str] = ("click", "save"),
-                     engaged: Sequence[str] = tuple(sorted(ENGAGED_OUTCOMES))) -> dict[str, float]:
-    """Metrics of `version` on `day_events` (contract rows of the evaluation day, one surface)."""
+                     engaged: Sequence[str] = tuple(sorted(ENGAGED_OUTCOMES)),
+                     impression: str | None = None) -> dict[str, float]:
+    """Metrics of `version` on `day_events` (contract rows of the evaluation day, one surface);
+    with `impression` (the vocabulary's) the ranking metrics of the day's slates too."""
     users, future, future_by_outcome = _futures(day_events, engaged, outcomes)
     retrieved, latencies = [], []
     for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
@@ -85,6 +143,9 @@ def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequenc
         "users": float(len(users)),
     }
     out.update(figures)
+    if impression is not None and (day_events["outcome"] == impression).any():
+        out.update(evaluate_ranking(version, sequences, day_events, impression=impression, outcomes=outcomes,
+                                    engaged=engaged, outcome_weights=outcome_weights))
     return out
 
 
@@ -119,6 +180,10 @@ class GatePolicy:
 
     guarded: tuple[str, ...] = ("recall@100", "recall@100/click", "recall@100/save")
     tolerance: float = 0.05
+    # ranking (slates of a day with impressions): may fall at most `ranking_tolerance` (absolute:
+    # an AUC's scale starts at 0.5) below the champion's
+    ranking_guarded: tuple[str, ...] = ("slate_auc/click", "slate_auc/save", "slate_ndcg@10")
+    ranking_tolerance: float = 0.01
     floors: Mapping[str, float] = field(default_factory=lambda: {"recall@100": 0.02})
     # Latency is measured in the batch job, on a machine doing other work: the gate compares it
     # with the champion's, measured in the same run, and keeps only a generous absolute cap.
@@ -176,6 +241,13 @@ def gate_rules(candidate: Mapping[str, float], champion: Mapping[str, float] | N
             rules.append(_rule("not worse than champion", name, cand, champ * (1 - policy.tolerance), champ,
                                f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} "
                                f"by more than {policy.tolerance:.0%}"))
+        for name in policy.ranking_guarded:
+            cand, champ = candidate.get(name), champion.get(name)
+            if cand is None or champ is None or np.isnan(champ):
+                continue
+            rules.append(_rule("ranking not worse than champion", name, cand, champ - policy.ranking_tolerance, champ,
+                               f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} "
+                               f"by more than {policy.ranking_tolerance:.3f}"))
     if candidate_data_through is not None and champion_data_through is not None:
         days = (candidate_data_through - champion_data_through).days
         rules.append(GateRule(

@@ -5,8 +5,10 @@ separately from the canary's hash of (surface, user), so the canary share cuts a
 same way in every arm). Policies:
 
 - `service`: the system itself, through the retrieval service's HTTP API (`/v1/retrieve`, in
-  process over ASGI): the Feast online features plus the request's recent events, champion or
-  canary by the user's hash, the arm's outcome weights;
+  process over ASGI; an arm with `endpoint="/v1/recommend"` gets the service's ranked
+  recommendations instead: retrieval of 200, the ranking head, the top k): the Feast online
+  features plus the request's recent events, champion or canary by the user's hash, the arm's
+  outcome weights;
 - `popularity`: per surface, the items engaged most over recent days (the user's own engaged
   items left out);
 - `oracle`: a callable that ranks by the world's true engagement probabilities (the ceiling).
@@ -34,6 +36,7 @@ class Arm:
     policy: str                                   # a key of the policies passed to `ArmRouter`
     outcome_weights: Mapping[str, float] | None = None  # None: the serving version's defaults
     share: float = 1.0                            # relative share of users
+    endpoint: str | None = None                   # a `service` policy's endpoint (None: /v1/retrieve)
 
 
 def arm_fraction(user_id: int, salt: str = ARM_SALT) -> float:
@@ -115,20 +118,23 @@ class ServicePolicy:
         else:
             self.client.close()
 
-    def serve(self, requests: Sequence[Request], weights: Mapping[str, float] | None) -> list[Served]:
+    def serve(self, requests: Sequence[Request], weights: Mapping[str, float] | None,
+              endpoint: str = "/v1/retrieve") -> list[Served]:
+        """`endpoint`: /v1/retrieve (candidates by retrieval) or /v1/recommend (ranked items)."""
         out = []
+        listed = "items" if endpoint == "/v1/recommend" else "candidates"
         for r in requests:
             body: dict[str, Any] = {"user_id": int(r.user_id), "surface": r.surface, "k": int(r.k),
                                     "recent_events": recent_events_json(r.recent_events)}
             if weights is not None:
                 body["outcome_weights"] = {o: float(w) for o, w in weights.items()}
-            response = self.client.post("/v1/retrieve", json=body)
+            response = self.client.post(endpoint, json=body)
             if response.status_code != 200:
                 self.errors[response.status_code] = self.errors.get(response.status_code, 0) + 1
                 out.append(Served([], "none", "none"))
                 continue
             data = response.json()
-            out.append(Served([int(c["item_id"]) for c in data["candidates"]], data["version"], data["served_by"]))
+            out.append(Served([int(c["item_id"]) for c in data[listed]], data["version"], data["served_by"]))
         return out
 
 
@@ -212,7 +218,8 @@ class ArmRouter:
         by_name = {a.name: a for a in self.arms}
         for name, idx in groups.items():
             arm = by_name[name]
-            served = self.policies[arm.policy].serve([requests[i] for i in idx], arm.outcome_weights)
+            extra = {"endpoint": arm.endpoint} if arm.endpoint else {}
+            served = self.policies[arm.policy].serve([requests[i] for i in idx], arm.outcome_weights, **extra)
             for i, s in zip(idx, served):
                 out[i] = Served(s.items, s.version, s.served_by, arm.name)
         return out  # type: ignore[return-value]
@@ -220,11 +227,13 @@ class ArmRouter:
 
 # The arms of the closed-loop experiment (issue 13): the production configuration and its outcome
 # weight knob on the system's own serving path, two identical arms for the noise floor, and the
-# baselines. `pinrec-save*` weigh saves against clicks on every surface they serve.
+# baselines. `pinrec-save*` weigh saves against clicks on every surface they serve. `unipinrec`
+# (issue 17) is the same champion through /v1/recommend: 200 retrieved, ranked by its ranking head.
 EXPERIMENT_ARMS: tuple[Arm, ...] = (
     Arm("popularity", "popularity"),
     Arm("sasrec", "sasrec"),
     Arm("pinrec", "service"),
+    Arm("unipinrec", "service", endpoint="/v1/recommend"),
     Arm("pinrec-save0", "service", {"click": 1.0, "save": 0.0}),
     Arm("pinrec-save05", "service", {"click": 1.0, "save": 0.5}),
     Arm("pinrec-save1", "service", {"click": 1.0, "save": 1.0}),

@@ -306,6 +306,35 @@ class LoadedVersion:
                 len(requests), kinds[i], flops[i] + flops_per_query * len(budgets[i]) + rank_f[i]))
         return results
 
+    def score_items(self, seq: enc.UserSequence, items: Sequence[int], outcomes: Sequence[str],
+                    outcome_weights: Mapping[str, float] | None = None
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, str]:
+        """Scores of given items for one user (the canary's slates): (the items the model knows,
+        {outcome: score per known item}, the combined score, ranked_by). With a ranking head the
+        scores are its probabilities and the combined score is ``recommend``'s; without one, the
+        retrieval score of each outcome's queries (max over offsets) and their weighted sum."""
+        weights = dict(outcome_weights or self.default_outcome_weights)
+        given = np.array(list(dict.fromkeys(int(i) for i in items)), np.int64)
+        index = self.encoder.to_index(given)
+        known, index = given[index > 0], index[index > 0]
+        h, _, _, caches = self._encode_users([RetrievalRequest(seq, 1)], None, need_cache=self.encoder.ranks)
+        if self.encoder.ranks:
+            surface = self.codes.surface_code.get(self.surface, 0)
+            probs = self.encoder.rank(caches, h, [index], [surface])[0][0].astype(np.float64)  # type: ignore[arg-type]
+            ranked = self.encoder.rank_outcomes
+            w = np.array([weights.get(o, 0.0) for o in ranked])
+            return known, {o: probs[:, ranked.index(o)] for o in outcomes if o in ranked}, probs @ w, "ranking_head"
+        wanted = list(dict.fromkeys([*outcomes, *(o for o, v in weights.items() if v > 0)]))
+        wanted = [o for o in wanted if o in self.model.cfg.outcomes]
+        budget = [(o, f) for o in wanted for f in self.encoder.offsets]
+        queries, _ = self.encoder.queries_for(h, [budget])
+        with torch.inference_mode():
+            e = self.model.item_embeddings(torch.from_numpy(index)).numpy() if len(index) else np.zeros((0, h.shape[1]))
+        s = queries @ e.T                                                           # (Q, C)
+        per = {o: s[[j for j, (oo, _) in enumerate(budget) if oo == o]].max(0) for o in wanted}
+        combined = sum((float(weights.get(o, 0.0)) * per[o] for o in wanted), np.zeros(len(index)))
+        return known, {o: per[o] for o in outcomes if o in per}, combined, "retrieval"
+
     def _retrieval_scores(self, queries: np.ndarray, budget: Sequence[tuple[str, str]], index: np.ndarray,
                           weights: Mapping[str, float]) -> np.ndarray:
         """sum_o w_o max over o's offsets of <q_(o, offset), e_item>: given candidates scored by a

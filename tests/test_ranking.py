@@ -154,7 +154,8 @@ def test_slates_are_the_sessions_impressions_with_their_outcomes_and_the_history
 def test_a_log_without_impressions_trains_the_retrieval_head_only_and_says_so(small_world_events):
     no_impressions = EventCodes(outcomes=OUTCOMES, surfaces=BUILTIN_CODES.surfaces,
                                 engaged=BUILTIN_CODES.engaged, impression=None, negative=())
-    assert rank_outcomes_for(no_impressions) == ()
+    assert rank_outcomes_for(no_impressions) == ("click", "save", "rating_1", "rating_2", "rating_3", "rating_4",
+                                                 "rating_5")
     ev = small_world_events[small_world_events["outcome"] != "impression"]
     dm = PinRecDataModule.from_events(ev, DataConfig(codes=no_impressions))
     cfg = PinRecConfig(n_items=dm.n_items, rank_outcomes=RANKED)

@@ -328,3 +328,46 @@ def catalogue_coverage(lists: Iterable[Iterable[Hashable]], n_items: int) -> flo
     if len(union) > n_items:
         raise ValueError(f"{len(union)} distinct items but a catalogue of {n_items}")
     return len(union) / n_items
+
+
+# --------------------------------------------------------------------------------------------
+# Ranking a slate (the ranking head; UniPinRec)
+# --------------------------------------------------------------------------------------------
+
+
+def slate_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """AUC of one slate: the probability that a positive item scores above a negative one (ties
+    count half). NaN when the slate has no positive or no negative."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="stable")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    # average ranks (1-based) of tied scores
+    starts = np.r_[0, np.nonzero(np.diff(sorted_s))[0] + 1]
+    ends = np.r_[starts[1:], len(s)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2.0
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def ndcg_at_k(scores: Sequence[float], gains: Sequence[float], k: int = 10) -> float:
+    """NDCG@k of one slate ordered by `scores` (descending, ties in input order), with the items'
+    `gains`; NaN when no item has a gain."""
+    g = np.asarray(gains, np.float64)
+    if not (g > 0).any():
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")[:k]
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float((g[order] * discount[: len(order)]).sum())
+    ideal = np.sort(g)[::-1][:k]
+    return dcg / float((ideal * discount[: len(ideal)]).sum())
+
+
+def mean_of_slates(values: Iterable[float]) -> float:
+    """Mean over the slates where a figure is defined (NaN when none is)."""
+    v = [x for x in values if x == x]
+    return float(np.mean(v)) if v else float("nan")

@@ -15,6 +15,7 @@ from events.contract import BUILTIN_CODES, EventCodes
 from training.data import DataConfig
 from training.loss import LossConfig
 from training.model import PinRecConfig
+from training.ranking import RankingConfig, rank_outcomes_for
 from training.train import TrainConfig
 
 
@@ -32,6 +33,11 @@ class TrainingPlan:
     # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
     # catalogue size; the full softmax over every item only pays off for small catalogues.
     sampled_softmax: bool = True
+    # UniPinRec: one model retrieves and ranks. The ranking head trains on the log's slates
+    # (sessions with impressions) beside the retrieval head; a log without impressions trains
+    # the retrieval head only (training.ranking).
+    ranking: bool = True
+    rank_weight: float = 1.0        # ranking loss weight in the sum with the retrieval loss
     seed: int = 0
     threads: int = 2
 
@@ -49,9 +55,14 @@ class TrainingPlan:
         data's): the model's outcome and surface tables and what the data counts as engaged."""
         model = PinRecConfig(n_items=n_items, d_model=self.d_model, n_layers=self.layers,
                              n_heads=self.heads, max_len=self.max_len, outcomes=codes.outcomes,
-                             surfaces=codes.surfaces)
+                             surfaces=codes.surfaces,
+                             rank_outcomes=rank_outcomes_for(codes) if self.ranking else ())
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
         loss = LossConfig(full_softmax=not self.sampled_softmax)
         train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False,
                             log_every_n_steps=1)
         return model, data, loss, train
+
+    def ranking_config(self) -> RankingConfig:
+        """The ranking head's training (weights, slates per window) of pretraining and fine-tuning."""
+        return RankingConfig(weight=self.rank_weight)

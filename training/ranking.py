@@ -47,9 +47,8 @@ class RankingConfig:
 
 def rank_outcomes_for(codes: EventCodes) -> tuple[str, ...]:
     """What a ranking head predicts for a vocabulary: its engaged and negative outcomes, in code
-    order; () when the log has no impression outcome (no slates: retrieval only)."""
-    if codes.impression is None:
-        return ()
+    order (a vocabulary without an impression outcome has no slates to train them on:
+    `prepare_ranking` then trains the retrieval head only, and says so)."""
     wanted = set(codes.engaged) | set(codes.negative)
     return tuple(o for o in codes.outcomes if o in wanted)
 

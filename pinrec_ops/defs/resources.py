@@ -201,6 +201,8 @@ class TrainingResource(dg.ConfigurableResource):
     finetune_days: int = _PLAN.finetune_days
     hard_negatives: int = _PLAN.hard_negatives
     sampled_softmax: bool = _PLAN.sampled_softmax
+    ranking: bool = _PLAN.ranking
+    rank_weight: float = _PLAN.rank_weight
     seed: int = _PLAN.seed
     threads: int = _PLAN.threads
     models_dir: str = "models"
@@ -212,6 +214,10 @@ class TrainingResource(dg.ConfigurableResource):
         """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
         `codes`: the vocabulary's (events.contract.EventCodes; default the built-in data's)."""
         return self.plan().configs(n_items) if codes is None else self.plan().configs(n_items, codes)
+
+    def ranking_config(self):
+        """training.ranking.RankingConfig of the plan (the ranking head's loss weight)."""
+        return self.plan().ranking_config()
 
 
 def _env(name: str, default: Any, cast: str = "str") -> Any:

@@ -1,6 +1,7 @@
 """Per surface: the candidate of the partition's day evaluated against the champion on that day
-(which neither trained on) through the serving retrieval path, and the blocking gate on
-promotion, which records every rule's figures and margin."""
+(which neither trained on) through the serving retrieval path, and ranking on the day's slates
+(sessions with impressions: slate AUC per guarded outcome, NDCG@10 of the ranked slate), and the
+blocking gate on promotion, which records every rule's figures and margin."""
 
 from dataclasses import asdict
 from datetime import date, datetime, time, timezone
@@ -35,14 +36,20 @@ class CanaryGateConfig(dg.Config):
                                      description="Largest candidate/champion ratio of median latency (same run).")
     max_latency_p99_ms: float = Field(default=DEPLOYMENT_GATE.max_latency_p99_ms,
                                       description="Absolute cap on p99 retrieval latency per user.")
+    ranking_tolerance: float = Field(default=DEPLOYMENT_GATE.ranking_tolerance,
+                                     description="Largest absolute drop vs the champion in slate AUC per guarded "
+                                                 "outcome and slate NDCG@10 (days with impressions).")
 
     def policy(self, guarded_outcomes: tuple[str, ...] | None = None) -> GatePolicy:
         """The gate; `guarded_outcomes`: the vocabulary's `guarded` (default the built-in data's
         click and save), whose recall@100 may not fall below the champion's."""
         guarded = DEPLOYMENT_GATE.guarded if guarded_outcomes is None else (
             f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in guarded_outcomes))
+        ranking = DEPLOYMENT_GATE.ranking_guarded if guarded_outcomes is None else (
+            *(f"slate_auc/{o}" for o in guarded_outcomes), "slate_ndcg@10")
         return GatePolicy(guarded=guarded, tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
-                          max_latency_ratio=self.max_latency_ratio, max_latency_p99_ms=self.max_latency_p99_ms)
+                          max_latency_ratio=self.max_latency_ratio, max_latency_p99_ms=self.max_latency_p99_ms,
+                          ranking_guarded=ranking, ranking_tolerance=self.ranking_tolerance)
 
     def overrides(self) -> dict[str, dict[str, float]]:
         """The fields this run sets away from the deployment's gate."""
@@ -79,7 +86,8 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         code_version=code_version("serving.canary", "serving.retriever", "serving.encoder", "training.merge"),
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
                     "recall@100 per engaged outcome of the vocabulary, diversity, latency, through the serving "
-                    "retrieval path; and the popularity baseline's recall@100 on the same users.",
+                    "retrieval path; ranking of the day's slates (slate AUC per outcome, NDCG@10) when the log "
+                    "has impressions; and the popularity baseline's recall@100 on the same users.",
     )
     def canary_evaluation(context: dg.AssetExecutionContext, config: CanaryConfig, lake: DataLakeResource,
                           feast: FeastResource, s3: S3Resource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
@@ -114,7 +122,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                 continue
             loaded = LoadedVersion.from_local(registry.fetch(surface, version, cache), codes, where)
             results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K, outcomes=outcomes,
-                                             engaged=vocab.engaged)
+                                             engaged=vocab.engaged, impression=vocab.impression)
         finetune = state.read("finetune", surface, day)
         train = pd.concat([lake.table().read_day(date.fromisoformat(d)) for d in finetune["train_days"]],
                           ignore_index=True)
@@ -145,8 +153,9 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         name="canary_gate",
         blocking=True,
         description="Blocks promotion unless the candidate clears the absolute floors, is within tolerance of the "
-                    "champion on every guarded metric, and trained on data no older than the champion's. Records "
-                    "every rule's candidate and champion figures and the margin to its threshold.",
+                    "champion on every guarded metric (retrieval recall, and ranking: slate AUC and NDCG@10), and "
+                    "trained on data no older than the champion's. Records every rule's candidate and champion "
+                    "figures and the margin to its threshold.",
     )
     def canary_gate(context: dg.AssetCheckExecutionContext, config: CanaryGateConfig,
                     lake: DataLakeResource, vocabulary: VocabularyResource) -> dg.AssetCheckResult:

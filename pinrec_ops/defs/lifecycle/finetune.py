@@ -10,7 +10,7 @@ import pandas as pd
 
 from pinrec_ops.defs.config import SETTINGS
 from pinrec_ops.defs.days import partition_day
-from pinrec_ops.defs.lifecycle.pretrain import TRAINING_CODE
+from pinrec_ops.defs.lifecycle.pretrain import TRAINING_CODE, ranking_metadata
 from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import config_tag, training_run_metadata
 from pinrec_ops.defs.resources import DataLakeResource, TrainingResource, VocabularyResource
@@ -54,15 +54,17 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
         if n_hard != training.hard_negatives:
             context.log.info(f"the vocabulary {vocab.label} has no impression outcome: fine-tuning {surface} without "
                              "hard negatives (in-batch and uniform negatives)")
-        tag = config_tag(pretrained["path"], data_cfg, loss_cfg, train_cfg)
+        tag = config_tag(pretrained["path"], data_cfg, loss_cfg, train_cfg, training.ranking_config())
         out_dir = Path(training.models_dir) / surface / f"{day}-{tag}"
         result = fine_tune(events, surface, pretrained["path"], out_dir, data_cfg, loss_cfg, train_cfg=train_cfg,
-                           n_hard=n_hard)
+                           n_hard=n_hard, rank_cfg=training.ranking_config())
+        if result.ranking.get("reason") and result.ranking["reason"] != "the model has no ranking head":
+            context.log.info(f"{surface}: ranking head: {result.ranking['reason']}")
         state.write({"path": str(out_dir), "train_days": [d.isoformat() for d in train_days],
                      "pretrained": pretrained["path"], "pretrained_through": pretrained["through"]},
                     "finetune", surface, day)
         return dg.MaterializeResult(metadata={**training_run_metadata(result, train_days, len(events)),
-                                              "hard_negatives": n_hard,
+                                              "hard_negatives": n_hard, **ranking_metadata(result),
                                               "pretrained_through": pretrained["through"],
                                               "pretrained_run": dg.MetadataValue.path(pretrained["path"])})
 

@@ -51,11 +51,21 @@ def pretrained_model(context: dg.AssetExecutionContext, lake: DataLakeResource,
         raise dg.Failure(f"no ingested day before {held_out} to pretrain on")
     events = table.read_until(train_days[-1])
     model_cfg, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocabulary.record().codes)
-    tag = config_tag(model_cfg, data_cfg, loss_cfg, train_cfg, len(train_days))
+    tag = config_tag(model_cfg, data_cfg, loss_cfg, train_cfg, len(train_days), training.ranking_config())
     out_dir = Path(training.models_dir) / "pretrained" / f"{train_days[-1]}-{tag}"
     context.log.info(f"pretraining on {len(events)} events of {len(train_days)} days "
                      f"({train_days[0]} .. {train_days[-1]}, {held_out} held out) into {out_dir}")
-    result = pretrain(events, out_dir, model_cfg, data_cfg, loss_cfg, train_cfg=train_cfg)
+    result = pretrain(events, out_dir, model_cfg, data_cfg, loss_cfg, train_cfg=train_cfg,
+                      rank_cfg=training.ranking_config())
+    if result.ranking.get("reason"):
+        context.log.info(f"ranking head: {result.ranking['reason']}")
     PretrainedModels(lifecycle_state(lake)).record(out_dir, train_days, held_out)
     return dg.MaterializeResult(metadata={**training_run_metadata(result, train_days, len(events)),
-                                          "held_out_day": str(held_out)})
+                                          "held_out_day": str(held_out), **ranking_metadata(result)})
+
+
+def ranking_metadata(result) -> dict:
+    """Whether the ranking head trained (slates, or why not): one model retrieves and ranks."""
+    info = result.ranking
+    return {"ranking_head": bool(info.get("ranking")), "ranking_slates": int(info.get("slates", 0)),
+            "ranking_note": info.get("reason") or "trained on the log's slates and masked actions"}
