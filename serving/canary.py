@@ -69,17 +69,17 @@ def _recall_figures(retrieved: list[list[int]], future: list[set], future_by_out
     return out
 
 
-def day_slates(day_events: pd.DataFrame, impression: str) -> list[tuple[int, np.ndarray, dict[str, np.ndarray]]]:
-    """The day's slates: (user, items shown in the session, {outcome: whether each item got it
-    there}) per (user, session, surface) with an impression."""
+def day_slates(day_events: pd.DataFrame, impression: str) -> list[tuple[int, str, np.ndarray, dict[str, np.ndarray]]]:
+    """The day's slates: (user, surface, items shown in the session, {outcome: whether each item
+    got it there}) per (user, session, surface) with an impression."""
     key = ["user_id", "session_id", "surface"]
     flagged = day_events.assign(_shown=day_events["outcome"] == impression)
     rows = day_events[flagged.groupby(key)["_shown"].transform("any").to_numpy(bool)]
     out = []
-    for (user, _, _), g in rows.groupby(key, sort=True):
+    for (user, _, surface), g in rows.groupby(key, sort=True):
         items = np.array(sorted(set(g["item_id"].tolist())), np.int64)
         got = {o: np.isin(items, g.loc[g["outcome"] == o, "item_id"].to_numpy()) for o in set(g["outcome"]) - {impression}}
-        out.append((int(user), items, got))
+        out.append((int(user), str(surface), items, got))
     return out
 
 
@@ -89,15 +89,15 @@ def evaluate_ranking(version: LoadedVersion, sequences: Mapping[int, UserSequenc
                      outcome_weights: Mapping[str, float] | None = None) -> dict[str, float]:
     """Slate AUC per outcome and NDCG@10 of the ranked slates (see the module docstring)."""
     slates = day_slates(day_events, impression)
-    by_user: dict[int, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
-    for user, items, got in slates:
-        by_user.setdefault(user, []).append((items, got))
+    by_user: dict[tuple[int, str], list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+    for user, surface, items, got in slates:
+        by_user.setdefault((user, surface), []).append((items, got))
     auc: dict[str, list[float]] = {o: [] for o in outcomes}
     ndcg, ranked_by = [], ""
-    for user, user_slates in by_user.items():
+    for (user, surface), user_slates in by_user.items():
         everything = np.unique(np.concatenate([items for items, _ in user_slates]))
         known, per_outcome, combined, ranked_by = version.score_items(
-            sequences.get(user, UserSequence.empty()), everything.tolist(), outcomes, outcome_weights)
+            sequences.get(user, UserSequence.empty()), everything.tolist(), outcomes, outcome_weights, surface)
         where = {int(i): j for j, i in enumerate(known.tolist())}
         for items, got in user_slates:
             keep = np.array([int(i) in where for i in items], bool)

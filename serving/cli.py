@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              poll_interval_s=args.poll_interval, retry_after_s=args.retry_after,
                              feature_codes=feature_mapping, features_where=where)
     serving = ServingConfig(max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
-                            encoder_cache_mb=args.encoder_cache_mb)
+                            encoder_cache_mb=args.encoder_cache_mb, recommend_candidates=args.recommend_candidates)
     app = create_app(manager, features, max_body_bytes=args.max_body_bytes, inline=args.inline,
                      serving=serving, vocabulary=args.vocabulary_loaded)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -210,6 +210,8 @@ def build_parser(vocabulary: Vocabulary | None = None) -> argparse.ArgumentParse
     s.add_argument("--max-batch", type=int, default=64, help="requests per micro-batch at most")
     s.add_argument("--encoder-cache-mb", type=float, default=256.0,
                    help="memory for per-user encoder states (keys/values of the history); 0: off")
+    s.add_argument("--recommend-candidates", type=int, default=200,
+                   help="/v1/recommend: candidates retrieved, then ranked by the ranking head (default 200)")
     s.add_argument("--inline", action="store_true",
                    help="serve each request on the event loop as a batch of one (no micro-batching)")
     s.add_argument("--log-level", default="info")

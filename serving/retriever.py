@@ -307,9 +307,10 @@ class LoadedVersion:
         return results
 
     def score_items(self, seq: enc.UserSequence, items: Sequence[int], outcomes: Sequence[str],
-                    outcome_weights: Mapping[str, float] | None = None
+                    outcome_weights: Mapping[str, float] | None = None, surface: str | None = None
                     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, str]:
-        """Scores of given items for one user (the canary's slates): (the items the model knows,
+        """Scores of given items for one user on `surface` (default the version's) (the canary's
+        slates): (the items the model knows,
         {outcome: score per known item}, the combined score, ranked_by). With a ranking head the
         scores are its probabilities and the combined score is ``recommend``'s; without one, the
         retrieval score of each outcome's queries (max over offsets) and their weighted sum."""
@@ -319,8 +320,8 @@ class LoadedVersion:
         known, index = given[index > 0], index[index > 0]
         h, _, _, caches = self._encode_users([RetrievalRequest(seq, 1)], None, need_cache=self.encoder.ranks)
         if self.encoder.ranks:
-            surface = self.codes.surface_code.get(self.surface, 0)
-            probs = self.encoder.rank(caches, h, [index], [surface])[0][0].astype(np.float64)  # type: ignore[arg-type]
+            code = self.codes.surface_code.get(surface or self.surface, 0)
+            probs = self.encoder.rank(caches, h, [index], [code])[0][0].astype(np.float64)  # type: ignore[arg-type]
             ranked = self.encoder.rank_outcomes
             w = np.array([weights.get(o, 0.0) for o in ranked])
             return known, {o: probs[:, ranked.index(o)] for o in outcomes if o in ranked}, probs @ w, "ranking_head"

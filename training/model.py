@@ -20,7 +20,7 @@ retrieval only, as every checkpoint of before). A candidate is an input token wh
 the mask token (`RankingHead.action_mask`): masked action modeling asks for the action of a
 position from the history before it and its item, which is what ranking asks at serving time.
 
-    c_0     = token_mlp'd( item_emb(i) + action_mask + surface_emb(s) ) + rank_pos        (B, M, d)
+    c_0     = item_emb(i) + action_mask + surface_emb(s) + rank_pos                       (B, M, d)
     c_l+1   = c_l + W_o^l MHA( W_q^l LN(c_l), [k0^l; K^l_{<p}], [v0^l; V^l_{<p}] )         (B, M, d)
               K^l, V^l: the encoder's layer-l keys/values of the history (a `KVCache`),
               p: the candidate's history length (positions < p only: causal), k0/v0: a learned
@@ -128,13 +128,12 @@ def query_flops(cfg: PinRecConfig, n_queries: int) -> float:
 
 def rank_flops(cfg: PinRecConfig, n_candidates: int, n_history: int) -> float:
     """Model FLOPs of the ranking head for `n_candidates` of one history of `n_history` positions
-    (whose keys/values exist already): the candidate token, per layer the query/output linears
-    and the attention over the history and the "nothing" slot, and the output MLP."""
+    (whose keys/values exist already): per layer the query/output linears and the attention over
+    the history and the "nothing" slot, and the output MLP (the candidate token is a sum)."""
     d, K = cfg.d_model, len(cfg.rank_outcomes)
-    token = 2 * (d * 2 * d + 2 * d * d)
     per_layer = 2 * (2 * d * d) + 4 * d * (n_history + 1)
-    out = 2 * (3 * d * 2 * d + 2 * d * K)
-    return n_candidates * (token + cfg.n_layers * per_layer + out)
+    out = 2 * (3 * d * d + d * K)
+    return n_candidates * (cfg.n_layers * per_layer + out)
 
 
 class ItemEmbedding(nn.Module):
@@ -294,7 +293,7 @@ class RankingHead(nn.Module):
         self.null_k = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
         self.null_v = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
         self.ln_out = nn.LayerNorm(d)
-        self.out = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, len(cfg.rank_outcomes)))
+        self.out = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, len(cfg.rank_outcomes)))
 
     def forward(self, c: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
                 prefix: torch.Tensor, h_last: torch.Tensor, e_item: torch.Tensor) -> torch.Tensor:
@@ -452,8 +451,7 @@ class PinRec(nn.Module):
         if h_last.dim() == 2:
             h_last = h_last[:, None, :].expand(B, M, -1)
         e = self.item_emb(items)                                                    # (B, M, d)
-        c = e + self.ranker.action_mask + self.surface_emb(surfaces)
-        c = c + self.token_mlp(c) + self.ranker.position                            # (B, M, d)
+        c = e + self.ranker.action_mask + self.surface_emb(surfaces) + self.ranker.position
         return self.ranker(c, cache.keys, cache.values, prefix, h_last, e)
 
     def rank_probabilities(self, cache: KVCache, items: torch.Tensor, surfaces: torch.Tensor,
