@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import threading
 import time
 from dataclasses import replace
@@ -69,10 +70,14 @@ CLIENTS = 8
 WEIGHTS = {"click": 1.0, "save": 1.0}
 
 
-def _world(quick: bool) -> SimulatorConfig:
-    if quick:
-        return SimulatorConfig(seed=0, n_users=200, n_items=600, n_topics=8, events_per_day=6000, n_days=5)
-    return SimulatorConfig(seed=0, n_users=1000, n_items=3000, n_topics=20, events_per_day=40_000, n_days=12)
+def _world(a) -> SimulatorConfig:
+    if a.quick:
+        cfg = SimulatorConfig(seed=0, n_users=200, n_items=600, n_topics=8, events_per_day=6000, n_days=5)
+    else:
+        cfg = SimulatorConfig(seed=0, n_users=1000, n_items=3000, n_topics=20, events_per_day=40_000, n_days=12)
+    changes = {k: v for k, v in (("n_users", a.users), ("n_items", a.items), ("events_per_day", a.events),
+                                 ("n_days", a.days)) if v}
+    return replace(cfg, **changes)
 
 
 def _loaded(model, surface: str = "homefeed", name: str = "v") -> LoadedVersion:
@@ -177,7 +182,13 @@ def _timed(process, requests: list, seconds: float, threads: int) -> dict[str, f
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small world and short runs (smoke)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--users", type=int, default=0, help="world size overrides (0: the default world's)")
+    p.add_argument("--items", type=int, default=0)
+    p.add_argument("--events", type=int, default=0)
+    p.add_argument("--days", type=int, default=0)
+    p.add_argument("--out", default="", help="run folder under var/bench/unified_sim (default quick / full)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per timed row")
     p.add_argument("--timing-only", action="store_true", help="reuse the trained models under var/bench")
@@ -186,17 +197,17 @@ def main() -> int:
     p.add_argument("--context", default="", help="what else ran on the machine (goes into the notes)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    wcfg = _world(a.quick)
+    wcfg = _world(a)
     world = SimulatedWorld(wcfg)
     days = world.days()
     events = pd.concat([world.day(d) for d in days], ignore_index=True)
     held_out = days[-1]
     train_ev = events[events["event_ts"].dt.date < held_out]
     day_ev = events[events["event_ts"].dt.date == held_out]
-    out = WORK / ("quick" if a.quick else "full")
+    out = WORK / (a.out or ("quick" if a.quick else "full"))
     base = PinRecConfig(n_items=0, d_model=64, n_layers=2, n_heads=2, max_len=200, dropout=0.2)
     ranked = rank_outcomes_for(BUILTIN_CODES)
-    epochs = 2 if a.quick else a.epochs
+    epochs = 3 if a.quick else a.epochs
     plan = {  # name -> (model config, ranking config)
         "retrieval-only": (base, None),
         "ranker": (replace(base, rank_outcomes=ranked), RankingConfig(retrieval_weight=0.0)),
@@ -209,8 +220,9 @@ def main() -> int:
             models[name] = load_model(run)
             seconds[name] = json.loads((run / "config.json").read_text())["train_seconds"]
             continue
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run (pretrain would resume a finished one)
         t0 = time.perf_counter()
-        result = pretrain(train_ev, run, mcfg, DataConfig(batch_size=64, seed=0),
+        result = pretrain(train_ev, run, mcfg, DataConfig(batch_size=a.batch_size, seed=0),
                           optim_cfg=OptimConfig(lr=2e-3, warmup_steps=20),
                           train_cfg=TrainConfig(max_epochs=epochs, progress_bar=False, threads=a.threads, seed=0),
                           rank_cfg=rcfg)
@@ -268,7 +280,7 @@ def main() -> int:
     print_table([targets_row])
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
     notes = (f"Simulated world {json.dumps(wcfg.to_dict())}; trained on every day but the last ({epochs} epochs, "
-             f"batch 64, lr 2e-3, full softmax), evaluated on the last day with histories as of its start "
+             f"batch {a.batch_size}, lr 2e-3, full softmax), evaluated on the last day with histories as of its start "
              f"({len(users)} users with an engagement, {int(quality['unified']['slates'])} slates). Parameters: "
              f"{json.dumps(params)} (two-models = retrieval-only + ranker). mflop_per_request for a full 200-event "
              f"history: {json.dumps({k: round(v, 2) for k, v in full_history.items()})}. Timed rows: "

@@ -25,7 +25,9 @@ position from the history before it and its item, which is what ranking asks at 
               K^l, V^l: the encoder's layer-l keys/values of the history (a `KVCache`),
               p: the candidate's history length (positions < p only: causal), k0/v0: a learned
               "nothing" slot, so a candidate without history attends to something
-    logits  = MLP([LN(c_L), h_last * normalize(e_i), e_i])                               (B, M, K)
+    logits  = MLP([LN(c_L), e_i]) + < U_o h_last, normalize(e_i) >  per outcome o         (B, M, K)
+              h_last: the hidden state at position p - 1; U_o h_last is one vector per
+              outcome and user (computed once per request), the bilinear user-item term
     p(o)    = sigmoid(logits_o), one per outcome of `rank_outcomes`
 
 The history's keys and values are those the retrieval encode already computed (serving reuses
@@ -129,11 +131,12 @@ def query_flops(cfg: PinRecConfig, n_queries: int) -> float:
 def rank_flops(cfg: PinRecConfig, n_candidates: int, n_history: int) -> float:
     """Model FLOPs of the ranking head for `n_candidates` of one history of `n_history` positions
     (whose keys/values exist already): per layer the query/output linears and the attention over
-    the history and the "nothing" slot, and the output MLP (the candidate token is a sum)."""
+    the history and the "nothing" slot, the output MLP and the bilinear term (the candidate token
+    is a sum; U h_last is computed once per history)."""
     d, K = cfg.d_model, len(cfg.rank_outcomes)
     per_layer = 2 * (2 * d * d) + 4 * d * (n_history + 1)
-    out = 2 * (3 * d * d + d * K)
-    return n_candidates * (cfg.n_layers * per_layer + out)
+    out = 2 * (2 * d * d + d * K) + 2 * K * d
+    return n_candidates * (cfg.n_layers * per_layer + out) + 2 * K * d * d   # + U h_last, once
 
 
 class ItemEmbedding(nn.Module):
@@ -277,8 +280,8 @@ class RankingHead(nn.Module):
     """Candidates cross-attend to the encoder's per-layer keys and values of their history and
     come out as one logit per outcome of `cfg.rank_outcomes` (see the module docstring). Its own
     parameters: the mask token, the candidate position, per layer a query and an output linear
-    and the "nothing" key/value, the output MLP, and the vector that stands for the last hidden
-    state of an empty history."""
+    and the "nothing" key/value, the output MLP, the per-outcome user projection U, and the
+    vector that stands for the last hidden state of an empty history."""
 
     def __init__(self, cfg: PinRecConfig):
         super().__init__()
@@ -293,19 +296,26 @@ class RankingHead(nn.Module):
         self.null_k = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
         self.null_v = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
         self.ln_out = nn.LayerNorm(d)
-        self.out = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, len(cfg.rank_outcomes)))
+        self.out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, len(cfg.rank_outcomes)))
+        self.user = nn.Linear(d, len(cfg.rank_outcomes) * d)                 # U: one user vector per outcome
 
     def forward(self, c: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
                 prefix: torch.Tensor, h_last: torch.Tensor, e_item: torch.Tensor) -> torch.Tensor:
         """c (B, M, d) candidate tokens; keys/values[l] (B, H, P, d/H) the history's; prefix
         (B, M) each candidate's history length (it sees positions < prefix); h_last (B, M, d)
-        the hidden state at position prefix - 1; e_item (B, M, d) -> logits (B, M, K)."""
+        the hidden state at position prefix - 1, or (B, d) when every candidate of a row has the
+        whole history (serving: U h_last once per row); e_item (B, M, d) -> logits (B, M, K)."""
         B, M, d = c.shape
         P = keys[0].shape[2]
         sees = torch.arange(P, device=c.device)[None, None, :] < prefix[..., None]           # (B, M, P)
         always = torch.ones(B, M, 1, dtype=torch.bool, device=c.device)                     # the "nothing" slot
         mask = torch.cat([always, sees], dim=-1)[:, None]                                    # (B, 1, M, 1+P)
-        h_last = torch.where(prefix[..., None] > 0, h_last, self.no_history.to(h_last.dtype))
+        if h_last.dim() == 2:                                                                # (B, d): per row
+            h_last = torch.where(prefix[:, :1] > 0, h_last, self.no_history.to(h_last.dtype))
+            u = self.user(h_last).view(B, 1, -1, d).expand(B, M, -1, d)                      # (B, M, K, d)
+        else:
+            h_last = torch.where(prefix[..., None] > 0, h_last, self.no_history.to(h_last.dtype))
+            u = self.user(h_last).view(B, M, -1, d)                                          # (B, M, K, d)
         for i, (ln, q_proj, o_proj) in enumerate(zip(self.ln, self.q, self.o)):
             q = q_proj(ln(c)).view(B, M, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, M, d/H)
             k = torch.cat([self.null_k[i].expand(B, -1, -1, -1).to(keys[i].dtype), keys[i]], dim=2)
@@ -313,8 +323,8 @@ class RankingHead(nn.Module):
             with torch.autocast(c.device.type, enabled=False):                              # as in Block
                 a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
             c = c + o_proj(a.to(c.dtype).transpose(1, 2).reshape(B, M, d))
-        z = torch.cat([self.ln_out(c), h_last * F.normalize(e_item, dim=-1), e_item], dim=-1)  # (B, M, 3d)
-        return self.out(z)
+        bilinear = torch.einsum("bmkd,bmd->bmk", u, F.normalize(e_item, dim=-1))          # (B, M, K)
+        return self.out(torch.cat([self.ln_out(c), e_item], dim=-1)) + bilinear
 
 
 class PinRec(nn.Module):
@@ -448,7 +458,7 @@ class PinRec(nn.Module):
         B, M = items.shape
         if prefix is None:
             prefix = cache.lengths[:, None].expand(B, M)
-        if h_last.dim() == 2:
+        elif h_last.dim() == 2:  # candidates with histories of their own: one h_last each
             h_last = h_last[:, None, :].expand(B, M, -1)
         e = self.item_emb(items)                                                    # (B, M, d)
         c = e + self.ranker.action_mask + self.surface_emb(surfaces) + self.ranker.position
