@@ -85,6 +85,26 @@ def test_a_winning_canary_is_promoted(world):
     assert world["registry"].canary(SURFACE) is None
 
 
+def test_a_canary_damaged_in_s3_loses_its_trial_and_is_never_promoted(world):
+    """The soak's corrupted object: the canary's weights in S3 no longer match its manifest after
+    its release. Its users engaged more, but the trial checks that it still loads: it loses (a
+    verdict, not an error of the run), the champion stays, and its trial ends."""
+    from serving.registry import MODEL_FILE
+    from storage.s3 import put_bytes
+
+    registry = world["registry"]
+    put_bytes(registry.client, registry.bucket, registry.version_key(SURFACE, world["canary"], MODEL_FILE),
+              b"damaged weights")
+    _serving_log(world["lake"], world["canary"], champion_rate=0.08, canary_rate=0.12)
+    result = _trial(world)
+    [gate] = result.get_asset_check_evaluations()
+    assert not gate.passed and f"the canary {world['canary']} does not load" in gate.description
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert all("DagsterAssetCheckFailedError" in e.step_failure_data.error.cls_name for e in failures)
+    assert registry.champion(SURFACE) == world["champion"]
+    assert registry.canary(SURFACE) is None
+
+
 def test_a_day_without_a_canary_has_nothing_to_promote(world):
     lifecycle_state(world["lake"]).path("release", SURFACE, DAY - timedelta(days=1)).unlink()
     world["registry"].clear_canary(SURFACE)

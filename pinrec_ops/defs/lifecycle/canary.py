@@ -18,6 +18,7 @@ from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
 from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
 from pinrec_ops.defs.state import lifecycle_state
 from serving.canary import GatePolicy
+from serving.registry import LoadCheckError
 
 CANARY_K = 100
 DEPLOYMENT_GATE = GatePolicy()  # the deployment's gate; a run that changes it is recorded on the check
@@ -68,6 +69,22 @@ def version_data_through(registry, surface: str, version: str | None) -> str | N
     return max(days) if days else None
 
 
+def load_version(registry, surface: str, version: str, cache: Path):
+    """A published version fetched (checksums verified) and loaded as the service loads it;
+    `LoadCheckError` when it is damaged or cannot load (S3 errors pass through: a retry may help)."""
+    from serving.registry import RegistryError
+    from serving.retriever import LoadedVersion
+
+    try:
+        local = registry.fetch(surface, version, cache)
+    except RegistryError as exc:  # IntegrityError (a damaged object), a missing version
+        raise LoadCheckError(f"{surface}/{version}: {exc}") from exc
+    try:
+        return LoadedVersion.from_local(local)
+    except Exception as exc:  # noqa: BLE001 - whatever loading raises, the version is unusable (as check_version)
+        raise LoadCheckError(f"{surface}/{version} does not load: {type(exc).__name__}: {exc}") from exc
+
+
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=dg.AssetKey([surface, "canary_evaluation"]),
@@ -85,7 +102,6 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     def canary_evaluation(context: dg.AssetExecutionContext, config: CanaryConfig, lake: DataLakeResource,
                           feast: FeastResource, s3: S3Resource) -> dg.MaterializeResult:
         from serving.canary import evaluate_version
-        from serving.retriever import LoadedVersion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         candidate = state.read("candidate", surface, day)["version"]
@@ -99,23 +115,31 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         events = events[events["user_id"].isin(users)]
         sequences = _sequences_at_day_start(feast, users, day)
         cache = Path(lake.root).parent / "version_cache"
-        results = {}
+        results, unloadable = {}, {}
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
                 continue
-            loaded = LoadedVersion.from_local(registry.fetch(surface, version, cache))
+            try:
+                loaded = load_version(registry, surface, version, cache)
+            except LoadCheckError as exc:  # damaged or unusable: a verdict, not an error of this run
+                unloadable[role] = str(exc)
+                context.log.warning(f"{surface}/canary_evaluation on {day}: the {role} does not load: {exc}")
+                continue
             results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K)
         through = {"candidate": version_data_through(registry, surface, candidate),
                    "champion": version_data_through(registry, surface, champion if "champion" in results else None)}
         state.write({"candidate": candidate, "champion": champion if "champion" in results else None,
-                     "metrics": results, "users": len(users), "data_through": through}, "canary", surface, day)
+                     "metrics": results, "users": len(users), "data_through": through, "unloadable": unloadable},
+                    "canary", surface, day)
         metadata = {"day": day.isoformat(), "candidate": candidate,
                     "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
+        for role, reason in unloadable.items():
+            metadata[f"{role}_does_not_load"] = reason
         for role, figures in results.items():
             metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
         metadata["metrics"] = table_metadata(
             [{"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}
-             for name in sorted(results["candidate"])],
+             for name in sorted(results.get("candidate", {}))],
             {"metric": "string", **{role: "float" for role in results}})
         return dg.MaterializeResult(metadata=metadata)
 
@@ -139,10 +163,13 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         state = lifecycle_state(lake)
         canary = state.read("canary", surface, day)
         through = canary.get("data_through", {})
-        rules = gate_rules(canary["metrics"]["candidate"], canary["metrics"].get("champion"), config.policy(),
+        unloadable = canary.get("unloadable") or {}
+        rules = gate_rules(canary["metrics"].get("candidate", {}), canary["metrics"].get("champion"), config.policy(),
                            candidate_data_through=date.fromisoformat(through["candidate"]) if through.get("candidate") else None,
                            champion_data_through=date.fromisoformat(through["champion"]) if through.get("champion") else None)
         reasons = [r.reason for r in rules if not r.passed]
+        if "candidate" in unloadable:
+            reasons = [f"the candidate does not load: {unloadable['candidate']}"]
         passed = not reasons
         overrides = config.overrides()
         if overrides:
@@ -158,6 +185,9 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         for r in rules:
             metadata[f"margin/{r.metric}"] = r.margin
         description = "candidate passes the gate" if passed else "; ".join(reasons)
+        if passed and "champion" in unloadable:
+            description += (f" (judged on the floors alone: the champion does not load: {unloadable['champion']}; "
+                            "serving falls back to an earlier champion until this candidate replaces it)")
         if overrides:
             description = f"[run config overrides the deployment's gate: {', '.join(overrides)}] {description}"
         return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description,

@@ -8,7 +8,10 @@ its online figures against the champion's, each on its own users, decide its pro
 `canary_trial[D]` ends the trial of the canary released on D-1 (canary.json is cleared if it still
 names it, whichever of the two chains runs first), so a canary that loses serves one day only:
 that is the rollback. The gate judges engagements (clicks + saves) per 1,000 served impressions
-of the canary's users against the champion's, with a 95% bootstrap interval over users."""
+of the canary's users against the champion's, with a 95% bootstrap interval over users, and
+fails a canary that no longer passes its load check (`serving.checks.check_version` on what is in
+S3 now: an object damaged since its release), so promotion never names a version that cannot
+load."""
 
 from datetime import timedelta
 
@@ -99,14 +102,24 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         canary_rows = log[(log["served_by"] == "canary") & (log["version"] == trial)]
         champion_rows = log[log["served_by"] == "champion"]
         comparison = compare_groups(champion_rows, canary_rows)
+        from serving.checks import check_version
+        from serving.registry import RegistryError
+
+        load_error = None
+        try:  # the version must still load as it is in S3 now (an object may have been damaged since)
+            check_version(registry, surface, trial)
+        except RegistryError as exc:  # LoadCheckError, IntegrityError, a missing version: the trial is lost
+            load_error = str(exc)
+            context.log.warning(f"{surface}/canary_trial on {day}: the canary {trial} does not load: {exc}")
         current = registry.canary(surface)
         if current and current[0] == trial:
             registry.clear_canary(surface)  # the trial is over, won or lost
         state.write({"version": trial, "day": day.isoformat(), "champion": registry.champion(surface),
-                     "comparison": comparison.to_dict()}, "trial", surface, day)
+                     "comparison": comparison.to_dict(), "load_error": load_error}, "trial", surface, day)
         return dg.MaterializeResult(metadata={
             "day": day.isoformat(), "canary": trial, **{f"trial/{k}": v for k, v in comparison.to_dict().items()
-                                                       if isinstance(v, (int, float))}})
+                                                       if isinstance(v, (int, float))},
+            **({"canary_does_not_load": load_error} if load_error else {})})
 
     return canary_trial
 
@@ -129,7 +142,7 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(passed=True, description=f"no canary served on {day}: nothing to promote",
                                        metadata={"canary": "none"})
         c = trial["comparison"]
-        reasons = []
+        reasons = [f"the canary {trial['version']} does not load: {trial['load_error']}"] if trial.get("load_error") else []
         if min(c["users_a"], c["users_b"]) < config.min_users:
             reasons.append(f"too few users to judge ({c['users_b']} canary, {c['users_a']} champion; "
                            f"at least {config.min_users} each)")
