@@ -105,6 +105,21 @@ def test_a_canary_damaged_in_s3_loses_its_trial_and_is_never_promoted(world):
     assert registry.canary(SURFACE) is None
 
 
+def test_a_canary_that_served_nobody_loses_its_trial_without_failing_the_run(world):
+    """A released canary the services could not load (a damaged object) serves no user: the
+    trial's figures are then plain numbers (no numpy scalar reaches Dagster's metadata, which
+    failed the run before) and the gate says there were too few users to judge."""
+    _serving_log(world["lake"], world["canary"], champion_rate=0.1, canary_rate=0.1, users=150)
+    log = ServingLogTable(world["lake"].root).read_day(DAY)
+    ServingLogTable(world["lake"].root).write_day(DAY, log[log["served_by"] == "champion"])
+    result = _trial(world)
+    assert not any(e.event_type_value == "STEP_FAILURE" and "SerializationError" in str(e.step_failure_data.error)
+                   for e in result.all_events)
+    [gate] = result.get_asset_check_evaluations()
+    assert not gate.passed and "too few users to judge (0 canary" in gate.description
+    assert world["registry"].champion(SURFACE) == world["champion"]
+
+
 def test_a_day_without_a_canary_has_nothing_to_promote(world):
     lifecycle_state(world["lake"]).path("release", SURFACE, DAY - timedelta(days=1)).unlink()
     world["registry"].clear_canary(SURFACE)
