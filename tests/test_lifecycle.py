@@ -169,8 +169,9 @@ def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
 
 def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_run(lifecycle):
     """The soak's corrupted object: a champion whose object in S3 no longer matches its manifest is
-    unloadable (the candidate is judged on the floors alone, the gate says so); a damaged candidate
-    fails the gate naming it. Neither fails the run for an error, so a retry is never needed."""
+    put back from this machine's verified copy; without one it is unloadable (the candidate is
+    judged on the floors alone, the gate says so); a damaged candidate fails the gate naming it.
+    None of them fails the run for an error, so a retry is never needed."""
     from pinrec_ops.live import failed_for_an_error
     from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
     from storage.s3 import get_bytes, put_bytes
@@ -192,14 +193,25 @@ def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_
     state.write({**saved, "version": candidate}, "candidate", surface, day)
     champion_index = registry.version_key(surface, champion, INDEX_FILE)
     good_index = get_bytes(registry.client, registry.bucket, champion_index)
+    damaged = good_index[:-16] + bytes(16)
     try:
-        put_bytes(registry.client, registry.bucket, champion_index, good_index[:-16] + bytes(16))
+        # this machine holds a verified copy of the champion: the damaged object is put back
+        put_bytes(registry.client, registry.bucket, champion_index, damaged)
+        result = _run([f"{surface}/canary_evaluation"], resources, instance, partition=day, raise_on_error=False)
+        assert result.success
+        assert get_bytes(registry.client, registry.bucket, champion_index) == good_index
+        [evaluation] = result.get_asset_materialization_events()
+        assert evaluation.materialization.metadata["champion_repaired"].value == [INDEX_FILE]
+        assert set(state.read("canary", surface, day)["metrics"]) == {"candidate", "champion"}
+
+        # no intact copy at hand: the champion is unloadable and the candidate judged on the floors
+        put_bytes(registry.client, registry.bucket, champion_index, damaged)
         for cache in (tmp / "version_cache" / surface).glob("*"):
             shutil.rmtree(cache)  # what a fresh machine would fetch: the damaged object
         result = _run([f"{surface}/canary_evaluation"], resources, instance, partition=day, raise_on_error=False)
         assert failed_for_an_error(instance, [result.run_id]) == []
         canary = state.read("canary", surface, day)
-        assert "champion" in canary["unloadable"] and "sha256" in canary["unloadable"]["champion"]
+        assert "champion" in canary["unloadable"] and "no intact copy" in canary["unloadable"]["champion"]
         assert set(canary["metrics"]) == {"candidate"} and canary["champion"] is None
         [gate] = result.get_asset_check_evaluations()
         rules = {record.data["rule"] for record in gate.metadata["rules"].records}

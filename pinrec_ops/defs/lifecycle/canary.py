@@ -85,6 +85,33 @@ def load_version(registry, surface: str, version: str, cache: Path):
         raise LoadCheckError(f"{surface}/{version} does not load: {type(exc).__name__}: {exc}") from exc
 
 
+def champion_in_s3(registry, surface: str, champion: str, cache: Path) -> list[str]:
+    """The champion as a new serving process would get it from S3 (fetched fresh, loaded, asked
+    its known queries: `serving.checks.check_version`). An object that no longer matches the
+    manifest is put back from this machine's verified copy (`cache`) when it has one
+    (`Registry.repair`); returns the files put back. `LoadCheckError` when it cannot serve."""
+    from serving.checks import check_version
+    from serving.registry import IntegrityError, RegistryError
+
+    try:
+        check_version(registry, surface, champion)
+        return []
+    except LoadCheckError:
+        raise
+    except IntegrityError as exc:
+        local = cache / surface / champion
+        try:
+            repaired = registry.repair(surface, champion, local) if local.is_dir() else []
+        except IntegrityError:
+            repaired = []
+        if not repaired:
+            raise LoadCheckError(f"{surface}/{champion} is damaged in S3 and no intact copy is at hand: {exc}") from exc
+        check_version(registry, surface, champion)
+        return repaired
+    except RegistryError as exc:  # a missing version
+        raise LoadCheckError(f"{surface}/{champion}: {exc}") from exc
+
+
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=dg.AssetKey([surface, "canary_evaluation"]),
@@ -115,11 +142,16 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         events = events[events["user_id"].isin(users)]
         sequences = _sequences_at_day_start(feast, users, day)
         cache = Path(lake.root).parent / "version_cache"
-        results, unloadable = {}, {}
+        results, unloadable, repaired = {}, {}, []
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
                 continue
             try:
+                if role == "champion":  # what a new serving process would load: repaired if damaged
+                    repaired = champion_in_s3(registry, surface, version, cache)
+                    if repaired:
+                        context.log.warning(f"{surface}/canary_evaluation on {day}: the champion {version} was "
+                                            f"damaged in S3; put back {repaired} from the verified local copy")
                 loaded = load_version(registry, surface, version, cache)
             except LoadCheckError as exc:  # damaged or unusable: a verdict, not an error of this run
                 unloadable[role] = str(exc)
@@ -135,6 +167,8 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                     "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
         for role, reason in unloadable.items():
             metadata[f"{role}_does_not_load"] = reason
+        if repaired:
+            metadata["champion_repaired"] = dg.MetadataValue.json(repaired)
         for role, figures in results.items():
             metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
         metadata["metrics"] = table_metadata(

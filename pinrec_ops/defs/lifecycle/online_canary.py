@@ -48,7 +48,9 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.registry"),
         description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users on "
-                    "day D+1 (canary.json); with no champion yet it becomes the champion directly.",
+                    "day D+1 (canary.json); with no champion yet it becomes the champion directly. A champion that "
+                    "does not load (the canary evaluation found it damaged beyond repair) is first rolled back to "
+                    "the newest earlier champion that loads; with none, the candidate becomes the champion.",
     )
     def canary_release(context: dg.AssetExecutionContext, lake: DataLakeResource,
                        s3: S3Resource) -> dg.MaterializeResult:
@@ -58,18 +60,40 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         if canary["candidate"] != candidate or not canary.get("passed"):
             raise dg.Failure(f"{surface}/{candidate} has no passing offline verdict for {day}; not releasing")
         champion = registry.champion(surface)
+        broken = (canary.get("unloadable") or {}).get("champion")
+        restored = _roll_back_to_a_loadable_champion(registry, surface) if champion and broken else None
         if champion is None:
             registry.promote(surface, candidate)
             action = "promoted (first champion)"
+        elif broken and restored is None:
+            registry.promote(surface, candidate)
+            action = f"promoted (the champion {champion} does not load and no earlier champion does: {broken})"
         else:
             registry.set_canary(surface, candidate, SETTINGS.canary_traffic)
             action = f"canary for {day + timedelta(days=1)}"
+            if restored:
+                action += f" (the champion {champion} does not load: rolled back to {restored})"
         state.write({"version": candidate, "action": action, "released_for": (day + timedelta(days=1)).isoformat(),
                      "traffic": SETTINGS.canary_traffic, "champion": champion}, "release", surface, day)
         return dg.MaterializeResult(metadata={"day": day.isoformat(), "version": candidate, "action": action,
                                               "traffic": SETTINGS.canary_traffic, "champion": champion or "none"})
 
     return canary_release
+
+
+def _roll_back_to_a_loadable_champion(registry, surface: str) -> str | None:
+    """The newest earlier champion that passes its load check becomes the champion again (what
+    every serving process falls back to anyway); None when there is none."""
+    from serving.registry import RegistryError
+
+    pointer = registry.read_pointer(surface, "champion") or {}
+    for earlier in pointer.get("previous", []):
+        try:
+            registry.rollback(surface, to=earlier)  # checks that it loads first
+            return earlier
+        except RegistryError:
+            continue
+    return None
 
 
 def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
