@@ -39,7 +39,8 @@ ever had was damaged has nothing to serve for that surface until the nightly run
 its 503s are reported (`probe_5xx`), not counted as the service's errors.
 One row per fault says when and where it struck and whether it was survived, by its own criteria
 (`_judge_*`). These are counts, not timings: a shared machine changes how long the run takes, not
-the counts.
+the counts. Faults do not overlap: one is injected at a time (the truncation strikes whenever its
+day's file appears), none in the 30 s after the live process (re)started.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ DELAYS_S = {  # seeded delay after the day began (kill_run: after its nightly ru
     "truncate_source": (0.0, 0.0), "service_restart": (0.0, 0.0),
 }
 VERSION_FILES = ("model.pt", "index.faiss", "item_ids.npy")
+CHILD_SETTLE_S = 30.0  # no fault while a (re)started live process is starting up
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Chaos:
         self.surfaces = ["homefeed", "search", "related"]
         self.child: subprocess.Popen | None = None
         self.child_starts = 0
+        self.child_started_at = 0.0
         self.child_failure: str | None = None
         self.service: tuple[subprocess.Popen, int] | None = None
         self.services_started = 0
@@ -211,6 +214,7 @@ class Chaos:
             self.child = start_process_group(cmd, cwd=REPO_ROOT, env={**self.env, "PYTHONPATH": str(REPO_ROOT)},
                                              log=out, die_with_parent=True)
         self.child_starts += 1
+        self.child_started_at = time.time()
         self.say(f"pinrec-ops live started (pid {self.child.pid}, {remaining} days, log {log.name})")
 
     def start_service(self, every_surface_within_s: float = 120.0) -> tuple[subprocess.Popen, int, list[str]]:
@@ -307,6 +311,8 @@ class Chaos:
             for fault in self.faults:  # the earliest armed fault whose moment has come strikes
                 if fault.injected_at is not None or fault.kind == "truncate_source" or fault.day > day:
                     continue
+                if now - self.child_started_at < CHILD_SETTLE_S:
+                    break  # one fault at a time: not while the live process is starting again
                 if fault.day < day:
                     fault.day = day  # its moment never came on its day: it strikes on this one
                     self.day_started.setdefault(day, now)
