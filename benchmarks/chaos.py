@@ -587,6 +587,27 @@ class Chaos:
                         bad.append(f"{surface}/{version}: fails its load check ({type(exc).__name__}: {exc})")
         return len(bad), bad
 
+    def promotions_and_trials(self) -> tuple[int, int, int]:
+        """(versions named champion by the loop, canary trials judged, trials lost), from the
+        Dagster instance: the denominators of bad_promotions."""
+        import dagster as dg
+
+        promoted, trials = set(), {}
+        for run in self.instance.get_runs():
+            for record in self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+                m = record.dagster_event.event_specific_data.materialization
+                key, md = m.asset_key, m.metadata
+                if key.path[-1] == "champion" and md.get("changed") and md["changed"].value == 1:
+                    promoted.add((key.path[0], str(md["champion"].value)))
+                if key.path[-1] == "canary_release" and str(md["action"].value).startswith("promoted"):
+                    promoted.add((key.path[0], str(md["version"].value)))
+            for record in self.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+                e = record.dagster_event.event_specific_data
+                canary = (e.metadata or {}).get("canary")
+                if e.check_name == "online_canary_gate" and canary and str(canary.value) != "none":
+                    trials[(e.asset_key.path[0], str(canary.value))] = e.passed  # the last verdict counts
+        return len(promoted), len(trials), sum(1 for passed in trials.values() if not passed)
+
     def service_matches_pointers(self) -> list[str]:
         if self.service is None:
             return ["no service ran"]
@@ -614,6 +635,7 @@ class Chaos:
                 self.produced[day] = pq.read_metadata(self.world / f"date={day}" / "events.parquet").num_rows
         lost = sum(self.produced[d] - self.lake_rows(d) for d in self.produced)
         bad, bad_list = self.bad_promotions()
+        promotions, trials, trials_lost = self.promotions_and_trials()
         mismatched = self.service_matches_pointers()
         runs = self.instance.get_runs()
         failed = failed_for_an_error(self.instance, [r.run_id for r in runs])
@@ -627,6 +649,9 @@ class Chaos:
             "bad_promotions": bad,
             "service_errors": service_errors,
             "days_completed": len(done),
+            "promotions": promotions,
+            "canary_trials": trials,
+            "canary_trials_lost": trials_lost,
             "client_requests": sum(self.client.statuses.values()),
             "client_failures": len(self.client.failures),
             "runs": len(runs),
@@ -685,9 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--warmup-days", type=int, default=3)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--items", type=int, default=2000)
-    parser.add_argument("--events", type=int, default=20_000, help="events per day")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=4000)
+    parser.add_argument("--events", type=int, default=40_000, help="events per day")
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=18)
