@@ -44,11 +44,13 @@ def publish_model(
     tune_queries: np.ndarray | None = None,
     target_recall: float = TARGET_RECALL,
     created_at: datetime | None = None,
+    index_shards: int = 1,
 ) -> tuple[str, TuneResult]:
-    """Build, tune and publish; returns (version id, tuning result)."""
+    """Build, tune and publish; returns (version id, tuning result). ``index_shards`` > 1: a
+    sharded index (`serving.shards`, still the one file ``index.faiss``)."""
     vectors, item_ids = enc.item_table(model)
     index, tuned = build_tuned_index(vectors, index_kind, queries=tune_queries,
-                                     target_recall=target_recall)
+                                     target_recall=target_recall, shards=index_shards)
     weights = dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS)
     enc.check_outcomes(weights)
     full_config = {**dict(config or {}), "model": enc.model_config(model),
