@@ -92,58 +92,70 @@ def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, 
 class _LastEngagements:
     """Each active user's last `max_length` engagements, merged batch by batch.
 
-    Rows arrive in ingestion order; they are buffered and, when the buffer outgrows the kept
-    rows (or `BATCH_ROWS`), merged: stable sort by (user, time), keep each user's last
-    `max_length`. Stable sorting of kept-then-new rows equals one stable sort of everything,
-    so ties in time keep ingestion order. Memory: max_length per active user plus the buffer.
+    Rows arrive in ingestion order; they are buffered and, every `BATCH_ROWS` buffered rows,
+    merged: stable sort by (user, time), keep each user's last `max_length`. Stable sorting of
+    kept-then-new rows equals one stable sort of everything, so ties in time keep ingestion
+    order. Rows are held compactly (the user as its position among the active users, int32;
+    surface and outcome codes as int8: 22 bytes a row), and a merge builds one column at a
+    time. Memory: max_length per active user (at most users x max_length rows, whatever the
+    day's size) plus the buffer and one merge's working arrays, all bounded by `BATCH_ROWS`
+    and the active users.
     """
 
-    _FIELDS = ("user_id", "item_id", "surface", "outcome", "event_ts")
+    _FIELDS = {"user": np.int32, "item_id": np.int64, "surface": np.int8, "outcome": np.int8, "event_ts": np.int64}
 
     def __init__(self, users: np.ndarray, max_length: int):
         self.users, self.max_length = users, max_length
-        self.kept = {f: np.zeros(0, np.int64) for f in self._FIELDS}
+        self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
-        found, _ = _member_index(cols["user_id"], self.users)
-        mask = found & (cols["outcome"] != _IMPRESSION)
-        if mask.any():
-            self.pending.append({f: cols[f][mask] for f in self._FIELDS})
-            self.pending_rows += int(mask.sum())
-        if self.pending_rows >= max(BATCH_ROWS, len(self.kept["user_id"])):
+        found, pos = _member_index(cols["user_id"], self.users)
+        engaged = cols["outcome"][found] != _IMPRESSION
+        if engaged.any():
+            rows = np.flatnonzero(found)[engaged]
+            self.pending.append({"user": pos[engaged].astype(np.int32),
+                                 **{f: cols[f][rows].astype(t) for f, t in self._FIELDS.items() if f != "user"}})
+            self.pending_rows += len(rows)
+        if self.pending_rows >= BATCH_ROWS:
             self._merge()
 
     def _merge(self) -> None:
         if not self.pending:
             return
-        rows = {f: np.concatenate([self.kept[f]] + [p[f] for p in self.pending]) for f in self._FIELDS}
+        parts = [self.kept, *self.pending]
         self.pending, self.pending_rows = [], 0
-        order = np.lexsort((rows["event_ts"], rows["user_id"]))  # stable
-        rows = {f: v[order] for f, v in rows.items()}
-        user = rows["user_id"]
-        last_of_user = np.r_[user[1:] != user[:-1], True] if len(user) else np.zeros(0, bool)
-        ends = np.flatnonzero(last_of_user)
-        group_end = np.repeat(ends, np.diff(np.r_[-1, ends]))
-        keep = group_end - np.arange(len(user)) < self.max_length
-        self.kept = {f: v[keep] for f, v in rows.items()}
+        user = np.concatenate([p["user"] for p in parts])
+        order = np.lexsort((np.concatenate([p["event_ts"] for p in parts]), user))  # stable
+        user = user[order]
+        # keep a row when fewer than max_length rows of its user follow it
+        counts = np.bincount(user, minlength=len(self.users))
+        group_end = np.repeat(np.cumsum(counts), counts)  # one past each row's user's last row
+        keep = order[group_end - np.arange(len(user)) <= self.max_length]
+        del user, order, group_end
+        kept = {}
+        for f in self._FIELDS:  # one column at a time: concatenated, picked, the parts released
+            kept[f] = np.concatenate([p[f] for p in parts])[keep]
+            for p in parts:
+                p[f] = None
+        self.kept = kept
 
     def table(self) -> pd.DataFrame:
         self._merge()
         k = self.kept
-        if len(k["user_id"]) == 0:
+        if len(k["user"]) == 0:
             return _empty_user_sequence()
-        users, starts, counts = np.unique(k["user_id"], return_index=True, return_counts=True)
+        positions, starts, counts = np.unique(k["user"], return_index=True, return_counts=True)
         bounds = starts[1:]
 
         def lists(values: np.ndarray) -> list[list[int]]:
-            return [part.tolist() for part in np.split(values, bounds)]
+            return [part.tolist() for part in np.split(values.astype(np.int64), bounds)]
 
         last_ts = k["event_ts"][starts + counts - 1]
         return pd.DataFrame(
             {
-                "user_id": users.astype(np.int64),
+                "user_id": self.users[positions].astype(np.int64),
                 "seq_item_ids": lists(k["item_id"]),
                 "seq_outcomes": lists(k["outcome"]),
                 "seq_surfaces": lists(k["surface"]),
