@@ -32,6 +32,7 @@ BATCH_ROWS = 1_000_000
 _RATING_CODES = [code for name, code in OUTCOME_CODE.items() if name.startswith("rating_")]
 _IMPRESSION, _HIDE = OUTCOME_CODE["impression"], OUTCOME_CODE["hide"]
 _HISTORY_COLUMNS = ["user_id", "item_id", "surface", "outcome", "event_ts"]
+HISTORY_COLUMNS = _HISTORY_COLUMNS
 
 
 def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
@@ -70,14 +71,22 @@ def _frame_batches(events: pd.DataFrame) -> Iterator[dict[str, np.ndarray]]:
     yield _columns(pa.RecordBatch.from_pandas(frame, preserve_index=False))
 
 
-def _active_ids(table: EventTable, day: date) -> tuple[np.ndarray, np.ndarray]:
-    """(users with an engagement on `day`, items with any event on `day`), sorted, streamed."""
+def _active_in(batches: Iterable[pa.RecordBatch]) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an engagement, items with any event) in `batches`, sorted."""
     users, items = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for batch in table.iter_batches([day], ["user_id", "item_id", "outcome"], BATCH_ROWS):
+    for batch in batches:
         cols = _columns(batch)
         users = np.union1d(users, np.unique(cols["user_id"][cols["outcome"] != _IMPRESSION]))
         items = np.union1d(items, np.unique(cols["item_id"]))
     return users, items
+
+
+ACTIVE_COLUMNS = ["user_id", "item_id", "outcome"]
+
+
+def _active_ids(table: EventTable, day: date) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an engagement on `day`, items with any event on `day`), sorted, streamed."""
+    return _active_in(table.iter_batches([day], ACTIVE_COLUMNS, BATCH_ROWS))
 
 
 def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +150,20 @@ class _LastEngagements:
                 p[f] = None
         self.kept = kept
 
+    @classmethod
+    def combine(cls, parts: list[_LastEngagements]) -> _LastEngagements:
+        """One accumulator of parts fed with consecutive stretches of the rows, given in row
+        order: a row a part dropped has `max_length` later rows of its user in that part, so it
+        is not among the last `max_length` of all rows either; merging the parts' kept rows in
+        order (a stable sort) gives what one accumulator fed with every row gives."""
+        out = cls(parts[0].users, parts[0].max_length)
+        for part in parts:
+            part._merge()
+            out.pending.append(part.kept)
+            out.pending_rows += len(part.kept["user"])
+        out._merge()
+        return out
+
     def table(self) -> pd.DataFrame:
         self._merge()
         k = self.kept
@@ -196,6 +219,19 @@ class _ItemCounts:
         np.maximum.at(self.last, pos, ts)
         self.seen[pos] = True
 
+    @classmethod
+    def combine(cls, parts: list[_ItemCounts]) -> _ItemCounts:
+        """One accumulator of parts fed with any split of the rows (sums, min, max: exact)."""
+        out = cls(parts[0].items)
+        for part in parts:
+            out.outcome += part.outcome
+            out.surface_impressions += part.surface_impressions
+            out.surface_engagements += part.surface_engagements
+            np.minimum(out.first, part.first, out=out.first)
+            np.maximum(out.last, part.last, out=out.last)
+            out.seen |= part.seen
+        return out
+
     def _stamp(self) -> pd.Series:
         return pd.Series(pd.to_datetime(self.last[self.seen], unit="us", utc=True)).astype(TIMESTAMP_DTYPE)
 
@@ -228,6 +264,15 @@ class _ItemCounts:
             out[f"{surface}_engagement_rate"] = np.divide(eng, imp, out=np.zeros(len(imp)), where=imp > 0)
         out[ENTITY_TIMESTAMP] = self._stamp()
         return pd.DataFrame(out)
+
+
+def feature_tables_of(sequences: _LastEngagements, counts: _ItemCounts) -> dict[str, pd.DataFrame]:
+    """The three tables, keyed by Feast feature view name, from the fed accumulators."""
+    return {
+        "user_sequence": sequences.table(),
+        "item_stats": counts.item_stats(),
+        "item_surface_stats": counts.item_surface_stats(),
+    }
 
 
 def _feed(batches: Iterable[dict[str, np.ndarray]], *consumers) -> None:
@@ -293,8 +338,4 @@ def day_feature_tables(table: EventTable, day: date) -> dict[str, pd.DataFrame]:
     sequences, counts = _LastEngagements(users, SEQUENCE_LENGTH), _ItemCounts(items)
     if len(users) or len(items):
         _feed(_history(table, day, _HISTORY_COLUMNS), sequences, counts)
-    return {
-        "user_sequence": sequences.table(),
-        "item_stats": counts.item_stats(),
-        "item_surface_stats": counts.item_surface_stats(),
-    }
+    return feature_tables_of(sequences, counts)

@@ -87,14 +87,30 @@ class EventSourceResource(dg.ConfigurableResource):
 
 
 class DataLakeResource(dg.ConfigurableResource):
-    """The local event table and quarantine (events.table.EventTable)."""
+    """The local event table and quarantine (events.table.EventTable), and the engine that
+    computes its feature tables (feature_pipeline.engines: local, or dask)."""
 
     root: str
+    feature_engine: str = "local"
+    dask_scheduler: str | None = None
+    dask_workers: int = 2
 
     def table(self):
         from events.table import EventTable
 
         return EventTable(Path(self.root))
+
+    def engine(self):
+        from feature_pipeline.engines import FeatureEngine
+
+        return FeatureEngine(self.feature_engine, dask_scheduler=self.dask_scheduler or None,
+                             dask_workers=self.dask_workers)
+
+    def feature_tables(self, day):
+        """The day's three offline tables, computed on the configured engine."""
+        from feature_pipeline.engines import compute_feature_tables
+
+        return compute_feature_tables(self.table(), day, self.engine())
 
 
 class FeastResource(dg.ConfigurableResource):
@@ -214,7 +230,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             sim_drift_kind=env("PINREC_SIM_DRIFT_KIND", s.world.drift_kind),
             sim_world_dir=str(s.world_dir) if s.world_dir else None,
         ),
-        "lake": DataLakeResource(root=str(s.data_dir / "lake")),
+        "lake": DataLakeResource(root=str(s.data_dir / "lake"), feature_engine=s.feature_engine.name,
+                                 dask_scheduler=s.feature_engine.dask_scheduler,
+                                 dask_workers=s.feature_engine.dask_workers),
         "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(

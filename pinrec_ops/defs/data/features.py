@@ -3,7 +3,6 @@ offline store), one file per view and day."""
 
 import dagster as dg
 
-from feature_pipeline.tables import day_feature_tables
 from pinrec_ops.defs.conventions import area_tags, code_version, owners
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.partitions import daily_partitions
@@ -15,7 +14,8 @@ FEATURE_ASSETS = {
     "item_stats": "item_stats_features",
     "item_surface_stats": "item_surface_stats_features",
 }
-FEATURES_CODE = code_version("feature_pipeline.tables", "feature_pipeline.store", "events.contract")
+FEATURES_CODE = code_version("feature_pipeline.tables", "feature_pipeline.engines", "feature_pipeline.store",
+                             "events.contract")
 
 
 @dg.multi_asset(
@@ -34,7 +34,7 @@ def feature_tables(context: dg.AssetExecutionContext, lake: DataLakeResource, fe
     from feature_pipeline.store import offline_table_path, write_offline_tables
 
     day = partition_day(context)
-    tables = day_feature_tables(lake.table(), day)
+    tables = lake.feature_tables(day)  # on the configured engine (PINREC_FEATURE_ENGINE)
     write_offline_tables(feast.settings(), day, tables)
     context.log.info(f"{day}: " + ", ".join(f"{v} {len(df)} rows" for v, df in tables.items()))
     for view, asset_name in FEATURE_ASSETS.items():
