@@ -44,12 +44,11 @@ class DayDuplicates:
         positions in the events file."""
         if len(input_rows) == 0:
             return
-        records = np.empty(len(hashes), RECORD)
-        records["hash"], records["input_row"], records["file_row"] = hashes, input_rows, file_rows
-        bucket = (records["hash"] >> _SHIFT).astype(np.uint8)
+        bucket = (hashes >> _SHIFT).astype(np.uint8)
         order = np.argsort(bucket, kind="stable")  # a one-pass radix sort on uint8
         bounds = np.searchsorted(bucket[order], np.arange(BUCKETS + 1))
-        records = records[order]
+        records = np.empty(len(hashes), RECORD)  # filled in bucket order
+        records["hash"], records["input_row"], records["file_row"] = hashes[order], input_rows[order], file_rows[order]
         for b in np.flatnonzero(np.diff(bounds)):
             records[bounds[b]:bounds[b + 1]].tofile(self._files[b])
         self.rows += len(hashes)

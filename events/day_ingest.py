@@ -6,13 +6,15 @@ ends in exactly one of the two outputs, and quarantined rows' `input_row` counts
 of the day's input. Duplicates are found across the whole day: within a chunk by
 `validate_events`, across chunks by `events.day_duplicates.DayDuplicates` (spilled to disk,
 checked once the last chunk is written, before the day commits), so a day ingested in chunks
-quarantines the same rows as the whole day validated at once.
+quarantines the same rows as the whole day validated at once. A chunk is written by a second
+thread while the next one is read and validated (`write_behind`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -45,26 +47,40 @@ class DayIngestSummary:
 
 
 def ingest_day(table: EventTable, day: date, chunks: Iterable[pd.DataFrame], *,
-               allowed: AllowedValues = CONTRACT_VALUES) -> DayIngestSummary:
+               allowed: AllowedValues = CONTRACT_VALUES, write_behind: bool = True) -> DayIngestSummary:
     """Validate each raw chunk of `day` and append it to the day's files, which replace the day
     once the last chunk is written and the duplicates across chunks are quarantined (on an
     error the day is left as it was)."""
     summary = DayIngestSummary()
-    with table.day_writer(day) as writer:
+    with table.day_writer(day) as writer, ThreadPoolExecutor(1, thread_name_prefix="day-writer") as behind:
         duplicates = DayDuplicates(writer.scratch, allowed)
+
+        def write(result) -> None:
+            first_row = writer.input_rows
+            positions = writer.append(result.good, result.quarantine)
+            is_good = np.ones(result.input_rows, bool)
+            is_good[result.quarantine["input_row"].to_numpy()] = False
+            duplicates.add(result.good_key_hashes, np.flatnonzero(is_good) + first_row, positions)
+
         try:
+            writing = None
             for raw in chunks:
                 result = validate_events(raw, day, allowed=allowed)
-                first_row = writer.input_rows
-                positions = writer.append(result.good, result.quarantine)
-                is_good = np.ones(result.input_rows, bool)
-                is_good[result.quarantine["input_row"].to_numpy()] = False
-                duplicates.add(result.good_key_hashes, np.flatnonzero(is_good) + first_row, positions)
+                if writing is not None:
+                    writing.result()  # chunks are written in order, one at a time
+                # Written by the second thread while this one reads and validates the next chunk
+                # (Arrow's parquet encoding runs without the GIL): one more chunk in memory.
+                writing = behind.submit(write, result) if write_behind else None
+                if not write_behind:
+                    write(result)
                 summary.input_rows += result.input_rows
                 summary.good_rows += len(result.good)
                 summary.quarantined_rows += len(result.quarantine)
                 summary.chunks += 1
                 summary.reasons.update(result.reason_counts())
+                del result
+            if writing is not None:
+                writing.result()
             moved = duplicates.move_to_quarantine(writer)
         finally:
             duplicates.close()

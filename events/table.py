@@ -236,8 +236,9 @@ class _PartFile:
             return
         arrays = []
         for field in self.schema:  # reorder numpy/pandas arrays (pointers for text), convert once
-            values = df[field.name].array
-            arrays.append(pa.array(values.take(order), type=field.type, from_pandas=True))
+            column = df[field.name]
+            values = column.to_numpy()[order] if isinstance(column.dtype, np.dtype) else column.array.take(order)
+            arrays.append(pa.array(values, type=field.type, from_pandas=True))
         self.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def write_table(self, table: pa.Table) -> None:
