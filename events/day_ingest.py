@@ -12,6 +12,7 @@ thread while the next one is read and validated (`write_behind`).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,11 @@ class DayIngestSummary:
     chunks: int = 0
     duplicates_across_chunks: int = 0
     reasons: Counter = field(default_factory=Counter)
+    # CPU seconds of each part, each in its own thread (the writes run beside the next chunk's
+    # reading and validation, so their wall seconds overlap)
+    validate_cpu_seconds: float = 0.0
+    write_cpu_seconds: float = 0.0
+    duplicates_cpu_seconds: float = 0.0
 
     @property
     def bad_fraction(self) -> float:
@@ -56,16 +62,20 @@ def ingest_day(table: EventTable, day: date, chunks: Iterable[pd.DataFrame], *,
         duplicates = DayDuplicates(writer.scratch, allowed)
 
         def write(result) -> None:
+            started = time.thread_time()
             first_row = writer.input_rows
             positions = writer.append(result.good, result.quarantine)
             is_good = np.ones(result.input_rows, bool)
             is_good[result.quarantine["input_row"].to_numpy()] = False
             duplicates.add(result.good_key_hashes, np.flatnonzero(is_good) + first_row, positions)
+            summary.write_cpu_seconds += time.thread_time() - started
 
         try:
             writing = None
             for raw in chunks:
+                started = time.thread_time()
                 result = validate_events(raw, day, allowed=allowed)
+                summary.validate_cpu_seconds += time.thread_time() - started
                 if writing is not None:
                     writing.result()  # chunks are written in order, one at a time
                 # Written by the second thread while this one reads and validates the next chunk
@@ -81,7 +91,9 @@ def ingest_day(table: EventTable, day: date, chunks: Iterable[pd.DataFrame], *,
                 del result
             if writing is not None:
                 writing.result()
+            started = time.thread_time()
             moved = duplicates.move_to_quarantine(writer)
+            summary.duplicates_cpu_seconds = time.thread_time() - started
         finally:
             duplicates.close()
     summary.duplicates_across_chunks = moved
