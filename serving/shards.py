@@ -5,9 +5,10 @@ unchanged.
 
 An IVF index is sharded the way faiss distributes one (its `IndexShardsIVF`): the coarse quantizer
 is trained once on a sample of all items and copied into every shard, and each shard adds its own
-rows to the same lists. Searching every shard with the same ``nprobe`` probes the same lists and
-sees the same vectors as the unsharded index, so the merged top-k is the unsharded index's (ties
-in score aside), and the tuned ``nprobe`` carries over. A flat index is sharded by rows (exact either
+rows to the same lists. A search picks the ``nprobe`` lists once with that quantizer and hands
+them to every shard (`search_preassigned`), so the shards probe the same lists and see the same
+vectors as the unsharded index: the merged top-k is the unsharded index's (ties in score aside),
+the tuned ``nprobe`` carries over, and the coarse search is not repeated per shard. A flat index is sharded by rows (exact either
 way). HNSW is not sharded.
 
 A sharded index is stored in one file (the version's ``index.faiss``) as an uncompressed zip of
@@ -54,6 +55,7 @@ class ShardedIndex:
         self.ntotal = int(sum(sizes))
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self._ivfs = _shared_quantizer_ivfs(self.shards)  # None unless IVF shards of one quantizer
 
     @property
     def n_shards(self) -> int:
@@ -63,10 +65,18 @@ class ShardedIndex:
         """(scores, rows) of shape (n, k), best first, like `faiss.Index.search` (rows -1 and
         scores -inf where fewer than k items exist)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        assigned = None
+        if self._ivfs is not None:  # the shared quantizer picks the lists once for every shard
+            first = self._ivfs[0]
+            centroid_scores, lists = first.quantizer.search(x, first.nprobe)
+            assigned = (lists, centroid_scores)
 
         def one(i: int) -> tuple[np.ndarray, np.ndarray]:
             shard = self.shards[i]
-            scores, rows = shard.search(x, min(k, shard.ntotal))
+            if assigned is None:
+                scores, rows = shard.search(x, min(k, shard.ntotal))
+            else:
+                scores, rows = self._ivfs[i].search_preassigned(x, min(k, shard.ntotal), *assigned)
             return scores, np.where(rows >= 0, rows + self.bases[i], -1)
 
         parts = list(self._pool.map(one, range(len(self.shards)))) if self._pool else [one(i) for i in range(len(self.shards))]
@@ -81,6 +91,25 @@ class ShardedIndex:
             top_scores = np.pad(top_scores, ((0, 0), (0, k - take)), constant_values=-np.inf)
             top_rows = np.pad(top_rows, ((0, 0), (0, k - take)), constant_values=-1)
         return top_scores, top_rows
+
+
+def _shared_quantizer_ivfs(shards: Sequence[faiss.Index]) -> list | None:
+    """The shards as IVF indexes when all are IVF with the same flat coarse quantizer (same
+    centroids) and the same nprobe at search time; else None (each shard searches alone)."""
+    ivfs = []
+    for shard in shards:
+        try:
+            ivf = faiss.extract_index_ivf(shard)
+        except RuntimeError:
+            return None
+        if not isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat):
+            return None  # an HNSW quantizer's search is not exact: let each shard search alone
+        ivfs.append(ivf)
+    centroids = ivfs[0].quantizer.reconstruct_n(0, ivfs[0].nlist)
+    if any(ivf.nlist != ivfs[0].nlist or not np.array_equal(ivf.quantizer.reconstruct_n(0, ivf.nlist), centroids)
+           for ivf in ivfs[1:]):
+        return None
+    return ivfs
 
 
 def split_rows(n: int, n_shards: int) -> list[tuple[int, int]]:

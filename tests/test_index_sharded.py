@@ -33,6 +33,11 @@ def test_a_sharded_ivf_index_has_the_recall_of_the_unsharded_one():
     # the same lists probed over the same vectors: the same top 100 (order may differ on ties)
     same = recall_at_k(sharded.search(eval_q, 100)[1], one.search(eval_q, 100)[1], 100)
     assert same >= 0.999
+    # the lists are picked once by the shared quantizer: the same answer as each shard searching alone
+    assert sharded._ivfs is not None
+    alone = ShardedIndex(sharded.shards, sharded.bases)
+    alone._ivfs = None
+    assert np.array_equal(alone.search(eval_q, 100)[1], sharded.search(eval_q, 100)[1])
 
 
 def test_a_sharded_flat_index_is_exact_and_pads_like_faiss():
