@@ -165,6 +165,7 @@ class _LastEngagements:
         return out
 
     def table(self) -> pd.DataFrame:
+        """The user_sequence table (consumes the accumulator: its rows become the table's lists)."""
         self._merge()
         k = self.kept
         if len(k["user"]) == 0:
@@ -172,17 +173,19 @@ class _LastEngagements:
         positions, starts, counts = np.unique(k["user"], return_index=True, return_counts=True)
         bounds = starts[1:]
 
-        def lists(values: np.ndarray) -> list[list[int]]:
+        def lists(field: str) -> list[list[int]]:
+            values = k.pop(field)  # each column released once it is lists (they are the table's memory)
             return [part.tolist() for part in np.split(values.astype(np.int64), bounds)]
 
         last_ts = k["event_ts"][starts + counts - 1]
+        user_ids = self.users[positions].astype(np.int64)
+        self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}  # what is left of `k` goes with it
+        columns = {name: lists(field) for name, field in (("seq_item_ids", "item_id"), ("seq_outcomes", "outcome"),
+                                                          ("seq_surfaces", "surface"), ("seq_timestamps_us", "event_ts"))}
         return pd.DataFrame(
             {
-                "user_id": self.users[positions].astype(np.int64),
-                "seq_item_ids": lists(k["item_id"]),
-                "seq_outcomes": lists(k["outcome"]),
-                "seq_surfaces": lists(k["surface"]),
-                "seq_timestamps_us": lists(k["event_ts"]),
+                "user_id": user_ids,
+                **columns,
                 "seq_length": counts.astype(np.int64),
                 ENTITY_TIMESTAMP: pd.to_datetime(last_ts, unit="us", utc=True).astype(TIMESTAMP_DTYPE),
             }
