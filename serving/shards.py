@@ -6,9 +6,11 @@ unchanged.
 An IVF index is sharded the way faiss distributes one (its `IndexShardsIVF`): the coarse quantizer
 is trained once on a sample of all items and copied into every shard, and each shard adds its own
 rows to the same lists. A search picks the ``nprobe`` lists once with that quantizer and hands
-them to every shard (`search_preassigned`), so the shards probe the same lists and see the same
-vectors as the unsharded index: the merged top-k is the unsharded index's (ties in score aside),
-the tuned ``nprobe`` carries over, and the coarse search is not repeated per shard. A flat index is sharded by rows (exact either
+them to every shard, so the shards probe the same lists and see the same vectors as the
+unsharded index: the merged top-k is the unsharded index's (ties in score aside), the tuned
+``nprobe`` carries over, and the coarse search is not repeated per shard. The merge is faiss's own
+(`IndexShardsIVF` / `IndexShards`, C++); a host holding only some shards merges in numpy
+(`search_preassigned` per shard, the same lists). A flat index is sharded by rows (exact either
 way). HNSW is not sharded.
 
 A sharded index is stored in one file (the version's ``index.faiss``) as an uncompressed zip of
@@ -56,15 +58,38 @@ class ShardedIndex:
         self.threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         self._ivfs = _shared_quantizer_ivfs(self.shards)  # None unless IVF shards of one quantizer
+        self._merged = self._faiss_shards()
 
     @property
     def n_shards(self) -> int:
         return len(self.shards)
 
+    def _faiss_shards(self):
+        """faiss's own shard merge (C++) over these shards when their rows are consecutive from 0:
+        `IndexShardsIVF` (the lists picked once by a copy of the shared quantizer) or
+        `IndexShards`; None otherwise (a subset of shards: merged here in numpy)."""
+        if not np.array_equal(self.bases, np.cumsum([0] + [s.ntotal for s in self.shards[:-1]])):
+            return None
+        threaded = self.threads > 1
+        if self._ivfs is not None:
+            first = self._ivfs[0]
+            self._quantizer = faiss.IndexFlat(first.d, first.metric_type)  # kept alive: faiss does not own it
+            self._quantizer.add(first.quantizer.reconstruct_n(0, first.nlist))
+            merged = faiss.IndexShardsIVF(self._quantizer, first.nlist, threaded, True)
+        else:
+            merged = faiss.IndexShards(self.d, threaded, True)
+        for shard in self.shards:
+            merged.add_shard(shard)
+        return merged
+
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of shape (n, k), best first, like `faiss.Index.search` (rows -1 and
         scores -inf where fewer than k items exist)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._merged is not None:
+            params = faiss.SearchParametersIVF(nprobe=self._ivfs[0].nprobe) if self._ivfs is not None else None
+            scores, rows = self._merged.search(x, k, params=params)
+            return np.where(rows >= 0, scores, -np.inf).astype(np.float32), rows
         assigned = None
         if self._ivfs is not None:  # the shared quantizer picks the lists once for every shard
             first = self._ivfs[0]
