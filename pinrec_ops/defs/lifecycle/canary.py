@@ -14,7 +14,12 @@ from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import table_metadata
-from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    FeastResource,
+    S3Resource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import lifecycle_state
 from serving.canary import GatePolicy
 
