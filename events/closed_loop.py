@@ -92,7 +92,9 @@ import numpy as np
 import pandas as pd
 
 from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE, conform
-from events.serving_log import SERVING_LOG_COLUMNS  # the serving log's table (events/serving_log.py)
+from events.serving_log import (
+    SERVING_LOG_COLUMNS,  # the serving log's table (events/serving_log.py)
+)
 from events.simulator import (
     _ENGAGEMENT_CODES,
     _IMPRESSION,

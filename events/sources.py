@@ -308,6 +308,22 @@ class ParquetSource:
             return self.arrived_days()
         return sorted(set(self._row_days(self._whole()).dropna()))
 
+    def event_days(self) -> list[date]:
+        """The days the table's rows fall on (their event_ts), reading only that column of a
+        local file or folder (else the whole table)."""
+        if "{date}" in self.location:
+            return self.arrived_days()
+        path = Path(self.location)
+        if self._table is None and not self.location.startswith("s3://") and path.exists():
+            files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+            try:
+                frame = pd.concat([pq.read_table(f, columns=["event_ts"]).to_pandas() for f in files], ignore_index=True)
+            except (pa.ArrowException, OSError, KeyError, ValueError):
+                frame = None  # a file without the column, or unreadable: the whole read says which
+            if frame is not None:
+                return sorted(set(self._row_days(frame).dropna()))
+        return sorted(set(self._row_days(self._whole()).dropna()))
+
     def arrived_days(self) -> list[date]:
         """With `{date}` in the location: the days whose file exists (a local glob or an S3 listing)."""
         import glob

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
-from events.contract import TIMESTAMP_DTYPE
+from events.contract import BUILTIN_CODES, TIMESTAMP_DTYPE, EventCodes
 from events.ingest import day_window
 from events.sources import write_parquet
 from feature_pipeline.tables import ENTITY_TIMESTAMP
@@ -36,6 +36,12 @@ OFFLINE_TABLES = {
     "item_stats": "offline/item_stats",
     "item_surface_stats": "offline/item_surface_stats",
 }
+# The vocabulary's code ledger, recorded with the features in the Feast data directory; the
+# feature repo's definitions read it (PINREC_FEAST_CODES) to generate the per-outcome and
+# per-surface columns, and tag the views with it (`feature_codes`).
+CODES_FILE = "codes.json"
+CODES_ENV = "PINREC_FEAST_CODES"
+CODES_TAG = "pinrec/codes"
 USER_SEQUENCE_FEATURES = [
     "user_sequence:seq_item_ids",
     "user_sequence:seq_outcomes",
@@ -108,20 +114,48 @@ def naming_the_store(store: "FeatureStore", action: str) -> Iterator[None]:
         raise
 
 
-def apply_repo(store: "FeatureStore") -> dict[str, list[str]]:
-    """Register feature_repo/'s definitions (like `feast apply`); returns what was applied."""
+def codes_path(data_dir: str | Path) -> Path:
+    """The code ledger of the features under a Feast data directory."""
+    return Path(data_dir) / CODES_FILE
+
+
+def record_feature_codes(data_dir: str | Path, codes: EventCodes, vocabulary: str | None = None) -> Path:
+    """Record `codes` in the ledger of the features under `data_dir` (refusing codes that
+    disagree with the recorded ones: `events.vocabulary.VocabularyMismatchError`)."""
+    from events.vocabulary import record_codes
+
+    path = codes_path(data_dir)
+    record_codes(codes, path, vocabulary)
+    return path
+
+
+def apply_repo(store: "FeatureStore", codes: EventCodes = BUILTIN_CODES,
+               vocabulary: str | None = None) -> dict[str, list[str]]:
+    """Register feature_repo/'s definitions (like `feast apply`) for the vocabulary's `codes`
+    (recorded first in the store's code ledger, which the definitions read); returns what was
+    applied."""
     from feast.repo_operations import parse_repo
 
+    ledger = record_feature_codes(store.repo_path, codes, vocabulary)
     # Like the feast CLI: the repo's files import each other as top-level modules
-    # (`from entities import user`), and parse_repo names modules relative to the cwd.
-    cwd = os.getcwd()
+    # (`from entities import user`), and parse_repo names modules relative to the cwd. They are
+    # imported afresh each time: the definitions depend on the ledger they read.
+    modules = [p.stem for p in FEATURE_REPO.glob("*.py")]
+    cwd, previous = os.getcwd(), os.environ.get(CODES_ENV)
     sys.path.insert(0, str(FEATURE_REPO))
     try:
+        for name in modules:
+            sys.modules.pop(name, None)
+        os.environ[CODES_ENV] = str(Path(ledger).absolute())
         os.chdir(FEATURE_REPO)
         contents = parse_repo(FEATURE_REPO)
     finally:
         os.chdir(cwd)
         sys.path.remove(str(FEATURE_REPO))
+        if previous is None:
+            os.environ.pop(CODES_ENV, None)
+        else:
+            os.environ[CODES_ENV] = previous
     objects = [*contents.entities, *contents.data_sources, *contents.feature_views, *contents.feature_services]
     with naming_the_store(store, "applying feature_repo/"):
         store.apply(objects)
@@ -130,6 +164,21 @@ def apply_repo(store: "FeatureStore") -> dict[str, list[str]]:
         "feature_views": sorted(v.name for v in contents.feature_views),
         "feature_services": sorted(s.name for s in contents.feature_services),
     }
+
+
+def feature_codes(store: "FeatureStore") -> dict[str, list[str]] | None:
+    """The code mapping the applied features were written with ({"outcomes": names by code,
+    "surfaces": ...}, the `user_sequence` view's tag), or None when the registry has none."""
+    import json
+
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        view = store.get_feature_view("user_sequence")
+    except FeatureViewNotFoundException:
+        return None
+    tag = view.tags.get(CODES_TAG)
+    return json.loads(tag) if tag else None
 
 
 def offline_table_path(settings: FeastSettings, view: str, day: date) -> Path:

@@ -8,6 +8,10 @@ The tables are computed by streaming the event table in record batches of `BATCH
 (`EventTable.iter_batches`): item counts are summed per batch, and each active user's last
 `SEQUENCE_LENGTH` engagements are kept by a bounded merge. Memory is bounded by the batch and by
 the day's active entities (plus `max_length` rows per active user), not by the days' sizes.
+
+Outcomes and surfaces are stored as the vocabulary's codes (`codes`: `events.contract.EventCodes`,
+default the built-in data's); the item tables have one count column per outcome family and one
+group of columns per surface of the code ledger (`EventCodes.item_count_columns`, `.surfaces`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE
+from events.contract import BUILTIN_CODES, TIMESTAMP_DTYPE, EventCodes
 from events.table import EventTable
 
 SEQUENCE_LENGTH = 200
@@ -29,24 +33,23 @@ ENTITY_TIMESTAMP = "event_timestamp"
 # the number of active entities (and max_length per active user), not by the days' sizes.
 BATCH_ROWS = 1_000_000
 
-_RATING_CODES = [code for name, code in OUTCOME_CODE.items() if name.startswith("rating_")]
-_IMPRESSION, _HIDE = OUTCOME_CODE["impression"], OUTCOME_CODE["hide"]
 _HISTORY_COLUMNS = ["user_id", "item_id", "surface", "outcome", "event_ts"]
+HISTORY_COLUMNS = _HISTORY_COLUMNS
 
 
 def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
     return pc.index_in(values, value_set=pa.array(vocabulary)).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+def _columns(batch: pa.RecordBatch, codes: EventCodes) -> dict[str, np.ndarray]:
     """A batch of event rows as numpy arrays: ids, outcome/surface codes, ts in microseconds."""
     out = {}
     for name in batch.schema.names:
         col = batch.column(name)
         if name == "outcome":
-            out[name] = _codes(col, OUTCOMES)
+            out[name] = _codes(col, codes.outcomes)
         elif name == "surface":
-            out[name] = _codes(col, SURFACES)
+            out[name] = _codes(col, codes.surfaces)
         elif name == "event_ts":
             out[name] = col.cast(pa.int64()).to_numpy(zero_copy_only=False)
         else:
@@ -54,30 +57,39 @@ def _columns(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     return out
 
 
-def _history(table: EventTable, day: date, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+def _history(table: EventTable, day: date, columns: list[str], codes: EventCodes) -> Iterator[dict[str, np.ndarray]]:
     """Every ingested day <= `day`, streamed in ingestion order, as `_columns` batches."""
     days = [d for d in table.days() if d <= day]
     for batch in table.iter_batches(days, columns, BATCH_ROWS):
-        yield _columns(batch)
+        yield _columns(batch, codes)
 
 
-def _frame_batches(events: pd.DataFrame) -> Iterator[dict[str, np.ndarray]]:
+def _frame_batches(events: pd.DataFrame, codes: EventCodes) -> Iterator[dict[str, np.ndarray]]:
     """An in-memory event frame as one `_columns` batch."""
     cols = [c for c in _HISTORY_COLUMNS if c in events.columns]
     frame = events[cols].copy()
     if "event_ts" in frame:
         frame["event_ts"] = frame["event_ts"].astype(TIMESTAMP_DTYPE)
-    yield _columns(pa.RecordBatch.from_pandas(frame, preserve_index=False))
+    yield _columns(pa.RecordBatch.from_pandas(frame, preserve_index=False), codes)
 
 
-def _active_ids(table: EventTable, day: date) -> tuple[np.ndarray, np.ndarray]:
-    """(users with an engagement on `day`, items with any event on `day`), sorted, streamed."""
+def _active_in(batches: Iterable[pa.RecordBatch], codes: EventCodes) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an event other than an impression, items with any event) in `batches`, sorted."""
     users, items = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for batch in table.iter_batches([day], ["user_id", "item_id", "outcome"], BATCH_ROWS):
-        cols = _columns(batch)
-        users = np.union1d(users, np.unique(cols["user_id"][cols["outcome"] != _IMPRESSION]))
+    for batch in batches:
+        cols = _columns(batch, codes)
+        users = np.union1d(users, np.unique(cols["user_id"][cols["outcome"] != codes.impression_code]))
         items = np.union1d(items, np.unique(cols["item_id"]))
     return users, items
+
+
+ACTIVE_COLUMNS = ["user_id", "item_id", "outcome"]
+
+
+def _active_ids(table: EventTable, day: date, codes: EventCodes) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an event other than an impression on `day`, items with any event on `day`),
+    sorted, streamed."""
+    return _active_in(table.iter_batches([day], ACTIVE_COLUMNS, BATCH_ROWS), codes)
 
 
 def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,62 +104,91 @@ def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, 
 class _LastEngagements:
     """Each active user's last `max_length` engagements, merged batch by batch.
 
-    Rows arrive in ingestion order; they are buffered and, when the buffer outgrows the kept
-    rows (or `BATCH_ROWS`), merged: stable sort by (user, time), keep each user's last
-    `max_length`. Stable sorting of kept-then-new rows equals one stable sort of everything,
-    so ties in time keep ingestion order. Memory: max_length per active user plus the buffer.
+    Rows arrive in ingestion order; they are buffered and, every `BATCH_ROWS` buffered rows,
+    merged: stable sort by (user, time), keep each user's last `max_length`. Stable sorting of
+    kept-then-new rows equals one stable sort of everything, so ties in time keep ingestion
+    order. Rows are held compactly (the user as its position among the active users, int32;
+    surface and outcome codes as int8: 22 bytes a row), and a merge builds one column at a
+    time. Memory: max_length per active user (at most users x max_length rows, whatever the
+    day's size) plus the buffer and one merge's working arrays, all bounded by `BATCH_ROWS`
+    and the active users.
     """
 
-    _FIELDS = ("user_id", "item_id", "surface", "outcome", "event_ts")
+    _FIELDS = {"user": np.int32, "item_id": np.int64, "surface": np.int8, "outcome": np.int8, "event_ts": np.int64}
 
-    def __init__(self, users: np.ndarray, max_length: int):
-        self.users, self.max_length = users, max_length
-        self.kept = {f: np.zeros(0, np.int64) for f in self._FIELDS}
+    def __init__(self, users: np.ndarray, max_length: int, impression_code: int):
+        self.users, self.max_length, self.impression_code = users, max_length, impression_code
+        self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
-        found, _ = _member_index(cols["user_id"], self.users)
-        mask = found & (cols["outcome"] != _IMPRESSION)
-        if mask.any():
-            self.pending.append({f: cols[f][mask] for f in self._FIELDS})
-            self.pending_rows += int(mask.sum())
-        if self.pending_rows >= max(BATCH_ROWS, len(self.kept["user_id"])):
+        found, pos = _member_index(cols["user_id"], self.users)
+        engaged = cols["outcome"][found] != self.impression_code
+        if engaged.any():
+            rows = np.flatnonzero(found)[engaged]
+            self.pending.append({"user": pos[engaged].astype(np.int32),
+                                 **{f: cols[f][rows].astype(t) for f, t in self._FIELDS.items() if f != "user"}})
+            self.pending_rows += len(rows)
+        if self.pending_rows >= BATCH_ROWS:
             self._merge()
 
     def _merge(self) -> None:
         if not self.pending:
             return
-        rows = {f: np.concatenate([self.kept[f]] + [p[f] for p in self.pending]) for f in self._FIELDS}
+        parts = [self.kept, *self.pending]
         self.pending, self.pending_rows = [], 0
-        order = np.lexsort((rows["event_ts"], rows["user_id"]))  # stable
-        rows = {f: v[order] for f, v in rows.items()}
-        user = rows["user_id"]
-        last_of_user = np.r_[user[1:] != user[:-1], True] if len(user) else np.zeros(0, bool)
-        ends = np.flatnonzero(last_of_user)
-        group_end = np.repeat(ends, np.diff(np.r_[-1, ends]))
-        keep = group_end - np.arange(len(user)) < self.max_length
-        self.kept = {f: v[keep] for f, v in rows.items()}
+        user = np.concatenate([p["user"] for p in parts])
+        order = np.lexsort((np.concatenate([p["event_ts"] for p in parts]), user))  # stable
+        user = user[order]
+        # keep a row when fewer than max_length rows of its user follow it
+        counts = np.bincount(user, minlength=len(self.users))
+        group_end = np.repeat(np.cumsum(counts), counts)  # one past each row's user's last row
+        keep = order[group_end - np.arange(len(user)) <= self.max_length]
+        del user, order, group_end
+        kept = {}
+        for f in self._FIELDS:  # one column at a time: concatenated, picked, the parts released
+            kept[f] = np.concatenate([p[f] for p in parts])[keep]
+            for p in parts:
+                p[f] = None
+        self.kept = kept
+
+    @classmethod
+    def combine(cls, parts: list[_LastEngagements]) -> _LastEngagements:
+        """One accumulator of parts fed with consecutive stretches of the rows, given in row
+        order: a row a part dropped has `max_length` later rows of its user in that part, so it
+        is not among the last `max_length` of all rows either; merging the parts' kept rows in
+        order (a stable sort) gives what one accumulator fed with every row gives."""
+        out = cls(parts[0].users, parts[0].max_length, parts[0].impression_code)
+        for part in parts:
+            part._merge()
+            out.pending.append(part.kept)
+            out.pending_rows += len(part.kept["user"])
+        out._merge()
+        return out
 
     def table(self) -> pd.DataFrame:
+        """The user_sequence table (consumes the accumulator: its rows become the table's lists)."""
         self._merge()
         k = self.kept
-        if len(k["user_id"]) == 0:
+        if len(k["user"]) == 0:
             return _empty_user_sequence()
-        users, starts, counts = np.unique(k["user_id"], return_index=True, return_counts=True)
+        positions, starts, counts = np.unique(k["user"], return_index=True, return_counts=True)
         bounds = starts[1:]
 
-        def lists(values: np.ndarray) -> list[list[int]]:
-            return [part.tolist() for part in np.split(values, bounds)]
+        def lists(field: str) -> list[list[int]]:
+            values = k.pop(field)  # each column released once it is lists (they are the table's memory)
+            return [part.tolist() for part in np.split(values.astype(np.int64), bounds)]
 
         last_ts = k["event_ts"][starts + counts - 1]
+        user_ids = self.users[positions].astype(np.int64)
+        self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}  # what is left of `k` goes with it
+        columns = {name: lists(field) for name, field in (("seq_item_ids", "item_id"), ("seq_outcomes", "outcome"),
+                                                          ("seq_surfaces", "surface"), ("seq_timestamps_us", "event_ts"))}
         return pd.DataFrame(
             {
-                "user_id": users.astype(np.int64),
-                "seq_item_ids": lists(k["item_id"]),
-                "seq_outcomes": lists(k["outcome"]),
-                "seq_surfaces": lists(k["surface"]),
-                "seq_timestamps_us": lists(k["event_ts"]),
+                "user_id": user_ids,
+                **columns,
                 "seq_length": counts.astype(np.int64),
                 ENTITY_TIMESTAMP: pd.to_datetime(last_ts, unit="us", utc=True).astype(TIMESTAMP_DTYPE),
             }
@@ -158,12 +199,12 @@ class _ItemCounts:
     """Cumulative per-item outcome counts, per-surface counts, first and last event time, for
     the active items, summed batch by batch (memory: a few numbers per active item)."""
 
-    def __init__(self, items: np.ndarray):
-        self.items = items
+    def __init__(self, items: np.ndarray, codes: EventCodes):
+        self.items, self.codes = items, codes
         n = len(items)
-        self.outcome = np.zeros((n, len(OUTCOMES)), np.int64)
-        self.surface_impressions = np.zeros((n, len(SURFACES)), np.int64)
-        self.surface_engagements = np.zeros((n, len(SURFACES)), np.int64)
+        self.outcome = np.zeros((n, len(codes.outcomes)), np.int64)
+        self.surface_impressions = np.zeros((n, len(codes.surfaces)), np.int64)
+        self.surface_engagements = np.zeros((n, len(codes.surfaces)), np.int64)
         self.first = np.full(n, np.iinfo(np.int64).max)
         self.last = np.full(n, np.iinfo(np.int64).min)
         self.seen = np.zeros(n, bool)
@@ -172,43 +213,48 @@ class _ItemCounts:
         found, pos = _member_index(cols["item_id"], self.items)
         if not found.any():
             return
-        n = len(self.items)
+        n, n_outcomes, n_surfaces = len(self.items), len(self.codes.outcomes), len(self.codes.surfaces)
         outcome, surface, ts = cols["outcome"][found], cols["surface"][found], cols["event_ts"][found]
-        self.outcome += np.bincount(pos * len(OUTCOMES) + outcome, minlength=n * len(OUTCOMES)).reshape(n, -1)
-        per_surface = pos * len(SURFACES) + surface
-        impression = outcome == _IMPRESSION
-        engaged = ~impression & (outcome != _HIDE)
-        self.surface_impressions += np.bincount(per_surface[impression], minlength=n * len(SURFACES)).reshape(n, -1)
-        self.surface_engagements += np.bincount(per_surface[engaged], minlength=n * len(SURFACES)).reshape(n, -1)
+        self.outcome += np.bincount(pos * n_outcomes + outcome, minlength=n * n_outcomes).reshape(n, -1)
+        per_surface = pos * n_surfaces + surface
+        impression = outcome == self.codes.impression_code
+        engaged = np.isin(outcome, self.codes.engaged_codes)
+        self.surface_impressions += np.bincount(per_surface[impression], minlength=n * n_surfaces).reshape(n, -1)
+        self.surface_engagements += np.bincount(per_surface[engaged], minlength=n * n_surfaces).reshape(n, -1)
         np.minimum.at(self.first, pos, ts)
         np.maximum.at(self.last, pos, ts)
         self.seen[pos] = True
+
+    @classmethod
+    def combine(cls, parts: list[_ItemCounts]) -> _ItemCounts:
+        """One accumulator of parts fed with any split of the rows (sums, min, max: exact)."""
+        out = cls(parts[0].items, parts[0].codes)
+        for part in parts:
+            out.outcome += part.outcome
+            out.surface_impressions += part.surface_impressions
+            out.surface_engagements += part.surface_engagements
+            np.minimum(out.first, part.first, out=out.first)
+            np.maximum(out.last, part.last, out=out.last)
+            out.seen |= part.seen
+        return out
 
     def _stamp(self) -> pd.Series:
         return pd.Series(pd.to_datetime(self.last[self.seen], unit="us", utc=True)).astype(TIMESTAMP_DTYPE)
 
     def item_stats(self) -> pd.DataFrame:
         o, seen = self.outcome[self.seen], self.seen
-        ratings = o[:, _RATING_CODES].sum(axis=1)
-        clicks, saves = o[:, OUTCOME_CODE["click"]], o[:, OUTCOME_CODE["save"]]
-        return pd.DataFrame(
-            {
-                "item_id": self.items[seen].astype(np.int64),
-                "impressions": o[:, _IMPRESSION],
-                "clicks": clicks,
-                "saves": saves,
-                "hides": o[:, _HIDE],
-                "ratings": ratings,
-                "engagements": clicks + saves + ratings,
-                "first_seen_us": self.first[seen],
-                ENTITY_TIMESTAMP: self._stamp(),
-            }
-        )
+        out = {"item_id": self.items[seen].astype(np.int64)}
+        for column, codes in self.codes.item_count_columns().items():
+            out[column] = o[:, codes].sum(axis=1) if len(codes) > 1 else o[:, codes[0]]
+        out["engagements"] = o[:, self.codes.engaged_codes].sum(axis=1)
+        out["first_seen_us"] = self.first[seen]
+        out[ENTITY_TIMESTAMP] = self._stamp()
+        return pd.DataFrame(out)
 
     def item_surface_stats(self) -> pd.DataFrame:
         seen = self.seen
         out = {"item_id": self.items[seen].astype(np.int64)}
-        for code, surface in enumerate(SURFACES):
+        for code, surface in enumerate(self.codes.surfaces):
             imp = self.surface_impressions[seen, code]
             eng = self.surface_engagements[seen, code]
             out[f"{surface}_impressions"] = imp
@@ -218,22 +264,33 @@ class _ItemCounts:
         return pd.DataFrame(out)
 
 
+def feature_tables_of(sequences: _LastEngagements, counts: _ItemCounts) -> dict[str, pd.DataFrame]:
+    """The three tables, keyed by Feast feature view name, from the fed accumulators."""
+    return {
+        "user_sequence": sequences.table(),
+        "item_stats": counts.item_stats(),
+        "item_surface_stats": counts.item_surface_stats(),
+    }
+
+
 def _feed(batches: Iterable[dict[str, np.ndarray]], *consumers) -> None:
     for cols in batches:
         for consumer in consumers:
             consumer.add(cols)
 
 
-def user_sequence_table(table: EventTable, day: date, max_length: int = SEQUENCE_LENGTH) -> pd.DataFrame:
+def user_sequence_table(table: EventTable, day: date, max_length: int = SEQUENCE_LENGTH,
+                        codes: EventCodes = BUILTIN_CODES) -> pd.DataFrame:
     """Per user with an engagement on `day`: the last `max_length` engagements up to that day.
 
-    Engagements are every event but impressions (hides included: negative feedback is signal).
-    Ties in time keep ingestion order (stable sort). Streams the event table (`BATCH_ROWS`).
+    Engagements here are every event but impressions (negatives included: negative feedback is
+    signal; the model's input keeps the engaged outcomes only). Ties in time keep ingestion order
+    (stable sort). Streams the event table (`BATCH_ROWS`).
     """
-    users, _ = _active_ids(table, day)
-    sequences = _LastEngagements(users, max_length)
+    users, _ = _active_ids(table, day, codes)
+    sequences = _LastEngagements(users, max_length, codes.impression_code)
     if len(users):
-        _feed(_history(table, day, ["user_id", "item_id", "surface", "outcome", "event_ts"]), sequences)
+        _feed(_history(table, day, ["user_id", "item_id", "surface", "outcome", "event_ts"], codes), sequences)
     return sequences.table()
 
 
@@ -251,38 +308,38 @@ def _empty_user_sequence() -> pd.DataFrame:
     )
 
 
-def _item_counts(table: EventTable, day: date, history: pd.DataFrame | None) -> _ItemCounts:
+def _item_counts(table: EventTable, day: date, history: pd.DataFrame | None, codes: EventCodes) -> _ItemCounts:
     if history is not None:  # the caller's events: every item in them
-        counts = _ItemCounts(np.unique(history["item_id"].to_numpy()).astype(np.int64))
-        _feed(_frame_batches(history), counts)
+        counts = _ItemCounts(np.unique(history["item_id"].to_numpy()).astype(np.int64), codes)
+        _feed(_frame_batches(history, codes), counts)
         return counts
-    _, items = _active_ids(table, day)
-    counts = _ItemCounts(items)
+    _, items = _active_ids(table, day, codes)
+    counts = _ItemCounts(items, codes)
     if len(items):
-        _feed(_history(table, day, ["item_id", "surface", "outcome", "event_ts"]), counts)
+        _feed(_history(table, day, ["item_id", "surface", "outcome", "event_ts"], codes), counts)
     return counts
 
 
-def item_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per item seen on `day`: cumulative counts by outcome up to that day, and first-seen time.
-    `history`: the items' events up to `day`, if already in memory (else streamed)."""
-    return _item_counts(table, day, history).item_stats()
+def item_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None,
+                     codes: EventCodes = BUILTIN_CODES) -> pd.DataFrame:
+    """Per item seen on `day`: cumulative counts by outcome family up to that day, engagements,
+    and first-seen time. `history`: the items' events up to `day`, if already in memory (else
+    streamed)."""
+    return _item_counts(table, day, history, codes).item_stats()
 
 
-def item_surface_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per item seen on `day`: cumulative impressions, engagements and their rate per surface."""
-    return _item_counts(table, day, history).item_surface_stats()
+def item_surface_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None,
+                             codes: EventCodes = BUILTIN_CODES) -> pd.DataFrame:
+    """Per item seen on `day`: cumulative impressions, engagements and their rate per surface
+    (impressions 0 when the vocabulary has no impression outcome)."""
+    return _item_counts(table, day, history, codes).item_surface_stats()
 
 
-def day_feature_tables(table: EventTable, day: date) -> dict[str, pd.DataFrame]:
+def day_feature_tables(table: EventTable, day: date, codes: EventCodes = BUILTIN_CODES) -> dict[str, pd.DataFrame]:
     """All three offline tables of `day`, keyed by Feast feature view name, from one streamed
     pass over the event table up to `day` (memory bounded by `BATCH_ROWS` and active entities)."""
-    users, items = _active_ids(table, day)
-    sequences, counts = _LastEngagements(users, SEQUENCE_LENGTH), _ItemCounts(items)
+    users, items = _active_ids(table, day, codes)
+    sequences, counts = _LastEngagements(users, SEQUENCE_LENGTH, codes.impression_code), _ItemCounts(items, codes)
     if len(users) or len(items):
-        _feed(_history(table, day, _HISTORY_COLUMNS), sequences, counts)
-    return {
-        "user_sequence": sequences.table(),
-        "item_stats": counts.item_stats(),
-        "item_surface_stats": counts.item_surface_stats(),
-    }
+        _feed(_history(table, day, _HISTORY_COLUMNS, codes), sequences, counts)
+    return feature_tables_of(sequences, counts)

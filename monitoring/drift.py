@@ -9,6 +9,7 @@ Two standard divergences over the outcome distribution of each surface:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 
@@ -22,19 +23,21 @@ from events.table import EventTable
 EPS = 1e-6  # floor for empty outcome buckets, so PSI and logs stay finite
 
 
-def outcome_counts(table: EventTable, days: list[date], exclude: tuple[str, ...] = ("impression",)) -> pd.DataFrame:
+def outcome_counts(table: EventTable, days: list[date], exclude: tuple[str, ...] = ("impression",),
+                   outcomes: Sequence[str] = OUTCOMES) -> pd.DataFrame:
     """Event counts per (surface, outcome) over `days`: a frame indexed by surface, one column per
-    outcome in contract order.
+    outcome of `outcomes` (the vocabulary's `drift` outcomes; default the built-in data's, in
+    code order) not in `exclude`.
 
     Impressions are excluded by default: they are ~90% of a surface's rows, and the mix that moves
     when behaviour changes is that of the engagements (a save rate halving moves the all-outcome
     PSI by ~0.02 but the engagement-mix PSI by ~0.17 on the simulator)."""
     files = [str(table.events_path(d)) for d in days if table.events_path(d).exists()]
     if not files:
-        return pd.DataFrame(columns=[o for o in OUTCOMES if o not in exclude], dtype="int64")
+        return pd.DataFrame(columns=[o for o in outcomes if o not in exclude], dtype="int64")
     df = ds.dataset(files, format="parquet").to_table(columns=["surface", "outcome"]).to_pandas()
     counts = df.groupby(["surface", "outcome"]).size().unstack("outcome", fill_value=0)
-    keep = [o for o in OUTCOMES if o not in exclude]
+    keep = [o for o in outcomes if o not in exclude]
     return counts.reindex(columns=keep, fill_value=0).astype("int64")
 
 

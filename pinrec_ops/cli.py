@@ -48,11 +48,19 @@ class CliError(Exception):
     """A problem the operator can fix, reported as one line and exit code 1."""
 
 
-def _use_source(source: str) -> None:
-    """Select the source for this process before the code location is loaded (it reads the
-    environment once)."""
+def _use_source(source: str, args: argparse.Namespace | None = None) -> None:
+    """Select the source (and `--events`, `--vocabulary`) for this process before the code
+    location is loaded (it reads the environment once)."""
     os.environ["PINREC_SOURCE"] = source
     os.environ.setdefault("DAGSTER_HOME", str(VAR_DIR / "dagster_home"))
+    events = getattr(args, "events", None)
+    if events:
+        if source != "parquet":
+            raise CliError(f"--events reads a parquet log: use it with --source parquet (not {source})")
+        os.environ["PINREC_PARQUET_LOCATION"] = events if events.startswith("s3://") else os.path.abspath(events)
+    vocabulary = getattr(args, "vocabulary", None)
+    if vocabulary:
+        os.environ["PINREC_VOCABULARY"] = os.path.abspath(vocabulary)
 
 
 def _settings():
@@ -117,7 +125,6 @@ def run_day(instance, job: str, day: date, what: str, *, assets: list[str] | Non
 def _print_lookup(settings, user_id: int | None) -> None:
     import pandas as pd
 
-    from events.contract import OUTCOMES
     from feature_pipeline.store import FeastSettings, online_user_sequences, open_store
 
     feast = FeastSettings(data_dir=settings.data_dir / "feast", config_file=settings.feast_config)
@@ -146,12 +153,14 @@ def _print_lookup(settings, user_id: int | None) -> None:
     print("  last items (newest last):")
     for item, outcome, ts in list(zip(items, row["seq_outcomes"], row["seq_timestamps_us"]))[-5:]:
         when = pd.Timestamp(ts, unit="us", tz="UTC").strftime("%Y-%m-%d %H:%M")
-        print(f"    {when}  {OUTCOMES[outcome]:<9} item {item:>6}  {titles.get(item, '')}")
+        name = settings.vocabulary.codes.outcomes[outcome]
+        print(f"    {when}  {name:<9} item {item:>6}  {titles.get(item, '')}")
 
 
 def lifecycle_summary(settings, day: date, registry) -> dict:
-    """Per surface: champion version, the canary's recall@100 of candidate and previous champion,
-    the verdict; also written to var/<source>/summary.json by the main command."""
+    """Per surface: champion version, the canary's recall@100 of candidate and previous champion
+    on the held-out day, the popularity baseline's recall@100 on the same day and users, the
+    verdict; also written to var/<source>/summary.json by the main command."""
     from pinrec_ops.defs.state import LifecycleState
 
     state = LifecycleState(settings.data_dir / "lifecycle")
@@ -169,42 +178,83 @@ def lifecycle_summary(settings, day: date, registry) -> dict:
             "candidate": canary["candidate"],
             "recall@100": metrics["candidate"].get("recall@100"),
             "previous_champion_recall@100": metrics.get("champion", {}).get("recall@100"),
+            "popularity_recall@100": canary.get("popularity", {}).get("recall@100"),
+            "outcomes_measured": canary.get("outcomes"),
             "canary": "passed" if canary.get("passed") else "failed",
             "reasons": canary.get("reasons", []),
         })
         surfaces[surface] = entry
-    return {"source": settings.source, "day": day.isoformat(), "surfaces": surfaces}
+    return {"source": settings.source, "day": day.isoformat(), "vocabulary": settings.vocabulary.label,
+            "surfaces": surfaces}
 
 
 def _print_summary(summary: dict) -> None:
-    print(f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'prev champ':>10} {'canary':<8} note")
+    def figure(value) -> str:
+        return f"{value:>10.4f}" if value is not None else f"{'-':>10}"
+
+    print(f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'popularity':>10} {'prev champ':>10} "
+          f"{'canary':<8} note")
     for surface, e in summary["surfaces"].items():
         if "canary" not in e:
-            print(f"{surface:<10} {str(e['champion']):<28} {'-':>10} {'-':>10} {'-':<8} {e.get('note', '')}")
+            print(f"{surface:<10} {str(e['champion']):<28} {'-':>10} {'-':>10} {'-':>10} {'-':<8} {e.get('note', '')}")
             continue
         prev = e["previous_champion_recall@100"]
         note = "; ".join(e["reasons"]) or ("bootstrapped" if prev is None else "")
-        print(f"{surface:<10} {str(e['champion']):<28} {e['recall@100'] or float('nan'):>10.4f} "
-              f"{prev if prev is not None else float('nan'):>10.4f} {e['canary']:<8} {note}")
+        print(f"{surface:<10} {str(e['champion']):<28} {figure(e['recall@100'])} {figure(e.get('popularity_recall@100'))} "
+              f"{figure(prev)} {e['canary']:<8} {note}")
+
+
+def _log_days(settings) -> list[date]:
+    """The days a parquet log has (its `{date}` files, else its rows' days)."""
+    from events.sources import ParquetSource
+
+    if not settings.parquet_location:
+        raise CliError("the parquet source needs the log: --events PATH (a folder of parquet files, a file, or a "
+                       "pattern with {date}) or PINREC_PARQUET_LOCATION")
+    if settings.parquet_location.startswith("s3://"):
+        return []  # the span comes from PINREC_START_DATE / PINREC_END_DATE
+    try:
+        return ParquetSource(settings.parquet_location).event_days()
+    except (ValueError, OSError) as exc:
+        raise CliError(f"cannot read the log {settings.parquet_location}: {exc}") from None
+
+
+def lifecycle_window(args: argparse.Namespace, settings) -> tuple[date, date]:
+    """The days the main command runs: from --start (default: the source's first day) for --days
+    days (default: the simulated world's whole span, 35 days of MovieLens); for a parquet log
+    without --start, its newest --days days (default 35)."""
+    end_date = settings.end_date
+    if args.source == "parquet" and end_date is None:
+        days = _log_days(settings)
+        if not days:
+            raise CliError(f"no events in the log {settings.parquet_location} (set PINREC_END_DATE for an S3 log)")
+        end_date = days[-1]
+    if end_date is None:
+        raise CliError(f"the {args.source} source has no known last day: set PINREC_END_DATE (YYYY-MM-DD)")
+    if args.source == "parquet" and args.start is None:
+        end = end_date
+        start = max(settings.start_date, end - timedelta(days=(args.days or 35) - 1))
+        return start, end
+    start = args.start or settings.start_date
+    if start < settings.start_date:
+        raise CliError(f"--start {start} is before the source's first day {settings.start_date}")
+    # the simulated world is made to be run whole; real data defaults to its first 35 days
+    days = args.days or ((end_date - start).days + 1 if args.source == "simulated" else 35)
+    end = min(start + timedelta(days=days - 1), end_date)
+    if end < start:
+        raise CliError(f"--start {start} is after the source's last day {end_date}")
+    return start, end
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     from devstack.seaweedfs import SeaweedFS, write_env_file
 
-    _use_source(args.source)
+    _use_source(args.source, args)
     settings = _settings()
-    start = args.start or settings.start_date
-    if start < settings.start_date:
-        raise CliError(f"--start {start} is before the source's first day {settings.start_date}")
-    if settings.end_date is None:
-        raise CliError(f"the {args.source} source has no known last day: set PINREC_END_DATE (YYYY-MM-DD)")
-    # the simulated world is made to be run whole; real data defaults to its first 35 days
-    days = args.days or ((settings.end_date - start).days + 1 if args.source == "simulated" else 35)
-    end = min(start + timedelta(days=days - 1), settings.end_date)
-    if end < start:
-        raise CliError(f"--start {start} is after the source's last day {settings.end_date}")
+    start, end = lifecycle_window(args, settings)
     t0 = time.monotonic()
-    print(f"pinrec-ops lifecycle: source {args.source}, days {start} .. {end}, surfaces {', '.join(settings.surfaces)}")
+    print(f"pinrec-ops lifecycle: source {args.source}, days {start} .. {end}, surfaces {', '.join(settings.surfaces)}, "
+          f"vocabulary {settings.vocabulary.label}")
     ok = True
     with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
         write_env_file(S3_ENV_FILE, s3.env())
@@ -253,7 +303,7 @@ def _report(settings, start: date, end: date, s3, *, data_only: bool) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    _use_source(args.source)
+    _use_source(args.source, args)
     settings = _settings()
     if args.to < args.from_:
         raise CliError(f"--to {args.to} is before --from {args.from_}")
@@ -335,7 +385,7 @@ def _play_live(args: argparse.Namespace, settings, arms) -> None:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    _use_source(args.source)
+    _use_source(args.source, args)
     _print_lookup(_settings(), args.user)
     return 0
 
@@ -347,7 +397,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if args.live:
         os.environ.update(live_environment(args))
         args.source = "simulated"
-    _use_source(args.source)
+    _use_source(args.source, args)
     _settings()
     from pinrec_ops.runs import dagster_home
 
@@ -381,10 +431,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--source", default=default_source, choices=SOURCE_NAMES,
                        help=f"event source (default: $PINREC_SOURCE or simulated; {', '.join(SOURCE_NAMES)})")
 
+    def log_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--events", help="the parquet log (with --source parquet): a folder of parquet files, a file, "
+                                        "or a pattern with {date} (e.g. logs/date={date}/events.parquet)")
+        p.add_argument("--vocabulary", help="the log's vocabulary (YAML; default $PINREC_VOCABULARY, else the "
+                                            "source's shipped file in events/vocabularies/)")
+
     life = sub.add_parser("lifecycle", help="run the whole lifecycle on the embedded default")
     source_option(life)
     life.add_argument("--days", type=positive_int,
-                      help="number of day partitions to run (default: the simulated world's 14 days; 35 for other sources)")
+                      help="number of day partitions to run (default: the simulated world's 14 days; 35 for other "
+                           "sources; a parquet log's newest days unless --start)")
+    log_options(life)
     life.add_argument("--data-only", action="store_true", help="ingest and features only; no training or publication")
     life.add_argument("--start", type=iso_date, help="first day (YYYY-MM-DD); default: the source's first day")
     life.set_defaults(func=cmd_lifecycle)
@@ -398,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--to", type=iso_date, required=True, help="last day, inclusive (YYYY-MM-DD)")
     back.add_argument("--job", choices=("nightly_refresh", "retrain"), default="nightly_refresh")
     back.add_argument("--data-only", action="store_true", help="only ingest, features and online store")
+    log_options(back)
     back.set_defaults(func=cmd_backfill)
 
     live = sub.add_parser("live", help="the closed loop: the world reacts to what the system serves, day by day",
@@ -419,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     look = sub.add_parser("lookup", help="print a user's online features")
     source_option(look)
     look.add_argument("--user", type=int, help="user id (default: the longest sequence of the newest day)")
+    log_options(look)
     look.set_defaults(func=cmd_lookup)
 
     ui = sub.add_parser("ui", help="start the embedded S3 server and the Dagster UI with its daemon")
@@ -426,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--live", action="store_true", help="the closed loop's code location and data (var/live)")
+    log_options(ui)
     ui.set_defaults(func=cmd_ui)
     return parser
 

@@ -49,22 +49,42 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Summary,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.contract import MAX_ID, OUTCOMES, SURFACES
 from serving.encoder_state import ENCODE_KINDS
-from serving.service import FeatureReader, Pending, RetrievalService, Served, ServingConfig
+from serving.service import (
+    FeatureReader,
+    Pending,
+    RetrievalService,
+    Served,
+    ServingConfig,
+)
 from serving.versions import VersionManager
 
 log = logging.getLogger("serving.app")
@@ -123,59 +143,74 @@ class FeastFeatures:
 # -- request / response models ----------------------------------------------------------------
 
 
-def _known_surface(v: str) -> str:
-    if v not in SURFACES:
-        raise ValueError(f"unknown surface {v!r}; known: {list(SURFACES)}")
-    return v
+@dataclass(frozen=True)
+class RequestModels:
+    """The request models of one service: their surface and outcome names are the deployment's
+    vocabulary, listed as enums in the OpenAPI spec and checked with a reason that names them."""
+
+    RecentEvent: type[BaseModel]
+    RetrieveRequest: type[BaseModel]
 
 
-KnownSurface = Annotated[str, AfterValidator(_known_surface)]  # every request model's surface field
+def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES) -> RequestModels:
+    surfaces, outcomes = list(surfaces), list(outcomes)
 
-
-class RecentEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    item_id: int = Field(ge=0, le=MAX_ID)
-    outcome: str = Field(description=f"one of {list(OUTCOMES)}")
-    surface: KnownSurface | None = Field(default=None, description="default: the request's surface")
-    timestamp_us: int = Field(ge=0, le=2**62, description="UTC microseconds since the epoch")
-
-    @field_validator("outcome")
-    @classmethod
-    def _known_outcome(cls, v: str) -> str:
-        if v not in OUTCOMES:
-            raise ValueError(f"unknown outcome {v!r}; known: {list(OUTCOMES)}")
+    def _known_surface(v: str) -> str:
+        if v not in surfaces:
+            raise ValueError(f"unknown surface {v!r}; known: {surfaces}")
         return v
 
+    # every request model's surface field; the OpenAPI spec lists the names
+    KnownSurface = Annotated[str, AfterValidator(_known_surface), WithJsonSchema({"type": "string", "enum": surfaces})]
+    OutcomeName = Annotated[str, WithJsonSchema({"type": "string", "enum": outcomes})]
 
+    class RecentEvent(BaseModel):
+        model_config = ConfigDict(extra="forbid")
 
-class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+        item_id: int = Field(ge=0, le=MAX_ID)
+        outcome: OutcomeName = Field(description=f"one of {outcomes}")
+        surface: KnownSurface | None = Field(default=None, description="default: the request's surface")
+        timestamp_us: int = Field(ge=0, le=2**62, description="UTC microseconds since the epoch")
 
-    user_id: int = Field(ge=0, le=MAX_ID)
-    surface: KnownSurface = Field(description=f"one of {list(SURFACES)}")
-    k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
-    outcome_weights: dict[str, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
-        default=None, description=f"outcome -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least one > 0; "
-                                  "only the ratios count (default: the version's weights)")
-    recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
-
-
-    @field_validator("outcome_weights")
-    @classmethod
-    def _valid_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        if v is None:
+        @field_validator("outcome")
+        @classmethod
+        def _known_outcome(cls, v: str) -> str:
+            if v not in outcomes:
+                raise ValueError(f"unknown outcome {v!r}; known: {outcomes}")
             return v
-        unknown = sorted(set(v) - set(OUTCOMES))
-        if unknown:
-            raise ValueError(f"unknown outcome(s) {unknown}; known: {list(OUTCOMES)}")
-        bad = {o: w for o, w in v.items() if not math.isfinite(w) or w < 0}
-        if bad:
-            raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
-        if not any(w > 0 for w in v.values()):
-            raise ValueError("at least one outcome weight must be > 0")
-        total = sum(v.values())  # <= 9 * MAX_OUTCOME_WEIGHT: finite
-        return {o: w / total for o, w in v.items()}  # normalised: the shares sum to 1
+
+    class RetrieveRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        user_id: int = Field(ge=0, le=MAX_ID)
+        surface: KnownSurface = Field(description=f"one of {surfaces}")
+        k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
+        outcome_weights: dict[OutcomeName, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
+            default=None, description=f"outcome -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least one > 0; "
+                                      "only the ratios count (default: the version's weights)")
+        recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
+
+        @field_validator("outcome_weights")
+        @classmethod
+        def _valid_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+            if v is None:
+                return v
+            unknown = sorted(set(v) - set(outcomes))
+            if unknown:
+                raise ValueError(f"unknown outcome(s) {unknown}; known: {outcomes}")
+            bad = {o: w for o, w in v.items() if not math.isfinite(w) or w < 0}
+            if bad:
+                raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
+            if not any(w > 0 for w in v.values()):
+                raise ValueError("at least one outcome weight must be > 0")
+            total = sum(v.values())  # <= len(outcomes) * MAX_OUTCOME_WEIGHT: finite
+            return {o: w / total for o, w in v.items()}  # normalised: the shares sum to 1
+
+    return RequestModels(RecentEvent, RetrieveRequest)
+
+
+_BUILTIN_MODELS = request_models()
+RecentEvent, RetrieveRequest = _BUILTIN_MODELS.RecentEvent, _BUILTIN_MODELS.RetrieveRequest  # the built-in vocabulary's
 
 
 class CandidateOut(BaseModel):
@@ -375,12 +410,15 @@ def _settle(future: asyncio.Future, result: Served | BaseException) -> None:
 def create_app(manager: VersionManager, features: FeatureReader | None = None, *,
                max_body_bytes: int = MAX_BODY_BYTES, start_polling: bool = True,
                inline: bool = False, serving: ServingConfig | None = None,
-               metrics_registry: CollectorRegistry | None = None) -> FastAPI:
+               metrics_registry: CollectorRegistry | None = None, vocabulary: Any | None = None) -> FastAPI:
     """The service. ``start_polling``: run ``manager``'s background refresh while the app runs
     (the first refresh happens in that thread, so the app answers /healthz at once).
     ``serving``: micro-batching and encoder-state settings (``ServingConfig``). ``inline``:
     serve each request on the event loop as a batch of one instead of through the micro-batcher
-    (one request at a time per process; /healthz and /readyz wait behind it)."""
+    (one request at a time per process; /healthz and /readyz wait behind it). ``vocabulary``
+    (``events.vocabulary.Vocabulary``): the surfaces and outcomes requests may name (enums in the
+    OpenAPI spec); default: the built-in data's."""
+    models = _BUILTIN_MODELS if vocabulary is None else request_models(vocabulary.surfaces, vocabulary.outcomes)
     service = RetrievalService(manager, features, serving,
                                on_feature_error=lambda n: metrics.feature_errors.inc(n))
     metrics = Metrics(manager, service, metrics_registry)
@@ -421,7 +459,7 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
 
     # -- retrieval ----------------------------------------------------------------------------
 
-    def _route(req: RetrieveRequest, request: Request) -> Pending | Response:
+    def _route(req: Any, request: Request) -> Pending | Response:
         """The version that serves this request (404 / 503 when there is none)."""
         received = time.perf_counter()
         state = manager.state(req.surface)
@@ -437,12 +475,7 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
                        "timestamp_us": e.timestamp_us} for e in req.recent_events]
         return Pending(req.user_id, req.surface, req.k, req.outcome_weights, events, loaded, role, received)
 
-    @app.post("/v1/retrieve", response_model=RetrieveResponse,
-              responses={404: {"description": "surface not served here"},
-                         413: {"description": "body too large"},
-                         422: {"description": "invalid request"},
-                         503: {"description": "no version loaded yet"}})
-    async def retrieve(req: RetrieveRequest, request: Request) -> Any:
+    async def retrieve(req: Any, request: Request) -> Any:
         pending = _route(req, request)
         if isinstance(pending, Response):
             return pending
@@ -457,6 +490,13 @@ def create_app(manager: VersionManager, features: FeatureReader | None = None, *
         log.debug("served user %s on %s by %s %s", req.user_id, req.surface, pending.role, served.version)
         return Response(served.body, media_type="application/json",
                         headers={"Server-Timing": served.server_timing, "X-Batch-Size": str(served.batch_size)})
+
+    retrieve.__annotations__["req"] = models.RetrieveRequest  # this service's vocabulary
+    app.post("/v1/retrieve", response_model=RetrieveResponse,
+             responses={404: {"description": "surface not served here"},
+                        413: {"description": "body too large"},
+                        422: {"description": "invalid request"},
+                        503: {"description": "no version loaded yet"}})(retrieve)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

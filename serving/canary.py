@@ -10,6 +10,11 @@ ANN search, merge by outcome weights). Metrics:
 - ``distinct_per_list`` and ``coverage`` (diversity);
 - ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user.
 
+Engaged outcomes are the vocabulary's (``engaged``; default the built-in data's), measured per
+outcome for ``outcomes`` (default click and save). ``evaluate_popularity`` scores the popularity
+baseline on the same users, day and protocol: the k items most engaged with in a training window,
+the user's seen items left out as serving leaves them out.
+
 `gate` turns two metric sets into a verdict: the candidate passes when no guarded metric is worse
 than the champion's by more than the tolerance, and every absolute floor is met.
 """
@@ -31,14 +36,38 @@ from training import metrics
 WARMUP_USERS = 5
 
 
-def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequence], day_events: pd.DataFrame,
-                     *, k: int = 100, outcome_weights: Mapping[str, float] | None = None,
-                     outcomes: Sequence[str] = ("click", "save")) -> dict[str, float]:
-    """Metrics of `version` on `day_events` (contract rows of the evaluation day, one surface)."""
-    engaged = day_events[day_events["outcome"].isin(ENGAGED_OUTCOMES)]
+def _futures(day_events: pd.DataFrame, engaged_outcomes: Sequence[str], outcomes: Sequence[str]
+             ) -> tuple[list[int], list[set], dict[str, list[set]]]:
+    """(users with an engagement on the day, each one's engaged items, per outcome)."""
+    engaged = day_events[day_events["outcome"].isin(list(engaged_outcomes))]
     users = sorted(set(engaged["user_id"].tolist()))
     by_user = {u: g for u, g in engaged.groupby("user_id")}
-    retrieved, future, future_by_outcome, latencies = [], [], {o: [] for o in outcomes}, []
+    future = [set(by_user[u]["item_id"].tolist()) for u in users]
+    future_by_outcome = {o: [set(by_user[u].loc[by_user[u]["outcome"] == o, "item_id"].tolist()) for u in users]
+                         for o in outcomes}
+    return users, future, future_by_outcome
+
+
+def _recall_figures(retrieved: list[list[int]], future: list[set], future_by_outcome: dict[str, list[set]],
+                    k: int, n_items: int) -> dict[str, float]:
+    users = len(retrieved)
+    out = {
+        f"recall@{k}": metrics.unordered_recall_at_k(retrieved, future, k) if users else float("nan"),
+        "distinct_per_list": metrics.distinct_items_per_list(retrieved) if users else 0.0,
+        "coverage": metrics.catalogue_coverage(retrieved, n_items) if users else 0.0,
+    }
+    for o, r in metrics.recall_by_outcome(retrieved, future_by_outcome, k).items():
+        out[f"recall@{k}/{o}"] = r
+    return out
+
+
+def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequence], day_events: pd.DataFrame,
+                     *, k: int = 100, outcome_weights: Mapping[str, float] | None = None,
+                     outcomes: Sequence[str] = ("click", "save"),
+                     engaged: Sequence[str] = tuple(sorted(ENGAGED_OUTCOMES))) -> dict[str, float]:
+    """Metrics of `version` on `day_events` (contract rows of the evaluation day, one surface)."""
+    users, future, future_by_outcome = _futures(day_events, engaged, outcomes)
+    retrieved, latencies = [], []
     for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
         version.retrieve(sequences.get(user, UserSequence.empty()), k, outcome_weights)
     for user in users:
@@ -46,21 +75,41 @@ def evaluate_version(version: LoadedVersion, sequences: Mapping[int, UserSequenc
         result = version.retrieve(seq, k, outcome_weights)
         latencies.append(sum(result.timings_ms.values()))
         retrieved.append([c.item for c in result.candidates])
-        mine = by_user[user]
-        future.append(set(mine["item_id"].tolist()))
-        for o in outcomes:
-            future_by_outcome[o].append(set(mine.loc[mine["outcome"] == o, "item_id"].tolist()))
+    figures = _recall_figures(retrieved, future, future_by_outcome, k, len(version.item_ids))
     out = {
-        f"recall@{k}": metrics.unordered_recall_at_k(retrieved, future, k) if users else float("nan"),
-        "distinct_per_list": metrics.distinct_items_per_list(retrieved) if users else 0.0,
-        "coverage": metrics.catalogue_coverage(retrieved, len(version.item_ids)) if users else 0.0,
+        f"recall@{k}": figures.pop(f"recall@{k}"),
+        "distinct_per_list": figures.pop("distinct_per_list"),
+        "coverage": figures.pop("coverage"),
         "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else 0.0,
         "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies else 0.0,
         "users": float(len(users)),
     }
-    for o, r in metrics.recall_by_outcome(retrieved, future_by_outcome, k).items():
-        out[f"recall@{k}/{o}"] = r
+    out.update(figures)
     return out
+
+
+def evaluate_popularity(train_events: pd.DataFrame, sequences: Mapping[int, UserSequence], day_events: pd.DataFrame,
+                        *, k: int = 100, outcomes: Sequence[str] = ("click", "save"),
+                        engaged: Sequence[str] = tuple(sorted(ENGAGED_OUTCOMES))) -> dict[str, float]:
+    """The popularity baseline on the same users, day and metrics as `evaluate_version`: every
+    user gets the k items engaged with most often in `train_events` (ties: the smaller item id)
+    that are not in the user's sequence (as serving drops seen items)."""
+    users, future, future_by_outcome = _futures(day_events, engaged, outcomes)
+    counts = train_events.loc[train_events["outcome"].isin(list(engaged)), "item_id"].value_counts()
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    popular = [int(item) for item, _ in ranked]
+    retrieved = []
+    for user in users:
+        seen = set(sequences.get(user, UserSequence.empty()).item_ids.tolist())
+        top = []
+        for item in popular:
+            if item not in seen:
+                top.append(item)
+                if len(top) == k:
+                    break
+        retrieved.append(top)
+    return {**_recall_figures(retrieved, future, future_by_outcome, k, max(len(popular), 1)),
+            "users": float(len(users))}
 
 
 @dataclass(frozen=True)

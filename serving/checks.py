@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from events.contract import OUTCOME_CODE, SURFACE_CODE
 from serving.encoder import UserSequence
 from serving.registry import LoadCheckError, Registry, RegistryError
 from serving.retriever import LoadedVersion
@@ -29,8 +28,9 @@ SMOKE_K = 10
 
 def _known_queries(loaded: LoadedVersion, surface: str) -> dict[str, UserSequence]:
     item = int(loaded.item_ids[0])
-    code = SURFACE_CODE.get(surface, 0)
-    one = UserSequence(np.array([item], np.int64), np.array([OUTCOME_CODE["click"]], np.int64),
+    code = loaded.codes.surface_code.get(surface, 0)
+    engaged = loaded.codes.engaged_codes[0] if loaded.codes.engaged else 0  # an input token of this model
+    one = UserSequence(np.array([item], np.int64), np.array([engaged], np.int64),
                        np.array([code], np.int64), np.array([1_700_000_000_000_000], np.int64))
     return {"cold start": UserSequence.empty(), f"one-item history ({item})": one}
 

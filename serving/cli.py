@@ -1,6 +1,6 @@
 """Operator CLI for published versions and the retrieval service.
 
-    python -m serving.cli serve --surface homefeed [--surface search] [--port 8000]
+    python -m serving.cli [--vocabulary FILE] serve --surface homefeed [--surface search] [--port 8000]
     python -m serving.cli versions SURFACE
     python -m serving.cli show SURFACE VERSION
     python -m serving.cli promote SURFACE VERSION
@@ -14,6 +14,9 @@ S3 comes from the environment (``PINREC_S3_ENDPOINT_URL``, ``PINREC_S3_BUCKET``,
 one-line hint. ``serve`` binds 127.0.0.1 unless told otherwise and reads user sequences from the
 Feast online store under ``--feast-data-dir`` (default: the main command's, ``var/<source>/feast``
 or ``$PINREC_DATA_DIR/feast``; ``--features none``: requests carry ``recent_events`` only).
+Surfaces and outcomes are the deployment's vocabulary: ``--vocabulary FILE``, else
+``$PINREC_VOCABULARY``, else the shipped file of ``$PINREC_SOURCE`` (default simulated); ``serve``
+refuses a version whose outcome or surface codes disagree with those of the features it reads.
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from events.contract import SURFACES
+from events.vocabulary import (
+    Vocabulary,
+    VocabularyError,
+    default_vocabulary_file,
+    load_vocabulary,
+)
 from serving.registry import Registry, RegistryError
 from storage.paths import data_dir
 from storage.s3 import S3Settings, S3Unavailable, check_reachable
@@ -129,7 +138,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.versions import VersionManager
 
     set_threads(args.faiss_threads, args.torch_threads)
-    features = None
+    features, feature_mapping, where = None, None, ""
     if args.features == "feast":
         from feature_pipeline.store import FeastSettings, open_store
 
@@ -140,21 +149,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = FeastSettings(feast_dir)
         if args.feast_config:
             settings = FeastSettings(feast_dir, Path(args.feast_config))
-        features = FeastFeatures(open_store(settings))
+        from events.vocabulary import read_ledger
+        from feature_pipeline.store import codes_path, feature_codes
+
+        store = open_store(settings)
+        features = FeastFeatures(store)
+        # the codes the features were written with: a version with other codes is refused at load
+        ledger = codes_path(feast_dir)
+        feature_mapping = feature_codes(store) or (dict(read_ledger(ledger)) if ledger.exists() else None)
+        where = f"the features under {feast_dir}"
     manager = VersionManager(_registry(), args.surface, args.cache_dir,
-                             poll_interval_s=args.poll_interval, retry_after_s=args.retry_after)
+                             poll_interval_s=args.poll_interval, retry_after_s=args.retry_after,
+                             feature_codes=feature_mapping, features_where=where)
     serving = ServingConfig(max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
                             encoder_cache_mb=args.encoder_cache_mb)
     app = create_app(manager, features, max_body_bytes=args.max_body_bytes, inline=args.inline,
-                     serving=serving)
+                     serving=serving, vocabulary=args.vocabulary_loaded)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _vocabulary_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vocabulary", help="the deployment's vocabulary (YAML; default $PINREC_VOCABULARY, else the "
+                                        "shipped file of $PINREC_SOURCE)")
+
+
+def load_cli_vocabulary(argv: list[str] | None) -> Vocabulary:
+    """The vocabulary named by --vocabulary in `argv`, else $PINREC_VOCABULARY, else the shipped
+    file of $PINREC_SOURCE (its surfaces are the choices of every surface argument)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    _vocabulary_option(pre)
+    known, _ = pre.parse_known_args(argv)
+    path = known.vocabulary or os.environ.get("PINREC_VOCABULARY") or default_vocabulary_file(
+        os.environ.get("PINREC_SOURCE") or "simulated")
+    return load_vocabulary(path)
+
+
+def build_parser(vocabulary: Vocabulary | None = None) -> argparse.ArgumentParser:
+    SURFACES = list((vocabulary or load_cli_vocabulary([])).surfaces)  # noqa: N806 - the choices
     p = argparse.ArgumentParser(prog="python -m serving.cli",
                                 description="Published PinRec versions (S3) and the retrieval service.")
+    _vocabulary_option(p)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the retrieval service (FastAPI + uvicorn)")
@@ -220,7 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        vocabulary = load_cli_vocabulary(sys.argv[1:] if argv is None else argv)
+    except VocabularyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = build_parser(vocabulary).parse_args(argv)
+    args.vocabulary_loaded = vocabulary
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)

@@ -19,8 +19,10 @@ Everything serving needs from ``training.model`` goes through this module:
   than ``max_len`` and grew) changes every absolute position, so it is encoded again in full.
   ``queries_for`` then runs the head once for every (request, outcome, offset) of the batch.
 
-Only engaged outcomes (``events.contract.ENGAGED_OUTCOMES``) enter the model's input, as in
-training; every item of the sequence (hides and impressions included) counts as seen.
+Only engaged outcomes (the version's vocabulary: ``engaged_codes``, by default the built-in
+data's ``events.contract.ENGAGED_OUTCOMES``) enter the model's input, as in training; every item
+of the sequence (negatives and impressions included) counts as seen. Outcome and surface names
+map to the codes of the model (``PinRecConfig.outcomes`` / ``surfaces``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from events.contract import ENGAGED_OUTCOMES, OUTCOME_CODE, OUTCOMES, SURFACE_CODE
+from events.contract import (
+    BUILTIN_CODES,
+    ENGAGED_OUTCOMES,
+    OUTCOME_CODE,
+    OUTCOMES,
+    EventCodes,
+)
 from serving.encoder_state import EncoderState, ModelInput
-from training.model import ANY_OUTCOME, OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, query_flops
+from training.model import (
+    OFFSETS,
+    KVCache,
+    PinRec,
+    PinRecConfig,
+    encode_flops,
+    query_flops,
+)
 
 ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
 DEFAULT_OUTCOME_WEIGHTS = {"click": 1.0, "save": 1.0}
@@ -62,19 +77,22 @@ class UserSequence:
         """From the Feast ``user_sequence`` lists (None / missing lists: an empty sequence)."""
         if not row or row.get("seq_item_ids") is None:
             return cls.empty()
-        cols = [np.asarray(row.get(c) or [], dtype=np.int64)
+        # lists (Feast's online store) or arrays (the offline parquet tables)
+        cols = [np.asarray(row.get(c) if row.get(c) is not None else [], dtype=np.int64)
                 for c in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us")]
         n = min(len(c) for c in cols)
         return cls(*(c[-n:] if n else c[:0] for c in cols))
 
-    def extended(self, events: Sequence[Mapping[str, Any]]) -> UserSequence:
-        """This sequence plus ``events`` ({item_id, outcome name, surface name, timestamp_us}),
-        in stable time order (events older than the sequence's end are merged in)."""
+    def extended(self, events: Sequence[Mapping[str, Any]], codes: EventCodes = BUILTIN_CODES) -> UserSequence:
+        """This sequence plus ``events`` ({item_id, outcome name, surface name, timestamp_us},
+        names coded by ``codes``; a name without a code there becomes -1: seen, never a model
+        input), in stable time order (events older than the sequence's end are merged in)."""
         if not events:
             return self
+        outcome_code, surface_code = codes.outcome_code, codes.surface_code
         items = np.array([e["item_id"] for e in events], np.int64)
-        outcomes = np.array([OUTCOME_CODE[e["outcome"]] for e in events], np.int64)
-        surfaces = np.array([SURFACE_CODE[e["surface"]] for e in events], np.int64)
+        outcomes = np.array([outcome_code.get(e["outcome"], -1) for e in events], np.int64)
+        surfaces = np.array([surface_code.get(e["surface"], -1) for e in events], np.int64)
         ts = np.array([e["timestamp_us"] for e in events], np.int64)
         all_ts = np.concatenate([self.timestamps_us, ts])
         order = np.argsort(all_ts, kind="stable")
@@ -121,17 +139,28 @@ def model_offsets(model: PinRec) -> tuple[str, ...]:
     return tuple(model.cfg.offsets)
 
 
-def check_outcomes(names: Iterable[str]) -> None:
-    unknown = sorted(set(names) - set(OUTCOMES))
+def check_outcomes(names: Iterable[str], known: Sequence[str] = OUTCOMES) -> None:
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown outcome(s) {unknown}; known: {list(OUTCOMES)}")
+        raise ValueError(f"unknown outcome(s) {unknown}; known: {list(known)}")
+
+
+def model_codes(model: PinRec, engaged: Sequence[str] | None = None) -> EventCodes:
+    """The codes a model was trained with (its config's outcome and surface names by code) and
+    its engaged outcomes (default: the built-in data's that the model has codes for)."""
+    cfg = model.cfg
+    if engaged is None:
+        engaged = [o for o in cfg.outcomes if o in ENGAGED_OUTCOMES]
+    return EventCodes(outcomes=tuple(cfg.outcomes), surfaces=tuple(cfg.surfaces), engaged=tuple(engaged),
+                      impression="impression" if "impression" in cfg.outcomes else None, negative=())
 
 
 class Encoder:
     """Sequences -> model inputs -> one query per (outcome, offset)."""
 
-    def __init__(self, model: PinRec) -> None:
+    def __init__(self, model: PinRec, engaged_codes: Sequence[int] | None = None) -> None:
         self.model = model.eval()
+        self.engaged_codes = np.asarray(ENGAGED_CODES if engaged_codes is None else sorted(engaged_codes), np.int64)
         vocab = model.item_ids.detach().cpu().numpy().astype(np.int64)
         self._raw = vocab[1:]
         self._sorter = np.argsort(self._raw, kind="stable")
@@ -152,7 +181,8 @@ class Encoder:
     def window(self, seq: UserSequence) -> ModelInput:
         """The model input of a sequence: engaged, known items, the last ``max_len``."""
         idx = self.to_index(seq.item_ids)
-        keep = np.isin(seq.outcomes, ENGAGED_CODES) & (idx > 0)
+        n_surfaces = len(self.model.cfg.surfaces)  # a surface added to the ledger after training: no input
+        keep = np.isin(seq.outcomes, self.engaged_codes) & (idx > 0) & (seq.surfaces >= 0) & (seq.surfaces < n_surfaces)
         items, outcomes, surfaces = idx[keep], seq.outcomes[keep], seq.surfaces[keep]
         ts = seq.timestamps_us[keep].astype(np.float64) / 1e6
         gap = np.empty_like(ts)
@@ -257,7 +287,8 @@ class Encoder:
         float32 queries, row b's first, and the head's model FLOPs per query."""
         rows = [b for b, budget in enumerate(budgets) for _ in budget]
         pairs = [p for budget in budgets for p in budget]
-        oc = torch.tensor([ANY_OUTCOME if o == "any" else OUTCOMES.index(o) for o, _ in pairs])
+        cfg = self.model.cfg
+        oc = torch.tensor([cfg.any_outcome if o == "any" else cfg.outcomes.index(o) for o, _ in pairs])
         off = torch.tensor([OFFSETS.index(f) for _, f in pairs])
         with torch.inference_mode():
             q = self.model.query(h[torch.tensor(rows)], oc, off)                  # (T, d)

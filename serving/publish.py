@@ -7,7 +7,9 @@ embeddings (``serving.index.build_tuned_index``: type by catalogue size, tuned t
 ``Registry.publish``, which uploads them and writes the manifest last. The manifest's
 ``config`` holds ``model`` (the PinRecConfig, needed to load the weights), ``serving`` (default
 outcome weights) and whatever the caller adds; ``index`` holds kind, search parameters and the
-measured recall.
+measured recall; ``vocabulary`` the codes of the model's outcomes and surfaces, its engaged
+outcomes and, when the caller passes the deployment's vocabulary, its file (so serving can refuse
+a version whose codes disagree with the features it reads).
 
 ``publish_run_dir`` does the same from a training run directory (``model.pt`` +
 ``config.json`` as ``training.train.save_model`` writes them).
@@ -30,6 +32,20 @@ from serving.index import TARGET_RECALL, TuneResult, build_tuned_index, write_in
 from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, Registry
 
 
+def user_queries(model: Any, sequences: Sequence[enc.UserSequence], outcome_weights: Mapping[str, float] | None = None,
+                 limit: int = 500, engaged_codes: Sequence[int] | None = None) -> np.ndarray | None:
+    """(n, d) queries the model generates for real users' sequences (every (outcome, offset) of
+    the default budget): what an index should be tuned on, rather than item vectors plus noise.
+    `engaged_codes`: the outcomes that are model inputs (the vocabulary's; default the built-in
+    data's). None when no sequence is usable."""
+    encoder = enc.Encoder(model, engaged_codes)
+    budget = encoder.budget(dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS))
+    usable = [s for s in sequences if len(s)][:limit]
+    if not usable:
+        return None
+    return np.concatenate([encoder.queries(s, budget) for s in usable]).astype(np.float32)
+
+
 def publish_model(
     registry: Registry,
     surface: str,
@@ -44,15 +60,27 @@ def publish_model(
     tune_queries: np.ndarray | None = None,
     target_recall: float = TARGET_RECALL,
     created_at: datetime | None = None,
+    vocabulary: Any | None = None,
+    index_shards: int = 1,
 ) -> tuple[str, TuneResult]:
-    """Build, tune and publish; returns (version id, tuning result)."""
+    """Build, tune and publish; returns (version id, tuning result). `vocabulary`
+    (`events.vocabulary.Vocabulary`): the deployment's, whose default weights for `surface` the
+    version serves with (unless `outcome_weights`) and whose record goes into the manifest.
+    ``index_shards`` > 1: a sharded index (`serving.shards`, still the one file ``index.faiss``)."""
     vectors, item_ids = enc.item_table(model)
     index, tuned = build_tuned_index(vectors, index_kind, queries=tune_queries,
-                                     target_recall=target_recall)
-    weights = dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS)
-    enc.check_outcomes(weights)
+                                     target_recall=target_recall, shards=index_shards)
+    if vocabulary is not None:
+        codes = vocabulary.codes.for_model(model.cfg.outcomes, model.cfg.surfaces)
+        record = {**vocabulary.record(), **codes.mapping(), "engaged": list(codes.engaged)}
+        weights = dict(outcome_weights or vocabulary.weights_for(surface))
+    else:
+        codes = enc.model_codes(model)
+        record = {**codes.mapping(), "engaged": list(codes.engaged)}
+        weights = dict(outcome_weights or enc.DEFAULT_OUTCOME_WEIGHTS)
+    enc.check_outcomes(weights, codes.engaged)
     full_config = {**dict(config or {}), "model": enc.model_config(model),
-                   "serving": {"outcome_weights": weights}}
+                   "serving": {"outcome_weights": weights}, "vocabulary": record}
     with tempfile.TemporaryDirectory(prefix="pinrec-publish-") as tmp:
         d = Path(tmp)
         torch.save(enc.model_state(model), d / MODEL_FILE)

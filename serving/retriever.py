@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 import torch
 
+from events.contract import EventCodes
 from serving import encoder as enc
 from serving.encoder_state import EncoderStateCache
 from serving.index import read_index
@@ -35,7 +36,6 @@ from serving.registry import (
     LocalVersion,
 )
 from training.merge import Candidate, merge_rows
-
 
 _LOADS = itertools.count()
 SEEN_MARGIN = 32  # results searched beyond k for a request's seen items (see _search_unseen)
@@ -66,6 +66,20 @@ class RetrievalResult:
     encode_kind: str = ""       # serving.encoder_state.ENCODE_KINDS
     model_flops: float = 0.0    # encoder positions actually encoded + the head
 
+def check_version_codes(surface: str, version: str, model_cfg: Mapping[str, Any],
+                        feature_codes: Mapping[str, Any], features_where: str = "the features") -> None:
+    """Refuse a version whose model codes (its manifest's `config.model`, the built-in codes for
+    manifests from before vocabularies) give an outcome or a surface another code than the
+    features it reads: its embeddings would read every event as another outcome."""
+    from events.vocabulary import check_codes_agree
+    from training.model import PinRecConfig
+
+    cfg = PinRecConfig.from_dict({"n_items": 0, **dict(model_cfg)})
+    codes = EventCodes(outcomes=tuple(cfg.outcomes), surfaces=tuple(cfg.surfaces), engaged=(), impression=None,
+                       negative=())
+    check_codes_agree(codes, feature_codes, f"version {surface}/{version}", features_where)
+
+
 class LoadedVersion:
     """Model, index and item ids of one version, checked against each other."""
 
@@ -75,7 +89,11 @@ class LoadedVersion:
         self.version = version
         self.manifest = manifest
         self.model = model
-        self.encoder = enc.Encoder(model)
+        # the codes the model was trained with, and its engaged outcomes (manifests from before
+        # vocabularies: the built-in data's)
+        engaged = manifest.get("config", {}).get("vocabulary", {}).get("engaged")
+        self.codes = enc.model_codes(model, engaged)
+        self.encoder = enc.Encoder(model, self.codes.engaged_codes)
         self.index = index
         self.item_ids = item_ids
         # encoder states are kept per (this load of the version, user): unique per load
@@ -136,12 +154,18 @@ class LoadedVersion:
         return ids, valid
 
     @classmethod
-    def from_local(cls, local: LocalVersion) -> LoadedVersion:
-        """Load a fetched (checksum-verified) version: weights with weights_only=True."""
+    def from_local(cls, local: LocalVersion, feature_codes: Mapping[str, Any] | None = None,
+                   features_where: str = "the features") -> LoadedVersion:
+        """Load a fetched (checksum-verified) version: weights with weights_only=True.
+        `feature_codes` ({"outcomes": names by code, "surfaces": ...}): the codes of the features
+        the version will read; a version whose model codes disagree with them is refused
+        (`events.vocabulary.VocabularyMismatchError`) before its weights are loaded."""
         manifest = local.manifest
         model_cfg = manifest.get("config", {}).get("model")
         if not isinstance(model_cfg, dict):
             raise IntegrityError(f"{local.surface}/{local.version}: manifest has no config.model")
+        if feature_codes is not None:
+            check_version_codes(local.surface, local.version, model_cfg, feature_codes, features_where)
         model = enc.load_weights(model_cfg, str(local.path(MODEL_FILE)))
         index = read_index(str(local.path(INDEX_FILE)), manifest.get("index", {}).get("params"))
         item_ids = np.load(local.path(ITEM_IDS_FILE), allow_pickle=False).astype(np.int64)

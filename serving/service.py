@@ -154,7 +154,7 @@ class RetrievalService:
         for p, row in zip(pending, rows):
             seq = UserSequence.from_features(row)
             if p.recent_events:
-                seq = seq.extended(p.recent_events)
+                seq = seq.extended(p.recent_events, p.loaded.codes)
             sequences.append(seq)
         feature_ms = (time.perf_counter() - t0) * 1e3
         groups: dict[int, list[int]] = {}

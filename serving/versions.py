@@ -41,7 +41,7 @@ import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,13 @@ class SurfaceState:
 
 class VersionManager:
     def __init__(self, registry: Registry, surfaces: list[str], cache_dir: str | Path, *,
-                 poll_interval_s: float = 5.0, retry_after_s: float = 30.0) -> None:
+                 poll_interval_s: float = 5.0, retry_after_s: float = 30.0,
+                 feature_codes: Mapping[str, Any] | None = None, features_where: str = "the features") -> None:
+        """`feature_codes`: the code mapping of the features the service reads
+        (`feature_pipeline.store.feature_codes`); a version whose codes disagree is refused at
+        load (counted as a load failure, the loaded version keeps serving)."""
+        self.feature_codes = feature_codes
+        self.features_where = features_where
         if not surfaces:
             raise ValueError("serve at least one surface")
         self.registry = registry
@@ -151,7 +157,7 @@ class VersionManager:
             return None
         try:
             local = self.registry.fetch(surface, version, self.cache_dir)
-            loaded = LoadedVersion.from_local(local)
+            loaded = LoadedVersion.from_local(local, self.feature_codes, self.features_where)
         except Exception as exc:  # noqa: BLE001 - any failure: keep serving what we have
             self._failed[(surface, version)] = time.monotonic()
             self.load_counts[(surface, "error")] += 1

@@ -85,10 +85,10 @@ def test_rerunning_a_partition_gives_byte_identical_outputs(tmp_path, s3_env):
 
 
 def test_bad_row_check_fails_above_threshold_and_blocks_the_features(tmp_path, s3_env):
-    rows = [{"user_id": 1, "item_id": i, "surface": "homefeed", "outcome": "rating_4",
+    rows = [{"user_id": 1, "item_id": i, "surface": "homefeed", "outcome": "click",
              "event_ts": pd.Timestamp(f"{DAY} 10:00", tz="UTC") + pd.Timedelta(seconds=i), "session_id": 1}
             for i in range(10)]
-    rows += [{"user_id": -1, "item_id": 5, "surface": "email", "outcome": "rating_4",
+    rows += [{"user_id": -1, "item_id": 5, "surface": "email", "outcome": "click",
               "event_ts": pd.Timestamp(f"{DAY} 11:00", tz="UTC"), "session_id": 1}] * 5
     path = tmp_path / "incoming.parquet"
     pd.DataFrame(rows).to_parquet(path)

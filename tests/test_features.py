@@ -110,10 +110,15 @@ def test_rematerializing_a_day_is_idempotent(feature_world):
     assert before == after
 
 
-def test_feature_repo_agrees_with_the_contract_and_the_table_folders():
-    views = (FEATURE_REPO / "features.py").read_text()
+def test_feature_views_have_the_columns_of_the_tables_and_the_table_folders(feature_world):
+    table, _, store, tables = feature_world
+    day_tables = tables[table.days()[-1]]
+    for view, df in day_tables.items():
+        fields = [f.name for f in store.get_feature_view(view).features]
+        assert fields == [c for c in df.columns if c not in ("user_id", "item_id", "event_timestamp")], view
+    surface_fields = {f.name for f in store.get_feature_view("item_surface_stats").features}
     for surface in SURFACES:
-        assert f'"{surface}_impressions"' in views and f'"{surface}_engagement_rate"' in views
+        assert {f"{surface}_impressions", f"{surface}_engagement_rate"} <= surface_fields
     sources = (FEATURE_REPO / "data_sources.py").read_text()
     for folder in OFFLINE_TABLES.values():
         assert f'path="{folder}"' in sources

@@ -260,7 +260,9 @@ def test_operator_cli_lists_shows_promotes_and_rolls_back(registry, tmp_path, mo
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PINREC_S3_PREFIX", registry.settings.prefix)
-    from serving.publish import publish_model  # the CLI checks that a version loads: real models
+    from serving.publish import (
+        publish_model,  # the CLI checks that a version loads: real models
+    )
     from tests.helpers import tiny_model
 
     v1, _ = publish_model(registry, "homefeed", tiny_model(seed=0), created_at=T0)

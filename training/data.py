@@ -1,7 +1,8 @@
 """Training examples from the event contract: user sequences, targets, batches, DataModule.
 
 Sequences are built from contract frames (`events.contract`): each user's engaged events
-(`ENGAGED_OUTCOMES`, all surfaces) in stable timestamp order. Items are re-indexed 1..V
+(the vocabulary's engaged outcomes, `DataConfig.codes`; default the built-in data's), all
+surfaces, in stable timestamp order. Items are re-indexed 1..V
 (0 = padding) through a vocabulary of raw item ids.
 
 Batches. A user's history is cut into windows of at most `max_len + 1` tokens (inputs = the
@@ -37,11 +38,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from events.contract import ENGAGED_OUTCOMES, OUTCOME_CODE, SURFACE_CODE
-from training.model import ANY_OUTCOME, OFFSET_HORIZON_S, OFFSETS
-
-_ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
-_IMPRESSION = OUTCOME_CODE["impression"]
+from events.contract import BUILTIN_CODES, EventCodes
+from training.model import OFFSET_HORIZON_S, OFFSETS
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,12 +112,13 @@ def build_vocab(events: pd.DataFrame) -> np.ndarray:
 
 
 def build_sequences(events: pd.DataFrame, vocab: np.ndarray | None = None,
-                    hard_negatives: bool = False) -> Sequences:
-    """Engagement sequences from a contract frame.
+                    hard_negatives: bool = False, codes: EventCodes = BUILTIN_CODES) -> Sequences:
+    """Engagement sequences from a contract frame, outcomes and surfaces coded by `codes`.
 
     Users are sorted by id; each user's events by event_ts with a stable sort (ties keep frame
     order). Items missing from `vocab` are dropped. With `hard_negatives`, each engaged token
-    gets the items impressed in its session that were never engaged there.
+    gets the items impressed in its session that were never engaged there (none when the
+    vocabulary has no impression outcome).
     """
     if vocab is None:
         vocab = build_vocab(events)
@@ -127,12 +126,12 @@ def build_sequences(events: pd.DataFrame, vocab: np.ndarray | None = None,
     idx = np.searchsorted(vocab[1:], item_raw) + 1
     idx = np.minimum(idx, len(vocab) - 1)
     known = vocab[idx] == item_raw
-    outcome = events["outcome"].map(OUTCOME_CODE).to_numpy(np.int64)
-    surface = events["surface"].map(SURFACE_CODE).to_numpy(np.int64)
+    outcome = events["outcome"].map(codes.outcome_code).fillna(-1).to_numpy(np.int64)  # -1: no code
+    surface = events["surface"].map(codes.surface_code).fillna(-1).to_numpy(np.int64)
     ts = events["event_ts"].to_numpy("datetime64[us]").astype(np.int64) / 1e6
     user = events["user_id"].to_numpy(np.int64)
     session = events["session_id"].to_numpy(np.int64)
-    engaged = np.isin(outcome, _ENGAGED_CODES) & known
+    engaged = np.isin(outcome, codes.engaged_codes) & known & (surface >= 0)
     order = np.lexsort((np.arange(len(events)), ts, user))
     order = order[engaged[order]]
     users, counts = np.unique(user[order], return_counts=True)
@@ -140,7 +139,7 @@ def build_sequences(events: pd.DataFrame, vocab: np.ndarray | None = None,
                      outcome[order], surface[order], ts[order])
     if hard_negatives:
         # per session: impressed items never engaged in that session
-        imp = (outcome == _IMPRESSION) & known
+        imp = (outcome == codes.impression_code) & known
         eng_keys = set(zip(session[engaged].tolist(), idx[engaged].tolist()))
         s_imp, i_imp = session[imp], idx[imp]
         not_eng = np.array([(s, i) not in eng_keys for s, i in zip(s_imp.tolist(), i_imp.tolist())], bool)
@@ -197,6 +196,7 @@ class DataConfig:
     target_surface: str | None = None      # fine-tuning: only targets on this surface
     n_hard: int = 0                        # hard negatives per target (fine-tuning)
     eval_batch_size: int = 512
+    codes: EventCodes = BUILTIN_CODES      # the vocabulary's codes (synced with the model's)
 
 
 def _time_inputs(seqs: Sequences, idx: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -319,6 +319,7 @@ class TrainWindows(Dataset):
         g = np.where(valid, idx, 0)
         end = self.user_end[g]                                                # (B, L) user's end
         K, H = cfg.n_positives, cfg.n_hard
+        any_outcome = len(cfg.codes.outcomes)                                 # the head's "any" index
         tv, to, pid, pm, hid, hm = [], [], [], [], [], []
         for code in self.offset_codes:
             if code == 0:
@@ -333,16 +334,16 @@ class TrainWindows(Dataset):
             j = np.where(ok, j, 0)
             oc = s.outcomes[j]
             if not cfg.outcome_conditioning:
-                oc = np.full_like(oc, ANY_OUTCOME)
+                oc = np.full_like(oc, any_outcome)
             elif cfg.p_any_outcome > 0:
-                oc = np.where(rng.random(g.shape) < cfg.p_any_outcome, ANY_OUTCOME, oc)
+                oc = np.where(rng.random(g.shape) < cfg.p_any_outcome, any_outcome, oc)
             if cfg.target_surface is not None:
-                ok &= s.surfaces[j] == SURFACE_CODE[cfg.target_surface]
+                ok &= s.surfaces[j] == cfg.codes.surface_code[cfg.target_surface]
             # positive set: j, then the first K-1 other window items with the same outcome
             p = lo[..., None] + np.arange(K - 1)                              # (B, L, K-1)
             pc = np.minimum(p, len(s.items) - 1)
             pok = (p < hi[..., None]) & (p != j[..., None]) & ok[..., None]
-            pok &= (oc[..., None] == ANY_OUTCOME) | (s.outcomes[pc] == oc[..., None])
+            pok &= (oc[..., None] == any_outcome) | (s.outcomes[pc] == oc[..., None])
             pos = np.concatenate([s.items[j][..., None], np.where(pok, s.items[pc], 0)], -1)
             pmask = np.concatenate([ok[..., None], pok], -1)
             tv.append(ok), to.append(oc), pid.append(pos), pm.append(pmask)
@@ -428,7 +429,7 @@ class PinRecDataModule(pl.LightningDataModule):
     @classmethod
     def from_events(cls, events: pd.DataFrame, cfg: DataConfig, split: str = "none",
                     vocab: np.ndarray | None = None, hard_negatives: bool = False) -> PinRecDataModule:
-        seqs = build_sequences(events, vocab, hard_negatives=hard_negatives)
+        seqs = build_sequences(events, vocab, hard_negatives=hard_negatives, codes=cfg.codes)
         if split == "leave_one_out":
             train, valid, test = leave_one_out(seqs)
             return cls(train, cfg, valid, test)

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from events.contract import OUTCOMES
 from training import metrics
 from training.data import (
     EvalSet,
@@ -107,7 +106,7 @@ def evaluate_pinrec(model: PinRec, history: Sequences, future: Sequences,
         sl = slice(future.ptr[j], future.ptr[j + 1])
         fut_items.append(set(future.items[sl].tolist()))
         for o in fut_by_outcome:
-            code = OUTCOMES.index(o)
+            code = model.cfg.outcomes.index(o)
             fut_by_outcome[o].append(set(future.items[sl][future.outcomes[sl] == code].tolist()))
     res = {f"recall@{k}": metrics.unordered_recall_at_k(merged, fut_items, k)}
     for o, r in metrics.recall_by_outcome(merged, fut_by_outcome, k).items():

@@ -40,7 +40,7 @@ from events.contract import OUTCOMES, SURFACES
 OFFSETS: tuple[str, ...] = ("next", "session", "day", "week")
 OFFSET_HORIZON_S: tuple[float, ...] = (0.0, 30 * 60.0, 86_400.0, 7 * 86_400.0)
 OFFSET_CODE: dict[str, int] = {name: i for i, name in enumerate(OFFSETS)}
-ANY_OUTCOME = len(OUTCOMES)  # extra head index: "any outcome" (used by UC and outcome dropout)
+ANY_OUTCOME = len(OUTCOMES)  # the built-in codes' "any outcome" head index (PinRecConfig.any_outcome)
 # Periods (days) of the sinusoidal absolute-time features.
 TIME_PERIODS_DAYS: tuple[float, ...] = (1.0, 7.0, 30.0, 91.0, 365.0, 1461.0)
 
@@ -60,6 +60,14 @@ class PinRecConfig:
     outcome_conditioning: bool = True  # False = UC: the head ignores the target outcome
     multi_token: bool = True          # False = single token: only the "next" offset
     init_temperature: float = 0.05
+    # the vocabulary's codes: outcome and surface names by code (embedding rows follow them)
+    outcomes: tuple[str, ...] = OUTCOMES
+    surfaces: tuple[str, ...] = SURFACES
+
+    @property
+    def any_outcome(self) -> int:
+        """Extra head index: "any outcome" (used by UC and outcome dropout)."""
+        return len(self.outcomes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +75,11 @@ class PinRecConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PinRecConfig:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        for key in ("outcomes", "surfaces"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
 
     @property
     def offsets(self) -> tuple[str, ...]:
@@ -236,16 +248,16 @@ class PinRec(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.item_emb = ItemEmbedding(cfg)
-        self.outcome_emb = nn.Embedding(len(OUTCOMES), d)
-        self.surface_emb = nn.Embedding(len(SURFACES), d)
+        self.outcome_emb = nn.Embedding(len(cfg.outcomes), d)
+        self.surface_emb = nn.Embedding(len(cfg.surfaces), d)
         self.register_buffer("time_freq", 2 * math.pi / torch.tensor(TIME_PERIODS_DAYS), persistent=False)
         self.time_proj = nn.Linear(2 * len(TIME_PERIODS_DAYS) + 2, d)
         self.token_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.pos_emb = nn.Embedding(cfg.max_len, d)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        # Head: conditions on the target outcome (ANY_OUTCOME = unconditioned) and offset.
-        self.head_outcome = nn.Embedding(len(OUTCOMES) + 1, d)
+        # Head: conditions on the target outcome (cfg.any_outcome = unconditioned) and offset.
+        self.head_outcome = nn.Embedding(len(cfg.outcomes) + 1, d)
         self.head_offset = nn.Embedding(len(OFFSETS), d)
         self.head = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.log_temp = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
@@ -325,9 +337,9 @@ class PinRec(nn.Module):
 
     # ------------------------------------------------------------------ head
     def query(self, h: torch.Tensor, outcome: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """h (..., d), outcome (...) in [0, ANY_OUTCOME], offset (...) -> L2-normalised q (..., d)."""
+        """h (..., d), outcome (...) in [0, cfg.any_outcome], offset (...) -> L2-normalised q (..., d)."""
         if not self.cfg.outcome_conditioning:
-            outcome = torch.full_like(outcome, ANY_OUTCOME)
+            outcome = torch.full_like(outcome, self.cfg.any_outcome)
         z = torch.cat([h, self.head_outcome(outcome), self.head_offset(offset)], dim=-1)
         return F.normalize(h + self.head(z), dim=-1)
 
@@ -360,7 +372,8 @@ class PinRec(nn.Module):
         """
         pairs = list(budget)
         h = self.last_hidden(sequences)                                            # (B, d)
-        oc = torch.tensor([ANY_OUTCOME if o == "any" else OUTCOMES.index(o) for o, _ in pairs], device=h.device)
+        oc = torch.tensor([self.cfg.any_outcome if o == "any" else self.cfg.outcomes.index(o) for o, _ in pairs],
+                          device=h.device)
         off = torch.tensor([OFFSETS.index(f) for _, f in pairs], device=h.device)
         for _, f in pairs:
             if f not in self.cfg.offsets:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from events.contract import BUILTIN_CODES, EventCodes
 from training.data import DataConfig
 from training.loss import LossConfig
 from training.model import PinRecConfig
@@ -41,11 +42,15 @@ class TrainingPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def configs(self, n_items: int = 0) -> tuple[PinRecConfig, DataConfig, LossConfig, TrainConfig]:
-        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs."""
+    def configs(self, n_items: int = 0, codes: EventCodes = BUILTIN_CODES
+                ) -> tuple[PinRecConfig, DataConfig, LossConfig, TrainConfig]:
+        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
+        `codes`: the vocabulary's (`events.vocabulary.Vocabulary.codes`; default the built-in
+        data's): the model's outcome and surface tables and what the data counts as engaged."""
         model = PinRecConfig(n_items=n_items, d_model=self.d_model, n_layers=self.layers,
-                             n_heads=self.heads, max_len=self.max_len)
-        data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed)
+                             n_heads=self.heads, max_len=self.max_len, outcomes=codes.outcomes,
+                             surfaces=codes.surfaces)
+        data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
         loss = LossConfig(full_softmax=not self.sampled_softmax)
         train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False,
                             log_every_n_steps=1)

@@ -30,7 +30,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ def load_model(out_dir: str | Path) -> PinRec:
 def _as_datamodule(data: PinRecDataModule | pd.DataFrame | str | Path, data_cfg: DataConfig,
                    split: str, vocab=None, hard_negatives: bool = False) -> PinRecDataModule:
     if isinstance(data, PinRecDataModule):
-        return data.with_config(**asdict(data_cfg))
+        return data.with_config(**_shallow(data_cfg))
     if isinstance(data, (str, Path)):
         data = pd.read_parquet(data)
     return PinRecDataModule.from_events(data, data_cfg, split=split, vocab=vocab, hard_negatives=hard_negatives)
@@ -229,9 +229,15 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
                        trainer.global_rank, world)
 
 
+def _shallow(cfg: DataConfig) -> dict[str, Any]:
+    """A config's fields as they are (`asdict` would turn its `codes` into a dict)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
 def _sync(model_cfg: PinRecConfig, data_cfg: DataConfig) -> DataConfig:
     return replace(data_cfg, max_len=model_cfg.max_len, offsets=model_cfg.offsets,
-                   outcome_conditioning=model_cfg.outcome_conditioning)
+                   outcome_conditioning=model_cfg.outcome_conditioning,
+                   codes=data_cfg.codes.for_model(model_cfg.outcomes, model_cfg.surfaces))
 
 
 def pretrain(data: PinRecDataModule | pd.DataFrame | str | Path, out_dir: str | Path,
@@ -249,7 +255,7 @@ def pretrain(data: PinRecDataModule | pd.DataFrame | str | Path, out_dir: str | 
     model_cfg = model_cfg or PinRecConfig(n_items=dm.n_items)
     if model_cfg.n_items != dm.n_items:
         model_cfg = replace(model_cfg, n_items=dm.n_items)
-    dm = dm.with_config(**asdict(_sync(model_cfg, dm.cfg)))
+    dm = dm.with_config(**_shallow(_sync(model_cfg, dm.cfg)))
     return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg or OptimConfig(),
                 train_cfg or TrainConfig(), "pretrain")
 
@@ -271,7 +277,7 @@ def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Pat
     data_cfg = _sync(model_cfg, replace(data_cfg or DataConfig(), target_surface=surface, n_hard=n_hard))
     if isinstance(data, (str, Path)):
         data = pd.read_parquet(data)
-    dm = PinRecDataModule(build_sequences(data, vocab, hard_negatives=n_hard > 0), data_cfg)
+    dm = PinRecDataModule(build_sequences(data, vocab, hard_negatives=n_hard > 0, codes=data_cfg.codes), data_cfg)
     optim_cfg = optim_cfg or OptimConfig(lr=3e-4, warmup_steps=10)
     return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg,
                 train_cfg or TrainConfig(max_epochs=2), "fine_tune", init_state=base.state_dict(),

@@ -15,7 +15,10 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 |                          |                              | EVENTS_PER_DAY, DAYS, DRIFT_DAY, DRIFT_KIND|
 | PINREC_FEAST_CONFIG      | feature_repo/feature_store.yaml | Feast profile (production: Redis)      |
 | PINREC_MAX_BAD_FRACTION  | 0.01                         | ingestion check threshold                 |
-| PINREC_SURFACES          | the source's surfaces        | comma list; one fine-tuned model each     |
+| PINREC_VOCABULARY        | the source's shipped file    | the deployment's vocabulary (YAML:        |
+|                          | (events/vocabularies/)       | surfaces, outcomes, engaged, ...;         |
+|                          |                              | events.vocabulary)                        |
+| PINREC_SURFACES          | the vocabulary's surfaces    | comma list; one fine-tuned model each     |
 | PINREC_ONLINE_CANARY     | 0                            | 1: a candidate that passes the offline gate|
 |                          |                              | serves as canary for a day; the next day's|
 |                          |                              | online figures decide its promotion       |
@@ -24,6 +27,11 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 |                          |                              | closed-loop world played ($DATA_DIR/world)|
 | PINREC_TRAIN_<FIELD>     | training.plan.TrainingPlan   | D_MODEL, LAYERS, MAX_LEN, PRETRAIN_EPOCHS,|
 |                          |                              | FINETUNE_EPOCHS, FINETUNE_DAYS, ...       |
+| PINREC_FEATURE_ENGINE    | local                        | feature tables: local (this process) or   |
+|                          |                              | dask (feature_pipeline.engines)           |
+| PINREC_DASK_SCHEDULER    |                              | dask: a running scheduler (tcp://h:8786); |
+|                          |                              | unset: a local cluster per run            |
+| PINREC_DASK_WORKERS      | 2                            | dask: that local cluster's processes      |
 
 S3 settings and credentials: see storage.s3.S3Settings.from_env.
 """
@@ -36,6 +44,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from events.simulator import SimulatorConfig
+from events.vocabulary import (
+    Vocabulary,
+    VocabularyError,
+    default_vocabulary_file,
+    load_vocabulary,
+)
+from feature_pipeline.engines import FeatureEngine
 from storage.paths import REPO_ROOT, var_dir
 from storage.paths import data_dir as default_data_dir
 from training.plan import TrainingPlan
@@ -65,10 +80,12 @@ class Settings:
     feast_config: Path
     max_bad_fraction: float
     surfaces: tuple[str, ...]
+    vocabulary: Vocabulary  # surfaces, outcomes and what they mean; codes extend the data's ledger
     training: TrainingPlan
     online_canary: bool  # promotion through a one-day online canary (needs a serving log)
     canary_traffic: float
     world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
+    feature_engine: FeatureEngine = FeatureEngine()  # where the feature tables are computed
 
 
 def _date(name: str, value: str | None) -> date | None:
@@ -113,9 +130,22 @@ def _world(env) -> SimulatorConfig:
     return replace(w, **changes)
 
 
+def _vocabulary(source: str, env, data_dir: Path) -> Vocabulary:
+    """PINREC_VOCABULARY, else the source's shipped file; its codes extend the ledger recorded
+    with the data (feature_pipeline.store.CODES_FILE in the Feast data directory)."""
+    from feature_pipeline.store import codes_path
+
+    try:
+        path = Path(env["PINREC_VOCABULARY"]) if env.get("PINREC_VOCABULARY") else default_vocabulary_file(source)
+        return load_vocabulary(path, codes_path(data_dir / "feast"))
+    except VocabularyError as exc:
+        raise ValueError(f"PINREC_VOCABULARY: {exc}") from None
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     source = env.get("PINREC_SOURCE", "simulated")
+    vocabulary = _vocabulary(source, env, default_data_dir(source, env))
     world = _world(env)
     if source in KNOWN_SPANS:
         first, last = KNOWN_SPANS[source]
@@ -138,13 +168,17 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         world=replace(world, start_date=start, n_days=(end - start).days + 1) if source == "simulated" else world,
         feast_config=Path(env.get("PINREC_FEAST_CONFIG", REPO_ROOT / "feature_repo" / "feature_store.yaml")),
         max_bad_fraction=float(env.get("PINREC_MAX_BAD_FRACTION", "0.01")),
-        surfaces=_surfaces(source, env.get("PINREC_SURFACES")),
+        surfaces=_surfaces(vocabulary, env.get("PINREC_SURFACES")),
+        vocabulary=vocabulary,
         training=_training_plan(env),
         online_canary=bool(_typed("PINREC_ONLINE_CANARY", env.get("PINREC_ONLINE_CANARY", "0"), False)),
         canary_traffic=_fraction("PINREC_CANARY_TRAFFIC", env.get("PINREC_CANARY_TRAFFIC", "0.25")),
         world_dir=(default_data_dir(source, env) / "world"
                    if source == "simulated" and _typed("PINREC_SIM_CLOSED_LOOP", env.get("PINREC_SIM_CLOSED_LOOP", "0"), False)
                    else None),
+        feature_engine=FeatureEngine(env.get("PINREC_FEATURE_ENGINE", "local").strip().lower() or "local",
+                                     dask_scheduler=env.get("PINREC_DASK_SCHEDULER") or None,
+                                     dask_workers=int(_typed("PINREC_DASK_WORKERS", env.get("PINREC_DASK_WORKERS", "2"), 0))),
     )
 
 
@@ -156,31 +190,34 @@ def _fraction(name: str, value: str) -> float:
 
 
 def _parquet_span(env) -> tuple[date, date | None]:
-    """A parquet source's first day: PINREC_START_DATE, else the oldest local `{date}` file;
-    its last day: PINREC_END_DATE, else unknown (the files that have arrived tell, day by day)."""
+    """A parquet source's first day: PINREC_START_DATE, else the oldest local `{date}` file (or,
+    for a local file or folder of files, the oldest event); its last day: PINREC_END_DATE, else
+    unknown (the files that have arrived tell, day by day)."""
     first = _date("PINREC_START_DATE", env.get("PINREC_START_DATE"))
     location = env.get("PINREC_PARQUET_LOCATION") or ""
-    if first is None and "{date}" in location and not location.startswith("s3://"):
+    if first is None and location and not location.startswith("s3://") and (
+            "{date}" in location or Path(location).exists()):
         from events.sources import ParquetSource
 
-        arrived = ParquetSource(location).arrived_days()
+        arrived = ParquetSource(location).event_days()
         first = arrived[0] if arrived else None
     if first is None:
         raise ValueError("the parquet source needs PINREC_START_DATE (its first day, YYYY-MM-DD) unless "
-                         "PINREC_PARQUET_LOCATION is a local pattern with {date} whose files tell it")
+                         "PINREC_PARQUET_LOCATION is a local pattern with {date}, a file or a folder whose "
+                         "files tell it")
     return first, _date("PINREC_END_DATE", env.get("PINREC_END_DATE"))
 
 
-def _surfaces(source: str, value: str | None) -> tuple[str, ...]:
-    from events.contract import SURFACES
-
+def _surfaces(vocabulary: Vocabulary, value: str | None) -> tuple[str, ...]:
+    """PINREC_SURFACES (a subset of the vocabulary's), else every surface of the vocabulary."""
     if value:
         chosen = tuple(s.strip() for s in value.split(",") if s.strip())
-        unknown = set(chosen) - set(SURFACES)
+        unknown = set(chosen) - set(vocabulary.surfaces)
         if unknown:
-            raise ValueError(f"PINREC_SURFACES names unknown surfaces {sorted(unknown)}; known: {SURFACES}")
+            raise ValueError(f"PINREC_SURFACES names unknown surfaces {sorted(unknown)}; the vocabulary "
+                             f"{vocabulary.label} has {list(vocabulary.surfaces)}")
         return chosen
-    return ("homefeed",) if source.startswith("movielens") else SURFACES
+    return vocabulary.surfaces
 
 
 SETTINGS = load_settings()  # the code location's settings, read once when it loads

@@ -23,7 +23,7 @@ def column_schema(schema) -> dg.TableSchema:
     columns = []
     for name, column in schema.columns.items():
         dtype = str(column.dtype)
-        checks = ", ".join(str(getattr(c, "name", None) or c) for c in column.checks)
+        checks = ", ".join(str(getattr(c, "error", None) or getattr(c, "name", None) or c) for c in column.checks)
         columns.append(dg.TableColumn(
             name, _PANDERA_TYPES.get(dtype, dtype),
             description=checks or None,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
+from feature_pipeline.store import CODES_FILE
 from pinrec_ops.defs.config import EMBEDDED_WORLD, SETTINGS, Settings
 from training.plan import TrainingPlan
 
@@ -86,15 +87,60 @@ class EventSourceResource(dg.ConfigurableResource):
         return self._source
 
 
+class VocabularyResource(dg.ConfigurableResource):
+    """The deployment's vocabulary (events.vocabulary): surfaces, outcomes, what they mean, and
+    their codes, which extend the code ledger recorded with the features (`ledger`)."""
+
+    file: str
+    ledger: str
+
+    _vocabulary: Any = PrivateAttr(default=None)
+
+    def load(self):
+        """The Vocabulary (read once per run; its codes extend the recorded ledger)."""
+        if self._vocabulary is None:
+            from events.vocabulary import load_vocabulary
+
+            self._vocabulary = load_vocabulary(Path(self.file), Path(self.ledger))
+        return self._vocabulary
+
+    def record(self):
+        """Record the vocabulary's codes in the ledger (refused when they disagree with it);
+        returns the Vocabulary."""
+        from events.vocabulary import record_codes
+
+        vocabulary = self.load()
+        record_codes(vocabulary.codes, Path(self.ledger), vocabulary.label)
+        return vocabulary
+
+
 class DataLakeResource(dg.ConfigurableResource):
-    """The local event table and quarantine (events.table.EventTable)."""
+    """The local event table and quarantine (events.table.EventTable), and the engine that
+    computes its feature tables (feature_pipeline.engines: local, or dask)."""
 
     root: str
+    feature_engine: str = "local"
+    dask_scheduler: str | None = None
+    dask_workers: int = 2
 
     def table(self):
         from events.table import EventTable
 
         return EventTable(Path(self.root))
+
+    def engine(self):
+        from feature_pipeline.engines import FeatureEngine
+
+        return FeatureEngine(self.feature_engine, dask_scheduler=self.dask_scheduler or None,
+                             dask_workers=self.dask_workers)
+
+    def feature_tables(self, day, codes=None):
+        """The day's three offline tables (outcome and surface codes: `codes`, default the
+        built-in data's), computed on the configured engine."""
+        from events.contract import BUILTIN_CODES
+        from feature_pipeline.engines import compute_feature_tables
+
+        return compute_feature_tables(self.table(), day, self.engine(), codes or BUILTIN_CODES)
 
 
 class FeastResource(dg.ConfigurableResource):
@@ -180,9 +226,10 @@ class TrainingResource(dg.ConfigurableResource):
     def plan(self) -> TrainingPlan:
         return TrainingPlan(**{name: getattr(self, name) for name in TrainingPlan.field_names()})
 
-    def configs(self, n_items: int = 0):
-        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs."""
-        return self.plan().configs(n_items)
+    def configs(self, n_items: int = 0, codes=None):
+        """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
+        `codes`: the vocabulary's (events.contract.EventCodes; default the built-in data's)."""
+        return self.plan().configs(n_items) if codes is None else self.plan().configs(n_items, codes)
 
 
 def _env(name: str, default: Any, cast: str = "str") -> Any:
@@ -214,7 +261,11 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             sim_drift_kind=env("PINREC_SIM_DRIFT_KIND", s.world.drift_kind),
             sim_world_dir=str(s.world_dir) if s.world_dir else None,
         ),
-        "lake": DataLakeResource(root=str(s.data_dir / "lake")),
+        "lake": DataLakeResource(root=str(s.data_dir / "lake"), feature_engine=s.feature_engine.name,
+                                 dask_scheduler=s.feature_engine.dask_scheduler,
+                                 dask_workers=s.feature_engine.dask_workers),
+        "vocabulary": VocabularyResource(file=str(s.vocabulary.path),
+                                         ledger=str(s.data_dir / "feast" / CODES_FILE)),
         "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(

@@ -9,7 +9,6 @@ from collections import Counter
 import dagster as dg
 from pydantic import Field
 
-from events.contract import EVENT_SCHEMA
 from events.ingest import NoEventsError, check_rows_conserved, validate_events
 from events.ingest import bad_row_fraction as day_bad_fraction
 from events.table import file_sha256
@@ -19,9 +18,15 @@ from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.metadata import column_schema, table_metadata
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
-from pinrec_ops.defs.resources import DataLakeResource, EventSourceResource, S3Resource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    EventSourceResource,
+    S3Resource,
+    VocabularyResource,
+)
 
-INGEST_CODE = code_version("events.contract", "events.ingest", "events.table", "events.sources", "events.simulator")
+INGEST_CODE = code_version("events.contract", "events.ingest", "events.table", "events.sources", "events.simulator",
+                           "events.vocabulary")
 
 QUARANTINE_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("input_row", "int64", description="row number in the day's input"),
@@ -42,7 +47,8 @@ class BadRowCheckConfig(dg.Config):
         dg.AssetSpec("events", group_name="ingest", kinds={"parquet", "pandera", "s3"}, owners=owners("data"),
                      tags=area_tags("data"), code_version=INGEST_CODE,
                      description="Contract-valid events of the day, one parquet file per day (archived to S3).",
-                     metadata={"dagster/column_schema": column_schema(EVENT_SCHEMA)}),
+                     metadata={"dagster/column_schema": column_schema(SETTINGS.vocabulary.event_schema()),
+                               "vocabulary": SETTINGS.vocabulary.label}),
         dg.AssetSpec("event_quarantine", group_name="ingest", kinds={"parquet", "s3"}, owners=owners("data"),
                      tags=area_tags("data"), code_version=INGEST_CODE,
                      description="The day's rows that failed validation, with every failing check named per row.",
@@ -54,13 +60,14 @@ class BadRowCheckConfig(dg.Config):
     retry_policy=S3_RETRY,
 )
 def ingest_events(context: dg.AssetExecutionContext, event_source: EventSourceResource, lake: DataLakeResource,
-                  s3: S3Resource):
+                  s3: S3Resource, vocabulary: VocabularyResource):
     day = partition_day(context)
     client = s3.client()
     source = event_source.open(s3_client=client)
     table = lake.table()
+    vocab = vocabulary.record()  # the codes ledger is recorded with the data from its first day on
     raw = source.read_day(day)
-    result = validate_events(raw, day)
+    result = validate_events(raw, day, vocab)
     check_rows_conserved(result.input_rows, len(result.good), len(result.quarantine), f"ingestion of {day}")
     table.write_day(day, result.good, result.quarantine)  # NoEventsError for an empty day: old files kept
     files = table.day_files(day)  # the two files of one commit, archived together
@@ -70,11 +77,12 @@ def ingest_events(context: dg.AssetExecutionContext, event_source: EventSourceRe
         client.upload_file(str(path), s3.bucket, key)
         uris.append(f"s3://{s3.bucket}/{key}")
     context.log.info(f"{day}: {result.input_rows} rows in, {len(result.good)} good, {len(result.quarantine)} quarantined")
-    engaged = result.good[result.good["outcome"] != "impression"]
+    engaged = result.good[result.good["outcome"] != vocab.impression]  # every event but impressions
     yield dg.MaterializeResult(
         asset_key="events",
         metadata={
             "source": event_source.source,
+            "vocabulary": vocab.label,
             "dagster/row_count": len(result.good),
             "rows_in": result.input_rows,
             "rows_good": len(result.good),

@@ -14,7 +14,7 @@ from pinrec_ops.defs.data.features import FEATURE_ASSETS
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
-from pinrec_ops.defs.resources import FeastResource
+from pinrec_ops.defs.resources import FeastResource, VocabularyResource
 
 
 @dg.asset(
@@ -30,7 +30,8 @@ from pinrec_ops.defs.resources import FeastResource
     description="The Feast registry applied from feature_repo/ and the day's window materialized into the online "
                 "store, which serving reads.",
 )
-def online_features(context: dg.AssetExecutionContext, feast: FeastResource) -> dg.MaterializeResult:
+def online_features(context: dg.AssetExecutionContext, feast: FeastResource,
+                    vocabulary: VocabularyResource) -> dg.MaterializeResult:
     import time
 
     import pandas as pd
@@ -44,7 +45,8 @@ def online_features(context: dg.AssetExecutionContext, feast: FeastResource) -> 
 
     day = partition_day(context)
     store = feast.store()
-    applied = apply_repo(store)
+    vocab = vocabulary.load()
+    applied = apply_repo(store, vocab.codes, vocab.label)
     began = time.monotonic()
     materialize_days(store, day, day)
     seconds = time.monotonic() - began

@@ -10,12 +10,16 @@ import dagster as dg
 from pydantic import Field
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import table_metadata
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
-from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    FeastResource,
+    S3Resource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import lifecycle_state
 from serving.canary import GatePolicy
 from serving.registry import LoadCheckError
@@ -38,8 +42,12 @@ class CanaryGateConfig(dg.Config):
     max_latency_p99_ms: float = Field(default=DEPLOYMENT_GATE.max_latency_p99_ms,
                                       description="Absolute cap on p99 retrieval latency per user.")
 
-    def policy(self) -> GatePolicy:
-        return GatePolicy(tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
+    def policy(self, guarded_outcomes: tuple[str, ...] | None = None) -> GatePolicy:
+        """The gate; `guarded_outcomes`: the vocabulary's `guarded` (default the built-in data's
+        click and save), whose recall@100 may not fall below the champion's."""
+        guarded = DEPLOYMENT_GATE.guarded if guarded_outcomes is None else (
+            f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in guarded_outcomes))
+        return GatePolicy(guarded=guarded, tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
                           max_latency_ratio=self.max_latency_ratio, max_latency_p99_ms=self.max_latency_p99_ms)
 
     def overrides(self) -> dict[str, dict[str, float]]:
@@ -69,9 +77,10 @@ def version_data_through(registry, surface: str, version: str | None) -> str | N
     return max(days) if days else None
 
 
-def load_version(registry, surface: str, version: str, cache: Path):
-    """A published version fetched (checksums verified) and loaded as the service loads it;
-    `LoadCheckError` when it is damaged or cannot load (S3 errors pass through: a retry may help)."""
+def load_version(registry, surface: str, version: str, cache: Path, codes=None, where: str = "the features"):
+    """A published version fetched (checksums verified) and loaded as the service loads it (with
+    the features' `codes`); `LoadCheckError` when it is damaged or cannot load (S3 errors pass
+    through: a retry may help)."""
     from serving.registry import RegistryError
     from serving.retriever import LoadedVersion
 
@@ -80,7 +89,7 @@ def load_version(registry, surface: str, version: str, cache: Path):
     except RegistryError as exc:  # IntegrityError (a damaged object), a missing version
         raise LoadCheckError(f"{surface}/{version}: {exc}") from exc
     try:
-        return LoadedVersion.from_local(local)
+        return LoadedVersion.from_local(local, codes, where)
     except Exception as exc:  # noqa: BLE001 - whatever loading raises, the version is unusable (as check_version)
         raise LoadCheckError(f"{surface}/{version} does not load: {type(exc).__name__}: {exc}") from exc
 
@@ -113,35 +122,41 @@ def champion_in_s3(registry, surface: str, champion: str, cache: Path) -> list[s
 
 
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "canary_evaluation"]),
+    @surface_asset(
+        surface, "canary_evaluation",
         deps=[dg.AssetKey([surface, "candidate_version"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
         kinds={"faiss", "feast"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.canary", "serving.retriever", "serving.encoder", "training.merge"),
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
-                    "recall@100 per outcome, diversity, latency, through the serving retrieval path.",
+                    "recall@100 per engaged outcome of the vocabulary, diversity, latency, through the serving "
+                    "retrieval path; and the popularity baseline's recall@100 on the same users.",
     )
     def canary_evaluation(context: dg.AssetExecutionContext, config: CanaryConfig, lake: DataLakeResource,
-                          feast: FeastResource, s3: S3Resource) -> dg.MaterializeResult:
-        from serving.canary import evaluate_version
+                          feast: FeastResource, s3: S3Resource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from feature_pipeline.store import codes_path, feature_codes
+        from serving.canary import evaluate_popularity, evaluate_version
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        vocab = vocabulary.load()
         candidate = state.read("candidate", surface, day)["version"]
         # an earlier verdict of this day must not outlive a new evaluation that fails
         state.path("canary", surface, day).unlink(missing_ok=True)
         champion = registry.champion(surface)
         events = lake.table().read_day(day)
         events = events[events["surface"] == surface]
-        users = sorted(set(events.loc[events["outcome"] != "impression", "user_id"].tolist()))
+        # recall per engaged outcome the day's log has (a log may lack some of the vocabulary's)
+        outcomes = [o for o in vocab.engaged if (events["outcome"] == o).any()]
+        users = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))
         users = users[:: max(1, len(users) // config.max_users)][: config.max_users]
         events = events[events["user_id"].isin(users)]
         sequences = _sequences_at_day_start(feast, users, day)
         cache = Path(lake.root).parent / "version_cache"
+        # the codes of the features the versions read (the registry's, else the ledger's): a
+        # version trained with other codes is refused, as serving refuses it
+        codes = feature_codes(feast.store()) or {"outcomes": vocab.codes.outcomes, "surfaces": vocab.codes.surfaces}
+        where = f"the features under {codes_path(feast.settings().data_dir)}"
         results, unloadable, repaired = {}, {}, []
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
@@ -152,17 +167,23 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                     if repaired:
                         context.log.warning(f"{surface}/canary_evaluation on {day}: the champion {version} was "
                                             f"damaged in S3; put back {repaired} from the verified local copy")
-                loaded = load_version(registry, surface, version, cache)
+                loaded = load_version(registry, surface, version, cache, codes, where)
             except LoadCheckError as exc:  # damaged or unusable: a verdict, not an error of this run
                 unloadable[role] = str(exc)
                 context.log.warning(f"{surface}/canary_evaluation on {day}: the {role} does not load: {exc}")
                 continue
-            results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K)
+            results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K, outcomes=outcomes,
+                                             engaged=vocab.engaged)
+        finetune = state.read("finetune", surface, day)
+        train = pd.concat([lake.table().read_day(date.fromisoformat(d)) for d in finetune["train_days"]],
+                          ignore_index=True)
+        popularity = evaluate_popularity(train[train["surface"] == surface], sequences, events, k=CANARY_K,
+                                         outcomes=outcomes, engaged=vocab.engaged)
         through = {"candidate": version_data_through(registry, surface, candidate),
                    "champion": version_data_through(registry, surface, champion if "champion" in results else None)}
         state.write({"candidate": candidate, "champion": champion if "champion" in results else None,
-                     "metrics": results, "users": len(users), "data_through": through, "unloadable": unloadable},
-                    "canary", surface, day)
+                     "metrics": results, "popularity": popularity, "outcomes": outcomes, "users": len(users),
+                     "data_through": through, "unloadable": unloadable}, "canary", surface, day)
         metadata = {"day": day.isoformat(), "candidate": candidate,
                     "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
         for role, reason in unloadable.items():
@@ -171,6 +192,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
             metadata["champion_repaired"] = dg.MetadataValue.json(repaired)
         for role, figures in results.items():
             metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
+        metadata[f"popularity/recall@{CANARY_K}"] = float(popularity[f"recall@{CANARY_K}"])
         metadata["metrics"] = table_metadata(
             [{"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}
              for name in sorted(results.get("candidate", {}))],
@@ -190,7 +212,7 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
                     "every rule's candidate and champion figures and the margin to its threshold.",
     )
     def canary_gate(context: dg.AssetCheckExecutionContext, config: CanaryGateConfig,
-                    lake: DataLakeResource) -> dg.AssetCheckResult:
+                    lake: DataLakeResource, vocabulary: VocabularyResource) -> dg.AssetCheckResult:
         from serving.canary import gate_rules
 
         day = partition_day(context.op_execution_context)
@@ -198,7 +220,8 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         canary = state.read("canary", surface, day)
         through = canary.get("data_through", {})
         unloadable = canary.get("unloadable") or {}
-        rules = gate_rules(canary["metrics"].get("candidate", {}), canary["metrics"].get("champion"), config.policy(),
+        policy = config.policy(vocabulary.load().guarded)
+        rules = gate_rules(canary["metrics"].get("candidate", {}), canary["metrics"].get("champion"), policy,
                            candidate_data_through=date.fromisoformat(through["candidate"]) if through.get("candidate") else None,
                            champion_data_through=date.fromisoformat(through["champion"]) if through.get("champion") else None)
         reasons = [r.reason for r in rules if not r.passed]
@@ -214,7 +237,7 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
                                             {"rule": "string", "metric": "string", "candidate": "float",
                                              "champion": "float", "threshold": "float", "margin": "float",
                                              "passed": "bool"}),
-                    "gate_policy": dg.MetadataValue.json(asdict(config.policy())),
+                    "gate_policy": dg.MetadataValue.json(asdict(policy)),
                     "overridden_by_run_config": dg.MetadataValue.json(overrides)}
         for r in rules:
             metadata[f"margin/{r.metric}"] = r.margin

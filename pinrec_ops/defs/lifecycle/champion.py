@@ -4,26 +4,20 @@ passed the canary gate; the previous champion stays in the pointer's rollback hi
 import dagster as dg
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.canary import version_data_through
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.resources import DataLakeResource, S3Resource
 from pinrec_ops.defs.state import lifecycle_state
 
 
 def champion_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "champion"]),
+    @surface_asset(
+        surface, "champion",
         deps=[dg.AssetKey([surface, "canary_evaluation"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
-        retry_policy=S3_RETRY,
+        talks_to_s3=True,
         kinds={"s3"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.registry"),
         description=f"Promotion: champion.json of {surface} points at the partition day's candidate, which passed "
                     "the canary gate.",

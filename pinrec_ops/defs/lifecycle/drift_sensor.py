@@ -24,6 +24,7 @@ from dagster import (
 )
 
 from pinrec_ops.defs import jobs
+from pinrec_ops.defs.config import SETTINGS
 from pinrec_ops.defs.resources import DataLakeResource, S3Resource
 from pinrec_ops.defs.state import lifecycle_state
 
@@ -84,12 +85,14 @@ def online_signals(lake: DataLakeResource, days: list[date], surface: str) -> di
 
 
 def evaluate_drift(lake: DataLakeResource, s3: S3Resource, cursor: dict, js_threshold: float = JS_THRESHOLD,
-                   psi_threshold: float = PSI_THRESHOLD):
+                   psi_threshold: float = PSI_THRESHOLD, outcomes: tuple[str, ...] | None = None):
     """(run request or None, new cursor, per-surface figures) for the newest ingested day.
 
     The outcome-mix reference of a surface is its champion's training window (the manifest's data
     partitions). A drift fires once per champion: the cursor remembers the champion a retrain
     was requested for, so the same drift does not request again until a new champion exists.
+    The outcomes compared are `outcomes` (the code location's vocabulary's `drift`: by default
+    every outcome but impressions).
     """
     from monitoring.drift import compare_outcome_mix, outcome_counts
 
@@ -101,7 +104,8 @@ def evaluate_drift(lake: DataLakeResource, s3: S3Resource, cursor: dict, js_thre
     fired = dict(cursor.get("fired", {}))
     registry = s3.registry()
     figures, drifted = {}, []
-    current = outcome_counts(table, [newest])
+    outcomes = SETTINGS.vocabulary.drift if outcomes is None else outcomes
+    current = outcome_counts(table, [newest], outcomes=outcomes)
     for surface in sorted(set(current.index)):
         champion = registry.champion(surface)
         if champion is None:
@@ -109,7 +113,7 @@ def evaluate_drift(lake: DataLakeResource, s3: S3Resource, cursor: dict, js_thre
         reference_days = [date.fromisoformat(d) for d in registry.manifest(surface, champion)["data_partitions"]]
         if newest in reference_days:
             continue
-        reference = outcome_counts(table, reference_days)
+        reference = outcome_counts(table, reference_days, outcomes=outcomes)
         if surface not in reference.index:
             continue
         [report] = compare_outcome_mix(current.loc[[surface]], reference.loc[[surface]], js_threshold=js_threshold,

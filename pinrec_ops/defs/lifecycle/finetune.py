@@ -9,34 +9,32 @@ import dagster as dg
 import pandas as pd
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, owners
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.pretrain import TRAINING_CODE
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import config_tag, training_run_metadata
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
-from pinrec_ops.defs.resources import DataLakeResource, TrainingResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    TrainingResource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import PretrainedModels, lifecycle_state
 
 
 def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "finetuned_model"]),
+    @surface_asset(
+        surface, "finetuned_model",
         deps=["pretrained_model", "online_features"],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
         pool="training",
         kinds={"pytorch", "lightning"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=TRAINING_CODE,
         description=f"The pretrained model fine-tuned on {surface} for the partition's day D: {surface}'s targets of "
-                    "the days before D, impressed-but-not-engaged items as hard negatives, starting from the newest "
-                    "pretrained model that trained only on days before D.",
+                    "the days before D, impressed-but-not-engaged items as hard negatives (a log without impressions: "
+                    "in-batch and uniform negatives only), starting from the newest pretrained model that trained "
+                    "only on days before D.",
     )
     def finetuned_model(context: dg.AssetExecutionContext, lake: DataLakeResource,
-                        training: TrainingResource) -> dg.MaterializeResult:
+                        training: TrainingResource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
         from training.train import fine_tune
 
         table, state = lake.table(), lifecycle_state(lake)
@@ -51,16 +49,24 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
         if not train_days:
             raise dg.Failure(f"no ingested days before {day} to fine-tune {surface} on")
         events = pd.concat([table.read_day(d) for d in train_days], ignore_index=True)
-        _, data_cfg, loss_cfg, train_cfg = training.configs()
+        vocab = vocabulary.load()
+        _, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocab.codes)
         train_cfg = replace(train_cfg, max_epochs=training.finetune_epochs)
+        # hard negatives are impressions without an engagement: a log without impressions has none,
+        # and the loss keeps its in-batch and uniform negatives (sampled softmax) or every item
+        n_hard = training.hard_negatives if vocab.impression is not None else 0
+        if n_hard != training.hard_negatives:
+            context.log.info(f"the vocabulary {vocab.label} has no impression outcome: fine-tuning {surface} without "
+                             "hard negatives (in-batch and uniform negatives)")
         tag = config_tag(pretrained["path"], data_cfg, loss_cfg, train_cfg)
         out_dir = Path(training.models_dir) / surface / f"{day}-{tag}"
         result = fine_tune(events, surface, pretrained["path"], out_dir, data_cfg, loss_cfg, train_cfg=train_cfg,
-                           n_hard=training.hard_negatives)
+                           n_hard=n_hard)
         state.write({"path": str(out_dir), "train_days": [d.isoformat() for d in train_days],
                      "pretrained": pretrained["path"], "pretrained_through": pretrained["through"]},
                     "finetune", surface, day)
         return dg.MaterializeResult(metadata={**training_run_metadata(result, train_days, len(events)),
+                                              "hard_negatives": n_hard,
                                               "pretrained_through": pretrained["through"],
                                               "pretrained_run": dg.MetadataValue.path(pretrained["path"])})
 

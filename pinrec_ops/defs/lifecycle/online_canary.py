@@ -21,10 +21,9 @@ from pydantic import Field
 from events.serving_log import ServingLogTable
 from monitoring.online import compare_groups
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.resources import DataLakeResource, S3Resource
 from pinrec_ops.defs.state import lifecycle_state
 
@@ -36,16 +35,11 @@ class OnlineGateConfig(dg.Config):
 
 
 def canary_release_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "canary_release"]),
+    @surface_asset(
+        surface, "canary_release",
         deps=[dg.AssetKey([surface, "canary_evaluation"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
-        retry_policy=S3_RETRY,
+        talks_to_s3=True,
         kinds={"s3"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.registry"),
         description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users on "
                     "day D+1 (canary.json); with no champion yet it becomes the champion directly. A champion that "
@@ -97,16 +91,11 @@ def _roll_back_to_a_loadable_champion(registry, surface: str) -> str | None:
 
 
 def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "canary_trial"]),
+    @surface_asset(
+        surface, "canary_trial",
         deps=["online_metrics"],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
-        retry_policy=S3_RETRY,
+        talks_to_s3=True,
         kinds={"s3", "pandas"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("monitoring.online"),
         description=f"The one-day trial of the {surface} canary that served day D: its users' engagements per 1,000 "
                     "served impressions against the champion's users', with a 95% bootstrap interval; the trial "
@@ -196,16 +185,11 @@ def online_champion_asset(surface: str) -> dg.AssetsDefinition:
     """Promotion in online mode: yesterday's canary, once it won its trial."""
     from pinrec_ops.defs.lifecycle.canary import version_data_through
 
-    @dg.asset(
-        key=dg.AssetKey([surface, "champion"]),
+    @surface_asset(
+        surface, "champion",
         deps=[dg.AssetKey([surface, "canary_trial"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
-        retry_policy=S3_RETRY,
+        talks_to_s3=True,
         kinds={"s3"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=code_version("serving.registry"),
         description=f"Promotion: champion.json of {surface} points at the canary that won its online trial on the "
                     "partition's day (nothing changes when no canary served).",

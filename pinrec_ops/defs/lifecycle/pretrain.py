@@ -11,7 +11,11 @@ import dagster as dg
 
 from pinrec_ops.defs.conventions import area_tags, code_version, owners
 from pinrec_ops.defs.metadata import config_tag, training_run_metadata
-from pinrec_ops.defs.resources import DataLakeResource, TrainingResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    TrainingResource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import PretrainedModels, lifecycle_state
 
 TRAINING_CODE = code_version("training.model", "training.data", "training.loss", "training.module", "training.train",
@@ -38,7 +42,7 @@ def held_out_day(context, ingested: list[date]) -> date | None:
                 "partition in the retrain job, else the newest ingested day). Weekly, or when the drift sensor asks.",
 )
 def pretrained_model(context: dg.AssetExecutionContext, lake: DataLakeResource,
-                     training: TrainingResource) -> dg.MaterializeResult:
+                     training: TrainingResource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
     from training.train import pretrain
 
     table = lake.table()
@@ -50,7 +54,7 @@ def pretrained_model(context: dg.AssetExecutionContext, lake: DataLakeResource,
     if not train_days:
         raise dg.Failure(f"no ingested day before {held_out} to pretrain on")
     events = table.read_until(train_days[-1])
-    model_cfg, data_cfg, loss_cfg, train_cfg = training.configs()
+    model_cfg, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocabulary.record().codes)
     tag = config_tag(model_cfg, data_cfg, loss_cfg, train_cfg, len(train_days))
     out_dir = Path(training.models_dir) / "pretrained" / f"{train_days[-1]}-{tag}"
     context.log.info(f"pretraining on {len(events)} events of {len(train_days)} days "

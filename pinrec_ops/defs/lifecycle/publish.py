@@ -7,34 +7,54 @@ from pathlib import Path
 import dagster as dg
 
 from pinrec_ops.defs.config import SETTINGS
-from pinrec_ops.defs.conventions import area_tags, code_version, owners
+from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
-from pinrec_ops.defs.partitions import daily_partitions
-from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
-from pinrec_ops.defs.resources import DataLakeResource, S3Resource
+from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    FeastResource,
+    S3Resource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import lifecycle_state
 
 PUBLISH_CODE = code_version("serving.publish", "serving.registry", "serving.index")
 
 
+def _queries_of_recent_users(model, feast_settings, last_day: str, vocabulary, surface: str, limit: int = 300):
+    """The model's queries for users active on its last training day (their sequences as the
+    offline user_sequence table has them, the vocabulary's default weights of `surface`), for
+    tuning the index on what serving will ask."""
+    from datetime import date
+
+    import pandas as pd
+
+    from feature_pipeline.store import offline_table_path
+    from serving.encoder import UserSequence
+    from serving.publish import user_queries
+
+    path = offline_table_path(feast_settings, "user_sequence", date.fromisoformat(last_day))
+    if not path.exists():
+        return None
+    rows = pd.read_parquet(path).head(limit).to_dict("records")
+    codes = vocabulary.codes.for_model(model.cfg.outcomes, model.cfg.surfaces)
+    return user_queries(model, [UserSequence.from_features(r) for r in rows], vocabulary.weights_for(surface),
+                        engaged_codes=codes.engaged_codes)
+
+
 def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=dg.AssetKey([surface, "candidate_version"]),
+    @surface_asset(
+        surface, "candidate_version",
         deps=[dg.AssetKey([surface, "finetuned_model"])],
-        partitions_def=daily_partitions,
-        backfill_policy=ONE_RUN_PER_DAY,
-        group_name=surface,
-        retry_policy=S3_RETRY,
+        talks_to_s3=True,
         kinds={"faiss", "s3"},
-        owners=owners("lifecycle"),
-        tags=area_tags("lifecycle", surface=surface),
         code_version=PUBLISH_CODE,
         description=f"The {surface} model fine-tuned for the partition's day, published as an immutable version: "
                     "model.pt, a tuned faiss index, item_ids.npy and the manifest (written last) under "
                     f"versions/{surface}/<version>/ in S3.",
     )
-    def candidate_version(context: dg.AssetExecutionContext, lake: DataLakeResource,
-                          s3: S3Resource) -> dg.MaterializeResult:
+    def candidate_version(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource,
+                          feast: FeastResource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
         from serving.publish import publish_model
         from serving.registry import sha256_file
         from training.train import load_model
@@ -52,6 +72,8 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
                                                       "uri": dg.MetadataValue.url(done["uri"])})
         champion = registry.champion(surface)
         model = load_model(finetune["path"])
+        vocab = vocabulary.load()
+        tune_queries = _queries_of_recent_users(model, feast.settings(), max(finetune["train_days"]), vocab, surface)
         version, tuned = publish_model(
             registry, surface, model,
             metrics={"partition": day.isoformat()},
@@ -59,6 +81,8 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             config={"finetune_run": finetune["path"], "pretrained_run": finetune["pretrained"]},
             parents=[champion] if champion else [],
             created_at=datetime.combine(day + timedelta(days=1), time(2), tzinfo=timezone.utc),
+            tune_queries=tune_queries,
+            vocabulary=vocab,  # default weights of the surface; the codes go into the manifest
         )
         uri = s3.uri("versions", surface, version, "")
         state.write({"version": version, "uri": uri, "model_sha256": model_sha}, "candidate", surface, day)
@@ -67,6 +91,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             "parent": champion or "none", "n_items": int(model.cfg.n_items),
             "index_kind": tuned.kind, "index_params": dg.MetadataValue.json(tuned.params),
             "index_recall_at_100": float(tuned.recall_at_100),
+            "index_tuned_on": "recent users' queries" if tune_queries is not None else "item vectors plus noise",
             "data_partitions": dg.MetadataValue.json(finetune["train_days"]),
         })
 
