@@ -12,6 +12,25 @@ Rows (each runs in a child process, so `peak_rss_mb` is that row's own peak):
   ``seconds_per_1e6_events``; ``peak_rss_mb`` (the process's VmHWM) and per stage
   ``ingest_peak_rss_mb`` (generate + validate + write) and ``features_peak_rss_mb`` (VmHWM
   reset between the two), ``baseline_rss_mb`` (after imports).
+  ``events_per_s``: events / ingest+validate wall seconds (target >= 10^6 on 2 cores; chunks are
+  written by a second thread while the source delivers and validation checks the next one, so the
+  writes partly hide behind generation); ``validate_cpu_seconds``, ``write_cpu_seconds``,
+  ``duplicates_cpu_seconds``: the CPU seconds of each part in its own thread (Arrow's own worker
+  threads not counted);
+  ``duplicates_across_chunks``: events found again in a later chunk (0 in the simulated world).
+* ``features-engine-1e7``: a day of 10^7 events ingested (not timed), then its three feature
+  tables on the Dask engine (`feature_pipeline.engines`, a LocalCluster of ``--dask-workers``
+  processes started inside the timed span): ``seconds``, ``peak_rss_mb`` (the larger of this
+  process's and the largest worker's), ``local_seconds`` (the local engine, same day, after), and
+  the tables are checked identical.
+* ``index-sharded-1e6``: the 1M clustered vectors of ``index-1e6``, the IVF index unsharded and in
+  4 shards (one trained quantizer, `serving.shards`), both tuned on the same queries:
+  ``recall_at_100`` (sharded, on other queries), ``unsharded_recall_at_100``, ``recall_gap``
+  (target <= 0.001), ``qps`` (one query per call, 1 faiss thread) and ``unsharded_qps``.
+* ``celery-nightly``: `benchmarks.celery_nightly`: Redis, two Celery workers, and one run of
+  `nightly_refresh` for a small simulated day through `dagster job execute` with
+  PINREC_EXECUTOR=celery (from a prepared state): ``seconds`` (the command), ``workers_used``
+  (workers that ran steps, from the run's event log; target 2), ``steps``.
 * ``index-1e5``, ``index-1e6``: `benchmarks.serving.bench_ann` (clustered d=64 vectors, the
   index `serving.index.build_tuned_index` picks, tuned to recall@100 >= 0.98 on 1,000 queries,
   measured on 1,000 others): ``build_seconds`` (index build, tuning excluded), ``qps`` (one
@@ -55,8 +74,14 @@ EVENT_ROWS = {"events-1e6": 10**6, "events-1e7": 10**7, "events-1e8": 10**8}
 INDEX_ROWS = {"index-1e5": (10**5, 256), "index-1e6": (10**6, 1024)}  # items, clusters (as serving)
 TRAIN_ROWS = {"train-len50": 50, "train-len200": 200, "train-len1000": 1000}
 TRAIN_TOKENS_PER_BATCH = 12_800
-ROWS = [*EVENT_ROWS, *INDEX_ROWS, *TRAIN_ROWS, "online"]
-TARGETS = {"recall@100": 0.98}
+ENGINE_ROWS = {"features-engine-1e7": 10**7}  # the Dask engine's path (feature_pipeline.engines)
+SHARDED_ROWS = {"index-sharded-1e6": (10**6, 1024, 4)}  # items, clusters, shards
+CELERY_ROWS = ("celery-nightly",)
+ROWS = [*EVENT_ROWS, *ENGINE_ROWS, *INDEX_ROWS, *SHARDED_ROWS, *TRAIN_ROWS, *CELERY_ROWS, "online"]
+TARGETS = {"recall@100": 0.98, "events_per_s": 1e6, "workers_used": 2}
+INGEST_TARGET_EVENTS_PER_S = 1e6  # ingest + validate, on this 2-core machine
+PEAK_RSS_GROWTH_TARGET = 1.2  # events-1e8 peak_rss_mb <= 1.2 x events-1e7's
+RECALL_GAP_TARGET = 0.001  # sharded recall equal to unsharded within this
 EVENT_STAGES = ("generate", "ingest_validate", "features")
 DEFAULT_CHUNK = 1_000_000
 
@@ -132,6 +157,13 @@ def run_events_row(name: str, n_events: int, chunk_size: int) -> dict:
     return {
         "name": name, "events": n_events, "chunk_size": chunk_size, "chunks": summary.chunks,
         "seconds": round(total, 1), "seconds_per_1e6_events": round(total / n_events * 1e6, 2),
+        # ingest + validate over its wall seconds (chunks are written by a second thread beside the
+        # source and the next chunk's validation); the CPU seconds of its parts, each in its thread
+        "events_per_s": round(n_events / seconds["ingest_validate"]),
+        "validate_cpu_seconds": round(summary.validate_cpu_seconds, 1),
+        "write_cpu_seconds": round(summary.write_cpu_seconds, 1),
+        "duplicates_cpu_seconds": round(summary.duplicates_cpu_seconds, 1),
+        "duplicates_across_chunks": summary.duplicates_across_chunks,
         **{f"{stage}_seconds": round(s, 1) for stage, s in seconds.items()},
         "cpu_seconds": round(total_cpu, 1), "cpu_seconds_per_1e6_events": round(total_cpu / n_events * 1e6, 2),
         **{f"{stage}_cpu_seconds": round(s, 1) for stage, s in cpu.items()},
@@ -174,6 +206,108 @@ def run_online_rows() -> list[dict]:
     return measure_online_latency(work)
 
 
+def _ingested_day(name: str, n_events: int, chunk_size: int = DEFAULT_CHUNK):
+    """A simulated day of `n_events` ingested into a fresh event table (not timed)."""
+    import shutil
+
+    from events.day_ingest import ingest_day
+    from events.simulator import SimulatedWorld, SimulatorConfig
+    from events.table import EventTable
+
+    work = WORK / f"work-{name}"
+    shutil.rmtree(work, ignore_errors=True)
+    world = SimulatedWorld(SimulatorConfig(seed=0, n_users=USERS, n_items=ITEMS, events_per_day=n_events,
+                                           start_date=DAY, n_days=1, chunk_size=chunk_size))
+    table = EventTable(work / "lake")
+    ingest_day(table, DAY, world.iter_day(DAY))
+    return work, table
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS (run on each Dask worker)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _ingest_in_child(name: str, n_events: int) -> None:
+    _ingested_day(name, n_events)
+
+
+def run_engine_row(name: str, n_events: int, workers: int) -> dict:
+    """The feature tables of a day of `n_events` on the Dask engine (a LocalCluster of `workers`
+    processes, started inside the timed span), checked equal to the local engine's. The day is
+    ingested first by another process, so this one's memory is the engine's driver's alone."""
+    import multiprocessing
+    import shutil
+
+    import pandas as pd
+
+    from events.table import EventTable
+    from feature_pipeline.engines import FeatureEngine, compute_feature_tables, dask_client, dask_feature_tables
+
+    child = multiprocessing.get_context("spawn").Process(target=_ingest_in_child, args=(name, n_events))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"ingesting the day for {name} failed (exit {child.exitcode})")
+    work = WORK / f"work-{name}"
+    table = EventTable(work / "lake")
+    reset_peak_rss()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with dask_client(FeatureEngine("dask", dask_workers=workers)) as client:
+        on_dask = dask_feature_tables(table, DAY, client)
+        seconds, driver_cpu = time.perf_counter() - t0, time.process_time() - c0
+        worker_peaks = client.run(_own_peak_rss_mb)  # {worker address: its peak RSS}
+    driver_peak = peak_rss_mb()
+    t1 = time.perf_counter()
+    local = compute_feature_tables(table, DAY)
+    local_seconds = time.perf_counter() - t1
+    for view in local:
+        pd.testing.assert_frame_equal(on_dask[view], local[view])
+    shutil.rmtree(work, ignore_errors=True)
+    worker_peak = max(worker_peaks.values())
+    return {"name": name, "events": n_events, "engine": "dask", "workers": workers, "seconds": round(seconds, 1),
+            "driver_cpu_seconds": round(driver_cpu, 1), "peak_rss_mb": max(driver_peak, worker_peak),
+            "driver_peak_rss_mb": driver_peak, "worker_peak_rss_mb": worker_peak,
+            "local_seconds": round(local_seconds, 1), "identical_to_local": True,
+            "user_sequence_rows": len(local["user_sequence"]), "item_stats_rows": len(local["item_stats"])}
+
+
+def run_sharded_index_row(name: str, n_items: int, n_clusters: int, n_shards: int) -> dict:
+    """The IVF index `build_tuned_index` picks, unsharded and in `n_shards` shards (one trained
+    quantizer), tuned on the same queries: recall@100 of each on other queries, one-query-per-call
+    qps of the sharded one (1 faiss thread, shards searched one after the other)."""
+    import faiss
+
+    from benchmarks.serving import clustered, one_at_a_time_qps
+    from serving.index import build_tuned_index, exact_top_k, recall_at_k
+
+    faiss.omp_set_num_threads(2)
+    x, centers = clustered(n_items, n_clusters, seed=1)
+    tune_q, _ = clustered(1000, n_clusters, seed=2, centers=centers)
+    eval_q, _ = clustered(1000, n_clusters, seed=3, centers=centers)
+    one, tuned_one = build_tuned_index(x, queries=tune_q)
+    sharded, tuned = build_tuned_index(x, queries=tune_q, shards=n_shards)
+    exact = exact_top_k(x, eval_q, 100)
+    recall_one = recall_at_k(one.search(eval_q, 100)[1], exact, 100)
+    recall = recall_at_k(sharded.search(eval_q, 100)[1], exact, 100)
+    faiss.omp_set_num_threads(1)
+    qps, qps_one = one_at_a_time_qps(sharded, eval_q), one_at_a_time_qps(one, eval_q)
+    return {"name": name, "items": n_items, "shards": n_shards, "kind": tuned.kind,
+            "nlist": tuned.build_params.get("nlist"), **tuned.params, "recall_at_100": round(recall, 4),
+            "unsharded_recall_at_100": round(recall_one, 4), "recall_gap": round(abs(recall - recall_one), 4),
+            "qps": round(qps, 1), "unsharded_qps": round(qps_one, 1),
+            "same_params_as_unsharded": tuned.params == tuned_one.params,
+            "build_seconds": round(tuned.build_seconds, 1), "peak_rss_mb": peak_rss_mb()}
+
+
+def run_celery_row(name: str) -> dict:
+    from benchmarks.celery_nightly import celery_nightly_row
+
+    return celery_nightly_row(name, WORK / f"work-{name}", log)
+
+
 def stored_name(row: str, chunk_size: int) -> str:
     """The stored row's name: an events row at a non-default chunk size is an extra row."""
     if row in EVENT_ROWS and chunk_size != DEFAULT_CHUNK:
@@ -186,6 +320,12 @@ def run_row(row: str, args: argparse.Namespace) -> list[dict]:
         return [run_events_row(stored_name(row, args.chunk_size), EVENT_ROWS[row], args.chunk_size)]
     if row in INDEX_ROWS:
         return [run_index_row(row, *INDEX_ROWS[row])]
+    if row in ENGINE_ROWS:
+        return [run_engine_row(row, ENGINE_ROWS[row], args.dask_workers)]
+    if row in SHARDED_ROWS:
+        return [run_sharded_index_row(row, *SHARDED_ROWS[row])]
+    if row in CELERY_ROWS:
+        return [run_celery_row(row)]
     if row in TRAIN_ROWS:
         return [run_train_row(row, TRAIN_ROWS[row], args.steps, args.threads)]
     if row == "online":
@@ -203,7 +343,7 @@ def log(msg: str) -> None:
 def run_in_child(row: str, args: argparse.Namespace) -> bool:
     """Run one row in a fresh interpreter; it stores var/bench/scale/<row>.json. True if it did."""
     cmd = [sys.executable, "-m", "benchmarks.scale", "--child", row, "--chunk-size", str(args.chunk_size),
-           "--steps", str(args.steps), "--threads", str(args.threads)]
+           "--steps", str(args.steps), "--threads", str(args.threads), "--dask-workers", str(args.dask_workers)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
@@ -261,10 +401,34 @@ def growth_notes(rows: list[dict]) -> str:
         parts.append(
             f"First bottleneck (the stage with the most CPU time at {last['name']}): {stage.replace('_', '+')} "
             f"({last[f'{stage}_cpu_seconds']} of {last['cpu_seconds']} CPU s; {last[f'{stage}_seconds']} of "
-            f"{last['seconds']} s wall)." + (
-                " It is chunk-bounded and linear, but validate_events does per-row Python work (text "
-                "columns coerced with Series.map, one reason list per row, pandera's checks): the place "
-                "to speed up first." if stage == "ingest_validate" else ""))
+            f"{last['seconds']} s wall).")
+        rates = [r for r in events if "events_per_s" in r]
+        if rates:
+            parts.append("Ingest + validate (vectorized, duplicates checked across the day): " + ", ".join(
+                f"{r['name']} {r['events_per_s']:,} events/s" + (
+                    f" (CPU s of its parts: validate {r['validate_cpu_seconds']}, write {r['write_cpu_seconds']} in "
+                    f"the writer thread, duplicates across chunks {r['duplicates_cpu_seconds']})"
+                    if "write_cpu_seconds" in r else "") for r in rates)
+                + f" (target >= {INGEST_TARGET_EVENTS_PER_S:,.0f}: "
+                + ("met" if all(r["events_per_s"] >= INGEST_TARGET_EVENTS_PER_S for r in rates) else "NOT met") + ").")
+        if "events-1e7" in by_name and "events-1e8" in by_name:
+            ratio = by_name["events-1e8"]["peak_rss_mb"] / by_name["events-1e7"]["peak_rss_mb"]
+            parts.append(f"Peak RSS events-1e8 / events-1e7: {ratio:.2f} (target <= {PEAK_RSS_GROWTH_TARGET}: "
+                         + ("met" if ratio <= PEAK_RSS_GROWTH_TARGET else "NOT met") + ").")
+    for r in (by_name[n] for n in ENGINE_ROWS if n in by_name):
+        parts.append(f"{r['name']}: the Dask engine ({r['workers']} worker processes, a LocalCluster started in the "
+                     f"timed span) built the tables of {r['events']:,} events in {r['seconds']} s (the local engine: "
+                     f"{r['local_seconds']} s on the same day), tables identical; peak RSS {r['peak_rss_mb']} MB "
+                     f"(driver {r['driver_peak_rss_mb']}, largest worker {r['worker_peak_rss_mb']}).")
+    for r in (by_name[n] for n in SHARDED_ROWS if n in by_name):
+        parts.append(f"{r['name']}: {r['shards']} shards, recall@100 {r['recall_at_100']} vs unsharded "
+                     f"{r['unsharded_recall_at_100']} (gap {r['recall_gap']}, target <= {RECALL_GAP_TARGET}: "
+                     + ("met" if r["recall_gap"] <= RECALL_GAP_TARGET else "NOT met")
+                     + f"), {r['qps']} qps vs {r['unsharded_qps']} unsharded (one query a call, shards one after another).")
+    for r in (by_name[n] for n in CELERY_ROWS if n in by_name):
+        parts.append(f"{r['name']}: nightly_refresh of one small day ({r['world']}) through `dagster job execute` on "
+                     f"{r['workers']} Celery workers in {r['seconds']} s, {r['steps']} steps ({r['steps_per_worker']}), "
+                     f"workers_used {r['workers_used']} (target 2: " + ("met" if r["workers_used"] >= 2 else "NOT met") + ").")
     index = [by_name[n] for n in INDEX_ROWS if n in by_name]
     if len(index) == 2:
         a, b = index
@@ -293,8 +457,15 @@ hand; re-run the rows and collect). See the module docstring for what each row m
   table in record batches. `seconds` and the per-stage seconds (`generate`, `ingest_validate`,
   `features`), `seconds_per_1e6_events` (linear growth keeps it flat), `peak_rss_mb` (the row's
   process, VmHWM; memory bounded by the chunk keeps it flat) and its per-stage parts.
+  `events_per_s` is ingest + validate alone (target >= 10^6 events/s on this 2-core machine).
+- `features-engine-1e7`: the feature tables of a 10^7-event day on the Dask engine
+  (`PINREC_FEATURE_ENGINE=dask`, a local cluster of 2 worker processes), checked identical to the
+  local engine's.
 - `index-1e5/1e6`: ANN build (`build_seconds`), one-query-per-call `qps`, `recall@100` against
-  exact search.
+  exact search. `index-sharded-1e6`: the same 1M vectors in 4 shards searched and merged, recall
+  against the unsharded index's (target: within 0.001).
+- `celery-nightly`: one run of `nightly_refresh` (small day) on two Celery workers through
+  `dagster job execute`; `workers_used` (target 2).
 - `train-len50/200/1000`: training `tokens_per_s` at each sequence length, same tokens per batch.
 - `online-*`: Feast online read latency, sqlite and redis, 1 and 1,000 users (when measured).
 
@@ -303,20 +474,24 @@ Run:
 ```
 nice -n 19 .venv/bin/python -m benchmarks.scale --rows events-1e6,events-1e7,events-1e8
 nice -n 19 .venv/bin/python -m benchmarks.scale --rows index-1e5,index-1e6,train-len50,train-len200,train-len1000,online
+nice -n 19 .venv/bin/python -m benchmarks.scale --rows features-engine-1e7,index-sharded-1e6,celery-nightly
 nice -n 19 .venv/bin/python -m benchmarks.scale --collect
 ```
 """
 
 
-ROW_GROUPS = {"events": "Ingest + validation + features, one day", "index": "ANN index build and query",
-              "train": "Training throughput by sequence length", "online": "Feast online reads"}
+ROW_GROUPS = {"events": "Ingest + validation + features, one day",
+              "features-engine": "Feature tables on the Dask engine", "index-sharded": "Sharded ANN index",
+              "index": "ANN index build and query", "train": "Training throughput by sequence length",
+              "celery": "The nightly job on Celery workers", "online": "Feast online reads"}
 
 
 def render_doc(record: dict) -> str:
     """docs/scale.md: the intro, then one table per row group (their columns differ), the notes."""
     parts = [DOC_INTRO, f"- Date: {record['date']}", f"- Machine: {record['machine']}", ""]
     for prefix, title in ROW_GROUPS.items():
-        group = [r for r in record["rows"] if r["name"].startswith(prefix)]
+        group = [r for r in record["rows"] if r["name"].startswith(prefix)
+                 and not (prefix == "index" and r["name"].startswith("index-sharded"))]
         parts += [f"## {title}", "", markdown_table(group) if group else "_not measured_", ""]
     parts += ["## Notes (measured growth)", "", record.get("notes", ""), ""]
     return "\n".join(parts)
@@ -332,13 +507,15 @@ def write(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
-    p.add_argument("--rows", default=",".join(r for r in ROWS if r != "events-1e8"),
+    p.add_argument("--rows", default=",".join(r for r in ROWS if r not in ("events-1e8", *ENGINE_ROWS, *SHARDED_ROWS,
+                                                                         *CELERY_ROWS)),
                    help=f"comma-separated rows to run, each in its own process (of: {', '.join(ROWS)})")
     p.add_argument("--collect", action="store_true", help="only write results from stored rows")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                    help="events per generated/validated chunk; other than 10^6 stores an extra row <row>-chunk<N>")
     p.add_argument("--steps", type=int, default=7, help="timed training steps per train row")
     p.add_argument("--threads", type=int, default=2, help="torch threads for train rows")
+    p.add_argument("--dask-workers", type=int, default=2, help="Dask worker processes for the engine row")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:

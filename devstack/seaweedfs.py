@@ -24,7 +24,12 @@ signed with a per-start key (``[jwt.signing]``, ``[jwt.filer_signing]``). The CA
 key (``config/tls/``, mode 0600) are made per start; only the server holds them. So a local user
 without them cannot write, delete or drop a collection through the filer, master or volume
 ports (or the filer's unix socket, in a 0700 folder), which would otherwise bypass the S3
-signature check; ``tests/test_seaweedfs_security.py`` tries each. The server runs in its own process group and is stopped by pid: SIGTERM to the
+signature check; ``tests/test_seaweedfs_security.py`` tries each.
+
+A restart (``stop()`` then ``start()`` on the same object) keeps the ports and the S3
+credentials, so the endpoint and keys every client got from ``env()`` stay valid, as a real S3
+endpoint's do across a server restart (the data under ``data/`` persists); only the TLS files
+and JWT keys of ``config/`` are made anew. The server runs in its own process group and is stopped by pid: SIGTERM to the
 group, SIGKILL after ``stop_timeout``; when started from the main thread it also gets
 ``PR_SET_PDEATHSIG`` so it dies with its parent.
 
@@ -328,7 +333,8 @@ class SeaweedFS:
         self.stop()
 
     def start(self) -> SeaweedFS:
-        """Start the server and wait until S3 answers; retries once or twice on a port race."""
+        """Start the server and wait until S3 answers; retries once or twice on a port race. A
+        restart keeps the ports and S3 credentials of the previous start (module docstring)."""
         with self._lock:
             if self.running:
                 return self
@@ -343,10 +349,12 @@ class SeaweedFS:
             config_path = self._write_s3_config()
             self._write_security_config()
             began = time.monotonic()
+            # A restart keeps the address: clients (and the environment handed to them) stay valid.
+            address = dict(self._ports) or None
             last_error: SeaweedFSError | None = None
-            for _attempt in range(3):
+            for _attempt in range(3 if address is None else 20):
                 try:
-                    self._launch(weed, config_path)
+                    self._launch(weed, config_path, address)
                     self._wait_ready(began)
                     break
                 except SeaweedFSError as exc:
@@ -357,6 +365,8 @@ class SeaweedFS:
                         self.startup_timeout
                     ):
                         raise
+                    if address is not None:
+                        time.sleep(0.5)  # a port of ours still held: wait, never move
             else:
                 raise last_error or SeaweedFSError("SeaweedFS did not start")
             self.startup_seconds = time.monotonic() - began
@@ -414,12 +424,16 @@ class SeaweedFS:
         self._own_socket_dir = True
         return Path(tempfile.mkdtemp(prefix="pinrec-weed-"))
 
-    def _launch(self, weed: Path, config_path: Path) -> None:
+    def _choose_ports(self) -> dict[str, int]:
         names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc"]
         names += ["s3", "s3_grpc"]
         ports = dict(zip(names, free_ports(len(names), self.host), strict=True))
         admin = free_port_pair(_ADMIN_GRPC_OFFSET, set(ports.values()), self.host)
         ports["admin"], ports["admin_grpc"] = admin, admin + _ADMIN_GRPC_OFFSET
+        return ports
+
+    def _launch(self, weed: Path, config_path: Path, ports: dict[str, int] | None = None) -> None:
+        ports = ports or self._choose_ports()
         self._ports = ports
         self._socket_dir = self._socket_directory()
         args = [

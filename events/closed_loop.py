@@ -92,7 +92,9 @@ import numpy as np
 import pandas as pd
 
 from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE, conform
-from events.serving_log import SERVING_LOG_COLUMNS  # the serving log's table (events/serving_log.py)
+from events.serving_log import (
+    SERVING_LOG_COLUMNS,  # the serving log's table (events/serving_log.py)
+)
 from events.simulator import (
     _ENGAGEMENT_CODES,
     _IMPRESSION,
@@ -113,6 +115,7 @@ __all__ = [
     "Recommender",
     "Served",
     "SessionRequest",
+    "replay_day",
 ]
 
 _EXAMINATION_STREAM = 2  # SeedSequence([seed, 2, ordinal, chunk]): one uniform per impression
@@ -648,6 +651,38 @@ class ClosedLoopWorld:
             "examined": examined[idx].astype(bool),
             "outcome": np.array(OUTCOMES, dtype=object)[outcome],
         }, columns=list(SERVING_LOG_COLUMNS))
+
+
+def replay_day(world: ClosedLoopWorld, day: dt.date, serving_log: pd.DataFrame,
+               history: FatigueHistory | None = None) -> ClosedLoopDay:
+    """Day `day` played again with exactly what its serving log says was served: each session
+    gets the items of its log rows in position order (the ones placed, so placing them again
+    places the same), with the same version, arm and served_by; a session without rows gets an
+    empty list. By the world's determinism (module docstring) the events are byte-identical to
+    the day as first played, given the same `history` of the days before, so a lost or damaged
+    copy of the day's events can be fetched again from the world. `ValueError` when the serving
+    log does not come out the same (a log that is not this day's)."""
+    by_session = {int(s): g.sort_values("position") for s, g in serving_log.groupby("session_id")}
+
+    def recommend(requests: list[SessionRequest]) -> list[Served]:
+        out = []
+        for r in requests:
+            g = by_session.get(r.session_id)
+            if g is None:
+                out.append(Served([], "none", "none", "none"))
+            else:
+                out.append(Served(g["item_id"].astype(int).tolist(), str(g["version"].iloc[0]), str(g["arm"].iloc[0]),
+                                  str(g["served_by"].iloc[0])))
+        return out
+
+    again = world.day(day, recommend, history)
+    keys = ["session_id", "position", "item_id", "outcome"]
+    mine = again.serving_log[keys].sort_values(keys[:2]).reset_index(drop=True)
+    theirs = serving_log[keys].sort_values(keys[:2]).reset_index(drop=True)
+    if len(mine) != len(theirs) or not mine.astype(str).equals(theirs.astype(str)):
+        raise ValueError(f"the serving log given for {day} does not replay to itself ({len(theirs)} rows, "
+                         f"replayed {len(mine)}): it is not this day's log")
+    return again
 
 
 if OUTCOME_CODE["impression"] != _IMPRESSION:  # the simulator and the contract agree on the code

@@ -4,32 +4,37 @@ Nothing is dropped: every input row ends up in exactly one of the two outputs, s
 ``len(good) + len(quarantine) == len(raw)`` always holds. A quarantined row keeps its original
 values (as text, since a broken row may not fit the contract's types), its position in the input
 and the names of every check it failed.
+
+Validation works on whole columns (see `validate_events`): the cost of a clean input is a few
+passes of numpy, pandas and Arrow over each column, with no Python per row.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
 import pandas as pd
-import pandera.errors
+import pandera.pandas as pa
 
+from events.coerce import as_text, coerce_int, coerce_text, coerce_timestamps
 from events.contract import (
     COLUMNS,
     EVENT_KEY,
-    EVENT_SCHEMA,
+    OUTCOMES,
     REQUIRED_COLUMNS,
+    SURFACES,
     TIMESTAMP_DTYPE,
-    conform,
     empty_events,
+    event_schema,
 )
 
 QUARANTINE_COLUMNS: tuple[str, ...] = ("input_row", "reason", "raw")
+DUPLICATE_REASON = "duplicate: same event as an earlier row"
 
 _INT_COLUMNS = ("user_id", "item_id", "session_id", "query_id")
-_TZ_SUFFIX = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 
 
 class NoEventsError(ValueError):
@@ -70,6 +75,8 @@ class IngestResult:
     good: pd.DataFrame  # contract frame
     quarantine: pd.DataFrame  # columns QUARANTINE_COLUMNS
     input_rows: int
+    # 64-bit hashes of the good rows' EVENT_KEY (`key_hashes`), for duplicates across chunks
+    good_key_hashes: np.ndarray | None = None
 
     @property
     def bad_fraction(self) -> float:
@@ -90,197 +97,244 @@ def day_window(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _add_reason(reasons: list[list[str]], mask: np.ndarray, reason: str) -> None:
-    for i in np.flatnonzero(mask):
-        reasons[i].append(reason)
-
-
-def _as_text(value: object) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="backslashreplace")
-    return str(value)
-
-
-_INT64_MAX = np.iinfo(np.int64).max
-
-
-def _parse_int(value: object) -> tuple[int | None, str | None]:
-    """(integer or None, failure reason or None) for one raw value."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None, None
-    if isinstance(value, (bool, np.bool_)):
-        return None, "not an integer"
-    if isinstance(value, (int, np.integer)):
-        number = int(value)
-    elif isinstance(value, (float, np.floating)):
-        if np.isnan(value):
-            return None, None
-        if not float(value).is_integer():
-            return None, "not an integer"
-        number = int(value)
-    elif isinstance(value, (str, bytes)):
-        text = _as_text(value).strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                as_float = float(text)
-            except ValueError:
-                return None, "not an integer"
-            if not as_float.is_integer():
-                return None, "not an integer"
-            number = int(as_float)
-    else:
-        return None, "not an integer"
-    if abs(number) > _INT64_MAX:
-        return None, "out of range"
-    return number, None
-
-
-def _coerce_int(raw: pd.Series, name: str, reasons: list[list[str]]) -> pd.Series:
-    """Coerce to nullable Int64; values that are not whole numbers become NA with a reason."""
-    if pd.api.types.is_integer_dtype(raw.dtype):
-        return raw.astype("Int64")
-    values: list[int | None] = []
-    for i, value in enumerate(raw.to_numpy(dtype=object)):
-        number, failure = _parse_int(value)
-        if failure:
-            reasons[i].append(f"{name}: {failure}")
-        values.append(number)
-    return pd.Series(pd.array(values, dtype="Int64"), index=raw.index)
-
-
-def _coerce_timestamps(raw: pd.Series, reasons: list[list[str]]) -> pd.Series:
-    """Coerce to UTC microseconds; naive or unparseable values become NaT with a reason."""
-    dtype = raw.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        return raw.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
-    if pd.api.types.is_datetime64_dtype(dtype):
-        _add_reason(reasons, raw.notna().to_numpy(), "event_ts: timestamp without timezone")
-        return pd.Series(pd.NaT, index=raw.index, dtype=TIMESTAMP_DTYPE)
-    out = pd.Series(pd.NaT, index=raw.index, dtype=TIMESTAMP_DTYPE)
-    for i, value in enumerate(raw.to_numpy()):
-        if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-            continue
-        if isinstance(value, (pd.Timestamp, datetime)):
-            ts = pd.Timestamp(value)
-        elif isinstance(value, (str, bytes)):
-            text = _as_text(value).strip()
-            if not _TZ_SUFFIX.search(text):
-                reasons[i].append("event_ts: timestamp without timezone")
-                continue
-            try:
-                ts = pd.Timestamp(text)
-            except (ValueError, OverflowError):
-                reasons[i].append("event_ts: not a timestamp")
-                continue
-        else:
-            reasons[i].append("event_ts: not a timestamp")
-            continue
-        if ts.tzinfo is None:
-            reasons[i].append("event_ts: timestamp without timezone")
-            continue
-        try:
-            out.iloc[i] = ts.tz_convert("UTC")
-        except (OverflowError, pd.errors.OutOfBoundsDatetime):
-            reasons[i].append("event_ts: out of range")
-    return out
-
-
-def _coerce_text(raw: pd.Series, name: str, reasons: list[list[str]]) -> pd.Series:
-    text = raw.map(lambda v: v if isinstance(v, str) else _as_text(v) if isinstance(v, bytes) else v)
-    not_text = text.notna() & ~text.map(lambda v: isinstance(v, str))
-    _add_reason(reasons, not_text.to_numpy(), f"{name}: not text")
-    return text.where(~not_text, None).astype(object)
-
-
 def _raw_text(raw: pd.DataFrame) -> pd.Series:
-    """Each input row as one JSON-like text, so quarantine keeps whatever arrived."""
+    """Each input row as one JSON-like text, so quarantine keeps whatever arrived (bad rows only)."""
     records = raw.to_dict(orient="records")
-    return pd.Series(
-        [repr({k: _as_text(v) for k, v in rec.items()}) for rec in records], dtype=object
-    )
+    return pd.Series([repr({k: as_text(v) for k, v in rec.items()}) for rec in records], dtype=object)
 
 
-def validate_events(raw: pd.DataFrame, day: date | None = None, vocabulary=None) -> IngestResult:
+@dataclass(frozen=True)
+class AllowedValues:
+    """The vocabularies a row's `surface` and `outcome` must come from. A parameter of
+    ingestion (default: the contract's `SURFACES` and `OUTCOMES`), so another vocabulary is one
+    argument: ``validate_events(raw, day, allowed=AllowedValues(surfaces=..., outcomes=...))``.
+    The quarantine reason names the allowed values (``surface: isin(('homefeed', ...))``)."""
+
+    surfaces: tuple[str, ...] = SURFACES
+    outcomes: tuple[str, ...] = OUTCOMES
+    vocabulary_file: str | None = None  # named in the reason of a value outside them
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "surfaces", tuple(self.surfaces))
+        object.__setattr__(self, "outcomes", tuple(self.outcomes))
+
+    @classmethod
+    def of(cls, vocabulary) -> AllowedValues:
+        """The values an `events.vocabulary.Vocabulary` allows (None: the contract's)."""
+        if vocabulary is None:
+            return CONTRACT_VALUES
+        return cls(vocabulary.surfaces, vocabulary.outcomes, vocabulary.label)
+
+
+CONTRACT_VALUES = AllowedValues()
+
+
+@functools.lru_cache(maxsize=16)
+def _column_checks(allowed: AllowedValues) -> tuple[tuple[str, bool, tuple[pa.Check, ...]], ...]:
+    """(column, nullable, checks) of the contract schema in its column order, the vocabulary
+    checks (`isin`) taking `allowed`'s values (and naming its file)."""
+    schema = event_schema(allowed.surfaces, allowed.outcomes, allowed.vocabulary_file)
+    return tuple((name, bool(column.nullable), tuple(column.checks)) for name, column in schema.columns.items())
+
+
+def _vocabulary_codes(text: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """Each value's position in `vocabulary`, -1 for a missing or unknown value (one hash pass)."""
+    return pd.Index(vocabulary).get_indexer(text).astype(np.int64)
+
+
+def _contract_reasons(columns: dict[str, pd.Series], codes: dict[str, np.ndarray],
+                      allowed: AllowedValues) -> list[tuple[str, np.ndarray]]:
+    """The contract schema's checks on whole columns (nulls, id ranges, vocabularies, time
+    bounds): one (reason, mask) per failing check, in schema order, named as pandera names its
+    failure cases (``column: null``, ``column: <check>``). The vocabulary checks use the codes;
+    the others are the schema's own pandera checks, run on the column's present values."""
+    n = len(next(iter(columns.values())))
+    found = []
+    for name, nullable, checks in _column_checks(allowed):
+        column = columns[name]
+        if name in codes:
+            unknown = codes[name] < 0
+            missing = np.zeros(n, bool)
+            suspects = np.flatnonzero(unknown)
+            missing[suspects] = pd.isna(column.to_numpy()[suspects])
+        else:
+            missing = column.isna().to_numpy()
+        if not nullable and missing.any():
+            found.append((f"{name}: null", missing))
+        for check in checks:
+            if name in codes and check.name == "isin":
+                failed = unknown & ~missing
+            else:
+                present = np.flatnonzero(~missing) if missing.any() else None
+                values = column if present is None else column.iloc[present]
+                if isinstance(values.dtype, pd.Int64Dtype):
+                    values = pd.Series(values.to_numpy(dtype=np.int64), index=values.index)
+                if len(values) == 0:
+                    continue
+                passed = check(values).check_output.to_numpy(dtype=bool)
+                failed = np.zeros(n, bool)
+                failed[(np.arange(n) if present is None else present)[~passed]] = True
+            if failed.any():
+                found.append((f"{name}: {check.error or check.name}", failed))
+    return found
+
+
+_KEY_SEED, _KEY_MIX = np.uint64(0x243F6A8885A308D3), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def key_hashes(keys: dict[str, np.ndarray]) -> np.ndarray:
+    """A 64-bit hash (uint64) of each row's `EVENT_KEY`, given as int64 arrays (the text
+    columns as vocabulary codes). Equal keys give equal hashes; equal hashes are only
+    candidates (compare the keys)."""
+    h = np.full(len(keys[EVENT_KEY[0]]), _KEY_SEED, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for name in EVENT_KEY:
+            h = _mix64(h * _KEY_MIX + keys[name].view(np.uint64))
+    return h
+
+
+def event_keys(good: pd.DataFrame, allowed: AllowedValues = CONTRACT_VALUES) -> dict[str, np.ndarray]:
+    """A contract frame's `EVENT_KEY` columns as int64 arrays (surface and outcome as codes)."""
+    vocabulary = {"surface": allowed.surfaces, "outcome": allowed.outcomes}
+    keys = {}
+    for name in EVENT_KEY:
+        column = good[name]
+        if name in vocabulary:
+            keys[name] = _vocabulary_codes(column, vocabulary[name])
+        elif name == "event_ts":
+            keys[name] = column.array.as_unit("us").asi8
+        else:
+            keys[name] = column.to_numpy(dtype=np.int64)
+    return keys
+
+
+def duplicate_rows(keys: dict[str, np.ndarray], hashes: np.ndarray) -> np.ndarray:
+    """Mask of the rows whose key equals an earlier row's (the first copy is not marked). Rows
+    sharing a hash (found by one sort) are the only candidates; their keys are compared exactly."""
+    dup = np.zeros(len(hashes), bool)
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated) == 0:
+        return dup
+    candidates = np.flatnonzero(np.isin(hashes, repeated))
+    frame = pd.DataFrame({name: keys[name][candidates] for name in EVENT_KEY})
+    dup[candidates[frame.duplicated(keep="first").to_numpy()]] = True
+    return dup
+
+
+def validate_events(raw: pd.DataFrame, day: date | None = None, vocabulary=None, *,
+                    allowed: AllowedValues | None = None) -> IngestResult:
     """Split `raw` into contract rows and quarantined rows.
 
     `day`: when given, rows whose event_ts falls outside that UTC day are quarantined
-    (a partition only holds its own day). `vocabulary` (`events.vocabulary.Vocabulary`): the
-    surfaces and outcomes allowed, a value outside them quarantined with a reason naming its
-    file; default: the built-in data's (`events.contract.EVENT_SCHEMA`).
+    (a partition only holds its own day). `vocabulary` (`events.vocabulary.Vocabulary`), or
+    `allowed` directly: the surfaces and outcomes allowed, a value outside them quarantined with a
+    reason naming the vocabulary file; default: the built-in contract's.
+
+    Whole columns at a time (`events.coerce`, then the contract's checks on whole columns);
+    Python touches single rows only to parse odd values and to describe the quarantined rows.
+    A row's reasons, in order: missing and unexpected columns, failed coercions (column order),
+    failed contract checks (schema order), outside the partition; a duplicate is a row without
+    other reasons whose key equals an earlier such row's.
     """
+    allowed = allowed or AllowedValues.of(vocabulary)
     n = len(raw)
     raw = raw.reset_index(drop=True)
     if n == 0:
-        return IngestResult(empty_events(), _quarantine_frame([], [], []), 0)
+        return IngestResult(empty_events(), _quarantine_frame([], [], []), 0, good_key_hashes=np.zeros(0, np.uint64))
 
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    extra = [c for c in raw.columns if c not in COLUMNS]
-    for col in missing:
-        _add_reason(reasons, np.ones(n, bool), f"{col}: missing column")
-    for col in extra:
-        _add_reason(reasons, np.ones(n, bool), f"{col}: unexpected column")
+    everywhere = np.ones(n, bool)
+    found: list[tuple[str, np.ndarray]] = []
+    found += [(f"{col}: missing column", everywhere) for col in REQUIRED_COLUMNS if col not in raw.columns]
+    found += [(f"{col}: unexpected column", everywhere) for col in raw.columns if col not in COLUMNS]
 
-    coerced = pd.DataFrame(index=raw.index)
+    columns: dict[str, pd.Series] = {}
     for col in COLUMNS:
         if col not in raw.columns:
-            coerced[col] = pd.Series(pd.NA, index=raw.index, dtype="Int64" if col in _INT_COLUMNS else object)
-        elif col in _INT_COLUMNS:
-            coerced[col] = _coerce_int(raw[col], col, reasons)
+            columns[col] = pd.Series(pd.NA, index=raw.index, dtype="Int64" if col in _INT_COLUMNS else object)
+            continue
+        if col in _INT_COLUMNS:
+            columns[col], failed = coerce_int(raw[col], col)
         elif col == "event_ts":
-            coerced[col] = _coerce_timestamps(raw[col], reasons)
+            columns[col], failed = coerce_timestamps(raw[col])
         else:
-            coerced[col] = _coerce_text(raw[col], col, reasons)
+            columns[col], failed = coerce_text(raw[col], col)
+        found += failed.items()
+    vocabulary = {"surface": allowed.surfaces, "outcome": allowed.outcomes}
+    codes = {name: _vocabulary_codes(columns[name], vocabulary[name]) for name in vocabulary}
 
-    # The contract's own checks (nulls, ranges, vocabularies, time bounds), one reason per failure.
     # Ids stay nullable Int64 here: as float64, 2^53 + 1 would round to 2^53 and pass the range.
-    candidate = coerced.copy()
-    contract = EVENT_SCHEMA if vocabulary is None else vocabulary.event_schema()
-    schema = contract.update_columns(
-        {c: {"dtype": None} for c in ("user_id", "item_id", "session_id", "query_id", "surface", "outcome")}
-    )
-    try:
-        schema.validate(candidate, lazy=True)
-    except pandera.errors.SchemaErrors as err:
-        cases = err.failure_cases
-        for _, case in cases.iterrows():
-            idx = case["index"]
-            if idx is None or (isinstance(idx, float) and np.isnan(idx)):
-                continue
-            check = str(case["check"])
-            if check == "not_nullable":
-                check = "null"
-            reason = f"{case['column']}: {check}"
-            if reason not in reasons[int(idx)]:
-                reasons[int(idx)].append(reason)
+    found += _contract_reasons(columns, codes, allowed)
 
     if day is not None:
         start, end = day_window(day)
-        ts = coerced["event_ts"]
-        outside = ts.notna() & ((ts < pd.Timestamp(start)) | (ts >= pd.Timestamp(end)))
-        _add_reason(reasons, outside.to_numpy(), f"event_ts: outside partition {day.isoformat()}")
+        ts = columns["event_ts"]
+        outside = (ts.notna() & ((ts < pd.Timestamp(start)) | (ts >= pd.Timestamp(end)))).to_numpy()
+        if outside.any():
+            found.append((f"event_ts: outside partition {day.isoformat()}", outside))
 
-    ok = np.array([not r for r in reasons])
+    ok = ~np.logical_or.reduce([mask for _, mask in found]) if found else np.ones(n, bool)
+    ints = {name: columns[name].to_numpy(dtype=np.int64, na_value=0) for name in _INT_COLUMNS}
+    micros = columns["event_ts"].array.asi8.copy()
+    hashes = np.zeros(0, np.uint64)
     # Duplicates among otherwise good rows: the first copy is kept, later copies quarantined.
-    dup = np.zeros(n, bool)
     if ok.any():
-        key = coerced.loc[ok, list(EVENT_KEY)]
-        dup[np.flatnonzero(ok)] = key.duplicated(keep="first").to_numpy()
-    _add_reason(reasons, dup, "duplicate: same event as an earlier row")
-    ok &= ~dup
+        rows = np.flatnonzero(ok)
+        keys = {**{k: v[rows] for k, v in ints.items()}, "event_ts": micros[rows],
+                **{k: v[rows] for k, v in codes.items()}}
+        hashes = key_hashes(keys)
+        dup_of_rows = duplicate_rows(keys, hashes)
+        if dup_of_rows.any():
+            dup = np.zeros(n, bool)
+            dup[rows[dup_of_rows]] = True
+            found.append((DUPLICATE_REASON, dup))
+            ok &= ~dup
+            hashes = hashes[~dup_of_rows]
 
-    good = conform(coerced.loc[ok]).reset_index(drop=True) if ok.any() else empty_events()
-    bad_idx = np.flatnonzero(~ok)
-    quarantine = _quarantine_frame(
-        bad_idx.tolist(),
-        ["; ".join(reasons[i]) for i in bad_idx],
-        _raw_text(raw.iloc[bad_idx]).tolist() if len(bad_idx) else [],
-    )
-    return IngestResult(good, quarantine, n)
+    rows = np.flatnonzero(ok)
+    good = _good_frame(ints, columns, codes, vocabulary, rows, everything=len(rows) == n)
+    bad = np.flatnonzero(~ok)
+    quarantine = _quarantine_frame(bad.tolist(), _reason_texts(found, bad),
+                                   _raw_text(raw.iloc[bad]).tolist() if len(bad) else [])
+    return IngestResult(good, quarantine, n, good_key_hashes=hashes)
+
+
+def _good_frame(ints: dict[str, np.ndarray], columns: dict[str, pd.Series], codes: dict[str, np.ndarray],
+                vocabulary: dict[str, tuple[str, ...]], rows: np.ndarray, everything: bool) -> pd.DataFrame:
+    """The contract frame of the good `rows` (every value present and valid there)."""
+    if len(rows) == 0:
+        return empty_events()
+
+    def pick(values):
+        return values if everything else values[rows]
+
+    query = columns["query_id"]
+    return pd.DataFrame(copy=False, data={  # fresh arrays: no copy, no consolidation
+        "user_id": pick(ints["user_id"]),
+        "item_id": pick(ints["item_id"]),
+        "surface": np.asarray(vocabulary["surface"], dtype=object)[pick(codes["surface"])],
+        "outcome": np.asarray(vocabulary["outcome"], dtype=object)[pick(codes["outcome"])],
+        "event_ts": pd.Series(pick(columns["event_ts"].array).copy(), dtype=TIMESTAMP_DTYPE),  # not a view of raw
+        "session_id": pick(ints["session_id"]),
+        "query_id": pd.arrays.IntegerArray(pick(ints["query_id"]), pick(query.isna().to_numpy())),
+    })
+
+
+def _reason_texts(found: list[tuple[str, np.ndarray]], rows: np.ndarray) -> list[str]:
+    """Each of `rows`' reasons joined with "; ", in the order found (each reason once)."""
+    texts = [[] for _ in rows]
+    for reason, mask in found:
+        for j in np.flatnonzero(mask[rows]):
+            if reason not in texts[j]:
+                texts[j].append(reason)
+    return ["; ".join(t) for t in texts]
 
 
 def _quarantine_frame(rows: list[int], reasons: list[str], raw: list[str]) -> pd.DataFrame:

@@ -41,8 +41,10 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -154,10 +156,17 @@ class EventTable:
 
     def iter_batches(self, days: Iterable[date], columns: list[str], batch_rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
         """The rows of the given ingested days (in the order given, each in file order), as
-        record batches of at most `batch_rows` rows with only `columns`."""
+        record batches of at most `batch_rows` rows with only `columns`.
+
+        Row group by row group, each read on its own: `ParquetFile.iter_batches` over a whole
+        file keeps reader state that grows with the row groups read (measured: ~12 MB per 10^6
+        rows, released only when the file is closed), so memory would follow the day's size."""
         for day in days:
-            parquet = pq.ParquetFile(self.events_path(day))
-            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+            with pq.ParquetFile(self.events_path(day)) as parquet:
+                for group in range(parquet.metadata.num_row_groups):
+                    rows = parquet.read_row_group(group, columns=columns)
+                    yield from rows.to_batches(max_chunksize=batch_rows)
+                    del rows
 
     @staticmethod
     def row_count(path: Path) -> int:
@@ -216,25 +225,63 @@ class _PartFile:
     def __init__(self, path: Path, schema: pa.Schema):
         self.path, self.schema = path, schema
         self.writer = pq.ParquetWriter(path, schema, coerce_timestamps="us", allow_truncated_timestamps=False)
+        self.closed = False
 
-    def write(self, df: pd.DataFrame) -> None:
-        if len(df):
-            self.writer.write_table(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
+    def write(self, df: pd.DataFrame, order: np.ndarray | None = None) -> None:
+        """Append `df` (its rows in `order` when given) as one row group."""
+        if len(df) == 0:
+            return
+        if order is None:
+            self.write_table(pa.Table.from_pandas(df, schema=self.schema, preserve_index=False))
+            return
+        arrays = []
+        for field in self.schema:  # reorder numpy/pandas arrays (pointers for text), convert once
+            column = df[field.name]
+            values = column.to_numpy()[order] if isinstance(column.dtype, np.dtype) else column.array.take(order)
+            arrays.append(pa.array(values, type=field.type, from_pandas=True))
+        self.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table)
 
     def close(self) -> None:
-        self.writer.close()
+        if not self.closed:
+            self.writer.close()
+            self.closed = True
+
+    def rewrite(self, transform) -> None:
+        """Replace the (closed) file, row group by row group: `transform(index, table)` gives
+        each row group's new rows; it is called once more with (None, None) at the end for rows
+        to append. Memory: one row group."""
+        source = pq.ParquetFile(self.path)
+        replacement = _PartFile(self.path.with_name(self.path.name + ".rewrite"), self.schema)
+        try:
+            for index in range(source.metadata.num_row_groups):
+                replacement.write_table(transform(index, source.read_row_group(index)))
+            tail = transform(None, None)
+            if tail is not None:
+                replacement.write_table(tail)
+        finally:
+            replacement.close()
+            source.close()
+        os.replace(replacement.path, self.path)
 
 
 class DayWriter:
     """Writes one day of the event table chunk by chunk (a context manager).
 
     Each `append(good, quarantine)` adds one validated chunk: its good rows, sorted by
-    (event_ts, user_id), become row group(s) of the day's events file, and its quarantined rows
+    (event_ts, user_id), become one row group of the day's events file, and its quarantined rows
     are appended with `input_row` shifted by the rows of the chunks before it, so `input_row`
     counts from the start of the day's input. Both files go into a new folder of the day's
     commit directory; on a clean exit it becomes the day's current commit in one rename (see the
     module docstring); on an exception, or when no input row was appended
     (:class:`events.ingest.NoEventsError`), the day is left as it was.
+
+    Before the commit, rows can still move from the events to the quarantine (duplicates found
+    across chunks, `events.day_duplicates`): `seal` closes both files, `read_events` reads rows
+    by their position in the events file, `move_to_quarantine` rewrites both files.
     """
 
     def __init__(self, table: EventTable, day: date):
@@ -252,11 +299,91 @@ class DayWriter:
         self.good_rows = 0
         self.quarantined_rows = 0
 
-    def append(self, good: pd.DataFrame, quarantine: pd.DataFrame) -> None:
-        self._events.write(good.sort_values(["event_ts", "user_id"], kind="stable"))
+    @property
+    def scratch(self) -> Path:
+        """A folder for the writer's helpers (removed with the writer's folder)."""
+        path = self._folder / "scratch"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def append(self, good: pd.DataFrame, quarantine: pd.DataFrame) -> np.ndarray:
+        """Append one chunk; returns each good row's position in the day's events file."""
+        if self._events.closed:
+            raise RuntimeError("DayWriter.append after seal()")
+        user = good["user_id"].to_numpy(dtype=np.int64)
+        micros = good["event_ts"].array.as_unit("us").asi8 if len(good) else np.zeros(0, np.int64)
+        order = np.lexsort((user, micros))  # stable: by event_ts, then user_id, then input order
+        self._events.write(good, order)
         self._quarantine.write(quarantine.assign(input_row=quarantine["input_row"] + self.input_rows))
+        positions = np.empty(len(good), np.int64)
+        positions[order] = np.arange(self.good_rows, self.good_rows + len(good))
         self.input_rows += len(good) + len(quarantine)
         self.good_rows += len(good)
+        self.quarantined_rows += len(quarantine)
+        return positions
+
+    def seal(self) -> None:
+        """Close both files (no more `append`); they can still be read and rewritten."""
+        self._events.close()
+        self._quarantine.close()
+
+    def read_events(self, positions: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+        """The events at `positions` of the sealed events file (in that order), reading one row
+        group at a time."""
+        self.seal()
+        positions = np.asarray(positions, np.int64)
+        source = pq.ParquetFile(self._events.path)
+        starts = np.cumsum([0] + [source.metadata.row_group(i).num_rows for i in range(source.metadata.num_row_groups)])
+        group = np.searchsorted(starts, positions, side="right") - 1
+        parts, where = [], []
+        for g in np.unique(group):
+            mine = np.flatnonzero(group == g)
+            rows = source.read_row_group(int(g), columns=columns).take(pa.array(positions[mine] - starts[g]))
+            parts.append(rows)
+            where.append(mine)
+        source.close()
+        if not parts:
+            return empty_events() if columns is None else empty_events()[columns]
+        frame = pa.concat_tables(parts).to_pandas()
+        frame.index = np.concatenate(where)
+        return frame.sort_index().reset_index(drop=True)
+
+    def move_to_quarantine(self, positions: np.ndarray, quarantine: pd.DataFrame) -> None:
+        """Remove the events at `positions` and add `quarantine` (its `input_row` counted from the
+        start of the day, like the file's) to the quarantine, kept in input-row order."""
+        self.seal()
+        drop = np.sort(np.asarray(positions, np.int64))
+        offset = [0]
+
+        def without_dropped(index, table):
+            if index is None:
+                return None
+            start, offset[0] = offset[0], offset[0] + table.num_rows
+            mine = drop[(drop >= start) & (drop < offset[0])] - start
+            if len(mine) == 0:
+                return table
+            keep = np.ones(table.num_rows, bool)
+            keep[mine] = False
+            return table.filter(pa.array(keep))
+
+        self._events.rewrite(without_dropped)
+        extra = quarantine.sort_values("input_row", kind="stable")
+        extra_table = pa.Table.from_pandas(extra[list(QUARANTINE_ARROW_SCHEMA.names)], schema=QUARANTINE_ARROW_SCHEMA,
+                                           preserve_index=False)
+        rows = extra["input_row"].to_numpy()
+        taken = [0]
+
+        def merged(index, table):
+            if index is None:  # what is left goes after the last row group
+                return extra_table.slice(taken[0])
+            last = table.column("input_row")[-1].as_py() if table.num_rows else -1
+            upto = int(np.searchsorted(rows, last, side="right"))
+            batch = pa.concat_tables([table, extra_table.slice(taken[0], upto - taken[0])])
+            taken[0] = upto
+            return batch.take(pc.sort_indices(batch, [("input_row", "ascending")]))
+
+        self._quarantine.rewrite(merged)
+        self.good_rows -= len(drop)
         self.quarantined_rows += len(quarantine)
 
     def __enter__(self) -> DayWriter:
@@ -264,11 +391,11 @@ class DayWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._events.close()
-            self._quarantine.close()
+            self.seal()
             if exc_type is None:
                 if self.input_rows == 0:
                     raise NoEventsError(self.day, "the day's input has no rows")
+                shutil.rmtree(self._folder / "scratch", ignore_errors=True)
                 self.table._commit(self.day, self._folder)
         finally:
             shutil.rmtree(self._folder, ignore_errors=True)  # gone already when it was committed

@@ -34,6 +34,7 @@ ENTITY_TIMESTAMP = "event_timestamp"
 BATCH_ROWS = 1_000_000
 
 _HISTORY_COLUMNS = ["user_id", "item_id", "surface", "outcome", "event_ts"]
+HISTORY_COLUMNS = _HISTORY_COLUMNS
 
 
 def _codes(values: pa.Array | pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
@@ -72,15 +73,23 @@ def _frame_batches(events: pd.DataFrame, codes: EventCodes) -> Iterator[dict[str
     yield _columns(pa.RecordBatch.from_pandas(frame, preserve_index=False), codes)
 
 
-def _active_ids(table: EventTable, day: date, codes: EventCodes) -> tuple[np.ndarray, np.ndarray]:
-    """(users with an event other than an impression on `day`, items with any event on `day`),
-    sorted, streamed."""
+def _active_in(batches: Iterable[pa.RecordBatch], codes: EventCodes) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an event other than an impression, items with any event) in `batches`, sorted."""
     users, items = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for batch in table.iter_batches([day], ["user_id", "item_id", "outcome"], BATCH_ROWS):
+    for batch in batches:
         cols = _columns(batch, codes)
         users = np.union1d(users, np.unique(cols["user_id"][cols["outcome"] != codes.impression_code]))
         items = np.union1d(items, np.unique(cols["item_id"]))
     return users, items
+
+
+ACTIVE_COLUMNS = ["user_id", "item_id", "outcome"]
+
+
+def _active_ids(table: EventTable, day: date, codes: EventCodes) -> tuple[np.ndarray, np.ndarray]:
+    """(users with an event other than an impression on `day`, items with any event on `day`),
+    sorted, streamed."""
+    return _active_in(table.iter_batches([day], ACTIVE_COLUMNS, BATCH_ROWS), codes)
 
 
 def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,62 +104,91 @@ def _member_index(ids: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, 
 class _LastEngagements:
     """Each active user's last `max_length` engagements, merged batch by batch.
 
-    Rows arrive in ingestion order; they are buffered and, when the buffer outgrows the kept
-    rows (or `BATCH_ROWS`), merged: stable sort by (user, time), keep each user's last
-    `max_length`. Stable sorting of kept-then-new rows equals one stable sort of everything,
-    so ties in time keep ingestion order. Memory: max_length per active user plus the buffer.
+    Rows arrive in ingestion order; they are buffered and, every `BATCH_ROWS` buffered rows,
+    merged: stable sort by (user, time), keep each user's last `max_length`. Stable sorting of
+    kept-then-new rows equals one stable sort of everything, so ties in time keep ingestion
+    order. Rows are held compactly (the user as its position among the active users, int32;
+    surface and outcome codes as int8: 22 bytes a row), and a merge builds one column at a
+    time. Memory: max_length per active user (at most users x max_length rows, whatever the
+    day's size) plus the buffer and one merge's working arrays, all bounded by `BATCH_ROWS`
+    and the active users.
     """
 
-    _FIELDS = ("user_id", "item_id", "surface", "outcome", "event_ts")
+    _FIELDS = {"user": np.int32, "item_id": np.int64, "surface": np.int8, "outcome": np.int8, "event_ts": np.int64}
 
     def __init__(self, users: np.ndarray, max_length: int, impression_code: int):
         self.users, self.max_length, self.impression_code = users, max_length, impression_code
-        self.kept = {f: np.zeros(0, np.int64) for f in self._FIELDS}
+        self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
-        found, _ = _member_index(cols["user_id"], self.users)
-        mask = found & (cols["outcome"] != self.impression_code)
-        if mask.any():
-            self.pending.append({f: cols[f][mask] for f in self._FIELDS})
-            self.pending_rows += int(mask.sum())
-        if self.pending_rows >= max(BATCH_ROWS, len(self.kept["user_id"])):
+        found, pos = _member_index(cols["user_id"], self.users)
+        engaged = cols["outcome"][found] != self.impression_code
+        if engaged.any():
+            rows = np.flatnonzero(found)[engaged]
+            self.pending.append({"user": pos[engaged].astype(np.int32),
+                                 **{f: cols[f][rows].astype(t) for f, t in self._FIELDS.items() if f != "user"}})
+            self.pending_rows += len(rows)
+        if self.pending_rows >= BATCH_ROWS:
             self._merge()
 
     def _merge(self) -> None:
         if not self.pending:
             return
-        rows = {f: np.concatenate([self.kept[f]] + [p[f] for p in self.pending]) for f in self._FIELDS}
+        parts = [self.kept, *self.pending]
         self.pending, self.pending_rows = [], 0
-        order = np.lexsort((rows["event_ts"], rows["user_id"]))  # stable
-        rows = {f: v[order] for f, v in rows.items()}
-        user = rows["user_id"]
-        last_of_user = np.r_[user[1:] != user[:-1], True] if len(user) else np.zeros(0, bool)
-        ends = np.flatnonzero(last_of_user)
-        group_end = np.repeat(ends, np.diff(np.r_[-1, ends]))
-        keep = group_end - np.arange(len(user)) < self.max_length
-        self.kept = {f: v[keep] for f, v in rows.items()}
+        user = np.concatenate([p["user"] for p in parts])
+        order = np.lexsort((np.concatenate([p["event_ts"] for p in parts]), user))  # stable
+        user = user[order]
+        # keep a row when fewer than max_length rows of its user follow it
+        counts = np.bincount(user, minlength=len(self.users))
+        group_end = np.repeat(np.cumsum(counts), counts)  # one past each row's user's last row
+        keep = order[group_end - np.arange(len(user)) <= self.max_length]
+        del user, order, group_end
+        kept = {}
+        for f in self._FIELDS:  # one column at a time: concatenated, picked, the parts released
+            kept[f] = np.concatenate([p[f] for p in parts])[keep]
+            for p in parts:
+                p[f] = None
+        self.kept = kept
+
+    @classmethod
+    def combine(cls, parts: list[_LastEngagements]) -> _LastEngagements:
+        """One accumulator of parts fed with consecutive stretches of the rows, given in row
+        order: a row a part dropped has `max_length` later rows of its user in that part, so it
+        is not among the last `max_length` of all rows either; merging the parts' kept rows in
+        order (a stable sort) gives what one accumulator fed with every row gives."""
+        out = cls(parts[0].users, parts[0].max_length, parts[0].impression_code)
+        for part in parts:
+            part._merge()
+            out.pending.append(part.kept)
+            out.pending_rows += len(part.kept["user"])
+        out._merge()
+        return out
 
     def table(self) -> pd.DataFrame:
+        """The user_sequence table (consumes the accumulator: its rows become the table's lists)."""
         self._merge()
         k = self.kept
-        if len(k["user_id"]) == 0:
+        if len(k["user"]) == 0:
             return _empty_user_sequence()
-        users, starts, counts = np.unique(k["user_id"], return_index=True, return_counts=True)
+        positions, starts, counts = np.unique(k["user"], return_index=True, return_counts=True)
         bounds = starts[1:]
 
-        def lists(values: np.ndarray) -> list[list[int]]:
-            return [part.tolist() for part in np.split(values, bounds)]
+        def lists(field: str) -> list[list[int]]:
+            values = k.pop(field)  # each column released once it is lists (they are the table's memory)
+            return [part.tolist() for part in np.split(values.astype(np.int64), bounds)]
 
         last_ts = k["event_ts"][starts + counts - 1]
+        user_ids = self.users[positions].astype(np.int64)
+        self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}  # what is left of `k` goes with it
+        columns = {name: lists(field) for name, field in (("seq_item_ids", "item_id"), ("seq_outcomes", "outcome"),
+                                                          ("seq_surfaces", "surface"), ("seq_timestamps_us", "event_ts"))}
         return pd.DataFrame(
             {
-                "user_id": users.astype(np.int64),
-                "seq_item_ids": lists(k["item_id"]),
-                "seq_outcomes": lists(k["outcome"]),
-                "seq_surfaces": lists(k["surface"]),
-                "seq_timestamps_us": lists(k["event_ts"]),
+                "user_id": user_ids,
+                **columns,
                 "seq_length": counts.astype(np.int64),
                 ENTITY_TIMESTAMP: pd.to_datetime(last_ts, unit="us", utc=True).astype(TIMESTAMP_DTYPE),
             }
@@ -187,6 +225,19 @@ class _ItemCounts:
         np.maximum.at(self.last, pos, ts)
         self.seen[pos] = True
 
+    @classmethod
+    def combine(cls, parts: list[_ItemCounts]) -> _ItemCounts:
+        """One accumulator of parts fed with any split of the rows (sums, min, max: exact)."""
+        out = cls(parts[0].items, parts[0].codes)
+        for part in parts:
+            out.outcome += part.outcome
+            out.surface_impressions += part.surface_impressions
+            out.surface_engagements += part.surface_engagements
+            np.minimum(out.first, part.first, out=out.first)
+            np.maximum(out.last, part.last, out=out.last)
+            out.seen |= part.seen
+        return out
+
     def _stamp(self) -> pd.Series:
         return pd.Series(pd.to_datetime(self.last[self.seen], unit="us", utc=True)).astype(TIMESTAMP_DTYPE)
 
@@ -211,6 +262,15 @@ class _ItemCounts:
             out[f"{surface}_engagement_rate"] = np.divide(eng, imp, out=np.zeros(len(imp)), where=imp > 0)
         out[ENTITY_TIMESTAMP] = self._stamp()
         return pd.DataFrame(out)
+
+
+def feature_tables_of(sequences: _LastEngagements, counts: _ItemCounts) -> dict[str, pd.DataFrame]:
+    """The three tables, keyed by Feast feature view name, from the fed accumulators."""
+    return {
+        "user_sequence": sequences.table(),
+        "item_stats": counts.item_stats(),
+        "item_surface_stats": counts.item_surface_stats(),
+    }
 
 
 def _feed(batches: Iterable[dict[str, np.ndarray]], *consumers) -> None:
@@ -282,8 +342,4 @@ def day_feature_tables(table: EventTable, day: date, codes: EventCodes = BUILTIN
     sequences, counts = _LastEngagements(users, SEQUENCE_LENGTH, codes.impression_code), _ItemCounts(items, codes)
     if len(users) or len(items):
         _feed(_history(table, day, _HISTORY_COLUMNS, codes), sequences, counts)
-    return {
-        "user_sequence": sequences.table(),
-        "item_stats": counts.item_stats(),
-        "item_surface_stats": counts.item_surface_stats(),
-    }
+    return feature_tables_of(sequences, counts)

@@ -126,7 +126,7 @@ def compare_groups(a: pd.DataFrame, b: pd.DataFrame, outcomes: Iterable[str] = (
 
     ra, rb = rate(ua), rate(ub)
     if len(ua) < 2 or len(ub) < 2:
-        return Comparison(name, ra, rb, rb - ra, float("nan"), float("nan"), len(ua), len(ub))
+        return Comparison(name, float(ra), float(rb), float(rb - ra), float("nan"), float("nan"), len(ua), len(ub))
     rng = np.random.default_rng(seed)
     diff = rate(ub, rng.integers(0, len(ub), (samples, len(ub)))) - rate(ua, rng.integers(0, len(ua), (samples, len(ua))))
     low, high = np.percentile(diff, [2.5, 97.5])

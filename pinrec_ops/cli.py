@@ -75,10 +75,14 @@ def _settings():
 def _instance():
     import dagster as dg
 
-    from pinrec_ops.runs import dagster_home
+    from pinrec_ops.runs import dagster_home, fail_orphaned_runs
 
     os.environ["DAGSTER_HOME"] = str(dagster_home(VAR_DIR / "dagster_home"))
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    for run_id in fail_orphaned_runs(instance):  # left STARTED by a process that was killed
+        print(f"run {run_id} was left unfinished by a process that is gone: marked failed, its pool slots freed",
+              flush=True)
+    return instance
 
 
 def _require_s3() -> None:
@@ -350,23 +354,34 @@ def cmd_live(args: argparse.Namespace) -> int:
     unknown = set(args.arms or []) - {a.name for a in EXPERIMENT_ARMS}
     if unknown:
         raise CliError(f"unknown arms {sorted(unknown)}; the arms are {', '.join(a.name for a in EXPERIMENT_ARMS)}")
+    if args.external_s3:  # an S3 the operator runs (its environment is set): used as it is
+        _require_s3()
+        _play_live(args, settings, arms)
+        return 0
     with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
         write_env_file(S3_ENV_FILE, s3.env())
         os.environ.update(s3.env())
         try:
-            instance = _instance()
-            from pinrec_ops.defs.resources import build_resources
-            from pinrec_ops.live import LiveRunner
-
-            runner = LiveRunner(settings=settings, instance=instance, resources=build_resources(settings),
-                                arms=arms, warmup_days=args.warmup_days)
-            print(f"pinrec-ops live: {args.days} days from {runner.next_day()} (world {settings.world_dir}, arms "
-                  f"{', '.join(a.name for a in arms)}; Dagster instance {os.environ['DAGSTER_HOME']})", flush=True)
-            runner.play(args.days)
+            _play_live(args, settings, arms)
         finally:
             S3_ENV_FILE.unlink(missing_ok=True)
     print("open the UI on the closed loop with:  .venv/bin/pinrec-ops ui --live")
     return 0
+
+
+def _play_live(args: argparse.Namespace, settings, arms) -> None:
+    from pinrec_ops.defs.resources import build_resources
+    from pinrec_ops.live import DayNotFinished, LiveRunner
+
+    instance = _instance()
+    runner = LiveRunner(settings=settings, instance=instance, resources=build_resources(settings),
+                        arms=arms, warmup_days=args.warmup_days)
+    print(f"pinrec-ops live: {args.days} days from {runner.next_day()} (world {settings.world_dir}, arms "
+          f"{', '.join(a.name for a in arms)}; Dagster instance {os.environ['DAGSTER_HOME']})", flush=True)
+    try:
+        runner.play(args.days)
+    except DayNotFinished as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -453,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--drift-day", type=iso_date, help="inject drift from this day (YYYY-MM-DD)")
     live.add_argument("--drift-kind", choices=("outcome_mix", "interest_shift"), default="interest_shift")
     live.add_argument("--arms", nargs="+", help="only these experiment arms (default: all)")
+    live.add_argument("--external-s3", action="store_true",
+                      help="use the S3 server of the environment (PINREC_S3_ENDPOINT_URL, AWS_*) instead of "
+                           "starting the embedded one")
     live.add_argument("--warmup-days", type=positive_int, default=3,
                       help="days served by nobody before the first retrain (default 3)")
     live.set_defaults(func=cmd_live)

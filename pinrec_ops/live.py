@@ -23,7 +23,21 @@ Per day D:
 The first `warmup_days` days are served by nobody (organic impressions only) and ingested only;
 on the last warm-up day a `retrain` run creates the first champions. Everything the runner needs
 to resume is on disk: the world's days, the Dagster instance, and `world/runner.json` (the drift
-sensor's cursor, the days whose runs finished).
+sensor's cursor, the days whose runs finished, and which stages of the day in progress finished).
+
+Faults (the `chaos` benchmark injects them into a living run). A day is four stages (`world`,
+`nightly`, `models`: the bootstrap retrain or the drift sensor and weekly schedule, `baselines`),
+each idempotent and recorded in `runner.json` when it finishes, so a runner that was killed
+resumes at the stage it was in. A run that failed for an error (not a gate's verdict: S3 down, a
+step that raised) is run again, whole, after `RETRY_WAITS` (its steps are idempotent: re-running
+a day rewrites the same bytes); a stage that raises outside Dagster (S3 down while publishing a
+baseline or reading manifests for the drift sensor) is retried the same way; after the last
+attempt the loop stops with the day unfinished (`DayNotFinished`), to be resumed later. At start
+the runner marks failed the runs a killed runner left behind and frees their pool slots
+(`pinrec_ops.runs.fail_orphaned_runs`). Before each nightly attempt the day's world files are
+checked: an events file that is not readable parquet (truncated, corrupt) is fetched again from
+the world by replaying the day from its serving log (`events.closed_loop.replay_day`: the same
+bytes), so no event of the day is lost.
 """
 
 from __future__ import annotations
@@ -39,9 +53,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from pinrec_ops.runs import code_location, run_job
+from pinrec_ops.runs import code_location, fail_orphaned_runs, run_job
 from storage.files import atomic_write_text
 
+STAGES = ("world", "nightly", "models", "baselines")
+RETRY_WAITS = (20.0, 60.0, 120.0)  # seconds before the 2nd, 3rd and 4th attempt
 DATA_ASSETS = ["events", "event_quarantine", "serving_log", "user_sequence_features", "item_stats_features",
                "item_surface_stats_features", "online_features", "online_metrics"]
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -54,6 +70,12 @@ class DayReport:
     seconds: dict[str, float] = field(default_factory=dict)
     served_errors: dict[int, int] = field(default_factory=dict)
     drift: dict[str, Any] = field(default_factory=dict)
+    retries: list[str] = field(default_factory=list)  # what was attempted again, and why
+    repairs: list[str] = field(default_factory=list)  # world files fetched again
+
+
+class DayNotFinished(RuntimeError):
+    """A stage of the day still failed after its last attempt; `pinrec-ops live` resumes it."""
 
 
 class LiveRunner:
@@ -61,7 +83,7 @@ class LiveRunner:
 
     def __init__(self, *, settings, instance: dg.DagsterInstance, resources: dict, loop_config=None,
                  arms=None, warmup_days: int = 3, served_k: int | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, retry_waits: Sequence[float] = RETRY_WAITS) -> None:
         from events.closed_loop import ClosedLoopWorld, LoopConfig
         from events.simulator import SimulatedWorld
         from serving.experiments import EXPERIMENT_ARMS
@@ -78,8 +100,11 @@ class LiveRunner:
         self.state_path = self.world_dir / "runner.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else \
             {"done": [], "drift_cursor": None, "sasrec_through": None}
+        self.retry_waits = tuple(retry_waits)
         self._services: dict[str, Any] = {}
         self._history = None
+        for run_id in fail_orphaned_runs(instance):
+            self.log(f"run {run_id} was left unfinished by a process that is gone: marked failed, its pool slots freed")
 
     # ------------------------------------------------------------------ days
     @property
@@ -109,30 +134,99 @@ class LiveRunner:
         self._services.clear()
 
     def play_day(self, day: date) -> DayReport:
+        """Play `day`: its stages in order, each skipped when it finished before (a resumed day)."""
         report = DayReport(day)
         t0 = time.monotonic()
-        if not (self.world_dir / f"date={day.isoformat()}" / "events.parquet").exists():
-            self._world_day(day, report)
-        report.seconds["world"] = time.monotonic() - t0
+        progress = self.state.get("progress") or {}
+        if progress.get("day") != day.isoformat():
+            progress = {"day": day.isoformat(), "stages": [], "retrained": False}
         warm = (day - self.first_day).days < self.warmup_days
-        t1 = time.monotonic()
-        self._run(report, "nightly_refresh", day, "live", assets=DATA_ASSETS if warm else None)
-        report.seconds["nightly"] = time.monotonic() - t1
-        if (day - self.first_day).days == self.warmup_days - 1:
-            self._retrain(report, day, "bootstrap")
-        elif not warm:
-            self._automation(report, day)
-        self._refresh_baselines(day, report)
+        stages = {
+            "world": lambda: self._world_stage(day, report),
+            "nightly": lambda: self._run(report, "nightly_refresh", day, "live", assets=DATA_ASSETS if warm else None),
+            "models": lambda: self._models_stage(day, report, warm),
+            "baselines": lambda: self._refresh_baselines(day, report, progress["retrained"]),
+        }
+        for stage in STAGES:
+            if stage in progress["stages"]:
+                continue
+            began = time.monotonic()
+            self._attempts(stage, day, report, stages[stage])
+            report.seconds[stage] = time.monotonic() - began
+            if stage == "models":
+                progress["retrained"] = any(job == "retrain" and ok for job, ok, _ in report.runs)
+            progress["stages"] = [s for s in STAGES if s in progress["stages"] or s == stage]
+            self.state["progress"] = progress
+            self._save_state()
         self.state["done"] = sorted(set(self.state["done"]) | {day.isoformat()})
+        self.state["progress"] = None
         self._save_state()
         report.seconds["total"] = time.monotonic() - t0
         ok = all(success for _, success, _ in report.runs)
         self.log(f"{day}  " + "  ".join(f"{job}[{trigger}] {'ok' if s else 'FAILED'}" for job, s, trigger in report.runs)
-                 + f"  ({report.seconds['world']:.0f} s world, {report.seconds['total']:.0f} s in all)"
-                 + ("" if ok else "  (see the runs in the UI)"))
+                 + f"  ({report.seconds.get('world', 0):.0f} s world, {report.seconds['total']:.0f} s in all)"
+                 + ("" if ok else "  (see the runs in the UI)")
+                 + "".join(f"\n    retried: {r}" for r in report.retries)
+                 + "".join(f"\n    repaired: {r}" for r in report.repairs))
         return report
 
+    def _attempts(self, stage: str, day: date, report: DayReport, fn: Callable[[], None]) -> None:
+        """Run a stage; an exception is retried after each of `retry_waits`, then `DayNotFinished`."""
+        for attempt in range(len(self.retry_waits) + 1):
+            try:
+                fn()
+                return
+            except DayNotFinished:
+                raise
+            except Exception as exc:  # noqa: BLE001 - S3 down, a process hiccup: the stage is idempotent
+                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+                if attempt == len(self.retry_waits):
+                    raise DayNotFinished(f"{day}: stage {stage} failed after {attempt + 1} attempts ({reason}); "
+                                         "run pinrec-ops live again to resume it") from exc
+                wait = self.retry_waits[attempt]
+                report.retries.append(f"stage {stage} after {reason} (waited {wait:.0f} s)")
+                self.log(f"{day}  stage {stage} failed ({reason}); attempt {attempt + 2} in {wait:.0f} s")
+                time.sleep(wait)
+
+    def _models_stage(self, day: date, report: DayReport, warm: bool) -> None:
+        if (day - self.first_day).days == self.warmup_days - 1:
+            self._retrain(report, day, "bootstrap")
+        elif not warm:
+            self._automation(report, day)
+
     # ------------------------------------------------------------------ the world
+    def _world_stage(self, day: date, report: DayReport) -> None:
+        if (self.world_dir / f"date={day.isoformat()}" / "events.parquet").exists():
+            self._ensure_world_day(day, report)  # played before the runner stopped
+        else:
+            self._world_day(day, report)
+
+    def _ensure_world_day(self, day: date, report: DayReport) -> None:
+        """The day's events file, fetched again from the world when it is not readable parquet:
+        the world replays the day from its serving log (`events.closed_loop.replay_day`), which
+        gives the same bytes."""
+        import pyarrow.parquet as pq
+
+        from events.closed_loop import FatigueHistory, replay_day
+
+        folder = self.world_dir / f"date={day.isoformat()}"
+        try:
+            pq.read_table(folder / "events.parquet")
+            return
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated, corrupt: whatever pyarrow says
+            damage = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        log = pd.read_parquet(folder / "serving_log.parquet")
+        table = self.resources["lake"].table()
+        before = [d for d in table.days() if d < day]
+        history = FatigueHistory.from_events(table.read_until(before[-1])) if before else FatigueHistory()
+        again = replay_day(self.loop, day, log, history)
+        _write_parquet(again.events, folder / "events.parquet")
+        report.repairs.append(f"world/date={day}/events.parquet was not readable ({damage}); fetched again from the "
+                              f"world by replaying its serving log: {len(again.events)} events")
+        self.log(f"{day}  {report.repairs[-1]}")
+
     def _world_day(self, day: date, report: DayReport) -> None:
         from events.closed_loop import FatigueHistory
 
@@ -219,10 +313,9 @@ class LiveRunner:
         return policy.fit(events, label=str(recent[-1])) if events is not None else policy
 
     # ------------------------------------------------------------------ baselines
-    def _refresh_baselines(self, day: date, report: DayReport) -> None:
+    def _refresh_baselines(self, day: date, report: DayReport, retrained: bool) -> None:
         """The SASRec arm retrains (library, all switches off) whenever the system pretrained."""
-        pretrained = [job for job, ok, _ in report.runs if job == "retrain" and ok]
-        if not pretrained or self.state.get("sasrec_through") == day.isoformat():
+        if not retrained or self.state.get("sasrec_through") == day.isoformat():
             return
         t0 = time.monotonic()
         from serving.publish import publish_model
@@ -254,10 +347,32 @@ class LiveRunner:
     # ------------------------------------------------------------------ Dagster
     def _run(self, report: DayReport, job: str, day: date, trigger: str, *, assets=None,
              tags: dict[str, str] | None = None) -> bool:
-        result = run_job(job, day, self.instance, assets=assets, resources=self.resources,
-                         tags={"pinrec/trigger": trigger, **(tags or {})}, run_config=QUIET_LOGS)
-        report.runs.append((job, result.success, trigger))
-        return result.success
+        """One run of `job` for `day`; a run that failed for an error (not a gate's verdict) is run
+        again after each of `retry_waits` (tagged as a re-execution of the first), then
+        `DayNotFinished`. The world's files are checked before each nightly attempt."""
+        root = None
+        for attempt in range(len(self.retry_waits) + 1):
+            if job == "nightly_refresh":
+                self._ensure_world_day(day, report)
+            lineage = {"dagster/parent_run_id": parent, "dagster/root_run_id": root,
+                       "pinrec/attempt": str(attempt + 1)} if root else {}
+            result = run_job(job, day, self.instance, assets=assets, resources=self.resources,
+                             tags={"pinrec/trigger": trigger, **(tags or {}), **lineage}, run_config=QUIET_LOGS)
+            if result.success or not failed_for_an_error(self.instance, [result.run_id]):
+                report.runs.append((job, result.success, trigger))
+                return result.success
+            root, parent = root or result.run_id, result.run_id
+            reason = "; ".join(_step_errors(self.instance, result.run_id)) or "the run failed"
+            if attempt == len(self.retry_waits):
+                report.runs.append((job, False, trigger))
+                raise DayNotFinished(f"{day}: {job} failed for an error in {attempt + 1} attempts, last run "
+                                     f"{result.run_id} ({reason[:300]}); run pinrec-ops live again to resume")
+            wait = self.retry_waits[attempt]
+            report.retries.append(f"{job} run {result.run_id[:8]} failed for an error ({reason[:200]}); "
+                                  f"run again after {wait:.0f} s")
+            self.log(f"{day}  {report.retries[-1]}")
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
     def _retrain(self, report: DayReport, day: date, trigger: str, tags: dict[str, str] | None = None) -> None:
         self._run(report, "retrain", day, trigger, tags=tags)
@@ -271,12 +386,13 @@ class LiveRunner:
                                           resources={"lake": self.resources["lake"], "s3": self.resources["s3"]},
                                           repository_def=defs.get_repository_def())
         result = sensor.evaluate_tick(context)
-        self.state["drift_cursor"] = result.cursor
         requests = list(result.run_requests or [])
         for request in requests:
             report.drift = json.loads(request.tags.get("pinrec/drift_figures", "{}"))
             self._retrain(report, date.fromisoformat(request.partition_key), "drift",
                           {k: v for k, v in request.tags.items() if k != "pinrec/trigger"})
+        # the cursor moves once its requests ran: a stage attempted again evaluates the same tick
+        self.state["drift_cursor"] = result.cursor
         tomorrow = day + timedelta(days=1)
         if tomorrow.weekday() == 6 and not requests:  # Sunday 04:00: the weekly retrain of Saturday
             schedule = defs.resolve_schedule_def("weekly_retrain_schedule")
@@ -298,6 +414,17 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, coerce_timestamps="us",
                        allow_truncated_timestamps=False)
+
+
+def _step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """`step: first line of its error` for each failed step of a run."""
+    out = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        error = event.step_failure_data.error if event and event.step_failure_data else None
+        message = (error.message.strip().splitlines() or [""])[0] if error else ""
+        out.append(f"{event.step_key}: {message}" if event else message)
+    return out
 
 
 def failed_for_an_error(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> list[str]:

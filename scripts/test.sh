@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # README command 2: set up when needed, then run the test suite (arguments go to pytest).
+# Without arguments (CI): the default suite, then the scale-out tests (marker `scale_out`: real
+# Celery workers, a Dask cluster; a few minutes), which plain `pytest` leaves out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+if [ "$#" -eq 0 ]; then
+  .venv/bin/python -m pytest
+  exec .venv/bin/python -m pytest -m scale_out
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -64,15 +64,34 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, Summary, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Summary,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.contract import MAX_ID, OUTCOMES, SURFACES
 from serving.encoder_state import ENCODE_KINDS
-from serving.service import FeatureReader, Pending, RetrievalService, Served, ServingConfig
+from serving.service import (
+    FeatureReader,
+    Pending,
+    RetrievalService,
+    Served,
+    ServingConfig,
+)
 from serving.versions import VersionManager
 
 log = logging.getLogger("serving.app")

@@ -28,7 +28,12 @@ import os
 import sys
 from pathlib import Path
 
-from events.vocabulary import Vocabulary, VocabularyError, default_vocabulary_file, load_vocabulary
+from events.vocabulary import (
+    Vocabulary,
+    VocabularyError,
+    default_vocabulary_file,
+    load_vocabulary,
+)
 from serving.registry import Registry, RegistryError
 from storage.paths import data_dir
 from storage.s3 import S3Settings, S3Unavailable, check_reachable

@@ -39,9 +39,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from events.contract import BUILTIN_CODES, ENGAGED_OUTCOMES, OUTCOME_CODE, OUTCOMES, EventCodes
+from events.contract import (
+    BUILTIN_CODES,
+    ENGAGED_OUTCOMES,
+    OUTCOME_CODE,
+    OUTCOMES,
+    EventCodes,
+)
 from serving.encoder_state import EncoderState, ModelInput
-from training.model import OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, query_flops, rank_flops
+from training.model import (
+    OFFSETS,
+    KVCache,
+    PinRec,
+    PinRecConfig,
+    encode_flops,
+    query_flops,
+    rank_flops,
+)
 
 ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
 DEFAULT_OUTCOME_WEIGHTS = {"click": 1.0, "save": 1.0}

@@ -14,6 +14,10 @@ Index type follows catalogue size (docs/design.md, "Index publication"):
               Builds ~20x slower than IVF at 1M x 64 on 2 cores
 ============  =====================================================================
 
+Sharded (``shards`` > 1, `serving.shards`): the same flat or IVF index split by item rows into
+shards searched one by one and merged; an IVF's quantizer is trained once and shared, so the
+sharded index answers as the unsharded one does.
+
 Vectors are the L2-normalised item embeddings, so inner product is cosine similarity.
 
 Tuning (:func:`tune`): recall@100 of the index against exact search (``IndexFlatIP``) on a
@@ -33,6 +37,14 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from serving.shards import (
+    ShardedIndex,
+    is_sharded_file,
+    read_sharded,
+    shard_index,
+    write_sharded,
+)
 
 EXACT_MAX_ITEMS = 20_000
 RECALL_K = 100
@@ -88,8 +100,11 @@ def default_nlist(n_items: int) -> int:
 
 
 def build_index(vectors: np.ndarray, kind: str | None = None, *, nlist: int | None = None,
-                train_sample: int | None = None, seed: int = 0) -> tuple[faiss.Index, dict[str, int]]:
-    """An index holding ``vectors`` (rows = item rows). Returns (index, build parameters)."""
+                train_sample: int | None = None, seed: int = 0, shards: int = 1,
+                shard_threads: int = 1) -> tuple[faiss.Index | ShardedIndex, dict[str, int]]:
+    """An index holding ``vectors`` (rows = item rows). Returns (index, build parameters).
+    ``shards`` > 1: a `serving.shards.ShardedIndex` of that many shards (flat or IVF; the IVF
+    quantizer trained once, as for one index, and shared)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"need a non-empty (n, d) matrix, got shape {x.shape}")
@@ -97,34 +112,44 @@ def build_index(vectors: np.ndarray, kind: str | None = None, *, nlist: int | No
     kind = kind or choose_kind(n)
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; one of {KINDS}")
+    if shards > 1 and kind == "hnsw":
+        raise ValueError("an hnsw index is not sharded (shard a flat or IVF index)")
     index: Any
     quantizer: Any
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-        index.add(x)
-        return index, {}
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.add(x)
         return index, {"M": HNSW_M, "efConstruction": 80}
-    nlist = nlist or default_nlist(n)
-    if kind == "ivf":
-        quantizer = faiss.IndexFlatIP(d)
+    params: dict[str, int] = {}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
     else:
-        quantizer = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
-    sample = train_sample or min(n, 64 * nlist)
-    rng = np.random.default_rng(seed)
-    train = x if sample >= n else x[np.sort(rng.choice(n, sample, replace=False))]
-    index.train(train)
+        nlist = nlist or default_nlist(n)
+        if kind == "ivf":
+            quantizer = faiss.IndexFlatIP(d)
+        else:
+            quantizer = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        sample = train_sample or min(n, 64 * nlist)
+        rng = np.random.default_rng(seed)
+        train = x if sample >= n else x[np.sort(rng.choice(n, sample, replace=False))]
+        index.train(train)
+        params = {"nlist": nlist, "train_sample": int(len(train))}
+    if shards > 1:
+        return shard_index(index, x, shards, shard_threads), {**params, "shards": int(shards)}
     index.add(x)
-    return index, {"nlist": nlist, "train_sample": int(len(train))}
+    return index, params
 
 
 def set_search_params(index: faiss.Index, params: dict[str, int]) -> None:
-    """Apply tuned search parameters (``nprobe`` / ``efSearch``) to an index."""
+    """Apply tuned search parameters (``nprobe`` / ``efSearch``) to an index (every shard of a
+    sharded one)."""
+    if isinstance(index, ShardedIndex):
+        for shard in index.shards:
+            set_search_params(shard, params)
+        return
     if "nprobe" in params:
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = int(params["nprobe"])
@@ -174,7 +199,7 @@ def tune(index: faiss.Index, kind: str, vectors: np.ndarray, queries: np.ndarray
         exact = exact_top_k(vectors, queries, k)
     if kind in ("ivf", "ivf_hnsw"):
         name = "nprobe"
-        nlist = faiss.extract_index_ivf(index).nlist
+        nlist = faiss.extract_index_ivf(index.shards[0] if isinstance(index, ShardedIndex) else index).nlist
         grid = [v for v in NPROBE_GRID if v < nlist] + [nlist]
     else:
         name = "efSearch"
@@ -196,12 +221,14 @@ def tune(index: faiss.Index, kind: str, vectors: np.ndarray, queries: np.ndarray
 
 def build_tuned_index(vectors: np.ndarray, kind: str | None = None, *,
                       queries: np.ndarray | None = None, target_recall: float = TARGET_RECALL,
-                      nlist: int | None = None, seed: int = 0) -> tuple[faiss.Index, TuneResult]:
-    """Build the index for ``vectors`` (normalised here) and tune it to ``target_recall``."""
+                      nlist: int | None = None, seed: int = 0, shards: int = 1,
+                      shard_threads: int = 1) -> tuple[faiss.Index | ShardedIndex, TuneResult]:
+    """Build the index for ``vectors`` (normalised here) and tune it to ``target_recall``
+    (``shards`` > 1: sharded, tuned as a whole: merged results against exact search)."""
     x = normalize(vectors)
     kind = kind or choose_kind(len(x))
     t0 = time.perf_counter()
-    index, build_params = build_index(x, kind, nlist=nlist, seed=seed)
+    index, build_params = build_index(x, kind, nlist=nlist, seed=seed, shards=shards, shard_threads=shard_threads)
     t1 = time.perf_counter()
     q = default_query_sample(x, seed=seed) if queries is None else normalize(queries)
     params, rec, met, curve = tune(index, kind, x, q, target_recall)
@@ -220,12 +247,16 @@ def deserialize(data: bytes) -> faiss.Index:
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
 
 
-def write_index(index: faiss.Index, path: str) -> None:
-    faiss.write_index(index, str(path))
+def write_index(index: faiss.Index | ShardedIndex, path: str) -> None:
+    if isinstance(index, ShardedIndex):
+        write_sharded(index, path)
+    else:
+        faiss.write_index(index, str(path))
 
 
-def read_index(path: str, params: dict[str, int] | None = None) -> faiss.Index:
-    index = faiss.read_index(str(path))
+def read_index(path: str, params: dict[str, int] | None = None, shard_threads: int = 1) -> faiss.Index | ShardedIndex:
+    """A faiss index file, or a sharded index's file (`serving.shards`), with its search params."""
+    index = read_sharded(path, threads=shard_threads) if is_sharded_file(path) else faiss.read_index(str(path))
     if params:
         set_search_params(index, params)
     return index

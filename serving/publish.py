@@ -61,13 +61,15 @@ def publish_model(
     target_recall: float = TARGET_RECALL,
     created_at: datetime | None = None,
     vocabulary: Any | None = None,
+    index_shards: int = 1,
 ) -> tuple[str, TuneResult]:
     """Build, tune and publish; returns (version id, tuning result). `vocabulary`
     (`events.vocabulary.Vocabulary`): the deployment's, whose default weights for `surface` the
-    version serves with (unless `outcome_weights`) and whose record goes into the manifest."""
+    version serves with (unless `outcome_weights`) and whose record goes into the manifest.
+    ``index_shards`` > 1: a sharded index (`serving.shards`, still the one file ``index.faiss``)."""
     vectors, item_ids = enc.item_table(model)
     index, tuned = build_tuned_index(vectors, index_kind, queries=tune_queries,
-                                     target_recall=target_recall)
+                                     target_recall=target_recall, shards=index_shards)
     if vocabulary is not None:
         codes = vocabulary.codes.for_model(model.cfg.outcomes, model.cfg.surfaces)
         record = {**vocabulary.record(), **codes.mapping(), "engaged": list(codes.engaged)}

@@ -437,6 +437,30 @@ class Registry:
                 shutil.rmtree(tmp, ignore_errors=True)
         return LocalVersion(surface, version, manifest, final)
 
+    def repair(self, surface: str, version: str, source_dir: str | os.PathLike[str]) -> list[str]:
+        """Put back every object of ``version`` that no longer matches its manifest (damaged or
+        missing in S3), from ``source_dir``, a local copy verified against the same manifest
+        first (:class:`IntegrityError` if it does not match: nothing is written). The version
+        stays what its manifest names: only the manifest's own bytes are written. Returns the
+        files put back."""
+        manifest = self.manifest(surface, version)
+        source = Path(source_dir)
+        self._verify_dir(surface, version, manifest, source)
+        repaired = []
+        with tempfile.TemporaryDirectory(prefix=f".repair-{version}.") as tmp:
+            for name in VERSION_FILES:
+                entry, key = manifest["files"][name], self.version_key(surface, version, name)
+                try:
+                    download_file(self.client, self.bucket, key, Path(tmp) / name)
+                    intact = (Path(tmp) / name).stat().st_size == entry["size"] and \
+                        sha256_file(Path(tmp) / name) == entry["sha256"]
+                except ObjectNotFoundError:
+                    intact = False
+                if not intact:
+                    upload_file(self.client, self.bucket, key, source / name)
+                    repaired.append(name)
+        return repaired
+
     @staticmethod
     def _verify_dir(surface: str, version: str, manifest: dict[str, Any], directory: Path) -> None:
         for name in VERSION_FILES:

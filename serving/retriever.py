@@ -46,7 +46,6 @@ from serving.registry import (
 )
 from training.merge import Candidate, merge_rows
 
-
 _LOADS = itertools.count()
 SEEN_MARGIN = 32  # results searched beyond k for a request's seen items (see _search_unseen)
 

@@ -9,6 +9,12 @@ from events.ingest import validate_events
 from events.simulator import SimulatedWorld, SimulatorConfig
 from events.table import EventTable
 
+# `pinrec-ops live` on a small world for four days (tests/conftest.py's live_loop): two warm-up
+# days, a bootstrap retrain, two days served
+LIVE_WORLD = {"PINREC_SIM_USERS": "400", "PINREC_SIM_ITEMS": "1000", "PINREC_SIM_EVENTS_PER_DAY": "15000",
+              "PINREC_TRAIN_D_MODEL": "32", "PINREC_TRAIN_PRETRAIN_EPOCHS": "2"}
+LIVE_DAYS = [date(2026, 1, d) for d in (1, 2, 3, 4)]
+
 SMALL_WORLD = SimulatorConfig(seed=3, n_users=60, n_items=300, n_topics=6, events_per_day=3000,
                               start_date=date(2026, 2, 1), n_days=4)
 

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -98,3 +99,37 @@ def test_feature_tables_streamed_in_small_batches_equal_one_batch(tmp_path, monk
         pd.testing.assert_frame_equal(streamed[view], one_batch[view])
     pd.testing.assert_frame_equal(user_sequence_table(table, last, max_length=7), short)
     assert short["seq_length"].max() == 7
+
+
+def test_an_event_delivered_again_in_a_later_chunk_is_quarantined_as_in_the_whole_day(tmp_path):
+    """Duplicates across chunks: the chunked day quarantines exactly the rows (input row, reason,
+    original values) that validating the whole day at once does, and keeps the same good rows."""
+    chunks = list(SimulatedWorld(CHUNKED_WORLD).iter_day(DAY))
+    chunks[3] = pd.concat([chunks[3], chunks[0].iloc[[4, 9]], chunks[3].iloc[[1]], chunks[1].iloc[[0]]],
+                          ignore_index=True)  # two from chunk 0, one within chunk 3, one from chunk 1
+    chunks[4] = pd.concat([chunks[0].iloc[[4]], chunks[4]], ignore_index=True)  # a third copy
+    chunks[2] = chunks[2].astype({"surface": object})
+    chunks[2].loc[5, "surface"] = "email"  # a bad row that is no duplicate
+    whole = validate_events(pd.concat(chunks, ignore_index=True), DAY)
+    assert len(whole.quarantine) == 6
+
+    table = EventTable(tmp_path)
+    summary = ingest_day(table, DAY, chunks)
+    quarantine = table.read_quarantine(DAY)
+    pd.testing.assert_frame_equal(quarantine, whole.quarantine)
+    pd.testing.assert_frame_equal(_sorted_rows(table.read_day(DAY)), _sorted_rows(whole.good))
+    assert (summary.input_rows, summary.good_rows, summary.quarantined_rows) == (3005, 2999, 6)
+    assert summary.duplicates_across_chunks == 4
+    assert summary.reason_counts()["duplicate: same event as an earlier row"] == 5
+    assert pq.ParquetFile(table.events_path(DAY)).metadata.num_row_groups == 5
+
+
+def test_events_equal_in_hash_only_are_not_duplicates(tmp_path, monkeypatch):
+    """Rows that share a key hash but differ are both kept (the keys are compared exactly)."""
+    import events.ingest as ingest
+
+    monkeypatch.setattr(ingest, "key_hashes", lambda keys: np.zeros(len(keys["user_id"]), np.uint64))
+    chunks = list(SimulatedWorld(CHUNKED_WORLD).iter_day(DAY))
+    table = EventTable(tmp_path)
+    summary = ingest_day(table, DAY, chunks)
+    assert (summary.good_rows, summary.quarantined_rows) == (3000, 0)

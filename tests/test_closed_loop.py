@@ -19,6 +19,7 @@ from events.closed_loop import (
     LoopConfig,
     Served,
     SessionRequest,
+    replay_day,
 )
 from events.contract import EVENT_SCHEMA, SURFACES
 from events.simulator import SimulatedWorld
@@ -118,6 +119,24 @@ def test_rerun_with_the_same_served_lists_is_byte_identical():
     # and different served lists give a different day
     other = ClosedLoopWorld(world).day(world.days()[0], _shuffled(SMALL_WORLD.n_items - 1))
     assert _frame_bytes(other.events) != _frame_bytes(first[0].events)
+
+
+def test_a_day_replayed_from_its_serving_log_gives_the_same_events():
+    """What the live runner does when a day's events file is damaged: the world plays the day
+    again with what its serving log says was served, and the events come out byte-identical."""
+    world = SimulatedWorld(dataclasses.replace(SMALL_WORLD, n_days=2))
+    closed = ClosedLoopWorld(world)
+    day1, day2 = world.days()
+    history = FatigueHistory()
+    first = closed.day(day1, _shuffled(SMALL_WORLD.n_items))
+    history.update(first.events)
+    played = closed.day(day2, _shuffled(SMALL_WORLD.n_items), history)
+    assert len(played.serving_log) > 100
+
+    again = replay_day(ClosedLoopWorld(SimulatedWorld(world.config)), day2, played.serving_log, history.before(day2))
+    assert _frame_bytes(again.events) == _frame_bytes(played.events)
+    with pytest.raises(ValueError, match="does not replay to itself"):  # another day's log
+        replay_day(closed, day2, first.serving_log, history.before(day2))
 
 
 def test_days_follow_the_contract_and_keep_the_open_loop_impressions():

@@ -12,7 +12,11 @@ from events.day_ingest import ingest_day
 from events.ingest import NoEventsError, bad_row_fraction, validate_events
 from events.sources import ParquetSource
 from events.table import EventTable, file_sha256
-from feature_pipeline.store import FeastSettings, offline_table_path, write_offline_tables
+from feature_pipeline.store import (
+    FeastSettings,
+    offline_table_path,
+    write_offline_tables,
+)
 from feature_pipeline.tables import day_feature_tables
 from tests.helpers import SMALL_WORLD, ingest_world
 

@@ -7,7 +7,7 @@ is lost, nothing unchecked becomes visible, and the failure says what broke.
 3. corrupted model object in S3               test_corrupted_model_in_s3_is_refused_...
 4. failing canary                             test_lifecycle.py::test_broken_candidate_is_blocked_and_champion_kept
                                               (the gate measures a bad candidate) and, here,
-                                              test_canary_whose_evaluation_raises_promotes_nothing
+                                              test_a_candidate_damaged_in_s3_fails_the_gate_...
 5. two concurrent materializations            test_two_concurrent_materializations_...
 6. user missing from the online store         test_user_missing_from_the_online_store_...
 7. Feast registry / online store unavailable  test_broken_feast_store_fails_... (materialization)
@@ -234,10 +234,12 @@ def _lifecycle_with_champion(feature_world, s3_server, monkeypatch):
     return table.days()[-1], s3, _resources(data_dir, s3), champion
 
 
-def test_canary_whose_evaluation_raises_promotes_nothing(feature_world, s3_server, monkeypatch):
+def test_a_candidate_damaged_in_s3_fails_the_gate_and_promotes_nothing(feature_world, s3_server, monkeypatch):
     """The canary_evaluation and champion assets in one Dagster run, the candidate's model
-    corrupted in S3 after publication: the evaluation fails, the gate never passes, the champion
-    step does not run, champion.json is unchanged and no canary verdict is written."""
+    corrupted in S3 after publication: the evaluation records that the candidate does not load
+    (a verdict, not an error of the run, since issue 18's soak), the gate fails naming the
+    checksum, the champion step does not run, champion.json is unchanged and the verdict written
+    says the candidate did not pass."""
     day, s3, resources, champion = _lifecycle_with_champion(feature_world, s3_server, monkeypatch)
     registry = s3.registry()
     candidate, _ = publish_model(registry, SURFACE, tiny_model(seed=1), parents=[champion])
@@ -249,11 +251,13 @@ def test_canary_whose_evaluation_raises_promotes_nothing(feature_world, s3_serve
         result = materialize_in_process([f"{SURFACE}/canary_evaluation", f"{SURFACE}/champion"], resources,
                                         instance, partition=day, raise_on_error=False)
     assert not result.success
-    assert "IntegrityError" in _step_errors(result) and MODEL_FILE in _step_errors(result)
-    assert result.get_asset_materialization_events() == []
-    assert not any(check.passed for check in result.get_asset_check_evaluations())
+    [gate] = result.get_asset_check_evaluations()
+    assert not gate.passed and gate.description.startswith("the candidate does not load")
+    assert MODEL_FILE in gate.description and "sha256" in gate.description
+    assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == \
+        [f"{SURFACE}/canary_evaluation"]
     assert registry.champion(SURFACE) == champion
-    assert not state.path("canary", SURFACE, day).exists()
+    assert state.read("canary", SURFACE, day)["passed"] is False
 
 
 def test_a_passing_verdict_for_an_earlier_candidate_never_promotes_the_current_one(feature_world, s3_server,

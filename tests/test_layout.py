@@ -10,7 +10,8 @@ from pinrec_ops.runs import code_location
 
 LIBRARIES = ("events", "feature_pipeline", "feature_repo", "training", "serving", "storage", "monitoring", "devstack")
 DAGSTER_PACKAGE = "pinrec_ops"
-BENCHMARKS_RUNNING_A_JOB = {"benchmarks/nightly_refresh.py", "benchmarks/closed_loop.py"}
+BENCHMARKS_RUNNING_A_JOB = {"benchmarks/nightly_refresh.py", "benchmarks/closed_loop.py", "benchmarks/celery_nightly.py",
+                            "benchmarks/chaos.py"}
 
 
 def _python_files() -> list[Path]:

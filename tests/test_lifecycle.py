@@ -6,6 +6,7 @@ their own day's figures and re-run to identical outputs."""
 
 import json
 import os
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -164,6 +165,72 @@ def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert f"no pretrained model trained only on days before {DAYS[1]}" in failure.step_failure_data.error.message
+
+
+def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_run(lifecycle):
+    """The soak's corrupted object: a champion whose object in S3 no longer matches its manifest is
+    put back from this machine's verified copy; without one it is unloadable (the candidate is
+    judged on the floors alone, the gate says so); a damaged candidate fails the gate naming it.
+    None of them fails the run for an error, so a retry is never needed."""
+    from pinrec_ops.live import failed_for_an_error
+    from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+    from storage.s3 import get_bytes, put_bytes
+
+    tmp, resources, instance, _ = lifecycle
+    surface, day = SURFACES[-1], DAYS[-1]
+    registry, state = resources["s3"].registry(), LifecycleState(tmp / "lifecycle")
+    champion = registry.champion(surface)
+    local = registry.fetch(surface, champion, tmp / "damage-test")
+    weights = torch.load(local.path(MODEL_FILE), weights_only=True)
+    key = next(k for k in weights if "item_emb" in k)
+    weights[key] = weights[key] + 1e-3  # another loadable candidate of the same catalogue
+    torch.save(weights, tmp / "damage-test" / "other.pt")
+    candidate = registry.publish(surface, {MODEL_FILE: tmp / "damage-test" / "other.pt",
+                                           INDEX_FILE: local.path(INDEX_FILE), ITEM_IDS_FILE: local.path(ITEM_IDS_FILE)},
+                                 index=local.manifest["index"], config=local.manifest["config"],
+                                 data_partitions=local.manifest["data_partitions"])
+    saved = state.read("candidate", surface, day)
+    state.write({**saved, "version": candidate}, "candidate", surface, day)
+    champion_index = registry.version_key(surface, champion, INDEX_FILE)
+    good_index = get_bytes(registry.client, registry.bucket, champion_index)
+    damaged = good_index[:-16] + bytes(16)
+    try:
+        # this machine holds a verified copy of the champion: the damaged object is put back
+        put_bytes(registry.client, registry.bucket, champion_index, damaged)
+        result = _run([f"{surface}/canary_evaluation"], resources, instance, partition=day, raise_on_error=False)
+        assert result.success
+        assert get_bytes(registry.client, registry.bucket, champion_index) == good_index
+        [evaluation] = result.get_asset_materialization_events()
+        assert evaluation.materialization.metadata["champion_repaired"].value == [INDEX_FILE]
+        assert set(state.read("canary", surface, day)["metrics"]) == {"candidate", "champion"}
+
+        # no intact copy at hand: the champion is unloadable and the candidate judged on the floors
+        put_bytes(registry.client, registry.bucket, champion_index, damaged)
+        for cache in (tmp / "version_cache" / surface).glob("*"):
+            shutil.rmtree(cache)  # what a fresh machine would fetch: the damaged object
+        result = _run([f"{surface}/canary_evaluation"], resources, instance, partition=day, raise_on_error=False)
+        assert failed_for_an_error(instance, [result.run_id]) == []
+        canary = state.read("canary", surface, day)
+        assert "champion" in canary["unloadable"] and "no intact copy" in canary["unloadable"]["champion"]
+        assert set(canary["metrics"]) == {"candidate"} and canary["champion"] is None
+        [gate] = result.get_asset_check_evaluations()
+        rules = {record.data["rule"] for record in gate.metadata["rules"].records}
+        assert "not worse than champion" not in rules  # nothing to compare with
+        if gate.passed:
+            assert "the champion does not load" in gate.description
+
+        model_key = registry.version_key(surface, candidate, MODEL_FILE)
+        put_bytes(registry.client, registry.bucket, model_key, b"not the weights the manifest names")
+        for cache in (tmp / "version_cache" / surface).glob("*"):
+            shutil.rmtree(cache)
+        result = _run([f"{surface}/canary_evaluation"], resources, instance, partition=day, raise_on_error=False)
+        assert failed_for_an_error(instance, [result.run_id]) == []
+        [gate] = result.get_asset_check_evaluations()
+        assert not gate.passed and gate.description.startswith("the candidate does not load")
+    finally:
+        put_bytes(registry.client, registry.bucket, champion_index, good_index)
+        state.write(saved, "candidate", surface, day)
+    assert registry.champion(surface) == champion
 
 
 def test_drift_sensor_fires_once_after_injected_drift(tmp_path, s3_env):

@@ -4,11 +4,6 @@ the champion serves on a day appears as that day's impressions of those users; u
 experiment arm and the canary share by their hashes; replaying a day with what was served gives
 the same events byte for byte."""
 
-import os
-import subprocess
-import sys
-from datetime import date
-
 import dagster as dg
 import pandas as pd
 import pytest
@@ -19,25 +14,15 @@ from events.table import EventTable
 from pinrec_ops.live import failed_for_an_error
 from serving.experiments import EXPERIMENT_ARMS, assign_arm
 from serving.versions import canary_fraction
-from storage.paths import REPO_ROOT
+from tests.helpers import LIVE_DAYS, LIVE_WORLD
 
-WORLD = {"PINREC_SIM_USERS": "400", "PINREC_SIM_ITEMS": "1000", "PINREC_SIM_EVENTS_PER_DAY": "15000",
-         "PINREC_TRAIN_D_MODEL": "32", "PINREC_TRAIN_PRETRAIN_EPOCHS": "2"}
-DAYS = [date(2026, 1, d) for d in (1, 2, 3, 4)]
+DAYS = LIVE_DAYS
 SYSTEM_ARMS = {a.name for a in EXPERIMENT_ARMS if a.policy == "service"}
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("live")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))}, **WORLD,
-           "PINREC_VAR_DIR": str(tmp / "var"), "DAGSTER_HOME": str(tmp / "dagster_home"),
-           "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pinrec_ops.cli", "live", "--days", "4", "--warmup-days", "2"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = tmp / "var" / "live"
-    return {"tmp": tmp, "data": data, "world": data / "world", "stdout": proc.stdout}
+def loop(live_loop):
+    return live_loop  # tests/conftest.py: one run of pinrec-ops live per session
 
 
 def _day_files(loop, day):
@@ -93,7 +78,8 @@ def test_replaying_a_day_with_what_was_served_gives_the_same_events(loop):
     events, log = _day_files(loop, DAYS[3])
     from dataclasses import replace
 
-    config = replace(EMBEDDED_WORLD, n_users=400, n_items=1000, events_per_day=15000, n_days=366)
+    config = replace(EMBEDDED_WORLD, n_users=int(LIVE_WORLD["PINREC_SIM_USERS"]), n_items=int(LIVE_WORLD["PINREC_SIM_ITEMS"]),
+                     events_per_day=int(LIVE_WORLD["PINREC_SIM_EVENTS_PER_DAY"]), n_days=366)
     world = ClosedLoopWorld(SimulatedWorld(config), LoopConfig())
     lake = EventTable(loop["data"] / "lake")
     history = FatigueHistory.from_events(lake.read_until(DAYS[2]))

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 
 from events.contract import OUTCOMES
 from training.loss import LossConfig, chunked_logsumexp, sampled_softmax_loss
-from training.model import ANY_OUTCOME, OFFSETS, KVCache, PinRec, PinRecConfig, encode_flops, fast_dropout
+from training.model import (
+    ANY_OUTCOME,
+    OFFSETS,
+    KVCache,
+    PinRec,
+    PinRecConfig,
+    encode_flops,
+    fast_dropout,
+)
 
 V, B, L = 50, 3, 12
 

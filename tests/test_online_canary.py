@@ -85,6 +85,74 @@ def test_a_winning_canary_is_promoted(world):
     assert world["registry"].canary(SURFACE) is None
 
 
+def test_a_canary_damaged_in_s3_loses_its_trial_and_is_never_promoted(world):
+    """The soak's corrupted object: the canary's weights in S3 no longer match its manifest after
+    its release. Its users engaged more, but the trial checks that it still loads: it loses (a
+    verdict, not an error of the run), the champion stays, and its trial ends."""
+    from serving.registry import MODEL_FILE
+    from storage.s3 import put_bytes
+
+    registry = world["registry"]
+    put_bytes(registry.client, registry.bucket, registry.version_key(SURFACE, world["canary"], MODEL_FILE),
+              b"damaged weights")
+    _serving_log(world["lake"], world["canary"], champion_rate=0.08, canary_rate=0.12)
+    result = _trial(world)
+    [gate] = result.get_asset_check_evaluations()
+    assert not gate.passed and f"the canary {world['canary']} does not load" in gate.description
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert all("DagsterAssetCheckFailedError" in e.step_failure_data.error.cls_name for e in failures)
+    assert registry.champion(SURFACE) == world["champion"]
+    assert registry.canary(SURFACE) is None
+
+
+def test_a_canary_that_served_nobody_loses_its_trial_without_failing_the_run(world):
+    """A released canary the services could not load (a damaged object) serves no user: the
+    trial's figures are then plain numbers (no numpy scalar reaches Dagster's metadata, which
+    failed the run before) and the gate says there were too few users to judge."""
+    _serving_log(world["lake"], world["canary"], champion_rate=0.1, canary_rate=0.1, users=150)
+    log = ServingLogTable(world["lake"].root).read_day(DAY)
+    ServingLogTable(world["lake"].root).write_day(DAY, log[log["served_by"] == "champion"])
+    result = _trial(world)
+    assert not any(e.event_type_value == "STEP_FAILURE" and "SerializationError" in str(e.step_failure_data.error)
+                   for e in result.all_events)
+    [gate] = result.get_asset_check_evaluations()
+    assert not gate.passed and "too few users to judge (0 canary" in gate.description
+    assert world["registry"].champion(SURFACE) == world["champion"]
+
+
+@pytest.mark.parametrize("history", ["none", "earlier champion"])
+def test_a_release_over_a_champion_that_does_not_load_restores_a_loadable_one(world, history):
+    """canary_evaluation found the champion damaged beyond repair: the release rolls back to the
+    newest earlier champion that loads (and the candidate becomes the canary), or, with none,
+    makes the candidate the champion, so the pointer never stays on a version nobody can load."""
+    from pinrec_ops.defs.lifecycle.online_canary import canary_release_asset
+    from serving.registry import MODEL_FILE
+    from storage.s3 import put_bytes
+
+    registry, state, lake = world["registry"], lifecycle_state(world["lake"]), world["lake"]
+    registry.clear_canary(SURFACE)
+    broken = world["champion"]
+    if history == "earlier champion":
+        registry.promote(SURFACE, world["canary"])  # the fixture's champion is now the earlier one
+        broken = world["canary"]
+    put_bytes(registry.client, registry.bucket, registry.version_key(SURFACE, broken, MODEL_FILE), b"damaged")
+    candidate, _ = publish_model(registry, SURFACE, tiny_model(seed=2), data_partitions=["2026-01-09"])
+    state.write({"version": candidate}, "candidate", SURFACE, DAY)
+    state.write({"candidate": candidate, "passed": True, "unloadable": {"champion": f"{broken} is damaged"}},
+                "canary", SURFACE, DAY)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([canary_release_asset(SURFACE)], partition_key=DAY.isoformat(), instance=instance,
+                                resources={"lake": lake, "s3": world["s3"]})
+    assert result.success
+    if history == "none":
+        assert registry.champion(SURFACE) == candidate and registry.canary(SURFACE) is None
+        assert state.read("release", SURFACE, DAY)["action"].startswith("promoted (the champion")
+    else:
+        assert registry.champion(SURFACE) == world["champion"]
+        assert registry.canary(SURFACE) == (candidate, 0.25)
+        assert f"rolled back to {world['champion']}" in state.read("release", SURFACE, DAY)["action"]
+
+
 def test_a_day_without_a_canary_has_nothing_to_promote(world):
     lifecycle_state(world["lake"]).path("release", SURFACE, DAY - timedelta(days=1)).unlink()
     world["registry"].clear_canary(SURFACE)

@@ -8,7 +8,15 @@ import pytest
 
 from events.serving_log import SERVING_LOG_COLUMNS, ServingLogTable, conform_serving_log
 from monitoring.online import compare_groups, gini, group_metrics, metrics_by
-from serving.experiments import EXPERIMENT_ARMS, Arm, ArmRouter, PopularityPolicy, Request, Served, assign_arm
+from serving.experiments import (
+    EXPERIMENT_ARMS,
+    Arm,
+    ArmRouter,
+    PopularityPolicy,
+    Request,
+    Served,
+    assign_arm,
+)
 from serving.versions import canary_fraction
 
 

@@ -13,7 +13,13 @@ from devstack.service import ServerThread, call
 from serving.app import create_app
 from serving.index import build_tuned_index, write_index
 from serving.publish import publish_model
-from serving.registry import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, Registry, RegistryError
+from serving.registry import (
+    INDEX_FILE,
+    ITEM_IDS_FILE,
+    MODEL_FILE,
+    Registry,
+    RegistryError,
+)
 from serving.versions import VersionManager
 from storage.s3 import get_bytes, put_bytes
 from tests.helpers import tiny_model

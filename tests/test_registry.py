@@ -98,6 +98,26 @@ def test_truncated_object_is_detected(registry, tmp_path):
         registry.fetch("homefeed", version, tmp_path / "cache")
 
 
+def test_a_damaged_object_is_put_back_from_a_verified_local_copy(registry, tmp_path):
+    version = publish(registry, tmp_path)
+    local = registry.fetch("homefeed", version, tmp_path / "cache")  # verified when fetched
+    key = registry.version_key("homefeed", version, INDEX_FILE)
+    original = registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read()
+    put_bytes(registry.client, registry.bucket, key, b"Y" + original[1:])  # damaged in S3
+    registry.client.delete_object(Bucket=registry.bucket, Key=registry.version_key("homefeed", version, MODEL_FILE))
+
+    assert sorted(registry.repair("homefeed", version, local.directory)) == [INDEX_FILE, MODEL_FILE]
+    assert registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read() == original
+    registry.fetch("homefeed", version, tmp_path / "fresh")  # every checksum holds again
+    assert registry.repair("homefeed", version, local.directory) == []  # nothing left to put back
+
+    local.path(ITEM_IDS_FILE).write_bytes(b"tampered")  # a copy that is not the manifest's is refused
+    put_bytes(registry.client, registry.bucket, key, b"Z" + original[1:])
+    with pytest.raises(IntegrityError, match="item_ids.npy"):
+        registry.repair("homefeed", version, local.directory)
+    assert registry.client.get_object(Bucket=registry.bucket, Key=key)["Body"].read() == b"Z" + original[1:]
+
+
 def test_tampered_local_copy_is_downloaded_again(registry, tmp_path):
     version = publish(registry, tmp_path)
     local = registry.fetch("homefeed", version, tmp_path / "cache")
@@ -240,7 +260,9 @@ def test_operator_cli_lists_shows_promotes_and_rolls_back(registry, tmp_path, mo
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PINREC_S3_PREFIX", registry.settings.prefix)
-    from serving.publish import publish_model  # the CLI checks that a version loads: real models
+    from serving.publish import (
+        publish_model,  # the CLI checks that a version loads: real models
+    )
     from tests.helpers import tiny_model
 
     v1, _ = publish_model(registry, "homefeed", tiny_model(seed=0), created_at=T0)

@@ -212,6 +212,24 @@ def test_stop_leaves_no_process(tmp_path, freeze):
     assert not list(Path("/tmp").glob(f"seaweedfs-*-grpc-{server.ports['s3_grpc']}.sock"))
 
 
+def test_a_restart_keeps_the_address_credentials_and_data(tmp_path):
+    """The S3 server stopped and started again (the soak's outage) answers at the same endpoint
+    with the same keys, so a client made before the outage and every child's environment keep
+    working; the objects written before are there; the per-start TLS key is new."""
+    server = SeaweedFS(tmp_path / "weed")
+    with server:
+        env, tls_key = server.env(), server.tls_files["key"].read_bytes()
+        client = s3.make_client(server.settings(), max_attempts=1)
+        s3.put_bytes(client, server.bucket, "before/outage", b"kept")
+        server.stop()
+        with pytest.raises((botocore.exceptions.EndpointConnectionError, ClientError)):
+            s3.get_bytes(client, server.bucket, "before/outage")
+        server.start()
+        assert server.env() == env
+        assert s3.get_bytes(client, server.bucket, "before/outage") == b"kept"
+        assert server.tls_files["key"].read_bytes() != tls_key
+
+
 def test_cli_writes_env_file_and_stops_on_sigterm(tmp_path):
     env_file = tmp_path / "seaweedfs.env"
     proc = subprocess.Popen(

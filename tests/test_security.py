@@ -6,10 +6,13 @@
   pickle published with a manifest that matches it, or planted as the checkpoint a training run
   resumes from, is refused, and its payload never runs;
 * S3 credentials come from the environment only and never reach the Dagster event log, run
-  tags, run config, asset metadata, captured logs or the files a run writes;
+  tags, run config, asset or check metadata, captured logs or the files a run writes: neither
+  they nor SeaweedFS's other secrets (the JWT keys of its security.toml, its TLS key), over a
+  whole lifecycle run in process and a `pinrec-ops live` run (the online-mode assets);
 * the retrieval service (and the other servers the project starts) bind 127.0.0.1 by default.
 """
 
+import json
 import os
 import pickle
 import shutil
@@ -137,49 +140,105 @@ def test_a_malicious_training_checkpoint_is_refused_on_resume(tmp_path):
     assert not marker.exists()
 
 
-def test_credentials_never_reach_logs_tags_metadata_or_run_files(s3_server, tmp_path, monkeypatch, capfd):
+def server_secrets(server_dir: Path, access_key: str, secret_key: str) -> dict[str, str]:
+    """Every secret of one SeaweedFS start: the S3 keys, the JWT signing keys of its
+    security.toml, and the lines of its TLS private key (a PEM body is searched line by line, so
+    that an escaped or re-wrapped copy is found too)."""
+    import tomllib
+
+    security = tomllib.loads((server_dir / "config" / "security.toml").read_text())
+    secrets = {"S3 access key": access_key, "S3 secret key": secret_key,
+               "JWT signing key": security["jwt"]["signing"]["key"],
+               "JWT filer signing key": security["jwt"]["filer_signing"]["key"]}
+    pem = (server_dir / "config" / "tls" / "seaweedfs.key").read_text().splitlines()
+    body = [line for line in pem if line and not line.startswith("-----")]
+    secrets.update({f"TLS key line {i}": line for i, line in enumerate(body) if len(line) >= 16})
+    assert len(secrets) >= 5 and all(len(v) >= 16 for v in secrets.values())
+    return secrets
+
+
+def _assert_nowhere(secrets: dict[str, str], texts: dict[str, str]) -> None:
+    for where, text in texts.items():
+        for name, secret in secrets.items():
+            assert secret not in text, f"the {name} appears in {where}"
+
+
+def _files(root: Path, skip: Path | None = None) -> dict[str, str]:
+    return {str(path): path.read_bytes().decode("latin-1") for path in root.rglob("*")
+            if path.is_file() and (skip is None or skip not in path.parents)}
+
+
+def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_server, tmp_path, monkeypatch, capfd):
+    """Every asset and check of nightly_refresh and retrain (ingest to promotion, open loop):
+    the S3 keys, the server's JWT keys and its TLS key appear in no run's event log, tags,
+    config, asset metadata, check metadata, captured output or any file the runs wrote."""
+    from pinrec_ops.cli import DATA_ASSET_KEYS
     from pinrec_ops.defs.config import REPO_ROOT, load_settings
     from pinrec_ops.defs.resources import (
         EventSourceResource,
         S3Resource,
+        TrainingResource,
         build_resources,
     )
-    from pinrec_ops.runs import materialize_in_process
+    from pinrec_ops.runs import run_job
 
-    secrets = [s3_server.access_key, s3_server.secret_key]  # random, 20 and 40 characters
+    secrets = server_secrets(s3_server.data_dir, s3_server.access_key, s3_server.secret_key)
+    assert secrets["TLS key line 0"] in s3_server.tls_files["key"].read_text()
     for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)  # the only place the run gets them from
+        monkeypatch.setenv(key, value)  # the only place the runs get them from
     env = {**os.environ, "PINREC_DATA_DIR": str(tmp_path / "data"), "PINREC_SOURCE": "simulated",
            "PINREC_CACHE_DIR": str(REPO_ROOT / "var" / "cache")}
     resources = build_resources(load_settings(env))
     resources["event_source"] = EventSourceResource(**{**resources["event_source"].model_dump(),
-                                                       "sim_users": 40, "sim_items": 200, "sim_events_per_day": 1000})
+                                                       "sim_users": 120, "sim_items": 400, "sim_events_per_day": 6000})
+    resources["training"] = TrainingResource(**{**resources["training"].model_dump(), "d_model": 32, "layers": 1,
+                                                "heads": 1, "max_len": 20, "pretrain_epochs": 2, "finetune_epochs": 1,
+                                                "finetune_days": 3, "batch_size": 64})
     resources["s3"] = S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket,
                                  prefix=f"sec-{uuid.uuid4().hex[:8]}")
     home = tmp_path / "dagster_home"
     home.mkdir()
+    days = [date(2026, 1, d) for d in (1, 2, 3, 4)]
+    texts = {}
     with dg.instance_for_test(temp_dir=str(home)) as instance:
-        result = materialize_in_process(["events", "event_quarantine"], resources, instance,
-                                        partition=date(2026, 1, 3))
-        assert result.success
-        run = instance.get_run_by_id(result.run_id)
-        records = instance.all_logs(result.run_id)
-        texts = {
-            "run tags": repr(run.tags),
-            "run config": repr(run.run_config),
-            "event log": "\n".join(repr(r) for r in records),
-            "asset metadata": "\n".join(repr(e.materialization.metadata)
-                                        for e in result.get_asset_materialization_events()),
-        }
-    assert any("s3://" in str(v) for v in texts["asset metadata"].split())  # S3 was used
+        results = [run_job("nightly_refresh", day, instance, assets=DATA_ASSET_KEYS, resources=resources)
+                   for day in days]
+        results.append(run_job("retrain", days[-1], instance, resources=resources))
+        assert all(r.success for r in results)
+        materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
+        assert {"events", "online_features", "pretrained_model", "homefeed/champion", "related/champion"} <= materialized
+        assert resources["s3"].registry().champion("homefeed")  # S3 was used, to the end
+        for result in results:
+            run = instance.get_run_by_id(result.run_id)
+            texts[f"run {result.run_id} tags"] = repr(run.tags)
+            texts[f"run {result.run_id} config"] = repr(run.run_config)
+            texts[f"run {result.run_id} event log"] = "\n".join(repr(r) for r in instance.all_logs(result.run_id))
+            texts[f"run {result.run_id} asset metadata"] = "\n".join(
+                repr(e.materialization.metadata) for e in result.get_asset_materialization_events())
+            texts[f"run {result.run_id} check metadata"] = "\n".join(
+                repr(c.metadata) for c in result.get_asset_check_evaluations())
     captured = capfd.readouterr()
     texts["captured stdout/stderr"] = captured.out + captured.err
-    for path in [*home.rglob("*"), *(tmp_path / "data").rglob("*")]:  # sqlite stores, compute logs, lake
-        if path.is_file():
-            texts[str(path)] = path.read_bytes().decode("latin-1")
-    for where, text in texts.items():
-        for secret in secrets:
-            assert secret not in text, f"a credential appears in {where}"
+    texts.update(_files(home))  # sqlite stores, compute logs
+    texts.update(_files(tmp_path / "data"))  # lake, Feast, models, lifecycle state, version caches
+    _assert_nowhere(secrets, texts)
+
+
+def test_no_secret_of_the_live_loops_s3_server_reaches_what_the_loop_left(live_loop):
+    """`pinrec-ops live` (tests/conftest.py: its own SeaweedFS, the online canary stage, the drift
+    sensor and the weekly schedule, the in-process retrieval service, the SASRec baseline): the
+    server's S3 keys, JWT keys and TLS key appear in no file of the Dagster instance, of the
+    loop's data folder or anywhere else under var/ but the server's own folder, nor in the
+    command's output; the environment file with the keys is removed when the command ends."""
+    server_dir = live_loop["var"] / "seaweedfs"
+    [identity] = json.loads((server_dir / "s3.json").read_text())["identities"]
+    [credentials] = identity["credentials"]
+    secrets = server_secrets(server_dir, credentials["accessKey"], credentials["secretKey"])
+    assert not (live_loop["var"] / "s3.env").exists()
+    texts = {"stdout": live_loop["stdout"], "stderr": live_loop["stderr"]}
+    texts.update(_files(live_loop["tmp"], skip=server_dir))
+    assert any("dagster_home" in name for name in texts) and any("lifecycle" in name for name in texts)
+    _assert_nowhere(secrets, texts)
 
 
 def _listening_addresses(pid: int) -> set[str]:

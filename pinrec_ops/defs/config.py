@@ -27,6 +27,11 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 |                          |                              | closed-loop world played ($DATA_DIR/world)|
 | PINREC_TRAIN_<FIELD>     | training.plan.TrainingPlan   | D_MODEL, LAYERS, MAX_LEN, PRETRAIN_EPOCHS,|
 |                          |                              | FINETUNE_EPOCHS, FINETUNE_DAYS, ...       |
+| PINREC_FEATURE_ENGINE    | local                        | feature tables: local (this process) or   |
+|                          |                              | dask (feature_pipeline.engines)           |
+| PINREC_DASK_SCHEDULER    |                              | dask: a running scheduler (tcp://h:8786); |
+|                          |                              | unset: a local cluster per run            |
+| PINREC_DASK_WORKERS      | 2                            | dask: that local cluster's processes      |
 
 S3 settings and credentials: see storage.s3.S3Settings.from_env.
 """
@@ -39,7 +44,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from events.simulator import SimulatorConfig
-from events.vocabulary import Vocabulary, VocabularyError, default_vocabulary_file, load_vocabulary
+from events.vocabulary import (
+    Vocabulary,
+    VocabularyError,
+    default_vocabulary_file,
+    load_vocabulary,
+)
+from feature_pipeline.engines import FeatureEngine
 from storage.paths import REPO_ROOT, var_dir
 from storage.paths import data_dir as default_data_dir
 from training.plan import TrainingPlan
@@ -74,6 +85,7 @@ class Settings:
     online_canary: bool  # promotion through a one-day online canary (needs a serving log)
     canary_traffic: float
     world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
+    feature_engine: FeatureEngine = FeatureEngine()  # where the feature tables are computed
 
 
 def _date(name: str, value: str | None) -> date | None:
@@ -164,6 +176,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         world_dir=(default_data_dir(source, env) / "world"
                    if source == "simulated" and _typed("PINREC_SIM_CLOSED_LOOP", env.get("PINREC_SIM_CLOSED_LOOP", "0"), False)
                    else None),
+        feature_engine=FeatureEngine(env.get("PINREC_FEATURE_ENGINE", "local").strip().lower() or "local",
+                                     dask_scheduler=env.get("PINREC_DASK_SCHEDULER") or None,
+                                     dask_workers=int(_typed("PINREC_DASK_WORKERS", env.get("PINREC_DASK_WORKERS", "2"), 0))),
     )
 
 

@@ -115,14 +115,32 @@ class VocabularyResource(dg.ConfigurableResource):
 
 
 class DataLakeResource(dg.ConfigurableResource):
-    """The local event table and quarantine (events.table.EventTable)."""
+    """The local event table and quarantine (events.table.EventTable), and the engine that
+    computes its feature tables (feature_pipeline.engines: local, or dask)."""
 
     root: str
+    feature_engine: str = "local"
+    dask_scheduler: str | None = None
+    dask_workers: int = 2
 
     def table(self):
         from events.table import EventTable
 
         return EventTable(Path(self.root))
+
+    def engine(self):
+        from feature_pipeline.engines import FeatureEngine
+
+        return FeatureEngine(self.feature_engine, dask_scheduler=self.dask_scheduler or None,
+                             dask_workers=self.dask_workers)
+
+    def feature_tables(self, day, codes=None):
+        """The day's three offline tables (outcome and surface codes: `codes`, default the
+        built-in data's), computed on the configured engine."""
+        from events.contract import BUILTIN_CODES
+        from feature_pipeline.engines import compute_feature_tables
+
+        return compute_feature_tables(self.table(), day, self.engine(), codes or BUILTIN_CODES)
 
 
 class FeastResource(dg.ConfigurableResource):
@@ -249,7 +267,9 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             sim_drift_kind=env("PINREC_SIM_DRIFT_KIND", s.world.drift_kind),
             sim_world_dir=str(s.world_dir) if s.world_dir else None,
         ),
-        "lake": DataLakeResource(root=str(s.data_dir / "lake")),
+        "lake": DataLakeResource(root=str(s.data_dir / "lake"), feature_engine=s.feature_engine.name,
+                                 dask_scheduler=s.feature_engine.dask_scheduler,
+                                 dask_workers=s.feature_engine.dask_workers),
         "vocabulary": VocabularyResource(file=str(s.vocabulary.path),
                                          ledger=str(s.data_dir / "feast" / CODES_FILE)),
         "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),

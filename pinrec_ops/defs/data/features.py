@@ -3,19 +3,23 @@ offline store), one file per view and day."""
 
 import dagster as dg
 
-from feature_pipeline.tables import day_feature_tables
 from pinrec_ops.defs.conventions import area_tags, code_version, owners
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY
-from pinrec_ops.defs.resources import DataLakeResource, FeastResource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    FeastResource,
+    VocabularyResource,
+)
 
 FEATURE_ASSETS = {
     "user_sequence": "user_sequence_features",
     "item_stats": "item_stats_features",
     "item_surface_stats": "item_surface_stats_features",
 }
-FEATURES_CODE = code_version("feature_pipeline.tables", "feature_pipeline.store", "events.contract", "events.vocabulary")
+FEATURES_CODE = code_version("feature_pipeline.tables", "feature_pipeline.engines", "feature_pipeline.store",
+                             "events.contract", "events.vocabulary")
 
 
 @dg.multi_asset(
@@ -32,11 +36,15 @@ FEATURES_CODE = code_version("feature_pipeline.tables", "feature_pipeline.store"
 )
 def feature_tables(context: dg.AssetExecutionContext, lake: DataLakeResource, feast: FeastResource,
                    vocabulary: VocabularyResource):
-    from feature_pipeline.store import codes_path, offline_table_path, write_offline_tables
+    from feature_pipeline.store import (
+        codes_path,
+        offline_table_path,
+        write_offline_tables,
+    )
 
     day = partition_day(context)
     vocab = vocabulary.record()  # the tables' codes: recorded in the ledger beside them
-    tables = day_feature_tables(lake.table(), day, vocab.codes)
+    tables = lake.feature_tables(day, vocab.codes)  # on the configured engine (PINREC_FEATURE_ENGINE)
     write_offline_tables(feast.settings(), day, tables)
     context.log.info(f"{day}: " + ", ".join(f"{v} {len(df)} rows" for v, df in tables.items()))
     for view, asset_name in FEATURE_ASSETS.items():

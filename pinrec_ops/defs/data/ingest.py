@@ -18,7 +18,12 @@ from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.metadata import column_schema, table_metadata
 from pinrec_ops.defs.partitions import daily_partitions
 from pinrec_ops.defs.policies import ONE_RUN_PER_DAY, S3_RETRY
-from pinrec_ops.defs.resources import DataLakeResource, EventSourceResource, S3Resource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    EventSourceResource,
+    S3Resource,
+    VocabularyResource,
+)
 
 INGEST_CODE = code_version("events.contract", "events.ingest", "events.table", "events.sources", "events.simulator",
                            "events.vocabulary")

@@ -15,9 +15,15 @@ from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import table_metadata
-from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    FeastResource,
+    S3Resource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import lifecycle_state
 from serving.canary import GatePolicy
+from serving.registry import LoadCheckError
 
 CANARY_K = 100
 DEPLOYMENT_GATE = GatePolicy()  # the deployment's gate; a run that changes it is recorded on the check
@@ -78,6 +84,50 @@ def version_data_through(registry, surface: str, version: str | None) -> str | N
     return max(days) if days else None
 
 
+def load_version(registry, surface: str, version: str, cache: Path, codes=None, where: str = "the features"):
+    """A published version fetched (checksums verified) and loaded as the service loads it (with
+    the features' `codes`); `LoadCheckError` when it is damaged or cannot load (S3 errors pass
+    through: a retry may help)."""
+    from serving.registry import RegistryError
+    from serving.retriever import LoadedVersion
+
+    try:
+        local = registry.fetch(surface, version, cache)
+    except RegistryError as exc:  # IntegrityError (a damaged object), a missing version
+        raise LoadCheckError(f"{surface}/{version}: {exc}") from exc
+    try:
+        return LoadedVersion.from_local(local, codes, where)
+    except Exception as exc:  # noqa: BLE001 - whatever loading raises, the version is unusable (as check_version)
+        raise LoadCheckError(f"{surface}/{version} does not load: {type(exc).__name__}: {exc}") from exc
+
+
+def champion_in_s3(registry, surface: str, champion: str, cache: Path) -> list[str]:
+    """The champion as a new serving process would get it from S3 (fetched fresh, loaded, asked
+    its known queries: `serving.checks.check_version`). An object that no longer matches the
+    manifest is put back from this machine's verified copy (`cache`) when it has one
+    (`Registry.repair`); returns the files put back. `LoadCheckError` when it cannot serve."""
+    from serving.checks import check_version
+    from serving.registry import IntegrityError, RegistryError
+
+    try:
+        check_version(registry, surface, champion)
+        return []
+    except LoadCheckError:
+        raise
+    except IntegrityError as exc:
+        local = cache / surface / champion
+        try:
+            repaired = registry.repair(surface, champion, local) if local.is_dir() else []
+        except IntegrityError:
+            repaired = []
+        if not repaired:
+            raise LoadCheckError(f"{surface}/{champion} is damaged in S3 and no intact copy is at hand: {exc}") from exc
+        check_version(registry, surface, champion)
+        return repaired
+    except RegistryError as exc:  # a missing version
+        raise LoadCheckError(f"{surface}/{champion}: {exc}") from exc
+
+
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     @surface_asset(
         surface, "canary_evaluation",
@@ -95,7 +145,6 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
 
         from feature_pipeline.store import codes_path, feature_codes
         from serving.canary import evaluate_popularity, evaluate_version
-        from serving.retriever import LoadedVersion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         vocab = vocabulary.load()
@@ -116,11 +165,21 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         # version trained with other codes is refused, as serving refuses it
         codes = feature_codes(feast.store()) or {"outcomes": vocab.codes.outcomes, "surfaces": vocab.codes.surfaces}
         where = f"the features under {codes_path(feast.settings().data_dir)}"
-        results = {}
+        results, unloadable, repaired = {}, {}, []
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
                 continue
-            loaded = LoadedVersion.from_local(registry.fetch(surface, version, cache), codes, where)
+            try:
+                if role == "champion":  # what a new serving process would load: repaired if damaged
+                    repaired = champion_in_s3(registry, surface, version, cache)
+                    if repaired:
+                        context.log.warning(f"{surface}/canary_evaluation on {day}: the champion {version} was "
+                                            f"damaged in S3; put back {repaired} from the verified local copy")
+                loaded = load_version(registry, surface, version, cache, codes, where)
+            except LoadCheckError as exc:  # damaged or unusable: a verdict, not an error of this run
+                unloadable[role] = str(exc)
+                context.log.warning(f"{surface}/canary_evaluation on {day}: the {role} does not load: {exc}")
+                continue
             results[role] = evaluate_version(loaded, sequences, events, k=CANARY_K, outcomes=outcomes,
                                              engaged=vocab.engaged, impression=vocab.impression)
         finetune = state.read("finetune", surface, day)
@@ -132,15 +191,19 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                    "champion": version_data_through(registry, surface, champion if "champion" in results else None)}
         state.write({"candidate": candidate, "champion": champion if "champion" in results else None,
                      "metrics": results, "popularity": popularity, "outcomes": outcomes, "users": len(users),
-                     "data_through": through}, "canary", surface, day)
+                     "data_through": through, "unloadable": unloadable}, "canary", surface, day)
         metadata = {"day": day.isoformat(), "candidate": candidate,
                     "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
+        for role, reason in unloadable.items():
+            metadata[f"{role}_does_not_load"] = reason
+        if repaired:
+            metadata["champion_repaired"] = dg.MetadataValue.json(repaired)
         for role, figures in results.items():
             metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
         metadata[f"popularity/recall@{CANARY_K}"] = float(popularity[f"recall@{CANARY_K}"])
         metadata["metrics"] = table_metadata(
             [{"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}
-             for name in sorted(results["candidate"])],
+             for name in sorted(results.get("candidate", {}))],
             {"metric": "string", **{role: "float" for role in results}})
         return dg.MaterializeResult(metadata=metadata)
 
@@ -165,11 +228,14 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         state = lifecycle_state(lake)
         canary = state.read("canary", surface, day)
         through = canary.get("data_through", {})
+        unloadable = canary.get("unloadable") or {}
         policy = config.policy(vocabulary.load().guarded)
-        rules = gate_rules(canary["metrics"]["candidate"], canary["metrics"].get("champion"), policy,
+        rules = gate_rules(canary["metrics"].get("candidate", {}), canary["metrics"].get("champion"), policy,
                            candidate_data_through=date.fromisoformat(through["candidate"]) if through.get("candidate") else None,
                            champion_data_through=date.fromisoformat(through["champion"]) if through.get("champion") else None)
         reasons = [r.reason for r in rules if not r.passed]
+        if "candidate" in unloadable:
+            reasons = [f"the candidate does not load: {unloadable['candidate']}"]
         passed = not reasons
         overrides = config.overrides()
         if overrides:
@@ -185,6 +251,9 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         for r in rules:
             metadata[f"margin/{r.metric}"] = r.margin
         description = "candidate passes the gate" if passed else "; ".join(reasons)
+        if passed and "champion" in unloadable:
+            description += (f" (judged on the floors alone: the champion does not load: {unloadable['champion']}; "
+                            "serving falls back to an earlier champion until this candidate replaces it)")
         if overrides:
             description = f"[run config overrides the deployment's gate: {', '.join(overrides)}] {description}"
         return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description,

@@ -13,7 +13,11 @@ from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.pretrain import TRAINING_CODE, ranking_metadata
 from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
 from pinrec_ops.defs.metadata import config_tag, training_run_metadata
-from pinrec_ops.defs.resources import DataLakeResource, TrainingResource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    TrainingResource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import PretrainedModels, lifecycle_state
 
 

@@ -8,7 +8,10 @@ its online figures against the champion's, each on its own users, decide its pro
 `canary_trial[D]` ends the trial of the canary released on D-1 (canary.json is cleared if it still
 names it, whichever of the two chains runs first), so a canary that loses serves one day only:
 that is the rollback. The gate judges engagements (clicks + saves) per 1,000 served impressions
-of the canary's users against the champion's, with a 95% bootstrap interval over users."""
+of the canary's users against the champion's, with a 95% bootstrap interval over users, and
+fails a canary that no longer passes its load check (`serving.checks.check_version` on what is in
+S3 now: an object damaged since its release), so promotion never names a version that cannot
+load."""
 
 from datetime import timedelta
 
@@ -39,7 +42,9 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         kinds={"s3"},
         code_version=code_version("serving.registry"),
         description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users on "
-                    "day D+1 (canary.json); with no champion yet it becomes the champion directly.",
+                    "day D+1 (canary.json); with no champion yet it becomes the champion directly. A champion that "
+                    "does not load (the canary evaluation found it damaged beyond repair) is first rolled back to "
+                    "the newest earlier champion that loads; with none, the candidate becomes the champion.",
     )
     def canary_release(context: dg.AssetExecutionContext, lake: DataLakeResource,
                        s3: S3Resource) -> dg.MaterializeResult:
@@ -49,18 +54,40 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         if canary["candidate"] != candidate or not canary.get("passed"):
             raise dg.Failure(f"{surface}/{candidate} has no passing offline verdict for {day}; not releasing")
         champion = registry.champion(surface)
+        broken = (canary.get("unloadable") or {}).get("champion")
+        restored = _roll_back_to_a_loadable_champion(registry, surface) if champion and broken else None
         if champion is None:
             registry.promote(surface, candidate)
             action = "promoted (first champion)"
+        elif broken and restored is None:
+            registry.promote(surface, candidate)
+            action = f"promoted (the champion {champion} does not load and no earlier champion does: {broken})"
         else:
             registry.set_canary(surface, candidate, SETTINGS.canary_traffic)
             action = f"canary for {day + timedelta(days=1)}"
+            if restored:
+                action += f" (the champion {champion} does not load: rolled back to {restored})"
         state.write({"version": candidate, "action": action, "released_for": (day + timedelta(days=1)).isoformat(),
                      "traffic": SETTINGS.canary_traffic, "champion": champion}, "release", surface, day)
         return dg.MaterializeResult(metadata={"day": day.isoformat(), "version": candidate, "action": action,
                                               "traffic": SETTINGS.canary_traffic, "champion": champion or "none"})
 
     return canary_release
+
+
+def _roll_back_to_a_loadable_champion(registry, surface: str) -> str | None:
+    """The newest earlier champion that passes its load check becomes the champion again (what
+    every serving process falls back to anyway); None when there is none."""
+    from serving.registry import RegistryError
+
+    pointer = registry.read_pointer(surface, "champion") or {}
+    for earlier in pointer.get("previous", []):
+        try:
+            registry.rollback(surface, to=earlier)  # checks that it loads first
+            return earlier
+        except RegistryError:
+            continue
+    return None
 
 
 def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
@@ -88,14 +115,24 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         canary_rows = log[(log["served_by"] == "canary") & (log["version"] == trial)]
         champion_rows = log[log["served_by"] == "champion"]
         comparison = compare_groups(champion_rows, canary_rows)
+        from serving.checks import check_version
+        from serving.registry import RegistryError
+
+        load_error = None
+        try:  # the version must still load as it is in S3 now (an object may have been damaged since)
+            check_version(registry, surface, trial)
+        except RegistryError as exc:  # LoadCheckError, IntegrityError, a missing version: the trial is lost
+            load_error = str(exc)
+            context.log.warning(f"{surface}/canary_trial on {day}: the canary {trial} does not load: {exc}")
         current = registry.canary(surface)
         if current and current[0] == trial:
             registry.clear_canary(surface)  # the trial is over, won or lost
         state.write({"version": trial, "day": day.isoformat(), "champion": registry.champion(surface),
-                     "comparison": comparison.to_dict()}, "trial", surface, day)
+                     "comparison": comparison.to_dict(), "load_error": load_error}, "trial", surface, day)
         return dg.MaterializeResult(metadata={
             "day": day.isoformat(), "canary": trial, **{f"trial/{k}": v for k, v in comparison.to_dict().items()
-                                                       if isinstance(v, (int, float))}})
+                                                       if isinstance(v, (int, float))},
+            **({"canary_does_not_load": load_error} if load_error else {})})
 
     return canary_trial
 
@@ -118,7 +155,7 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(passed=True, description=f"no canary served on {day}: nothing to promote",
                                        metadata={"canary": "none"})
         c = trial["comparison"]
-        reasons = []
+        reasons = [f"the canary {trial['version']} does not load: {trial['load_error']}"] if trial.get("load_error") else []
         if min(c["users_a"], c["users_b"]) < config.min_users:
             reasons.append(f"too few users to judge ({c['users_b']} canary, {c['users_a']} champion; "
                            f"at least {config.min_users} each)")

@@ -11,7 +11,11 @@ import dagster as dg
 
 from pinrec_ops.defs.conventions import area_tags, code_version, owners
 from pinrec_ops.defs.metadata import config_tag, training_run_metadata
-from pinrec_ops.defs.resources import DataLakeResource, TrainingResource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    TrainingResource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import PretrainedModels, lifecycle_state
 
 TRAINING_CODE = code_version("training.model", "training.data", "training.loss", "training.module", "training.train",

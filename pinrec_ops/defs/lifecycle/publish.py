@@ -10,7 +10,12 @@ from pinrec_ops.defs.config import SETTINGS
 from pinrec_ops.defs.conventions import code_version
 from pinrec_ops.defs.days import partition_day
 from pinrec_ops.defs.lifecycle.surface_asset import surface_asset
-from pinrec_ops.defs.resources import DataLakeResource, FeastResource, S3Resource, VocabularyResource
+from pinrec_ops.defs.resources import (
+    DataLakeResource,
+    FeastResource,
+    S3Resource,
+    VocabularyResource,
+)
 from pinrec_ops.defs.state import lifecycle_state
 
 PUBLISH_CODE = code_version("serving.publish", "serving.registry", "serving.index")
