@@ -22,6 +22,12 @@ outcome for ``outcomes`` (default click and save). ``evaluate_popularity`` score
 baseline on the same users, day and protocol: the k items most engaged with in a training window,
 the user's seen items left out as serving leaves them out.
 
+In a closed loop (the day's impressions partly chosen by the system itself), the day's rows on
+slots that one of the compared versions served are left out first (`not_served_by`): the
+champion's own recommendations would otherwise be its held-out targets, and a candidate that has
+never served could not match it (the incumbent's feedback-loop advantage). Both versions are then
+judged on what neither of them chose: organic impressions and the other arms' slots.
+
 `gate` turns two metric sets into a verdict: the candidate passes when no guarded metric is worse
 than the champion's by more than the tolerance (ranking metrics: by more than an absolute
 tolerance), and every absolute floor is met.
@@ -67,6 +73,19 @@ def _recall_figures(retrieved: list[list[int]], future: list[set], future_by_out
     for o, r in metrics.recall_by_outcome(retrieved, future_by_outcome, k).items():
         out[f"recall@{k}/{o}"] = r
     return out
+
+
+def not_served_by(day_events: pd.DataFrame, serving_log: pd.DataFrame, versions: Sequence[str]) -> pd.DataFrame:
+    """`day_events` without the rows on slots that one of `versions` served that day: an event
+    whose (user, session, surface, item) is in the serving log under one of those versions (the
+    impression and whatever the user did with it there)."""
+    served = serving_log.loc[serving_log["version"].isin([v for v in versions if v]),
+                             ["user_id", "session_id", "surface", "item_id"]].drop_duplicates()
+    if served.empty or day_events.empty:
+        return day_events
+    key = ["user_id", "session_id", "surface", "item_id"]
+    hit = day_events[key].merge(served, on=key, how="left", indicator=True)["_merge"] == "both"
+    return day_events[~hit.to_numpy(bool)]
 
 
 def day_slates(day_events: pd.DataFrame, impression: str) -> list[tuple[int, str, np.ndarray, dict[str, np.ndarray]]]:

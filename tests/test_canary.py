@@ -105,3 +105,25 @@ def test_the_canary_scores_every_session_slate_with_the_ranking_head():
     # without impressions in the log there is nothing to rank
     plain = evaluate_version(version, {}, day[day["outcome"] != "impression"], k=10, impression="impression")
     assert "slates" not in plain and "slate_auc/click" not in plain
+
+
+def test_slots_a_compared_version_served_are_not_its_held_out_targets():
+    import pandas as pd
+
+    from serving.canary import not_served_by
+
+    day = pd.DataFrame({
+        "user_id": [1, 1, 1, 2, 2], "session_id": [10, 10, 10, 20, 20],
+        "surface": ["homefeed"] * 5, "item_id": [5, 5, 6, 5, 7],
+        "outcome": ["impression", "save", "impression", "impression", "click"],
+    })
+    log = pd.DataFrame({
+        "user_id": [1, 2, 2], "session_id": [10, 20, 20], "surface": ["homefeed"] * 3,
+        "item_id": [5, 5, 7], "version": ["champ", "other-arm", "popularity"],
+    })
+    kept = not_served_by(day, log, ("cand", "champ"))
+    # user 1's item 5 (impression and save) was the champion's slot; the other arm's slots stay
+    assert kept[["user_id", "item_id", "outcome"]].values.tolist() == [
+        [1, 6, "impression"], [2, 5, "impression"], [2, 7, "click"]]
+    assert not_served_by(day, log.iloc[:0], ("cand", "champ")).equals(day)
+    assert len(not_served_by(day, log, ("cand", None))) == len(day)

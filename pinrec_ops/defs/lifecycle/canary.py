@@ -131,20 +131,22 @@ def champion_in_s3(registry, surface: str, champion: str, cache: Path) -> list[s
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     @surface_asset(
         surface, "canary_evaluation",
-        deps=[dg.AssetKey([surface, "candidate_version"])],
+        deps=[dg.AssetKey([surface, "candidate_version"]), dg.AssetKey("serving_log")],
         kinds={"faiss", "feast"},
         code_version=code_version("serving.canary", "serving.retriever", "serving.encoder", "training.merge"),
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
                     "recall@100 per engaged outcome of the vocabulary, diversity, latency, through the serving "
                     "retrieval path; ranking of the day's slates (slate AUC per outcome, NDCG@10) when the log "
-                    "has impressions; and the popularity baseline's recall@100 on the same users.",
+                    "has impressions; and the popularity baseline's recall@100 on the same users. In a closed "
+                    "loop the slots either version served that day are left out (serving.canary.not_served_by).",
     )
     def canary_evaluation(context: dg.AssetExecutionContext, config: CanaryConfig, lake: DataLakeResource,
                           feast: FeastResource, s3: S3Resource, vocabulary: VocabularyResource) -> dg.MaterializeResult:
         import pandas as pd
 
+        from events.serving_log import ServingLogTable
         from feature_pipeline.store import codes_path, feature_codes
-        from serving.canary import evaluate_popularity, evaluate_version
+        from serving.canary import evaluate_popularity, evaluate_version, not_served_by
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         vocab = vocabulary.load()
@@ -154,6 +156,10 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         champion = registry.champion(surface)
         events = lake.table().read_day(day)
         events = events[events["surface"] == surface]
+        # what the compared versions served is not a held-out target of theirs (closed loop)
+        rows_before = len(events)
+        events = not_served_by(events, ServingLogTable(lake.root).read_day(day), (candidate, champion))
+        served_rows_left_out = rows_before - len(events)
         # recall per engaged outcome the day's log has (a log may lack some of the vocabulary's)
         outcomes = [o for o in vocab.engaged if (events["outcome"] == o).any()]
         users = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))
@@ -191,9 +197,11 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                    "champion": version_data_through(registry, surface, champion if "champion" in results else None)}
         state.write({"candidate": candidate, "champion": champion if "champion" in results else None,
                      "metrics": results, "popularity": popularity, "outcomes": outcomes, "users": len(users),
-                     "data_through": through, "unloadable": unloadable}, "canary", surface, day)
+                     "data_through": through, "unloadable": unloadable,
+                     "served_rows_left_out": served_rows_left_out}, "canary", surface, day)
         metadata = {"day": day.isoformat(), "candidate": candidate,
-                    "champion": champion or "none (the first candidate bootstraps it)", "users": len(users)}
+                    "champion": champion or "none (the first candidate bootstraps it)", "users": len(users),
+                    "served_rows_left_out": served_rows_left_out}
         for role, reason in unloadable.items():
             metadata[f"{role}_does_not_load"] = reason
         if repaired:
