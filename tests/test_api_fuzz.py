@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 
 from devstack.service import ServerThread, call
 from events.contract import OUTCOMES, SURFACES
-from serving.app import InMemoryFeatures, create_app
+from serving.app import MAX_OUTCOME_WEIGHT, InMemoryFeatures, create_app
 from serving.publish import publish_model
 from serving.registry import Registry
 from serving.versions import VersionManager
@@ -101,8 +101,11 @@ def test_no_5xx_and_every_rejection_says_why(case, service):
             f"{case.method} {case.path} -> {response.status_code} without a reason: {response.text}")
 
 
+# any finite weight (the extremes: 0, subnormals, 1.8e308) or one inside the accepted range, so
+# that every run sends maps that must be served as well as maps that must be refused
 WEIGHT_MAPS = st.dictionaries(st.sampled_from(OUTCOMES),
-                              st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+                              st.one_of(st.floats(min_value=0, allow_nan=False, allow_infinity=False),
+                                        st.floats(min_value=1e-3, max_value=MAX_OUTCOME_WEIGHT)),
                               min_size=1, max_size=len(OUTCOMES))
 
 

@@ -246,6 +246,8 @@ def test_a_candidate_damaged_in_s3_fails_the_gate_and_promotes_nothing(feature_w
     _corrupt(registry, SURFACE, candidate, MODEL_FILE)
     state = lifecycle_state(resources["lake"])
     state.write({"version": candidate, "uri": s3.uri("versions", SURFACE, candidate, "")}, "candidate", SURFACE, day)
+    # the fine-tuning's training window (the popularity baseline of the evaluation reads it)
+    state.write({"train_days": [d.isoformat() for d in feature_world[1].days()[:-1]]}, "finetune", SURFACE, day)
 
     with dg.instance_for_test() as instance:
         result = materialize_in_process([f"{SURFACE}/canary_evaluation", f"{SURFACE}/champion"], resources,

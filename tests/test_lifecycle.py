@@ -198,7 +198,8 @@ def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_
         # this machine holds a verified copy of the champion: the damaged object is put back
         put_bytes(registry.client, registry.bucket, champion_index, damaged)
         result = _run([f"{surface}/canary_evaluation"], resources, instance, partition=day, raise_on_error=False)
-        assert result.success
+        # the gate's verdict on this candidate may go either way (latency is judged too): no error
+        assert failed_for_an_error(instance, [result.run_id]) == []
         assert get_bytes(registry.client, registry.bucket, champion_index) == good_index
         [evaluation] = result.get_asset_materialization_events()
         assert evaluation.materialization.metadata["champion_repaired"].value == [INDEX_FILE]
