@@ -30,7 +30,9 @@ judged on what neither of them chose: organic impressions and the other arms' sl
 
 `gate` turns two metric sets into a verdict: the candidate passes when no guarded metric is worse
 than the champion's by more than the tolerance (ranking metrics: by more than an absolute
-tolerance), and every absolute floor is met.
+tolerance or, when larger, 1.96 standard errors of the difference of the two slate means, taken
+as independent: the same slates make the true difference less noisy, so the allowance errs
+towards letting the online canary decide), and every absolute floor is met.
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ def evaluate_ranking(version: LoadedVersion, sequences: Mapping[int, UserSequenc
             ndcg.append(metrics.ndcg_at_k(combined[at], gain, 10))
     out = {f"slate_auc/{o}": metrics.mean_of_slates(v) for o, v in auc.items()}
     out["slate_ndcg@10"] = metrics.mean_of_slates(ndcg)
+    for o, v in auc.items():  # the figures' noise: the gate allows a fall within it
+        out[f"slate_auc/{o}_se"] = metrics.se_of_slates(v)
+    out["slate_ndcg@10_se"] = metrics.se_of_slates(ndcg)
     out["slates"] = float(len(slates))
     out["ranked_by_ranking_head"] = float(ranked_by == "ranking_head")
     return out
@@ -200,9 +205,13 @@ class GatePolicy:
     guarded: tuple[str, ...] = ("recall@100", "recall@100/click", "recall@100/save")
     tolerance: float = 0.05
     # ranking (slates of a day with impressions): may fall at most `ranking_tolerance` (absolute:
-    # an AUC's scale starts at 0.5) below the champion's
+    # an AUC's scale starts at 0.5) below the champion's, or `ranking_z` standard errors of the
+    # difference when that is larger (a day's slate means are noisy: with a few hundred slates
+    # their standard errors are several times 0.01, and a fixed tolerance fails most candidates
+    # on noise alone)
     ranking_guarded: tuple[str, ...] = ("slate_auc/click", "slate_auc/save", "slate_ndcg@10")
     ranking_tolerance: float = 0.01
+    ranking_z: float = 1.96
     floors: Mapping[str, float] = field(default_factory=lambda: {"recall@100": 0.02})
     # Latency is measured in the batch job, on a machine doing other work: the gate compares it
     # with the champion's, measured in the same run, and keeps only a generous absolute cap.
@@ -264,9 +273,14 @@ def gate_rules(candidate: Mapping[str, float], champion: Mapping[str, float] | N
             cand, champ = candidate.get(name), champion.get(name)
             if cand is None or champ is None or np.isnan(champ):
                 continue
-            rules.append(_rule("ranking not worse than champion", name, cand, champ - policy.ranking_tolerance, champ,
-                               f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} "
-                               f"by more than {policy.ranking_tolerance:.3f}"))
+            allowed, why = policy.ranking_tolerance, f"{policy.ranking_tolerance:.3f}"
+            se_cand, se_champ = candidate.get(f"{name}_se"), champion.get(f"{name}_se")
+            if se_cand is not None and se_champ is not None and np.isfinite(se_cand) and np.isfinite(se_champ):
+                noise = policy.ranking_z * float(np.hypot(se_cand, se_champ))
+                if noise > allowed:
+                    allowed, why = noise, f"{noise:.3f} ({policy.ranking_z:g} standard errors of the difference)"
+            rules.append(_rule("ranking not worse than champion", name, cand, champ - allowed, champ,
+                               f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} by more than {why}"))
     if candidate_data_through is not None and champion_data_through is not None:
         days = (candidate_data_through - champion_data_through).days
         rules.append(GateRule(

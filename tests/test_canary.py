@@ -127,3 +127,15 @@ def test_slots_a_compared_version_served_are_not_its_held_out_targets():
         [1, 6, "impression"], [2, 5, "impression"], [2, 7, "click"]]
     assert not_served_by(day, log.iloc[:0], ("cand", "champ")).equals(day)
     assert len(not_served_by(day, log, ("cand", None))) == len(day)
+
+
+def test_a_ranking_figure_may_fall_within_its_noise_but_not_beyond_it():
+    champion = {**CHAMPION, "slate_auc/click": 0.55, "slate_auc/click_se": 0.02}
+    within_noise = {**champion, "slate_auc/click": 0.50, "slate_auc/click_se": 0.02}  # 1.96 * 0.028 = 0.055
+    assert gate(within_noise, champion)[0]
+    beyond = {**champion, "slate_auc/click": 0.49, "slate_auc/click_se": 0.02}
+    passed, reasons = gate(beyond, champion)
+    assert not passed and "standard errors of the difference" in reasons[0], reasons
+    # precise figures: the absolute tolerance is the larger allowance and decides
+    precise = {"slate_auc/click_se": 0.001}
+    assert not gate({**beyond, **precise, "slate_auc/click": 0.535}, {**champion, **precise})[0]

@@ -371,3 +371,10 @@ def mean_of_slates(values: Iterable[float]) -> float:
     """Mean over the slates where a figure is defined (NaN when none is)."""
     v = [x for x in values if x == x]
     return float(np.mean(v)) if v else float("nan")
+
+
+def se_of_slates(values: Iterable[float]) -> float:
+    """Standard error of `mean_of_slates` (sample standard deviation / sqrt(n) over the slates
+    where the figure is defined; NaN with fewer than two)."""
+    v = [x for x in values if x == x]
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")

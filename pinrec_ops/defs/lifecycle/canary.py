@@ -45,6 +45,9 @@ class CanaryGateConfig(dg.Config):
     ranking_tolerance: float = Field(default=DEPLOYMENT_GATE.ranking_tolerance,
                                      description="Largest absolute drop vs the champion in slate AUC per guarded "
                                                  "outcome and slate NDCG@10 (days with impressions).")
+    ranking_z: float = Field(default=DEPLOYMENT_GATE.ranking_z,
+                             description="A ranking figure may also fall by this many standard errors of the "
+                                         "difference of the two slate means, when that is more than the tolerance.")
 
     def policy(self, guarded_outcomes: tuple[str, ...] | None = None) -> GatePolicy:
         """The gate; `guarded_outcomes`: the vocabulary's `guarded` (default the built-in data's
@@ -55,7 +58,8 @@ class CanaryGateConfig(dg.Config):
             *(f"slate_auc/{o}" for o in guarded_outcomes), "slate_ndcg@10")
         return GatePolicy(guarded=guarded, tolerance=self.tolerance, floors={f"recall@{CANARY_K}": self.recall_floor},
                           max_latency_ratio=self.max_latency_ratio, max_latency_p99_ms=self.max_latency_p99_ms,
-                          ranking_guarded=ranking, ranking_tolerance=self.ranking_tolerance)
+                          ranking_guarded=ranking, ranking_tolerance=self.ranking_tolerance,
+                          ranking_z=self.ranking_z)
 
     def overrides(self) -> dict[str, dict[str, float]]:
         """The fields this run sets away from the deployment's gate."""
