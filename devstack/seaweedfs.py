@@ -514,7 +514,15 @@ class SeaweedFS:
                     f"last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
             try:
-                client.list_buckets()
+                buckets = client.list_buckets().get("Buckets", [])
+                # a restart over existing data: the S3 gateway answers before the volume server
+                # has registered its volumes, and reads fail with InternalError for a moment;
+                # ready once an object written before reads back
+                for bucket in buckets:
+                    listed = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1).get("Contents", [])
+                    if listed and listed[0].get("Size", 0) > 0:  # (a range of an empty object is a 416)
+                        client.get_object(Bucket=bucket["Name"], Key=listed[0]["Key"], Range="bytes=0-0")
+                        break
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                 last = f"{type(exc).__name__}: {exc}"
