@@ -249,28 +249,26 @@ class RankedOut(BaseModel):
     offset: str | None
 
 
-class RecommendResponse(BaseModel):
+class ServedBy(BaseModel):
+    """What every answer carries: the version that served it and the request's echo."""
+
+    model_version: str
+    index_version: str
+    version: str
+    served_by: str = Field(description="champion or canary")
+    surface: str
+    user_id: int
+    k: int
+
+
+class RecommendResponse(ServedBy):
     items: list[RankedOut]
     ranked_by: str = Field(description="ranking_head, or retrieval for a version without one")
     candidates_ranked: int
-    model_version: str
-    index_version: str
-    version: str
-    served_by: str = Field(description="champion or canary")
-    surface: str
-    user_id: int
-    k: int
 
 
-class RetrieveResponse(BaseModel):
+class RetrieveResponse(ServedBy):
     candidates: list[CandidateOut]
-    model_version: str
-    index_version: str
-    version: str
-    served_by: str = Field(description="champion or canary")
-    surface: str
-    user_id: int
-    k: int
 
 
 # -- metrics ------------------------------------------------------------------------------------

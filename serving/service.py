@@ -108,6 +108,19 @@ def read_many(features: FeatureReader, user_ids: Sequence[int]) -> list[Mapping[
     return [features.read(u) for u in user_ids]
 
 
+def _answer(job: Job, p: Pending, result: RetrievalResult | RecommendResult, feature_ms: float,
+            fields: dict[str, Any]) -> Served:
+    """The response of one request of a batch: its own `fields`, then the version that served it
+    and the request's echo; its stage timings (queue, feature, the batch's, total)."""
+    loaded = p.loaded
+    body = {**fields, "model_version": loaded.model_version, "index_version": loaded.index_version,
+            "version": loaded.version, "served_by": p.role, "surface": p.surface, "user_id": p.user_id, "k": p.k}
+    timings = {"queue": (job.started - job.enqueued) * 1e3, "feature": feature_ms, **result.timings_ms,
+               "total": (time.perf_counter() - p.received) * 1e3}
+    return Served(json.dumps(body).encode(), timings, loaded.version, result.batch_size, result.encode_kind,
+                  result.model_flops)
+
+
 class RetrievalService:
     def __init__(self, manager: VersionManager, features: FeatureReader | None = None,
                  config: ServingConfig | None = None,
@@ -198,32 +211,14 @@ class RetrievalService:
 
     @staticmethod
     def _served(job: Job, p: Pending, result: RetrievalResult, feature_ms: float) -> Served:
-        loaded = p.loaded
-        body = {
+        return _answer(job, p, result, feature_ms, {
             "candidates": [{"item_id": int(c.item), "score": float(c.score), "outcome": str(c.outcome),
-                            "offset": str(c.offset)} for c in result.candidates],
-            "model_version": loaded.model_version, "index_version": loaded.index_version,
-            "version": loaded.version, "served_by": p.role, "surface": p.surface,
-            "user_id": p.user_id, "k": p.k,
-        }
-        data = json.dumps(body).encode()
-        timings = {"queue": (job.started - job.enqueued) * 1e3, "feature": feature_ms, **result.timings_ms,
-                   "total": (time.perf_counter() - p.received) * 1e3}
-        return Served(data, timings, loaded.version, result.batch_size, result.encode_kind, result.model_flops)
+                            "offset": str(c.offset)} for c in result.candidates]})
 
     @staticmethod
     def _recommended(job: Job, p: Pending, result: RecommendResult, feature_ms: float) -> Served:
-        loaded = p.loaded
-        body = {
+        return _answer(job, p, result, feature_ms, {
             "items": [{"item_id": r.item, "score": r.score, "probabilities": r.probabilities,
                        "retrieval_score": r.retrieval_score, "outcome": r.outcome, "offset": r.offset}
                       for r in result.items],
-            "ranked_by": result.ranked_by, "candidates_ranked": result.n_candidates,
-            "model_version": loaded.model_version, "index_version": loaded.index_version,
-            "version": loaded.version, "served_by": p.role, "surface": p.surface,
-            "user_id": p.user_id, "k": p.k,
-        }
-        data = json.dumps(body).encode()
-        timings = {"queue": (job.started - job.enqueued) * 1e3, "feature": feature_ms, **result.timings_ms,
-                   "total": (time.perf_counter() - p.received) * 1e3}
-        return Served(data, timings, loaded.version, result.batch_size, result.encode_kind, result.model_flops)
+            "ranked_by": result.ranked_by, "candidates_ranked": result.n_candidates})
