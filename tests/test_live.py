@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from events.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, Served
+from events.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, replay_day
 from events.simulator import SimulatedWorld
 from events.table import EventTable
 from pinrec_ops.live import failed_for_an_error
@@ -83,19 +83,7 @@ def test_replaying_a_day_with_what_was_served_gives_the_same_events(loop):
     world = ClosedLoopWorld(SimulatedWorld(config), LoopConfig())
     lake = EventTable(loop["data"] / "lake")
     history = FatigueHistory.from_events(lake.read_until(DAYS[2]))
-    by_session = {s: g.sort_values("position") for s, g in log.groupby("session_id")}
-
-    def replay(requests):
-        out = []
-        for r in requests:
-            g = by_session.get(r.session_id)
-            if g is None:
-                out.append(Served([], "none", "none", "none"))
-            else:
-                out.append(Served(g["item_id"].tolist(), g["version"].iloc[0], g["arm"].iloc[0], g["served_by"].iloc[0]))
-        return out
-
-    again = world.day(DAYS[3], replay, history)
+    again = replay_day(world, DAYS[3], log, history)  # what the live runner re-fetches a damaged day with
     pd.testing.assert_frame_equal(again.events.reset_index(drop=True), events.reset_index(drop=True),
                                   check_dtype=False)
     assert len(again.serving_log) == len(log)
