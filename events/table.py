@@ -78,6 +78,15 @@ class DayFiles:
     commit_point: Path | None
 
 
+def _older_than(path: Path, seconds: float) -> bool:
+    """Whether `path` was last modified more than `seconds` ago; False when it is gone (another
+    writer's unfinished folder is removed by that writer outside the day's lock)."""
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
+
+
 class EventTable:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -138,8 +147,7 @@ class EventTable:
             atomic_symlink(generation, link)  # the commit point
             self._link_public(day)
             for child in base.iterdir():
-                stale_tmp = (child.name.startswith(".tmp-") and child != folder
-                             and time.time() - child.stat().st_mtime > _STALE_TMP_S)
+                stale_tmp = child.name.startswith(".tmp-") and child != folder and _older_than(child, _STALE_TMP_S)
                 if (child.name.startswith("g-") and child.name not in (generation, before)) or stale_tmp:
                     shutil.rmtree(child, ignore_errors=True)
 
