@@ -43,8 +43,8 @@ def test_user_sequence_holds_the_last_engagements_in_time_order(feature_world):
     engaged = events[events["outcome"] != "impression"].sort_values(["user_id", "event_ts"], kind="stable")
     for row in seq.head(10).itertuples():
         mine = engaged[engaged["user_id"] == row.user_id].tail(200)
-        assert row.seq_item_ids == mine["item_id"].tolist()
-        assert row.seq_outcomes == mine["outcome"].map(OUTCOME_CODE).tolist()
+        assert row.seq_item_ids.tolist() == mine["item_id"].tolist()
+        assert row.seq_outcomes.tolist() == mine["outcome"].map(OUTCOME_CODE).tolist()
         assert row.seq_length == len(mine)
         assert row.event_timestamp == mine["event_ts"].max()
     assert OUTCOME_CODE["impression"] not in {o for r in seq["seq_outcomes"] for o in r}
@@ -63,9 +63,9 @@ def test_list_features_round_trip_through_the_online_store(feature_world):
     online = online_user_sequences(store, last["user_id"].tolist()).set_index("user_id")
     for row in last.itertuples():
         got = online.loc[row.user_id]
-        assert list(got["seq_item_ids"]) == row.seq_item_ids
-        assert list(got["seq_surfaces"]) == row.seq_surfaces
-        assert list(got["seq_timestamps_us"]) == row.seq_timestamps_us
+        assert list(got["seq_item_ids"]) == row.seq_item_ids.tolist()
+        assert list(got["seq_surfaces"]) == row.seq_surfaces.tolist()
+        assert list(got["seq_timestamps_us"]) == row.seq_timestamps_us.tolist()
         assert int(got["seq_length"]) == row.seq_length
 
 
@@ -95,8 +95,8 @@ def test_training_example_is_the_latest_feature_row_strictly_before_the_event(fe
     examples = training_examples(store, targets[["user_id", "item_id", "event_ts"]])
     for target, example in zip(targets.itertuples(), examples.itertuples()):
         mine = rows[(rows["user_id"] == target.user_id) & (rows["event_timestamp"] < target.event_ts)]
-        expected = mine.sort_values("event_timestamp")["seq_item_ids"].iloc[-1] if len(mine) else []
-        assert example.seq_item_ids == expected
+        expected = mine.sort_values("event_timestamp")["seq_item_ids"].iloc[-1].tolist() if len(mine) else []
+        assert list(example.seq_item_ids) == expected
 
 
 def test_rematerializing_a_day_is_idempotent(feature_world):

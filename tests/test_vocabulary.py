@@ -156,7 +156,7 @@ def test_feature_tables_and_feast_views_follow_the_vocabulary(tmp_path):
     surface = tables["item_surface_stats"].set_index("item_id")
     assert surface.loc[7, "web_engagement_rate"] == 1.0 and surface.loc[8, "app_impressions"] == 1
     sequences = tables["user_sequence"].set_index("user_id")
-    assert sequences.loc[1, "seq_outcomes"] == [1, 2] and sequences.loc[1, "seq_surfaces"] == [0, 1]  # no views
+    assert sequences.loc[1, "seq_outcomes"].tolist() == [1, 2] and sequences.loc[1, "seq_surfaces"].tolist() == [0, 1]  # no views
     settings = FeastSettings(tmp_path / "feast")
     store = open_store(settings)
     apply_repo(store, vocab.codes, vocab.label)
