@@ -46,7 +46,8 @@ Rows (each runs in a child process, so `peak_rss_mb` is that row's own peak):
     nice -n 19 .venv/bin/python -m benchmarks.scale --collect                     # write results
 
 Each finished row is stored in var/bench/scale/<row>.json; `--collect` (also run after
-`--rows`) writes benchmarks/results/scale.json and .md and docs/scale.md from the stored rows.
+`--rows`) writes benchmarks/results/scale.json and .md and docs/scale.md from the stored rows;
+`--note` appends a sentence to the notes (which rows ran when, what else ran on the machine).
 """
 
 from __future__ import annotations
@@ -497,9 +498,9 @@ def render_doc(record: dict) -> str:
     return "\n".join(parts)
 
 
-def write(rows: list[dict]) -> None:
+def write(rows: list[dict], note: str = "") -> None:
     print_table(rows)
-    json_path, md_path = write_results(NAME, rows, TARGETS, growth_notes(rows))
+    json_path, md_path = write_results(NAME, rows, TARGETS, " ".join(filter(None, (growth_notes(rows), note))))
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(render_doc(json.loads(json_path.read_text())))
     log(f"wrote {json_path}, {md_path} and {DOC}")
@@ -511,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                          *CELERY_ROWS)),
                    help=f"comma-separated rows to run, each in its own process (of: {', '.join(ROWS)})")
     p.add_argument("--collect", action="store_true", help="only write results from stored rows")
+    p.add_argument("--note", default="", help="a sentence appended to the notes: when the stored rows ran and what "
+                                             "else ran on the machine (rows are stored across runs)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                    help="events per generated/validated chunk; other than 10^6 stores an extra row <row>-chunk<N>")
     p.add_argument("--steps", type=int, default=7, help="timed training steps per train row")
@@ -528,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = [row for row in args.rows.split(",") if not run_in_child(row, args)]
         if failed:
             log(f"rows that did not finish: {', '.join(failed)}")
-    write(stored_rows())
+    write(stored_rows(), args.note)
     return 0
 
 
