@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -50,7 +49,7 @@ import pyarrow.parquet as pq
 
 from events.contract import COLUMNS, TIMESTAMP_DTYPE, conform, empty_events
 from events.ingest import NoEventsError
-from storage.files import atomic_symlink, commit_dir, exclusive_lock, fsync_path
+from storage.files import atomic_symlink, commit_dir, exclusive_lock, fsync_path, older_than
 
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 EVENTS_FILE = "events.parquet"
@@ -76,15 +75,6 @@ class DayFiles:
     events: Path
     quarantine: Path
     commit_point: Path | None
-
-
-def _older_than(path: Path, seconds: float) -> bool:
-    """Whether `path` was last modified more than `seconds` ago; False when it is gone (another
-    writer's unfinished folder is removed by that writer outside the day's lock)."""
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except FileNotFoundError:
-        return False
 
 
 class EventTable:
@@ -147,7 +137,7 @@ class EventTable:
             atomic_symlink(generation, link)  # the commit point
             self._link_public(day)
             for child in base.iterdir():
-                stale_tmp = child.name.startswith(".tmp-") and child != folder and _older_than(child, _STALE_TMP_S)
+                stale_tmp = child.name.startswith(".tmp-") and child != folder and older_than(child, _STALE_TMP_S)
                 if (child.name.startswith("g-") and child.name not in (generation, before)) or stale_tmp:
                     shutil.rmtree(child, ignore_errors=True)
 

@@ -63,6 +63,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from storage.files import older_than
 from storage.s3 import (
     ObjectNotFoundError,
     S3Settings,
@@ -202,17 +203,13 @@ def sweep_stale_downloads(directory: Path, older_than_s: float = STALE_DOWNLOAD_
     removed = []
     if not directory.is_dir():
         return removed
-    now = time.time()
     for child in directory.iterdir():
         name = child.name
         if not (name.startswith(".") and VERSION_RE.fullmatch(name[1:].split(".", 1)[0] or "-")):
             continue
-        try:
-            if child.is_dir() and now - child.stat().st_mtime > older_than_s:
-                shutil.rmtree(child, ignore_errors=True)
-                removed.append(child)
-        except FileNotFoundError:
-            continue
+        if child.is_dir() and older_than(child, older_than_s):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
     return removed
 
 

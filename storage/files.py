@@ -19,6 +19,7 @@ import fcntl
 import os
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +123,12 @@ def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def older_than(path: str | os.PathLike[str], seconds: float) -> bool:
+    """Whether `path` was last modified more than `seconds` ago; False when it is gone (a
+    temporary folder its own writer removed meanwhile is not litter to sweep)."""
+    try:
+        return time.time() - Path(path).stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
