@@ -31,12 +31,12 @@ import torch
 
 from benchmarks.results import print_table, write_results
 from events.contract import SURFACES
-from events.simulator import SimulatedWorld, SimulatorConfig
 from training.data import DataConfig, build_sequences
 from training.evaluate import evaluate_pinrec
 from training.model import PinRecConfig
 from training.module import OptimConfig
 from training.train import TrainConfig, fine_tune, load_model, pretrain
+from world.simulator import SimulatedWorld, SimulatorConfig
 
 NAME = "ablations_sim"
 WORK = Path("var/bench") / NAME
@@ -84,9 +84,16 @@ def main() -> None:
     t0 = time.perf_counter()
     models["oc-mt-ft"] = {}
     for s in SURFACES:
-        ft = fine_tune(hist_ev, s, out / "oc-mt", out / f"oc-mt-ft-{s}", data,
-                       optim_cfg=OptimConfig(lr=5e-4, warmup_steps=5),
-                       train_cfg=replace(train, max_epochs=a.ft_epochs), n_hard=16)
+        ft = fine_tune(
+            hist_ev,
+            s,
+            out / "oc-mt",
+            out / f"oc-mt-ft-{s}",
+            data,
+            optim_cfg=OptimConfig(lr=5e-4, warmup_steps=5),
+            train_cfg=replace(train, max_epochs=a.ft_epochs),
+            n_hard=16,
+        )
         models["oc-mt-ft"][s] = ft.model
     secs["oc-mt-ft"] = secs["oc-mt"] + time.perf_counter() - t0
 
@@ -121,10 +128,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print_table(rows)
-    notes = (f"Simulated world {json.dumps(wcfg.to_dict())}; pretrain on all days but the last two, "
-             f"future window = last two days; d_model=64, 2 layers, {a.epochs} epochs, fine-tuning "
-             f"{a.ft_epochs} epochs per surface (oc-mt-ft uses the homefeed model for the merged "
-             "recall). Same seeds for every row.")
+    notes = (
+        f"Simulated world {json.dumps(wcfg.to_dict())}; pretrain on all days but the last two, "
+        f"future window = last two days; d_model=64, 2 layers, {a.epochs} epochs, fine-tuning "
+        f"{a.ft_epochs} epochs per surface (oc-mt-ft uses the homefeed model for the merged "
+        "recall). Same seeds for every row."
+    )
     if not a.quick:
         write_results(NAME, rows, {}, notes)
 

@@ -2,7 +2,7 @@
 workers started with the production command (devstack.celery_workers: `dagster-celery worker
 start`, deploy/celery/celery.yaml), and one run of `nightly_refresh` for a small simulated day
 launched through the instance with the operator's command, `dagster job execute`, under
-PINREC_EXECUTOR=celery. Used by tests/test_celery_nightly.py and the `celery-nightly` row of
+PINREC_EXECUTOR=celery. Used by tests/platform/test_celery_nightly.py and the `celery-nightly` row of
 benchmarks/scale.py (`celery_nightly_row`).
 
 The run starts from a prepared state (the days before ingested, a pretrained model: in-process
@@ -22,18 +22,28 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.config import REPO_ROOT, load_settings
+from assets.resources import S3Resource, build_resources
 from devstack.celery_workers import CeleryWorkers
 from devstack.redis import RedisServer
-from pinrec_ops.cli import DATA_ASSET_KEYS
-from pinrec_ops.defs.config import REPO_ROOT, load_settings
-from pinrec_ops.defs.resources import S3Resource, build_resources
-from pinrec_ops.runs import EMBEDDED_INSTANCE, materialize_in_process, run_job
+from orchestration.cli import DATA_ASSET_KEYS
+from orchestration.runs import EMBEDDED_INSTANCE, materialize_in_process, run_job
 
 # A small world and a tiny model (one training thread: the same bytes in any process).
-SMALL = {"PINREC_SIM_USERS": "120", "PINREC_SIM_ITEMS": "400", "PINREC_SIM_EVENTS_PER_DAY": "6000",
-         "PINREC_TRAIN_D_MODEL": "32", "PINREC_TRAIN_LAYERS": "1", "PINREC_TRAIN_HEADS": "1",
-         "PINREC_TRAIN_MAX_LEN": "20", "PINREC_TRAIN_PRETRAIN_EPOCHS": "1", "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
-         "PINREC_TRAIN_FINETUNE_DAYS": "2", "PINREC_TRAIN_BATCH_SIZE": "64", "PINREC_TRAIN_THREADS": "1"}
+SMALL = {
+    "PINREC_SIM_USERS": "120",
+    "PINREC_SIM_ITEMS": "400",
+    "PINREC_SIM_EVENTS_PER_DAY": "6000",
+    "PINREC_TRAIN_D_MODEL": "32",
+    "PINREC_TRAIN_LAYERS": "1",
+    "PINREC_TRAIN_HEADS": "1",
+    "PINREC_TRAIN_MAX_LEN": "20",
+    "PINREC_TRAIN_PRETRAIN_EPOCHS": "1",
+    "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
+    "PINREC_TRAIN_FINETUNE_DAYS": "2",
+    "PINREC_TRAIN_BATCH_SIZE": "64",
+    "PINREC_TRAIN_THREADS": "1",
+}
 STEP_ON_WORKER = "in celery worker"  # dagster-celery's engine event when a worker takes a step
 WORKER_KEY = "Celery worker"  # its metadata entry naming the worker
 
@@ -41,15 +51,23 @@ WORKER_KEY = "Celery worker"  # its metadata entry naming the worker
 def pinrec_env(data_dir: Path, s3_env: dict[str, str], prefix: str, **extra: str) -> dict[str, str]:
     """This process's environment without PINREC_/DAGSTER_ settings, plus the small world's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "DAGSTER_"))}
-    return {**env, **s3_env, **SMALL, "PINREC_SOURCE": "simulated", "PINREC_DATA_DIR": str(data_dir),
-            "PINREC_S3_PREFIX": prefix, **extra}
+    return {
+        **env,
+        **s3_env,
+        **SMALL,
+        "PINREC_SOURCE": "simulated",
+        "PINREC_DATA_DIR": str(data_dir),
+        "PINREC_S3_PREFIX": prefix,
+        **extra,
+    }
 
 
 def resources_for(env: dict[str, str]) -> dict:
     """The code location's resources for `env` (S3 credentials still come from os.environ)."""
     resources = build_resources(load_settings(env))
-    resources["s3"] = S3Resource(endpoint_url=env["PINREC_S3_ENDPOINT_URL"], bucket=env["PINREC_S3_BUCKET"],
-                                 prefix=env["PINREC_S3_PREFIX"])
+    resources["s3"] = S3Resource(
+        endpoint_url=env["PINREC_S3_ENDPOINT_URL"], bucket=env["PINREC_S3_BUCKET"], prefix=env["PINREC_S3_PREFIX"]
+    )
     return resources
 
 
@@ -81,8 +99,9 @@ def steps_by_worker(records) -> dict[str, list[str]]:
     return workers
 
 
-def run_on_celery(env: dict[str, str], home: Path, day: date, log_dir: Path, workers: int = 2,
-                  timeout: float = 900) -> dict:
+def run_on_celery(
+    env: dict[str, str], home: Path, day: date, log_dir: Path, workers: int = 2, timeout: float = 900
+) -> dict:
     """Redis, `workers` Celery workers, and `dagster job execute` of nightly_refresh for `day`
     with PINREC_EXECUTOR=celery and the instance in `home` (SQLite, the embedded default's pools).
     Returns the command's result and time, the run, its event records and the workers' names and
@@ -96,15 +115,34 @@ def run_on_celery(env: dict[str, str], home: Path, day: date, log_dir: Path, wor
         instance.get_latest_materialization_event(dg.AssetKey("events"))
     with RedisServer() as redis:
         broker = f"redis://{redis.host}:{redis.port}"
-        env = {**env, "DAGSTER_HOME": str(home), "PINREC_EXECUTOR": "celery",
-               "PINREC_CELERY_BROKER": f"{broker}/0", "PINREC_CELERY_BACKEND": f"{broker}/1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
+        env = {
+            **env,
+            "DAGSTER_HOME": str(home),
+            "PINREC_EXECUTOR": "celery",
+            "PINREC_CELERY_BROKER": f"{broker}/0",
+            "PINREC_CELERY_BACKEND": f"{broker}/1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        }
         with CeleryWorkers(workers, env, log_dir) as pool:
             t0 = time.perf_counter()
             proc = subprocess.run(
-                [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "pinrec_ops.definitions",
-                 "-j", "nightly_refresh", "--tags", json.dumps({"dagster/partition": day.isoformat()})],
-                cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+                [
+                    str(Path(sys.executable).parent / "dagster"),
+                    "job",
+                    "execute",
+                    "-m",
+                    "orchestration.definitions",
+                    "-j",
+                    "nightly_refresh",
+                    "--tags",
+                    json.dumps({"dagster/partition": day.isoformat()}),
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
             seconds = time.perf_counter() - t0
             logs = {name: pool.log_path(i).read_text(errors="replace") for i, name in enumerate(pool.names)}
             names = list(pool.names)
@@ -135,9 +173,15 @@ def celery_nightly_row(name: str, work: Path, log) -> dict:
         raise RuntimeError(f"the Celery run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     workers = steps_by_worker(out["records"])
     shutil.rmtree(work, ignore_errors=True)
-    return {"name": name, "seconds": round(out["seconds"], 1), "workers_used": len(workers),
-            "workers": len(out["names"]), "steps": sum(len(s) for s in workers.values()),
-            "steps_per_worker": ", ".join(f"{w.split('@')[0]}: {len(s)}" for w, s in sorted(workers.items())),
-            "run_status": runs[0].status.value, "day": day.isoformat(),
-            "world": f"{SMALL['PINREC_SIM_USERS']} users, {SMALL['PINREC_SIM_ITEMS']} items, "
-                     f"{SMALL['PINREC_SIM_EVENTS_PER_DAY']} events a day"}
+    return {
+        "name": name,
+        "seconds": round(out["seconds"], 1),
+        "workers_used": len(workers),
+        "workers": len(out["names"]),
+        "steps": sum(len(s) for s in workers.values()),
+        "steps_per_worker": ", ".join(f"{w.split('@')[0]}: {len(s)}" for w, s in sorted(workers.items())),
+        "run_status": runs[0].status.value,
+        "day": day.isoformat(),
+        "world": f"{SMALL['PINREC_SIM_USERS']} users, {SMALL['PINREC_SIM_ITEMS']} items, "
+        f"{SMALL['PINREC_SIM_EVENTS_PER_DAY']} events a day",
+    }

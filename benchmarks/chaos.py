@@ -5,9 +5,9 @@
         --items 600 --events 6000 --faults-per-kind 1 --no-write           # smoke
 
 In a temporary folder with its own SeaweedFS and Dagster instance, `pinrec-ops live` (the closed
-loop, `pinrec_ops.live.LiveRunner`, as `benchmarks/closed_loop.py` drives it) plays the days in a
+loop, `orchestration.live.LiveRunner`, as `benchmarks/closed_loop.py` drives it) plays the days in a
 child process, against this S3 server (`--external-s3`). From the first champions on, the
-operator's retrieval service (`python -m serving.cli serve`, a real process reading the Feast
+operator's retrieval service (`python -m serving.service.cli serve`, a real process reading the Feast
 online store the loop materializes) serves the registry, and a client thread queries it
 throughout (random users and surfaces, `--client-rate` requests per second). Faults are injected
 at seeded random points of the served days (`--seed`; each kind `--faults-per-kind` times, on a
@@ -31,7 +31,7 @@ random day, a random delay after the day began):
 Row `chaos-<days>d`: `faults_injected`, `faults_survived`, `events_lost` (events the world produced,
 counted when each day's file appeared and before any truncation, minus the day's ingested events
 plus quarantined rows), `bad_promotions` (a version named champion that fails its own load check
-`serving.checks.check_version`, was damaged before it was named, or lost its online canary trial),
+`serving.service.checks.check_version`, was damaged before it was named, or lost its online canary trial),
 `service_errors` (5xx answers to the client querying the service throughout), `days_completed`,
 and what else was seen (client requests and connection failures, the probes' 5xx, runs that
 failed for an error, runs re-executed). A probe started right after the only champion a surface
@@ -70,8 +70,11 @@ from storage.paths import REPO_ROOT
 FIRST = date(2026, 1, 1)
 KINDS = ("s3_outage", "kill_run", "corrupt_object", "truncate_source", "service_restart")
 DELAYS_S = {  # seeded delay after the day began (kill_run: after its nightly run began)
-    "s3_outage": (5.0, 60.0), "kill_run": (5.0, 40.0), "corrupt_object": (0.0, 30.0),
-    "truncate_source": (0.0, 0.0), "service_restart": (0.0, 0.0),
+    "s3_outage": (5.0, 60.0),
+    "kill_run": (5.0, 40.0),
+    "corrupt_object": (0.0, 30.0),
+    "truncate_source": (0.0, 0.0),
+    "service_restart": (0.0, 0.0),
 }
 VERSION_FILES = ("model.pt", "index.faiss", "item_ids.npy")
 CHILD_SETTLE_S = 30.0  # no fault while a (re)started live process is starting up
@@ -102,9 +105,14 @@ def schedule_faults(seed: int, days: int, warmup_days: int, per_kind: int) -> li
     faults = []
     for i, kind in enumerate(kinds):
         lo, hi = DELAYS_S[kind]
-        faults.append(Fault(kind, FIRST + timedelta(days=order[i % len(order)] - 1), round(rng.uniform(lo, hi), 1),
-                            {"pick": rng.random(), "fraction": round(rng.uniform(0.2, 0.8), 3),
-                             "file": rng.choice(VERSION_FILES)}))
+        faults.append(
+            Fault(
+                kind,
+                FIRST + timedelta(days=order[i % len(order)] - 1),
+                round(rng.uniform(lo, hi), 1),
+                {"pick": rng.random(), "fraction": round(rng.uniform(0.2, 0.8), 3), "file": rng.choice(VERSION_FILES)},
+            )
+        )
     return sorted(faults, key=lambda f: (f.day, KINDS.index(f.kind)))
 
 
@@ -141,8 +149,9 @@ class Client(threading.Thread):
 
     def errors_between(self, t0: float, t1: float) -> int:
         with self.lock:
-            return sum(1 for t, _, _ in self.server_errors if t0 <= t <= t1) + \
-                sum(1 for t, _ in self.failures if t0 <= t <= t1)
+            return sum(1 for t, _, _ in self.server_errors if t0 <= t <= t1) + sum(
+                1 for t, _ in self.failures if t0 <= t <= t1
+            )
 
 
 class Chaos:
@@ -187,11 +196,11 @@ class Chaos:
     @property
     def registry(self):
         if self._registry is None:
-            from serving.registry import Registry
+            from serving.registry.store import Registry
             from storage.s3 import make_client
 
             settings = self.s3.settings()
-            self._registry = Registry(settings, make_client(settings, max_attempts=3), check_loads=False)
+            self._registry = Registry(settings, make_client(settings, max_attempts=3))
         return self._registry
 
     def done_days(self) -> list[date]:
@@ -208,11 +217,21 @@ class Chaos:
     def start_child(self) -> None:
         remaining = self.args.days - len(self.done_days())
         log = self.var / f"live-{self.child_starts}.log"
-        cmd = [sys.executable, "-m", "pinrec_ops.cli", "live", "--days", str(remaining), "--warmup-days",
-               str(self.args.warmup_days), "--external-s3"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestration.cli",
+            "live",
+            "--days",
+            str(remaining),
+            "--warmup-days",
+            str(self.args.warmup_days),
+            "--external-s3",
+        ]
         with open(log, "wb") as out:
-            self.child = start_process_group(cmd, cwd=REPO_ROOT, env={**self.env, "PYTHONPATH": str(REPO_ROOT)},
-                                             log=out, die_with_parent=True)
+            self.child = start_process_group(
+                cmd, cwd=REPO_ROOT, env={**self.env, "PYTHONPATH": str(REPO_ROOT)}, log=out, die_with_parent=True
+            )
         self.child_starts += 1
         self.child_started_at = time.time()
         self.say(f"pinrec-ops live started (pid {self.child.pid}, {remaining} days, log {log.name})")
@@ -224,9 +243,19 @@ class Chaos:
         self.services_started += 1
         cache = self.var / f"serving-cache-{self.services_started}"
         log = self.var / f"service-{self.services_started}.log"
-        proc, port = start_cli_service(self.env, self.surfaces, cache, "--feast-data-dir", str(self.data / "feast"),
-                                       "--poll-interval", "2", "--log-level", "warning", log_path=log,
-                                       ready_timeout=300)
+        proc, port = start_cli_service(
+            self.env,
+            self.surfaces,
+            cache,
+            "--feast-data-dir",
+            str(self.data / "feast"),
+            "--poll-interval",
+            "2",
+            "--log-level",
+            "warning",
+            log_path=log,
+            ready_timeout=300,
+        )
 
         def missing() -> list[str]:
             out = []
@@ -256,9 +285,15 @@ class Chaos:
             if run.status != dg.DagsterRunStatus.STARTED:
                 continue
             started, ended = set(), set()
-            for record in self.instance.all_logs(run.run_id, of_type={
-                    dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS,
-                    dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}):
+            for record in self.instance.all_logs(
+                run.run_id,
+                of_type={
+                    dg.DagsterEventType.STEP_START,
+                    dg.DagsterEventType.STEP_SUCCESS,
+                    dg.DagsterEventType.STEP_FAILURE,
+                    dg.DagsterEventType.STEP_SKIPPED,
+                },
+            ):
                 event = record.dagster_event
                 (started if event.event_type == dg.DagsterEventType.STEP_START else ended).add(event.step_key)
             out += [(run.run_id, step) for step in sorted(started - ended)]
@@ -301,11 +336,17 @@ class Chaos:
                 proc, port, missing = self.start_service()
                 self.service = (proc, port)
                 self.client.port = port
-                self.say(f"retrieval service ready on port {port}; the client queries it"
-                         + (f" (surfaces not ready: {missing})" if missing else ""))
+                self.say(
+                    f"retrieval service ready on port {port}; the client queries it"
+                    + (f" (surfaces not ready: {missing})" if missing else "")
+                )
             for fault in self.faults:  # a damaged object: a new service once the system had its day
-                if fault.kind == "corrupt_object" and fault.injected_at and "probe_after_day" not in fault.detail \
-                        and fault.day < day:
+                if (
+                    fault.kind == "corrupt_object"
+                    and fault.injected_at
+                    and "probe_after_day" not in fault.detail
+                    and fault.day < day
+                ):
                     fault.detail["probe_after_day"] = self.probe(fault.detail["surface"])
                     self.say(f"corrupt_object: a new service after day {fault.day}: {fault.detail['probe_after_day']}")
             for fault in self.faults:  # the earliest armed fault whose moment has come strikes
@@ -323,8 +364,10 @@ class Chaos:
                 if len(self.done_days()) >= self.args.days:
                     self.say(f"pinrec-ops live finished all {self.args.days} days")
                     break
-                self.child_failure = (f"pinrec-ops live exited with {code} after {len(self.done_days())} days; "
-                                      f"last lines:\n{tail(self.var / f'live-{self.child_starts - 1}.log')}")
+                self.child_failure = (
+                    f"pinrec-ops live exited with {code} after {len(self.done_days())} days; "
+                    f"last lines:\n{tail(self.var / f'live-{self.child_starts - 1}.log')}"
+                )
                 self.say(self.child_failure)
                 break
             if time.monotonic() - began > self.args.max_hours * 3600:
@@ -353,17 +396,27 @@ class Chaos:
                 continue
             data = path.read_bytes()
             self.produced[day] = pq.read_metadata(pa_buffer(data)).num_rows
-            fault = next((f for f in self.faults if f.kind == "truncate_source" and f.day <= day
-                          and f.injected_at is None), None)
+            fault = next(
+                (f for f in self.faults if f.kind == "truncate_source" and f.day <= day and f.injected_at is None), None
+            )
             if fault is not None:
                 keep = int(len(data) * fault.params["fraction"])
                 with open(path, "r+b") as fh:
                     fh.truncate(keep)
                 fault.injected_at, fault.day = time.time(), day
-                self.truncated[day] = {"sha256": hashlib.sha256(data).hexdigest(), "rows": self.produced[day],
-                                       "size": len(data), "kept": keep, "mtime_ns": path.stat().st_mtime_ns}
-                fault.detail = {"file": f"world/date={day}/events.parquet", "bytes": len(data), "kept": keep,
-                                "rows": self.produced[day]}
+                self.truncated[day] = {
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "rows": self.produced[day],
+                    "size": len(data),
+                    "kept": keep,
+                    "mtime_ns": path.stat().st_mtime_ns,
+                }
+                fault.detail = {
+                    "file": f"world/date={day}/events.parquet",
+                    "bytes": len(data),
+                    "kept": keep,
+                    "rows": self.produced[day],
+                }
                 self.say(f"truncate_source: world/date={day}/events.parquet cut from {len(data)} to {keep} bytes")
 
     # ------------------------------------------------------------------ injections
@@ -373,8 +426,11 @@ class Chaos:
         if fault.kind == "service_restart":
             if self.service is None:
                 return False
-            steps = [(r, s) for r, s in self.steps_in_progress(fault.day)
-                     if s.endswith(("canary_trial", "champion", "canary_release"))]
+            steps = [
+                (r, s)
+                for r, s in self.steps_in_progress(fault.day)
+                if s.endswith(("canary_trial", "champion", "canary_release"))
+            ]
             if not steps:
                 return False
             fault.detail = {"run": steps[0][0][:8], "step": steps[0][1]}
@@ -434,7 +490,7 @@ class Chaos:
         self.say(f"service_restart: the new service is ready after {fault.detail['ready_s']} s; the old one stopped")
 
     def corrupt(self, fault: Fault) -> bool:
-        from serving.checks import check_version
+        from serving.service.checks import check_version
         from storage.s3 import get_bytes, put_bytes
 
         surface = self.surfaces[int(fault.params["pick"] * len(self.surfaces))]
@@ -443,12 +499,17 @@ class Chaos:
         key = self.registry.version_key(surface, version, fault.params["file"])
         data = bytearray(get_bytes(self.registry.client, self.registry.bucket, key))
         middle = len(data) // 2
-        data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])  # same size, other bytes
+        data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])  # same size, other bytes
         fault.injected_at = time.time()
         put_bytes(self.registry.client, self.registry.bucket, key, bytes(data))
         self.corrupted.append({"surface": surface, "version": version, "role": role, "at": fault.injected_at})
-        fault.detail = {"surface": surface, "role": role, "version": version, "file": fault.params["file"],
-                        "earlier_champions": len(pointer.get("previous", []))}
+        fault.detail = {
+            "surface": surface,
+            "role": role,
+            "version": version,
+            "file": fault.params["file"],
+            "earlier_champions": len(pointer.get("previous", [])),
+        }
         self.say(f"corrupt_object: {surface}/{version}/{fault.params['file']} ({role}) overwritten in S3")
         try:
             check_version(self.registry, surface, version)
@@ -467,14 +528,24 @@ class Chaos:
         try:
             statuses = []
             for user in range(5):
-                status, _, _ = call("127.0.0.1", port, "POST", "/v1/retrieve",
-                                    {"user_id": user, "surface": surface, "k": 20}, timeout=30)
+                status, _, _ = call(
+                    "127.0.0.1",
+                    port,
+                    "POST",
+                    "/v1/retrieve",
+                    {"user_id": user, "surface": surface, "k": 20},
+                    timeout=30,
+                )
                 statuses.append(status)
             self.probe_errors += sum(1 for s in statuses if s >= 500)
             _, versions, _ = call("127.0.0.1", port, "GET", "/versions", timeout=30)
             served = (versions.get("versions", {}).get(surface) or {}).get("champion")
-            return {"ready": True, "statuses": statuses, "serving": served,
-                    "fallback": bool(versions.get("fallbacks", {}).get(surface))}
+            return {
+                "ready": True,
+                "statuses": statuses,
+                "serving": served,
+                "fallback": bool(versions.get("fallbacks", {}).get(surface)),
+            }
         finally:
             stop_process_group(proc)
 
@@ -522,7 +593,9 @@ class Chaos:
         later = fault.detail.get("probe_after_day", {})
         if not later.get("ready") or any(s != 200 for s in later.get("statuses", [])):
             problems.append(f"a new service after the day's runs did not serve: {later or 'never started'}")
-        if fault.detail["role"] != "champion" and fault.detail["version"] in self.champion_history(fault.detail["surface"]):
+        if fault.detail["role"] != "champion" and fault.detail["version"] in self.champion_history(
+            fault.detail["surface"]
+        ):
             problems.append("the damaged canary was promoted")
         return problems
 
@@ -562,7 +635,7 @@ class Chaos:
         online canary trial."""
         import dagster as dg
 
-        from serving.checks import check_version
+        from serving.service.checks import check_version
 
         lost = set()
         for run in self.instance.get_runs():
@@ -573,8 +646,12 @@ class Chaos:
                     lost.add((evaluation.asset_key.path[0], str(canary.value)))
         bad = []
         for surface in self.surfaces:
-            damaged_as_champion = {c["version"] for c in self.corrupted if c["surface"] == surface and c["role"] == "champion"}
-            damaged_before = {c["version"] for c in self.corrupted if c["surface"] == surface and c["role"] != "champion"}
+            damaged_as_champion = {
+                c["version"] for c in self.corrupted if c["surface"] == surface and c["role"] == "champion"
+            }
+            damaged_before = {
+                c["version"] for c in self.corrupted if c["surface"] == surface and c["role"] != "champion"
+            }
             for version in dict.fromkeys(self.champion_history(surface)):
                 if version in damaged_before:
                     bad.append(f"{surface}/{version}: named champion after it was damaged")
@@ -622,9 +699,7 @@ class Chaos:
         return out
 
     def results(self) -> tuple[list[dict], dict[str, str], str]:
-        import dagster as dg
-
-        from pinrec_ops.live import failed_for_an_error
+        from orchestration.live import failed_for_an_error
 
         self.judge()
         done = self.done_days()
@@ -665,15 +740,33 @@ class Chaos:
         }
         rows = [row]
         for i, fault in enumerate(self.faults, 1):
-            rows.append({"name": f"fault-{i}-{fault.kind}", "day": (fault.day - FIRST).days + 1,
-                         "delay_s": fault.delay_s, "injected": int(fault.injected_at is not None),
-                         "survived": int(bool(fault.survived))})
+            rows.append(
+                {
+                    "name": f"fault-{i}-{fault.kind}",
+                    "day": (fault.day - FIRST).days + 1,
+                    "delay_s": fault.delay_s,
+                    "injected": int(fault.injected_at is not None),
+                    "survived": int(bool(fault.survived)),
+                }
+            )
         details = {
-            "faults": [{"kind": f.kind, "day": f.day.isoformat(), "delay_s": f.delay_s, "detail": f.detail,
-                        "survived": f.survived, "reason": f.reason} for f in self.faults],
-            "bad_promotions": bad_list, "service_vs_pointers": mismatched,
-            "client_statuses": self.client.statuses, "client_failures": self.client.failures[:20],
-            "server_errors": self.client.server_errors[:20], "child_failure": self.child_failure,
+            "faults": [
+                {
+                    "kind": f.kind,
+                    "day": f.day.isoformat(),
+                    "delay_s": f.delay_s,
+                    "detail": f.detail,
+                    "survived": f.survived,
+                    "reason": f.reason,
+                }
+                for f in self.faults
+            ],
+            "bad_promotions": bad_list,
+            "service_vs_pointers": mismatched,
+            "client_statuses": self.client.statuses,
+            "client_failures": self.client.failures[:20],
+            "server_errors": self.client.server_errors[:20],
+            "child_failure": self.child_failure,
             "failed_runs": failed,
         }
         return rows, details, "\n".join(self.log_lines)
@@ -697,13 +790,21 @@ def pa_buffer(data: bytes):
 
 def _environment(args, var: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))}
-    return {**base,
-            "PINREC_SOURCE": "simulated", "PINREC_SIM_CLOSED_LOOP": "1", "PINREC_ONLINE_CANARY": "1",
-            "PINREC_VAR_DIR": str(var), "PINREC_DATA_DIR": str(var / "live"), "DAGSTER_HOME": str(var / "dagster_home"),
-            "PINREC_SIM_USERS": str(args.users), "PINREC_SIM_ITEMS": str(args.items),
-            "PINREC_SIM_EVENTS_PER_DAY": str(args.events), "PINREC_SIM_DAYS": "366",
-            "PINREC_TRAIN_PRETRAIN_EPOCHS": str(args.pretrain_epochs),
-            "PINREC_TRAIN_FINETUNE_EPOCHS": str(args.finetune_epochs)}
+    return {
+        **base,
+        "PINREC_SOURCE": "simulated",
+        "PINREC_SIM_CLOSED_LOOP": "1",
+        "PINREC_ONLINE_CANARY": "1",
+        "PINREC_VAR_DIR": str(var),
+        "PINREC_DATA_DIR": str(var / "live"),
+        "DAGSTER_HOME": str(var / "dagster_home"),
+        "PINREC_SIM_USERS": str(args.users),
+        "PINREC_SIM_ITEMS": str(args.items),
+        "PINREC_SIM_EVENTS_PER_DAY": str(args.events),
+        "PINREC_SIM_DAYS": "366",
+        "PINREC_TRAIN_PRETRAIN_EPOCHS": str(args.pretrain_epochs),
+        "PINREC_TRAIN_FINETUNE_EPOCHS": str(args.finetune_epochs),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -741,8 +842,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             chaos.close()
             if args.keep:
-                shutil.copytree(var, args.keep, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("seaweedfs", "serving-cache-*"))
+                shutil.copytree(
+                    var, args.keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("seaweedfs", "serving-cache-*")
+                )
             s3.stop()
     seconds = time.monotonic() - t0
     rows[0]["seconds"] = round(seconds, 1)
@@ -751,19 +853,31 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         n = len(chaos.faults)
         name = rows[0]["name"]
-        targets = {f"{name}/events_lost": 0, f"{name}/bad_promotions": 0, f"{name}/service_errors": 0,
-                   f"{name}/faults_injected": n, f"{name}/faults_survived": n, f"{name}/days_completed": args.days}
-        notes = (f"{args.days} simulated days ({args.warmup_days} warm-up), world {args.users} users, {args.items} "
-                 f"items, {args.events} events/day, {args.pretrain_epochs}/{args.finetune_epochs} pretraining/"
-                 f"fine-tuning epochs; seed {args.seed}, {args.faults_per_kind} fault(s) of each of the {len(KINDS)} "
-                 f"kinds, S3 outage {args.outage_s:g} s, client {args.client_rate:g} requests/s; {seconds:.0f} s in "
-                 f"all. Faults: " + "; ".join(
-                     f"{f['kind']} day {(date.fromisoformat(f['day']) - FIRST).days + 1} "
-                     f"{json.dumps(f['detail'], default=str)} -> {'survived' if f['survived'] else 'NOT survived: ' + f['reason']}"
-                     for f in details["faults"]) +
-                 f". Counts, not timings: a shared machine changes the run's duration, not these counts. {args.context}")
-        write_results("chaos", rows, targets, notes=notes,
-                      lower_is_better={"events_lost", "bad_promotions", "service_errors"})
+        targets = {
+            f"{name}/events_lost": 0,
+            f"{name}/bad_promotions": 0,
+            f"{name}/service_errors": 0,
+            f"{name}/faults_injected": n,
+            f"{name}/faults_survived": n,
+            f"{name}/days_completed": args.days,
+        }
+        notes = (
+            f"{args.days} simulated days ({args.warmup_days} warm-up), world {args.users} users, {args.items} "
+            f"items, {args.events} events/day, {args.pretrain_epochs}/{args.finetune_epochs} pretraining/"
+            f"fine-tuning epochs; seed {args.seed}, {args.faults_per_kind} fault(s) of each of the {len(KINDS)} "
+            f"kinds, S3 outage {args.outage_s:g} s, client {args.client_rate:g} requests/s; {seconds:.0f} s in "
+            f"all. Faults: "
+            + "; ".join(
+                f"{f['kind']} day {(date.fromisoformat(f['day']) - FIRST).days + 1} "
+                f"{json.dumps(f['detail'], default=str)} -> "
+                f"{'survived' if f['survived'] else 'NOT survived: ' + f['reason']}"
+                for f in details["faults"]
+            )
+            + f". Counts, not timings: a shared machine changes the run's duration, not these counts. {args.context}"
+        )
+        write_results(
+            "chaos", rows, targets, notes=notes, lower_is_better={"events_lost", "bad_promotions", "service_errors"}
+        )
     return 0 if all(f.survived for f in chaos.faults) else 1
 
 

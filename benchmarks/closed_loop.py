@@ -4,7 +4,7 @@ injected on day 20, every experiment arm measured on what its users did with wha
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop            # the full run (~40-60 min)
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --days 8 --drift-day 7 --no-write  # smoke
 
-It runs `pinrec_ops.live.LiveRunner` (what `pinrec-ops live` runs) in a temporary folder with its
+It runs `orchestration.live.LiveRunner` (what `pinrec-ops live` runs) in a temporary folder with its
 own SeaweedFS and Dagster instance: each day the world plays against the arms (the `pinrec*` and
 `aa-*` arms through the system's own retrieval API, champion or canary), then nightly_refresh,
 the drift sensor and the weekly schedule run through Dagster. Rows, over days 11-19 (before the
@@ -32,16 +32,32 @@ import pandas as pd
 from benchmarks.results import RESULTS_DIR, print_table, write_results
 
 FIRST = date(2026, 1, 1)
-ARM_ORDER = ("popularity", "sasrec", "pinrec", "unipinrec", "pinrec-save0", "pinrec-save05", "pinrec-save1", "oracle",
-             "aa-1", "aa-2")
+ARM_ORDER = (
+    "popularity",
+    "sasrec",
+    "pinrec",
+    "unipinrec",
+    "pinrec-save0",
+    "pinrec-save05",
+    "pinrec-save1",
+    "oracle",
+    "aa-1",
+    "aa-2",
+)
 
 
 def _environment(args, var: Path) -> dict[str, str]:
     return {
-        "PINREC_SOURCE": "simulated", "PINREC_SIM_CLOSED_LOOP": "1", "PINREC_ONLINE_CANARY": "1",
-        "PINREC_VAR_DIR": str(var), "PINREC_DATA_DIR": str(var / "live"), "DAGSTER_HOME": str(var / "dagster_home"),
-        "PINREC_SIM_USERS": str(args.users), "PINREC_SIM_ITEMS": str(args.items),
-        "PINREC_SIM_EVENTS_PER_DAY": str(args.events), "PINREC_SIM_DAYS": "366",
+        "PINREC_SOURCE": "simulated",
+        "PINREC_SIM_CLOSED_LOOP": "1",
+        "PINREC_ONLINE_CANARY": "1",
+        "PINREC_VAR_DIR": str(var),
+        "PINREC_DATA_DIR": str(var / "live"),
+        "DAGSTER_HOME": str(var / "dagster_home"),
+        "PINREC_SIM_USERS": str(args.users),
+        "PINREC_SIM_ITEMS": str(args.items),
+        "PINREC_SIM_EVENTS_PER_DAY": str(args.events),
+        "PINREC_SIM_DAYS": "366",
         "PINREC_SIM_DRIFT_DAY": (FIRST + timedelta(days=args.drift_day - 1)).isoformat(),
         "PINREC_SIM_DRIFT_KIND": "interest_shift",
         "PINREC_TRAIN_PRETRAIN_EPOCHS": str(args.pretrain_epochs),
@@ -55,9 +71,25 @@ def arm_rows(logs: pd.DataFrame, catalogue: int) -> list[dict]:
     rows = []
     for arm in ARM_ORDER:
         m = group_metrics(logs[logs["arm"] == arm], catalogue)
-        rows.append({"name": arm, **{k: round(m[k], 4) for k in (
-            "saves_per_1k", "clicks_per_1k", "hides_per_1k", "ci95_saves_per_1k", "ci95_clicks_per_1k",
-            "coverage", "gini")}, "users": int(m["users"]), "impressions": int(m["impressions"])})
+        rows.append(
+            {
+                "name": arm,
+                **{
+                    k: round(m[k], 4)
+                    for k in (
+                        "saves_per_1k",
+                        "clicks_per_1k",
+                        "hides_per_1k",
+                        "ci95_saves_per_1k",
+                        "ci95_clicks_per_1k",
+                        "coverage",
+                        "gini",
+                    )
+                },
+                "users": int(m["users"]),
+                "impressions": int(m["impressions"]),
+            }
+        )
     return rows
 
 
@@ -77,10 +109,17 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     for r in rows:
-        ax.errorbar(r["clicks_per_1k"], r["saves_per_1k"], xerr=r["ci95_clicks_per_1k"],
-                    yerr=r["ci95_saves_per_1k"], fmt="o", capsize=3)
-        ax.annotate(r["name"], (r["clicks_per_1k"], r["saves_per_1k"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)
+        ax.errorbar(
+            r["clicks_per_1k"],
+            r["saves_per_1k"],
+            xerr=r["ci95_clicks_per_1k"],
+            yerr=r["ci95_saves_per_1k"],
+            fmt="o",
+            capsize=3,
+        )
+        ax.annotate(
+            r["name"], (r["clicks_per_1k"], r["saves_per_1k"]), textcoords="offset points", xytext=(5, 5), fontsize=8
+        )
     ax.set_xlabel("clicks per 1,000 served impressions (days 11-19, 95% CI over users)")
     ax.set_ylabel("saves per 1,000 served impressions")
     ax.set_title("closed loop: arms before the drift")
@@ -115,24 +154,26 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(s3.env())
             import dagster as dg
 
-            from pinrec_ops.defs.config import load_settings
-            from pinrec_ops.defs.resources import build_resources
-            from pinrec_ops.live import LiveRunner, failed_for_an_error
-            from pinrec_ops.runs import dagster_home
+            from assets.config import load_settings
+            from assets.resources import build_resources
+            from orchestration.live import LiveRunner, failed_for_an_error
+            from orchestration.runs import dagster_home
 
             settings = load_settings()
             dagster_home(var / "dagster_home")
             instance = dg.DagsterInstance.get()
             resources = build_resources(settings)
-            runner = LiveRunner(settings=settings, instance=instance, resources=resources,
-                                warmup_days=args.warmup_days)
+            runner = LiveRunner(settings=settings, instance=instance, resources=resources, warmup_days=args.warmup_days)
             t0 = time.monotonic()
             reports = runner.play(args.days)
             seconds = time.monotonic() - t0
             run_ids = [r.run_id for r in instance.get_runs()]
             failed = failed_for_an_error(instance, run_ids)
-            checks = [rec.dagster_event.event_specific_data for run_id in run_ids
-                      for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+            checks = [
+                rec.dagster_event.event_specific_data
+                for run_id in run_ids
+                for rec in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            ]
             runs = instance.get_runs()
             world_dir = settings.world_dir
 
@@ -147,11 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     window = logs[logs["day_number"].between(first_w, last_w)]
     rows = arm_rows(window, args.items)
     by = {r["name"]: r for r in rows}
-    pinrec_daily = logs[logs["arm"] == "pinrec"].groupby("day_number").apply(
-        lambda g: 1000.0 * (g["outcome"] == "save").sum() / len(g), include_groups=False)
+    pinrec_daily = (
+        logs[logs["arm"] == "pinrec"]
+        .groupby("day_number")
+        .apply(lambda g: 1000.0 * (g["outcome"] == "save").sum() / len(g), include_groups=False)
+    )
     drift_fires = [(r.day - FIRST).days + 1 for r in reports for job, _, trigger in r.runs if trigger == "drift"]
-    gate = [c for c in checks if c.check_name == "online_canary_gate" and (c.metadata or {}).get("canary")
-            and str(c.metadata["canary"].value) != "none"]
+    gate = [
+        c
+        for c in checks
+        if c.check_name == "online_canary_gate"
+        and (c.metadata or {}).get("canary")
+        and str(c.metadata["canary"].value) != "none"
+    ]
     drift_row = {
         "name": "drift",
         "sensor_fired_day": min([d for d in drift_fires if d >= args.drift_day], default=0),
@@ -169,42 +218,62 @@ def main(argv: list[str] | None = None) -> int:
     targets_row = {
         "name": "targets",
         "pinrec_over_sasrec_saves": round(by["pinrec"]["saves_per_1k"] / max(by["sasrec"]["saves_per_1k"], 1e-9), 4),
-        "pinrec_sasrec_save_intervals_apart": int(by["pinrec"]["saves_per_1k"] - by["pinrec"]["ci95_saves_per_1k"]
-                                                  > by["sasrec"]["saves_per_1k"] + by["sasrec"]["ci95_saves_per_1k"]),
-        "pinrec_clicks_minus_sasrec_plus_ci": round(by["pinrec"]["clicks_per_1k"] - by["sasrec"]["clicks_per_1k"]
-                                                    + by["pinrec"]["ci95_clicks_per_1k"], 4),
-        "gap_closed_popularity_to_oracle": round((by["pinrec"]["saves_per_1k"] - by["popularity"]["saves_per_1k"])
-                                                 / gap, 4) if gap else 0.0,
-        "saves_rise_with_save_weight": int(save_arms[0]["saves_per_1k"] < save_arms[1]["saves_per_1k"]
-                                           < save_arms[2]["saves_per_1k"]),
-        "clicks_do_not_rise_with_save_weight": int(save_arms[0]["clicks_per_1k"] >= save_arms[1]["clicks_per_1k"]
-                                                   >= save_arms[2]["clicks_per_1k"]),
+        "pinrec_sasrec_save_intervals_apart": int(
+            by["pinrec"]["saves_per_1k"] - by["pinrec"]["ci95_saves_per_1k"]
+            > by["sasrec"]["saves_per_1k"] + by["sasrec"]["ci95_saves_per_1k"]
+        ),
+        "pinrec_clicks_minus_sasrec_plus_ci": round(
+            by["pinrec"]["clicks_per_1k"] - by["sasrec"]["clicks_per_1k"] + by["pinrec"]["ci95_clicks_per_1k"], 4
+        ),
+        "gap_closed_popularity_to_oracle": round(
+            (by["pinrec"]["saves_per_1k"] - by["popularity"]["saves_per_1k"]) / gap, 4
+        )
+        if gap
+        else 0.0,
+        "saves_rise_with_save_weight": int(
+            save_arms[0]["saves_per_1k"] < save_arms[1]["saves_per_1k"] < save_arms[2]["saves_per_1k"]
+        ),
+        "clicks_do_not_rise_with_save_weight": int(
+            save_arms[0]["clicks_per_1k"] >= save_arms[1]["clicks_per_1k"] >= save_arms[2]["clicks_per_1k"]
+        ),
         "pinrec_minus_sasrec_coverage": round(by["pinrec"]["coverage"] - by["sasrec"]["coverage"], 4),
         "aa_difference_saves": round(by["aa-1"]["saves_per_1k"] - by["aa-2"]["saves_per_1k"], 4),
         # issue 17, reported whichever way it goes (no target): the same champion ranked by its head
-        "unipinrec_over_pinrec_saves": round(by["unipinrec"]["saves_per_1k"] / max(by["pinrec"]["saves_per_1k"], 1e-9), 4),
-        "unipinrec_over_pinrec_clicks": round(by["unipinrec"]["clicks_per_1k"]
-                                              / max(by["pinrec"]["clicks_per_1k"], 1e-9), 4),
+        "unipinrec_over_pinrec_saves": round(
+            by["unipinrec"]["saves_per_1k"] / max(by["pinrec"]["saves_per_1k"], 1e-9), 4
+        ),
+        "unipinrec_over_pinrec_clicks": round(
+            by["unipinrec"]["clicks_per_1k"] / max(by["pinrec"]["clicks_per_1k"], 1e-9), 4
+        ),
     }
     all_rows = rows + [drift_row, targets_row]
     print_table(all_rows)
-    targets = {"targets/pinrec_over_sasrec_saves": 1.05, "targets/pinrec_sasrec_save_intervals_apart": 1,
-               "targets/pinrec_clicks_minus_sasrec_plus_ci": 0.0, "targets/gap_closed_popularity_to_oracle": 0.5,
-               "targets/saves_rise_with_save_weight": 1, "targets/clicks_do_not_rise_with_save_weight": 1,
-               "targets/pinrec_minus_sasrec_coverage": 0.0, "drift/days_to_recover": 3, "drift/failed_runs": 0}
+    targets = {
+        "targets/pinrec_over_sasrec_saves": 1.05,
+        "targets/pinrec_sasrec_save_intervals_apart": 1,
+        "targets/pinrec_clicks_minus_sasrec_plus_ci": 0.0,
+        "targets/gap_closed_popularity_to_oracle": 0.5,
+        "targets/saves_rise_with_save_weight": 1,
+        "targets/clicks_do_not_rise_with_save_weight": 1,
+        "targets/pinrec_minus_sasrec_coverage": 0.0,
+        "drift/days_to_recover": 3,
+        "drift/failed_runs": 0,
+    }
     if not args.no_write:
-        notes = (f"{args.days} simulated days, interest shift on day {args.drift_day}, arms over days {args.window}; "
-                 f"world {args.users} users, {args.items} items, {args.events} events/day, served share 0.5 of each "
-                 f"session's impressions, {args.warmup_days} warm-up days; training: the lifecycle's TrainingPlan with "
-                 f"{args.pretrain_epochs} pretraining and {args.finetune_epochs} fine-tuning epochs, the SASRec arm "
-                 f"retrained with the library whenever the system pretrains; {drift_row['seconds']} s in all. "
-                 f"Rates are per 1,000 served impressions of each arm's users (all surfaces); CIs are 95% bootstrap "
-                 f"half-widths over users. {args.context}")
-        write_results("closed_loop", all_rows, targets, notes=notes,
-                      lower_is_better={"days_to_recover", "failed_runs"})
+        notes = (
+            f"{args.days} simulated days, interest shift on day {args.drift_day}, arms over days {args.window}; "
+            f"world {args.users} users, {args.items} items, {args.events} events/day, served share 0.5 of each "
+            f"session's impressions, {args.warmup_days} warm-up days; training: the lifecycle's TrainingPlan with "
+            f"{args.pretrain_epochs} pretraining and {args.finetune_epochs} fine-tuning epochs, the SASRec arm "
+            f"retrained with the library whenever the system pretrains; {drift_row['seconds']} s in all. "
+            f"Rates are per 1,000 served impressions of each arm's users (all surfaces); CIs are 95% bootstrap "
+            f"half-widths over users. {args.context}"
+        )
+        write_results("closed_loop", all_rows, targets, notes=notes, lower_is_better={"days_to_recover", "failed_runs"})
         pareto_plot(rows, RESULTS_DIR / "closed_loop_pareto.png")
-        (RESULTS_DIR / "closed_loop_daily.json").write_text(json.dumps(
-            {"pinrec_saves_per_1k_by_day": {int(k): round(v, 3) for k, v in pinrec_daily.items()}}, indent=1))
+        (RESULTS_DIR / "closed_loop_daily.json").write_text(
+            json.dumps({"pinrec_saves_per_1k_by_day": {int(k): round(v, 3) for k, v in pinrec_daily.items()}}, indent=1)
+        )
     return 0
 
 

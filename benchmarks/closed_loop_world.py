@@ -1,6 +1,6 @@
 """closed_loop_world: seconds per simulated day spent inside the closed-loop world.
 
-Runs `events.closed_loop.ClosedLoopWorld` over consecutive days of a simulated world (default:
+Runs `world.closed_loop.ClosedLoopWorld` over consecutive days of a simulated world (default:
 2,000 users, 5,000 items, 50,000 events/day, 30 days), `LoopConfig()` defaults, the fatigue
 history updated day by day as a runner would. The recommender is a cheap deterministic stand-in
 (a per-user slice of the popularity order, minus the items the request's recent events show):
@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from benchmarks.results import print_table, write_results
-from events.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, Served, SessionRequest
-from events.simulator import SimulatedWorld, SimulatorConfig
+from world.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, Served, SessionRequest
+from world.simulator import SimulatedWorld, SimulatorConfig
 
 NAME = "closed_loop_world"
 
@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--notes", default="", help="what else ran on the machine")
     args = parser.parse_args(argv)
 
-    config = SimulatorConfig(seed=0, n_users=args.users, n_items=args.items, events_per_day=args.events_per_day,
-                             n_days=args.days)
+    config = SimulatorConfig(
+        seed=0, n_users=args.users, n_items=args.items, events_per_day=args.events_per_day, n_days=args.days
+    )
     world = SimulatedWorld(config)
     closed = ClosedLoopWorld(world, LoopConfig())
     popular = np.argsort(-world.item_popularity, kind="stable")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in requests:
             seen = set(r.recent_events["item_id"].tolist())
             start = (r.user_id * 7) % max(1, config.n_items - r.k - 20)
-            items = [int(i) for i in popular[start:start + r.k + 20] if int(i) not in seen][:r.k]
+            items = [int(i) for i in popular[start : start + r.k + 20] if int(i) not in seen][: r.k]
             out.append(Served(items=items, version="bench", arm="popularity-slice", served_by="champion"))
         recommend_seconds[0] += time.perf_counter() - t
         return out
@@ -71,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
         recs.append(recommend_seconds[0])
         rows.append(len(result.events))
         requests.append(result.requests)
-        print(f"{day}: {per_day[-1]:.2f} s in the world, {recs[-1]:.2f} s recommender, {updates[-1]:.2f} s history "
-              f"update, {rows[-1]} rows, {requests[-1]} requests", flush=True)
+        print(
+            f"{day}: {per_day[-1]:.2f} s in the world, {recs[-1]:.2f} s recommender, {updates[-1]:.2f} s history "
+            f"update, {rows[-1]} rows, {requests[-1]} requests",
+            flush=True,
+        )
 
     row = {
         "name": f"world-{args.users}u-{args.items}i-{args.events_per_day}epd",
@@ -86,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     print_table([row])
     notes = ("medians over the days; the stand-in recommender's time is excluded. " + args.notes).strip()
-    write_results(NAME, [row], {"seconds_per_day": 60.0}, notes, out_dir=args.out_dir,
-                  lower_is_better={"seconds_per_day"})
+    write_results(
+        NAME, [row], {"seconds_per_day": 60.0}, notes, out_dir=args.out_dir, lower_is_better={"seconds_per_day"}
+    )
 
 
 if __name__ == "__main__":

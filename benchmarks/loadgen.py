@@ -25,10 +25,10 @@ from typing import Any
 
 @dataclass
 class Reply:
-    status: int               # 0 when the connection failed
+    status: int  # 0 when the connection failed
     latency_s: float
-    end_s: float              # since the start of the run
-    headers: dict[str, str]   # lower-case names
+    end_s: float  # since the start of the run
+    headers: dict[str, str]  # lower-case names
     body: bytes
     error: str = ""
 
@@ -51,8 +51,9 @@ class LoadResult:
 
 
 def request_bytes(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 class _Connection(asyncio.Protocol):
@@ -98,12 +99,19 @@ class _Connection(asyncio.Protocol):
             self.length = int(headers["content-length"])
         status, headers, start = self.head
         if len(self.buffer) - start >= self.length and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((status, headers, bytes(self.buffer[start:start + self.length])))
+            self.waiter.set_result((status, headers, bytes(self.buffer[start : start + self.length])))
 
 
-async def _closed_loop(host: str, port: int, requests_data: Sequence[bytes], concurrency: int,
-                       n_requests: int | None, seconds: float | None,
-                       at: Sequence[tuple[float, Callable[[], Any]]], timeout: float) -> LoadResult:
+async def _closed_loop(
+    host: str,
+    port: int,
+    requests_data: Sequence[bytes],
+    concurrency: int,
+    n_requests: int | None,
+    seconds: float | None,
+    at: Sequence[tuple[float, Callable[[], Any]]],
+    timeout: float,
+) -> LoadResult:
     loop = asyncio.get_running_loop()
     replies: list[Reply] = []
     marks: dict[str, float] = {}
@@ -131,7 +139,7 @@ async def _closed_loop(host: str, port: int, requests_data: Sequence[bytes], con
                 status, headers, body = await asyncio.wait_for(conn.send(data), timeout)
                 end = time.perf_counter()
                 replies.append(Reply(status, end - t, end - start, headers, body))
-            except (OSError, ConnectionError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, OSError, ConnectionError, ValueError) as exc:
                 end = time.perf_counter()
                 replies.append(Reply(0, end - t, end - start, {}, b"", f"{type(exc).__name__}: {exc}"))
                 if conn.transport is not None:
@@ -154,10 +162,18 @@ async def _closed_loop(host: str, port: int, requests_data: Sequence[bytes], con
     return LoadResult(replies, wall, cpu, marks)
 
 
-def closed_loop(host: str, port: int, bodies: Sequence[bytes], concurrency: int, *,
-                requests: int | None = None, seconds: float | None = None,
-                at: Sequence[tuple[float, Callable[[], Any]]] = (), path: str = "/v1/retrieve",
-                timeout: float = 60.0) -> LoadResult:
+def closed_loop(
+    host: str,
+    port: int,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    *,
+    requests: int | None = None,
+    seconds: float | None = None,
+    at: Sequence[tuple[float, Callable[[], Any]]] = (),
+    path: str = "/v1/retrieve",
+    timeout: float = 60.0,
+) -> LoadResult:
     """Run ``concurrency`` closed-loop clients until ``requests`` are answered in all, or for
     ``seconds``; ``at``: (seconds after the start, fn) pairs, each fn run once in a thread."""
     if (requests is None) == (seconds is None):

@@ -34,25 +34,34 @@ def main(argv=None) -> None:
 
     import dagster as dg
 
-    from devstack.seaweedfs import SeaweedFS
-    from pinrec_ops.cli import DATA_ASSET_KEYS as DATA_KEYS
-    from pinrec_ops.defs.config import load_settings
-    from pinrec_ops.defs.resources import (
+    from assets.config import load_settings
+    from assets.resources import (
         EventSourceResource,
         S3Resource,
         build_resources,
     )
-    from pinrec_ops.runs import days_between, materialize_in_process, run_job
+    from devstack.seaweedfs import SeaweedFS
+    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
+    from orchestration.runs import days_between, materialize_in_process, run_job
 
     first = date(2026, 1, 1)
     day = first + timedelta(days=args.history_days)
     with tempfile.TemporaryDirectory(prefix="pinrec-nightly-") as tmp, SeaweedFS(Path(tmp) / "s3") as s3:
         os.environ.update(s3.env())
-        settings = load_settings({**os.environ, "PINREC_DATA_DIR": str(Path(tmp) / "data"), "PINREC_SOURCE": "simulated"})
+        settings = load_settings(
+            {**os.environ, "PINREC_DATA_DIR": str(Path(tmp) / "data"), "PINREC_SOURCE": "simulated"}
+        )
         resources = build_resources(settings)
-        resources["event_source"] = EventSourceResource(**{
-            **resources["event_source"].model_dump(), "sim_users": args.users, "sim_items": args.items,
-            "sim_events_per_day": args.events, "start_date": first.isoformat(), "n_days": args.history_days + 1})
+        resources["event_source"] = EventSourceResource(
+            **{
+                **resources["event_source"].model_dump(),
+                "sim_users": args.users,
+                "sim_items": args.items,
+                "sim_events_per_day": args.events,
+                "start_date": first.isoformat(),
+                "n_days": args.history_days + 1,
+            }
+        )
         resources["s3"] = S3Resource(endpoint_url=s3.endpoint_url, bucket=s3.bucket)
         with dg.instance_for_test() as instance:
             print(f"setup: {args.history_days} days of {args.events} events, then pretraining", flush=True)
@@ -70,9 +79,13 @@ def main(argv=None) -> None:
             row[f"{event.step_key}_seconds"] = round(event.event_specific_data.duration_ms / 1000, 1)
     print_table([row])
     if not args.no_write:
-        write_results("nightly_refresh", [row], {"seconds": TARGET_SECONDS},
-                      notes=f"{args.events} events on the measured day, {args.users} users, {args.items} items, "
-                            f"{args.history_days} days of history; per-asset step times from the Dagster run.")
+        write_results(
+            "nightly_refresh",
+            [row],
+            {"seconds": TARGET_SECONDS},
+            notes=f"{args.events} events on the measured day, {args.users} users, {args.items} items, "
+            f"{args.history_days} days of history; per-asset step times from the Dagster run.",
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 through Feast into the embedded sqlite online store and into the production profile's Redis
 online store (a local `redis-server` on 127.0.0.1, no persistence, started and stopped here), then
 times the serving read (`get_online_features(...).to_dict()` of the five user_sequence features,
-as serving.app.FeastFeatures does) for one random user and for 1,000 random users.
+as serving.service.app.FeastFeatures does) for one random user and for 1,000 random users.
 
 Rows: `online-sqlite-1u`, `online-sqlite-1000u`, `online-redis-1u`, `online-redis-1000u` with
 `p50_ms`, `p99_ms` (over `reads` timed calls after a warm-up), `users` and `seq_len` (the
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def user_sequence_table(n_users: int, seq_len: int) -> pd.DataFrame:
     """The offline user_sequence table of `DAY`: one synthetic history per user."""
     users = make_users(n_users, N_ITEMS, seq_len)
     table = pd.DataFrame([{"user_id": u, **row} for u, row in users.items()])
-    stamp = datetime.combine(DAY, datetime.min.time(), tzinfo=timezone.utc) + pd.Timedelta(hours=12)
+    stamp = datetime.combine(DAY, datetime.min.time(), tzinfo=UTC) + pd.Timedelta(hours=12)
     table[ENTITY_TIMESTAMP] = pd.Timestamp(stamp).as_unit("us")
     return table
 
@@ -102,12 +102,23 @@ def measure_online_latency(work_dir: Path, n_users: int = 20_000, seq_len: int =
             t0 = time.perf_counter()
             fill_store(store, data_dir, {DAY: {"user_sequence": table}})
             materialize_s = time.perf_counter() - t0
-            size = {"users": n_users, "seq_len": seq_len, "materialize_s": round(materialize_s, 1),
-                    "store_mb": round(_store_mb(store, server), 1)}
+            size = {
+                "users": n_users,
+                "seq_len": seq_len,
+                "materialize_s": round(materialize_s, 1),
+                "store_mb": round(_store_mb(store, server), 1),
+            }
             for batch, label in ((1, "1u"), (1000, "1000u")):
                 p50, p99 = time_reads(store, n_users, batch, seed=batch)
-                rows.append({"name": f"online-{name}-{label}", "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                             "reads": READS[batch], **size})
+                rows.append(
+                    {
+                        "name": f"online-{name}-{label}",
+                        "p50_ms": round(p50, 2),
+                        "p99_ms": round(p99, 2),
+                        "reads": READS[batch],
+                        **size,
+                    }
+                )
     return rows
 
 

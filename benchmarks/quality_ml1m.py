@@ -35,7 +35,10 @@ from training.train import TrainConfig, pretrain
 NAME = "quality_ml1m"
 WORK = Path("var/bench") / NAME
 TARGETS = {"hr@10": 0.34, "ndcg@10": 0.195, "train_seconds": 3600}
-ANCHORS = "Meta generative-recommenders README (same protocol), HR@10/NDCG@10: SASRec 0.2853/0.1603, HSTU 0.3097/0.1720, HSTU-large 0.3294/0.1893."
+ANCHORS = (
+    "Meta generative-recommenders README (same protocol), HR@10/NDCG@10: "
+    "SASRec 0.2853/0.1603, HSTU 0.3097/0.1720, HSTU-large 0.3294/0.1893."
+)
 
 
 def row_configs(n_items: int, max_time_s: float) -> dict[str, dict]:
@@ -44,16 +47,20 @@ def row_configs(n_items: int, max_time_s: float) -> dict[str, dict]:
     pin = PinRecConfig(**common, side_inputs=True, outcome_conditioning=True, multi_token=False)
     epochs = 200  # the wall-clock cap stops training first
     return {
-        "sasrec": dict(model=sas, loss=LossConfig(full_softmax=True, logq=False),
-                       data=DataConfig(batch_size=128, p_any_outcome=0.0),
-                       optim=OptimConfig(lr=2e-3, schedule="cosine_time", eval_mix=[("any", 1.0)]),
-                       train=TrainConfig(max_epochs=epochs, max_time_s=max_time_s, precision="bf16-mixed",
-                                         progress_bar=False)),
-        "pinrec": dict(model=pin, loss=LossConfig(full_softmax=True, logq=True),
-                       data=DataConfig(batch_size=128, p_any_outcome=0.5),
-                       optim=OptimConfig(lr=2e-3, schedule="cosine_time", eval_mix=[("any", 1.0)]),
-                       train=TrainConfig(max_epochs=epochs, max_time_s=max_time_s, precision="bf16-mixed",
-                                         progress_bar=False)),
+        "sasrec": dict(
+            model=sas,
+            loss=LossConfig(full_softmax=True, logq=False),
+            data=DataConfig(batch_size=128, p_any_outcome=0.0),
+            optim=OptimConfig(lr=2e-3, schedule="cosine_time", eval_mix=[("any", 1.0)]),
+            train=TrainConfig(max_epochs=epochs, max_time_s=max_time_s, precision="bf16-mixed", progress_bar=False),
+        ),
+        "pinrec": dict(
+            model=pin,
+            loss=LossConfig(full_softmax=True, logq=True),
+            data=DataConfig(batch_size=128, p_any_outcome=0.5),
+            optim=OptimConfig(lr=2e-3, schedule="cosine_time", eval_mix=[("any", 1.0)]),
+            train=TrainConfig(max_epochs=epochs, max_time_s=max_time_s, precision="bf16-mixed", progress_bar=False),
+        ),
     }
 
 
@@ -64,8 +71,16 @@ def run_row(row: str, events, max_time_s: float) -> dict:
     cfg = row_configs(base.n_items, max_time_s)[row]
     cfg["train"].threads = torch.get_num_threads()
     out = WORK / row
-    res = pretrain(base.with_config(**asdict(cfg["data"])), out, cfg["model"], cfg["data"], cfg["loss"],
-                   cfg["optim"], cfg["train"], split="leave_one_out")
+    res = pretrain(
+        base.with_config(**asdict(cfg["data"])),
+        out,
+        cfg["model"],
+        cfg["data"],
+        cfg["loss"],
+        cfg["optim"],
+        cfg["train"],
+        split="leave_one_out",
+    )
     mix, val = cfg["optim"].eval_mix, None
     if res.model.cfg.outcome_conditioning:
         # the test query never sees the target's outcome: choose, on the validation split, between
@@ -73,9 +88,15 @@ def run_row(row: str, events, max_time_s: float) -> dict:
         # outcome shares (fixed in advance), then report the test split with the choice
         mix, val = choose_mix(res.model, base)
     test = evaluate_public_model(res.model, base.test, mix)
-    return {"name": row, **test, "train_seconds": round(res.train_seconds, 1), "epochs": res.epochs,
-            "best_epoch": res.best_val.get("epoch"), "val_ndcg@10": val or res.best_val.get("val/ndcg@10"),
-            "eval_query": "any" if len(mix) == 1 else "rating-mixture"}
+    return {
+        "name": row,
+        **test,
+        "train_seconds": round(res.train_seconds, 1),
+        "epochs": res.epochs,
+        "best_epoch": res.best_val.get("epoch"),
+        "val_ndcg@10": val or res.best_val.get("val/ndcg@10"),
+        "eval_query": "any" if len(mix) == 1 else "rating-mixture",
+    }
 
 
 def choose_mix(model, base) -> tuple[list[tuple[str, float]], float]:
@@ -101,20 +122,22 @@ def collect() -> list[dict]:
 
 def write(rows: list[dict]) -> None:
     print_table(rows)
-    notes = (ANCHORS + " Trained on this machine's CPU (2 cores), bf16 autocast, full softmax over all "
-             "3,706 items; epoch chosen on the validation split; test = last item per user. pinrec's test "
-             "query never uses the target's outcome: 'eval_query' is the one chosen on the validation split "
-             "between the 'any outcome' query and a mixture of per-rating queries weighted by training "
-             "outcome shares. train_seconds = cumulative wall time of fit (validation passes included; a "
-             "run resumed from its checkpoint adds its segments). Learning rate: cosine over the wall-clock "
-             "budget (schedule cosine_time), so the last epochs run at a low rate. sasrec (2026-11-22, "
-             "15:09-16:13 UTC) trained concurrently with an earlier pinrec run, one thread each at nice 8, "
-             "while other developers' test runs shared the 2 cores (load average 7-8): 17 epochs each "
-             "(~210 s per epoch); that pinrec run reached HR@10 0.3022 / NDCG@10 0.1722 (sasrec 0.2952 / "
-             "0.1700 under the same conditions). The pinrec row is a re-run alone on the idle machine, "
-             "2 threads, 16:44-17:45 UTC, capped at 3,540 s so that fit stays within "
-             "3,600 s: 29 epochs (~125 s per epoch, ~20 s of it validation). Configs: "
-             + json.dumps({r: {k: asdict(v) for k, v in c.items()} for r, c in row_configs(3706, 0).items()}))
+    notes = (
+        ANCHORS + " Trained on this machine's CPU (2 cores), bf16 autocast, full softmax over all "
+        "3,706 items; epoch chosen on the validation split; test = last item per user. pinrec's test "
+        "query never uses the target's outcome: 'eval_query' is the one chosen on the validation split "
+        "between the 'any outcome' query and a mixture of per-rating queries weighted by training "
+        "outcome shares. train_seconds = cumulative wall time of fit (validation passes included; a "
+        "run resumed from its checkpoint adds its segments). Learning rate: cosine over the wall-clock "
+        "budget (schedule cosine_time), so the last epochs run at a low rate. sasrec (2026-11-22, "
+        "15:09-16:13 UTC) trained concurrently with an earlier pinrec run, one thread each at nice 8, "
+        "while other developers' test runs shared the 2 cores (load average 7-8): 17 epochs each "
+        "(~210 s per epoch); that pinrec run reached HR@10 0.3022 / NDCG@10 0.1722 (sasrec 0.2952 / "
+        "0.1700 under the same conditions). The pinrec row is a re-run alone on the idle machine, "
+        "2 threads, 16:44-17:45 UTC, capped at 3,540 s so that fit stays within "
+        "3,600 s: 29 epochs (~125 s per epoch, ~20 s of it validation). Configs: "
+        + json.dumps({r: {k: asdict(v) for k, v in c.items()} for r, c in row_configs(3706, 0).items()})
+    )
     write_results(NAME, rows, TARGETS, notes)
 
 

@@ -27,7 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,9 +41,7 @@ _LOWER_BETTER_RE = re.compile(
     re.IGNORECASE,
 )
 # Rates and quality metrics stay higher-is-better even when they end in a unit ("items_per_s").
-_HIGHER_BETTER_RE = re.compile(
-    r"(per_|/s|qps|throughput|speedup|recall|hr@|ndcg|coverage|accuracy)", re.IGNORECASE
-)
+_HIGHER_BETTER_RE = re.compile(r"(per_|/s|qps|throughput|speedup|recall|hr@|ndcg|coverage|accuracy)", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,17 +160,14 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
     numeric = [
         all(
-            row.get(c) is None
-            or (isinstance(row.get(c), numbers.Number) and not isinstance(row.get(c), bool))
+            row.get(c) is None or (isinstance(row.get(c), numbers.Number) and not isinstance(row.get(c), bool))
             for row in rows
         )
         for c in cols
     ]
 
     def line(values: list[str]) -> str:
-        parts = [
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
-        ]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
         return "  ".join(parts).rstrip()
 
     out = [line(cols), "  ".join("-" * w for w in widths)]
@@ -341,7 +336,7 @@ def write_results(
     rows = [dict(r) for r in rows]
     record: dict[str, Any] = {
         "benchmark": name,
-        "date": datetime.now(timezone.utc).date().isoformat(),
+        "date": datetime.now(UTC).date().isoformat(),
         "machine": machine if machine is not None else machine_description(),
         "rows": rows,
         "targets": dict(targets),

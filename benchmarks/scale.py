@@ -24,7 +24,7 @@ Rows (each runs in a child process, so `peak_rss_mb` is that row's own peak):
   process's and the largest worker's), ``local_seconds`` (the local engine, same day, after), and
   the tables are checked identical.
 * ``index-sharded-1e6``: the 1M clustered vectors of ``index-1e6``, the IVF index unsharded and in
-  4 shards (one trained quantizer, `serving.shards`), both tuned on the same queries:
+  4 shards (one trained quantizer, `serving.registry.shards`), both tuned on the same queries:
   ``recall_at_100`` (sharded, on other queries), ``unsharded_recall_at_100``, ``recall_gap``
   (target <= 0.001), ``qps`` (one query per call, 1 faiss thread) and ``unsharded_qps``.
 * ``celery-nightly``: `benchmarks.celery_nightly`: Redis, two Celery workers, and one run of
@@ -32,7 +32,7 @@ Rows (each runs in a child process, so `peak_rss_mb` is that row's own peak):
   PINREC_EXECUTOR=celery (from a prepared state): ``seconds`` (the command), ``workers_used``
   (workers that ran steps, from the run's event log; target 2), ``steps``.
 * ``index-1e5``, ``index-1e6``: `benchmarks.serving.bench_ann` (clustered d=64 vectors, the
-  index `serving.index.build_tuned_index` picks, tuned to recall@100 >= 0.98 on 1,000 queries,
+  index `serving.registry.index.build_tuned_index` picks, tuned to recall@100 >= 0.98 on 1,000 queries,
   measured on 1,000 others): ``build_seconds`` (index build, tuning excluded), ``qps`` (one
   query per call, 1 faiss thread), ``recall@100``.
 * ``train-len50``, ``train-len200``, ``train-len1000``: `benchmarks.train_throughput.step_seconds`
@@ -112,15 +112,24 @@ def run_events_row(name: str, n_events: int, chunk_size: int) -> dict:
     import shutil
 
     from events.day_ingest import ingest_day
-    from events.simulator import SimulatedWorld, SimulatorConfig
     from events.table import EventTable
     from feature_pipeline.store import FeastSettings, write_offline_tables
     from feature_pipeline.tables import day_feature_tables
+    from world.simulator import SimulatedWorld, SimulatorConfig
 
     work = WORK / f"work-{name}"
     shutil.rmtree(work, ignore_errors=True)
-    world = SimulatedWorld(SimulatorConfig(seed=0, n_users=USERS, n_items=ITEMS, events_per_day=n_events,
-                                           start_date=DAY, n_days=1, chunk_size=chunk_size))
+    world = SimulatedWorld(
+        SimulatorConfig(
+            seed=0,
+            n_users=USERS,
+            n_items=ITEMS,
+            events_per_day=n_events,
+            start_date=DAY,
+            n_days=1,
+            chunk_size=chunk_size,
+        )
+    )
     table = EventTable(work / "lake")
     baseline = round(_status_kib("VmRSS") / 1024, 1)
     seconds = dict.fromkeys(EVENT_STAGES, 0.0)  # wall clock
@@ -156,8 +165,12 @@ def run_events_row(name: str, n_events: int, chunk_size: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     assert summary.input_rows == n_events and summary.quarantined_rows == 0, summary
     return {
-        "name": name, "events": n_events, "chunk_size": chunk_size, "chunks": summary.chunks,
-        "seconds": round(total, 1), "seconds_per_1e6_events": round(total / n_events * 1e6, 2),
+        "name": name,
+        "events": n_events,
+        "chunk_size": chunk_size,
+        "chunks": summary.chunks,
+        "seconds": round(total, 1),
+        "seconds_per_1e6_events": round(total / n_events * 1e6, 2),
         # ingest + validate over its wall seconds (chunks are written by a second thread beside the
         # source and the next chunk's validation); the CPU seconds of its parts, each in its thread
         "events_per_s": round(n_events / seconds["ingest_validate"]),
@@ -166,12 +179,16 @@ def run_events_row(name: str, n_events: int, chunk_size: int) -> dict:
         "duplicates_cpu_seconds": round(summary.duplicates_cpu_seconds, 1),
         "duplicates_across_chunks": summary.duplicates_across_chunks,
         **{f"{stage}_seconds": round(s, 1) for stage, s in seconds.items()},
-        "cpu_seconds": round(total_cpu, 1), "cpu_seconds_per_1e6_events": round(total_cpu / n_events * 1e6, 2),
+        "cpu_seconds": round(total_cpu, 1),
+        "cpu_seconds_per_1e6_events": round(total_cpu / n_events * 1e6, 2),
         **{f"{stage}_cpu_seconds": round(s, 1) for stage, s in cpu.items()},
-        "peak_rss_mb": max(ingest_peak, features_peak), "ingest_peak_rss_mb": ingest_peak,
-        "features_peak_rss_mb": features_peak, "rss_before_features_mb": before_features,
+        "peak_rss_mb": max(ingest_peak, features_peak),
+        "ingest_peak_rss_mb": ingest_peak,
+        "features_peak_rss_mb": features_peak,
+        "rss_before_features_mb": before_features,
         "baseline_rss_mb": baseline,
-        "user_sequence_rows": len(tables["user_sequence"]), "item_stats_rows": len(tables["item_stats"]),
+        "user_sequence_rows": len(tables["user_sequence"]),
+        "item_stats_rows": len(tables["item_stats"]),
         "events_file_mb": round(file_mb, 1),
     }
 
@@ -180,9 +197,17 @@ def run_index_row(name: str, n_items: int, n_clusters: int) -> dict:
     from benchmarks.serving import bench_ann
 
     r = bench_ann(name, n_items, n_clusters, log)
-    return {"name": name, "items": n_items, "build_seconds": r["build_s"], "qps": r["qps"],
-            "recall@100": r["recall_at_100"], "exact_qps": r["exact_qps"], "kind": r["kind"],
-            "nlist": r["nlist"], "peak_rss_mb": peak_rss_mb()}
+    return {
+        "name": name,
+        "items": n_items,
+        "build_seconds": r["build_s"],
+        "qps": r["qps"],
+        "recall@100": r["recall_at_100"],
+        "exact_qps": r["exact_qps"],
+        "kind": r["kind"],
+        "nlist": r["nlist"],
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def run_train_row(name: str, seq_len: int, steps: int, threads: int) -> dict:
@@ -193,15 +218,22 @@ def run_train_row(name: str, seq_len: int, steps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     batch = max(1, round(TRAIN_TOKENS_PER_BATCH / seq_len))
     s = step_seconds("bf16", steps, seq_len=seq_len, batch_size=batch)
-    return {"name": name, "seq_len": seq_len, "batch": batch, "tokens_per_s": round(batch * seq_len / s),
-            "step_s": round(s, 3), "threads": threads, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "name": name,
+        "seq_len": seq_len,
+        "batch": batch,
+        "tokens_per_s": round(batch * seq_len / s),
+        "step_s": round(s, 3),
+        "threads": threads,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def run_online_rows() -> list[dict]:
     try:
         from benchmarks.online_latency import measure_online_latency
     except ImportError as exc:
-        raise SystemExit(f"online rows not measured: benchmarks/online_latency.py is not importable ({exc})")
+        raise SystemExit(f"online rows not measured: benchmarks/online_latency.py is not importable ({exc})") from exc
     work = WORK / "work-online"
     work.mkdir(parents=True, exist_ok=True)
     return measure_online_latency(work)
@@ -212,13 +244,22 @@ def _ingested_day(name: str, n_events: int, chunk_size: int = DEFAULT_CHUNK):
     import shutil
 
     from events.day_ingest import ingest_day
-    from events.simulator import SimulatedWorld, SimulatorConfig
     from events.table import EventTable
+    from world.simulator import SimulatedWorld, SimulatorConfig
 
     work = WORK / f"work-{name}"
     shutil.rmtree(work, ignore_errors=True)
-    world = SimulatedWorld(SimulatorConfig(seed=0, n_users=USERS, n_items=ITEMS, events_per_day=n_events,
-                                           start_date=DAY, n_days=1, chunk_size=chunk_size))
+    world = SimulatedWorld(
+        SimulatorConfig(
+            seed=0,
+            n_users=USERS,
+            n_items=ITEMS,
+            events_per_day=n_events,
+            start_date=DAY,
+            n_days=1,
+            chunk_size=chunk_size,
+        )
+    )
     table = EventTable(work / "lake")
     ingest_day(table, DAY, world.iter_day(DAY))
     return work, table
@@ -268,11 +309,21 @@ def run_engine_row(name: str, n_events: int, workers: int) -> dict:
         pd.testing.assert_frame_equal(on_dask[view], local[view])
     shutil.rmtree(work, ignore_errors=True)
     worker_peak = max(worker_peaks.values())
-    return {"name": name, "events": n_events, "engine": "dask", "workers": workers, "seconds": round(seconds, 1),
-            "driver_cpu_seconds": round(driver_cpu, 1), "peak_rss_mb": max(driver_peak, worker_peak),
-            "driver_peak_rss_mb": driver_peak, "worker_peak_rss_mb": worker_peak,
-            "local_seconds": round(local_seconds, 1), "identical_to_local": True,
-            "user_sequence_rows": len(local["user_sequence"]), "item_stats_rows": len(local["item_stats"])}
+    return {
+        "name": name,
+        "events": n_events,
+        "engine": "dask",
+        "workers": workers,
+        "seconds": round(seconds, 1),
+        "driver_cpu_seconds": round(driver_cpu, 1),
+        "peak_rss_mb": max(driver_peak, worker_peak),
+        "driver_peak_rss_mb": driver_peak,
+        "worker_peak_rss_mb": worker_peak,
+        "local_seconds": round(local_seconds, 1),
+        "identical_to_local": True,
+        "user_sequence_rows": len(local["user_sequence"]),
+        "item_stats_rows": len(local["item_stats"]),
+    }
 
 
 def run_sharded_index_row(name: str, n_items: int, n_clusters: int, n_shards: int) -> dict:
@@ -282,7 +333,7 @@ def run_sharded_index_row(name: str, n_items: int, n_clusters: int, n_shards: in
     import faiss
 
     from benchmarks.serving import clustered, one_at_a_time_qps
-    from serving.index import build_tuned_index, exact_top_k, recall_at_k
+    from serving.registry.index import build_tuned_index, exact_top_k, recall_at_k
 
     faiss.omp_set_num_threads(2)
     x, centers = clustered(n_items, n_clusters, seed=1)
@@ -295,12 +346,22 @@ def run_sharded_index_row(name: str, n_items: int, n_clusters: int, n_shards: in
     recall = recall_at_k(sharded.search(eval_q, 100)[1], exact, 100)
     faiss.omp_set_num_threads(1)
     qps, qps_one = one_at_a_time_qps(sharded, eval_q), one_at_a_time_qps(one, eval_q)
-    return {"name": name, "items": n_items, "shards": n_shards, "kind": tuned.kind,
-            "nlist": tuned.build_params.get("nlist"), **tuned.params, "recall_at_100": round(recall, 4),
-            "unsharded_recall_at_100": round(recall_one, 4), "recall_gap": round(abs(recall - recall_one), 4),
-            "qps": round(qps, 1), "unsharded_qps": round(qps_one, 1),
-            "same_params_as_unsharded": tuned.params == tuned_one.params,
-            "build_seconds": round(tuned.build_seconds, 1), "peak_rss_mb": peak_rss_mb()}
+    return {
+        "name": name,
+        "items": n_items,
+        "shards": n_shards,
+        "kind": tuned.kind,
+        "nlist": tuned.build_params.get("nlist"),
+        **tuned.params,
+        "recall_at_100": round(recall, 4),
+        "unsharded_recall_at_100": round(recall_one, 4),
+        "recall_gap": round(abs(recall - recall_one), 4),
+        "qps": round(qps, 1),
+        "unsharded_qps": round(qps_one, 1),
+        "same_params_as_unsharded": tuned.params == tuned_one.params,
+        "build_seconds": round(tuned.build_seconds, 1),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def run_celery_row(name: str) -> dict:
@@ -343,8 +404,21 @@ def log(msg: str) -> None:
 
 def run_in_child(row: str, args: argparse.Namespace) -> bool:
     """Run one row in a fresh interpreter; it stores var/bench/scale/<row>.json. True if it did."""
-    cmd = [sys.executable, "-m", "benchmarks.scale", "--child", row, "--chunk-size", str(args.chunk_size),
-           "--steps", str(args.steps), "--threads", str(args.threads), "--dask-workers", str(args.dask_workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.scale",
+        "--child",
+        row,
+        "--chunk-size",
+        str(args.chunk_size),
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(args.threads),
+        "--dask-workers",
+        str(args.dask_workers),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
@@ -369,27 +443,39 @@ def stored_rows() -> list[dict]:
 def growth_notes(rows: list[dict]) -> str:
     by_name = {r["name"]: r for r in rows}
     events = [by_name[n] for n in EVENT_ROWS if n in by_name]
-    parts = [f"Simulated world: {USERS:,} users, {ITEMS:,} items, one day; chunks of "
-             f"{events[0]['chunk_size']:,} events; one run per row (not a median: the large days "
-             f"take too long to repeat)." if events else "No events row measured."]
+    parts = [
+        f"Simulated world: {USERS:,} users, {ITEMS:,} items, one day; chunks of "
+        f"{events[0]['chunk_size']:,} events; one run per row (not a median: the large days "
+        f"take too long to repeat)."
+        if events
+        else "No events row measured."
+    ]
     if events:
-        per = ", ".join(f"{r['name']}: {r['seconds_per_1e6_events']} s wall and "
-                        f"{r['cpu_seconds_per_1e6_events']} CPU s per 10^6 events (CPU s: generate "
-                        f"{r['generate_cpu_seconds']}, ingest+validate {r['ingest_validate_cpu_seconds']}, "
-                        f"features {r['features_cpu_seconds']}; the process got {r['cpu_seconds'] / r['seconds']:.0%} "
-                        f"of a core), peak RSS {r['peak_rss_mb']} MB (ingest {r['ingest_peak_rss_mb']}, features "
-                        f"{r['features_peak_rss_mb']}, baseline after imports {r['baseline_rss_mb']})" for r in events)
-        parts.append(f"Measured: {per}. Wall seconds depend on how much of the CPU the row got (it shares "
-                     "the machine, niced); CPU seconds (this process, all its threads) measure the work.")
+        per = ", ".join(
+            f"{r['name']}: {r['seconds_per_1e6_events']} s wall and "
+            f"{r['cpu_seconds_per_1e6_events']} CPU s per 10^6 events (CPU s: generate "
+            f"{r['generate_cpu_seconds']}, ingest+validate {r['ingest_validate_cpu_seconds']}, "
+            f"features {r['features_cpu_seconds']}; the process got {r['cpu_seconds'] / r['seconds']:.0%} "
+            f"of a core), peak RSS {r['peak_rss_mb']} MB (ingest {r['ingest_peak_rss_mb']}, features "
+            f"{r['features_peak_rss_mb']}, baseline after imports {r['baseline_rss_mb']})"
+            for r in events
+        )
+        parts.append(
+            f"Measured: {per}. Wall seconds depend on how much of the CPU the row got (it shares "
+            "the machine, niced); CPU seconds (this process, all its threads) measure the work."
+        )
         first, last = events[0], events[-1]
         if last is not first:
             scale = last["events"] / first["events"]
             parts.append(
                 f"From {first['name']} to {last['name']} ({scale:g}x the events) wall time grew "
-                f"{last['seconds'] / first['seconds']:.2f}x and CPU time {last['cpu_seconds'] / first['cpu_seconds']:.2f}x "
-                f"(CPU s per 10^6 events {first['cpu_seconds_per_1e6_events']} -> {last['cpu_seconds_per_1e6_events']}); "
+                f"{last['seconds'] / first['seconds']:.2f}x and CPU time "
+                f"{last['cpu_seconds'] / first['cpu_seconds']:.2f}x "
+                f"(CPU s per 10^6 events {first['cpu_seconds_per_1e6_events']} -> "
+                f"{last['cpu_seconds_per_1e6_events']}); "
                 f"peak RSS {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x ({first['peak_rss_mb']} -> "
-                f"{last['peak_rss_mb']} MB) at the same chunk size.")
+                f"{last['peak_rss_mb']} MB) at the same chunk size."
+            )
         for extra in (r for r in rows if "-chunk" in r["name"]):
             same = by_name.get(extra["name"].split("-chunk")[0])
             if same:
@@ -397,50 +483,80 @@ def growth_notes(rows: list[dict]) -> str:
                     f"Chunk size {extra['chunk_size']:,} vs {same['chunk_size']:,} at {same['events']:,} events: "
                     f"peak RSS {extra['peak_rss_mb']} vs {same['peak_rss_mb']} MB (ingest "
                     f"{extra['ingest_peak_rss_mb']} vs {same['ingest_peak_rss_mb']} MB), "
-                    f"{extra['seconds_per_1e6_events']} vs {same['seconds_per_1e6_events']} s per 10^6 events.")
+                    f"{extra['seconds_per_1e6_events']} vs {same['seconds_per_1e6_events']} s per 10^6 events."
+                )
         stage = max(EVENT_STAGES, key=lambda s: last[f"{s}_cpu_seconds"])
         parts.append(
             f"First bottleneck (the stage with the most CPU time at {last['name']}): {stage.replace('_', '+')} "
             f"({last[f'{stage}_cpu_seconds']} of {last['cpu_seconds']} CPU s; {last[f'{stage}_seconds']} of "
-            f"{last['seconds']} s wall).")
+            f"{last['seconds']} s wall)."
+        )
         rates = [r for r in events if "events_per_s" in r]
         if rates:
-            parts.append("Ingest + validate (vectorized, duplicates checked across the day): " + ", ".join(
-                f"{r['name']} {r['events_per_s']:,} events/s" + (
-                    f" (CPU s of its parts: validate {r['validate_cpu_seconds']}, write {r['write_cpu_seconds']} in "
-                    f"the writer thread, duplicates across chunks {r['duplicates_cpu_seconds']})"
-                    if "write_cpu_seconds" in r else "") for r in rates)
+            parts.append(
+                "Ingest + validate (vectorized, duplicates checked across the day): "
+                + ", ".join(
+                    f"{r['name']} {r['events_per_s']:,} events/s"
+                    + (
+                        f" (CPU s of its parts: validate {r['validate_cpu_seconds']}, write "
+                        f"{r['write_cpu_seconds']} in "
+                        f"the writer thread, duplicates across chunks {r['duplicates_cpu_seconds']})"
+                        if "write_cpu_seconds" in r
+                        else ""
+                    )
+                    for r in rates
+                )
                 + f" (target >= {INGEST_TARGET_EVENTS_PER_S:,.0f}: "
-                + ("met" if all(r["events_per_s"] >= INGEST_TARGET_EVENTS_PER_S for r in rates) else "NOT met") + ").")
+                + ("met" if all(r["events_per_s"] >= INGEST_TARGET_EVENTS_PER_S for r in rates) else "NOT met")
+                + ")."
+            )
         if "events-1e7" in by_name and "events-1e8" in by_name:
             ratio = by_name["events-1e8"]["peak_rss_mb"] / by_name["events-1e7"]["peak_rss_mb"]
-            parts.append(f"Peak RSS events-1e8 / events-1e7: {ratio:.2f} (target <= {PEAK_RSS_GROWTH_TARGET}: "
-                         + ("met" if ratio <= PEAK_RSS_GROWTH_TARGET else "NOT met") + ").")
+            parts.append(
+                f"Peak RSS events-1e8 / events-1e7: {ratio:.2f} (target <= {PEAK_RSS_GROWTH_TARGET}: "
+                + ("met" if ratio <= PEAK_RSS_GROWTH_TARGET else "NOT met")
+                + ")."
+            )
     for r in (by_name[n] for n in ENGINE_ROWS if n in by_name):
-        parts.append(f"{r['name']}: the Dask engine ({r['workers']} worker processes, a LocalCluster started in the "
-                     f"timed span) built the tables of {r['events']:,} events in {r['seconds']} s (the local engine: "
-                     f"{r['local_seconds']} s on the same day), tables identical; peak RSS {r['peak_rss_mb']} MB "
-                     f"(driver {r['driver_peak_rss_mb']}, largest worker {r['worker_peak_rss_mb']}).")
+        parts.append(
+            f"{r['name']}: the Dask engine ({r['workers']} worker processes, a LocalCluster started in the "
+            f"timed span) built the tables of {r['events']:,} events in {r['seconds']} s (the local engine: "
+            f"{r['local_seconds']} s on the same day), tables identical; peak RSS {r['peak_rss_mb']} MB "
+            f"(driver {r['driver_peak_rss_mb']}, largest worker {r['worker_peak_rss_mb']})."
+        )
     for r in (by_name[n] for n in SHARDED_ROWS if n in by_name):
-        parts.append(f"{r['name']}: {r['shards']} shards, recall@100 {r['recall_at_100']} vs unsharded "
-                     f"{r['unsharded_recall_at_100']} (gap {r['recall_gap']}, target <= {RECALL_GAP_TARGET}: "
-                     + ("met" if r["recall_gap"] <= RECALL_GAP_TARGET else "NOT met")
-                     + f"), {r['qps']} qps vs {r['unsharded_qps']} unsharded (one query a call, shards one after another).")
+        parts.append(
+            f"{r['name']}: {r['shards']} shards, recall@100 {r['recall_at_100']} vs unsharded "
+            f"{r['unsharded_recall_at_100']} (gap {r['recall_gap']}, target <= {RECALL_GAP_TARGET}: "
+            + ("met" if r["recall_gap"] <= RECALL_GAP_TARGET else "NOT met")
+            + f"), {r['qps']} qps vs {r['unsharded_qps']} unsharded (one query a call, shards one after another)."
+        )
     for r in (by_name[n] for n in CELERY_ROWS if n in by_name):
-        parts.append(f"{r['name']}: nightly_refresh of one small day ({r['world']}) through `dagster job execute` on "
-                     f"{r['workers']} Celery workers in {r['seconds']} s, {r['steps']} steps ({r['steps_per_worker']}), "
-                     f"workers_used {r['workers_used']} (target 2: " + ("met" if r["workers_used"] >= 2 else "NOT met") + ").")
+        parts.append(
+            f"{r['name']}: nightly_refresh of one small day ({r['world']}) through `dagster job execute` on "
+            f"{r['workers']} Celery workers in {r['seconds']} s, {r['steps']} steps ({r['steps_per_worker']}), "
+            f"workers_used {r['workers_used']} (target 2: " + ("met" if r["workers_used"] >= 2 else "NOT met") + ")."
+        )
     index = [by_name[n] for n in INDEX_ROWS if n in by_name]
     if len(index) == 2:
         a, b = index
-        parts.append(f"Index {a['name']} -> {b['name']}: build {b['build_seconds'] / a['build_seconds']:.1f}x, "
-                     f"qps {b['qps'] / a['qps']:.2f}x.")
+        parts.append(
+            f"Index {a['name']} -> {b['name']}: build {b['build_seconds'] / a['build_seconds']:.1f}x, "
+            f"qps {b['qps'] / a['qps']:.2f}x."
+        )
     train = [by_name[n] for n in TRAIN_ROWS if n in by_name]
     if len(train) > 1:
-        parts.append("Training tokens/s by sequence length: " + ", ".join(
-            f"{r['seq_len']}: {r['tokens_per_s']}" for r in train) + f" ({TRAIN_TOKENS_PER_BATCH} tokens per batch).")
+        parts.append(
+            "Training tokens/s by sequence length: "
+            + ", ".join(f"{r['seq_len']}: {r['tokens_per_s']}" for r in train)
+            + f" ({TRAIN_TOKENS_PER_BATCH} tokens per batch)."
+        )
     if not any(r["name"].startswith("online") for r in rows):
-        why = "not run yet" if importlib.util.find_spec("benchmarks.online_latency") else "benchmarks/online_latency.py missing"
+        why = (
+            "not run yet"
+            if importlib.util.find_spec("benchmarks.online_latency")
+            else "benchmarks/online_latency.py missing"
+        )
         parts.append(f"Online rows: not measured ({why}).")
     missing = [n for n in ROWS if n != "online" and n not in by_name]
     if missing:
@@ -481,18 +597,26 @@ nice -n 19 .venv/bin/python -m benchmarks.scale --collect
 """
 
 
-ROW_GROUPS = {"events": "Ingest + validation + features, one day",
-              "features-engine": "Feature tables on the Dask engine", "index-sharded": "Sharded ANN index",
-              "index": "ANN index build and query", "train": "Training throughput by sequence length",
-              "celery": "The nightly job on Celery workers", "online": "Feast online reads"}
+ROW_GROUPS = {
+    "events": "Ingest + validation + features, one day",
+    "features-engine": "Feature tables on the Dask engine",
+    "index-sharded": "Sharded ANN index",
+    "index": "ANN index build and query",
+    "train": "Training throughput by sequence length",
+    "celery": "The nightly job on Celery workers",
+    "online": "Feast online reads",
+}
 
 
 def render_doc(record: dict) -> str:
     """docs/scale.md: the intro, then one table per row group (their columns differ), the notes."""
     parts = [DOC_INTRO, f"- Date: {record['date']}", f"- Machine: {record['machine']}", ""]
     for prefix, title in ROW_GROUPS.items():
-        group = [r for r in record["rows"] if r["name"].startswith(prefix)
-                 and not (prefix == "index" and r["name"].startswith("index-sharded"))]
+        group = [
+            r
+            for r in record["rows"]
+            if r["name"].startswith(prefix) and not (prefix == "index" and r["name"].startswith("index-sharded"))
+        ]
         parts += [f"## {title}", "", markdown_table(group) if group else "_not measured_", ""]
     parts += ["## Notes (measured growth)", "", record.get("notes", ""), ""]
     return "\n".join(parts)
@@ -508,14 +632,24 @@ def write(rows: list[dict], note: str = "") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
-    p.add_argument("--rows", default=",".join(r for r in ROWS if r not in ("events-1e8", *ENGINE_ROWS, *SHARDED_ROWS,
-                                                                         *CELERY_ROWS)),
-                   help=f"comma-separated rows to run, each in its own process (of: {', '.join(ROWS)})")
+    p.add_argument(
+        "--rows",
+        default=",".join(r for r in ROWS if r not in ("events-1e8", *ENGINE_ROWS, *SHARDED_ROWS, *CELERY_ROWS)),
+        help=f"comma-separated rows to run, each in its own process (of: {', '.join(ROWS)})",
+    )
     p.add_argument("--collect", action="store_true", help="only write results from stored rows")
-    p.add_argument("--note", default="", help="a sentence appended to the notes: when the stored rows ran and what "
-                                             "else ran on the machine (rows are stored across runs)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
-                   help="events per generated/validated chunk; other than 10^6 stores an extra row <row>-chunk<N>")
+    p.add_argument(
+        "--note",
+        default="",
+        help="a sentence appended to the notes: when the stored rows ran and what "
+        "else ran on the machine (rows are stored across runs)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK,
+        help="events per generated/validated chunk; other than 10^6 stores an extra row <row>-chunk<N>",
+    )
     p.add_argument("--steps", type=int, default=7, help="timed training steps per train row")
     p.add_argument("--threads", type=int, default=2, help="torch threads for train rows")
     p.add_argument("--dask-workers", type=int, default=2, help="Dask worker processes for the engine row")

@@ -7,7 +7,7 @@ latency, throughput, stage times and FLOP rate under concurrent load.
 Rows (written to benchmarks/results/serving.json and .md):
 
 * ``ann-100k``, ``ann-1m``: d=64 clustered vectors (Gaussian blobs around random centres,
-  L2-normalised), the index ``serving.index.build_tuned_index`` picks (IVF, flat quantizer),
+  L2-normalised), the index ``serving.registry.index.build_tuned_index`` picks (IVF, flat quantizer),
   tuned on 1,000 queries to recall@100 >= 0.98, then measured on 1,000 *other* queries from the
   same distribution: ``recall_at_100`` against exact search, ``qps`` and ``exact_qps``
   (``IndexFlatIP``), both one query per search call with 1 faiss thread (the serving setting),
@@ -18,11 +18,11 @@ Rows (written to benchmarks/results/serving.json and .md):
   minutes, then cached under ``var/bench-cache/``), with the queries the service would send for
   the world's users (their histories, click/save x 4 offsets): tuned on 125 users' queries,
   measured on 125 others'. ``n_items``; ``recall_at_100_publish_tuning`` / ``nprobe_publish_tuning``:
-  what ``serving.publish``'s own tuning (item vectors plus noise as queries) picks and the recall
+  what ``serving.registry.publish``'s own tuning (item vectors plus noise as queries) picks and the recall
   that gives on the served queries.
 * ``service-1m-c1``, ``-c8``, ``-c32``: a 1M-item PinRec (d=64, 2 layers, random weights, item
   table replaced by the clustered vectors) published to a real SeaweedFS through
-  ``serving.publish``, promoted, and served by ``python -m serving.cli serve`` (uvicorn,
+  ``serving.registry.publish``, promoted, and served by ``python -m serving.service.cli serve`` (uvicorn,
   127.0.0.1, micro-batching with its defaults, 1 faiss + 1 torch thread, user sequences from a
   real Feast sqlite online store with 200-event histories of 500 users, per-user encoder states
   on) to 1, 8 and 32 closed-loop clients of ``benchmarks.loadgen`` (one asyncio process, keep-alive
@@ -67,13 +67,18 @@ from benchmarks.loadgen import LoadResult, closed_loop, server_timing
 from benchmarks.results import median_time, print_table, write_results
 from devstack.processes import stop_process_group
 from devstack.service import call, start_cli_service
-from serving.index import build_tuned_index, default_query_sample, exact_top_k, normalize, recall_at_k, tune
+from serving.registry.index import build_tuned_index, default_query_sample, exact_top_k, normalize, recall_at_k, tune
 
 ROOT = Path(__file__).resolve().parent.parent
 D = 64
-TARGETS = {"recall_at_100": 0.98, "speedup_vs_exact": 10.0,
-           "service-1m-c1/p99_ms": 15.0, "service-1m-c8/p99_ms": 50.0, "service-1m-c8/qps": 400.0,
-           "ratio": 1.3}
+TARGETS = {
+    "recall_at_100": 0.98,
+    "speedup_vs_exact": 10.0,
+    "service-1m-c1/p99_ms": 15.0,
+    "service-1m-c8/p99_ms": 50.0,
+    "service-1m-c8/qps": 400.0,
+    "ratio": 1.3,
+}
 LOWER_IS_BETTER = {"p99_ms", "ratio"}
 STAGES = ("queue", "feature", "encode", "ann", "merge")
 
@@ -91,6 +96,7 @@ def one_at_a_time_qps(index, queries, k=100, repeats=3) -> float:
     def run():
         for q in queries:
             index.search(q[None, :], k)
+
     return len(queries) / median_time(run, repeats=repeats, warmup=1)
 
 
@@ -101,20 +107,29 @@ def bench_ann(name: str, n: int, n_clusters: int, log, noise: float = 0.6) -> di
     eval_q, _ = clustered(1000, n_clusters, seed=3, centers=centers, noise=noise)
     t0 = time.perf_counter()
     index, tuned = build_tuned_index(x, queries=tune_q)
-    log(f"{name}: built+tuned {tuned.kind} {tuned.build_params} -> {tuned.params} "
-        f"recall {tuned.recall_at_100:.4f} in {time.perf_counter() - t0:.1f}s")
+    log(
+        f"{name}: built+tuned {tuned.kind} {tuned.build_params} -> {tuned.params} "
+        f"recall {tuned.recall_at_100:.4f} in {time.perf_counter() - t0:.1f}s"
+    )
     exact = exact_top_k(x, eval_q, 100)
     recall = recall_at_k(index.search(eval_q, 100)[1], exact, 100)
     faiss.omp_set_num_threads(1)
     flat = faiss.IndexFlatIP(D)
     flat.add(x)
-    exact_qps = one_at_a_time_qps(flat, eval_q[:100 if n >= 500_000 else 300])
+    exact_qps = one_at_a_time_qps(flat, eval_q[: 100 if n >= 500_000 else 300])
     qps = one_at_a_time_qps(index, eval_q)
     faiss.omp_set_num_threads(2)
-    row = {"name": name, "recall_at_100": round(recall, 4), "qps": round(qps, 1),
-           "exact_qps": round(exact_qps, 1), "speedup_vs_exact": round(qps / exact_qps, 1),
-           "kind": tuned.kind, **{k: v for k, v in tuned.params.items()},
-           "nlist": tuned.build_params.get("nlist"), "build_s": round(tuned.build_seconds, 1)}
+    row = {
+        "name": name,
+        "recall_at_100": round(recall, 4),
+        "qps": round(qps, 1),
+        "exact_qps": round(exact_qps, 1),
+        "speedup_vs_exact": round(qps / exact_qps, 1),
+        "kind": tuned.kind,
+        **{k: v for k, v in tuned.params.items()},
+        "nlist": tuned.build_params.get("nlist"),
+        "build_s": round(tuned.build_seconds, 1),
+    }
     log(json.dumps(row))
     return row
 
@@ -130,8 +145,10 @@ def bench_ann_trained(log, retrain: bool = False) -> dict:
     eval_q = catalogue.queries(np.sort(users[125:250]))
     faiss.omp_set_num_threads(2)
     index, tuned = build_tuned_index(x, queries=tune_q)
-    log(f"ann-trained: {len(x)} items, {tuned.kind} {tuned.build_params} -> {tuned.params} "
-        f"(tuned on the served queries of 125 users)")
+    log(
+        f"ann-trained: {len(x)} items, {tuned.kind} {tuned.build_params} -> {tuned.params} "
+        f"(tuned on the served queries of 125 users)"
+    )
     exact = exact_top_k(x, eval_q, 100)
     recall = recall_at_k(index.search(eval_q, 100)[1], exact, 100)
     # what publication's own tuning (item vectors + noise as queries) would have picked
@@ -144,12 +161,22 @@ def bench_ann_trained(log, retrain: bool = False) -> dict:
     exact_qps = one_at_a_time_qps(flat, eval_q[:300])
     qps = one_at_a_time_qps(index, eval_q)
     faiss.omp_set_num_threads(2)
-    row = {"name": "ann-trained", "recall_at_100": round(recall, 4), "qps": round(qps, 1),
-           "exact_qps": round(exact_qps, 1), "speedup_vs_exact": round(qps / exact_qps, 1),
-           "n_items": int(len(x)), "kind": tuned.kind, **tuned.params, "nlist": tuned.build_params.get("nlist"),
-           "build_s": round(tuned.build_seconds, 1), "train_s": round(catalogue.train_seconds),
-           "epochs": catalogue.epochs, "recall_at_100_publish_tuning": round(recall_pub, 4),
-           "nprobe_publish_tuning": pub_params.get("nprobe")}
+    row = {
+        "name": "ann-trained",
+        "recall_at_100": round(recall, 4),
+        "qps": round(qps, 1),
+        "exact_qps": round(exact_qps, 1),
+        "speedup_vs_exact": round(qps / exact_qps, 1),
+        "n_items": int(len(x)),
+        "kind": tuned.kind,
+        **tuned.params,
+        "nlist": tuned.build_params.get("nlist"),
+        "build_s": round(tuned.build_seconds, 1),
+        "train_s": round(catalogue.train_seconds),
+        "epochs": catalogue.epochs,
+        "recall_at_100_publish_tuning": round(recall_pub, 4),
+        "nprobe_publish_tuning": pub_params.get("nprobe"),
+    }
     log(json.dumps(row))
     return row
 
@@ -167,9 +194,13 @@ def make_users(n_users: int, n_items: int, seq_len: int, seed: int = 4):
         items = (rng.integers(0, n_items, seq_len) + 1).tolist()  # item ids 1..V (the vocab)
         outcomes = rng.choice([OUTCOME_CODE["click"], OUTCOME_CODE["save"]], seq_len, p=[0.8, 0.2]).tolist()
         ts = (t0 + np.cumsum(rng.integers(10, 3600, seq_len)) * 1_000_000).tolist()
-        rows[u] = {"seq_item_ids": items, "seq_outcomes": outcomes,
-                   "seq_surfaces": [SURFACE_CODE["homefeed"]] * seq_len, "seq_timestamps_us": ts,
-                   "seq_length": seq_len}
+        rows[u] = {
+            "seq_item_ids": items,
+            "seq_outcomes": outcomes,
+            "seq_surfaces": [SURFACE_CODE["homefeed"]] * seq_len,
+            "seq_timestamps_us": ts,
+            "seq_length": seq_len,
+        }
     return rows
 
 
@@ -186,9 +217,11 @@ def feast_store(data_dir: Path, users: dict):
     return store
 
 
-
-METRIC_RE = re.compile(r"^(pinrec_model_flops_per_request_(?:sum|count)|pinrec_encoder_state_requests_total)"
-                       r"(?:\{kind=\"(\w+)\"\})? ([0-9.e+-]+)$", re.M)
+METRIC_RE = re.compile(
+    r"^(pinrec_model_flops_per_request_(?:sum|count)|pinrec_encoder_state_requests_total)"
+    r"(?:\{kind=\"(\w+)\"\})? ([0-9.e+-]+)$",
+    re.M,
+)
 
 
 def service_counters(port: int) -> dict[str, float]:
@@ -206,9 +239,13 @@ def summarize(name: str, result: LoadResult, before: dict, after: dict, batch: b
     if bad:
         raise RuntimeError(f"{name}: {len(bad)} failed requests, e.g. {bad[:5]}")
     ms = np.array([r.latency_s for r in replies]) * 1e3
-    row: dict = {"name": name, "p50_ms": round(float(np.percentile(ms, 50)), 2),
-                 "p99_ms": round(float(np.percentile(ms, 99)), 2), "qps": round(result.qps, 1),
-                 "requests": len(replies)}
+    row: dict = {
+        "name": name,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "qps": round(result.qps, 1),
+        "requests": len(replies),
+    }
     if batch:
         row["mean_batch"] = round(float(np.mean([int(r.headers["x-batch-size"]) for r in replies])), 2)
     timings = [server_timing(r) for r in replies]
@@ -223,8 +260,9 @@ def summarize(name: str, result: LoadResult, before: dict, after: dict, batch: b
     return row
 
 
-def measured(name: str, port: int, bodies: list[bytes], concurrency: int, requests: int, log,
-             batch: bool = True) -> dict:
+def measured(
+    name: str, port: int, bodies: list[bytes], concurrency: int, requests: int, log, batch: bool = True
+) -> dict:
     before = service_counters(port)
     result = closed_loop("127.0.0.1", port, bodies, concurrency, requests=requests)
     row = summarize(name, result, before, service_counters(port), batch)
@@ -241,23 +279,21 @@ def bench_service(n_items: int, n_clusters: int, log, n_c1: int, n_c8: int, n_c3
         shutil.rmtree(work, ignore_errors=True)  # ~1.5 GB at 1M items
 
 
-def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_c8: int,
-                   n_c32: int) -> list[dict]:
+def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_c8: int, n_c32: int) -> list[dict]:
     import torch
 
     from benchmarks.train_throughput import matmul_gflops
     from devstack.seaweedfs import SeaweedFS
-    from serving.app import FeastFeatures
-    from serving.publish import publish_model
-    from serving.registry import Registry
-    from serving.retriever import set_threads
-    from serving.service import Pending, RetrievalService
-    from serving.versions import VersionManager
+    from serving.registry.publish import publish_model
+    from serving.service.app import FeastFeatures
+    from serving.service.checks import checked_registry
+    from serving.service.retriever import set_threads
+    from serving.service.service import Pending, RetrievalService
+    from serving.service.versions import VersionManager
     from training.model import PinRec, PinRecConfig
 
     torch.manual_seed(0)
-    model = PinRec(PinRecConfig(n_items=n_items, d_model=D, n_layers=2, n_heads=2, max_len=200,
-                                dropout=0.0)).eval()
+    model = PinRec(PinRecConfig(n_items=n_items, d_model=D, n_layers=2, n_heads=2, max_len=200, dropout=0.0)).eval()
     x, _ = clustered(n_items, n_clusters, seed=1)
     with torch.no_grad():
         model.item_emb.table.weight[1:] = torch.from_numpy(x)
@@ -267,12 +303,14 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
     tag = "1m" if n_items == 1_000_000 else f"{n_items // 1000}k"
     rows = []
     with SeaweedFS(work / "seaweedfs") as s3:
-        registry = Registry(s3.settings().with_prefix("bench"))
+        registry = checked_registry(s3.settings().with_prefix("bench"))
         t0 = time.perf_counter()
         faiss.omp_set_num_threads(2)
         version, tuned = publish_model(registry, "homefeed", model)
-        log(f"published {version} ({tuned.kind} {tuned.params}, recall {tuned.recall_at_100:.4f}) "
-            f"in {time.perf_counter() - t0:.1f}s")
+        log(
+            f"published {version} ({tuned.kind} {tuned.params}, recall {tuned.recall_at_100:.4f}) "
+            f"in {time.perf_counter() - t0:.1f}s"
+        )
         registry.promote("homefeed", version)
         del model
         env = {**os.environ, **s3.env(), "PINREC_S3_PREFIX": "bench"}
@@ -281,9 +319,21 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
 
         def serve(*extra: str):
             return start_cli_service(
-                env, ["homefeed"], work / "cache", "--features", "feast", "--feast-data-dir", str(work / "feast"),
-                "--poll-interval", "30", "--log-level", "warning", *extra, log_path=work / "service.log",
-                ready_timeout=600)
+                env,
+                ["homefeed"],
+                work / "cache",
+                "--features",
+                "feast",
+                "--feast-data-dir",
+                str(work / "feast"),
+                "--poll-interval",
+                "30",
+                "--log-level",
+                "warning",
+                *extra,
+                log_path=work / "service.log",
+                ready_timeout=600,
+            )
 
         proc, port = serve()
         try:
@@ -309,19 +359,33 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
             # both see the same background load
             before, parts, results = service_counters(port), [], []
             for r in range(max(1, n_c1 // 100)):
-                results.append(closed_loop("127.0.0.1", port, bodies[r * 100 % len(bodies):] + bodies[:r * 100 % len(bodies)],
-                                           1, requests=100))
+                results.append(
+                    closed_loop(
+                        "127.0.0.1",
+                        port,
+                        bodies[r * 100 % len(bodies) :] + bodies[: r * 100 % len(bodies)],
+                        1,
+                        requests=100,
+                    )
+                )
                 parts += in_process(r * 100, 100)
-            merged = LoadResult([x for res in results for x in res.replies], sum(res.wall_s for res in results),
-                                sum(res.cpu_s for res in results))
+            merged = LoadResult(
+                [x for res in results for x in res.replies],
+                sum(res.wall_s for res in results),
+                sum(res.cpu_s for res in results),
+            )
             c1 = summarize(f"service-{tag}-c1", merged, before, service_counters(port), batch=False)
             rows.append(c1)
             log(json.dumps(c1))
             rows.append(measured(f"service-{tag}-c8", port, bodies, 8, n_c8, log))
             rows.append(measured(f"service-{tag}-c32", port, bodies, 32, n_c32, log))
             in_proc = statistics.median(parts)
-            overhead = {"name": "overhead", "ratio": round(c1["p50_ms"] / in_proc, 3),
-                        "service_p50_ms": c1["p50_ms"], "in_process_p50_ms": round(in_proc, 2)}
+            overhead = {
+                "name": "overhead",
+                "ratio": round(c1["p50_ms"] / in_proc, 3),
+                "service_p50_ms": c1["p50_ms"],
+                "in_process_p50_ms": round(in_proc, 2),
+            }
         finally:
             stop_process_group(proc, timeout=30)
         proc, port = serve("--encoder-cache-mb", "0")
@@ -333,9 +397,15 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
             stop_process_group(proc, timeout=30)
     peak = matmul_gflops(torch.float32, 2048)
     served = full["mflop_per_request"] * full["qps"] / 1e3
-    rows.append({"name": "flops", "mflop_per_request": full["mflop_per_request"],
-                 "served_gflops": round(served, 2), "matmul_gflops": round(peak, 1),
-                 "fraction_of_peak": round(served / peak, 4)})
+    rows.append(
+        {
+            "name": "flops",
+            "mflop_per_request": full["mflop_per_request"],
+            "served_gflops": round(served, 2),
+            "matmul_gflops": round(peak, 1),
+            "fraction_of_peak": round(served / peak, 4),
+        }
+    )
     log(json.dumps(rows[-1]))
     rows.append(overhead)
     log(json.dumps(overhead))
@@ -344,12 +414,16 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="100k ANN, ann-trained and a 100k service, short rows, no results file")
+    p.add_argument(
+        "--quick", action="store_true", help="100k ANN, ann-trained and a 100k service, short rows, no results file"
+    )
     p.add_argument("--requests", type=int, default=1000, help="requests at concurrency 1 (8: 2x, 32: 4x)")
     p.add_argument("--retrain", action="store_true", help="train the ann-trained model again (ignore the cache)")
-    p.add_argument("--context", default="not stated",
-                   help="what else ran on the machine (written into the notes), e.g. 'idle machine'")
+    p.add_argument(
+        "--context",
+        default="not stated",
+        help="what else ran on the machine (written into the notes), e.g. 'idle machine'",
+    )
     args = p.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -376,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks/trained_catalogue.py (every item seen, impressions included, is indexed), queried "
         "with the served queries of held-out users. QPS: one query per faiss call, 1 thread, for both "
         "the index and exact search. Service: random-weight PinRec (d=64, 2 layers, 200-event "
-        "histories of 500 users from a Feast sqlite online store), `python -m serving.cli serve` "
+        "histories of 500 users from a Feast sqlite online store), `python -m serving.service.cli serve` "
         "(micro-batching: max wait 2 ms, max batch 64; encoder states on, 256 MB) on 127.0.0.1; "
         "every user served once before the rows, so c1/c8/c32 are repeat requests of unchanged "
         "histories (state_hit), and c8-full is the same load with the states off. The load "
@@ -385,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         "flops: model FLOPs of the c8-full run over this machine's float32 matmul rate (torch, "
         "2048x2048, all cores) measured in the same run. overhead.ratio = service p50 "
         "(client-observed, concurrency 1) / in-process median of the same request path. "
-        f"Else on the machine during the run: {args.context}.")
+        f"Else on the machine during the run: {args.context}."
+    )
     json_path, _ = write_results("serving", rows, TARGETS, notes, lower_is_better=LOWER_IS_BETTER)
     log(f"wrote {json_path}")
     return 0

@@ -36,7 +36,7 @@ def matmul_gflops(dtype: torch.dtype, n: int) -> float:
 
 def flops_per_token(cfg: PinRecConfig, n_rows_per_token: float = 1.0) -> float:
     d, f = cfg.d_model, cfg.ffn_mult
-    layer = 2 * (3 * d * d + d * d + 2 * f * d * d) + 2 * 2 * (L / 2) * d   # linears + causal attention
+    layer = 2 * (3 * d * d + d * d + 2 * f * d * d) + 2 * 2 * (L / 2) * d  # linears + causal attention
     token_mlp = 2 * (d * 2 * d + 2 * d * d)
     head = 2 * (3 * d * 2 * d + 2 * d * d) * n_rows_per_token
     loss = 2 * V * d * n_rows_per_token
@@ -49,14 +49,16 @@ def synthetic_batch(rng: np.random.Generator, batch_size: int = B, seq_len: int 
     items = torch.from_numpy(rng.integers(1, V + 1, (B, L)))
     nxt = torch.from_numpy(rng.integers(1, V + 1, (B, L, 1, 1)))
     return {
-        "items": items, "outcomes": torch.from_numpy(rng.integers(4, 9, (B, L))),
+        "items": items,
+        "outcomes": torch.from_numpy(rng.integers(4, 9, (B, L))),
         "surfaces": torch.zeros(B, L, dtype=torch.long),
         "ts_days": torch.from_numpy(11_000 + np.cumsum(rng.random((B, L)), 1).astype(np.float32)),
         "log_gap": torch.from_numpy(rng.random((B, L)).astype(np.float32) * 8),
         "tgt_valid": torch.ones(B, L, 1, dtype=torch.bool),
         "tgt_outcome": torch.from_numpy(rng.integers(4, 9, (B, L, 1))),
         "tgt_offset": torch.zeros(B, L, 1, dtype=torch.long),
-        "pos_ids": nxt, "pos_mask": torch.ones(B, L, 1, 1, dtype=torch.bool),
+        "pos_ids": nxt,
+        "pos_mask": torch.ones(B, L, 1, 1, dtype=torch.bool),
     }
 
 
@@ -93,18 +95,28 @@ def main() -> None:
     for prec in ("fp32", "bf16"):
         s = step_seconds(prec, a.steps)
         tps = B * L / s
-        rows.append({"name": f"pinrec-d128-L200-{prec}", "tokens_per_s": round(tps), "step_s": round(s, 3),
-                     "model_gflops": round(tps * fpt / 1e9, 1), "matmul_fp32_gflops": round(peak32, 1),
-                     "matmul_bf16_gflops": round(peak16, 1), "mfu_fp32": round(tps * fpt / 1e9 / peak32, 3)})
+        rows.append(
+            {
+                "name": f"pinrec-d128-L200-{prec}",
+                "tokens_per_s": round(tps),
+                "step_s": round(s, 3),
+                "model_gflops": round(tps * fpt / 1e9, 1),
+                "matmul_fp32_gflops": round(peak32, 1),
+                "matmul_bf16_gflops": round(peak16, 1),
+                "mfu_fp32": round(tps * fpt / 1e9 / peak32, 3),
+            }
+        )
         print(rows[-1], flush=True)
     peak32_after = matmul_gflops(torch.float32, 2048)
     print_table(rows)
-    notes = (f"Batches of {B} x {L} tokens, all positions trained, full softmax over {V} items, AdamW; "
-             f"{fpt / 1e6:.2f} model MFLOP per trained token (3x forward matmul FLOPs). mfu_fp32 = model "
-             f"FLOP/s over the float32 matmul rate measured in the same run (max of 2048/4096 squares; "
-             f"2048 re-measured at the end: {peak32_after:.1f} GFLOP/s). The bf16 row runs under CPU autocast "
-             f"(AMX where present), so its ratio to the float32 rate can exceed 1. {a.threads} threads; "
-             f"run took {time.time() - t0:.0f} s.")
+    notes = (
+        f"Batches of {B} x {L} tokens, all positions trained, full softmax over {V} items, AdamW; "
+        f"{fpt / 1e6:.2f} model MFLOP per trained token (3x forward matmul FLOPs). mfu_fp32 = model "
+        f"FLOP/s over the float32 matmul rate measured in the same run (max of 2048/4096 squares; "
+        f"2048 re-measured at the end: {peak32_after:.1f} GFLOP/s). The bf16 row runs under CPU autocast "
+        f"(AMX where present), so its ratio to the float32 rate can exceed 1. {a.threads} threads; "
+        f"run took {time.time() - t0:.0f} s."
+    )
     write_results(NAME, rows, {"mfu_fp32": 0.30}, notes)
 
 

@@ -4,7 +4,7 @@
     catalogue.item_vectors                        # (V, d) the index's vectors, V >= 10^5
     catalogue.queries(users)                      # (U * 8, d) the served queries of those users
 
-The world: ``WORLD`` (``events.simulator``, its rules unchanged: 20k users, 200k items in 200
+The world: ``WORLD`` (``world.simulator``, its rules unchanged: 20k users, 200k items in 200
 topics, 4 days of 500k events; every item that appears, impressions included, is in the
 vocabulary, as in production training). The model: d=64, 2 layers, trained by
 ``training.train.pretrain`` with sampled softmax (in-batch + uniform negatives with logQ, the
@@ -32,17 +32,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from events.simulator import SimulatedWorld, SimulatorConfig
 from training.data import DataConfig, Sequences, build_sequences, input_batch, last_window_index
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig
 from training.train import TrainConfig, load_model, pretrain
+from world.simulator import SimulatedWorld, SimulatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / "var" / "bench-cache"
-WORLD = SimulatorConfig(seed=7, n_users=20_000, n_items=200_000, n_topics=200, events_per_day=500_000,
-                        start_date=dt.date(2026, 1, 1), n_days=4)
+WORLD = SimulatorConfig(
+    seed=7,
+    n_users=20_000,
+    n_items=200_000,
+    n_topics=200,
+    events_per_day=500_000,
+    start_date=dt.date(2026, 1, 1),
+    n_days=4,
+)
 MODEL = PinRecConfig(n_items=1, d_model=64, n_layers=2, n_heads=2, max_len=50, dropout=0.1)
 TRAIN_SECONDS = 180.0
 BUDGET = [(o, f) for o in ("click", "save") for f in ("next", "session", "day", "week")]
@@ -57,7 +64,7 @@ class TrainedCatalogue:
 
     @property
     def item_vectors(self) -> np.ndarray:
-        """(V, d) L2-normalised item vectors: what ``serving.publish`` indexes."""
+        """(V, d) L2-normalised item vectors: what ``serving.registry.publish`` indexes."""
         with torch.no_grad():
             return np.ascontiguousarray(self.model.item_embeddings()[1:].numpy(), dtype=np.float32)
 
@@ -90,8 +97,9 @@ def world_events() -> pd.DataFrame:
     return pd.concat([world.day(d) for d in world.days()], ignore_index=True)
 
 
-def trained_catalogue(log: Callable[[str], None] = print, retrain: bool = False,
-                      cache_dir: Path = CACHE_DIR) -> TrainedCatalogue:
+def trained_catalogue(
+    log: Callable[[str], None] = print, retrain: bool = False, cache_dir: Path = CACHE_DIR
+) -> TrainedCatalogue:
     t0 = time.perf_counter()
     events = world_events()
     log(f"trained catalogue: simulated {len(events):,} events in {time.perf_counter() - t0:.1f}s")
@@ -100,11 +108,15 @@ def trained_catalogue(log: Callable[[str], None] = print, retrain: bool = False,
         shutil.rmtree(out)
     if not (out / "model.pt").exists():
         log(f"trained catalogue: training for at most {TRAIN_SECONDS:.0f}s -> {out}")
-        result = pretrain(events, out / "run", MODEL,
-                          DataConfig(batch_size=256),
-                          LossConfig(full_softmax=False),
-                          OptimConfig(lr=2e-3, warmup_steps=50, schedule="cosine_time"),
-                          TrainConfig(max_epochs=50, max_time_s=TRAIN_SECONDS, progress_bar=False))
+        result = pretrain(
+            events,
+            out / "run",
+            MODEL,
+            DataConfig(batch_size=256),
+            LossConfig(full_softmax=False),
+            OptimConfig(lr=2e-3, warmup_steps=50, schedule="cosine_time"),
+            TrainConfig(max_epochs=50, max_time_s=TRAIN_SECONDS, progress_bar=False),
+        )
         for name in ("model.pt", "config.json"):
             shutil.copy(out / "run" / name, out / name)
         shutil.rmtree(out / "run", ignore_errors=True)

@@ -10,7 +10,7 @@ same days with the same seed and epochs):
   unified         one model, both heads, one loss (retrieval + ranking), one encode at serving
 
 Columns, on the held-out last day (histories as of its start, the canary's protocol,
-`serving.canary.evaluate_version`): `recall@100` (click + save queries, every surface's
+`serving.evaluation.canary.evaluate_version`): `recall@100` (click + save queries, every surface's
 engagements of the day), `slate_auc/click`, `slate_auc/save` (mean over the day's sessions'
 slates of the AUC of the outcome's score), `slate_ndcg@10` (the slates ranked by the combined
 score, click + save weights, gain 1 per engaged item); `mflop_per_request`: model FLOPs of
@@ -19,7 +19,7 @@ the notes give it for a full 200-event history too): retrieval-only = encode + q
 two-models = that + the ranker's own encode of the history + its ranking head over 200;
 unified = encode + queries + ranking head (the keys/values of the one encode reused);
 `p50_ms` and `qps`: 8 client threads in a closed loop against a micro-batcher
-(`serving.batcher.MicroBatcher`, the service's own) whose batches run retrieve 200 + rank
+(`serving.service.batcher.MicroBatcher`, the service's own) whose batches run retrieve 200 + rank
 (unified: `LoadedVersion.recommend_batch`; two-models: `retrieve_batch` of the retrieval model,
 then the ranker's encode and ranking head; retrieval-only: `retrieve_batch` of 200), encoder
 states off (every request encodes its history in full), in process (no HTTP, no feature store:
@@ -50,17 +50,17 @@ import torch
 
 from benchmarks.results import print_table, write_results
 from events.contract import BUILTIN_CODES
-from events.simulator import SimulatedWorld, SimulatorConfig
-from serving import encoder as enc
-from serving.batcher import MicroBatcher
-from serving.canary import evaluate_version
-from serving.index import build_tuned_index
-from serving.retriever import LoadedVersion, RecommendRequest, RetrievalRequest
+from serving.evaluation.canary import evaluate_version
+from serving.registry.index import build_tuned_index
+from serving.service import encoder as enc
+from serving.service.batcher import MicroBatcher
+from serving.service.retriever import LoadedVersion, RecommendRequest, RetrievalRequest
 from training.data import DataConfig
 from training.model import PinRecConfig, encode_flops, query_flops, rank_flops
 from training.module import OptimConfig
 from training.ranking import RankingConfig, rank_outcomes_for
 from training.train import TrainConfig, load_model, pretrain
+from world.simulator import SimulatedWorld, SimulatorConfig
 
 NAME = "unified_sim"
 WORK = Path("var/bench") / NAME
@@ -75,8 +75,11 @@ def _world(a) -> SimulatorConfig:
         cfg = SimulatorConfig(seed=0, n_users=200, n_items=600, n_topics=8, events_per_day=6000, n_days=5)
     else:
         cfg = SimulatorConfig(seed=0, n_users=1000, n_items=3000, n_topics=20, events_per_day=40_000, n_days=12)
-    changes = {k: v for k, v in (("n_users", a.users), ("n_items", a.items), ("events_per_day", a.events),
-                                 ("n_days", a.days)) if v}
+    changes = {
+        k: v
+        for k, v in (("n_users", a.users), ("n_items", a.items), ("events_per_day", a.events), ("n_days", a.days))
+        if v
+    }
     return replace(cfg, **changes)
 
 
@@ -138,16 +141,18 @@ def _flops(models: dict, sequences: list[enc.UserSequence]) -> dict[str, float]:
         retrieve = encode_flops(retr.cfg, n) + query_flops(retr.cfg, n_queries)
         out["retrieval-only"].append(retrieve)
         out["two-models"].append(retrieve + encode_flops(ranker.cfg, n) + rank_flops(ranker.cfg, N_CANDIDATES, n))
-        out["unified"].append(encode_flops(uni.cfg, n) + query_flops(uni.cfg, n_queries)
-                              + rank_flops(uni.cfg, N_CANDIDATES, n))
+        out["unified"].append(
+            encode_flops(uni.cfg, n) + query_flops(uni.cfg, n_queries) + rank_flops(uni.cfg, N_CANDIDATES, n)
+        )
     return {k: float(np.mean(v)) / 1e6 for k, v in out.items()}
 
 
 def _timed(process, requests: list, seconds: float, threads: int) -> dict[str, float]:
     """CLIENTS threads in a closed loop through a micro-batcher: p50 latency and requests/s."""
     torch.set_num_threads(threads)
-    batcher = MicroBatcher(lambda jobs: process([j.item for j in jobs]), max_wait_ms=2.0, max_batch=64,
-                           name="unified-bench")
+    batcher = MicroBatcher(
+        lambda jobs: process([j.item for j in jobs]), max_wait_ms=2.0, max_batch=64, name="unified-bench"
+    )
     batcher.start()
     latencies: list[float] = []
     lock = threading.Lock()
@@ -158,7 +163,7 @@ def _timed(process, requests: list, seconds: float, threads: int) -> dict[str, f
         while time.perf_counter() < stop_at[0]:
             done = threading.Event()
             t0 = time.perf_counter()
-            batcher.submit(requests[i % len(requests)], lambda _: done.set())
+            batcher.submit(requests[i % len(requests)], lambda _, done=done: done.set())
             done.wait()
             with lock:
                 latencies.append(time.perf_counter() - t0)
@@ -175,8 +180,11 @@ def _timed(process, requests: list, seconds: float, threads: int) -> dict[str, f
             w.join()
         wall = time.perf_counter() - t0
     batcher.stop()
-    return {"p50_ms": round(float(np.percentile(latencies, 50)) * 1e3, 2), "qps": round(len(latencies) / wall, 1),
-            "mean_batch": round(batcher.jobs / max(batcher.batches, 1), 1)}
+    return {
+        "p50_ms": round(float(np.percentile(latencies, 50)) * 1e3, 2),
+        "qps": round(len(latencies) / wall, 1),
+        "mean_batch": round(batcher.jobs / max(batcher.batches, 1), 1),
+    }
 
 
 def main() -> int:
@@ -222,10 +230,15 @@ def main() -> int:
             continue
         shutil.rmtree(run, ignore_errors=True)  # a fresh run (pretrain would resume a finished one)
         t0 = time.perf_counter()
-        result = pretrain(train_ev, run, mcfg, DataConfig(batch_size=a.batch_size, seed=0),
-                          optim_cfg=OptimConfig(lr=2e-3, warmup_steps=20),
-                          train_cfg=TrainConfig(max_epochs=epochs, progress_bar=False, threads=a.threads, seed=0),
-                          rank_cfg=rcfg)
+        result = pretrain(
+            train_ev,
+            run,
+            mcfg,
+            DataConfig(batch_size=a.batch_size, seed=0),
+            optim_cfg=OptimConfig(lr=2e-3, warmup_steps=20),
+            train_cfg=TrainConfig(max_epochs=epochs, progress_bar=False, threads=a.threads, seed=0),
+            rank_cfg=rcfg,
+        )
         models[name], seconds[name] = result.model, time.perf_counter() - t0
         print(json.dumps({"trained": name, "seconds": round(seconds[name], 1), "ranking": result.ranking}), flush=True)
 
@@ -233,32 +246,50 @@ def main() -> int:
     loaded = {name: _loaded(m) for name, m in models.items()}
     quality = {}
     for name in ("retrieval-only", "ranker", "unified"):
-        quality[name] = evaluate_version(loaded[name], sequences, day_ev, k=K, outcome_weights=WEIGHTS,
-                                         impression=BUILTIN_CODES.impression)
+        quality[name] = evaluate_version(
+            loaded[name], sequences, day_ev, k=K, outcome_weights=WEIGHTS, impression=BUILTIN_CODES.impression
+        )
         print(json.dumps({"evaluated": name, **{k: round(v, 4) for k, v in quality[name].items()}}), flush=True)
     users = sorted(set(day_ev.loc[day_ev["outcome"].isin(["click", "save"]), "user_id"]))
     request_seqs = [sequences.get(u, enc.UserSequence.empty()) for u in users]
     flops = _flops(models, request_seqs)
-    full_history = _flops(models, [enc.UserSequence(np.tile(models["unified"].item_ids[1:201].numpy(), 1),
-                                                    np.full(200, BUILTIN_CODES.outcome_code["click"]),
-                                                    np.zeros(200, np.int64),
-                                                    np.arange(200, dtype=np.int64) * 10**6)])
+    full_history = _flops(
+        models,
+        [
+            enc.UserSequence(
+                np.tile(models["unified"].item_ids[1:201].numpy(), 1),
+                np.full(200, BUILTIN_CODES.outcome_code["click"]),
+                np.zeros(200, np.int64),
+                np.arange(200, dtype=np.int64) * 10**6,
+            )
+        ],
+    )
     rows = []
-    for name, q_from, r_from in (("retrieval-only", "retrieval-only", "retrieval-only"),
-                                 ("two-models", "retrieval-only", "ranker"), ("unified", "unified", "unified")):
-        rows.append({"name": name, "recall@100": round(quality[q_from][f"recall@{K}"], 4),
-                     "slate_auc/click": round(quality[r_from]["slate_auc/click"], 4),
-                     "slate_auc/save": round(quality[r_from]["slate_auc/save"], 4),
-                     "slate_ndcg@10": round(quality[r_from]["slate_ndcg@10"], 4),
-                     "mflop_per_request": round(flops[name], 2),
-                     "train_seconds": round(seconds["retrieval-only"] + seconds["ranker"] if name == "two-models"
-                                            else seconds[name], 1)})
+    for name, q_from, r_from in (
+        ("retrieval-only", "retrieval-only", "retrieval-only"),
+        ("two-models", "retrieval-only", "ranker"),
+        ("unified", "unified", "unified"),
+    ):
+        rows.append(
+            {
+                "name": name,
+                "recall@100": round(quality[q_from][f"recall@{K}"], 4),
+                "slate_auc/click": round(quality[r_from]["slate_auc/click"], 4),
+                "slate_auc/save": round(quality[r_from]["slate_auc/save"], 4),
+                "slate_ndcg@10": round(quality[r_from]["slate_ndcg@10"], 4),
+                "mflop_per_request": round(flops[name], 2),
+                "train_seconds": round(
+                    seconds["retrieval-only"] + seconds["ranker"] if name == "two-models" else seconds[name], 1
+                ),
+            }
+        )
     if not a.skip_timing:
         requests = [RecommendRequest(s, 20, WEIGHTS) for s in request_seqs]
         two = TwoModels(loaded["retrieval-only"], loaded["ranker"])
         timed = {
             "retrieval-only": lambda reqs: loaded["retrieval-only"].retrieve_batch(
-                [RetrievalRequest(r.sequence, N_CANDIDATES, WEIGHTS) for r in reqs]),
+                [RetrievalRequest(r.sequence, N_CANDIDATES, WEIGHTS) for r in reqs]
+            ),
             "two-models": two.recommend_batch,
             "unified": lambda reqs: loaded["unified"].recommend_batch(reqs, None, N_CANDIDATES),
         }
@@ -270,30 +301,45 @@ def main() -> int:
     by = {r["name"]: r for r in rows}
     targets_row = {
         "name": "targets",
-        "auc_click_unified_minus_two_models": round(by["unified"]["slate_auc/click"] - by["two-models"]["slate_auc/click"], 4),
-        "auc_save_unified_minus_two_models": round(by["unified"]["slate_auc/save"] - by["two-models"]["slate_auc/save"], 4),
-        "recall_unified_over_retrieval_only": round(by["unified"]["recall@100"] / by["retrieval-only"]["recall@100"], 4),
-        "mflop_unified_over_two_models": round(by["unified"]["mflop_per_request"] / by["two-models"]["mflop_per_request"], 4),
+        "auc_click_unified_minus_two_models": round(
+            by["unified"]["slate_auc/click"] - by["two-models"]["slate_auc/click"], 4
+        ),
+        "auc_save_unified_minus_two_models": round(
+            by["unified"]["slate_auc/save"] - by["two-models"]["slate_auc/save"], 4
+        ),
+        "recall_unified_over_retrieval_only": round(
+            by["unified"]["recall@100"] / by["retrieval-only"]["recall@100"], 4
+        ),
+        "mflop_unified_over_two_models": round(
+            by["unified"]["mflop_per_request"] / by["two-models"]["mflop_per_request"], 4
+        ),
     }
     if "qps" in by["unified"]:
         targets_row["qps_unified_over_two_models"] = round(by["unified"]["qps"] / by["two-models"]["qps"], 4)
     print_table([targets_row])
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
-    notes = (f"Simulated world {json.dumps(wcfg.to_dict())}; trained on every day but the last ({epochs} epochs, "
-             f"batch {a.batch_size}, lr 2e-3, full softmax), evaluated on the last day with histories as of its start "
-             f"({len(users)} users with an engagement, {int(quality['unified']['slates'])} slates). Parameters: "
-             f"{json.dumps(params)} (two-models = retrieval-only + ranker). mflop_per_request for a full 200-event "
-             f"history: {json.dumps({k: round(v, 2) for k, v in full_history.items()})}. Timed rows: "
-             f"{CLIENTS} client threads, {a.threads} torch threads, encoder states off, in process. {a.context}")
+    notes = (
+        f"Simulated world {json.dumps(wcfg.to_dict())}; trained on every day but the last ({epochs} epochs, "
+        f"batch {a.batch_size}, lr 2e-3, full softmax), evaluated on the last day with histories as of its start "
+        f"({len(users)} users with an engagement, {int(quality['unified']['slates'])} slates). Parameters: "
+        f"{json.dumps(params)} (two-models = retrieval-only + ranker). mflop_per_request for a full 200-event "
+        f"history: {json.dumps({k: round(v, 2) for k, v in full_history.items()})}. Timed rows: "
+        f"{CLIENTS} client threads, {a.threads} torch threads, encoder states off, in process. {a.context}"
+    )
     if not a.no_write:
-        write_results(NAME, rows + [targets_row],
-                      {"targets/auc_click_unified_minus_two_models": -0.005,
-                       "targets/auc_save_unified_minus_two_models": -0.005,
-                       "targets/recall_unified_over_retrieval_only": 0.99,
-                       "targets/mflop_unified_over_two_models": 0.7,
-                       "targets/qps_unified_over_two_models": 1.3},
-                      notes=notes, lower_is_better={"mflop_unified_over_two_models", "mflop_per_request", "p50_ms",
-                                                    "train_seconds"})
+        write_results(
+            NAME,
+            rows + [targets_row],
+            {
+                "targets/auc_click_unified_minus_two_models": -0.005,
+                "targets/auc_save_unified_minus_two_models": -0.005,
+                "targets/recall_unified_over_retrieval_only": 0.99,
+                "targets/mflop_unified_over_two_models": 0.7,
+                "targets/qps_unified_over_two_models": 1.3,
+            },
+            notes=notes,
+            lower_is_better={"mflop_unified_over_two_models", "mflop_per_request", "p50_ms", "train_seconds"},
+        )
     return 0
 
 

@@ -4,7 +4,7 @@
 |---------------|------------------------------------------------------------------------|
 | `seaweedfs`   | SeaweedFS (`weed mini`), the S3 server of the embedded default          |
 | `redis`       | a throwaway `redis-server` (Feast's Redis online store, Celery broker)  |
-| `service`     | the retrieval service (`python -m serving.cli serve`) or a uvicorn thread |
+| `service`     | the retrieval service (`python -m serving.service.cli serve`) or a uvicorn thread |
 | `dagster_dev` | `dagster dev` (the UI and the daemon) on the project's workspace        |
 
 Every process binds 127.0.0.1 on a free port, runs in its own process group and is stopped by

@@ -26,9 +26,24 @@ BROKER_VARIABLE, BACKEND_VARIABLE = "PINREC_CELERY_BROKER", "PINREC_CELERY_BACKE
 
 def worker_command(name: str, concurrency: int, config: Path = WORKER_CONFIG) -> list[str]:
     cli = Path(sys.executable).parent / "dagster-celery"
-    return [str(cli), "worker", "start", "-A", "dagster_celery.app", "-y", str(config), "-n", name,
-            "-l", "INFO", "--", f"--concurrency={concurrency}", "--without-heartbeat", "--without-mingle",
-            "--without-gossip"]
+    return [
+        str(cli),
+        "worker",
+        "start",
+        "-A",
+        "dagster_celery.app",
+        "-y",
+        str(config),
+        "-n",
+        name,
+        "-l",
+        "INFO",
+        "--",
+        f"--concurrency={concurrency}",
+        "--without-heartbeat",
+        "--without-mingle",
+        "--without-gossip",
+    ]
 
 
 def ping(broker: str, backend: str | None = None, timeout: float = 1.0) -> set[str]:
@@ -45,14 +60,25 @@ def ping(broker: str, backend: str | None = None, timeout: float = 1.0) -> set[s
 class CeleryWorkers:
     """`count` Dagster Celery workers named ``<prefix>-w1@host`` ... on the broker in `env`."""
 
-    def __init__(self, count: int, env: dict[str, str], log_dir: Path, *, concurrency: int = 1,
-                 prefix: str = "pinrec", ready_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        count: int,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        concurrency: int = 1,
+        prefix: str = "pinrec",
+        ready_timeout: float = 120.0,
+    ) -> None:
         if BROKER_VARIABLE not in env or "DAGSTER_HOME" not in env:
             raise ValueError(f"the workers' environment needs {BROKER_VARIABLE} and DAGSTER_HOME")
         self.count, self.concurrency = count, concurrency
         bin_dir = str(Path(sys.executable).parent)  # `celery` is started by name
-        self.env = {**env, "PATH": os.pathsep.join([bin_dir, env.get("PATH", os.environ.get("PATH", ""))]),
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
+        self.env = {
+            **env,
+            "PATH": os.pathsep.join([bin_dir, env.get("PATH", os.environ.get("PATH", ""))]),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        }
         self.log_dir = Path(log_dir)
         self.ready_timeout = ready_timeout
         host = socket.gethostname()
@@ -67,8 +93,11 @@ class CeleryWorkers:
         try:
             for i, name in enumerate(self.names):
                 with self.log_path(i).open("ab") as log:
-                    self.processes.append(start_process_group(
-                        worker_command(name.split("@")[0], self.concurrency), cwd=REPO_ROOT, env=self.env, log=log))
+                    self.processes.append(
+                        start_process_group(
+                            worker_command(name.split("@")[0], self.concurrency), cwd=REPO_ROOT, env=self.env, log=log
+                        )
+                    )
             broker, backend = self.env[BROKER_VARIABLE], self.env.get(BACKEND_VARIABLE)
 
             def all_ready() -> bool:
@@ -80,9 +109,11 @@ class CeleryWorkers:
             dead = [i for i, p in enumerate(self.processes) if p.poll() is not None]
             missing = set(self.names) - ping(broker, backend)
             if dead or missing:
-                raise RuntimeError(f"Celery workers not ready (exited: {[self.names[i] for i in dead]}, "
-                                   f"not answering: {sorted(missing)}); last lines of {self.log_path(dead[0] if dead else 0)}:\n"
-                                   f"{tail(self.log_path(dead[0] if dead else 0))}")
+                raise RuntimeError(
+                    f"Celery workers not ready (exited: {[self.names[i] for i in dead]}, "
+                    f"not answering: {sorted(missing)}); last lines of {self.log_path(dead[0] if dead else 0)}:\n"
+                    f"{tail(self.log_path(dead[0] if dead else 0))}"
+                )
         except BaseException:
             self.stop()
             raise

@@ -42,12 +42,23 @@ def dagster_command(*, daemon: bool, host: str, port: int, workspace: Path = WOR
 class DagsterUI:
     """`with DagsterUI(dagster_home, env) as ui: ui.url` starts the UI and waits until it answers."""
 
-    def __init__(self, dagster_home: Path, env: dict[str, str] | None = None, *, daemon: bool = False,
-                 host: str = LOCALHOST, port: int | None = None, log_path: Path | None = None,
-                 ready_timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        dagster_home: Path,
+        env: dict[str, str] | None = None,
+        *,
+        daemon: bool = False,
+        host: str = LOCALHOST,
+        port: int | None = None,
+        log_path: Path | None = None,
+        ready_timeout: float = 180.0,
+    ) -> None:
         self.dagster_home = Path(dagster_home)
-        self.env = {**(os.environ if env is None else env), "DAGSTER_HOME": str(self.dagster_home),
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), (env or os.environ).get("PYTHONPATH")]))}
+        self.env = {
+            **(os.environ if env is None else env),
+            "DAGSTER_HOME": str(self.dagster_home),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), (env or os.environ).get("PYTHONPATH")])),
+        }
         self.daemon, self.host, self.port = daemon, host, port or free_port(host)
         self.log_path = log_path or self.dagster_home / "webserver.log"
         self.ready_timeout = ready_timeout
@@ -60,10 +71,15 @@ class DagsterUI:
     def start(self) -> DagsterUI:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = start_process_group(dagster_command(daemon=self.daemon, host=self.host, port=self.port),
-                                               cwd=REPO_ROOT, env=self.env, log=log)
-        wait_ready(self.process, lambda: ui_ready(self.url), f"the Dagster UI at {self.url}", self.ready_timeout,
-                   self.log_path)
+            self.process = start_process_group(
+                dagster_command(daemon=self.daemon, host=self.host, port=self.port),
+                cwd=REPO_ROOT,
+                env=self.env,
+                log=log,
+            )
+        wait_ready(
+            self.process, lambda: ui_ready(self.url), f"the Dagster UI at {self.url}", self.ready_timeout, self.log_path
+        )
         return self
 
     def wait(self) -> int:

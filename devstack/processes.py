@@ -88,15 +88,28 @@ def pdeathsig_preexec() -> Callable[[], None] | None:
     return preexec
 
 
-def start_process_group(cmd: list[str], *, cwd: str | os.PathLike[str] | None = None,
-                        env: dict[str, str] | None = None, log: Any = subprocess.DEVNULL,
-                        die_with_parent: bool = True) -> subprocess.Popen:
+def start_process_group(
+    cmd: list[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    log: Any = subprocess.DEVNULL,
+    die_with_parent: bool = True,
+) -> subprocess.Popen:
     """Start `cmd` as the leader of a new process group (stop it with stop_process_group), with
     default signal handling, its output to `log` (a file object, DEVNULL or None)."""
     preexec = (pdeathsig_preexec() if die_with_parent else None) or reset_signals
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec,
-                            close_fds=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=preexec,
+        close_fds=True,
+    )
 
 
 def wait_exited(pid: int, timeout: float) -> bool:
@@ -143,8 +156,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: f
     return bool(predicate())
 
 
-def wait_ready(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float,
-               log_path: Path | None = None) -> None:
+def wait_ready(
+    proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float, log_path: Path | None = None
+) -> None:
     """Wait until `ready()` or the process exits; raise with the log's tail if it never got ready
     (the process is stopped then)."""
     if wait_until(lambda: proc.poll() is not None or ready(), timeout=timeout) and proc.poll() is None:
@@ -152,9 +166,11 @@ def wait_ready(proc: subprocess.Popen, ready: Callable[[], bool], what: str, tim
     code = proc.poll()
     if code is None:
         stop_process_group(proc)
-    raise RuntimeError(f"{what} did not get ready in {timeout:g} s (exit code {code}); "
-                       f"last lines of {log_path}:\n{tail(log_path)}" if log_path else
-                       f"{what} did not get ready in {timeout:g} s (exit code {code})")
+    raise RuntimeError(
+        f"{what} did not get ready in {timeout:g} s (exit code {code}); last lines of {log_path}:\n{tail(log_path)}"
+        if log_path
+        else f"{what} did not get ready in {timeout:g} s (exit code {code})"
+    )
 
 
 def tail(path: Path | None, lines: int = 40) -> str:

@@ -42,12 +42,14 @@ class RedisServer:
         if not Path(self.binary).exists():
             raise RedisServerMissing(
                 f"redis-server not found ({self.binary}): install Debian's redis-server "
-                "(scripts/setup.sh does when run as root: apt-get install redis-server)")
+                "(scripts/setup.sh does when run as root: apt-get install redis-server)"
+            )
         self.port = free_port(self.host)
         self._log = tempfile.TemporaryFile()  # the server's log; read back if it fails to start
         self.process = start_process_group(
             [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no"],
-            log=self._log)
+            log=self._log,
+        )
         self._wait_ready()
         return self
 

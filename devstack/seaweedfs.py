@@ -24,12 +24,13 @@ signed with a per-start key (``[jwt.signing]``, ``[jwt.filer_signing]``). The CA
 key (``config/tls/``, mode 0600) are made per start; only the server holds them. So a local user
 without them cannot write, delete or drop a collection through the filer, master or volume
 ports (or the filer's unix socket, in a 0700 folder), which would otherwise bypass the S3
-signature check; ``tests/test_seaweedfs_security.py`` tries each.
+signature check; ``tests/serving/test_seaweedfs_security.py`` tries each.
 
 A restart (``stop()`` then ``start()`` on the same object) keeps the ports and the S3
 credentials, so the endpoint and keys every client got from ``env()`` stay valid, as a real S3
 endpoint's do across a server restart (the data under ``data/`` persists); only the TLS files
-and JWT keys of ``config/`` are made anew. The server runs in its own process group and is stopped by pid: SIGTERM to the
+and JWT keys of ``config/`` are made anew. The server runs in its own process group and is stopped by pid: SIGTERM
+to the
 group, SIGKILL after ``stop_timeout``; when started from the main thread it also gets
 ``PR_SET_PDEATHSIG`` so it dies with its parent.
 
@@ -111,36 +112,52 @@ def make_tls_files(directory: Path, host: str) -> dict[str, Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    valid = {"not_valid_before": now - datetime.timedelta(minutes=5),
-             "not_valid_after": now + datetime.timedelta(days=3650)}
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {
+        "not_valid_before": now - datetime.timedelta(minutes=5),
+        "not_valid_after": now + datetime.timedelta(days=3650),
+    }
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinrec local SeaweedFS CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(valid["not_valid_before"]).not_valid_after(valid["not_valid_after"])
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     try:
         names.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
         names.append(x509.DNSName(host))
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinrec-seaweedfs")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(valid["not_valid_before"]).not_valid_after(valid["not_valid_after"])
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pinrec-seaweedfs")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     pem = serialization.Encoding.PEM
     return {
         "ca": _write_private(directory / "ca.crt", ca.public_bytes(pem)),
         "cert": _write_private(directory / "seaweedfs.crt", cert.public_bytes(pem)),
-        "key": _write_private(directory / "seaweedfs.key", key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+        "key": _write_private(
+            directory / "seaweedfs.key",
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        ),
     }
 
 
@@ -159,18 +176,28 @@ def security_toml(tls: dict[str, Path]) -> str:
 
     lines = [
         "# written by devstack.seaweedfs for one start of the server; keys are random per start",
-        "[jwt.signing]", f"key = {q(secrets.token_hex(32))}", "expires_after_seconds = 10",
-        "[jwt.filer_signing]", f"key = {q(secrets.token_hex(32))}", "expires_after_seconds = 10",
-        "[access]", "ui = false",
-        "[grpc]", f"ca = {q(tls['ca'])}",
+        "[jwt.signing]",
+        f"key = {q(secrets.token_hex(32))}",
+        "expires_after_seconds = 10",
+        "[jwt.filer_signing]",
+        f"key = {q(secrets.token_hex(32))}",
+        "expires_after_seconds = 10",
+        "[access]",
+        "ui = false",
+        "[grpc]",
+        f"ca = {q(tls['ca'])}",
     ]
     for component in _GRPC_COMPONENTS:
         lines += [f"[grpc.{component}]", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}"]
-    lines += ["[https.client]", "enabled = true", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}",
-              f"ca = {q(tls['ca'])}"]
+    lines += [
+        "[https.client]",
+        "enabled = true",
+        f"cert = {q(tls['cert'])}",
+        f"key = {q(tls['key'])}",
+        f"ca = {q(tls['ca'])}",
+    ]
     for component in _HTTPS_COMPONENTS:
-        lines += [f"[https.{component}]", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}",
-                  f"ca = {q(tls['ca'])}"]
+        lines += [f"[https.{component}]", f"cert = {q(tls['cert'])}", f"key = {q(tls['key'])}", f"ca = {q(tls['ca'])}"]
     return "\n".join(lines) + "\n"
 
 
@@ -361,9 +388,7 @@ class SeaweedFS:
                     log = self._log_since_launch()
                     self._stop_locked()
                     last_error = exc
-                    if "address already in use" not in log or time.monotonic() - began > (
-                        self.startup_timeout
-                    ):
+                    if "address already in use" not in log or time.monotonic() - began > (self.startup_timeout):
                         raise
                     if address is not None:
                         time.sleep(0.5)  # a port of ours still held: wait, never move
@@ -465,9 +490,7 @@ class SeaweedFS:
             f"-admin.port={ports['admin']}",
             f"-admin.port.grpc={ports['admin_grpc']}",
         ]
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
         preexec = pdeathsig_preexec()  # dies with its parent (when started from the main thread)
         self._log_fh = self.log_path.open("ab")
         self._log_offset = self._log_fh.tell()
@@ -628,15 +651,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"SeaweedFS S3 endpoint: {server.endpoint_url} (pid {server.pid}, "
             f"bucket {server.bucket}, started in {server.startup_seconds:.2f}s, "
-            f"log {server.log_path})"
-            + (f"; environment in {args.env_file}" if args.env_file else ""),
+            f"log {server.log_path})" + (f"; environment in {args.env_file}" if args.env_file else ""),
             flush=True,
         )
         while not stop_requested.wait(0.5):
             if not server.running:
-                print(
-                    f"error: SeaweedFS exited unexpectedly; see {server.log_path}", file=sys.stderr
-                )
+                print(f"error: SeaweedFS exited unexpectedly; see {server.log_path}", file=sys.stderr)
                 return 1
     finally:
         server.stop()

@@ -1,4 +1,4 @@
-"""The retrieval service under test: the operator's command (`python -m serving.cli serve`) in
+"""The retrieval service under test: the operator's command (`python -m serving.service.cli serve`) in
 its own process group, or the FastAPI app under a real uvicorn server in a thread; and plain
 stdlib HTTP calls to either."""
 
@@ -25,8 +25,9 @@ class ServerThread:
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -47,9 +48,17 @@ class ServerThread:
         self.thread.join(timeout=30)
 
 
-def call(host: str, port: int, method: str, path: str, body: Any = None, *,
-         raw: bytes | None = None, timeout: float = 30.0,
-         conn: http.client.HTTPConnection | None = None) -> tuple[int, Any, dict[str, str]]:
+def call(
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    timeout: float = 30.0,
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, Any, dict[str, str]]:
     """One HTTP request; returns (status, parsed JSON or text, headers)."""
     own = conn is None
     conn = conn or http.client.HTTPConnection(host, port, timeout=timeout)
@@ -77,20 +86,36 @@ def service_ready(port: int, host: str = LOCALHOST) -> bool:
         return False
 
 
-def start_cli_service(env: dict[str, str], surfaces: list[str], cache_dir, *extra_args: str,
-                      log_path=None, ready_timeout: float = 120.0) -> tuple[subprocess.Popen, int]:
-    """Start ``python -m serving.cli serve`` (the operator's command) in its own process group
+def start_cli_service(
+    env: dict[str, str], surfaces: list[str], cache_dir, *extra_args: str, log_path=None, ready_timeout: float = 120.0
+) -> tuple[subprocess.Popen, int]:
+    """Start ``python -m serving.service.cli serve`` (the operator's command) in its own process group
     on a free port, with the CLI's default bind address; return ``(process, port)`` once
     ``/readyz`` answers 200. Stop it with `devstack.processes.stop_process_group`. ``env`` must
     carry the S3 settings; output goes to ``log_path`` (default: discarded)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--cache-dir", str(cache_dir),
-           *[arg for s in surfaces for arg in ("--surface", s)], *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "serving.service.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--cache-dir",
+        str(cache_dir),
+        *[arg for s in surfaces for arg in ("--surface", s)],
+        *extra_args,
+    ]
     env = {**env, "PYTHONPATH": str(REPO_ROOT)}
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = start_process_group(cmd, cwd=REPO_ROOT, env=env, log=out, die_with_parent=False)
     if log_path:
         out.close()  # the child holds its own copy
-    wait_ready(proc, lambda: service_ready(port), f"the service on port {port}", ready_timeout,
-               Path(log_path) if log_path else None)
+    wait_ready(
+        proc,
+        lambda: service_ready(port),
+        f"the service on port {port}",
+        ready_timeout,
+        Path(log_path) if log_path else None,
+    )
     return proc, port

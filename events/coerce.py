@@ -34,8 +34,10 @@ TZ_SUFFIX = re.compile(r"(Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 
 # Text the vectorized paths take whole; anything else in a text column is parsed value by value.
 _PLAIN_INT = r"^-?[0-9]{1,18}$"  # at most 18 digits: always inside int64
-_ISO_WITH_OFFSET = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
-                    r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$")
+_ISO_WITH_OFFSET = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+    r"(Z|z|[+-][0-9]{2}:?[0-9]{2})$"
+)
 _ISO_NAIVE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?$"
 _TZ_SUFFIX_RE2 = r"(?i)(Z|[+-][0-9][0-9]:?[0-9][0-9])$"
 
@@ -98,8 +100,9 @@ def parse_int(value: object) -> tuple[int | None, str | None]:
     return number, None
 
 
-def _ints_value_by_value(values: np.ndarray, rows: np.ndarray, out: np.ndarray, missing: np.ndarray,
-                         name: str, reasons: Reasons, n: int) -> None:
+def _ints_value_by_value(
+    values: np.ndarray, rows: np.ndarray, out: np.ndarray, missing: np.ndarray, name: str, reasons: Reasons, n: int
+) -> None:
     """Parse values[rows] one by one into out/missing, marking failures."""
     failed: dict[str, list[int]] = {}
     for i in rows:
@@ -213,8 +216,9 @@ def _parse_timestamp(value: object) -> tuple[pd.Timestamp | None, str | None]:
         return None, "out of range"
 
 
-def _timestamps_value_by_value(values: np.ndarray, rows: np.ndarray, micros: np.ndarray, missing: np.ndarray,
-                               reasons: Reasons, n: int) -> None:
+def _timestamps_value_by_value(
+    values: np.ndarray, rows: np.ndarray, micros: np.ndarray, missing: np.ndarray, reasons: Reasons, n: int
+) -> None:
     failed: dict[str, list[int]] = {}
     for i in rows:
         ts, failure = _parse_timestamp(values[i])
@@ -238,8 +242,12 @@ def _text_timestamps(values: pd.Series, reasons: Reasons) -> tuple[np.ndarray, n
     micros, missing = np.zeros(n, np.int64), np.ones(n, bool)
     aware = np.flatnonzero(matches(_ISO_WITH_OFFSET))
     if len(aware):
-        parsed = pd.to_datetime(pd.Series(text.take(pa.array(aware)).to_numpy(zero_copy_only=False)),
-                                format="ISO8601", utc=True, errors="coerce")
+        parsed = pd.to_datetime(
+            pd.Series(text.take(pa.array(aware)).to_numpy(zero_copy_only=False)),
+            format="ISO8601",
+            utc=True,
+            errors="coerce",
+        )
         ok = parsed.notna().to_numpy()
         micros[aware[ok]] = parsed[ok].dt.as_unit("us").array.asi8
         missing[aware[ok]] = False

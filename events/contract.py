@@ -106,10 +106,13 @@ class EventCodes:
         trained before names were added to the ledger has fewer codes (the ledger only grows, so
         its codes are a prefix of these); names it has no code for are left out."""
         outcomes, surfaces = tuple(outcomes), tuple(surfaces)
-        return EventCodes(outcomes=outcomes, surfaces=surfaces,
-                          engaged=tuple(o for o in self.engaged if o in outcomes),
-                          impression=self.impression if self.impression in outcomes else None,
-                          negative=tuple(o for o in self.negative if o in outcomes))
+        return EventCodes(
+            outcomes=outcomes,
+            surfaces=surfaces,
+            engaged=tuple(o for o in self.engaged if o in outcomes),
+            impression=self.impression if self.impression in outcomes else None,
+            negative=tuple(o for o in self.negative if o in outcomes),
+        )
 
     def mapping(self) -> dict[str, dict[str, int]]:
         """{"outcomes": {name: code}, "surfaces": {name: code}}: what feature tables and
@@ -117,14 +120,23 @@ class EventCodes:
         return {"outcomes": self.outcome_code, "surfaces": self.surface_code}
 
     def to_dict(self) -> dict:
-        return {"outcomes": list(self.outcomes), "surfaces": list(self.surfaces), "engaged": list(self.engaged),
-                "impression": self.impression, "negative": list(self.negative)}
+        return {
+            "outcomes": list(self.outcomes),
+            "surfaces": list(self.surfaces),
+            "engaged": list(self.engaged),
+            "impression": self.impression,
+            "negative": list(self.negative),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> EventCodes:
-        return cls(outcomes=tuple(data["outcomes"]), surfaces=tuple(data["surfaces"]),
-                   engaged=tuple(data["engaged"]), impression=data.get("impression"),
-                   negative=tuple(data.get("negative") or ()))
+        return cls(
+            outcomes=tuple(data["outcomes"]),
+            surfaces=tuple(data["surfaces"]),
+            engaged=tuple(data["engaged"]),
+            impression=data.get("impression"),
+            negative=tuple(data.get("negative") or ()),
+        )
 
 
 BUILTIN_CODES = EventCodes()  # the codes of the simulated world and MovieLens
@@ -151,8 +163,9 @@ def _not_in_future(ts: pd.Series) -> pd.Series:
     return ts <= pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE
 
 
-def event_schema(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES,
-                 vocabulary_file: str | None = None) -> pa.DataFrameSchema:
+def event_schema(
+    surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES, vocabulary_file: str | None = None
+) -> pa.DataFrameSchema:
     """The pandera contract for these surfaces and outcomes. With `vocabulary_file`, a value
     outside them fails with a reason that names the file (`surface: isin(...) of vocabulary F`)."""
 

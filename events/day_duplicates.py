@@ -56,7 +56,7 @@ class DayDuplicates:
         records = np.empty(len(hashes), RECORD)  # filled in bucket order
         records["hash"], records["input_row"], records["file_row"] = hashes[order], input_rows[order], file_rows[order]
         for b in np.flatnonzero(np.diff(bounds)):
-            records[bounds[b]:bounds[b + 1]].tofile(self._files[b])
+            records[bounds[b] : bounds[b + 1]].tofile(self._files[b])
         self.rows += len(hashes)
 
     def close(self) -> None:
@@ -90,8 +90,12 @@ class DayDuplicates:
             return 0  # hash collisions of different events
         moved = rows[dup]
         raw = [repr({k: as_text(v) for k, v in rec.items()}) for rec in moved.to_dict(orient="records")]
-        quarantine = pd.DataFrame({"input_row": candidates["input_row"][dup].astype(np.int64),
-                                   "reason": [DUPLICATE_REASON] * len(moved), "raw": raw})
+        quarantine = pd.DataFrame(
+            {
+                "input_row": candidates["input_row"][dup].astype(np.int64),
+                "reason": [DUPLICATE_REASON] * len(moved),
+                "raw": raw,
+            }
+        )
         writer.move_to_quarantine(candidates["file_row"][dup], quarantine)
         return int(dup.sum())
-

@@ -57,8 +57,14 @@ class DayIngestSummary:
         return dict(self.reasons.most_common())
 
 
-def ingest_day(table: EventTable, day: date, chunks: Iterable[pd.DataFrame], *,
-               allowed: AllowedValues = CONTRACT_VALUES, write_behind: bool = True) -> DayIngestSummary:
+def ingest_day(
+    table: EventTable,
+    day: date,
+    chunks: Iterable[pd.DataFrame],
+    *,
+    allowed: AllowedValues = CONTRACT_VALUES,
+    write_behind: bool = True,
+) -> DayIngestSummary:
     """Validate each raw chunk of `day` and append it to the day's files, which replace the day
     once the last chunk is written and the duplicates across chunks are quarantined (on an
     error the day is left as it was)."""

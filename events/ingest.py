@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
@@ -45,8 +45,9 @@ class NoEventsError(ValueError):
     def __init__(self, day: date | str, detail: str = "") -> None:
         self.day = day
         label = day.isoformat() if isinstance(day, date) else str(day)
-        super().__init__(f"no events for day {label}" + (f" ({detail})" if detail else "")
-                         + "; the day's existing files were kept")
+        super().__init__(
+            f"no events for day {label}" + (f" ({detail})" if detail else "") + "; the day's existing files were kept"
+        )
 
 
 def bad_row_fraction(good_rows: int, quarantined_rows: int, day: date | str) -> float:
@@ -66,8 +67,10 @@ def check_rows_conserved(input_rows: int, good_rows: int, quarantined_rows: int,
     """The contract's promise, as a check that survives ``python -O``: every input row is either
     good or quarantined. :class:`RowsLostError` naming ``what`` (a day, a run) otherwise."""
     if int(good_rows) + int(quarantined_rows) != int(input_rows):
-        raise RowsLostError(f"{what}: {input_rows} rows in, but {good_rows} good + {quarantined_rows} "
-                            f"quarantined = {int(good_rows) + int(quarantined_rows)}: ingestion lost rows")
+        raise RowsLostError(
+            f"{what}: {input_rows} rows in, but {good_rows} good + {quarantined_rows} "
+            f"quarantined = {int(good_rows) + int(quarantined_rows)}: ingestion lost rows"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class IngestResult:
 
 def day_window(day: date) -> tuple[datetime, datetime]:
     """[start, end) of a UTC day."""
-    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    start = datetime.combine(day, time(0), tzinfo=UTC)
     return start, start + timedelta(days=1)
 
 
@@ -142,8 +145,9 @@ def _vocabulary_codes(text: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarra
     return pd.Index(vocabulary).get_indexer(text).astype(np.int64)
 
 
-def _contract_reasons(columns: dict[str, pd.Series], codes: dict[str, np.ndarray],
-                      allowed: AllowedValues) -> list[tuple[str, np.ndarray]]:
+def _contract_reasons(
+    columns: dict[str, pd.Series], codes: dict[str, np.ndarray], allowed: AllowedValues
+) -> list[tuple[str, np.ndarray]]:
     """The contract schema's checks on whole columns (nulls, id ranges, vocabularies, time
     bounds): one (reason, mask) per failing check, in schema order, named as pandera names its
     failure cases (``column: null``, ``column: <check>``). The vocabulary checks use the codes;
@@ -229,8 +233,9 @@ def duplicate_rows(keys: dict[str, np.ndarray], hashes: np.ndarray) -> np.ndarra
     return dup
 
 
-def validate_events(raw: pd.DataFrame, day: date | None = None, vocabulary=None, *,
-                    allowed: AllowedValues | None = None) -> IngestResult:
+def validate_events(
+    raw: pd.DataFrame, day: date | None = None, vocabulary=None, *, allowed: AllowedValues | None = None
+) -> IngestResult:
     """Split `raw` into contract rows and quarantined rows.
 
     `day`: when given, rows whose event_ts falls outside that UTC day are quarantined
@@ -287,8 +292,11 @@ def validate_events(raw: pd.DataFrame, day: date | None = None, vocabulary=None,
     # Duplicates among otherwise good rows: the first copy is kept, later copies quarantined.
     if ok.any():
         rows = np.flatnonzero(ok)
-        keys = {**{k: v[rows] for k, v in ints.items()}, "event_ts": micros[rows],
-                **{k: v[rows] for k, v in codes.items()}}
+        keys = {
+            **{k: v[rows] for k, v in ints.items()},
+            "event_ts": micros[rows],
+            **{k: v[rows] for k, v in codes.items()},
+        }
         hashes = key_hashes(keys)
         dup_of_rows = duplicate_rows(keys, hashes)
         if dup_of_rows.any():
@@ -301,13 +309,20 @@ def validate_events(raw: pd.DataFrame, day: date | None = None, vocabulary=None,
     rows = np.flatnonzero(ok)
     good = _good_frame(ints, columns, codes, vocabulary, rows, everything=len(rows) == n)
     bad = np.flatnonzero(~ok)
-    quarantine = _quarantine_frame(bad.tolist(), _reason_texts(found, bad),
-                                   _raw_text(raw.iloc[bad]).tolist() if len(bad) else [])
+    quarantine = _quarantine_frame(
+        bad.tolist(), _reason_texts(found, bad), _raw_text(raw.iloc[bad]).tolist() if len(bad) else []
+    )
     return IngestResult(good, quarantine, n, good_key_hashes=hashes)
 
 
-def _good_frame(ints: dict[str, np.ndarray], columns: dict[str, pd.Series], codes: dict[str, np.ndarray],
-                vocabulary: dict[str, tuple[str, ...]], rows: np.ndarray, everything: bool) -> pd.DataFrame:
+def _good_frame(
+    ints: dict[str, np.ndarray],
+    columns: dict[str, pd.Series],
+    codes: dict[str, np.ndarray],
+    vocabulary: dict[str, tuple[str, ...]],
+    rows: np.ndarray,
+    everything: bool,
+) -> pd.DataFrame:
     """The contract frame of the good `rows` (every value present and valid there)."""
     if len(rows) == 0:
         return empty_events()
@@ -316,15 +331,18 @@ def _good_frame(ints: dict[str, np.ndarray], columns: dict[str, pd.Series], code
         return values if everything else values[rows]
 
     query = columns["query_id"]
-    return pd.DataFrame(copy=False, data={  # fresh arrays: no copy, no consolidation
-        "user_id": pick(ints["user_id"]),
-        "item_id": pick(ints["item_id"]),
-        "surface": np.asarray(vocabulary["surface"], dtype=object)[pick(codes["surface"])],
-        "outcome": np.asarray(vocabulary["outcome"], dtype=object)[pick(codes["outcome"])],
-        "event_ts": pd.Series(pick(columns["event_ts"].array).copy(), dtype=TIMESTAMP_DTYPE),  # not a view of raw
-        "session_id": pick(ints["session_id"]),
-        "query_id": pd.arrays.IntegerArray(pick(ints["query_id"]), pick(query.isna().to_numpy())),
-    })
+    return pd.DataFrame(
+        copy=False,
+        data={  # fresh arrays: no copy, no consolidation
+            "user_id": pick(ints["user_id"]),
+            "item_id": pick(ints["item_id"]),
+            "surface": np.asarray(vocabulary["surface"], dtype=object)[pick(codes["surface"])],
+            "outcome": np.asarray(vocabulary["outcome"], dtype=object)[pick(codes["outcome"])],
+            "event_ts": pd.Series(pick(columns["event_ts"].array).copy(), dtype=TIMESTAMP_DTYPE),  # not a view of raw
+            "session_id": pick(ints["session_id"]),
+            "query_id": pd.arrays.IntegerArray(pick(ints["query_id"]), pick(query.isna().to_numpy())),
+        },
+    )
 
 
 def _reason_texts(found: list[tuple[str, np.ndarray]], rows: np.ndarray) -> list[str]:

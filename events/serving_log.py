@@ -31,20 +31,38 @@ import pyarrow.parquet as pq
 
 from storage.files import atomic_path
 
-SERVING_LOG_COLUMNS: tuple[str, ...] = ("user_id", "session_id", "ts", "surface", "position", "item_id",
-                                        "version", "arm", "served_by", "examined", "outcome")
+SERVING_LOG_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "session_id",
+    "ts",
+    "surface",
+    "position",
+    "item_id",
+    "version",
+    "arm",
+    "served_by",
+    "examined",
+    "outcome",
+)
 TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 
 
 def empty_serving_log() -> pd.DataFrame:
-    return pd.DataFrame({
-        "user_id": pd.Series([], dtype="int64"), "session_id": pd.Series([], dtype="int64"),
-        "ts": pd.Series([], dtype=TS_DTYPE), "surface": pd.Series([], dtype=object),
-        "position": pd.Series([], dtype="int64"), "item_id": pd.Series([], dtype="int64"),
-        "version": pd.Series([], dtype=object), "arm": pd.Series([], dtype=object),
-        "served_by": pd.Series([], dtype=object), "examined": pd.Series([], dtype=bool),
-        "outcome": pd.Series([], dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series([], dtype="int64"),
+            "session_id": pd.Series([], dtype="int64"),
+            "ts": pd.Series([], dtype=TS_DTYPE),
+            "surface": pd.Series([], dtype=object),
+            "position": pd.Series([], dtype="int64"),
+            "item_id": pd.Series([], dtype="int64"),
+            "version": pd.Series([], dtype=object),
+            "arm": pd.Series([], dtype=object),
+            "served_by": pd.Series([], dtype=object),
+            "examined": pd.Series([], dtype=bool),
+            "outcome": pd.Series([], dtype=object),
+        }
+    )
 
 
 def conform_serving_log(df: pd.DataFrame | None) -> pd.DataFrame:
@@ -84,4 +102,6 @@ class ServingLogTable:
         return conform_serving_log(pd.read_parquet(path)) if path.exists() else empty_serving_log()
 
     def days(self) -> list[date]:
-        return sorted(date.fromisoformat(p.parent.name.removeprefix("date=")) for p in self.root.glob("date=*/*.parquet"))
+        return sorted(
+            date.fromisoformat(p.parent.name.removeprefix("date=")) for p in self.root.glob("date=*/*.parquet")
+        )

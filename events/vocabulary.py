@@ -55,8 +55,18 @@ DEFAULT_FILES = {
     "parquet": VOCABULARY_DIR / "pinrec.yaml",
 }
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-FIELDS = ("surfaces", "outcomes", "engaged", "impression", "negative", "weights", "surface_weights",
-          "guarded", "drift", "codes")
+FIELDS = (
+    "surfaces",
+    "outcomes",
+    "engaged",
+    "impression",
+    "negative",
+    "weights",
+    "surface_weights",
+    "guarded",
+    "drift",
+    "codes",
+)
 # item_stats columns that are not per-outcome counts: an outcome family may not take their names
 RESERVED_COLUMNS = {"item_id", "engagements", "first_seen_us", "event_timestamp"}
 
@@ -96,9 +106,15 @@ class Vocabulary:
 
     def record(self) -> dict[str, Any]:
         """What a manifest or a feature table records of the vocabulary."""
-        return {"file": self.label, "sha256": self.sha256, **self.codes.mapping(),
-                "engaged": list(self.engaged), "impression": self.impression, "negative": list(self.negative),
-                "declared": {"surfaces": list(self.surfaces), "outcomes": list(self.outcomes)}}
+        return {
+            "file": self.label,
+            "sha256": self.sha256,
+            **self.codes.mapping(),
+            "engaged": list(self.engaged),
+            "impression": self.impression,
+            "negative": list(self.negative),
+            "declared": {"surfaces": list(self.surfaces), "outcomes": list(self.outcomes)},
+        }
 
 
 def _names(path: str, key: str, value: Any, *, required: bool = False) -> tuple[str, ...]:
@@ -134,22 +150,31 @@ def _weights(path: str, key: str, value: Any, engaged: tuple[str, ...]) -> dict[
     out = {}
     for outcome, weight in value.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise VocabularyError(f"vocabulary {path}: `{key}`: weight of {outcome} must be a number >= 0, got {weight!r}")
+            raise VocabularyError(
+                f"vocabulary {path}: `{key}`: weight of {outcome} must be a number >= 0, got {weight!r}"
+            )
         out[outcome] = float(weight)
     if not any(w > 0 for w in out.values()):
         raise VocabularyError(f"vocabulary {path}: `{key}`: at least one weight must be > 0")
     return out
 
 
-def _ledger_codes(path: str, kind: str, declared: tuple[str, ...], pinned: tuple[str, ...],
-                  ledger: tuple[str, ...], ledger_path: Path | None) -> tuple[str, ...]:
+def _ledger_codes(
+    path: str,
+    kind: str,
+    declared: tuple[str, ...],
+    pinned: tuple[str, ...],
+    ledger: tuple[str, ...],
+    ledger_path: Path | None,
+) -> tuple[str, ...]:
     """Names in code order: the recorded ledger, the file's pinned codes (which must agree with
     it), then every declared name without a code, in the file's order."""
     for i, (a, b) in enumerate(zip(ledger, pinned)):
         if a != b:
             raise VocabularyError(
                 f"vocabulary {path}: `codes.{kind}` gives code {i} to {b!r}, but the code ledger {ledger_path} "
-                f"recorded it for {a!r}: codes never change meaning once data is recorded with them")
+                f"recorded it for {a!r}: codes never change meaning once data is recorded with them"
+            )
     codes = list(ledger if len(ledger) >= len(pinned) else pinned)
     codes += [name for name in declared if name not in codes]
     return tuple(codes)
@@ -181,8 +206,9 @@ def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | Non
     impression = raw.get("impression")
     if impression is not None:
         if not isinstance(impression, str) or impression not in outcomes:
-            raise VocabularyError(f"vocabulary {label}: `impression` must be one of the outcomes {list(outcomes)}, "
-                                  f"got {impression!r}")
+            raise VocabularyError(
+                f"vocabulary {label}: `impression` must be one of the outcomes {list(outcomes)}, got {impression!r}"
+            )
         if impression in engaged:
             raise VocabularyError(f"vocabulary {label}: the impression outcome {impression!r} cannot be engaged")
     negative = _names(label, "negative", raw.get("negative"))
@@ -190,8 +216,11 @@ def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | Non
     both = sorted(set(negative) & (set(engaged) | {impression}))
     if both:
         raise VocabularyError(f"vocabulary {label}: {both} cannot be negative and engaged (or the impression)")
-    weights = _weights(label, "weights", raw["weights"], engaged) if raw.get("weights") is not None \
+    weights = (
+        _weights(label, "weights", raw["weights"], engaged)
+        if raw.get("weights") is not None
         else {o: 1.0 for o in engaged}
+    )
     surface_weights = raw.get("surface_weights") or {}
     if not isinstance(surface_weights, dict):
         raise VocabularyError(f"vocabulary {label}: `surface_weights` must map surfaces to weight maps")
@@ -203,22 +232,51 @@ def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | Non
     _subset(label, "drift", drift, outcomes, "outcomes")
     pinned = raw.get("codes") or {}
     if not isinstance(pinned, dict) or set(pinned) - {"outcomes", "surfaces"}:
-        raise VocabularyError(f"vocabulary {label}: `codes` must map `outcomes` and/or `surfaces` to names in code order")
+        raise VocabularyError(
+            f"vocabulary {label}: `codes` must map `outcomes` and/or `surfaces` to names in code order"
+        )
     ledger = read_ledger(ledger_path)
     codes = EventCodes(
-        outcomes=_ledger_codes(label, "outcomes", outcomes, _names(label, "codes.outcomes", pinned.get("outcomes")),
-                               ledger["outcomes"], ledger_path),
-        surfaces=_ledger_codes(label, "surfaces", surfaces, _names(label, "codes.surfaces", pinned.get("surfaces")),
-                               ledger["surfaces"], ledger_path),
-        engaged=engaged, impression=impression, negative=negative)
+        outcomes=_ledger_codes(
+            label,
+            "outcomes",
+            outcomes,
+            _names(label, "codes.outcomes", pinned.get("outcomes")),
+            ledger["outcomes"],
+            ledger_path,
+        ),
+        surfaces=_ledger_codes(
+            label,
+            "surfaces",
+            surfaces,
+            _names(label, "codes.surfaces", pinned.get("surfaces")),
+            ledger["surfaces"],
+            ledger_path,
+        ),
+        engaged=engaged,
+        impression=impression,
+        negative=negative,
+    )
     clash = sorted(set(codes.item_count_columns()) & RESERVED_COLUMNS)
     if clash:
-        raise VocabularyError(f"vocabulary {label}: outcome names that would become the item_stats columns {clash}, "
-                              f"which are taken ({sorted(RESERVED_COLUMNS)}): rename them")
-    return Vocabulary(path=Path(path) if path else None, surfaces=surfaces, outcomes=outcomes, engaged=engaged,
-                      impression=impression, negative=negative, weights=weights, surface_weights=surface_weights,
-                      guarded=guarded, drift=drift, codes=codes,
-                      sha256=hashlib.sha256(text.encode()).hexdigest())
+        raise VocabularyError(
+            f"vocabulary {label}: outcome names that would become the item_stats columns {clash}, "
+            f"which are taken ({sorted(RESERVED_COLUMNS)}): rename them"
+        )
+    return Vocabulary(
+        path=Path(path) if path else None,
+        surfaces=surfaces,
+        outcomes=outcomes,
+        engaged=engaged,
+        impression=impression,
+        negative=negative,
+        weights=weights,
+        surface_weights=surface_weights,
+        guarded=guarded,
+        drift=drift,
+        codes=codes,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
 
 
 def load_vocabulary(path: str | Path, ledger_path: Path | None = None) -> Vocabulary:
@@ -246,22 +304,30 @@ def builtin_vocabulary(source: str = "simulated") -> Vocabulary:
 def codes_record(codes: EventCodes, vocabulary: str | None = None) -> dict[str, Any]:
     """The ledger file's content: names in code order, plus what Feast's definitions derive
     from them (feature_repo/features.py reads it)."""
-    return {"outcomes": list(codes.outcomes), "surfaces": list(codes.surfaces),
-            "item_count_columns": list(codes.item_count_columns()), "vocabulary": vocabulary}
+    return {
+        "outcomes": list(codes.outcomes),
+        "surfaces": list(codes.surfaces),
+        "item_count_columns": list(codes.item_count_columns()),
+        "vocabulary": vocabulary,
+    }
 
 
 def check_codes_agree(ours: EventCodes, theirs: EventCodes | Mapping[str, Any], what: str, where: str) -> None:
     """Refuse codes that give a name another code (or a code another name) than `theirs`; one
     ledger may extend the other (names added later)."""
     other = theirs if isinstance(theirs, EventCodes) else None
-    their_lists = ((other.outcomes, other.surfaces) if other else
-                   (tuple(theirs.get("outcomes", ())), tuple(theirs.get("surfaces", ()))))
+    their_lists = (
+        (other.outcomes, other.surfaces)
+        if other
+        else (tuple(theirs.get("outcomes", ())), tuple(theirs.get("surfaces", ())))
+    )
     for kind, mine, their in (("outcome", ours.outcomes, their_lists[0]), ("surface", ours.surfaces, their_lists[1])):
         for code, (a, b) in enumerate(zip(mine, their)):
             if a != b:
                 raise VocabularyMismatchError(
                     f"{what}: {kind} code {code} means {a!r} there but {b!r} in {where}: the codes disagree "
-                    f"({what}: {list(mine)}; {where}: {list(their)})")
+                    f"({what}: {list(mine)}; {where}: {list(their)})"
+                )
 
 
 class VocabularyMismatchError(VocabularyError):
@@ -279,7 +345,8 @@ def record_codes(codes: EventCodes, ledger_path: Path, vocabulary: str | None = 
     if len(recorded["outcomes"]) > len(codes.outcomes) or len(recorded["surfaces"]) > len(codes.surfaces):
         raise VocabularyMismatchError(
             f"the code ledger {ledger_path} has codes this process does not know ({dict(recorded)}); "
-            "it was extended since the vocabulary was loaded: reload the code location")
+            "it was extended since the vocabulary was loaded: reload the code location"
+        )
     content = json.dumps(codes_record(codes, vocabulary), indent=1) + "\n"
     if Path(ledger_path).exists() and Path(ledger_path).read_text() == content:
         return False

@@ -4,12 +4,13 @@ tasks on a `dask.distributed` cluster, on this machine or across machines.
 | engine  | what runs where                                                                        |
 |---------|----------------------------------------------------------------------------------------|
 | `local` | `tables.day_feature_tables`: this process streams the event table, one batch at a time |
-| `dask`  | one task per row group of the event table (days up to D), each on whichever worker is free; partial results merged by a tree of tasks in row order; the tables built from the root |
+| `dask`  | one task per row group of the event table (days up to D), each on whichever worker is free; partial
+  results merged by a tree of tasks in row order; the tables built from the root |
 
 Both run the same accumulators (`tables._LastEngagements`, `tables._ItemCounts`): a task feeds
 them one row group, and partials are merged exactly (counts add, first/last are min/max, the last
 `max_length` engagements of ordered stretches merge by one stable sort), so the two engines give
-identical tables, byte for byte once written (tests/test_feature_engines.py).
+identical tables, byte for byte once written (tests/features/test_feature_engines.py).
 
 Dask, not Spark: Feast's file offline store already runs on Dask (a dependency of feast), Dask
 runs the project's numpy code as it is with no JVM, and on this 2-core machine a Spark session
@@ -52,8 +53,9 @@ class FeatureEngine:
             raise ValueError(f"unknown feature engine {self.name!r}; one of {ENGINES}")
 
 
-def compute_feature_tables(table: EventTable, day: date, engine: FeatureEngine | None = None,
-                           codes: EventCodes = BUILTIN_CODES) -> dict[str, pd.DataFrame]:
+def compute_feature_tables(
+    table: EventTable, day: date, engine: FeatureEngine | None = None, codes: EventCodes = BUILTIN_CODES
+) -> dict[str, pd.DataFrame]:
     """The three offline tables of `day` (as `tables.day_feature_tables` returns them), on `engine`."""
     engine = engine or FeatureEngine()
     if engine.name == "local":
@@ -71,8 +73,12 @@ def dask_client(engine: FeatureEngine) -> Iterator[object]:
         with Client(engine.dask_scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=engine.dask_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=engine.dask_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -94,8 +100,7 @@ def _union_task(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.n
     return users.astype(np.int64), items.astype(np.int64)
 
 
-def _partial_task(path: str, group: int, active: tuple[np.ndarray, np.ndarray], max_length: int,
-                  codes: EventCodes):
+def _partial_task(path: str, group: int, active: tuple[np.ndarray, np.ndarray], max_length: int, codes: EventCodes):
     users, items = active
     sequences, counts = t._LastEngagements(users, max_length, codes.impression_code), t._ItemCounts(items, codes)
     for batch in _batches(path, group, t.HISTORY_COLUMNS):
@@ -107,8 +112,7 @@ def _partial_task(path: str, group: int, active: tuple[np.ndarray, np.ndarray], 
 
 
 def _combine_task(*partials):
-    return (t._LastEngagements.combine([p[0] for p in partials]),
-            t._ItemCounts.combine([p[1] for p in partials]))
+    return (t._LastEngagements.combine([p[0] for p in partials]), t._ItemCounts.combine([p[1] for p in partials]))
 
 
 # -- the graph -----------------------------------------------------------------------------------
@@ -128,13 +132,15 @@ def row_groups(table: EventTable, days: list[date]) -> list[tuple[str, int]]:
 def _tree(client, function, futures: list):
     """Merge `futures` in order, FAN_IN at a time, until one is left."""
     while len(futures) > 1:
-        futures = [client.submit(function, *futures[i:i + FAN_IN], pure=False)
-                   for i in range(0, len(futures), FAN_IN)]
+        futures = [
+            client.submit(function, *futures[i : i + FAN_IN], pure=False) for i in range(0, len(futures), FAN_IN)
+        ]
     return futures[0]
 
 
-def dask_feature_tables(table: EventTable, day: date, client, max_length: int = t.SEQUENCE_LENGTH,
-                        codes: EventCodes = BUILTIN_CODES) -> dict[str, pd.DataFrame]:
+def dask_feature_tables(
+    table: EventTable, day: date, client, max_length: int = t.SEQUENCE_LENGTH, codes: EventCodes = BUILTIN_CODES
+) -> dict[str, pd.DataFrame]:
     """`tables.day_feature_tables` as tasks on `client`'s cluster: the day's active ids, then one
     task per row group up to `day`, merged by a tree of tasks; only the root comes back."""
     days = [d for d in table.days() if d <= day]
@@ -144,10 +150,13 @@ def dask_feature_tables(table: EventTable, day: date, client, max_length: int = 
     active = _tree(client, _union_task, today) if len(today) > 1 else client.submit(_union_task, *today, pure=False)
     users, items = active.result()
     if len(users) == 0 and len(items) == 0:
-        return t.feature_tables_of(t._LastEngagements(users, max_length, codes.impression_code),
-                                   t._ItemCounts(items, codes))
-    partials = [client.submit(_partial_task, path, group, active, max_length, codes, pure=False)
-                for path, group in row_groups(table, days)]
+        return t.feature_tables_of(
+            t._LastEngagements(users, max_length, codes.impression_code), t._ItemCounts(items, codes)
+        )
+    partials = [
+        client.submit(_partial_task, path, group, active, max_length, codes, pure=False)
+        for path, group in row_groups(table, days)
+    ]
     root = _tree(client, _combine_task, partials) if len(partials) > 1 else partials[0]
     sequences, counts = root.result()
     return t.feature_tables_of(sequences, counts)

@@ -3,7 +3,7 @@
 Feast's ``FileRegistryStore`` rewrites ``registry.db`` in place on every ``apply`` and every
 ``materialize`` (it opens the file with truncation, then writes): a process reading the registry
 meanwhile (the retrieval service's Feast client refreshing its cache, another run) can read it
-empty or cut short, which parses as an empty or broken registry (``tests/test_day_commit.py``
+empty or cut short, which parses as an empty or broken registry (``tests/ingest/test_day_commit.py``
 measured about half of the reads torn under a tight rewrite loop). ``AtomicFileRegistryStore``
 writes the new registry to a unique temporary file, flushes it and renames it over the old one
 (``storage.files.atomic_path``): readers see the old registry or the new one. Selected in

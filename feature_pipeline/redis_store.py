@@ -30,7 +30,7 @@ CONNECTION_VARIABLE = "PINREC_REDIS_CONNECTION"
 ITEM_FEATURE_SERVICE = "item_features_service"
 
 
-def open_redis_store(data_dir: Path, connection: str) -> "FeatureStore":
+def open_redis_store(data_dir: Path, connection: str) -> FeatureStore:
     """A FeatureStore on the production (Redis) profile, its registry and offline tables under
     `data_dir`, its online store at `connection` ("host:port[,password=...]")."""
     previous = os.environ.get(CONNECTION_VARIABLE)
@@ -44,7 +44,7 @@ def open_redis_store(data_dir: Path, connection: str) -> "FeatureStore":
             os.environ[CONNECTION_VARIABLE] = previous
 
 
-def fill_store(store: "FeatureStore", data_dir: Path, tables_by_day: Mapping[date, dict[str, pd.DataFrame]]) -> None:
+def fill_store(store: FeatureStore, data_dir: Path, tables_by_day: Mapping[date, dict[str, pd.DataFrame]]) -> None:
     """Write each day's offline tables under `data_dir`, apply feature_repo/ and materialize the
     whole span of the views given into the store's online store (what the online_features asset
     does for all three views)."""
@@ -57,7 +57,7 @@ def fill_store(store: "FeatureStore", data_dir: Path, tables_by_day: Mapping[dat
     materialize_days(store, days[0], days[-1], views)
 
 
-def online_item_features(store: "FeatureStore", item_ids: list[int]) -> pd.DataFrame:
+def online_item_features(store: FeatureStore, item_ids: list[int]) -> pd.DataFrame:
     """The item_features_service features of each item, as the online store serves them."""
     response = store.get_online_features(
         features=store.get_feature_service(ITEM_FEATURE_SERVICE),

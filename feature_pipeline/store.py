@@ -79,7 +79,7 @@ def _flatten(d, prefix=""):
             yield f"{prefix}{k}", v
 
 
-def open_store(settings: FeastSettings) -> "FeatureStore":
+def open_store(settings: FeastSettings) -> FeatureStore:
     from feast import FeatureStore
 
     # Feast's file store runs on dask, which warns about pandas deprecations on every read.
@@ -89,7 +89,7 @@ def open_store(settings: FeastSettings) -> "FeatureStore":
     return FeatureStore(config=load_repo_config(settings), repo_path=str(settings.data_dir))
 
 
-def store_locations(store: "FeatureStore") -> str:
+def store_locations(store: FeatureStore) -> str:
     """Where the store's registry and online store live, for error messages."""
     repo = Path(store.repo_path)
 
@@ -98,12 +98,13 @@ def store_locations(store: "FeatureStore") -> str:
 
     online = store.config.online_store
     online_path = getattr(online, "path", None)
-    return (f"Feast registry {resolve(str(store.config.registry.path))}, online store {online.type}"
-            + (f" {resolve(str(online_path))}" if online_path else ""))
+    return f"Feast registry {resolve(str(store.config.registry.path))}, online store {online.type}" + (
+        f" {resolve(str(online_path))}" if online_path else ""
+    )
 
 
 @contextmanager
-def naming_the_store(store: "FeatureStore", action: str) -> Iterator[None]:
+def naming_the_store(store: FeatureStore, action: str) -> Iterator[None]:
     """Add a note naming the registry and online store to any error while `action`: Feast's own
     messages (a protobuf DecodeError for a corrupt registry, a sqlite OperationalError for an
     unusable online store) do not say which file failed."""
@@ -129,8 +130,9 @@ def record_feature_codes(data_dir: str | Path, codes: EventCodes, vocabulary: st
     return path
 
 
-def apply_repo(store: "FeatureStore", codes: EventCodes = BUILTIN_CODES,
-               vocabulary: str | None = None) -> dict[str, list[str]]:
+def apply_repo(
+    store: FeatureStore, codes: EventCodes = BUILTIN_CODES, vocabulary: str | None = None
+) -> dict[str, list[str]]:
     """Register feature_repo/'s definitions (like `feast apply`) for the vocabulary's `codes`
     (recorded first in the store's code ledger, which the definitions read); returns what was
     applied."""
@@ -166,7 +168,7 @@ def apply_repo(store: "FeatureStore", codes: EventCodes = BUILTIN_CODES,
     }
 
 
-def feature_codes(store: "FeatureStore") -> dict[str, list[str]] | None:
+def feature_codes(store: FeatureStore) -> dict[str, list[str]] | None:
     """The code mapping the applied features were written with ({"outcomes": names by code,
     "surfaces": ...}, the `user_sequence` view's tag), or None when the registry has none."""
     import json
@@ -204,7 +206,7 @@ def write_offline_tables(settings: FeastSettings, day: date, tables: dict[str, p
     return written
 
 
-def materialize_days(store: "FeatureStore", first: date, last: date, views: list[str] | None = None) -> None:
+def materialize_days(store: FeatureStore, first: date, last: date, views: list[str] | None = None) -> None:
     """Load the rows stamped inside days first..last into the online store, in one pass: each
     entity ends with its newest row of the window, as if the days had been loaded one by one.
     Idempotent: re-running a window writes the same values."""
@@ -214,12 +216,12 @@ def materialize_days(store: "FeatureStore", first: date, last: date, views: list
         store.materialize(start_date=start, end_date=end, feature_views=views or list(OFFLINE_TABLES))
 
 
-def materialize_day(store: "FeatureStore", day: date, views: list[str] | None = None) -> None:
+def materialize_day(store: FeatureStore, day: date, views: list[str] | None = None) -> None:
     """Load the rows stamped inside `day` into the online store (idempotent for a given day)."""
     materialize_days(store, day, day, views)
 
 
-def online_user_sequences(store: "FeatureStore", user_ids: list[int]) -> pd.DataFrame:
+def online_user_sequences(store: FeatureStore, user_ids: list[int]) -> pd.DataFrame:
     """The user_sequence features of each user, as the online store serves them (lists)."""
     response = store.get_online_features(
         features=USER_SEQUENCE_FEATURES, entity_rows=[{"user_id": int(u)} for u in user_ids]
@@ -227,16 +229,20 @@ def online_user_sequences(store: "FeatureStore", user_ids: list[int]) -> pd.Data
     return pd.DataFrame(response.to_dict())
 
 
-def training_examples(store: "FeatureStore", targets: pd.DataFrame) -> pd.DataFrame:
+def training_examples(store: FeatureStore, targets: pd.DataFrame) -> pd.DataFrame:
     """Join each target event (user_id, event_ts, ...) with the user's sequence as it was just
     before the event: point-in-time correct, so no example sees its own event or a later one.
 
     Targets whose user had no engagement before have an empty sequence (seq_length 0).
     """
     entity = targets.copy()
-    entity[ENTITY_TIMESTAMP] = pd.to_datetime(entity["event_ts"], utc=True).astype(TIMESTAMP_DTYPE) - pd.Timedelta(microseconds=1)
+    entity[ENTITY_TIMESTAMP] = pd.to_datetime(entity["event_ts"], utc=True).astype(TIMESTAMP_DTYPE) - pd.Timedelta(
+        microseconds=1
+    )
     entity["_row"] = range(len(entity))
-    job = store.get_historical_features(entity_df=entity[["user_id", ENTITY_TIMESTAMP, "_row"]], features=USER_SEQUENCE_FEATURES)
+    job = store.get_historical_features(
+        entity_df=entity[["user_id", ENTITY_TIMESTAMP, "_row"]], features=USER_SEQUENCE_FEATURES
+    )
     joined = job.to_df()
     # Feast's file store drops entity rows whose only feature rows lie in their future, so the
     # join result is merged back onto every target: those targets get an empty sequence.

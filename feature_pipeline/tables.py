@@ -127,8 +127,12 @@ class _LastEngagements:
         engaged = cols["outcome"][found] != self.impression_code
         if engaged.any():
             rows = np.flatnonzero(found)[engaged]
-            self.pending.append({"user": pos[engaged].astype(np.int32),
-                                 **{f: cols[f][rows].astype(t) for f, t in self._FIELDS.items() if f != "user"}})
+            self.pending.append(
+                {
+                    "user": pos[engaged].astype(np.int32),
+                    **{f: cols[f][rows].astype(t) for f, t in self._FIELDS.items() if f != "user"},
+                }
+            )
             self.pending_rows += len(rows)
         if self.pending_rows >= BATCH_ROWS:
             self._merge()
@@ -189,8 +193,15 @@ class _LastEngagements:
         last_ts = k["event_ts"][starts + counts - 1]
         user_ids = self.users[positions].astype(np.int64)
         self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}  # what is left of `k` goes with it
-        columns = {name: sequences(field) for name, field in (("seq_item_ids", "item_id"), ("seq_outcomes", "outcome"),
-                                                          ("seq_surfaces", "surface"), ("seq_timestamps_us", "event_ts"))}
+        columns = {
+            name: sequences(field)
+            for name, field in (
+                ("seq_item_ids", "item_id"),
+                ("seq_outcomes", "outcome"),
+                ("seq_surfaces", "surface"),
+                ("seq_timestamps_us", "event_ts"),
+            )
+        }
         return pd.DataFrame(
             {
                 "user_id": user_ids,
@@ -285,8 +296,9 @@ def _feed(batches: Iterable[dict[str, np.ndarray]], *consumers) -> None:
             consumer.add(cols)
 
 
-def user_sequence_table(table: EventTable, day: date, max_length: int = SEQUENCE_LENGTH,
-                        codes: EventCodes = BUILTIN_CODES) -> pd.DataFrame:
+def user_sequence_table(
+    table: EventTable, day: date, max_length: int = SEQUENCE_LENGTH, codes: EventCodes = BUILTIN_CODES
+) -> pd.DataFrame:
     """Per user with an engagement on `day`: the last `max_length` engagements up to that day.
 
     Engagements here are every event but impressions (negatives included: negative feedback is
@@ -326,16 +338,18 @@ def _item_counts(table: EventTable, day: date, history: pd.DataFrame | None, cod
     return counts
 
 
-def item_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None,
-                     codes: EventCodes = BUILTIN_CODES) -> pd.DataFrame:
+def item_stats_table(
+    table: EventTable, day: date, history: pd.DataFrame | None = None, codes: EventCodes = BUILTIN_CODES
+) -> pd.DataFrame:
     """Per item seen on `day`: cumulative counts by outcome family up to that day, engagements,
     and first-seen time. `history`: the items' events up to `day`, if already in memory (else
     streamed)."""
     return _item_counts(table, day, history, codes).item_stats()
 
 
-def item_surface_stats_table(table: EventTable, day: date, history: pd.DataFrame | None = None,
-                             codes: EventCodes = BUILTIN_CODES) -> pd.DataFrame:
+def item_surface_stats_table(
+    table: EventTable, day: date, history: pd.DataFrame | None = None, codes: EventCodes = BUILTIN_CODES
+) -> pd.DataFrame:
     """Per item seen on `day`: cumulative impressions, engagements and their rate per surface
     (impressions 0 when the vocabulary has no impression outcome)."""
     return _item_counts(table, day, history, codes).item_surface_stats()

@@ -1,5 +1,4 @@
 from feast import FeatureService
-
 from features import item_stats, item_surface_stats, user_sequence
 
 user_sequence_service = FeatureService(

@@ -3,11 +3,10 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from feast import FeatureView, Field
-from feast.types import Array, Float64, Int64
-
 from data_sources import item_stats_source, item_surface_stats_source, user_sequence_source
 from entities import item, user
+from feast import FeatureView, Field
+from feast.types import Array, Float64, Int64
 
 # Features keep their value for years: MovieLens users come back after long gaps, and a
 # point-in-time join must still find their history.
@@ -18,8 +17,10 @@ LONG_TTL = timedelta(days=3650)
 # directory and points PINREC_FEAST_CODES at it; the plain `feast` CLI reads codes.json from the
 # folder it runs in (write it with feature_pipeline.store.record_feature_codes).
 CODES = json.loads(Path(os.environ.get("PINREC_FEAST_CODES", "codes.json")).read_text())
-TAGS = {"pinrec/codes": json.dumps({"outcomes": CODES["outcomes"], "surfaces": CODES["surfaces"]}),
-        "pinrec/vocabulary": str(CODES.get("vocabulary") or "")}
+TAGS = {
+    "pinrec/codes": json.dumps({"outcomes": CODES["outcomes"], "surfaces": CODES["surfaces"]}),
+    "pinrec/vocabulary": str(CODES.get("vocabulary") or ""),
+}
 
 user_sequence = FeatureView(
     name="user_sequence",
@@ -36,7 +37,7 @@ user_sequence = FeatureView(
     source=user_sequence_source,
     tags=TAGS,
     description="The user's most recent engagements (oldest first), outcome and surface codes of the "
-                "pinrec/codes tag (the vocabulary's code ledger).",
+    "pinrec/codes tag (the vocabulary's code ledger).",
 )
 
 item_stats = FeatureView(
@@ -49,16 +50,18 @@ item_stats = FeatureView(
     source=item_stats_source,
     tags=TAGS,
     description="Item popularity by outcome family (one count per family of the code ledger), engagements "
-                "and age (first time seen).",
+    "and age (first time seen).",
 )
 
 item_surface_stats = FeatureView(
     name="item_surface_stats",
     entities=[item],
     ttl=LONG_TTL,
-    schema=[Field(name=f"{surface}_{figure}", dtype=dtype)
-            for surface in CODES["surfaces"]
-            for figure, dtype in (("impressions", Int64), ("engagements", Int64), ("engagement_rate", Float64))],
+    schema=[
+        Field(name=f"{surface}_{figure}", dtype=dtype)
+        for surface in CODES["surfaces"]
+        for figure, dtype in (("impressions", Int64), ("engagements", Int64), ("engagement_rate", Float64))
+    ],
     online=True,
     source=item_surface_stats_source,
     tags=TAGS,

@@ -23,8 +23,9 @@ from events.table import EventTable
 EPS = 1e-6  # floor for empty outcome buckets, so PSI and logs stay finite
 
 
-def outcome_counts(table: EventTable, days: list[date], exclude: tuple[str, ...] = ("impression",),
-                   outcomes: Sequence[str] = OUTCOMES) -> pd.DataFrame:
+def outcome_counts(
+    table: EventTable, days: list[date], exclude: tuple[str, ...] = ("impression",), outcomes: Sequence[str] = OUTCOMES
+) -> pd.DataFrame:
     """Event counts per (surface, outcome) over `days`: a frame indexed by surface, one column per
     outcome of `outcomes` (the vocabulary's `drift` outcomes; default the built-in data's, in
     code order) not in `exclude`.
@@ -72,8 +73,9 @@ class SurfaceDrift:
         return asdict(self)
 
 
-def compare_outcome_mix(current: pd.DataFrame, reference: pd.DataFrame, *, js_threshold: float,
-                        psi_threshold: float, min_rows: int = 1000) -> list[SurfaceDrift]:
+def compare_outcome_mix(
+    current: pd.DataFrame, reference: pd.DataFrame, *, js_threshold: float, psi_threshold: float, min_rows: int = 1000
+) -> list[SurfaceDrift]:
     """Drift of each surface present in both frames (outcome_counts layout). A surface drifts
     when either divergence passes its threshold; surfaces with fewer than `min_rows` events on
     either side are reported but never flagged (too little data to tell)."""
@@ -82,10 +84,20 @@ def compare_outcome_mix(current: pd.DataFrame, reference: pd.DataFrame, *, js_th
         cur, ref = current.loc[surface].to_numpy(), reference.loc[surface].to_numpy()
         js, p = js_divergence(cur, ref), psi(cur, ref)
         enough = cur.sum() >= min_rows and ref.sum() >= min_rows
-        reports.append(SurfaceDrift(
-            surface=surface, js=js, psi=p, current_rows=int(cur.sum()), reference_rows=int(ref.sum()),
-            current_mix={o: round(float(c) / float(max(cur.sum(), 1)), 5) for o, c in zip(current.columns, cur) if c},
-            reference_mix={o: round(float(c) / float(max(ref.sum(), 1)), 5) for o, c in zip(reference.columns, ref) if c},
-            drifted=bool(enough and (js > js_threshold or p > psi_threshold)),
-        ))
+        reports.append(
+            SurfaceDrift(
+                surface=surface,
+                js=js,
+                psi=p,
+                current_rows=int(cur.sum()),
+                reference_rows=int(ref.sum()),
+                current_mix={
+                    o: round(float(c) / float(max(cur.sum(), 1)), 5) for o, c in zip(current.columns, cur) if c
+                },
+                reference_mix={
+                    o: round(float(c) / float(max(ref.sum(), 1)), 5) for o, c in zip(reference.columns, ref) if c
+                },
+                drifted=bool(enough and (js > js_threshold or p > psi_threshold)),
+            )
+        )
     return reports

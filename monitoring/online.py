@@ -41,8 +41,11 @@ def gini(counts: np.ndarray) -> float:
 def per_user(log: pd.DataFrame) -> pd.DataFrame:
     """Per user: served impressions and each outcome's count (the unit of the bootstrap)."""
     counts = pd.crosstab(log["user_id"], log["outcome"]) if len(log) else pd.DataFrame()
-    out = pd.DataFrame({"impressions": log.groupby("user_id").size()}) if len(log) else \
-        pd.DataFrame({"impressions": pd.Series([], dtype="int64")})
+    out = (
+        pd.DataFrame({"impressions": log.groupby("user_id").size()})
+        if len(log)
+        else pd.DataFrame({"impressions": pd.Series([], dtype="int64")})
+    )
     for outcome in RATE_OUTCOMES:
         out[outcome] = counts[outcome] if outcome in counts else 0
     return out.fillna(0).astype("int64")
@@ -50,8 +53,10 @@ def per_user(log: pd.DataFrame) -> pd.DataFrame:
 
 def rates_per_1k(users: pd.DataFrame) -> dict[str, float]:
     impressions = float(users["impressions"].sum())
-    return {f"{o}s_per_1k": (float(1000.0 * users[o].sum() / impressions) if impressions else float("nan"))
-            for o in RATE_OUTCOMES}
+    return {
+        f"{o}s_per_1k": (float(1000.0 * users[o].sum() / impressions) if impressions else float("nan"))
+        for o in RATE_OUTCOMES
+    }
 
 
 def bootstrap_ci(users: pd.DataFrame, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict[str, float]:
@@ -75,11 +80,15 @@ def group_metrics(log: pd.DataFrame, catalogue_size: int, *, with_ci: bool = Tru
     served = log.groupby("item_id").size().to_numpy() if len(log) else np.zeros(0)
     exposure = np.zeros(max(catalogue_size, len(served)))
     exposure[: len(served)] = served
-    out = {"impressions": float(len(log)), "users": float(len(users)), **rates_per_1k(users),
-           "distinct_items": float(log["item_id"].nunique()) if len(log) else 0.0,
-           "coverage": float(log["item_id"].nunique() / catalogue_size) if catalogue_size and len(log) else 0.0,
-           "gini": gini(exposure),
-           "canary_share": float((log["served_by"] == "canary").mean()) if len(log) else 0.0}
+    out = {
+        "impressions": float(len(log)),
+        "users": float(len(users)),
+        **rates_per_1k(users),
+        "distinct_items": float(log["item_id"].nunique()) if len(log) else 0.0,
+        "coverage": float(log["item_id"].nunique() / catalogue_size) if catalogue_size and len(log) else 0.0,
+        "gini": gini(exposure),
+        "canary_share": float((log["served_by"] == "canary").mean()) if len(log) else 0.0,
+    }
     if with_ci:
         out.update(bootstrap_ci(users))
     return out
@@ -87,8 +96,10 @@ def group_metrics(log: pd.DataFrame, catalogue_size: int, *, with_ci: bool = Tru
 
 def metrics_by(log: pd.DataFrame, keys: Sequence[str], catalogue_size: int) -> dict[tuple, dict[str, float]]:
     """`group_metrics` for every group of `keys` (e.g. ("surface", "arm"))."""
-    return {(key if isinstance(key, tuple) else (key,)): group_metrics(rows, catalogue_size)
-            for key, rows in log.groupby(list(keys), sort=True)}
+    return {
+        (key if isinstance(key, tuple) else (key,)): group_metrics(rows, catalogue_size)
+        for key, rows in log.groupby(list(keys), sort=True)
+    }
 
 
 @dataclass(frozen=True)
@@ -110,8 +121,13 @@ class Comparison:
         return asdict(self)
 
 
-def compare_groups(a: pd.DataFrame, b: pd.DataFrame, outcomes: Iterable[str] = ("click", "save"),
-                   samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> Comparison:
+def compare_groups(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    outcomes: Iterable[str] = ("click", "save"),
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> Comparison:
     """B minus A on `outcomes` (summed) per 1,000 served impressions, with its 95% interval."""
     outcomes = list(outcomes)
     name = "+".join(outcomes) + "_per_1k"
@@ -128,6 +144,8 @@ def compare_groups(a: pd.DataFrame, b: pd.DataFrame, outcomes: Iterable[str] = (
     if len(ua) < 2 or len(ub) < 2:
         return Comparison(name, float(ra), float(rb), float(rb - ra), float("nan"), float("nan"), len(ua), len(ub))
     rng = np.random.default_rng(seed)
-    diff = rate(ub, rng.integers(0, len(ub), (samples, len(ub)))) - rate(ua, rng.integers(0, len(ua), (samples, len(ua))))
+    diff = rate(ub, rng.integers(0, len(ub), (samples, len(ub)))) - rate(
+        ua, rng.integers(0, len(ua), (samples, len(ua)))
+    )
     low, high = np.percentile(diff, [2.5, 97.5])
     return Comparison(name, float(ra), float(rb), float(rb - ra), float(low), float(high), len(ua), len(ub))

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 if [ "$#" -eq 0 ]; then
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
   .venv/bin/python -m pytest
   exec .venv/bin/python -m pytest -m scale_out
 fi

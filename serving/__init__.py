@@ -1,7 +1,6 @@
-"""Retrieval service: publish and load versions (S3), encode, ANN search, merge, canary routing.
-
-Modules: ``index`` (faiss build/tune/serialise), ``registry`` (versions, manifests, pointers,
-retention), ``publish`` (model -> version), ``encoder`` (the one adapter to ``training``),
-``retriever`` (a loaded version and its pipeline), ``versions`` (background pointer polling and
-swaps), ``app`` (FastAPI), ``cli`` (operators: ``python -m serving.cli --help``).
+"""Serving, split by job: ``registry/`` (versions in S3: manifests, pointers, indexes, publish),
+``service/`` (the online service: routes, schemas, micro-batching, retrieval, load checks,
+``python -m serving.service.cli --help`` for operators), ``evaluation/`` (what the offline canary
+computes and its gate). ``service`` and ``evaluation`` import ``registry``; ``registry`` imports
+neither (the load check a pointer needs is handed to it).
 """

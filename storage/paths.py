@@ -1,7 +1,7 @@
 """Where the embedded default keeps its local state, in one place:
 
-    var/                      PINREC_VAR_DIR: the S3 server's data, its environment file, Dagster's home
-    var/<source>/             PINREC_DATA_DIR: the event table, Feast's data, models, lifecycle state
+var/                      PINREC_VAR_DIR: the S3 server's data, its environment file, Dagster's home
+var/<source>/             PINREC_DATA_DIR: the event table, Feast's data, models, lifecycle state
 """
 
 from __future__ import annotations

@@ -41,9 +41,7 @@ MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * MiB
 
-_AUTH_CODES = frozenset(
-    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
-)
+_AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"})
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
@@ -194,8 +192,7 @@ def ensure_bucket(client: Any, bucket: str) -> bool:
             exc.add_note(f"while checking bucket {bucket!r} at {_where(client)}")
             if _status(exc) == 403:
                 exc.add_note(
-                    f"bucket {bucket!r} exists but these credentials may not use it, "
-                    "or the credentials are wrong"
+                    f"bucket {bucket!r} exists but these credentials may not use it, or the credentials are wrong"
                 )
             raise
     kwargs: dict[str, Any] = {"Bucket": bucket}
@@ -214,9 +211,7 @@ def ensure_bucket(client: Any, bucket: str) -> bool:
         raise
 
 
-def put_bytes(
-    client: Any, bucket: str, key: str, data: bytes, *, content_type: str | None = None
-) -> str:
+def put_bytes(client: Any, bucket: str, key: str, data: bytes, *, content_type: str | None = None) -> str:
     """Write ``data`` to ``s3://bucket/key`` (overwriting); returns the ETag."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "Body": data}
     if content_type:
@@ -253,9 +248,7 @@ def list_keys(client: Any, bucket: str, prefix: str = "", *, page_size: int = 10
     keys: list[str] = []
     paginator = client.get_paginator("list_objects_v2")
     with _annotate(client, f"listing s3://{bucket}/{prefix}"):
-        for page in paginator.paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
-        ):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys
 
@@ -288,9 +281,7 @@ def upload_file(
     if not path.is_file():
         raise FileNotFoundError(f"cannot upload {path}: no such file")
     with _annotate(client, f"uploading {path} to s3://{bucket}/{key}"):
-        client.upload_file(
-            str(path), bucket, key, Config=config or transfer_config(), ExtraArgs=extra_args
-        )
+        client.upload_file(str(path), bucket, key, Config=config or transfer_config(), ExtraArgs=extra_args)
 
 
 def download_file(
@@ -314,9 +305,7 @@ def download_file(
     return path
 
 
-def put_if_absent(
-    client: Any, bucket: str, key: str, data: bytes, *, conflict_retries: int = 5
-) -> bool:
+def put_if_absent(client: Any, bucket: str, key: str, data: bytes, *, conflict_retries: int = 5) -> bool:
     """Create ``s3://bucket/key`` only if no object has that key (``If-None-Match: *``).
 
     Returns True when this call created it, False when an object was already there (HTTP 412
@@ -419,21 +408,29 @@ class S3Unavailable(RuntimeError):
     message is one line an operator can act on."""
 
 
-SETUP_HINT = ("start the embedded server with `pinrec-ops ui` (or `python -m devstack.seaweedfs --data-dir "
-              "var/seaweedfs --env-file var/s3.env`) and `source var/s3.env`, or set PINREC_S3_ENDPOINT_URL "
-              "and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+SETUP_HINT = (
+    "start the embedded server with `pinrec-ops ui` (or `python -m devstack.seaweedfs --data-dir "
+    "var/seaweedfs --env-file var/s3.env`) and `source var/s3.env`, or set PINREC_S3_ENDPOINT_URL "
+    "and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+)
 
 
 def check_reachable(settings: S3Settings, timeout: float = 5.0) -> None:
     """Raise :class:`S3Unavailable` unless credentials exist and the endpoint answers with them."""
     from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
-    session = boto3.session.Session(aws_access_key_id=settings.access_key,
-                                    aws_secret_access_key=settings.secret_key, region_name=settings.region)
+    session = boto3.session.Session(
+        aws_access_key_id=settings.access_key, aws_secret_access_key=settings.secret_key, region_name=settings.region
+    )
     if session.get_credentials() is None:
         raise S3Unavailable(f"no S3 credentials in the environment: {SETUP_HINT}")
-    client = session.client("s3", endpoint_url=settings.endpoint_url, config=Config(
-        connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    client = session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        config=Config(
+            connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}, s3={"addressing_style": "path"}
+        ),
+    )
     where = settings.endpoint_url or "AWS S3"
     try:
         client.list_objects_v2(Bucket=settings.bucket, MaxKeys=1)
@@ -442,7 +439,9 @@ def check_reachable(settings: S3Settings, timeout: float = 5.0) -> None:
     except ClientError as exc:
         if _code(exc) in ("NoSuchBucket",):
             return
-        raise S3Unavailable(f"S3 at {where} refused the request ({_code(exc)}): check the credentials and "
-                            f"the bucket {settings.bucket!r}; {SETUP_HINT}") from None
+        raise S3Unavailable(
+            f"S3 at {where} refused the request ({_code(exc)}): check the credentials and "
+            f"the bucket {settings.bucket!r}; {SETUP_HINT}"
+        ) from None
     except BotoCoreError as exc:
         raise S3Unavailable(f"S3 at {where} is not usable ({type(exc).__name__}: {exc}): {SETUP_HINT}") from None

@@ -24,7 +24,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def live_loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`pinrec-ops live --days 4 --warmup-days 2` on a small world (tests.helpers.LIVE_WORLD), run
     once per session as the operator runs it (its own SeaweedFS under var/, its own Dagster
-    instance): tests/test_live.py checks the loop, tests/test_security.py that no secret of the
+    instance): tests/world/test_live.py checks the loop, tests/serving/test_security.py that no secret of the
     S3 server leaked into what the run left behind."""
     import os
     import subprocess
@@ -34,12 +34,28 @@ def live_loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from tests.helpers import LIVE_DAYS, LIVE_WORLD
 
     tmp = tmp_path_factory.mktemp("live")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-           **LIVE_WORLD, "PINREC_VAR_DIR": str(tmp / "var"), "DAGSTER_HOME": str(tmp / "dagster_home"),
-           "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pinrec_ops.cli", "live", "--days", str(len(LIVE_DAYS)),
-                           "--warmup-days", "2"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
+        **LIVE_WORLD,
+        "PINREC_VAR_DIR": str(tmp / "var"),
+        "DAGSTER_HOME": str(tmp / "dagster_home"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "live", "--days", str(len(LIVE_DAYS)), "--warmup-days", "2"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = tmp / "var" / "live"
-    return {"tmp": tmp, "var": tmp / "var", "data": data, "world": data / "world", "stdout": proc.stdout,
-            "stderr": proc.stderr}
+    return {
+        "tmp": tmp,
+        "var": tmp / "var",
+        "data": data,
+        "world": data / "world",
+        "stdout": proc.stdout,
+        "stderr": proc.stderr,
+    }

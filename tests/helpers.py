@@ -6,17 +6,23 @@ from pathlib import Path
 import torch
 
 from events.ingest import validate_events
-from events.simulator import SimulatedWorld, SimulatorConfig
 from events.table import EventTable
+from world.simulator import SimulatedWorld, SimulatorConfig
 
 # `pinrec-ops live` on a small world for four days (tests/conftest.py's live_loop): two warm-up
 # days, a bootstrap retrain, two days served
-LIVE_WORLD = {"PINREC_SIM_USERS": "400", "PINREC_SIM_ITEMS": "1000", "PINREC_SIM_EVENTS_PER_DAY": "15000",
-              "PINREC_TRAIN_D_MODEL": "32", "PINREC_TRAIN_PRETRAIN_EPOCHS": "2"}
+LIVE_WORLD = {
+    "PINREC_SIM_USERS": "400",
+    "PINREC_SIM_ITEMS": "1000",
+    "PINREC_SIM_EVENTS_PER_DAY": "15000",
+    "PINREC_TRAIN_D_MODEL": "32",
+    "PINREC_TRAIN_PRETRAIN_EPOCHS": "2",
+}
 LIVE_DAYS = [date(2026, 1, d) for d in (1, 2, 3, 4)]
 
-SMALL_WORLD = SimulatorConfig(seed=3, n_users=60, n_items=300, n_topics=6, events_per_day=3000,
-                              start_date=date(2026, 2, 1), n_days=4)
+SMALL_WORLD = SimulatorConfig(
+    seed=3, n_users=60, n_items=300, n_topics=6, events_per_day=3000, start_date=date(2026, 2, 1), n_days=4
+)
 
 
 def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTable:
@@ -30,15 +36,29 @@ def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTabl
     return table
 
 
-def tiny_model(n_items: int = 300, seed: int = 0, d_model: int = 32, item_id_offset: int = 1000,
-               rank_outcomes: tuple[str, ...] = ()):
+def tiny_model(
+    n_items: int = 300,
+    seed: int = 0,
+    d_model: int = 32,
+    item_id_offset: int = 1000,
+    rank_outcomes: tuple[str, ...] = (),
+):
     """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``
     (``rank_outcomes``: with a ranking head predicting them)."""
     from training.model import PinRec, PinRecConfig
 
     torch.manual_seed(seed)
-    model = PinRec(PinRecConfig(n_items=n_items, d_model=d_model, n_layers=1, n_heads=2,
-                                max_len=50, dropout=0.0, rank_outcomes=tuple(rank_outcomes)))
+    model = PinRec(
+        PinRecConfig(
+            n_items=n_items,
+            d_model=d_model,
+            n_layers=1,
+            n_heads=2,
+            max_len=50,
+            dropout=0.0,
+            rank_outcomes=tuple(rank_outcomes),
+        )
+    )
     with torch.no_grad():
         model.item_ids[1:] += item_id_offset - 0
     return model.eval()

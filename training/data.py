@@ -41,7 +41,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from events.contract import BUILTIN_CODES, EventCodes
 from training.model import OFFSET_HORIZON_S, OFFSETS
 
-
 # --------------------------------------------------------------------------------------------
 # Sequences
 # --------------------------------------------------------------------------------------------
@@ -51,15 +50,15 @@ from training.model import OFFSET_HORIZON_S, OFFSETS
 class Sequences:
     """Per-user token sequences in CSR form (tokens of user u: ptr[u]..ptr[u+1])."""
 
-    vocab: np.ndarray          # (V+1,) raw item id of each index; vocab[0] = -1 (padding)
-    user_ids: np.ndarray       # (U,)
-    ptr: np.ndarray            # (U+1,)
-    items: np.ndarray          # (N,) item index 1..V
-    outcomes: np.ndarray       # (N,) outcome code
-    surfaces: np.ndarray       # (N,) surface code
-    ts: np.ndarray             # (N,) seconds since epoch (float64)
+    vocab: np.ndarray  # (V+1,) raw item id of each index; vocab[0] = -1 (padding)
+    user_ids: np.ndarray  # (U,)
+    ptr: np.ndarray  # (U+1,)
+    items: np.ndarray  # (N,) item index 1..V
+    outcomes: np.ndarray  # (N,) outcome code
+    surfaces: np.ndarray  # (N,) surface code
+    ts: np.ndarray  # (N,) seconds since epoch (float64)
     # hard negatives per token: impressed-but-not-engaged items of the token's session
-    hard_ptr: np.ndarray | None = None   # (N+1,)
+    hard_ptr: np.ndarray | None = None  # (N+1,)
     hard_items: np.ndarray | None = None
 
     @property
@@ -89,8 +88,17 @@ class Sequences:
             starts = self.hard_ptr[:-1][keep]
             hp = np.concatenate([[0], np.cumsum(lens)])
             hi = self.hard_items[_ranges(starts, lens)] if lens.sum() else np.zeros(0, np.int64)
-        return Sequences(self.vocab, self.user_ids[users], ptr, self.items[keep], self.outcomes[keep],
-                         self.surfaces[keep], self.ts[keep], hp, hi)
+        return Sequences(
+            self.vocab,
+            self.user_ids[users],
+            ptr,
+            self.items[keep],
+            self.outcomes[keep],
+            self.surfaces[keep],
+            self.ts[keep],
+            hp,
+            hi,
+        )
 
     def drop_last(self, n: int) -> Sequences:
         """Each user's sequence without its last `n` tokens."""
@@ -111,8 +119,12 @@ def build_vocab(events: pd.DataFrame) -> np.ndarray:
     return np.concatenate([[-1], np.unique(events["item_id"].to_numpy(np.int64))])
 
 
-def build_sequences(events: pd.DataFrame, vocab: np.ndarray | None = None,
-                    hard_negatives: bool = False, codes: EventCodes = BUILTIN_CODES) -> Sequences:
+def build_sequences(
+    events: pd.DataFrame,
+    vocab: np.ndarray | None = None,
+    hard_negatives: bool = False,
+    codes: EventCodes = BUILTIN_CODES,
+) -> Sequences:
     """Engagement sequences from a contract frame, outcomes and surfaces coded by `codes`.
 
     Users are sorted by id; each user's events by event_ts with a stable sort (ties keep frame
@@ -135,8 +147,9 @@ def build_sequences(events: pd.DataFrame, vocab: np.ndarray | None = None,
     order = np.lexsort((np.arange(len(events)), ts, user))
     order = order[engaged[order]]
     users, counts = np.unique(user[order], return_counts=True)
-    seqs = Sequences(vocab, users, np.concatenate([[0], np.cumsum(counts)]), idx[order],
-                     outcome[order], surface[order], ts[order])
+    seqs = Sequences(
+        vocab, users, np.concatenate([[0], np.cumsum(counts)]), idx[order], outcome[order], surface[order], ts[order]
+    )
     if hard_negatives:
         # per session: impressed items never engaged in that session
         imp = (outcome == codes.impression_code) & known
@@ -162,7 +175,7 @@ class EvalSet:
     """Prefix sequences with one held-out target each (the public protocol)."""
 
     prefixes: Sequences
-    targets: np.ndarray         # (U,) item index
+    targets: np.ndarray  # (U,) item index
     target_outcomes: np.ndarray  # (U,)
 
 
@@ -187,16 +200,16 @@ def leave_one_out(seqs: Sequences, min_train: int = 1) -> tuple[Sequences, EvalS
 @dataclass
 class DataConfig:
     max_len: int = 200
-    batch_size: int = 128                  # global batch (all processes together; see DDP above)
+    batch_size: int = 128  # global batch (all processes together; see DDP above)
     seed: int = 0
-    offsets: tuple[str, ...] = ("next",)   # trained offsets (model.cfg.offsets)
-    n_positives: int = 4                   # window relaxation: positive-set size per target
-    p_any_outcome: float = 0.0             # prob. a target is conditioned on "any outcome"
-    outcome_conditioning: bool = True      # False: every target is "any outcome" (UC)
-    target_surface: str | None = None      # fine-tuning: only targets on this surface
-    n_hard: int = 0                        # hard negatives per target (fine-tuning)
+    offsets: tuple[str, ...] = ("next",)  # trained offsets (model.cfg.offsets)
+    n_positives: int = 4  # window relaxation: positive-set size per target
+    p_any_outcome: float = 0.0  # prob. a target is conditioned on "any outcome"
+    outcome_conditioning: bool = True  # False: every target is "any outcome" (UC)
+    target_surface: str | None = None  # fine-tuning: only targets on this surface
+    n_hard: int = 0  # hard negatives per target (fine-tuning)
     eval_batch_size: int = 512
-    codes: EventCodes = BUILTIN_CODES      # the vocabulary's codes (synced with the model's)
+    codes: EventCodes = BUILTIN_CODES  # the vocabulary's codes (synced with the model's)
 
 
 def _time_inputs(seqs: Sequences, idx: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -206,8 +219,7 @@ def _time_inputs(seqs: Sequences, idx: np.ndarray, valid: np.ndarray) -> tuple[n
     first = np.isin(g, seqs.ptr[:-1])
     prev = seqs.ts[np.maximum(g - 1, 0)]
     log_gap = np.where(first, -1.0, np.log1p(np.maximum(ts - prev, 0.0)))
-    return (np.where(valid, ts / 86_400.0, 0.0).astype(np.float32),
-            np.where(valid, log_gap, 0.0).astype(np.float32))
+    return (np.where(valid, ts / 86_400.0, 0.0).astype(np.float32), np.where(valid, log_gap, 0.0).astype(np.float32))
 
 
 def input_batch(seqs: Sequences, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -248,11 +260,11 @@ class TrainWindows(Dataset):
         starts, ends = [], []
         for u in range(seqs.n_users):
             a0, b = int(seqs.ptr[u]), int(seqs.ptr[u + 1])
-            while b - a0 >= 2:                      # a window needs an input and a target
+            while b - a0 >= 2:  # a window needs an input and a target
                 a = max(a0, b - cfg.max_len - 1)
                 starts.append(a)
                 ends.append(b)
-                b = a + 1                           # next window's last target is token a
+                b = a + 1  # next window's last target is token a
         self.starts = np.array(starts, np.int64)
         self.n_inputs = np.array(ends, np.int64) - self.starts - 1
         self.user_end = np.repeat(seqs.ptr[1:], seqs.lengths)
@@ -279,8 +291,9 @@ class TrainWindows(Dataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         if self.cfg.batch_size % world_size:
-            raise ValueError(f"batch_size {self.cfg.batch_size} (the global batch) is not divisible by "
-                             f"the world size {world_size}")
+            raise ValueError(
+                f"batch_size {self.cfg.batch_size} (the global batch) is not divisible by the world size {world_size}"
+            )
         if len(self.starts) < world_size:
             raise ValueError(f"{len(self.starts)} training windows cannot be shared by {world_size} processes")
         if (rank, world_size) != (self.rank, self.world_size):
@@ -293,9 +306,14 @@ class TrainWindows(Dataset):
         perm = rng.permutation(n)
         # sort by length inside mega-batches of 64 batches: similar lengths, still shuffled
         mega = 64 * B
-        order = np.concatenate([p[np.argsort(-self.n_inputs[p], kind="stable")]
-                                for p in np.array_split(perm, max(1, -(-n // mega)))]) if n else perm
-        batches = [order[i:i + B] for i in range(0, n, B)]
+        order = (
+            np.concatenate(
+                [p[np.argsort(-self.n_inputs[p], kind="stable")] for p in np.array_split(perm, max(1, -(-n // mega)))]
+            )
+            if n
+            else perm
+        )
+        batches = [order[i : i + B] for i in range(0, n, B)]
         if len(batches) > 1 and len(batches[-1]) < self.world_size:  # every process needs a window
             batches[-2:] = [np.concatenate(batches[-2:])]
         self.batches = [batches[i] for i in rng.permutation(len(batches))]
@@ -307,7 +325,7 @@ class TrainWindows(Dataset):
         """This process's part of planned batch i (the whole batch in a single process)."""
         part = i * self.world_size + self.rank
         rng = np.random.default_rng([self.cfg.seed, self.epoch, 1, part])
-        w = self.batches[i][self.rank::self.world_size]
+        w = self.batches[i][self.rank :: self.world_size]
         return self.make_batch(self.starts[w], self.n_inputs[w], rng)
 
     def make_batch(self, starts: np.ndarray, n_inputs: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -315,12 +333,12 @@ class TrainWindows(Dataset):
         L = int(n_inputs.max())
         t = np.arange(L)[None, :]
         valid = t < n_inputs[:, None]
-        idx = np.where(valid, starts[:, None] + t, -1)                        # (B, L)
+        idx = np.where(valid, starts[:, None] + t, -1)  # (B, L)
         batch = input_batch(s, idx)
         g = np.where(valid, idx, 0)
-        end = self.user_end[g]                                                # (B, L) user's end
+        end = self.user_end[g]  # (B, L) user's end
         K, H = cfg.n_positives, cfg.n_hard
-        any_outcome = len(cfg.codes.outcomes)                                 # the head's "any" index
+        any_outcome = len(cfg.codes.outcomes)  # the head's "any" index
         tv, to, pid, pm, hid, hm = [], [], [], [], [], []
         for code in self.offset_codes:
             if code == 0:
@@ -341,7 +359,7 @@ class TrainWindows(Dataset):
             if cfg.target_surface is not None:
                 ok &= s.surfaces[j] == cfg.codes.surface_code[cfg.target_surface]
             # positive set: j, then the first K-1 other window items with the same outcome
-            p = lo[..., None] + np.arange(K - 1)                              # (B, L, K-1)
+            p = lo[..., None] + np.arange(K - 1)  # (B, L, K-1)
             pc = np.minimum(p, len(s.items) - 1)
             pok = (p < hi[..., None]) & (p != j[..., None]) & ok[..., None]
             pok &= (oc[..., None] == any_outcome) | (s.outcomes[pc] == oc[..., None])
@@ -358,13 +376,13 @@ class TrainWindows(Dataset):
                 hok = np.broadcast_to((hn[..., None] > 0) & ok[..., None], hix.shape).copy()
                 hitems = s.hard_items[hix] if len(s.hard_items) else np.zeros(hix.shape, np.int64)
                 hid.append(np.where(hok, hitems, 0)), hm.append(hok)
-        batch["tgt_valid"] = torch.from_numpy(np.stack(tv, -1))                 # (B, L, O)
-        batch["tgt_outcome"] = torch.from_numpy(np.stack(to, -1))               # (B, L, O)
+        batch["tgt_valid"] = torch.from_numpy(np.stack(tv, -1))  # (B, L, O)
+        batch["tgt_outcome"] = torch.from_numpy(np.stack(to, -1))  # (B, L, O)
         batch["tgt_offset"] = torch.tensor(self.offset_codes).expand(*valid.shape, -1).clone()
-        batch["pos_ids"] = torch.from_numpy(np.stack(pid, 2))                    # (B, L, O, K)
+        batch["pos_ids"] = torch.from_numpy(np.stack(pid, 2))  # (B, L, O, K)
         batch["pos_mask"] = torch.from_numpy(np.stack(pm, 2))
         if H > 0:
-            batch["hard_ids"] = torch.from_numpy(np.stack(hid, 2))               # (B, L, O, H)
+            batch["hard_ids"] = torch.from_numpy(np.stack(hid, 2))  # (B, L, O, H)
             batch["hard_mask"] = torch.from_numpy(np.stack(hm, 2))
         if self.slates is not None:  # drawn after the retrieval targets: those stay as they were
             batch.update(self.slates.batch(starts, n_inputs, rng))
@@ -396,7 +414,7 @@ def eval_batches(ev: EvalSet, max_len: int, batch_size: int = 512, users: np.nda
     p = ev.prefixes
     all_users = np.arange(p.n_users) if users is None else np.asarray(users, np.int64)
     for a in range(0, len(all_users), batch_size):
-        users = all_users[a:a + batch_size]
+        users = all_users[a : a + batch_size]
         idx = last_window_index(p, max_len, users)
         lens = p.lengths[users]
         t = np.arange(int(lens.max()))[None, :]
@@ -423,16 +441,23 @@ class PinRecDataModule(pl.LightningDataModule):
     `from_parquet`. `split="leave_one_out"` holds out each user's last two actions.
     """
 
-    def __init__(self, train: Sequences, cfg: DataConfig, valid: EvalSet | None = None,
-                 test: EvalSet | None = None, slates=None):
+    def __init__(
+        self, train: Sequences, cfg: DataConfig, valid: EvalSet | None = None, test: EvalSet | None = None, slates=None
+    ):
         super().__init__()
         self.train_seqs, self.cfg, self.valid, self.test = train, cfg, valid, test
         self.slates = slates  # training.ranking.SlateSampler (ranking head), or None
         self.train_ds: TrainWindows | None = None
 
     @classmethod
-    def from_events(cls, events: pd.DataFrame, cfg: DataConfig, split: str = "none",
-                    vocab: np.ndarray | None = None, hard_negatives: bool = False) -> PinRecDataModule:
+    def from_events(
+        cls,
+        events: pd.DataFrame,
+        cfg: DataConfig,
+        split: str = "none",
+        vocab: np.ndarray | None = None,
+        hard_negatives: bool = False,
+    ) -> PinRecDataModule:
         seqs = build_sequences(events, vocab, hard_negatives=hard_negatives, codes=cfg.codes)
         if split == "leave_one_out":
             train, valid, test = leave_one_out(seqs)
@@ -473,8 +498,7 @@ class PinRecDataModule(pl.LightningDataModule):
     def val_dataloader(self):
         if self.valid is None:
             return []
-        return DataLoader(_EvalList(self.valid, self.cfg, *self.rank_and_world_size()),
-                          batch_size=None, num_workers=0)
+        return DataLoader(_EvalList(self.valid, self.cfg, *self.rank_and_world_size()), batch_size=None, num_workers=0)
 
 
 class _EvalList(Dataset):
@@ -494,7 +518,16 @@ class _EvalList(Dataset):
 
 
 __all__ = [
-    "DataConfig", "EvalSet", "PinRecDataModule", "Sequences", "TrainWindows", "build_sequences",
-    "build_vocab", "eval_batches", "input_batch", "item_log_popularity", "last_window_index",
+    "DataConfig",
+    "EvalSet",
+    "PinRecDataModule",
+    "Sequences",
+    "TrainWindows",
+    "build_sequences",
+    "build_vocab",
+    "eval_batches",
+    "input_batch",
+    "item_log_popularity",
+    "last_window_index",
     "leave_one_out",
 ]

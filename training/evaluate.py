@@ -31,13 +31,15 @@ from training.module import mixture_scores
 
 
 @torch.no_grad()
-def evaluate_public_model(model: PinRec, ev: EvalSet, mix: list[tuple[str, float]] | None = None,
-                          batch_size: int = 512) -> dict[str, float]:
+def evaluate_public_model(
+    model: PinRec, ev: EvalSet, mix: list[tuple[str, float]] | None = None, batch_size: int = 512
+) -> dict[str, float]:
     """HR@10/NDCG@10/HR@50/NDCG@50 of `model` on `ev` (public protocol)."""
     model.eval()
     mix = mix or [("any", 1.0)]
-    return metrics.evaluate_public(lambda x: mixture_scores(model, x, mix),
-                                   eval_batches(ev, model.cfg.max_len, batch_size))
+    return metrics.evaluate_public(
+        lambda x: mixture_scores(model, x, mix), eval_batches(ev, model.cfg.max_len, batch_size)
+    )
 
 
 def evaluate_popularity(train: Sequences, ev: EvalSet, batch_size: int = 512) -> dict[str, float]:
@@ -49,8 +51,14 @@ def evaluate_popularity(train: Sequences, ev: EvalSet, batch_size: int = 512) ->
 
 
 @torch.no_grad()
-def retrieve(model: PinRec, history: Sequences, budget: Mapping[tuple[str, str], float] | list[tuple[str, str]],
-             k: int, exclude_seen: bool = True, batch_size: int = 256) -> list[list[tuple[int, float, str, str]]]:
+def retrieve(
+    model: PinRec,
+    history: Sequences,
+    budget: Mapping[tuple[str, str], float] | list[tuple[str, str]],
+    k: int,
+    exclude_seen: bool = True,
+    batch_size: int = 256,
+) -> list[list[tuple[int, float, str, str]]]:
     """Per user of `history`: the (outcome, offset) queries of `budget`, each retrieving its top
     `k` items (exact inner product over the item table), as (item index, score, outcome, offset)."""
     model.eval()
@@ -61,23 +69,33 @@ def retrieve(model: PinRec, history: Sequences, budget: Mapping[tuple[str, str],
         users = np.arange(a, min(a + batch_size, history.n_users))
         idx = last_window_index(history, model.cfg.max_len, users)
         g = model.generate_queries(input_batch(history, idx), pairs)
-        s = torch.einsum("bqd,vd->bqv", g["queries"], E)                       # (B, Q, V+1)
+        s = torch.einsum("bqd,vd->bqv", g["queries"], E)  # (B, Q, V+1)
         s[..., 0] = float("-inf")
         if exclude_seen:
             for r, u in enumerate(users):
-                seen = torch.from_numpy(history.items[history.ptr[u]:history.ptr[u + 1]])
+                seen = torch.from_numpy(history.items[history.ptr[u] : history.ptr[u + 1]])
                 s[r, :, seen] = float("-inf")
         top = s.topk(min(k, s.shape[-1] - 1), dim=-1)
         for r in range(len(users)):
-            out.append([(int(i), float(v), g["outcomes"][j], g["offsets"][j])
-                        for j in range(len(pairs)) for i, v in zip(top.indices[r, j].tolist(), top.values[r, j].tolist())
-                        if v > float("-inf")])
+            out.append(
+                [
+                    (int(i), float(v), g["outcomes"][j], g["offsets"][j])
+                    for j in range(len(pairs))
+                    for i, v in zip(top.indices[r, j].tolist(), top.values[r, j].tolist())
+                    if v > float("-inf")
+                ]
+            )
     return out
 
 
-def evaluate_pinrec(model: PinRec, history: Sequences, future: Sequences,
-                    budget: Mapping[tuple[str, str], float], k: int,
-                    outcomes: list[str] | None = None) -> dict[str, float]:
+def evaluate_pinrec(
+    model: PinRec,
+    history: Sequences,
+    future: Sequences,
+    budget: Mapping[tuple[str, str], float],
+    k: int,
+    outcomes: list[str] | None = None,
+) -> dict[str, float]:
     """PinRec protocol for the users of `history` that have engaged items in `future`.
 
     `budget` maps (outcome, offset) -> weight; an outcome's share of the k merged slots is the

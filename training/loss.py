@@ -29,10 +29,10 @@ CHUNK_ROWS = 512
 
 @dataclass
 class LossConfig:
-    full_softmax: bool = True     # all items as negatives (best for small catalogues)
-    n_inbatch: int = 512          # sampled mode: positives of other rows used as negatives
-    n_uniform: int = 512          # sampled mode: uniform random items
-    logq: bool = True             # subtract log(sampling probability) from sampled logits
+    full_softmax: bool = True  # all items as negatives (best for small catalogues)
+    n_inbatch: int = 512  # sampled mode: positives of other rows used as negatives
+    n_uniform: int = 512  # sampled mode: uniform random items
+    logq: bool = True  # subtract log(sampling probability) from sampled logits
 
 
 class _ChunkedLSE(torch.autograd.Function):
@@ -47,7 +47,7 @@ class _ChunkedLSE(torch.autograd.Function):
         Em = E.to(mm_dtype)
         out = torch.empty(qs.shape[0], dtype=torch.float32, device=qs.device)
         for a in range(0, qs.shape[0], CHUNK_ROWS):
-            out[a:a + CHUNK_ROWS] = torch.logsumexp((qs[a:a + CHUNK_ROWS].to(mm_dtype) @ Em.T).float(), dim=1)
+            out[a : a + CHUNK_ROWS] = torch.logsumexp((qs[a : a + CHUNK_ROWS].to(mm_dtype) @ Em.T).float(), dim=1)
         ctx.save_for_backward(qs, E, out)
         ctx.mm_dtype = mm_dtype
         return out
@@ -61,18 +61,19 @@ class _ChunkedLSE(torch.autograd.Function):
         gq = torch.empty(qs.shape, dtype=torch.float32, device=qs.device)
         gE = torch.zeros(E.shape, dtype=torch.float32, device=qs.device)
         for a in range(0, qs.shape[0], CHUNK_ROWS):
-            qc = qs[a:a + CHUNK_ROWS]
-            p = (qc.to(mt) @ Em.T).float()                                 # (n, V) logits
-            p.sub_(lse[a:a + CHUNK_ROWS, None]).exp_()                     # softmax
+            qc = qs[a : a + CHUNK_ROWS]
+            p = (qc.to(mt) @ Em.T).float()  # (n, V) logits
+            p.sub_(lse[a : a + CHUNK_ROWS, None]).exp_()  # softmax
             pm = p.to(mt)
-            gc = g[a:a + CHUNK_ROWS, None]
-            gq[a:a + CHUNK_ROWS] = (pm @ Em).float() * gc                  # dL/dq = g p E
-            gE += (pm.T @ (qc * gc).to(mt)).float()                        # dL/dE = p^T (g q)
+            gc = g[a : a + CHUNK_ROWS, None]
+            gq[a : a + CHUNK_ROWS] = (pm @ Em).float() * gc  # dL/dq = g p E
+            gE += (pm.T @ (qc * gc).to(mt)).float()  # dL/dE = p^T (g q)
         return gq.to(qs.dtype), gE.to(E.dtype), None
 
 
-def chunked_logsumexp(q: torch.Tensor, E: torch.Tensor, scale: torch.Tensor,
-                      mm_dtype: torch.dtype | None = None) -> torch.Tensor:
+def chunked_logsumexp(
+    q: torch.Tensor, E: torch.Tensor, scale: torch.Tensor, mm_dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """(N,) log sum_v exp(scale * q_n . E_v), differentiable in q, E and scale.
 
     `mm_dtype` defaults to bfloat16 under CPU autocast, else q's dtype.
@@ -83,11 +84,20 @@ def chunked_logsumexp(q: torch.Tensor, E: torch.Tensor, scale: torch.Tensor,
         return _ChunkedLSE.apply(q.float() * scale.float(), E.float(), mm_dtype)
 
 
-def sampled_softmax_loss(q: torch.Tensor, pos_ids: torch.Tensor, pos_mask: torch.Tensor,
-                         item_embeddings, temperature: torch.Tensor, cfg: LossConfig,
-                         n_items: int, item_log_prob: torch.Tensor | None = None,
-                         hard_ids: torch.Tensor | None = None, hard_mask: torch.Tensor | None = None,
-                         generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
+def sampled_softmax_loss(
+    q: torch.Tensor,
+    pos_ids: torch.Tensor,
+    pos_mask: torch.Tensor,
+    item_embeddings,
+    temperature: torch.Tensor,
+    cfg: LossConfig,
+    n_items: int,
+    item_log_prob: torch.Tensor | None = None,
+    hard_ids: torch.Tensor | None = None,
+    hard_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Loss over N rows: mean, or (N,) per row with `reduction="none"`.
 
     q (N, d) normalised queries; pos_ids (N, K) item indices with pos_mask (N, K) (slot 0 True);
@@ -97,25 +107,25 @@ def sampled_softmax_loss(q: torch.Tensor, pos_ids: torch.Tensor, pos_mask: torch
     """
     q = q.float()
     inv_t = 1.0 / temperature.float()
-    pos_logit = torch.einsum("nd,nkd->nk", q, item_embeddings(pos_ids).float()) * inv_t   # (N, K)
+    pos_logit = torch.einsum("nd,nkd->nk", q, item_embeddings(pos_ids).float()) * inv_t  # (N, K)
     parts: list[torch.Tensor] = []
     if cfg.full_softmax:
-        E = item_embeddings(None)[1:]                                     # (V, d), no padding row
-        parts.append(chunked_logsumexp(q, E, inv_t).unsqueeze(1))         # (N, 1)
+        E = item_embeddings(None)[1:]  # (V, d), no padding row
+        parts.append(chunked_logsumexp(q, E, inv_t).unsqueeze(1))  # (N, 1)
     else:
         # one shared candidate set per batch: in-batch positives + uniform draws
         flat = pos_ids[:, 0]
         idx = torch.randint(0, flat.shape[0], (min(cfg.n_inbatch, flat.shape[0]),), generator=generator)
         inb = flat[idx]
         uni = torch.randint(1, n_items + 1, (cfg.n_uniform,), generator=generator)
-        cand = torch.cat([inb, uni])                                     # (C,)
-        neg_logit = (q @ item_embeddings(cand).float().T) * inv_t         # (N, C)
+        cand = torch.cat([inb, uni])  # (C,)
+        neg_logit = (q @ item_embeddings(cand).float().T) * inv_t  # (N, C)
         if cfg.logq:
             # expected count of c in the candidate set: n_inbatch * p_pop(c) + n_uniform / V
             pop = item_log_prob.exp()
             neg_logit = neg_logit - (pop[cand] * inb.shape[0] + cfg.n_uniform / n_items).log()
             pos_logit = pos_logit - (pop[pos_ids] * inb.shape[0] + cfg.n_uniform / n_items).log()
-        hit = (cand.view(1, 1, -1) == pos_ids.unsqueeze(-1)).any(1)      # (N, C)
+        hit = (cand.view(1, 1, -1) == pos_ids.unsqueeze(-1)).any(1)  # (N, C)
         parts += [pos_logit.masked_fill(~pos_mask, NEG_INF), neg_logit.masked_fill(hit, NEG_INF)]
     if hard_ids is not None:
         # in full mode the hard negatives are already in the denominator; adding them once more

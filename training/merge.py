@@ -152,7 +152,7 @@ def merge_rows(
     quotas = budget_shares(outcome_weights, k)
     weight = np.array([outcome_weights.get(o, 0) for o in outcomes], dtype=np.float64)
     keep = valid & (weight[:, None] > 0) & np.isfinite(scores)
-    rows, cols = np.nonzero(keep)                     # row-major = merge_by_budget's input order
+    rows, cols = np.nonzero(keep)  # row-major = merge_by_budget's input order
     entry_scores = scores[rows, cols].astype(np.float64)
     order = np.lexsort((np.arange(len(rows)), -entry_scores))
     rows_o = rows[order].tolist()

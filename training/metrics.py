@@ -68,9 +68,7 @@ def rank_metrics(ranks: Any, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]
     return out
 
 
-def _seen_index(
-    seen: Any, batch: int, device: torch.device, pad: int
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _seen_index(seen: Any, batch: int, device: torch.device, pad: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(rows, cols) of the seen entries, from a list of lists or a padded 2-D tensor/array."""
     if seen is None:
         return None
@@ -88,9 +86,7 @@ def _seen_index(
     total = int(lengths.sum())
     if total == 0:
         return None
-    cols_np = np.fromiter(
-        itertools.chain.from_iterable(seen), dtype=np.int64, count=total
-    )
+    cols_np = np.fromiter(itertools.chain.from_iterable(seen), dtype=np.int64, count=total)
     rows_np = np.repeat(np.arange(batch, dtype=np.int64), lengths)
     keep = (cols_np >= 0) & (cols_np != pad)
     rows = torch.from_numpy(rows_np[keep]).to(device)

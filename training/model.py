@@ -65,18 +65,18 @@ TIME_PERIODS_DAYS: tuple[float, ...] = (1.0, 7.0, 30.0, 91.0, 365.0, 1461.0)
 
 @dataclass
 class PinRecConfig:
-    n_items: int                      # V: item indices are 1..V, 0 is padding
+    n_items: int  # V: item indices are 1..V, 0 is padding
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 2
     max_len: int = 200
     dropout: float = 0.2
     ffn_mult: int = 4
-    hash_tables: int = 0              # 0: one ID row per item; k > 0: sum of k hashed tables
-    hash_buckets: int = 0             # rows per hashed table (hash_tables > 0)
-    side_inputs: bool = True          # outcome, surface, time features on the input token
+    hash_tables: int = 0  # 0: one ID row per item; k > 0: sum of k hashed tables
+    hash_buckets: int = 0  # rows per hashed table (hash_tables > 0)
+    side_inputs: bool = True  # outcome, surface, time features on the input token
     outcome_conditioning: bool = True  # False = UC: the head ignores the target outcome
-    multi_token: bool = True          # False = single token: only the "next" offset
+    multi_token: bool = True  # False = single token: only the "next" offset
     init_temperature: float = 0.05
     # the vocabulary's codes: outcome and surface names by code (embedding rows follow them)
     outcomes: tuple[str, ...] = OUTCOMES
@@ -118,7 +118,7 @@ def encode_flops(cfg: PinRecConfig, n_new: int, n_past: int = 0) -> float:
     d, f = cfg.d_model, cfg.ffn_mult
     token = 2 * (2 * len(TIME_PERIODS_DAYS) + 2) * d + 2 * (d * 2 * d + 2 * d * d)
     linears = 2 * (3 * d * d + d * d + 2 * f * d * d)
-    attended = n_new * n_past + n_new * (n_new + 1) / 2                      # sum over p of (p + 1)
+    attended = n_new * n_past + n_new * (n_new + 1) / 2  # sum over p of (p + 1)
     return n_new * (token + cfg.n_layers * linears) + cfg.n_layers * 4 * d * attended
 
 
@@ -136,7 +136,7 @@ def rank_flops(cfg: PinRecConfig, n_candidates: int, n_history: int) -> float:
     d, K = cfg.d_model, len(cfg.rank_outcomes)
     per_layer = 2 * (2 * d * d) + 4 * d * (n_history + 1)
     out = 2 * (2 * d * d + d * K) + 2 * K * d
-    return n_candidates * (cfg.n_layers * per_layer + out) + 2 * K * d * d   # + U h_last, once
+    return n_candidates * (cfg.n_layers * per_layer + out) + 2 * K * d * d  # + U h_last, once
 
 
 class ItemEmbedding(nn.Module):
@@ -151,8 +151,9 @@ class ItemEmbedding(nn.Module):
             if cfg.hash_buckets <= 1:
                 raise ValueError(f"hash_tables > 0 needs hash_buckets > 1, got {cfg.hash_buckets}")
             self.buckets = cfg.hash_buckets
-            self.tables = nn.ModuleList(nn.Embedding(cfg.hash_buckets + 1, cfg.d_model, padding_idx=0)
-                                        for _ in range(self.k))
+            self.tables = nn.ModuleList(
+                nn.Embedding(cfg.hash_buckets + 1, cfg.d_model, padding_idx=0) for _ in range(self.k)
+            )
             # universal hashing: table j maps id -> 1 + ((a_j * id + b_j) mod P) mod buckets, P prime
             g = torch.Generator().manual_seed(1234)
             self.register_buffer("mult", torch.randint(1, self.P, (self.k,), generator=g), persistent=False)
@@ -175,7 +176,7 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p <= 0:
         return x
     n = x.numel()
-    r = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
+    r = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
     keep = r.view(torch.uint8)[:n].view(x.shape) >= int(round(p * 256))
     return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
 
@@ -204,9 +205,13 @@ class KVCache:
         """One cache per sequence (B = 1), trimmed to its own length (copies, not views)."""
         out = []
         for b, n in enumerate(self.lengths.tolist()):
-            out.append(KVCache([k[b:b + 1, :, :n].clone() for k in self.keys],
-                               [v[b:b + 1, :, :n].clone() for v in self.values],
-                               self.lengths[b:b + 1].clone()))
+            out.append(
+                KVCache(
+                    [k[b : b + 1, :, :n].clone() for k in self.keys],
+                    [v[b : b + 1, :, :n].clone() for v in self.values],
+                    self.lengths[b : b + 1].clone(),
+                )
+            )
         return out
 
     @staticmethod
@@ -214,13 +219,15 @@ class KVCache:
         """Batch single-sequence caches (B = 1 each), right-padding to the longest."""
         P = max(int(r.lengths.max()) for r in rows)
 
-        def pad(t: torch.Tensor) -> torch.Tensor:                               # (1, H, n, d/H)
-            return F.pad(t, (0, 0, 0, P - t.shape[2]))                          # (1, H, P, d/H)
+        def pad(t: torch.Tensor) -> torch.Tensor:  # (1, H, n, d/H)
+            return F.pad(t, (0, 0, 0, P - t.shape[2]))  # (1, H, P, d/H)
 
         n_layers = len(rows[0].keys)
-        return KVCache([torch.cat([pad(r.keys[i]) for r in rows]) for i in range(n_layers)],
-                       [torch.cat([pad(r.values[i]) for r in rows]) for i in range(n_layers)],
-                       torch.cat([r.lengths for r in rows]))
+        return KVCache(
+            [torch.cat([pad(r.keys[i]) for r in rows]) for i in range(n_layers)],
+            [torch.cat([pad(r.values[i]) for r in rows]) for i in range(n_layers)],
+            torch.cat([r.lengths for r in rows]),
+        )
 
 
 def cached_attention_mask(past_lengths: torch.Tensor, P: int, N: int) -> torch.Tensor:
@@ -228,8 +235,8 @@ def cached_attention_mask(past_lengths: torch.Tensor, P: int, N: int) -> torch.T
     True = may attend: new position j of row b sees cached slots < past_lengths[b] and new
     positions <= j."""
     B = past_lengths.shape[0]
-    past_ok = torch.arange(P, device=past_lengths.device)[None, :] < past_lengths[:, None]    # (B, P)
-    new_ok = torch.ones(N, N, dtype=torch.bool, device=past_lengths.device).tril()            # (N, N)
+    past_ok = torch.arange(P, device=past_lengths.device)[None, :] < past_lengths[:, None]  # (B, P)
+    new_ok = torch.ones(N, N, dtype=torch.bool, device=past_lengths.device).tril()  # (N, N)
     return torch.cat([past_ok[:, None, :].expand(B, N, P), new_ok.expand(B, N, N)], dim=-1)[:, None]
 
 
@@ -250,14 +257,15 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d) -> (B, L, d)
         return self.forward_kv(x)[0]
 
-    def forward_kv(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_kv(
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, N, d) -> (out (B, N, d), k (B, H, N, d/H), v (B, H, N, d/H)): the block's output
         and the keys/values of these N positions. `past` = (keys, values, lengths) of positions
         already encoded ((B, H, P, d/H) twice, (B,)): x then holds the positions that follow them,
         which attend to the past ones too. Without `past`, x is a whole right-padded sequence."""
         B, N, d = x.shape
-        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)                       # 3 x (B, N, d)
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)  # 3 x (B, N, d)
         q, k, v = (t.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
         # is_causal: position t attends to positions <= t only. Padding sits on the right, i.e.
         # in every real position's future, so no padding mask is needed.
@@ -268,9 +276,10 @@ class Block(nn.Module):
                 a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)  # (B, H, N, d/H)
             else:
                 past_k, past_v, past_len = past
-                mask = cached_attention_mask(past_len, past_k.shape[2], N)                # (B, 1, N, P+N)
-                a = F.scaled_dot_product_attention(q.float(), torch.cat([past_k, k], 2).float(),
-                                                   torch.cat([past_v, v], 2).float(), attn_mask=mask)
+                mask = cached_attention_mask(past_len, past_k.shape[2], N)  # (B, 1, N, P+N)
+                a = F.scaled_dot_product_attention(
+                    q.float(), torch.cat([past_k, k], 2).float(), torch.cat([past_v, v], 2).float(), attn_mask=mask
+                )
         a = a.to(q.dtype)
         x = x + fast_dropout(self.proj(a.transpose(1, 2).reshape(B, N, d)), self.dropout, self.training)
         return x + fast_dropout(self.ffn(self.ln2(x)), self.dropout, self.training), k, v
@@ -287,9 +296,9 @@ class RankingHead(nn.Module):
         super().__init__()
         d, H, n = cfg.d_model, cfg.n_heads, cfg.n_layers
         self.n_heads = H
-        self.action_mask = nn.Parameter(torch.randn(d) * 0.02)    # the mask token: "action unknown"
-        self.position = nn.Parameter(torch.randn(d) * 0.02)       # a candidate's position: after its history
-        self.no_history = nn.Parameter(torch.randn(d) * 0.02)     # h_last of an empty history
+        self.action_mask = nn.Parameter(torch.randn(d) * 0.02)  # the mask token: "action unknown"
+        self.position = nn.Parameter(torch.randn(d) * 0.02)  # a candidate's position: after its history
+        self.no_history = nn.Parameter(torch.randn(d) * 0.02)  # h_last of an empty history
         self.ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(n))
         self.q = nn.ModuleList(nn.Linear(d, d) for _ in range(n))
         self.o = nn.ModuleList(nn.Linear(d, d) for _ in range(n))
@@ -297,33 +306,40 @@ class RankingHead(nn.Module):
         self.null_v = nn.Parameter(torch.randn(n, H, 1, d // H) * 0.02)
         self.ln_out = nn.LayerNorm(d)
         self.out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, len(cfg.rank_outcomes)))
-        self.user = nn.Linear(d, len(cfg.rank_outcomes) * d)                 # U: one user vector per outcome
+        self.user = nn.Linear(d, len(cfg.rank_outcomes) * d)  # U: one user vector per outcome
 
-    def forward(self, c: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
-                prefix: torch.Tensor, h_last: torch.Tensor, e_item: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        c: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        prefix: torch.Tensor,
+        h_last: torch.Tensor,
+        e_item: torch.Tensor,
+    ) -> torch.Tensor:
         """c (B, M, d) candidate tokens; keys/values[l] (B, H, P, d/H) the history's; prefix
         (B, M) each candidate's history length (it sees positions < prefix); h_last (B, M, d)
         the hidden state at position prefix - 1, or (B, d) when every candidate of a row has the
         whole history (serving: U h_last once per row); e_item (B, M, d) -> logits (B, M, K)."""
         B, M, d = c.shape
         P = keys[0].shape[2]
-        sees = torch.arange(P, device=c.device)[None, None, :] < prefix[..., None]           # (B, M, P)
-        always = torch.ones(B, M, 1, dtype=torch.bool, device=c.device)                     # the "nothing" slot
-        mask = torch.cat([always, sees], dim=-1)[:, None]                                    # (B, 1, M, 1+P)
-        if h_last.dim() == 2:                                                                # (B, d): per row
+        sees = torch.arange(P, device=c.device)[None, None, :] < prefix[..., None]  # (B, M, P)
+        always = torch.ones(B, M, 1, dtype=torch.bool, device=c.device)  # the "nothing" slot
+        mask = torch.cat([always, sees], dim=-1)[:, None]  # (B, 1, M, 1+P)
+        if h_last.dim() == 2:  # (B, d): per row
             h_last = torch.where(prefix[:, :1] > 0, h_last, self.no_history.to(h_last.dtype))
-            u = self.user(h_last).view(B, 1, -1, d).expand(B, M, -1, d)                      # (B, M, K, d)
+            u = self.user(h_last).view(B, 1, -1, d).expand(B, M, -1, d)  # (B, M, K, d)
         else:
             h_last = torch.where(prefix[..., None] > 0, h_last, self.no_history.to(h_last.dtype))
-            u = self.user(h_last).view(B, M, -1, d)                                          # (B, M, K, d)
+            u = self.user(h_last).view(B, M, -1, d)  # (B, M, K, d)
         for i, (ln, q_proj, o_proj) in enumerate(zip(self.ln, self.q, self.o)):
             q = q_proj(ln(c)).view(B, M, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, M, d/H)
             k = torch.cat([self.null_k[i].expand(B, -1, -1, -1).to(keys[i].dtype), keys[i]], dim=2)
             v = torch.cat([self.null_v[i].expand(B, -1, -1, -1).to(values[i].dtype), values[i]], dim=2)
-            with torch.autocast(c.device.type, enabled=False):                              # as in Block
+            with torch.autocast(c.device.type, enabled=False):  # as in Block
                 a = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
             c = c + o_proj(a.to(c.dtype).transpose(1, 2).reshape(B, M, d))
-        bilinear = torch.einsum("bmkd,bmd->bmk", u, F.normalize(e_item, dim=-1))          # (B, M, K)
+        bilinear = torch.einsum("bmkd,bmd->bmk", u, F.normalize(e_item, dim=-1))  # (B, M, K)
         return self.out(torch.cat([self.ln_out(c), e_item], dim=-1)) + bilinear
 
 
@@ -372,15 +388,22 @@ class PinRec(nn.Module):
     def time_features(self, ts_days: torch.Tensor, log_gap: torch.Tensor) -> torch.Tensor:
         """(B, L) absolute time in days, (B, L) log1p(seconds since previous action; -1 = none)
         -> (B, L, 2P + 2)."""
-        ang = ts_days.unsqueeze(-1) * self.time_freq                              # (B, L, P)
-        first = (log_gap < 0).to(ang.dtype).unsqueeze(-1)                        # (B, L, 1)
-        gap = log_gap.clamp_min(0).unsqueeze(-1) / 10.0                           # (B, L, 1)
+        ang = ts_days.unsqueeze(-1) * self.time_freq  # (B, L, P)
+        first = (log_gap < 0).to(ang.dtype).unsqueeze(-1)  # (B, L, 1)
+        gap = log_gap.clamp_min(0).unsqueeze(-1) / 10.0  # (B, L, 1)
         return torch.cat([ang.sin(), ang.cos(), gap, first], dim=-1)
 
-    def encode(self, items: torch.Tensor, outcomes: torch.Tensor | None = None,
-               surfaces: torch.Tensor | None = None, ts_days: torch.Tensor | None = None,
-               log_gap: torch.Tensor | None = None, *, cache: KVCache | None = None,
-               return_cache: bool = False) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
+    def encode(
+        self,
+        items: torch.Tensor,
+        outcomes: torch.Tensor | None = None,
+        surfaces: torch.Tensor | None = None,
+        ts_days: torch.Tensor | None = None,
+        log_gap: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        return_cache: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
         """(B, L) right-padded sequences -> hidden states (B, L, d). Position t sees inputs <= t.
 
         Incremental: with `cache`, the inputs are the positions that follow row b's
@@ -394,19 +417,19 @@ class PinRec(nn.Module):
         longest = int((cache.lengths + n_new).max()) if cache is not None else L
         if longest > self.cfg.max_len:
             raise ValueError(f"sequence length {longest} > max_len {self.cfg.max_len}")
-        x = self.item_emb(items)                                                   # (B, L, d)
+        x = self.item_emb(items)  # (B, L, d)
         if self.cfg.side_inputs:
             x = x + self.outcome_emb(outcomes) + self.surface_emb(surfaces)
             x = x + self.time_proj(self.time_features(ts_days, log_gap))
         x = x + self.token_mlp(x)
-        positions = torch.arange(L, device=items.device)                            # (L,)
+        positions = torch.arange(L, device=items.device)  # (L,)
         if cache is not None:  # (padding slots past max_len are clamped: nothing reads them)
             positions = (cache.lengths[:, None] + positions).clamp_max(self.cfg.max_len - 1)  # (B, L)
         x = fast_dropout(x + self.pos_emb(positions), self.cfg.dropout, self.training)
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
             past = None if cache is None else (cache.keys[i], cache.values[i], cache.lengths)
-            x, k, v = block.forward_kv(x, past)                                    # k, v: (B, H, L, d/H)
+            x, k, v = block.forward_kv(x, past)  # k, v: (B, H, L, d/H)
             new_keys.append(k)
             new_values.append(v)
         h = self.ln_f(x)
@@ -418,14 +441,17 @@ class PinRec(nn.Module):
         # padding positions land after the row's new length, where nothing reads them)
         slot = (cache.lengths[:, None] + torch.arange(L, device=items.device))[:, None, :, None]  # (B, 1, L, 1)
 
-        def grow(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:         # -> (B, H, P+L, d/H)
+        def grow(past: torch.Tensor, new: torch.Tensor) -> torch.Tensor:  # -> (B, H, P+L, d/H)
             out = torch.cat([past, torch.zeros_like(new)], dim=2)
             return out.scatter(2, slot.expand_as(new), new)
 
         total = cache.lengths + n_new
         P_new = int(total.max())
-        return h, KVCache([grow(p, k)[:, :, :P_new] for p, k in zip(cache.keys, new_keys)],
-                          [grow(p, v)[:, :, :P_new] for p, v in zip(cache.values, new_values)], total)
+        return h, KVCache(
+            [grow(p, k)[:, :, :P_new] for p, k in zip(cache.keys, new_keys)],
+            [grow(p, v)[:, :, :P_new] for p, v in zip(cache.values, new_values)],
+            total,
+        )
 
     # ------------------------------------------------------------------ head
     def query(self, h: torch.Tensor, outcome: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -446,8 +472,14 @@ class PinRec(nn.Module):
         return self.log_temp.exp().clamp(0.005, 1.0)
 
     # ------------------------------------------------------------------ ranking head
-    def rank(self, cache: KVCache, items: torch.Tensor, surfaces: torch.Tensor, h_last: torch.Tensor,
-             prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def rank(
+        self,
+        cache: KVCache,
+        items: torch.Tensor,
+        surfaces: torch.Tensor,
+        h_last: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Ranking logits (B, M, K) of candidates `items` (B, M) on `surfaces` (B, M) against
         the histories whose keys/values are `cache` (from `encode(..., return_cache=True)`,
         full or incremental). `prefix` (B, M): each candidate's history length (default: the
@@ -460,26 +492,34 @@ class PinRec(nn.Module):
             prefix = cache.lengths[:, None].expand(B, M)
         elif h_last.dim() == 2:  # candidates with histories of their own: one h_last each
             h_last = h_last[:, None, :].expand(B, M, -1)
-        e = self.item_emb(items)                                                    # (B, M, d)
+        e = self.item_emb(items)  # (B, M, d)
         c = e + self.ranker.action_mask + self.surface_emb(surfaces) + self.ranker.position
         return self.ranker(c, cache.keys, cache.values, prefix, h_last, e)
 
-    def rank_probabilities(self, cache: KVCache, items: torch.Tensor, surfaces: torch.Tensor,
-                           h_last: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    def rank_probabilities(
+        self,
+        cache: KVCache,
+        items: torch.Tensor,
+        surfaces: torch.Tensor,
+        h_last: torch.Tensor,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """sigmoid(rank(...)): (B, M, K) probability of each outcome of cfg.rank_outcomes."""
         return torch.sigmoid(self.rank(cache, items, surfaces, h_last, prefix))
 
     # ------------------------------------------------------------------ inference
     def last_hidden(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Hidden state at each sequence's last real position: (B, d)."""
-        h = self.encode(batch["items"], batch.get("outcomes"), batch.get("surfaces"),
-                        batch.get("ts_days"), batch.get("log_gap"))
-        last = (batch["items"] > 0).sum(1).clamp_min(1) - 1                        # (B,)
+        h = self.encode(
+            batch["items"], batch.get("outcomes"), batch.get("surfaces"), batch.get("ts_days"), batch.get("log_gap")
+        )
+        last = (batch["items"] > 0).sum(1).clamp_min(1) - 1  # (B,)
         return h[torch.arange(h.shape[0], device=h.device), last]
 
     @torch.no_grad()
-    def generate_queries(self, sequences: dict[str, torch.Tensor],
-                         budget: list[tuple[str, str]] | dict[tuple[str, str], Any]) -> dict[str, Any]:
+    def generate_queries(
+        self, sequences: dict[str, torch.Tensor], budget: list[tuple[str, str]] | dict[tuple[str, str], Any]
+    ) -> dict[str, Any]:
         """One L2-normalised query per (outcome, offset) in `budget` for each sequence.
 
         `budget` lists (outcome name or "any", offset name) pairs (a dict keyed by them also
@@ -487,20 +527,21 @@ class PinRec(nn.Module):
         Returns {"queries": (B, Q, d), "outcomes": [Q names], "offsets": [Q names]}.
         """
         pairs = list(budget)
-        h = self.last_hidden(sequences)                                            # (B, d)
-        oc = torch.tensor([self.cfg.any_outcome if o == "any" else self.cfg.outcomes.index(o) for o, _ in pairs],
-                          device=h.device)
+        h = self.last_hidden(sequences)  # (B, d)
+        oc = torch.tensor(
+            [self.cfg.any_outcome if o == "any" else self.cfg.outcomes.index(o) for o, _ in pairs], device=h.device
+        )
         off = torch.tensor([OFFSETS.index(f) for _, f in pairs], device=h.device)
         for _, f in pairs:
             if f not in self.cfg.offsets:
                 raise ValueError(f"offset {f!r} is not one this model was trained for: {self.cfg.offsets}")
-        q = self.query(h.unsqueeze(1).expand(-1, len(pairs), -1), oc.expand(h.shape[0], -1),
-                       off.expand(h.shape[0], -1))                                 # (B, Q, d)
+        q = self.query(
+            h.unsqueeze(1).expand(-1, len(pairs), -1), oc.expand(h.shape[0], -1), off.expand(h.shape[0], -1)
+        )  # (B, Q, d)
         return {"queries": q, "outcomes": [o for o, _ in pairs], "offsets": [f for _, f in pairs]}
 
     @torch.no_grad()
-    def score_all(self, sequences: dict[str, torch.Tensor], outcome: str = "any",
-                  offset: str = "next") -> torch.Tensor:
+    def score_all(self, sequences: dict[str, torch.Tensor], outcome: str = "any", offset: str = "next") -> torch.Tensor:
         """Scores of every item for one (outcome, offset) query: (B, V+1), column 0 = -inf."""
         q = self.generate_queries(sequences, [(outcome, offset)])["queries"][:, 0]  # (B, d)
         s = q @ self.item_embeddings().T / self.temperature

@@ -24,16 +24,17 @@ class OptimConfig:
     # "constant", "cosine" (to total_steps), or "cosine_time": cosine over the wall-clock budget
     # `time_budget_s` (for time-capped runs such as benchmarks; not reproducible step by step)
     schedule: str = "constant"
-    total_steps: int = 0           # cosine horizon (set by the trainer entry point)
-    time_budget_s: float = 0.0     # cosine_time horizon (set from TrainConfig.max_time_s)
-    aux_weight: float = 1.0        # loss weight of non-"next" offsets relative to "next"
+    total_steps: int = 0  # cosine horizon (set by the trainer entry point)
+    time_budget_s: float = 0.0  # cosine_time horizon (set from TrainConfig.max_time_s)
+    aux_weight: float = 1.0  # loss weight of non-"next" offsets relative to "next"
     # how the validation / test score combines per-outcome queries (no target outcome is used):
     # list of (outcome name or "any", weight); scores are log-mixtures of per-outcome softmaxes
     eval_mix: list[tuple[str, float]] = field(default_factory=lambda: [("any", 1.0)])
 
 
-def mixture_scores(model: PinRec, inputs: dict[str, torch.Tensor],
-                   mix: list[tuple[str, float]], offset: str = "next") -> torch.Tensor:
+def mixture_scores(
+    model: PinRec, inputs: dict[str, torch.Tensor], mix: list[tuple[str, float]], offset: str = "next"
+) -> torch.Tensor:
     """(B, V+1) scores: log sum_o w_o softmax(q_o . E / T), o over `mix` (one query per entry)."""
     out = model.generate_queries(inputs, [(o, offset) for o, _ in mix])
     E = model.item_embeddings()
@@ -47,9 +48,17 @@ def mixture_scores(model: PinRec, inputs: dict[str, torch.Tensor],
 
 
 class PinRecModule(pl.LightningModule):
-    def __init__(self, model_cfg: PinRecConfig, loss_cfg: LossConfig, optim_cfg: OptimConfig,
-                 item_log_prob: torch.Tensor | None = None, item_ids: torch.Tensor | None = None,
-                 seed: int = 0, rank_cfg: RankingConfig | None = None, engaged_columns: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        model_cfg: PinRecConfig,
+        loss_cfg: LossConfig,
+        optim_cfg: OptimConfig,
+        item_log_prob: torch.Tensor | None = None,
+        item_ids: torch.Tensor | None = None,
+        seed: int = 0,
+        rank_cfg: RankingConfig | None = None,
+        engaged_columns: tuple[int, ...] = (),
+    ):
         super().__init__()
         self.seed = seed
         # ranking head (model_cfg.rank_outcomes): loss weights, and the rank-outcome columns of the
@@ -71,8 +80,14 @@ class PinRecModule(pl.LightningModule):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         m = self.model
         if m.ranker is not None and "slate_items" in batch:  # blended example: one encode, both heads
-            h, kv = m.encode(batch["items"], batch["outcomes"], batch["surfaces"], batch["ts_days"],
-                             batch["log_gap"], return_cache=True)
+            h, kv = m.encode(
+                batch["items"],
+                batch["outcomes"],
+                batch["surfaces"],
+                batch["ts_days"],
+                batch["log_gap"],
+                return_cache=True,
+            )
             parts = ranking_loss(m, batch, h, kv, self.engaged_columns)
             self._rank_parts = {k: v.detach() for k, v in parts.items()}
             rc = self.rank_cfg
@@ -85,15 +100,25 @@ class PinRecModule(pl.LightningModule):
     def retrieval_loss(self, batch: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
         """The retrieval head's loss of a batch from the encoder's hidden states h (B, L, d)."""
         m = self.model
-        valid = batch["tgt_valid"]                                               # (B, L, O)
-        b, t, o = valid.nonzero(as_tuple=True)                                   # N rows
+        valid = batch["tgt_valid"]  # (B, L, O)
+        b, t, o = valid.nonzero(as_tuple=True)  # N rows
         if b.numel() == 0:
             return h.sum() * 0.0
         q = m.query(h[b, t], batch["tgt_outcome"][b, t, o], batch["tgt_offset"][b, t, o])  # (N, d)
         hard = (batch["hard_ids"][b, t, o], batch["hard_mask"][b, t, o]) if "hard_ids" in batch else (None, None)
-        losses = sampled_softmax_loss(q, batch["pos_ids"][b, t, o], batch["pos_mask"][b, t, o],
-                                      m.item_embeddings, m.temperature, self.loss_cfg, m.cfg.n_items,
-                                      self.item_log_prob, hard[0], hard[1], reduction="none")
+        losses = sampled_softmax_loss(
+            q,
+            batch["pos_ids"][b, t, o],
+            batch["pos_mask"][b, t, o],
+            m.item_embeddings,
+            m.temperature,
+            self.loss_cfg,
+            m.cfg.n_items,
+            self.item_log_prob,
+            hard[0],
+            hard[1],
+            reduction="none",
+        )
         is_next = batch["tgt_offset"][b, t, o] == 0
         w = torch.where(is_next, 1.0, self.optim_cfg.aux_weight)
         return (losses * w).sum() / w.sum()
@@ -132,7 +157,7 @@ class PinRecModule(pl.LightningModule):
         values = values.to(self.device)
         sizes = self.all_gather(torch.tensor(values.numel(), device=self.device)).view(-1).tolist()
         padded = torch.nn.functional.pad(values, (0, max(sizes) - values.numel()))
-        gathered = self.all_gather(padded)                                       # (world, max size)
+        gathered = self.all_gather(padded)  # (world, max size)
         return torch.cat([row[:n] for row, n in zip(gathered, sizes)]).cpu()
 
     # ------------------------------------------------------------------ optimiser
@@ -140,9 +165,11 @@ class PinRecModule(pl.LightningModule):
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             (decay if p.dim() >= 2 and "emb" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.optim_cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=self.optim_cfg.lr, betas=self.optim_cfg.betas)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim_cfg.lr,
+            betas=self.optim_cfg.betas,
+        )
         oc = self.optim_cfg
         start = time.perf_counter()
 

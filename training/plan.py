@@ -28,8 +28,8 @@ class TrainingPlan:
     batch_size: int = 128
     pretrain_epochs: int = 3
     finetune_epochs: int = 1
-    finetune_days: int = 7          # fine-tuning reads the surface's targets of the days before
-    hard_negatives: int = 16        # impressed-but-not-engaged items per target (fine-tuning)
+    finetune_days: int = 7  # fine-tuning reads the surface's targets of the days before
+    hard_negatives: int = 16  # impressed-but-not-engaged items per target (fine-tuning)
     # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
     # catalogue size; the full softmax over every item only pays off for small catalogues.
     sampled_softmax: bool = True
@@ -37,7 +37,7 @@ class TrainingPlan:
     # (sessions with impressions) beside the retrieval head; a log without impressions trains
     # the retrieval head only (training.ranking).
     ranking: bool = True
-    rank_weight: float = 1.0        # ranking loss weight in the sum with the retrieval loss
+    rank_weight: float = 1.0  # ranking loss weight in the sum with the retrieval loss
     seed: int = 0
     threads: int = 2
 
@@ -48,19 +48,31 @@ class TrainingPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def configs(self, n_items: int = 0, codes: EventCodes = BUILTIN_CODES
-                ) -> tuple[PinRecConfig, DataConfig, LossConfig, TrainConfig]:
+    def configs(
+        self, n_items: int = 0, codes: EventCodes = BUILTIN_CODES
+    ) -> tuple[PinRecConfig, DataConfig, LossConfig, TrainConfig]:
         """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
         `codes`: the vocabulary's (`events.vocabulary.Vocabulary.codes`; default the built-in
         data's): the model's outcome and surface tables and what the data counts as engaged."""
-        model = PinRecConfig(n_items=n_items, d_model=self.d_model, n_layers=self.layers,
-                             n_heads=self.heads, max_len=self.max_len, outcomes=codes.outcomes,
-                             surfaces=codes.surfaces,
-                             rank_outcomes=rank_outcomes_for(codes) if self.ranking else ())
+        model = PinRecConfig(
+            n_items=n_items,
+            d_model=self.d_model,
+            n_layers=self.layers,
+            n_heads=self.heads,
+            max_len=self.max_len,
+            outcomes=codes.outcomes,
+            surfaces=codes.surfaces,
+            rank_outcomes=rank_outcomes_for(codes) if self.ranking else (),
+        )
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
         loss = LossConfig(full_softmax=not self.sampled_softmax)
-        train = TrainConfig(max_epochs=self.pretrain_epochs, seed=self.seed, threads=self.threads, progress_bar=False,
-                            log_every_n_steps=1)
+        train = TrainConfig(
+            max_epochs=self.pretrain_epochs,
+            seed=self.seed,
+            threads=self.threads,
+            progress_bar=False,
+            log_every_n_steps=1,
+        )
         return model, data, loss, train
 
     def ranking_config(self) -> RankingConfig:

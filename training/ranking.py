@@ -37,12 +37,12 @@ from events.contract import EventCodes
 
 @dataclass
 class RankingConfig:
-    weight: float = 1.0            # ranking loss weight in the sum
+    weight: float = 1.0  # ranking loss weight in the sum
     retrieval_weight: float = 1.0  # retrieval loss weight (0: a ranker alone, e.g. a baseline)
-    mam_fraction: float = 0.25     # positions of a window whose action is masked and predicted
-    mam_weight: float = 1.0        # masked action loss weight inside the ranking loss
-    max_slates: int = 8            # slates per training window at most (drawn at random)
-    max_slate_items: int = 32      # candidates per slate at most (engaged ones first)
+    mam_fraction: float = 0.25  # positions of a window whose action is masked and predicted
+    mam_weight: float = 1.0  # masked action loss weight inside the ranking loss
+    max_slates: int = 8  # slates per training window at most (drawn at random)
+    max_slate_items: int = 32  # candidates per slate at most (engaged ones first)
 
 
 def rank_outcomes_for(codes: EventCodes) -> tuple[str, ...]:
@@ -59,20 +59,21 @@ class Slates:
     (multi-hot over the rank outcomes); its history is the sequence tokens user_start[s] ..
     prefix[s] - 1 of `training.data.Sequences` (global token indices)."""
 
-    user: np.ndarray        # (S,) user index in the Sequences
-    prefix: np.ndarray      # (S,) global index of the first token after the history
-    surface: np.ndarray     # (S,) surface code
-    ptr: np.ndarray         # (S+1,)
-    items: np.ndarray       # (N,) model item indices
-    labels: np.ndarray      # (N, K) float32 0/1
-    dropped_cold: int = 0   # sessions of users without an engagement sequence
+    user: np.ndarray  # (S,) user index in the Sequences
+    prefix: np.ndarray  # (S,) global index of the first token after the history
+    surface: np.ndarray  # (S,) surface code
+    ptr: np.ndarray  # (S+1,)
+    items: np.ndarray  # (N,) model item indices
+    labels: np.ndarray  # (N, K) float32 0/1
+    dropped_cold: int = 0  # sessions of users without an engagement sequence
 
     def __len__(self) -> int:
         return len(self.user)
 
 
-def build_slates(events: pd.DataFrame, seqs, codes: EventCodes, rank_outcomes: Sequence[str],
-                 surface: str | None = None) -> Slates:
+def build_slates(
+    events: pd.DataFrame, seqs, codes: EventCodes, rank_outcomes: Sequence[str], surface: str | None = None
+) -> Slates:
     """The slates of a contract frame against `seqs` (`training.data.Sequences` built from the
     same frame): one per (user, session, surface) with at least one impression, items known to
     the sequences' vocabulary. `surface`: only that surface's sessions (fine-tuning)."""
@@ -84,18 +85,27 @@ def build_slates(events: pd.DataFrame, seqs, codes: EventCodes, rank_outcomes: S
     vocab = seqs.vocab
     raw = ev["item_id"].to_numpy(np.int64)
     idx = np.minimum(np.searchsorted(vocab[1:], raw) + 1, len(vocab) - 1)
-    frame = pd.DataFrame({
-        "user": ev["user_id"].to_numpy(np.int64), "session": ev["session_id"].to_numpy(np.int64),
-        "surface": ev["surface"].map(codes.surface_code).fillna(-1).to_numpy(np.int64), "item": idx,
-        "ts": ev["event_ts"].to_numpy("datetime64[us]").astype(np.int64) / 1e6,
-        "shown": (ev["outcome"] == codes.impression).to_numpy()})
+    frame = pd.DataFrame(
+        {
+            "user": ev["user_id"].to_numpy(np.int64),
+            "session": ev["session_id"].to_numpy(np.int64),
+            "surface": ev["surface"].map(codes.surface_code).fillna(-1).to_numpy(np.int64),
+            "item": idx,
+            "ts": ev["event_ts"].to_numpy("datetime64[us]").astype(np.int64) / 1e6,
+            "shown": (ev["outcome"] == codes.impression).to_numpy(),
+        }
+    )
     outcome = ev["outcome"].to_numpy()
     for j, o in enumerate(rank_outcomes):
         frame[j] = (outcome == o).astype(np.float32)
     frame = frame[(vocab[idx] == raw) & (frame["surface"].to_numpy() >= 0)]
     frame = frame[frame.groupby(["user", "session", "surface"])["shown"].transform("any").to_numpy(bool)]
-    empty = Slates(*(np.zeros(0, np.int64) for _ in range(3)), np.zeros(1, np.int64), np.zeros(0, np.int64),
-                   np.zeros((0, K), np.float32))
+    empty = Slates(
+        *(np.zeros(0, np.int64) for _ in range(3)),
+        np.zeros(1, np.int64),
+        np.zeros(0, np.int64),
+        np.zeros((0, K), np.float32),
+    )
     if frame.empty:
         return empty
     frame["slate"] = frame.groupby(["user", "session", "surface"], sort=True).ngroup()
@@ -113,9 +123,14 @@ def build_slates(events: pd.DataFrame, seqs, codes: EventCodes, rank_outcomes: S
     span = max(float(seqs.ts.max()) if len(seqs.ts) else 0.0, float(per_slate["start"].max())) - t0 + 2.0
     token_key = seqs.user_of_token() * span + (seqs.ts - t0)
     prefix = np.searchsorted(token_key, u * span + (per_slate["start"].to_numpy() - t0), "left")
-    slates = Slates(u.astype(np.int64), prefix.astype(np.int64), per_slate["surface"].to_numpy(np.int64),
-                    np.concatenate([[0], np.cumsum(counts)]), per_item.index.get_level_values(1).to_numpy(np.int64),
-                    per_item.to_numpy(np.float32))
+    slates = Slates(
+        u.astype(np.int64),
+        prefix.astype(np.int64),
+        per_slate["surface"].to_numpy(np.int64),
+        np.concatenate([[0], np.cumsum(counts)]),
+        per_item.index.get_level_values(1).to_numpy(np.int64),
+        per_item.to_numpy(np.float32),
+    )
     if not known.all():  # sessions of users with no engagement at all: no sequence, no window
         kept = _take(slates, known)
         kept.dropped_cold = int((~known).sum())
@@ -127,8 +142,14 @@ def _take(s: Slates, keep: np.ndarray) -> Slates:
     lens = np.diff(s.ptr)[keep]
     starts = s.ptr[:-1][keep]
     rows = np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lens)]) if len(lens) else np.zeros(0, np.int64)
-    return Slates(s.user[keep], s.prefix[keep], s.surface[keep], np.concatenate([[0], np.cumsum(lens)]),
-                  s.items[rows], s.labels[rows])
+    return Slates(
+        s.user[keep],
+        s.prefix[keep],
+        s.surface[keep],
+        np.concatenate([[0], np.cumsum(lens)]),
+        s.items[rows],
+        s.labels[rows],
+    )
 
 
 class SlateSampler:
@@ -142,8 +163,15 @@ class SlateSampler:
         mam_pos (B, T) window positions (-1 = none), mam_label (B, T) rank-outcome column
     """
 
-    def __init__(self, slates: Slates, seqs, cfg: RankingConfig, rank_outcomes: Sequence[str],
-                 engaged_codes: Sequence[int], outcome_names: Sequence[str]):
+    def __init__(
+        self,
+        slates: Slates,
+        seqs,
+        cfg: RankingConfig,
+        rank_outcomes: Sequence[str],
+        engaged_codes: Sequence[int],
+        outcome_names: Sequence[str],
+    ):
         self.slates, self.seqs, self.cfg = slates, seqs, cfg
         order = np.lexsort((slates.prefix, slates.user))
         self.order = order
@@ -213,13 +241,17 @@ class SlateSampler:
             p = np.nonzero(pick[b])[0]
             mam_pos[b, : len(p)] = p
             mam_label[b, : len(p)] = column[b, p]
-        return {"slate_items": torch.from_numpy(items), "slate_labels": torch.from_numpy(labels),
-                "slate_surface": torch.from_numpy(surface), "slate_prefix": torch.from_numpy(prefix),
-                "mam_pos": torch.from_numpy(mam_pos), "mam_label": torch.from_numpy(mam_label)}
+        return {
+            "slate_items": torch.from_numpy(items),
+            "slate_labels": torch.from_numpy(labels),
+            "slate_surface": torch.from_numpy(surface),
+            "slate_prefix": torch.from_numpy(prefix),
+            "mam_pos": torch.from_numpy(mam_pos),
+            "mam_label": torch.from_numpy(mam_label),
+        }
 
 
-def prepare_ranking(dm, events: pd.DataFrame | None, model_cfg, cfg: RankingConfig | None,
-                    surface: str | None = None):
+def prepare_ranking(dm, events: pd.DataFrame | None, model_cfg, cfg: RankingConfig | None, surface: str | None = None):
     """(data module with its slates, model config, note) for training with the ranking head.
 
     The head is kept only when the model has one (`model_cfg.rank_outcomes`), the vocabulary has
@@ -232,8 +264,16 @@ def prepare_ranking(dm, events: pd.DataFrame | None, model_cfg, cfg: RankingConf
     if not model_cfg.rank_outcomes:
         return dm.with_slates(None), model_cfg, {"ranking": False, "reason": "the model has no ranking head"}
     if events is None and dm.slates is not None:  # a prepared data module brings its own slates
-        return dm, model_cfg, {"ranking": True, "rank_outcomes": list(model_cfg.rank_outcomes),
-                               "slates": len(dm.slates.slates), "engaged_columns": dm.slates.engaged_columns}
+        return (
+            dm,
+            model_cfg,
+            {
+                "ranking": True,
+                "rank_outcomes": list(model_cfg.rank_outcomes),
+                "slates": len(dm.slates.slates),
+                "engaged_columns": dm.slates.engaged_columns,
+            },
+        )
     reason = None
     if codes.impression is None:
         reason = "the vocabulary has no impression outcome: no slates, the retrieval head only"
@@ -246,9 +286,14 @@ def prepare_ranking(dm, events: pd.DataFrame | None, model_cfg, cfg: RankingConf
     if reason is not None:
         return dm.with_slates(None), replace(model_cfg, rank_outcomes=()), {"ranking": False, "reason": reason}
     sampler = SlateSampler(slates, dm.train_seqs, cfg, model_cfg.rank_outcomes, codes.engaged_codes, codes.outcomes)
-    note = {"ranking": True, "rank_outcomes": list(model_cfg.rank_outcomes), "slates": len(slates),
-            "slate_items": int(len(slates.items)), "sessions_of_users_without_history": slates.dropped_cold,
-            "engaged_columns": sampler.engaged_columns}
+    note = {
+        "ranking": True,
+        "rank_outcomes": list(model_cfg.rank_outcomes),
+        "slates": len(slates),
+        "slate_items": int(len(slates.items)),
+        "sessions_of_users_without_history": slates.dropped_cold,
+        "engaged_columns": sampler.engaged_columns,
+    }
     return dm.with_slates(sampler), model_cfg, note
 
 
@@ -259,39 +304,50 @@ def _h_at(h: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
     return torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
 
 
-def ranking_loss(model, batch: dict[str, torch.Tensor], h: torch.Tensor, kv, engaged_columns: Sequence[int]
-                 ) -> dict[str, torch.Tensor]:
+def ranking_loss(
+    model, batch: dict[str, torch.Tensor], h: torch.Tensor, kv, engaged_columns: Sequence[int]
+) -> dict[str, torch.Tensor]:
     """{"slate": BCE over slate candidates and outcomes, "mam": masked action cross-entropy} of a
     batch (`SlateSampler.batch` keys), from the window encode's hidden states h (B, L, d) and
     keys/values `kv` (`encode(..., return_cache=True)`). Both are 0 without any example."""
     B = h.shape[0]
-    items = batch["slate_items"]                                            # (B, S, C)
+    items = batch["slate_items"]  # (B, S, C)
     S, C = items.shape[1:]
     prefix = batch["slate_prefix"][:, :, None].expand(B, S, C).reshape(B, S * C)
     surfaces = batch["slate_surface"][:, :, None].expand(B, S, C).reshape(B, S * C)
     # masked actions: the item and surface of position t, its history the positions before t
-    mp, ml = batch["mam_pos"], batch["mam_label"]                            # (B, T)
+    mp, ml = batch["mam_pos"], batch["mam_label"]  # (B, T)
     t = mp.clamp_min(0)
     m_items = torch.gather(batch["items"], 1, t)
     m_surf = torch.gather(batch["surfaces"], 1, t)
-    all_items = torch.cat([items.reshape(B, S * C), m_items], 1)             # (B, S*C + T)
+    all_items = torch.cat([items.reshape(B, S * C), m_items], 1)  # (B, S*C + T)
     all_prefix = torch.cat([prefix, t], 1)
     logits = model.rank(kv, all_items, torch.cat([surfaces, m_surf], 1), _h_at(h, all_prefix), all_prefix)
     zero = logits.sum() * 0.0
     s_logits = logits[:, : S * C].reshape(B, S, C, -1)
     valid = items > 0
-    slate = F.binary_cross_entropy_with_logits(s_logits[valid].float(), batch["slate_labels"][valid]) \
-        if bool(valid.any()) else zero
-    m_logits = logits[:, S * C:]                                              # (B, T, K)
+    slate = (
+        F.binary_cross_entropy_with_logits(s_logits[valid].float(), batch["slate_labels"][valid])
+        if bool(valid.any())
+        else zero
+    )
+    m_logits = logits[:, S * C :]  # (B, T, K)
     ok = ml >= 0
     mam = zero
     if bool(ok.any()) and len(engaged_columns) > 1:
         cols = torch.tensor(list(engaged_columns), device=logits.device)
-        sub = m_logits[ok][:, cols].float()                                  # (n, E)
+        sub = m_logits[ok][:, cols].float()  # (n, E)
         target = torch.searchsorted(cols, ml[ok])
         mam = F.cross_entropy(sub, target)
     return {"slate": slate, "mam": mam}
 
 
-__all__ = ["RankingConfig", "SlateSampler", "Slates", "build_slates", "prepare_ranking", "rank_outcomes_for",
-           "ranking_loss"]
+__all__ = [
+    "RankingConfig",
+    "SlateSampler",
+    "Slates",
+    "build_slates",
+    "prepare_ranking",
+    "rank_outcomes_for",
+    "ranking_loss",
+]

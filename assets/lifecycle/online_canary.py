@@ -1,0 +1,299 @@
+"""The online canary stage (PINREC_ONLINE_CANARY=1): a candidate that passes the offline gate is
+released as the canary for the next day (canary.json, a hashed share of users); the day after,
+its online figures against the champion's, each on its own users, decide its promotion.
+
+    canary_evaluation[D] --canary_gate--> canary_release[D]   canary for day D+1 (or the first champion)
+    online_metrics[D] --> canary_trial[D] --online_canary_gate--> champion[D]   promote yesterday's canary
+
+`canary_trial[D]` ends the trial of the canary released on D-1 (canary.json is cleared if it still
+names it, whichever of the two chains runs first), so a canary that loses serves one day only:
+that is the rollback. The gate judges engagements (clicks + saves) per 1,000 served impressions
+of the canary's users against the champion's, with a 95% bootstrap interval over users, and
+fails a canary that no longer passes its load check (`serving.service.checks.check_version` on what is in
+S3 now: an object damaged since its release), so promotion never names a version that cannot
+load."""
+
+from datetime import timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from assets.config import SETTINGS
+from assets.conventions import code_version
+from assets.days import partition_day
+from assets.lifecycle.surface_asset import surface_asset
+from assets.resources import DataLakeResource, S3Resource
+from assets.state import lifecycle_state
+from events.serving_log import ServingLogTable
+from monitoring.online import compare_groups
+
+
+class OnlineGateConfig(dg.Config):
+    tolerance: float = Field(
+        default=0.05,
+        description="Largest relative drop of the canary's engagements per 1,000 impressions below the champion's.",
+    )
+    min_users: int = Field(default=30, description="Fewest canary users (and champion users) to judge a trial.")
+
+
+def canary_release_asset(surface: str) -> dg.AssetsDefinition:
+    @surface_asset(
+        surface,
+        "canary_release",
+        deps=[dg.AssetKey([surface, "canary_evaluation"])],
+        talks_to_s3=True,
+        kinds={"s3"},
+        code_version=code_version("serving.registry.store"),
+        description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users on "
+        "day D+1 (canary.json); with no champion yet it becomes the champion directly. A champion that "
+        "does not load (the canary evaluation found it damaged beyond repair) is first rolled back to "
+        "the newest earlier champion that loads; with none, the candidate becomes the champion.",
+    )
+    def canary_release(
+        context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource
+    ) -> dg.MaterializeResult:
+        state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        canary = state.read("canary", surface, day)
+        candidate = state.read("candidate", surface, day)["version"]
+        if canary["candidate"] != candidate or not canary.get("passed"):
+            raise dg.Failure(f"{surface}/{candidate} has no passing offline verdict for {day}; not releasing")
+        champion = registry.champion(surface)
+        broken = (canary.get("unloadable") or {}).get("champion")
+        restored = _roll_back_to_a_loadable_champion(registry, surface) if champion and broken else None
+        if champion is None:
+            registry.promote(surface, candidate)
+            action = "promoted (first champion)"
+        elif broken and restored is None:
+            registry.promote(surface, candidate)
+            action = f"promoted (the champion {champion} does not load and no earlier champion does: {broken})"
+        else:
+            registry.set_canary(surface, candidate, SETTINGS.canary_traffic)
+            action = f"canary for {day + timedelta(days=1)}"
+            if restored:
+                action += f" (the champion {champion} does not load: rolled back to {restored})"
+        state.write(
+            {
+                "version": candidate,
+                "action": action,
+                "released_for": (day + timedelta(days=1)).isoformat(),
+                "traffic": SETTINGS.canary_traffic,
+                "champion": champion,
+            },
+            "release",
+            surface,
+            day,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "day": day.isoformat(),
+                "version": candidate,
+                "action": action,
+                "traffic": SETTINGS.canary_traffic,
+                "champion": champion or "none",
+            }
+        )
+
+    return canary_release
+
+
+def _roll_back_to_a_loadable_champion(registry, surface: str) -> str | None:
+    """The newest earlier champion that passes its load check becomes the champion again (what
+    every serving process falls back to anyway); None when there is none."""
+    from serving.registry.store import RegistryError
+
+    pointer = registry.read_pointer(surface, "champion") or {}
+    for earlier in pointer.get("previous", []):
+        try:
+            registry.rollback(surface, to=earlier)  # checks that it loads first
+            return earlier
+        except RegistryError:
+            continue
+    return None
+
+
+def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
+    @surface_asset(
+        surface,
+        "canary_trial",
+        deps=["online_metrics"],
+        talks_to_s3=True,
+        kinds={"s3", "pandas"},
+        code_version=code_version("monitoring.online"),
+        description=f"The one-day trial of the {surface} canary that served day D: its users' engagements per 1,000 "
+        "served impressions against the champion's users', with a 95% bootstrap interval; the trial "
+        "ends (canary.json cleared if it still names the canary).",
+    )
+    def canary_trial(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
+        state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        previous = day - timedelta(days=1)
+        released = (
+            state.read("release", surface, previous) if state.path("release", surface, previous).exists() else None
+        )
+        trial = released["version"] if released and released["action"].startswith("canary") else None
+        if trial is None:
+            state.write({"version": None, "day": day.isoformat()}, "trial", surface, day)
+            return dg.MaterializeResult(metadata={"day": day.isoformat(), "canary": "none served on this day"})
+        log = ServingLogTable(lake.root).read_day(day)
+        log = log[log["surface"] == surface]
+        canary_rows = log[(log["served_by"] == "canary") & (log["version"] == trial)]
+        champion_rows = log[log["served_by"] == "champion"]
+        comparison = compare_groups(champion_rows, canary_rows)
+        from serving.registry.store import RegistryError
+        from serving.service.checks import check_version
+
+        load_error = None
+        try:  # the version must still load as it is in S3 now (an object may have been damaged since)
+            check_version(registry, surface, trial)
+        except RegistryError as exc:  # LoadCheckError, IntegrityError, a missing version: the trial is lost
+            load_error = str(exc)
+            context.log.warning(f"{surface}/canary_trial on {day}: the canary {trial} does not load: {exc}")
+        current = registry.canary(surface)
+        if current and current[0] == trial:
+            registry.clear_canary(surface)  # the trial is over, won or lost
+        state.write(
+            {
+                "version": trial,
+                "day": day.isoformat(),
+                "champion": registry.champion(surface),
+                "comparison": comparison.to_dict(),
+                "load_error": load_error,
+            },
+            "trial",
+            surface,
+            day,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "day": day.isoformat(),
+                "canary": trial,
+                **{f"trial/{k}": v for k, v in comparison.to_dict().items() if isinstance(v, (int, float))},
+                **({"canary_does_not_load": load_error} if load_error else {}),
+            }
+        )
+
+    return canary_trial
+
+
+def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey([surface, "canary_trial"]),
+        name="online_canary_gate",
+        blocking=True,
+        description="Blocks the promotion of the canary unless its users' engagements per 1,000 served impressions "
+        "are not worse than the champion's users' beyond the tolerance and not significantly worse "
+        "(the 95% interval of the difference reaches 0); passes with nothing to promote when no canary "
+        "served.",
+    )
+    def online_canary_gate(
+        context: dg.AssetCheckExecutionContext, config: OnlineGateConfig, lake: DataLakeResource
+    ) -> dg.AssetCheckResult:
+        day = partition_day(context.op_execution_context)
+        trial = lifecycle_state(lake).read("trial", surface, day)
+        if trial["version"] is None:
+            return dg.AssetCheckResult(
+                passed=True, description=f"no canary served on {day}: nothing to promote", metadata={"canary": "none"}
+            )
+        c = trial["comparison"]
+        reasons = (
+            [f"the canary {trial['version']} does not load: {trial['load_error']}"] if trial.get("load_error") else []
+        )
+        if min(c["users_a"], c["users_b"]) < config.min_users:
+            reasons.append(
+                f"too few users to judge ({c['users_b']} canary, {c['users_a']} champion; "
+                f"at least {config.min_users} each)"
+            )
+        margin = c["difference"] + config.tolerance * c["a"]
+        if margin < 0:
+            reasons.append(
+                f"the canary's {c['metric']} {c['b']:.2f} is below the champion's {c['a']:.2f} by more "
+                f"than {config.tolerance:.0%}"
+            )
+        if c["ci95_high"] < 0:
+            reasons.append(
+                f"the canary is significantly worse: 95% interval of the difference "
+                f"[{c['ci95_low']:.2f}, {c['ci95_high']:.2f}] below 0"
+            )
+        passed = not reasons
+        return dg.AssetCheckResult(
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"canary {trial['version']} wins its trial: {c['b']:.2f} vs {c['a']:.2f} {c['metric']}"
+                if passed
+                else "; ".join(reasons) + " (rolled back: its trial is over)"
+            ),
+            metadata={
+                "canary": trial["version"],
+                "champion": trial.get("champion") or "none",
+                "canary_rate": c["b"],
+                "champion_rate": c["a"],
+                "difference": c["difference"],
+                "ci95_low": c["ci95_low"],
+                "ci95_high": c["ci95_high"],
+                "margin": margin,
+                "canary_users": c["users_b"],
+                "champion_users": c["users_a"],
+                "policy": dg.MetadataValue.json({"tolerance": config.tolerance, "min_users": config.min_users}),
+            },
+        )
+
+    return online_canary_gate
+
+
+def online_champion_asset(surface: str) -> dg.AssetsDefinition:
+    """Promotion in online mode: yesterday's canary, once it won its trial."""
+    from assets.lifecycle.canary import version_data_through
+
+    @surface_asset(
+        surface,
+        "champion",
+        deps=[dg.AssetKey([surface, "canary_trial"])],
+        talks_to_s3=True,
+        kinds={"s3"},
+        code_version=code_version("serving.registry.store"),
+        description=f"Promotion: champion.json of {surface} points at the canary that won its online trial on the "
+        "partition's day (nothing changes when no canary served).",
+    )
+    def champion(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
+        state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
+        trial = state.read("trial", surface, day)
+        before = registry.champion(surface)
+        version = trial["version"]
+        if version is None or version == before:
+            state.write({"version": before, "previous": before, "trial": None}, "promotion", surface, day)
+            return dg.MaterializeResult(
+                metadata={
+                    "day": day.isoformat(),
+                    "champion": before or "none",
+                    "changed": 0,
+                    "note": "no canary to promote",
+                }
+            )
+        ours, theirs = version_data_through(registry, surface, version), version_data_through(registry, surface, before)
+        if before and ours and theirs and ours < theirs:
+            raise dg.Failure(
+                f"not promoting {surface}/{version} (data through {ours}): the champion {before} "
+                f"trained on newer data (through {theirs})"
+            )
+        pointer = registry.promote(surface, version)
+        state.write({"version": version, "previous": before, "trial": trial["comparison"]}, "promotion", surface, day)
+        return dg.MaterializeResult(
+            metadata={
+                "day": day.isoformat(),
+                "champion": version,
+                "previous_champion": before or "none",
+                "changed": 1,
+                "data_through": ours or "",
+                "online_difference": trial["comparison"]["difference"],
+                "pointer": dg.MetadataValue.url(s3.uri("serving", surface, "champion.json")),
+                "previous_versions": dg.MetadataValue.json(pointer.get("previous", [])),
+            }
+        )
+
+    return champion
+
+
+if SETTINGS.online_canary:
+    canary_releases = [canary_release_asset(surface) for surface in SETTINGS.surfaces]
+    canary_trials = [canary_trial_asset(surface) for surface in SETTINGS.surfaces]
+    online_canary_gates = [online_canary_gate_check(surface) for surface in SETTINGS.surfaces]

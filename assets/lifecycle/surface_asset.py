@@ -1,0 +1,36 @@
+"""The one decorator of a per-surface lifecycle asset: key `<surface>/<step>`, the day partitions
+(one run per day), the surface's group, the lifecycle's owner and area tags."""
+
+import dagster as dg
+
+from assets.conventions import area_tags, owners
+from assets.partitions import daily_partitions
+from assets.policies import ONE_RUN_PER_DAY, S3_RETRY
+
+
+def surface_asset(
+    surface: str,
+    step: str,
+    *,
+    deps: list,
+    kinds: set[str],
+    code_version: str,
+    description: str,
+    talks_to_s3: bool = False,
+    pool: str | None = None,
+):
+    """`@dg.asset` for step `step` of `surface` (S3 steps retry with backoff)."""
+    return dg.asset(
+        key=dg.AssetKey([surface, step]),
+        deps=deps,
+        partitions_def=daily_partitions,
+        backfill_policy=ONE_RUN_PER_DAY,
+        group_name=surface,
+        retry_policy=S3_RETRY if talks_to_s3 else None,
+        pool=pool,
+        kinds=kinds,
+        owners=owners("lifecycle"),
+        tags=area_tags("lifecycle", surface=surface),
+        code_version=code_version,
+        description=description,
+    )

@@ -1,0 +1,16 @@
+"""Freshness checks on what serving depends on: a champion not re-decided for 2 days, or an
+online store not refreshed for 2 days, is overdue (wall-clock time of the last materialization).
+The checks run from their sensor (switch it on in the UI, Automation) or by hand."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from assets.config import SETTINGS
+
+STALE_AFTER = timedelta(days=2)
+
+freshness_checks = dg.build_last_update_freshness_checks(
+    assets=[dg.AssetKey([surface, "champion"]) for surface in SETTINGS.surfaces] + [dg.AssetKey("online_features")],
+    lower_bound_delta=STALE_AFTER,
+)

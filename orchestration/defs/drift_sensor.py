@@ -1,0 +1,197 @@
+"""The drift sensor: retrain when a surface moves away from what its champion was trained on.
+
+Three signals per surface, each on the newest ingested day:
+- the mix of engaged outcomes against the champion's training window (JS / PSI): an outcome-mix
+  drift (saves rarer, hides more common);
+- the champion's online engagements (clicks + saves) per 1,000 served impressions against its
+  trailing mean of the days before (the day's serving log, `online_metrics`): an interest shift
+  barely moves the outcome mix, but users stop engaging with what the champion serves;
+- the champion's recall@100 on the newest day (the canary evaluation measures it) against its
+  trailing mean.
+Any signal above its threshold requests a retrain, once per champion (the cursor remembers)."""
+
+import json
+from datetime import date
+
+from dagster import (
+    AssetObservation,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from assets.config import SETTINGS
+from assets.resources import DataLakeResource, S3Resource
+from assets.state import lifecycle_state
+from orchestration.defs import jobs
+
+# Thresholds on the mix of engaged outcomes (click/save/hide/...) of a surface. On the simulator a
+# day without drift scores PSI <= 0.005, a halved save rate 0.15-0.2.
+JS_THRESHOLD = 0.01  # Jensen-Shannon divergence (base 2)
+PSI_THRESHOLD = 0.10  # population stability index; > 0.1 is the usual "moderate shift"
+# Relative drops against the trailing mean of the previous TRAILING_DAYS days. A surface's daily
+# served engagements per 1,000 impressions move by a few percent from day to day on the simulator
+# (binomial noise over ~10^4 impressions); a drop of 15% is far outside that.
+ONLINE_DROP_THRESHOLD = 0.15
+RECALL_DROP_THRESHOLD = 0.20
+TRAILING_DAYS = 7
+MIN_REFERENCE_DAYS = 3  # a trailing mean of fewer days is no reference
+MIN_SERVED_IMPRESSIONS = 2000  # fewer champion-served impressions on the day: too noisy to judge
+
+
+def _trailing_drop(values: list[float], today: float) -> float | None:
+    """1 - today / mean(values): the relative drop (None without a reference of
+    MIN_REFERENCE_DAYS days)."""
+    values = [v for v in values if v == v]  # drop NaN
+    if len(values) < MIN_REFERENCE_DAYS or today != today:
+        return None
+    reference = sum(values) / len(values)
+    return 1.0 - today / reference if reference > 0 else None
+
+
+def online_signals(lake: DataLakeResource, days: list[date], surface: str) -> dict[str, float]:
+    """The champion's engagements per 1,000 served impressions and recall@100 on the newest day,
+    and their drops against the trailing mean of the days before."""
+    state = lifecycle_state(lake)
+    newest, before = days[-1], days[-1 - TRAILING_DAYS : -1]
+
+    def engaged(day) -> float:
+        path = state.path("online_metrics", "_all", day)
+        if not path.exists():
+            return float("nan")
+        champion = json.loads(path.read_text()).get("by_served_by", {}).get(surface, {}).get("champion")
+        if not champion or champion["impressions"] < MIN_SERVED_IMPRESSIONS:
+            return float("nan")
+        return champion["clicks_per_1k"] + champion["saves_per_1k"]
+
+    def recall(day) -> float:
+        path = state.path("canary", surface, day)
+        if not path.exists():
+            return float("nan")
+        champion = json.loads(path.read_text())["metrics"].get("champion")
+        return champion.get("recall@100", float("nan")) if champion else float("nan")
+
+    out = {}
+    for name, fn in (("online_engaged_per_1k", engaged), ("recall@100", recall)):
+        today = fn(newest)
+        drop = _trailing_drop([fn(d) for d in before], today)
+        if drop is not None:
+            out[name] = round(today, 5)
+            out[f"{name}_drop"] = round(drop, 5)
+    return out
+
+
+def evaluate_drift(
+    lake: DataLakeResource,
+    s3: S3Resource,
+    cursor: dict,
+    js_threshold: float = JS_THRESHOLD,
+    psi_threshold: float = PSI_THRESHOLD,
+    outcomes: tuple[str, ...] | None = None,
+):
+    """(run request or None, new cursor, per-surface figures) for the newest ingested day.
+
+    The outcome-mix reference of a surface is its champion's training window (the manifest's data
+    partitions). A drift fires once per champion: the cursor remembers the champion a retrain
+    was requested for, so the same drift does not request again until a new champion exists.
+    The outcomes compared are `outcomes` (the code location's vocabulary's `drift`: by default
+    every outcome but impressions).
+    """
+    from monitoring.drift import compare_outcome_mix, outcome_counts
+
+    table = lake.table()
+    days = table.days()
+    if not days:
+        return None, cursor, {}
+    newest = days[-1]
+    fired = dict(cursor.get("fired", {}))
+    registry = s3.registry()
+    figures, drifted = {}, []
+    outcomes = SETTINGS.vocabulary.drift if outcomes is None else outcomes
+    current = outcome_counts(table, [newest], outcomes=outcomes)
+    for surface in sorted(set(current.index)):
+        champion = registry.champion(surface)
+        if champion is None:
+            continue
+        reference_days = [date.fromisoformat(d) for d in registry.manifest(surface, champion)["data_partitions"]]
+        if newest in reference_days:
+            continue
+        reference = outcome_counts(table, reference_days, outcomes=outcomes)
+        if surface not in reference.index:
+            continue
+        [report] = compare_outcome_mix(
+            current.loc[[surface]],
+            reference.loc[[surface]],
+            js_threshold=js_threshold,
+            psi_threshold=psi_threshold,
+            min_rows=200,
+        )
+        signals = online_signals(lake, days, surface)
+        reasons = []
+        if report.drifted:
+            reasons.append("outcome_mix")
+        if signals.get("online_engaged_per_1k_drop", 0.0) > ONLINE_DROP_THRESHOLD:
+            reasons.append("online_engagement")
+        if signals.get("recall@100_drop", 0.0) > RECALL_DROP_THRESHOLD:
+            reasons.append("recall")
+        figures[surface] = {
+            "js": round(report.js, 5),
+            "psi": round(report.psi, 5),
+            **signals,
+            "drifted": bool(reasons),
+            "signals": ",".join(reasons),
+            "champion": champion,
+        }
+        if reasons and fired.get(surface) != champion:
+            drifted.append(surface)
+            fired[surface] = champion
+    new_cursor = {"evaluated": newest.isoformat(), "fired": fired}
+    if not drifted:
+        return None, new_cursor, figures
+    request = RunRequest(
+        run_key=f"drift-{newest}-{'-'.join(drifted)}",
+        partition_key=newest.isoformat(),
+        tags={
+            "pinrec/trigger": "drift",
+            "pinrec/reason": "; ".join(f"{s}: {figures[s]['signals']}" for s in drifted) + f" at {newest}",
+            "pinrec/drift_figures": json.dumps({s: figures[s] for s in drifted}, sort_keys=True),
+        },
+    )
+    return request, new_cursor, figures
+
+
+@sensor(
+    job=jobs.retrain,
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=f"Requests a retrain when a surface drifts from its champion on the newest day: its outcome mix "
+    f"against the champion's training window (JS > {JS_THRESHOLD} or PSI > {PSI_THRESHOLD}), the "
+    f"champion's online engagements per served impression (a drop > {ONLINE_DROP_THRESHOLD:.0%}) or its "
+    f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means; once per champion.",
+)
+def outcome_drift_sensor(context: SensorEvaluationContext, lake: DataLakeResource, s3: S3Resource):
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    newest = lake.table().days()[-1].isoformat() if lake.table().days() else None
+    if newest is None or cursor.get("evaluated") == newest:
+        return SkipReason(f"no new complete partition since {cursor.get('evaluated')}")
+    request, new_cursor, figures = evaluate_drift(lake, s3, cursor)
+    for surface, f in figures.items():
+        context.log.info(f"{newest} {surface}: " + ", ".join(f"{k} {v}" for k, v in f.items() if k != "champion"))
+    observation = AssetObservation(
+        asset_key="events",
+        partition=newest,
+        metadata={
+            f"{s}_{k}": v
+            for s, f in figures.items()
+            for k, v in f.items()
+            if k not in ("champion", "signals") and isinstance(v, (int, float))
+        },
+    )
+    return SensorResult(
+        run_requests=[request] if request else [],
+        cursor=json.dumps(new_cursor),
+        asset_events=[observation] if figures else [],
+    )

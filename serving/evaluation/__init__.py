@@ -1,0 +1,2 @@
+"""Offline evaluation: what the canary computes for a candidate and its champion, and the
+gate's rules (`canary`)."""
