@@ -252,3 +252,29 @@ def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     new = replace(cfg, **{k: v for k, v in changes.items() if k in ("train_days", "serve_days", "yardstick_days")})
     need = new.train_days + max(new.serve_days, new.yardstick_days)
     return replace(new, world=replace(new.world, n_days=max(need, 1)))
+
+
+def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict[str, float]]:
+    """Every offline candidate measure of `policy` on the held-out log (`yardstick`): the policy
+    scores the held-out days' logged impressions with what the log held at their start, and
+    recall@k of the held-out engagements by its top k for each user (homefeed) at that time."""
+    from serving.evaluation.yardstick import candidate_measures, logged_impressions, recall_at_k
+
+    view = start_view(run)
+    policy.start_day(view)
+
+    def score(users, items, surface):
+        return policy.score(users, items, surface, view, [view.sequences.get(u) for u in users])
+
+    out = candidate_measures(score, logged_impressions(run.heldout_events, run.heldout_serving_log))
+    future = run.heldout_events
+    users = sorted(set(future.loc[future["outcome"].isin(["click", "save"]), "user_id"].tolist()))
+    ts = dt.datetime.combine(run.serve_days[0], dt.time(), tzinfo=dt.UTC)
+    empty = future.iloc[:0]
+    requests = [SessionRequest(int(u), "homefeed", -1 - int(u), ts, empty, None, k) for u in users]
+    lists = {}
+    for a in range(0, len(requests), 256):
+        for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
+            lists[r.user_id] = list(served.items)
+    out[f"recall{k}"] = recall_at_k(lists, future)
+    return out

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from events.contract import BUILTIN_CODES, SURFACES
+from serving.evaluation.yardstick import version_scores
 from serving.service import encoder as enc
 from serving.service.retriever import LoadedVersion, RecommendRequest, RetrievalRequest
 from world.closed_loop import ClosedLoopWorld, FatigueHistory, Served, SessionRequest
@@ -270,16 +271,36 @@ class ModelPolicy(Policy):
         return out  # type: ignore[return-value]
 
     def score(self, users, items, surface, view, sequences=None):
-        version = self.versions[surface]
+        seqs = sequences if sequences is not None else [view.sequences.get(u) for u in users]
+        ranked = self.endpoint == "/v1/recommend"
+        return version_scores(self.versions[surface], seqs, items, self.weights, ranked)
+
+
+class HiddenItemsPolicy(Policy):
+    """A deliberately bad policy (for checking the yardstick): the items the user hid first,
+    then the items hidden most by everyone."""
+
+    name = "hidden"
+
+    def start_day(self, view: LoopView) -> None:
+        log = pd.concat(view.events, ignore_index=True)
+        hid = log[log["outcome"] == "hide"]
+        self.by_user = {int(u): g.groupby("item_id").size() for u, g in hid.groupby("user_id")}
+        self.overall = np.bincount(hid["item_id"].to_numpy(np.int64), minlength=view.n_items).astype(np.float64)
+
+    def recommend(self, requests: list[SessionRequest], view: LoopView) -> list[Served]:
         out = []
-        for j, (u, its) in enumerate(zip(users, items)):
-            seq = sequences[j] if sequences is not None else view.sequences.get(u)
+        for r in requests:
+            s = self.score([r.user_id], [np.arange(view.n_items)], r.surface, view)[0]
+            top = np.argsort(-s, kind="stable")[: r.k]
+            out.append(Served([int(i) for i in top], self.name, self.name, self.name))
+        return out
+
+    def score(self, users, items, surface, view, sequences=None):
+        out = []
+        for u, its in zip(users, items):
             its = np.asarray(its, np.int64)
-            known, _, combined, _ = version.score_items(seq, its, list(ENGAGED), self.weights, surface)
-            s = np.full(len(its), -np.inf)  # an item the model does not know: last
-            pos = {int(i): p for p, i in enumerate(known.tolist())}
-            for p, i in enumerate(its.tolist()):
-                if i in pos:
-                    s[p] = combined[pos[i]]
-            out.append(s)
+            mine = self.by_user.get(int(u))
+            own = np.zeros(len(its)) if mine is None else mine.reindex(its).fillna(0.0).to_numpy(np.float64)
+            out.append(1000.0 * own + self.overall[its])
         return out
