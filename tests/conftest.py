@@ -20,6 +20,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def s3_env(s3_server: object) -> Iterator[object]:
+    """The session's S3 server with its credentials in the environment (the resources of in-process
+    runs read them from there), for one test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3_server.env().items():
+            mp.setenv(key, value)
+        yield s3_server
+
+
 @pytest.fixture(scope="session")
 def live_loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`pinrec-ops live --days 4 --warmup-days 2` on a small world (tests.helpers.LIVE_WORLD), run
