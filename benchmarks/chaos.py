@@ -62,7 +62,7 @@ from typing import Any
 
 from benchmarks.chaos_faults import CHILD_SETTLE_S, FIRST, KINDS, Client, Fault, schedule_faults
 from benchmarks.chaos_verdicts import ChaosVerdicts
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from devstack.processes import start_process_group, stop_process_group, tail
 from devstack.service import call, start_cli_service
 from storage.paths import REPO_ROOT
@@ -500,7 +500,7 @@ def _environment(args, var: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n")[0])
+    parser = argument_parser(__file__, __doc__)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--warmup-days", type=int, default=3)
     parser.add_argument("--users", type=int, default=2000)

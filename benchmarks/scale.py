@@ -61,7 +61,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.results import markdown_table, print_table, write_results
+from benchmarks.results import argument_parser, markdown_table, print_table, write_results
 from benchmarks.scale_report import growth_notes, render_doc
 from benchmarks.scale_rows import (
     CELERY_ROWS,
@@ -446,7 +446,7 @@ def write(rows: list[dict], note: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
+    p = argument_parser(__file__, __doc__)
     p.add_argument(
         "--rows",
         default=",".join(r for r in ROWS if r not in ("events-1e8", *ENGINE_ROWS, *SHARDED_ROWS, *CELERY_ROWS)),
