@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from devstack.service import ServerThread, call
-from events.contract import OUTCOMES, SURFACES
+from events.contract import OUTCOMES, SURFACES, EventCodes
 from serving.registry.publish import publish_model
 from serving.service.app import MAX_OUTCOME_WEIGHT, InMemoryFeatures, create_app
 from serving.service.checks import checked_registry
@@ -53,7 +53,7 @@ def _known_vocabularies(spec: dict) -> dict:
         weights = model.get("properties", {}).get("outcome_weights")
         for option in (weights or {}).get("anyOf", []):
             if option.get("type") == "object":
-                option["propertyNames"] = {"enum": list(OUTCOMES)}
+                option["propertyNames"] = {"enum": list(EventCodes().engaged)}
                 option["minProperties"] = 1
     return spec
 
