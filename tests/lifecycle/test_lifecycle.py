@@ -55,6 +55,29 @@ def _resources(tmp: Path, s3_server, **world):
     return resources
 
 
+def _publish_another(registry, surface: str, workdir: Path) -> str:
+    """Publish another loadable version of `surface`'s champion (its item embeddings nudged): a
+    version of the same catalogue that a test can promote, judge or damage by itself."""
+    from serving.registry.store import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+
+    local = registry.fetch(surface, registry.champion(surface), workdir)
+    weights = torch.load(local.path(MODEL_FILE), weights_only=True)
+    key = next(k for k in weights if "item_emb" in k)
+    weights[key] = weights[key] + 1e-3
+    torch.save(weights, workdir / "other.pt")
+    return registry.publish(
+        surface,
+        {
+            MODEL_FILE: workdir / "other.pt",
+            INDEX_FILE: local.path(INDEX_FILE),
+            ITEM_IDS_FILE: local.path(ITEM_IDS_FILE),
+        },
+        index=local.manifest["index"],
+        config=local.manifest["config"],
+        data_partitions=local.manifest["data_partitions"],
+    )
+
+
 def _run(keys, resources, instance, partition=None, raise_on_error=True):
     return materialize_in_process(keys, resources, instance, partition=partition, raise_on_error=raise_on_error)
 
@@ -129,18 +152,20 @@ def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
     promoted = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert f"{surface}/champion" not in promoted
     assert registry.champion(surface) == champion_before
-    assert len(registry.list_versions(surface)) == 2  # the bad version is published, never promoted
+    bad = LifecycleState(tmp / "lifecycle").read("candidate", surface, DAYS[-1])["version"]
+    assert bad in registry.list_versions(surface) and bad != champion_before  # published, never promoted
 
 
 def test_rollback_is_one_operator_action(lifecycle, s3_env):
     import subprocess
     import sys
 
-    _, resources, _, _ = lifecycle
+    tmp, resources, _, _ = lifecycle
     registry = resources["s3"].registry()
     surface = SURFACES[0]
     champion = registry.champion(surface)
-    other = next(v for v in registry.list_versions(surface) if v != champion)  # published by the test above
+    (tmp / "rollback-test").mkdir(exist_ok=True)
+    other = _publish_another(registry, surface, tmp / "rollback-test")
     registry.promote(surface, other)  # a bad promotion by hand ...
     env = {**os.environ, **s3_env.env(), "PINREC_S3_PREFIX": resources["s3"].prefix, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
@@ -193,29 +218,15 @@ def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_
     judged on the floors alone, the gate says so); a damaged candidate fails the gate naming it.
     None of them fails the run for an error, so a retry is never needed."""
     from orchestration.live import failed_for_an_error
-    from serving.registry.store import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+    from serving.registry.store import INDEX_FILE, MODEL_FILE
     from storage.s3 import get_bytes, put_bytes
 
     tmp, resources, instance, _ = lifecycle
     surface, day = SURFACES[-1], DAYS[-1]
     registry, state = resources["s3"].registry(), LifecycleState(tmp / "lifecycle")
     champion = registry.champion(surface)
-    local = registry.fetch(surface, champion, tmp / "damage-test")
-    weights = torch.load(local.path(MODEL_FILE), weights_only=True)
-    key = next(k for k in weights if "item_emb" in k)
-    weights[key] = weights[key] + 1e-3  # another loadable candidate of the same catalogue
-    torch.save(weights, tmp / "damage-test" / "other.pt")
-    candidate = registry.publish(
-        surface,
-        {
-            MODEL_FILE: tmp / "damage-test" / "other.pt",
-            INDEX_FILE: local.path(INDEX_FILE),
-            ITEM_IDS_FILE: local.path(ITEM_IDS_FILE),
-        },
-        index=local.manifest["index"],
-        config=local.manifest["config"],
-        data_partitions=local.manifest["data_partitions"],
-    )
+    (tmp / "damage-test").mkdir(exist_ok=True)
+    candidate = _publish_another(registry, surface, tmp / "damage-test")  # another loadable candidate
     saved = state.read("candidate", surface, day)
     state.write({**saved, "version": candidate}, "candidate", surface, day)
     champion_index = registry.version_key(surface, champion, INDEX_FILE)
