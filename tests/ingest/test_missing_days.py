@@ -1,0 +1,74 @@
+"""A day missing from a file-per-day log is data, not a crash: the main command reports it on one
+line (`D: no events in the log, skipped`), runs every other day and retrains across the gap. Its
+output, piped, carries no ANSI escape and no library banner, and each day's line ends with its
+verdict."""
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import date, timedelta
+
+from assets.config import REPO_ROOT
+from events.table import EventTable
+from world.example_log import write_example_log
+from world.simulator import SimulatorConfig
+
+WORLD = replace(
+    SimulatorConfig(),
+    seed=11,
+    n_users=80,
+    n_items=200,
+    n_topics=4,
+    events_per_day=600,
+    start_date=date(2026, 3, 1),
+    n_days=21,
+)
+TINY = {
+    "PINREC_TRAIN_D_MODEL": "16",
+    "PINREC_TRAIN_LAYERS": "1",
+    "PINREC_TRAIN_HEADS": "1",
+    "PINREC_TRAIN_MAX_LEN": "16",
+    "PINREC_TRAIN_PRETRAIN_EPOCHS": "1",
+    "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
+    "PINREC_TRAIN_FINETUNE_DAYS": "3",
+    "PINREC_TRAIN_BATCH_SIZE": "64",
+}
+BANNERS = ("GPU available", "TPU available", "Tip:", "litlogger", "litmodels")
+
+
+def test_a_three_week_log_with_a_missing_middle_day_runs_to_the_end(tmp_path):
+    location, vocabulary = write_example_log(tmp_path / "log", "store", WORLD, "pattern")
+    gap = WORLD.start_date + timedelta(days=10)
+    os.remove(location.replace("{date}", gap.isoformat()))  # the store was closed that day
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
+        **TINY,
+        "PINREC_VAR_DIR": str(tmp_path / "var"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    args = ["lifecycle", "--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--days", "21"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert re.findall(r"(\d{4}-\d{2}-\d{2}): no events in the log, skipped", proc.stdout) == [gap.isoformat()]
+    table = EventTable(tmp_path / "var" / "parquet" / "lake")
+    days = [WORLD.start_date + timedelta(days=i) for i in range(WORLD.n_days)]
+    assert table.days() == [d for d in days if d != gap]  # every other day ingested
+    # the retrain of the newest day trained across the gap and ends with its verdict
+    [retrain] = [line for line in proc.stdout.splitlines() if line.strip().startswith("retrain ")]
+    assert days[-1].isoformat() in retrain and re.search(r"run \w{8}  (promoted|not promoted: )", retrain), retrain
+    nightly = [line for line in proc.stdout.splitlines() if line.strip().startswith("nightly_refresh ")]
+    assert len(nightly) == len(days) - 1 and all(line.endswith("  ok") for line in nightly), nightly
+    # piped output: no colour codes, no banners or tips
+    assert "\x1b[" not in out
+    assert not [b for b in BANNERS if b in out], out[-3000:]
