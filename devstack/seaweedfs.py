@@ -620,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
+    parser.add_argument(
+        "--prefix", help="key prefix for the env file (default: none, each command uses its deployment's)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
@@ -636,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir,
         host=args.host,
         bucket=args.bucket,
-        prefix=args.prefix,
+        prefix=args.prefix or DEFAULT_PREFIX,
         startup_timeout=args.startup_timeout,
     )
     try:
@@ -646,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.env_file:
-            env = server.env() | {"PINREC_SEAWEEDFS_PID": str(server.pid)}
+            env = {k: v for k, v in server.env().items() if args.prefix or k != "PINREC_S3_PREFIX"}
+            env |= {"PINREC_SEAWEEDFS_PID": str(server.pid)}
             write_env_file(args.env_file, env)
         print(
             f"SeaweedFS S3 endpoint: {server.endpoint_url} (pid {server.pid}, "

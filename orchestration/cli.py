@@ -87,6 +87,12 @@ def _s3_server(settings):
     )
 
 
+def _shared_env(s3) -> dict[str, str]:
+    """The S3 server's environment for other commands (var/s3.env): without the key prefix, which
+    each command takes from its own deployment."""
+    return {k: v for k, v in s3.env().items() if k != "PINREC_S3_PREFIX"}
+
+
 def _instance():
     import dagster as dg
 
@@ -221,7 +227,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
     )
     ok = True
     with _s3_server(settings) as s3:
-        write_env_file(S3_ENV_FILE, s3.env())
+        write_env_file(S3_ENV_FILE, _shared_env(s3))
         os.environ.update(s3.env())
         print(f"S3 server (SeaweedFS) at {s3.endpoint_url}, pid {s3.pid}; environment in {S3_ENV_FILE}")
         try:
@@ -334,7 +340,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         _play_live(args, settings, arms)
         return 0
     with _s3_server(settings) as s3:
-        write_env_file(S3_ENV_FILE, s3.env())
+        write_env_file(S3_ENV_FILE, _shared_env(s3))
         os.environ.update(s3.env())
         try:
             _play_live(args, settings, arms)
@@ -416,7 +422,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     home = dagster_home(VAR_DIR / "dagster" / "default")
     with _s3_server(settings) as s3:
-        write_env_file(S3_ENV_FILE, s3.env())
+        write_env_file(S3_ENV_FILE, _shared_env(s3))
         try:
             ui = DagsterUI(
                 home,

@@ -27,6 +27,7 @@ from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
 from orchestration.cli import SURFACE_STEPS
 from orchestration.defs.drift_sensor import outcome_drift_sensor
 from orchestration.runs import materialize_in_process, run_job
+from orchestration.verdicts import run_verdict
 
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]
@@ -124,6 +125,7 @@ def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
 
 def test_lifecycle_runs_are_runs_of_the_named_jobs_one_day_each(lifecycle):
     _, _, instance, result = lifecycle
+    assert run_verdict(instance, result.run_id) == f"promoted ({', '.join(sorted(SURFACES))})"
     runs = instance.get_runs()
     assert [(r.job_name, r.tags["dagster/partition"]) for r in reversed(runs)][: len(DAYS) + 1] == [
         ("nightly_refresh", d.isoformat()) for d in DAYS
@@ -199,6 +201,9 @@ def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_say
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert not any(k.endswith("/champion") for k in materialized)
     assert f"{SURFACES[0]}/candidate_version" in materialized  # computed for that day, never promoted
+    # the day's line: the verdict and the first reason, read back from the instance
+    verdict = run_verdict(instance, result.run_id)
+    assert verdict in {f"not promoted: {s}: {gates[s].description.split('; ')[0]}" for s in SURFACES}, verdict
 
 
 def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
