@@ -1,9 +1,10 @@
 """What the operator's commands print: their own lines, readable in a terminal and in a log file.
 
 By default (`quiet`): library banners and advertisements are off (Lightning's "GPU available",
-"TPU available", its tips), Dagster's run logs show warnings and errors only, the console
-chatter of Feast's materialization goes to the `feature_pipeline.store` logger at DEBUG, and no
-ANSI escape is written unless the output is a terminal. In a terminal, training shows its
+"TPU available", its tips), Dagster's console log of each run is off (the day's line says its
+verdict or first error; the run's full log is in the UI), training's per-epoch lines (logger
+`training.train`, INFO) and Feast's materialization chatter (logger `feature_pipeline.store`, DEBUG)
+are not shown, and no ANSI escape is written unless the output is a terminal. In a terminal, training shows its
 progress bar. `--verbose` (PINREC_VERBOSE=1) restores the full logs.
 """
 
@@ -17,7 +18,9 @@ import sys
 from storage.console import strip_ansi
 
 VERBOSE_VARIABLE = "PINREC_VERBOSE"
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # a run's Dagster log config
+# a run's Dagster console log: off (the day's line carries the verdict or the first error line; the
+# run's full log is in the UI, or on the console with --verbose)
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # the loggers whose INFO lines are banners and tips rather than the operator's business
 NOISY_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
@@ -62,6 +65,7 @@ def configure(verbose_flag: bool) -> None:
     if verbose():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("feature_pipeline.store").setLevel(logging.DEBUG)
+        logging.getLogger("training.train").setLevel(logging.INFO)
         return
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -72,6 +76,5 @@ def configure(verbose_flag: bool) -> None:
 
 
 def run_config() -> dict:
-    """The run config of the commands' runs: Dagster's console log at warnings and errors, unless
-    --verbose (every log line)."""
+    """The run config of the commands' runs: no Dagster console log, unless --verbose (every line)."""
     return {} if verbose() else QUIET_LOGS
