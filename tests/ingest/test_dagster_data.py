@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-import pytest
 
 from assets.config import REPO_ROOT, load_settings
 from assets.data import features, ingest, online_store
@@ -39,13 +38,6 @@ def _resources(tmp: Path, s3_server, **source_overrides):
     )
     resources["s3"] = S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket)
     return resources
-
-
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    return s3_server
 
 
 def _materialize(resources, partition=DAY, raise_on_error=True):

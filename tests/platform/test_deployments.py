@@ -10,9 +10,13 @@ import sys
 from dataclasses import replace
 from datetime import date
 
+import pytest
+
 from assets.config import REPO_ROOT
 from world.example_log import write_example_log
 from world.simulator import SimulatorConfig
+
+pytestmark = pytest.mark.services  # runs the main command (its own S3 server)
 
 WORLD = replace(
     SimulatorConfig(),

@@ -17,7 +17,7 @@ from serving.registry.shards import ShardedIndex, read_sharded
 from serving.service import encoder as enc
 from serving.service.retriever import LoadedVersion
 from tests.helpers import tiny_model
-from tests.test_index import clustered
+from tests.serving.test_index import clustered
 
 
 def _queries(n=300, seed=9):
