@@ -159,15 +159,21 @@ def run_day(
 
 
 def present_days(settings, days: list[date], s3_client=None) -> list[date]:
-    """`days` without the ones the log has no events for, each of those reported on its own line
-    (`D: no events in the log, skipped`): a missing day is data, not a failure."""
+    """`days` without the ones the log has no events for: a missing day is data, not a failure."""
     from assets.resources import build_resources
 
     missing = set(build_resources(settings)["event_source"].missing_days(days, s3_client=s3_client))
-    for day in days:
-        if day in missing:
-            print(f"  {day}: no events in the log, skipped", flush=True)
     return [d for d in days if d not in missing]
+
+
+def each_present_day(days: list[date], present: list[date]):
+    """The present days in order, with a line `D: no events in the log, skipped` where a missing
+    day falls."""
+    for day in days:
+        if day in present:
+            yield day
+        else:
+            print(f"  {day}: no events in the log, skipped", flush=True)
 
 
 def _log_days(settings) -> list[date]:
@@ -239,10 +245,11 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
                 f"(Dagster instance {os.environ['DAGSTER_HOME']})",
                 flush=True,
             )
-            days = present_days(settings, days_between(start, end), s3_client=_log_client(settings, s3))
+            window = days_between(start, end)
+            days = present_days(settings, window, s3_client=_log_client(settings, s3))
             if not days:
                 raise CliError(f"no events in the log for any day of {start} .. {end}")
-            for day in days:
+            for day in each_present_day(window, days):
                 if not run_day(
                     instance,
                     "nightly_refresh",
@@ -290,9 +297,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         else ("everything" if args.job == "nightly_refresh" else "pretrain; per surface to champion")
     )
     print(f"backfill: {args.job} for {args.from_} .. {args.to}, one run per day, in order", flush=True)
+    window = days_between(args.from_, args.to)
+    present = present_days(settings, window, s3_client=_log_client(settings))
     failed = [
         day
-        for day in present_days(settings, days_between(args.from_, args.to), s3_client=_log_client(settings))
+        for day in each_present_day(window, present)
         if not run_day(instance, args.job, day, what, assets=assets, trigger="backfill")
     ]
     if failed:
