@@ -5,15 +5,13 @@ verdict."""
 
 import os
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 
-from assets.config import REPO_ROOT
 from events.table import EventTable
+from tests.helpers import pinrec_ops
 from world.example_log import write_example_log
 from world.simulator import SimulatorConfig
 
@@ -29,16 +27,6 @@ WORLD = replace(
     start_date=date(2026, 3, 1),
     n_days=21,
 )
-TINY = {
-    "PINREC_TRAIN_D_MODEL": "16",
-    "PINREC_TRAIN_LAYERS": "1",
-    "PINREC_TRAIN_HEADS": "1",
-    "PINREC_TRAIN_MAX_LEN": "16",
-    "PINREC_TRAIN_PRETRAIN_EPOCHS": "1",
-    "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
-    "PINREC_TRAIN_FINETUNE_DAYS": "3",
-    "PINREC_TRAIN_BATCH_SIZE": "64",
-}
 BANNERS = ("GPU available", "TPU available", "Tip:", "litlogger", "litmodels")
 
 
@@ -46,24 +34,9 @@ def test_a_three_week_log_with_a_missing_middle_day_runs_to_the_end(tmp_path):
     location, vocabulary = write_example_log(tmp_path / "log", "store", WORLD, "pattern")
     gap = WORLD.start_date + timedelta(days=10)
     os.remove(location.replace("{date}", gap.isoformat()))  # the store was closed that day
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-        **TINY,
-        "PINREC_VAR_DIR": str(tmp_path / "var"),
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
     args = ["lifecycle", "--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--days", "21"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = pinrec_ops(tmp_path / "var", *args)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
     assert re.findall(r"(\d{4}-\d{2}-\d{2}): no events in the log, skipped", proc.stdout) == [gap.isoformat()]
     table = EventTable(tmp_path / "var" / "parquet" / "lake")
     days = [WORLD.start_date + timedelta(days=i) for i in range(WORLD.n_days)]

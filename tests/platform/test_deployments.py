@@ -4,15 +4,12 @@ prefixes and champions; the second's bootstrap never sees the first's champion. 
 them and removes one without touching the other."""
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import date
 
 import pytest
 
-from assets.config import REPO_ROOT
+from tests.helpers import pinrec_ops
 from world.example_log import write_example_log
 from world.simulator import SimulatorConfig
 
@@ -28,43 +25,14 @@ WORLD = replace(
     start_date=date(2026, 5, 1),
     n_days=4,
 )
-TINY = {
-    "PINREC_TRAIN_D_MODEL": "16",
-    "PINREC_TRAIN_LAYERS": "1",
-    "PINREC_TRAIN_HEADS": "1",
-    "PINREC_TRAIN_MAX_LEN": "16",
-    "PINREC_TRAIN_PRETRAIN_EPOCHS": "1",
-    "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
-    "PINREC_TRAIN_FINETUNE_DAYS": "3",
-    "PINREC_TRAIN_BATCH_SIZE": "64",
-}
-
-
-def _ops(tmp, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-        **TINY,
-        "PINREC_VAR_DIR": str(tmp / "var"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 def test_two_deployments_in_one_bucket_keep_separate_champions(tmp_path):
     location, vocabulary = write_example_log(tmp_path / "log", "store", WORLD, "pattern")
-    log = ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--days", "4"]
-    first = _ops(tmp_path, "lifecycle", "--deployment", "store-a", *log)
-    second = _ops(tmp_path, "lifecycle", "--deployment", "store-b", *log)
     var = tmp_path / "var"
+    log = ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--days", "4"]
+    first = pinrec_ops(var, "lifecycle", "--deployment", "store-a", *log)
+    second = pinrec_ops(var, "lifecycle", "--deployment", "store-b", *log)
     summaries = {name: json.loads((var / name / "summary.json").read_text()) for name in ("store-a", "store-b")}
     for name, proc in (("store-a", first), ("store-b", second)):
         [entry] = summaries[name]["surfaces"].values()
@@ -74,16 +42,16 @@ def test_two_deployments_in_one_bucket_keep_separate_champions(tmp_path):
         assert f"deployment {name}" in proc.stdout and "bootstrapped" in proc.stdout
         assert (var / "dagster" / name / "dagster.yaml").exists()  # its own Dagster instance
     champions = [next(iter(s["surfaces"].values()))["champion"] for s in summaries.values()]
-    listed = _ops(tmp_path, "deployments").stdout
+    listed = pinrec_ops(var, "deployments").stdout
     assert "store-a" in listed and "store-b" in listed and "pinrec-ops/store-b" in listed
 
-    removed = _ops(tmp_path, "deployments", "--remove", "store-a").stdout
+    removed = pinrec_ops(var, "deployments", "--remove", "store-a").stdout
     assert "removed deployment store-a" in removed and "objects under s3://pinrec/pinrec-ops/store-a/" in removed
     assert not (var / "store-a").exists() and not (var / "dagster" / "store-a").exists()
-    listed = _ops(tmp_path, "deployments").stdout
+    listed = pinrec_ops(var, "deployments").stdout
     assert "store-a" not in listed and "store-b" in listed
     # store-b's champion is still there, and its own: a retrain of an older day is compared with it
     older = ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--start", "2026-05-01"]
-    _ops(tmp_path, "lifecycle", "--deployment", "store-b", *older, "--days", "3")
+    pinrec_ops(var, "lifecycle", "--deployment", "store-b", *older, "--days", "3")
     [entry] = json.loads((var / "store-b" / "summary.json").read_text())["surfaces"].values()
     assert entry["champion"] == champions[1] and entry["previous_champion_recall@100"] is not None, entry
