@@ -5,7 +5,8 @@
   that is not a promotion gate failed (bad rows, a broken table);
 - `not promoted: <first reason>`: a promotion gate (`canary_gate`, `online_canary_gate`, or any
   check that records a `verdict`) refused its candidate, whether that refusal failed the run (a
-  blocking check) or left it successful with the reasons on the check;
+  blocking check) or left it successful with the reasons on the check and the run's verdict tags
+  (`pinrec/verdict/<surface>`, read first when a run has them);
 - `promoted (<surfaces>)`: a champion was promoted;
 - `ok`: the run did its work and decided nothing (data only, or a candidate released as canary).
 """
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 GATE_CHECKS = ("canary_gate", "online_canary_gate")
+VERDICT_TAG = "pinrec/verdict"  # a run's verdict tags, per surface: pinrec/verdict/<surface>
 CHECK_FAILED = "DagsterAssetCheckFailedError"  # a blocking check's failure: a verdict, not an error
 
 
@@ -76,6 +78,13 @@ def _is_gate(evaluation) -> bool:
     return evaluation.check_name in GATE_CHECKS or "verdict" in (evaluation.metadata or {})
 
 
+def _tagged_verdicts(run) -> dict[str, str]:
+    """Per surface, the verdict line a run's gates and champion steps tagged it with
+    (`pinrec/verdict/<surface>`: `passed`, `promoted` or `not promoted: <reason>`), if any."""
+    prefix = VERDICT_TAG + "/"
+    return {k[len(prefix) :]: v for k, v in (run.tags if run else {}).items() if k.startswith(prefix)}
+
+
 def run_verdict(instance: dg.DagsterInstance, run_id: str) -> str:
     """The day line's verdict of a run (module docstring)."""
     evaluations = check_evaluations(instance, run_id)
@@ -83,7 +92,7 @@ def run_verdict(instance: dg.DagsterInstance, run_id: str) -> str:
     errors += [
         f"{e.asset_key.to_user_string()} {e.check_name}: {_first_line(e.description)}"
         for e in evaluations
-        if not e.passed and not _is_gate(e)
+        if not e.passed and not _is_gate(e) and e.severity == dg.AssetCheckSeverity.ERROR
     ]
     run = instance.get_run_by_id(run_id)
     if not errors and run is not None and run.status == dg.DagsterRunStatus.FAILURE:
@@ -91,6 +100,15 @@ def run_verdict(instance: dg.DagsterInstance, run_id: str) -> str:
             errors = ["the run failed (see it in the UI)"]
     if errors:
         return f"FAILED: {errors[0]}"
+    tagged = _tagged_verdicts(run)
+    if tagged:  # the gates' own lines, when they tag the run
+        refused = {s: line for s, line in sorted(tagged.items()) if line.startswith("not promoted")}
+        promoted = sorted(s for s, line in tagged.items() if line == "promoted")
+        if refused:
+            surface, line = next(iter(refused.items()))
+            also = f" (promoted: {', '.join(promoted)})" if promoted else ""
+            return f"not promoted: {surface}: {line.removeprefix('not promoted: ')}{also}"
+        return f"promoted ({', '.join(promoted)})" if promoted else "ok"
     refused = [e for e in evaluations if _is_gate(e) and not e.passed]
     promoted = sorted(
         {
