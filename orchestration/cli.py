@@ -136,6 +136,8 @@ def run_day(
     from orchestration.verdicts import run_verdict, step_errors
 
     began = time.monotonic()
+    if sys.stdout.isatty():  # in a terminal, the stage that is running (its line replaces it)
+        print(f"  {job:<16} {day}  {what:<34} running ...", end="\r", flush=True)
     result = run_job(
         job,
         day,
@@ -156,24 +158,6 @@ def run_day(
         for error in step_errors(instance, result.run_id):
             print(f"      {error}", flush=True)
     return not verdict.startswith("FAILED")
-
-
-def present_days(settings, days: list[date], s3_client=None) -> list[date]:
-    """`days` without the ones the log has no events for: a missing day is data, not a failure."""
-    from assets.resources import build_resources
-
-    missing = set(build_resources(settings)["event_source"].missing_days(days, s3_client=s3_client))
-    return [d for d in days if d not in missing]
-
-
-def each_present_day(days: list[date], present: list[date]):
-    """The present days in order, with a line `D: no events in the log, skipped` where a missing
-    day falls."""
-    for day in days:
-        if day in present:
-            yield day
-        else:
-            print(f"  {day}: no events in the log, skipped", flush=True)
 
 
 def _log_days(settings) -> list[date]:
@@ -238,7 +222,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         print(f"S3 server (SeaweedFS) at {s3.endpoint_url}, pid {s3.pid}; environment in {S3_ENV_FILE}")
         try:
             instance = _instance()
-            from orchestration.runs import days_between
+            from orchestration.runs import days_between, each_present_day, present_days
 
             print(
                 f"\n== ingest, features, online store: one run of nightly_refresh per day "
@@ -288,7 +272,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise CliError(f"--to {args.to} has not ended yet (the newest partition is {date.today() - timedelta(days=1)})")
     _require_s3()
     instance = _instance()
-    from orchestration.runs import days_between
+    from orchestration.runs import days_between, each_present_day, present_days
 
     assets = DATA_ASSET_KEYS if args.data_only else None
     what = (
