@@ -96,17 +96,19 @@ def lifecycle(tmp_path_factory, s3_env):
     with dg.instance_for_test() as instance:
         _ingest(DAYS, resources, instance)
         result = run_job("retrain", DAYS[-1], instance, resources=resources)
-        yield tmp, resources, instance, result
+        # the canary's verdicts of this run, before other tests judge other candidates of the day
+        state = LifecycleState(tmp / "lifecycle")
+        canaries = {surface: state.read("canary", surface, DAYS[-1]) for surface in SURFACES}
+        yield tmp, resources, instance, result, canaries
 
 
 def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
-    tmp, resources, _, result = lifecycle
+    _, resources, _, result, canaries = lifecycle
     assert result.success
     registry = resources["s3"].registry()
-    state = LifecycleState(tmp / "lifecycle")
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     for surface in SURFACES:
-        canary = state.read("canary", surface, DAYS[-1])
+        canary = canaries[surface]
         assert registry.champion(surface) == canary["candidate"]
         assert checks[(f"{surface}/canary_evaluation", "canary_gate")]
         manifest = registry.manifest(surface, canary["candidate"])
@@ -116,7 +118,7 @@ def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
 
 
 def test_lifecycle_runs_are_runs_of_the_named_jobs_one_day_each(lifecycle):
-    _, _, instance, result = lifecycle
+    _, _, instance, result, _ = lifecycle
     assert run_verdict(instance, result.run_id) == f"promoted ({', '.join(sorted(SURFACES))})"
     runs = instance.get_runs()
     assert [(r.job_name, r.tags["dagster/partition"]) for r in reversed(runs)][: len(DAYS) + 1] == [
@@ -127,7 +129,7 @@ def test_lifecycle_runs_are_runs_of_the_named_jobs_one_day_each(lifecycle):
 
 
 def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
-    tmp, resources, instance, _ = lifecycle
+    tmp, resources, instance, _, _ = lifecycle
     surface = SURFACES[0]
     registry = resources["s3"].registry()
     champion_before = registry.champion(surface)
@@ -154,7 +156,7 @@ def test_rollback_is_one_operator_action(lifecycle, s3_env):
     import subprocess
     import sys
 
-    tmp, resources, _, _ = lifecycle
+    tmp, resources, _, _, _ = lifecycle
     registry = resources["s3"].registry()
     surface = SURFACES[0]
     champion = registry.champion(surface)
@@ -175,7 +177,7 @@ def test_rollback_is_one_operator_action(lifecycle, s3_env):
 
 
 def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_says_why(lifecycle):
-    tmp, resources, instance, _ = lifecycle
+    tmp, resources, instance, _, _ = lifecycle
     registry = resources["s3"].registry()
     before = {s: registry.champion(s) for s in SURFACES}  # trained through DAYS[-2]
     old_day = DAYS[-2]
@@ -199,7 +201,7 @@ def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_say
 
 
 def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
-    _, resources, instance, _ = lifecycle
+    _, resources, instance, _, _ = lifecycle
     # every pretrained model so far trained through DAYS[-3] or later: none saw only days before DAYS[1]
     result = run_job(
         "nightly_refresh", DAYS[1], instance, resources=resources, assets=[f"{SURFACES[0]}/finetuned_model"]
@@ -218,7 +220,7 @@ def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_
     from serving.registry.store import INDEX_FILE, MODEL_FILE
     from storage.s3 import get_bytes, put_bytes
 
-    tmp, resources, instance, _ = lifecycle
+    tmp, resources, instance, _, _ = lifecycle
     surface, day = SURFACES[-1], DAYS[-1]
     registry, state = resources["s3"].registry(), LifecycleState(tmp / "lifecycle")
     champion = registry.champion(surface)
