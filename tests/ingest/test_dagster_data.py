@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from assets.config import REPO_ROOT, load_settings
 from assets.data import features, ingest, online_store
@@ -247,6 +248,7 @@ def test_backfill_from_the_cli_runs_nightly_refresh_once_per_day_with_each_days_
             assert record.asset_materialization.metadata["rows_good"].value == table.row_count(table.events_path(d))
 
 
+@pytest.mark.slow
 def test_definitions_validate_from_the_workspace(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
