@@ -425,6 +425,12 @@ class SeaweedFS:
                     f"weed mini exited with code {code} during startup; "
                     f"last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
+            if time.monotonic() - began > self.startup_timeout:  # before a probe that may be late
+                raise SeaweedFSError(
+                    f"SeaweedFS S3 at {self.endpoint_url} did not answer within "
+                    f"{self.startup_timeout:g}s (last error: {last}); last lines of "
+                    f"{self.log_path}:\n{tail(self.log_path)}"
+                )
             try:
                 buckets = client.list_buckets().get("Buckets", [])
                 # a restart over existing data: the S3 gateway answers before the volume server
@@ -438,12 +444,6 @@ class SeaweedFS:
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                 last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() - began > self.startup_timeout:
-                raise SeaweedFSError(
-                    f"SeaweedFS S3 at {self.endpoint_url} did not answer within "
-                    f"{self.startup_timeout:g}s (last error: {last}); last lines of "
-                    f"{self.log_path}:\n{tail(self.log_path)}"
-                )
             time.sleep(0.1)
 
     def stop(self) -> None:
