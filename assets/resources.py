@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 
 from assets.config import EMBEDDED_WORLD, SETTINGS, Settings
 from feature_pipeline.store import CODES_FILE
+from storage.paths import deployment_prefix
 from training.plan import TrainingPlan
 
 _PLAN = TrainingPlan()
@@ -71,12 +72,16 @@ class EventSourceResource(dg.ConfigurableResource):
                 f"the simulated world has not produced {day} yet: its clock covers "
                 f"{describe_days(source.days())} (pinrec-ops live advances it)"
             )
-        days = (
-            source.days()
-            if self.source != "parquet" or self.parquet_location and "{date}" in self.parquet_location
-            else []
-        )
+        days = source.event_days() if self.source == "parquet" else source.days()
+        if days and days[-1] > day:  # later days have arrived: a gap in the log, not a late night
+            return False, f"{day}: no events in the log, skipped (it has {describe_days(days)})"
         return False, f"day {day} has not arrived in the {self.source} source (it has {describe_days(days)})"
+
+    def missing_days(self, days: list[date], s3_client=None) -> list[date]:
+        """The days of `days` the source has no events for (events.sources.missing_days)."""
+        from events.sources import missing_days
+
+        return missing_days(self.open(s3_client=s3_client), days)
 
     def catalogue_size(self) -> int | None:
         """Items in the catalogue, when the source knows it (the simulated world does)."""
@@ -190,6 +195,7 @@ class S3Resource(dg.ConfigurableResource):
     endpoint_url: str | None = None
     bucket: str = "pinrec"
     prefix: str = "pinrec-ops"
+    deployment: str = ""  # the deployment this registry belongs to (storage.paths), recorded in its manifests
 
     _client: Any = PrivateAttr(default=None)
 
@@ -301,7 +307,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "s3": S3Resource(
             endpoint_url=env("PINREC_S3_ENDPOINT_URL", os.environ.get("PINREC_S3_ENDPOINT_URL") or None),
             bucket=env("PINREC_S3_BUCKET", os.environ.get("PINREC_S3_BUCKET") or "pinrec"),
-            prefix=env("PINREC_S3_PREFIX", os.environ.get("PINREC_S3_PREFIX") or "pinrec-ops"),
+            prefix=env("PINREC_S3_PREFIX", os.environ.get("PINREC_S3_PREFIX") or deployment_prefix(s.deployment)),
+            deployment=s.deployment,
         ),
     }
 

@@ -425,6 +425,12 @@ class SeaweedFS:
                     f"weed mini exited with code {code} during startup; "
                     f"last lines of {self.log_path}:\n{tail(self.log_path)}"
                 )
+            if time.monotonic() - began > self.startup_timeout:  # before a probe that may be late
+                raise SeaweedFSError(
+                    f"SeaweedFS S3 at {self.endpoint_url} did not answer within "
+                    f"{self.startup_timeout:g}s (last error: {last}); last lines of "
+                    f"{self.log_path}:\n{tail(self.log_path)}"
+                )
             try:
                 buckets = client.list_buckets().get("Buckets", [])
                 # a restart over existing data: the S3 gateway answers before the volume server
@@ -438,12 +444,6 @@ class SeaweedFS:
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                 last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() - began > self.startup_timeout:
-                raise SeaweedFSError(
-                    f"SeaweedFS S3 at {self.endpoint_url} did not answer within "
-                    f"{self.startup_timeout:g}s (last error: {last}); last lines of "
-                    f"{self.log_path}:\n{tail(self.log_path)}"
-                )
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -509,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
+    parser.add_argument(
+        "--prefix", help="key prefix for the env file (default: none, each command uses its deployment's)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
@@ -525,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir,
         host=args.host,
         bucket=args.bucket,
-        prefix=args.prefix,
+        prefix=args.prefix or DEFAULT_PREFIX,
         startup_timeout=args.startup_timeout,
     )
     try:
@@ -535,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.env_file:
-            env = server.env() | {"PINREC_SEAWEEDFS_PID": str(server.pid)}
+            env = {k: v for k, v in server.env().items() if args.prefix or k != "PINREC_S3_PREFIX"}
+            env |= {"PINREC_SEAWEEDFS_PID": str(server.pid)}
             write_env_file(args.env_file, env)
         print(
             f"SeaweedFS S3 endpoint: {server.endpoint_url} (pid {server.pid}, "

@@ -142,6 +142,7 @@ class MovieLensSource:
         self.name = name
         self.cache_dir = Path(cache_dir)
         self._events: pd.DataFrame | None = None
+        self._event_days: set[date] | None = None
 
     @property
     def events_path(self) -> Path:
@@ -168,8 +169,10 @@ class MovieLensSource:
         return sorted(pd.Timestamp(d).date() for d in days)
 
     def has_day(self, day: date) -> bool:
-        days = self.days()
-        return bool(days) and days[0] <= day <= days[-1]
+        """Whether a rating falls on `day` (the data has days without any: missing days)."""
+        if self._event_days is None:
+            self._event_days = set(self.days())
+        return day in self._event_days
 
     def read_day(self, day: date) -> pd.DataFrame:
         ev = self.events()
@@ -343,6 +346,17 @@ class ParquetSource:
         if days and day == days[-1]:
             mine |= row_days.fillna(day) > day
         return df.loc[mine.to_numpy()].reset_index(drop=True)
+
+
+def missing_days(source: EventSource, days: list[date]) -> list[date]:
+    """The days of `days` that `source` has no events for: a file-per-day log without the day's
+    file, a folder log (or MovieLens) without a row on the day. They are data, not errors: the
+    main command, backfills and the schedules skip them and say so; a day whose file exists but
+    is empty is not missing (its ingestion fails with "no events for day D")."""
+    if isinstance(source, ParquetSource):
+        present = set(source.event_days())
+        return [d for d in days if d not in present]
+    return [d for d in days if not source.has_day(d)]
 
 
 def make_source(

@@ -7,6 +7,7 @@ location must load fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -24,6 +25,8 @@ from events.contract import BUILTIN_CODES, TIMESTAMP_DTYPE, EventCodes
 from events.ingest import day_window
 from events.sources import write_parquet
 from feature_pipeline.tables import ENTITY_TIMESTAMP
+
+log = logging.getLogger("feature_pipeline.store")
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -212,8 +215,27 @@ def materialize_days(store: FeatureStore, first: date, last: date, views: list[s
     Idempotent: re-running a window writes the same values."""
     start, _ = day_window(first)
     _, end = day_window(last)
-    with naming_the_store(store, f"materializing {first} .. {last}"):
+    with naming_the_store(store, f"materializing {first} .. {last}"), feast_console_to_log():
         store.materialize(start_date=start, end_date=end, feature_views=views or list(OFFLINE_TABLES))
+
+
+@contextmanager
+def feast_console_to_log() -> Iterator[None]:
+    """Feast's materialization prints to the console (colour codes, progress bars); its lines go
+    to this module's logger at DEBUG instead, without the colour codes (`--verbose` shows them)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from storage.console import strip_ansi
+
+    captured = io.StringIO()
+    try:
+        with redirect_stdout(captured), redirect_stderr(captured):
+            yield
+    finally:
+        for line in strip_ansi(captured.getvalue()).replace("\r", "\n").splitlines():
+            if line.strip():
+                log.debug("feast: %s", line.strip())
 
 
 def materialize_day(store: FeatureStore, day: date, views: list[str] | None = None) -> None:

@@ -16,13 +16,13 @@ history, with its partition and tags.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from datetime import date, timedelta
 
 from events.sources import SOURCE_NAMES
+from orchestration import output
 from serving.service.cli import iso_date, positive_int
 from storage.paths import s3_env_file, var_dir
 
@@ -41,7 +41,6 @@ DATA_ASSET_KEYS = [
     "online_metrics",
 ]
 SURFACE_STEPS = ["finetuned_model", "candidate_version", "canary_evaluation", "champion"]
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class CliError(Exception):
@@ -52,7 +51,8 @@ def _use_source(source: str, args: argparse.Namespace | None = None) -> None:
     """Select the source (and `--events`, `--vocabulary`) for this process before the code
     location is loaded (it reads the environment once)."""
     os.environ["PINREC_SOURCE"] = source
-    os.environ.setdefault("DAGSTER_HOME", str(VAR_DIR / "dagster_home"))
+    if getattr(args, "deployment", None):
+        os.environ["PINREC_DEPLOYMENT"] = args.deployment
     events = getattr(args, "events", None)
     if events:
         if source != "parquet":
@@ -64,12 +64,33 @@ def _use_source(source: str, args: argparse.Namespace | None = None) -> None:
 
 
 def _settings():
+    """The deployment's settings; this process then uses its Dagster instance and records it
+    (orchestration.deployments)."""
     from assets.config import load_settings
+    from orchestration.deployments import use_deployment
 
     try:
-        return load_settings()
+        settings = load_settings()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    use_deployment(settings)
+    return settings
+
+
+def _s3_server(settings):
+    """The embedded S3 server, handing out the deployment's prefix."""
+    from devstack.seaweedfs import SeaweedFS
+    from storage.paths import deployment_prefix
+
+    return SeaweedFS(
+        VAR_DIR / "seaweedfs", prefix=os.environ.get("PINREC_S3_PREFIX") or deployment_prefix(settings.deployment)
+    )
+
+
+def _shared_env(s3) -> dict[str, str]:
+    """The S3 server's environment for other commands (var/s3.env): without the key prefix, which
+    each command takes from its own deployment."""
+    return {k: v for k, v in s3.env().items() if k != "PINREC_S3_PREFIX"}
 
 
 def _instance():
@@ -77,7 +98,7 @@ def _instance():
 
     from orchestration.runs import dagster_home, fail_orphaned_runs
 
-    os.environ["DAGSTER_HOME"] = str(dagster_home(VAR_DIR / "dagster_home"))
+    os.environ["DAGSTER_HOME"] = str(dagster_home(VAR_DIR / "dagster" / "default"))
     instance = dg.DagsterInstance.get()
     for run_id in fail_orphaned_runs(instance):  # left STARTED by a process that was killed
         print(
@@ -85,6 +106,15 @@ def _instance():
             flush=True,
         )
     return instance
+
+
+def _log_client(settings, s3=None):
+    """An S3 client for a log under s3:// (the embedded server's `s3`, else the environment's)."""
+    if not (settings.parquet_location or "").startswith("s3://"):
+        return None
+    from storage.s3 import S3Settings, make_client
+
+    return make_client(s3.settings() if s3 is not None else S3Settings.from_env())
 
 
 def _require_s3() -> None:
@@ -96,133 +126,38 @@ def _require_s3() -> None:
         raise CliError(str(exc)) from None
 
 
-def _step_errors(result) -> list[str]:
-    errors = []
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data and event.step_failure_data.error:
-            errors.append(f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0]}")
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed:
-            errors.append(f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}: {evaluation.description}")
-    return errors
-
-
 def run_day(
     instance, job: str, day: date, what: str, *, assets: list[str] | None = None, trigger: str = "cli", resources=None
 ) -> bool:
-    """One run of `job` for `day`; prints one line (and the failures); True when it succeeded."""
+    """One run of `job` for `day`; prints the day's line, ending with its verdict (`promoted`,
+    `not promoted: <first reason>`, `FAILED: <first error line>` or `ok`: orchestration.verdicts);
+    with --verbose, every failed step's error. False only when the run failed for an error."""
     from orchestration.runs import run_job
+    from orchestration.verdicts import run_verdict, step_errors
 
     began = time.monotonic()
+    if sys.stdout.isatty():  # in a terminal, the stage that is running (its line replaces it)
+        print(f"  {job:<16} {day}  {what:<34} running ...", end="\r", flush=True)
     result = run_job(
-        job, day, instance, assets=assets, resources=resources, tags={"pinrec/trigger": trigger}, run_config=QUIET_LOGS
+        job,
+        day,
+        instance,
+        assets=assets,
+        resources=resources,
+        tags={"pinrec/trigger": trigger},
+        run_config=output.run_config(),
     )
     materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
-    status = "ok" if result.success else "FAILED"
+    verdict = run_verdict(instance, result.run_id)
     print(
-        f"  {job:<16} {day}  {what:<34} {status:<6} {len(materialized):>2} assets  "
-        f"{time.monotonic() - began:5.0f} s  run {result.run_id[:8]}",
+        f"  {job:<16} {day}  {what:<34} {len(materialized):>2} assets  "
+        f"{time.monotonic() - began:5.0f} s  run {result.run_id[:8]}  {verdict}",
         flush=True,
     )
-    for error in _step_errors(result):
-        print(f"      {error}", flush=True)
-    return result.success
-
-
-def _print_lookup(settings, user_id: int | None) -> None:
-    import pandas as pd
-
-    from feature_pipeline.store import FeastSettings, online_user_sequences, open_store
-
-    feast = FeastSettings(data_dir=settings.data_dir / "feast", config_file=settings.feast_config)
-    if not (feast.data_dir / "registry.db").exists():
-        print(
-            f"no online features under {feast.data_dir} yet: run `pinrec-ops lifecycle --source "
-            f"{settings.source}` first"
-        )
-        return
-    store = open_store(feast)
-    if user_id is None:
-        files = sorted((feast.data_dir / "offline" / "user_sequence").glob("*.parquet"))
-        if not files:
-            print("no user features yet: run the lifecycle first")
-            return
-        latest = pd.read_parquet(files[-1])
-        user_id = int(latest.sort_values("seq_length").iloc[-1]["user_id"])
-    row = online_user_sequences(store, [user_id]).iloc[0]
-    if row["seq_item_ids"] is None:
-        print(f"user {user_id}: not in the online store")
-        return
-    items = list(row["seq_item_ids"])
-    titles = {}
-    items_file = settings.cache_dir / settings.source / "items.parquet"
-    if items_file.exists():
-        titles = dict(pd.read_parquet(items_file).itertuples(index=False, name=None))
-    print(f"online lookup (Feast {store.config.online_store.type} store) for user {user_id}:")
-    print(f"  sequence length: {int(row['seq_length'])}")
-    print("  last items (newest last):")
-    for item, outcome, ts in list(zip(items, row["seq_outcomes"], row["seq_timestamps_us"]))[-5:]:
-        when = pd.Timestamp(ts, unit="us", tz="UTC").strftime("%Y-%m-%d %H:%M")
-        name = settings.vocabulary.codes.outcomes[outcome]
-        print(f"    {when}  {name:<9} item {item:>6}  {titles.get(item, '')}")
-
-
-def lifecycle_summary(settings, day: date, registry) -> dict:
-    """Per surface: champion version, the canary's recall@100 of candidate and previous champion
-    on the held-out day, the popularity baseline's recall@100 on the same day and users, the
-    verdict; also written to var/<source>/summary.json by the main command."""
-    from assets.state import LifecycleState
-
-    state = LifecycleState(settings.data_dir / "lifecycle")
-    surfaces = {}
-    for surface in settings.surfaces:
-        entry = {"champion": registry.champion(surface), "day": day.isoformat()}
-        try:
-            canary = state.read("canary", surface, day)
-        except FileNotFoundError:
-            entry["note"] = f"no canary for {day}"
-            surfaces[surface] = entry
-            continue
-        metrics = canary["metrics"]
-        entry.update(
-            {
-                "candidate": canary["candidate"],
-                "recall@100": metrics["candidate"].get("recall@100"),
-                "previous_champion_recall@100": metrics.get("champion", {}).get("recall@100"),
-                "popularity_recall@100": canary.get("popularity", {}).get("recall@100"),
-                "outcomes_measured": canary.get("outcomes"),
-                "canary": "passed" if canary.get("passed") else "failed",
-                "reasons": canary.get("reasons", []),
-            }
-        )
-        surfaces[surface] = entry
-    return {
-        "source": settings.source,
-        "day": day.isoformat(),
-        "vocabulary": settings.vocabulary.label,
-        "surfaces": surfaces,
-    }
-
-
-def _print_summary(summary: dict) -> None:
-    def figure(value) -> str:
-        return f"{value:>10.4f}" if value is not None else f"{'-':>10}"
-
-    print(
-        f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'popularity':>10} {'prev champ':>10} "
-        f"{'canary':<8} note"
-    )
-    for surface, e in summary["surfaces"].items():
-        if "canary" not in e:
-            print(f"{surface:<10} {str(e['champion']):<28} {'-':>10} {'-':>10} {'-':>10} {'-':<8} {e.get('note', '')}")
-            continue
-        prev = e["previous_champion_recall@100"]
-        note = "; ".join(e["reasons"]) or ("bootstrapped" if prev is None else "")
-        print(
-            f"{surface:<10} {str(e['champion']):<28} {figure(e['recall@100'])} "
-            f"{figure(e.get('popularity_recall@100'))} "
-            f"{figure(prev)} {e['canary']:<8} {note}"
-        )
+    if output.verbose():
+        for error in step_errors(instance, result.run_id):
+            print(f"      {error}", flush=True)
+    return not verdict.startswith("FAILED")
 
 
 def _log_days(settings) -> list[date]:
@@ -270,31 +205,35 @@ def lifecycle_window(args: argparse.Namespace, settings) -> tuple[date, date]:
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
-    from devstack.seaweedfs import SeaweedFS, write_env_file
+    from devstack.seaweedfs import write_env_file
 
     _use_source(args.source, args)
     settings = _settings()
     start, end = lifecycle_window(args, settings)
     t0 = time.monotonic()
     print(
-        f"pinrec-ops lifecycle: source {args.source}, days {start} .. {end}, surfaces {', '.join(settings.surfaces)}, "
-        f"vocabulary {settings.vocabulary.label}"
+        f"pinrec-ops lifecycle: deployment {settings.deployment}, source {args.source}, days {start} .. {end}, "
+        f"surfaces {', '.join(settings.surfaces)}, vocabulary {settings.vocabulary.label}"
     )
     ok = True
-    with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
-        write_env_file(S3_ENV_FILE, s3.env())
+    with _s3_server(settings) as s3:
+        write_env_file(S3_ENV_FILE, _shared_env(s3))
         os.environ.update(s3.env())
         print(f"S3 server (SeaweedFS) at {s3.endpoint_url}, pid {s3.pid}; environment in {S3_ENV_FILE}")
         try:
             instance = _instance()
-            from orchestration.runs import days_between
+            from orchestration.runs import days_between, each_present_day, present_days
 
             print(
                 f"\n== ingest, features, online store: one run of nightly_refresh per day "
                 f"(Dagster instance {os.environ['DAGSTER_HOME']})",
                 flush=True,
             )
-            for day in days_between(start, end):
+            window = days_between(start, end)
+            days = present_days(settings, window, s3_client=_log_client(settings, s3))
+            if not days:
+                raise CliError(f"no events in the log for any day of {start} .. {end}")
+            for day in each_present_day(window, days):
                 if not run_day(
                     instance,
                     "nightly_refresh",
@@ -306,42 +245,20 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
                     raise CliError(f"the nightly_refresh run for {day} failed (see above, or the run in the UI)")
             if not args.data_only:
                 print(
-                    f"\n== retrain for {end}: pretrain on the days before it, then per surface fine-tune, "
+                    f"\n== retrain for {days[-1]}: pretrain on the days before it, then per surface fine-tune, "
                     "publish, canary, promote",
                     flush=True,
                 )
-                ok = run_day(instance, "retrain", end, "pretrain; per surface to champion", trigger="lifecycle")
-            _report(settings, start, end, s3, data_only=args.data_only)
+                ok = run_day(instance, "retrain", days[-1], "pretrain; per surface to champion", trigger="lifecycle")
+            from orchestration.report import report
+
+            report(settings, start, days[-1], s3, data_only=args.data_only)
         finally:
             S3_ENV_FILE.unlink(missing_ok=True)
     print(
         f"\ndone in {time.monotonic() - t0:.0f} s. Open the Dagster UI with:  ./scripts/ui.sh  (then http://127.0.0.1:3000)"
     )
     return 0 if ok else 1
-
-
-def _report(settings, start: date, end: date, s3, *, data_only: bool) -> None:
-    from events.table import EventTable
-    from serving.service.checks import checked_registry
-    from storage.files import atomic_write_text
-    from storage.s3 import list_keys, make_client
-
-    client = make_client(s3.settings())
-    archived = list_keys(client, s3.bucket, s3.settings().key("data"))
-    table = EventTable(settings.data_dir / "lake")
-    ingested = [d for d in table.days() if start <= d <= end]
-    good = sum(table.row_count(table.events_path(d)) for d in ingested)
-    bad = sum(table.row_count(table.quarantine_path(d)) for d in ingested)
-    print(
-        f"\ningested {len(ingested)} day partitions: {good} events, {bad} quarantined; {len(archived)} objects "
-        "archived to S3"
-    )
-    _print_lookup(settings, None)
-    if not data_only:
-        summary = lifecycle_summary(settings, end, checked_registry(s3.settings(), client))
-        _print_summary(summary)
-        path = atomic_write_text(settings.data_dir / "summary.json", json.dumps(summary, indent=2, default=str))
-        print(f"summary: {path}")
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -355,7 +272,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise CliError(f"--to {args.to} has not ended yet (the newest partition is {date.today() - timedelta(days=1)})")
     _require_s3()
     instance = _instance()
-    from orchestration.runs import days_between
+    from orchestration.runs import days_between, each_present_day, present_days
 
     assets = DATA_ASSET_KEYS if args.data_only else None
     what = (
@@ -364,9 +281,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         else ("everything" if args.job == "nightly_refresh" else "pretrain; per surface to champion")
     )
     print(f"backfill: {args.job} for {args.from_} .. {args.to}, one run per day, in order", flush=True)
+    window = days_between(args.from_, args.to)
+    present = present_days(settings, window, s3_client=_log_client(settings))
     failed = [
         day
-        for day in days_between(args.from_, args.to)
+        for day in each_present_day(window, present)
         if not run_day(instance, args.job, day, what, assets=assets, trigger="backfill")
     ]
     if failed:
@@ -388,7 +307,8 @@ def live_environment(args: argparse.Namespace) -> dict[str, str]:
         "PINREC_SIM_CLOSED_LOOP": "1",
         "PINREC_ONLINE_CANARY": "1",
         "PINREC_SIM_DAYS": str(max(366, getattr(args, "days", 0) or 0)),
-        "PINREC_DATA_DIR": os.environ.get("PINREC_DATA_DIR") or str(VAR_DIR / LIVE_DATA_DIR),
+        "PINREC_DATA_DIR": os.environ.get("PINREC_DATA_DIR")
+        or str(VAR_DIR / (getattr(args, "deployment", None) or LIVE_DATA_DIR)),
     }
     if getattr(args, "drift_day", None):
         env["PINREC_SIM_DRIFT_DAY"] = args.drift_day.isoformat()
@@ -397,7 +317,7 @@ def live_environment(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from devstack.seaweedfs import SeaweedFS, write_env_file
+    from devstack.seaweedfs import write_env_file
 
     os.environ.update(live_environment(args))
     _use_source("simulated")
@@ -412,8 +332,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         _require_s3()
         _play_live(args, settings, arms)
         return 0
-    with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
-        write_env_file(S3_ENV_FILE, s3.env())
+    with _s3_server(settings) as s3:
+        write_env_file(S3_ENV_FILE, _shared_env(s3))
         os.environ.update(s3.env())
         try:
             _play_live(args, settings, arms)
@@ -446,26 +366,56 @@ def _play_live(args: argparse.Namespace, settings, arms) -> None:
         raise CliError(str(exc)) from None
 
 
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from orchestration.deployments import print_deployments, remove_deployment
+
+    if not args.remove:
+        print_deployments()
+        return 0
+    from storage.s3 import S3Unavailable, make_client
+
+    try:
+        if args.external_s3:
+            _require_s3()
+            from storage.s3 import S3Settings
+
+            s3_settings = S3Settings.from_env()
+            removed = remove_deployment(args.remove, s3_settings, make_client(s3_settings))
+        else:
+            from devstack.seaweedfs import SeaweedFS
+
+            with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
+                removed = remove_deployment(args.remove, s3.settings(), make_client(s3.settings()))
+    except KeyError:
+        raise CliError(f"no deployment {args.remove!r} recorded here; `pinrec-ops deployments` lists them") from None
+    except (ValueError, S3Unavailable) as exc:
+        raise CliError(str(exc)) from None
+    print(f"removed deployment {args.remove}: " + "; ".join(removed))
+    return 0
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
     _use_source(args.source, args)
-    _print_lookup(_settings(), args.user)
+    from orchestration.report import print_lookup
+
+    print_lookup(_settings(), args.user)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from devstack.dagster_dev import DagsterUI
-    from devstack.seaweedfs import SeaweedFS, write_env_file
+    from devstack.seaweedfs import write_env_file
 
     if args.live:
         os.environ.update(live_environment(args))
         args.source = "simulated"
     _use_source(args.source, args)
-    _settings()
+    settings = _settings()
     from orchestration.runs import dagster_home
 
-    home = dagster_home(VAR_DIR / "dagster_home")
-    with SeaweedFS(VAR_DIR / "seaweedfs") as s3:
-        write_env_file(S3_ENV_FILE, s3.env())
+    home = dagster_home(VAR_DIR / "dagster" / "default")
+    with _s3_server(settings) as s3:
+        write_env_file(S3_ENV_FILE, _shared_env(s3))
         try:
             ui = DagsterUI(
                 home,
@@ -518,6 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
             "source's shipped file in events/vocabularies/)",
         )
 
+    def deployment_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--deployment",
+            metavar="NAME",
+            help="the deployment (its own data directory var/NAME, Dagster instance and S3 prefix; default: "
+            "$PINREC_DEPLOYMENT, else named after the data directory)",
+        )
+
+    def verbose_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="the full logs: every run's log lines, the libraries' banners, Feast's console output",
+        )
+
     life = sub.add_parser("lifecycle", help="run the whole lifecycle on the embedded default")
     source_option(life)
     life.add_argument(
@@ -529,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     log_options(life)
     life.add_argument("--data-only", action="store_true", help="ingest and features only; no training or publication")
     life.add_argument("--start", type=iso_date, help="first day (YYYY-MM-DD); default: the source's first day")
+    verbose_option(life)
+    deployment_option(life)
     life.set_defaults(func=cmd_lifecycle)
 
     back = sub.add_parser(
@@ -544,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--job", choices=("nightly_refresh", "retrain"), default="nightly_refresh")
     back.add_argument("--data-only", action="store_true", help="only ingest, features and online store")
     log_options(back)
+    verbose_option(back)
+    deployment_option(back)
     back.set_defaults(func=cmd_backfill)
 
     live = sub.add_parser(
@@ -567,12 +536,26 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument(
         "--warmup-days", type=positive_int, default=3, help="days served by nobody before the first retrain (default 3)"
     )
+    verbose_option(live)
+    deployment_option(live)
     live.set_defaults(func=cmd_live)
+
+    deps = sub.add_parser(
+        "deployments",
+        help="list the deployments of this machine, or remove one",
+        description="A deployment is one namespace: its data directory (with its Feast registry), its Dagster "
+        "instance and its S3 prefix. Without options: list them. --remove NAME deletes its objects in S3 (the "
+        "embedded server, or --external-s3), its data directory and its Dagster instance.",
+    )
+    deps.add_argument("--remove", metavar="NAME", help="remove this deployment")
+    deps.add_argument("--external-s3", action="store_true", help="the S3 server of the environment")
+    deps.set_defaults(func=cmd_deployments)
 
     look = sub.add_parser("lookup", help="print a user's online features")
     source_option(look)
     look.add_argument("--user", type=int, help="user id (default: the longest sequence of the newest day)")
     log_options(look)
+    deployment_option(look)
     look.set_defaults(func=cmd_lookup)
 
     ui = sub.add_parser("ui", help="start the embedded S3 server and the Dagster UI with its daemon")
@@ -581,12 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--live", action="store_true", help="the closed loop's code location and data (var/live)")
     log_options(ui)
+    deployment_option(ui)
     ui.set_defaults(func=cmd_ui)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    output.configure(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except CliError as exc:

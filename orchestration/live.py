@@ -54,7 +54,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from orchestration import output
 from orchestration.runs import code_location, fail_orphaned_runs, run_job
+from orchestration.verdicts import failed_for_an_error, run_verdict, step_errors
 from storage.files import atomic_write_text
 
 STAGES = ("world", "nightly", "models", "baselines")
@@ -69,7 +71,6 @@ DATA_ASSETS = [
     "online_features",
     "online_metrics",
 ]
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -81,6 +82,7 @@ class DayReport:
     drift: dict[str, Any] = field(default_factory=dict)
     retries: list[str] = field(default_factory=list)  # what was attempted again, and why
     repairs: list[str] = field(default_factory=list)  # world files fetched again
+    verdicts: list[str] = field(default_factory=list)  # per run: orchestration.verdicts.run_verdict
 
 
 class DayNotFinished(RuntimeError):
@@ -184,12 +186,12 @@ class LiveRunner:
         self.state["progress"] = None
         self._save_state()
         report.seconds["total"] = time.monotonic() - t0
-        ok = all(success for _, success, _ in report.runs)
         self.log(
             f"{day}  "
-            + "  ".join(f"{job}[{trigger}] {'ok' if s else 'FAILED'}" for job, s, trigger in report.runs)
+            + "  ".join(
+                f"{job}[{trigger}] {verdict}" for (job, _, trigger), verdict in zip(report.runs, report.verdicts)
+            )
             + f"  ({report.seconds.get('world', 0):.0f} s world, {report.seconds['total']:.0f} s in all)"
-            + ("" if ok else "  (see the runs in the UI)")
             + "".join(f"\n    retried: {r}" for r in report.retries)
             + "".join(f"\n    repaired: {r}" for r in report.repairs)
         )
@@ -411,15 +413,17 @@ class LiveRunner:
                 assets=assets,
                 resources=self.resources,
                 tags={"pinrec/trigger": trigger, **(tags or {}), **lineage},
-                run_config=QUIET_LOGS,
+                run_config=output.run_config(),
             )
             if result.success or not failed_for_an_error(self.instance, [result.run_id]):
                 report.runs.append((job, result.success, trigger))
+                report.verdicts.append(run_verdict(self.instance, result.run_id))
                 return result.success
             root, parent = root or result.run_id, result.run_id
-            reason = "; ".join(_step_errors(self.instance, result.run_id)) or "the run failed"
+            reason = "; ".join(step_errors(self.instance, result.run_id)) or "the run failed"
             if attempt == len(self.retry_waits):
                 report.runs.append((job, False, trigger))
+                report.verdicts.append(f"FAILED: {reason.split('; ')[0]}")
                 raise DayNotFinished(
                     f"{day}: {job} failed for an error in {attempt + 1} attempts, last run "
                     f"{result.run_id} ({reason[:300]}); run pinrec-ops live again to resume"
@@ -487,32 +491,3 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
             coerce_timestamps="us",
             allow_truncated_timestamps=False,
         )
-
-
-def _step_errors(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """`step: first line of its error` for each failed step of a run."""
-    out = []
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        event = record.dagster_event
-        error = event.step_failure_data.error if event and event.step_failure_data else None
-        message = (error.message.strip().splitlines() or [""])[0] if error else ""
-        out.append(f"{event.step_key}: {message}" if event else message)
-    return out
-
-
-def failed_for_an_error(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> list[str]:
-    """Runs that failed for another reason than a gate's verdict (a blocking check that failed)."""
-    failed = []
-    for run_id in run_ids:
-        run = instance.get_run_by_id(run_id)
-        if run is None or run.status != dg.DagsterRunStatus.FAILURE:
-            continue
-        records = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-        errors = [
-            r.dagster_event.step_failure_data.error
-            for r in records
-            if r.dagster_event and r.dagster_event.step_failure_data and r.dagster_event.step_failure_data.error
-        ]
-        if not errors or any("DagsterAssetCheckFailedError" not in (e.cls_name or "") + e.message for e in errors):
-            failed.append(run_id)
-    return failed

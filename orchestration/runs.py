@@ -63,6 +63,24 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def present_days(settings, days: list[date], s3_client=None) -> list[date]:
+    """`days` without the ones the log has no events for: a missing day is data, not a failure."""
+    from assets.resources import build_resources
+
+    missing = set(build_resources(settings)["event_source"].missing_days(days, s3_client=s3_client))
+    return [d for d in days if d not in missing]
+
+
+def each_present_day(days: list[date], present: list[date]):
+    """The present days in order, with a line `D: no events in the log, skipped` where a missing
+    day falls."""
+    for day in days:
+        if day in present:
+            yield day
+        else:
+            print(f"  {day}: no events in the log, skipped", flush=True)
+
+
 def asset_keys(keys: Iterable[str]) -> list[dg.AssetKey]:
     """Asset keys as the CLI writes them ("events", "homefeed/champion")."""
     return [dg.AssetKey.from_user_string(k) for k in keys]

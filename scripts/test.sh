@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # README command 2: set up when needed, then run the test suite (arguments go to pytest).
-# Without arguments (CI): ruff (lint and format check), the default suite, then the scale-out
-# tests (marker `scale_out`: real Celery workers, a Dask cluster; a few minutes), which plain
-# `pytest` leaves out.
+# Without arguments (CI): ruff (lint and format check), the default suite once in a random order
+# (pytest-randomly; the header prints the seed: `pytest -p randomly --randomly-seed=N` re-runs that
+# order), then the scale-out tests (marker `scale_out`: real Celery workers, a Dask cluster; a few
+# minutes), which plain `pytest` leaves out.
 # --fast: the fast tier alone (no servers, no process of its own, nothing slow: under 90 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 if [ "$#" -eq 0 ]; then
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
-  .venv/bin/python -m pytest
+  .venv/bin/python -m pytest -p randomly
   exec .venv/bin/python -m pytest -m scale_out
 fi
 if [ "$1" = "--fast" ]; then

@@ -6,7 +6,7 @@ Configuration comes from the environment only:
 ``PINREC_S3_ENDPOINT_URL``  endpoint of an S3-compatible store; unset means AWS S3 (boto3
                             then also honours the standard ``AWS_ENDPOINT_URL_S3``)
 ``PINREC_S3_BUCKET``        bucket, default ``pinrec``
-``PINREC_S3_PREFIX``        key prefix inside the bucket, default ``pinrec-ops``
+``PINREC_S3_PREFIX``        key prefix inside the bucket, default ``pinrec-ops/<deployment>``
 ``AWS_ACCESS_KEY_ID``       credentials; when both are unset boto3's default chain is used
 ``AWS_SECRET_ACCESS_KEY``   (profile, instance role, ...)
 ``AWS_DEFAULT_REGION``      region, default ``us-east-1`` (``AWS_REGION`` is read as well)
@@ -31,6 +31,8 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.paths import deployment_name, deployment_prefix
 
 DEFAULT_BUCKET = "pinrec"
 DEFAULT_PREFIX = "pinrec-ops"
@@ -97,7 +99,8 @@ class S3Settings:
             access_key=get("AWS_ACCESS_KEY_ID"),
             secret_key=get("AWS_SECRET_ACCESS_KEY"),
             bucket=get("PINREC_S3_BUCKET") or DEFAULT_BUCKET,
-            prefix=get("PINREC_S3_PREFIX") or DEFAULT_PREFIX,  # "/" means the bucket root
+            # "/" means the bucket root; unset: the deployment's own prefix (storage.paths)
+            prefix=get("PINREC_S3_PREFIX") or deployment_prefix(deployment_name(environ=env)),
         )
 
     def with_prefix(self, prefix: str) -> S3Settings:
@@ -251,6 +254,15 @@ def list_keys(client: Any, bucket: str, prefix: str = "", *, page_size: int = 10
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys
+
+
+def delete_prefix(client: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``; returns how many there were."""
+    keys = list_keys(client, bucket, prefix)
+    with _annotate(client, f"deleting s3://{bucket}/{prefix}"):
+        for i in range(0, len(keys), 1000):
+            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
+    return len(keys)
 
 
 def transfer_config(

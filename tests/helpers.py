@@ -1,5 +1,8 @@
 """Small builders shared by the tests."""
 
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -62,3 +65,39 @@ def tiny_model(
     with torch.no_grad():
         model.item_ids[1:] += item_id_offset - 0
     return model.eval()
+
+
+# The training plan of the tests that run the main command: seconds, not minutes.
+TINY_TRAINING_ENV = {
+    "PINREC_TRAIN_D_MODEL": "16",
+    "PINREC_TRAIN_LAYERS": "1",
+    "PINREC_TRAIN_HEADS": "1",
+    "PINREC_TRAIN_MAX_LEN": "16",
+    "PINREC_TRAIN_PRETRAIN_EPOCHS": "1",
+    "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
+    "PINREC_TRAIN_FINETUNE_DAYS": "3",
+    "PINREC_TRAIN_BATCH_SIZE": "64",
+}
+
+
+def pinrec_ops(var: Path, *args: str) -> subprocess.CompletedProcess:
+    """`pinrec-ops ARGS` as an operator runs it (piped): this machine's environment without its
+    PINREC_/AWS_/DAGSTER_ settings, the tiny training plan, `var` as the local state; exit 0 asserted."""
+    from storage.paths import REPO_ROOT
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
+        **TINY_TRAINING_ENV,
+        "PINREC_VAR_DIR": str(var),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

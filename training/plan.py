@@ -9,6 +9,7 @@ and budgets are set: the Dagster `TrainingResource` takes its defaults from here
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, fields
 
 from events.contract import BUILTIN_CODES, EventCodes
@@ -70,7 +71,7 @@ class TrainingPlan:
             max_epochs=self.pretrain_epochs,
             seed=self.seed,
             threads=self.threads,
-            progress_bar=False,
+            progress_bar=sys.stderr.isatty(),  # a bar in a terminal, none in a log file
             log_every_n_steps=1,
         )
         return model, data, loss, train

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,12 @@ from training.ranking import RankingConfig, prepare_ranking
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
+
+
+log = logging.getLogger("training.train")  # per-epoch JSON lines at INFO (`--verbose`, the training CLI)
+# Lightning 2.6 builds torch's deprecated LeafSpec itself (lightning/pytorch/utilities/_pytree.py):
+# the deprecation is Lightning's to fix, and it would be printed on every fit.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 @dataclass
@@ -121,7 +129,7 @@ class _History(Callback):
         row["tokens_per_rank"] = tokens.view(-1).tolist()
         self.rows.append(row)
         if trainer.is_global_zero:
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            log.info(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
 
 
 def _config_dict(**parts: Any) -> dict[str, Any]:
@@ -359,7 +367,7 @@ def _with_ranking(
         dm, data if isinstance(data, pd.DataFrame) else None, model_cfg, rank_cfg, surface
     )
     if ranking.get("reason") and ranking["reason"] != "the model has no ranking head":
-        print(json.dumps({"ranking": ranking["reason"]}), flush=True)
+        log.info(json.dumps({"ranking": ranking["reason"]}))
     return dm, model_cfg, ranking
 
 
@@ -434,6 +442,7 @@ def _add_scale_out_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the per-epoch JSON lines
     p = argparse.ArgumentParser(
         prog="python -m training.train", description="Pretrain or fine-tune PinRec on contract events (parquet)."
     )

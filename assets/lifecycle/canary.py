@@ -184,13 +184,14 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         from events.serving_log import ServingLogTable
         from feature_pipeline.store import codes_path, feature_codes
         from serving.evaluation.canary import evaluate_popularity, evaluate_version, not_served_by
+        from serving.registry.comparable import comparable_champion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         vocab = vocabulary.load()
         candidate = state.read("candidate", surface, day)["version"]
         # an earlier verdict of this day must not outlive a new evaluation that fails
         state.path("canary", surface, day).unlink(missing_ok=True)
-        champion = registry.champion(surface)
+        champion = comparable_champion(registry, surface, candidate, context.log.warning)  # None: judged alone
         events = lake.table().read_day(day)
         events = events[events["surface"] == surface]
         # what the compared versions served is not a held-out target of theirs (closed loop)

@@ -24,6 +24,8 @@ def champion_asset(surface: str) -> dg.AssetsDefinition:
         "the canary gate.",
     )
     def champion(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
+        from serving.registry.comparable import comparable_champion
+
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         canary = state.read("canary", surface, day)
         candidate = state.read("candidate", surface, day)["version"]
@@ -39,7 +41,7 @@ def champion_asset(surface: str) -> dg.AssetsDefinition:
         # model trained on newer data than this candidate's.
         ours, theirs = (
             version_data_through(registry, surface, candidate),
-            version_data_through(registry, surface, before),
+            version_data_through(registry, surface, comparable_champion(registry, surface, candidate)),
         )
         if before not in (None, candidate) and ours and theirs and ours < theirs:
             raise dg.Failure(

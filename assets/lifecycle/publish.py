@@ -96,7 +96,11 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             model,
             metrics={"partition": day.isoformat()},
             data_partitions=finetune["train_days"],
-            config={"finetune_run": finetune["path"], "pretrained_run": finetune["pretrained"]},
+            config={
+                "finetune_run": finetune["path"],
+                "pretrained_run": finetune["pretrained"],
+                "deployment": s3.deployment,  # a champion of another deployment is never compared
+            },
             parents=[champion] if champion else [],
             created_at=datetime.combine(day + timedelta(days=1), time(2), tzinfo=UTC),
             tune_queries=tune_queries,

@@ -84,7 +84,7 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events.contract import MAX_ID, OUTCOMES, SURFACES
+from events.contract import MAX_ID, OUTCOMES, SURFACES, EventCodes
 from serving.service.encoder_state import ENCODE_KINDS
 from serving.service.service import (
     FeatureReader,
@@ -97,6 +97,7 @@ from serving.service.versions import VersionManager
 
 log = logging.getLogger("serving.service.app")
 
+ENGAGED = EventCodes().engaged  # the built-in data's engagements: the outcomes retrieval may be weighted by
 MAX_K = 1000
 MAX_CANDIDATES = 1000  # candidates a /v1/recommend request may bring
 MAX_RECENT_EVENTS = 200
@@ -161,8 +162,12 @@ class RequestModels:
     RecommendRequest: type[BaseModel]
 
 
-def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES) -> RequestModels:
-    surfaces, outcomes = list(surfaces), list(outcomes)
+def request_models(
+    surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES, engaged: Sequence[str] = ENGAGED
+) -> RequestModels:
+    """`engaged`: the outcomes a request may weight retrieval by (the vocabulary's engagements: an
+    impression or a negative such as `hide` would serve what users ignore or reject)."""
+    surfaces, outcomes, engaged = list(surfaces), list(outcomes), list(engaged)
 
     def _known_surface(v: str) -> str:
         if v not in surfaces:
@@ -172,6 +177,7 @@ def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] =
     # every request model's surface field; the OpenAPI spec lists the names
     KnownSurface = Annotated[str, AfterValidator(_known_surface), WithJsonSchema({"type": "string", "enum": surfaces})]
     OutcomeName = Annotated[str, WithJsonSchema({"type": "string", "enum": outcomes})]
+    EngagedName = Annotated[str, WithJsonSchema({"type": "string", "enum": engaged})]
 
     class RecentEvent(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -194,10 +200,10 @@ def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] =
         user_id: int = Field(ge=0, le=MAX_ID)
         surface: KnownSurface = Field(description=f"one of {surfaces}")
         k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
-        outcome_weights: dict[OutcomeName, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
+        outcome_weights: dict[EngagedName, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
             default=None,
-            description=f"outcome -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least one > 0; "
-            "only the ratios count (default: the version's weights)",
+            description=f"engaged outcome (one of {engaged}) -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least "
+            "one > 0; only the ratios count (default: the version's weights)",
         )
         recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
 
@@ -209,6 +215,11 @@ def request_models(surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] =
             unknown = sorted(set(v) - set(outcomes))
             if unknown:
                 raise ValueError(f"unknown outcome(s) {unknown}; known: {outcomes}")
+            not_engaged = sorted(set(v) - set(engaged))
+            if not_engaged:
+                raise ValueError(
+                    f"outcome(s) {not_engaged} are not engagements and cannot weight retrieval; allowed: {engaged}"
+                )
             bad = {o: w for o, w in v.items() if not math.isfinite(w) or w < 0}
             if bad:
                 raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
@@ -513,7 +524,11 @@ def create_app(
     (one request at a time per process; /healthz and /readyz wait behind it). ``vocabulary``
     (``events.vocabulary.Vocabulary``): the surfaces and outcomes requests may name (enums in the
     OpenAPI spec); default: the built-in data's."""
-    models = _BUILTIN_MODELS if vocabulary is None else request_models(vocabulary.surfaces, vocabulary.outcomes)
+    models = (
+        _BUILTIN_MODELS
+        if vocabulary is None
+        else request_models(vocabulary.surfaces, vocabulary.outcomes, vocabulary.engaged)
+    )
     service = RetrievalService(manager, features, serving, on_feature_error=lambda n: metrics.feature_errors.inc(n))
     metrics = Metrics(manager, service, metrics_registry)
 

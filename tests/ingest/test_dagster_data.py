@@ -155,6 +155,17 @@ def test_nightly_schedule_requests_consecutive_days_on_consecutive_nights(tmp_pa
     ]
 
 
+def _incoming_log(tmp_path, s3_server, incoming):
+    """Schedule resources on a parquet log of one file per day under `incoming` (read afresh)."""
+    return _schedule_resources(
+        tmp_path,
+        s3_server,
+        source="parquet",
+        n_days=None,
+        parquet_location=str(incoming / "date={date}" / "events.parquet"),
+    )
+
+
 def test_schedule_tick_skips_with_a_reason_when_the_source_lacks_the_day(tmp_path, s3_server):
     resources = _schedule_resources(tmp_path, s3_server)
     tick = _tick("nightly_refresh_schedule", datetime(2026, 11, 30, 2, 0, tzinfo=UTC), resources)
@@ -164,17 +175,17 @@ def test_schedule_tick_skips_with_a_reason_when_the_source_lacks_the_day(tmp_pat
     incoming = tmp_path / "incoming"
     (incoming / "date=2026-03-01").mkdir(parents=True)
     pd.DataFrame({"user_id": [1]}).to_parquet(incoming / "date=2026-03-01" / "events.parquet")
-    parquet = _schedule_resources(
-        tmp_path,
-        s3_server,
-        source="parquet",
-        n_days=None,
-        parquet_location=str(incoming / "date={date}" / "events.parquet"),
-    )
+    parquet = _incoming_log(tmp_path, s3_server, incoming)
     arrived = _tick("nightly_refresh_schedule", datetime(2026, 3, 2, 2, 0, tzinfo=UTC), parquet)
     assert [r.partition_key for r in arrived.run_requests] == ["2026-03-01"]
     missing = _tick("nightly_refresh_schedule", datetime(2026, 3, 3, 2, 0, tzinfo=UTC), parquet)
     assert not missing.run_requests and "day 2026-03-02 has not arrived" in missing.skip_message
+    # a later day arrived, 2026-03-02 never did: a gap in the log, said as such
+    (incoming / "date=2026-03-03").mkdir(parents=True)
+    pd.DataFrame({"user_id": [1]}).to_parquet(incoming / "date=2026-03-03" / "events.parquet")
+    parquet = _incoming_log(tmp_path, s3_server, incoming)
+    gap = _tick("nightly_refresh_schedule", datetime(2026, 3, 3, 2, 0, tzinfo=UTC), parquet)
+    assert not gap.run_requests and "2026-03-02: no events in the log, skipped" in gap.skip_message
 
 
 def test_weekly_retrain_evaluates_on_a_sunday_without_error(tmp_path, s3_server):

@@ -265,7 +265,7 @@ def test_the_api_lists_the_vocabulary_as_enums_and_refuses_other_names(tmp_path)
     request = schemas["RetrieveRequest"]["properties"]
     assert request["surface"]["enum"] == ["web", "app"]
     weights = next(o for o in request["outcome_weights"]["anyOf"] if o.get("type") == "object")
-    assert weights["propertyNames"]["enum"] == ["view", "cart", "purchase", "return"]
+    assert weights["propertyNames"]["enum"] == ["cart", "purchase"]  # the engaged outcomes only
     event = schemas["RecentEvent"]["properties"]
     assert event["outcome"]["enum"] == ["view", "cart", "purchase", "return"]
     assert next(o for o in event["surface"]["anyOf"] if o.get("type") == "string")["enum"] == ["web", "app"]
@@ -280,6 +280,15 @@ def test_the_api_lists_the_vocabulary_as_enums_and_refuses_other_names(tmp_path)
             {"user_id": 1, "surface": "web", "outcome_weights": {"click": 1}},
         )
         assert status == 422 and "unknown outcome(s) ['click']" in body["error"]
+        # the vocabulary's negative is no retrieval weight: the allowed ones are its engaged outcomes
+        status, body, _ = call(
+            server.host,
+            server.port,
+            "POST",
+            "/v1/retrieve",
+            {"user_id": 1, "surface": "web", "outcome_weights": {"return": 1}},
+        )
+        assert status == 422 and "allowed: ['cart', 'purchase']" in body["error"], body
 
 
 def test_a_version_whose_codes_disagree_with_the_features_is_refused_at_load(s3_server, tmp_path):

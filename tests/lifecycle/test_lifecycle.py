@@ -27,6 +27,7 @@ from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
 from orchestration.cli import SURFACE_STEPS
 from orchestration.defs.drift_sensor import outcome_drift_sensor
 from orchestration.runs import materialize_in_process, run_job
+from orchestration.verdicts import run_verdict
 
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]
@@ -55,6 +56,29 @@ def _resources(tmp: Path, s3_server, **world):
     return resources
 
 
+def _publish_another(registry, surface: str, workdir: Path) -> str:
+    """Publish another loadable version of `surface`'s champion (its item embeddings nudged): a
+    version of the same catalogue that a test can promote, judge or damage by itself."""
+    from serving.registry.store import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+
+    local = registry.fetch(surface, registry.champion(surface), workdir)
+    weights = torch.load(local.path(MODEL_FILE), weights_only=True)
+    key = next(k for k in weights if "item_emb" in k)
+    weights[key] = weights[key] + 1e-3
+    torch.save(weights, workdir / "other.pt")
+    return registry.publish(
+        surface,
+        {
+            MODEL_FILE: workdir / "other.pt",
+            INDEX_FILE: local.path(INDEX_FILE),
+            ITEM_IDS_FILE: local.path(ITEM_IDS_FILE),
+        },
+        index=local.manifest["index"],
+        config=local.manifest["config"],
+        data_partitions=local.manifest["data_partitions"],
+    )
+
+
 def _run(keys, resources, instance, partition=None, raise_on_error=True):
     return materialize_in_process(keys, resources, instance, partition=partition, raise_on_error=raise_on_error)
 
@@ -72,17 +96,19 @@ def lifecycle(tmp_path_factory, s3_env):
     with dg.instance_for_test() as instance:
         _ingest(DAYS, resources, instance)
         result = run_job("retrain", DAYS[-1], instance, resources=resources)
-        yield tmp, resources, instance, result
+        # the canary's verdicts of this run, before other tests judge other candidates of the day
+        state = LifecycleState(tmp / "lifecycle")
+        canaries = {surface: state.read("canary", surface, DAYS[-1]) for surface in SURFACES}
+        yield tmp, resources, instance, result, canaries
 
 
 def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
-    tmp, resources, _, result = lifecycle
+    _, resources, _, result, canaries = lifecycle
     assert result.success
     registry = resources["s3"].registry()
-    state = LifecycleState(tmp / "lifecycle")
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     for surface in SURFACES:
-        canary = state.read("canary", surface, DAYS[-1])
+        canary = canaries[surface]
         assert registry.champion(surface) == canary["candidate"]
         assert checks[(f"{surface}/canary_evaluation", "canary_gate")]
         manifest = registry.manifest(surface, canary["candidate"])
@@ -92,7 +118,8 @@ def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
 
 
 def test_lifecycle_runs_are_runs_of_the_named_jobs_one_day_each(lifecycle):
-    _, _, instance, result = lifecycle
+    _, _, instance, result, _ = lifecycle
+    assert run_verdict(instance, result.run_id) == f"promoted ({', '.join(sorted(SURFACES))})"
     runs = instance.get_runs()
     assert [(r.job_name, r.tags["dagster/partition"]) for r in reversed(runs)][: len(DAYS) + 1] == [
         ("nightly_refresh", d.isoformat()) for d in DAYS
@@ -102,7 +129,7 @@ def test_lifecycle_runs_are_runs_of_the_named_jobs_one_day_each(lifecycle):
 
 
 def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
-    tmp, resources, instance, _ = lifecycle
+    tmp, resources, instance, _, _ = lifecycle
     surface = SURFACES[0]
     registry = resources["s3"].registry()
     champion_before = registry.champion(surface)
@@ -121,18 +148,20 @@ def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
     promoted = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert f"{surface}/champion" not in promoted
     assert registry.champion(surface) == champion_before
-    assert len(registry.list_versions(surface)) == 2  # the bad version is published, never promoted
+    bad = LifecycleState(tmp / "lifecycle").read("candidate", surface, DAYS[-1])["version"]
+    assert bad in registry.list_versions(surface) and bad != champion_before  # published, never promoted
 
 
 def test_rollback_is_one_operator_action(lifecycle, s3_env):
     import subprocess
     import sys
 
-    _, resources, _, _ = lifecycle
+    tmp, resources, _, _, _ = lifecycle
     registry = resources["s3"].registry()
     surface = SURFACES[0]
     champion = registry.champion(surface)
-    other = next(v for v in registry.list_versions(surface) if v != champion)  # published by the test above
+    (tmp / "rollback-test").mkdir(exist_ok=True)
+    other = _publish_another(registry, surface, tmp / "rollback-test")
     registry.promote(surface, other)  # a bad promotion by hand ...
     env = {**os.environ, **s3_env.env(), "PINREC_S3_PREFIX": resources["s3"].prefix, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
@@ -148,7 +177,7 @@ def test_rollback_is_one_operator_action(lifecycle, s3_env):
 
 
 def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_says_why(lifecycle):
-    tmp, resources, instance, _ = lifecycle
+    tmp, resources, instance, _, _ = lifecycle
     registry = resources["s3"].registry()
     before = {s: registry.champion(s) for s in SURFACES}  # trained through DAYS[-2]
     old_day = DAYS[-2]
@@ -166,10 +195,13 @@ def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_say
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert not any(k.endswith("/champion") for k in materialized)
     assert f"{SURFACES[0]}/candidate_version" in materialized  # computed for that day, never promoted
+    # the day's line: the verdict and the first reason, read back from the instance
+    verdict = run_verdict(instance, result.run_id)
+    assert verdict in {f"not promoted: {s}: {gates[s].description.split('; ')[0]}" for s in SURFACES}, verdict
 
 
 def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
-    _, resources, instance, _ = lifecycle
+    _, resources, instance, _, _ = lifecycle
     # every pretrained model so far trained through DAYS[-3] or later: none saw only days before DAYS[1]
     result = run_job(
         "nightly_refresh", DAYS[1], instance, resources=resources, assets=[f"{SURFACES[0]}/finetuned_model"]
@@ -185,29 +217,15 @@ def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_
     judged on the floors alone, the gate says so); a damaged candidate fails the gate naming it.
     None of them fails the run for an error, so a retry is never needed."""
     from orchestration.live import failed_for_an_error
-    from serving.registry.store import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+    from serving.registry.store import INDEX_FILE, MODEL_FILE
     from storage.s3 import get_bytes, put_bytes
 
-    tmp, resources, instance, _ = lifecycle
+    tmp, resources, instance, _, _ = lifecycle
     surface, day = SURFACES[-1], DAYS[-1]
     registry, state = resources["s3"].registry(), LifecycleState(tmp / "lifecycle")
     champion = registry.champion(surface)
-    local = registry.fetch(surface, champion, tmp / "damage-test")
-    weights = torch.load(local.path(MODEL_FILE), weights_only=True)
-    key = next(k for k in weights if "item_emb" in k)
-    weights[key] = weights[key] + 1e-3  # another loadable candidate of the same catalogue
-    torch.save(weights, tmp / "damage-test" / "other.pt")
-    candidate = registry.publish(
-        surface,
-        {
-            MODEL_FILE: tmp / "damage-test" / "other.pt",
-            INDEX_FILE: local.path(INDEX_FILE),
-            ITEM_IDS_FILE: local.path(ITEM_IDS_FILE),
-        },
-        index=local.manifest["index"],
-        config=local.manifest["config"],
-        data_partitions=local.manifest["data_partitions"],
-    )
+    (tmp / "damage-test").mkdir(exist_ok=True)
+    candidate = _publish_another(registry, surface, tmp / "damage-test")  # another loadable candidate
     saved = state.read("candidate", surface, day)
     state.write({**saved, "version": candidate}, "candidate", surface, day)
     champion_index = registry.version_key(surface, champion, INDEX_FILE)

@@ -242,6 +242,12 @@ BAD_REQUESTS = [
     ),
     ("all weights zero", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 0}}, 422, "> 0"),
     (
+        "a negative outcome as a weight",
+        {"user_id": 1, "surface": "homefeed", "outcome_weights": {"hide": 1}},
+        422,
+        "not engagements and cannot weight retrieval; allowed: ['click', 'save'",
+    ),
+    (
         "weight over the bound",
         {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 1e307}},
         422,

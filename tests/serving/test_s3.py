@@ -171,7 +171,7 @@ def test_settings_from_env_and_repr_hides_secret():
 
     defaults = s3.S3Settings.from_env({})
     assert defaults.endpoint_url is None
-    assert defaults.bucket == "pinrec" and defaults.prefix == "pinrec-ops"
+    assert defaults.bucket == "pinrec" and defaults.prefix == "pinrec-ops/simulated"  # the default deployment's
     assert defaults.region == "us-east-1"
     assert defaults.access_key is None and defaults.secret_key is None
     with pytest.raises(ValueError, match="incomplete"):

@@ -109,6 +109,12 @@ BAD_REQUESTS = [
     ),
     ("all weights zero", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 0}}, 422, "> 0"),
     (
+        "a negative outcome as a weight",
+        {"user_id": 1, "surface": "homefeed", "outcome_weights": {"hide": 1}},
+        422,
+        "not engagements and cannot weight retrieval; allowed: ['click', 'save'",
+    ),
+    (
         "unknown outcome in event",
         {"user_id": 1, "surface": "homefeed", "recent_events": [{"item_id": 1, "outcome": "like", "timestamp_us": 1}]},
         422,

@@ -1,0 +1,128 @@
+"""What the main command reports when its days are done: the ingested days, an online lookup of
+one user's features, and per surface the champion and the canary's figures (also written to
+<data dir>/summary.json)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+
+def print_lookup(settings, user_id: int | None) -> None:
+    import pandas as pd
+
+    from feature_pipeline.store import FeastSettings, online_user_sequences, open_store
+
+    feast = FeastSettings(data_dir=settings.data_dir / "feast", config_file=settings.feast_config)
+    if not (feast.data_dir / "registry.db").exists():
+        print(
+            f"no online features under {feast.data_dir} yet: run `pinrec-ops lifecycle --source "
+            f"{settings.source}` first"
+        )
+        return
+    store = open_store(feast)
+    if user_id is None:
+        files = sorted((feast.data_dir / "offline" / "user_sequence").glob("*.parquet"))
+        if not files:
+            print("no user features yet: run the lifecycle first")
+            return
+        latest = pd.read_parquet(files[-1])
+        user_id = int(latest.sort_values("seq_length").iloc[-1]["user_id"])
+    row = online_user_sequences(store, [user_id]).iloc[0]
+    if row["seq_item_ids"] is None:
+        print(f"user {user_id}: not in the online store")
+        return
+    items = list(row["seq_item_ids"])
+    titles = {}
+    items_file = settings.cache_dir / settings.source / "items.parquet"
+    if items_file.exists():
+        titles = dict(pd.read_parquet(items_file).itertuples(index=False, name=None))
+    print(f"online lookup (Feast {store.config.online_store.type} store) for user {user_id}:")
+    print(f"  sequence length: {int(row['seq_length'])}")
+    print("  last items (newest last):")
+    for item, outcome, ts in list(zip(items, row["seq_outcomes"], row["seq_timestamps_us"]))[-5:]:
+        when = pd.Timestamp(ts, unit="us", tz="UTC").strftime("%Y-%m-%d %H:%M")
+        name = settings.vocabulary.codes.outcomes[outcome]
+        print(f"    {when}  {name:<9} item {item:>6}  {titles.get(item, '')}")
+
+
+def lifecycle_summary(settings, day: date, registry) -> dict:
+    """Per surface: champion version, the canary's recall@100 of candidate and previous champion
+    on the held-out day, the popularity baseline's recall@100 on the same day and users, the
+    verdict; also written to var/<source>/summary.json by the main command."""
+    from assets.state import LifecycleState
+
+    state = LifecycleState(settings.data_dir / "lifecycle")
+    surfaces = {}
+    for surface in settings.surfaces:
+        entry = {"champion": registry.champion(surface), "day": day.isoformat()}
+        try:
+            canary = state.read("canary", surface, day)
+        except FileNotFoundError:
+            entry["note"] = f"no canary for {day}"
+            surfaces[surface] = entry
+            continue
+        metrics = canary["metrics"]
+        entry.update(
+            {
+                "candidate": canary["candidate"],
+                "recall@100": metrics["candidate"].get("recall@100"),
+                "previous_champion_recall@100": metrics.get("champion", {}).get("recall@100"),
+                "popularity_recall@100": canary.get("popularity", {}).get("recall@100"),
+                "outcomes_measured": canary.get("outcomes"),
+                "canary": "passed" if canary.get("passed") else "failed",
+                "reasons": canary.get("reasons", []),
+            }
+        )
+        surfaces[surface] = entry
+    return {
+        "source": settings.source,
+        "day": day.isoformat(),
+        "vocabulary": settings.vocabulary.label,
+        "surfaces": surfaces,
+    }
+
+
+def print_summary(summary: dict) -> None:
+    def figure(value) -> str:
+        return f"{value:>10.4f}" if value is not None else f"{'-':>10}"
+
+    print(
+        f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'popularity':>10} {'prev champ':>10} "
+        f"{'canary':<8} note"
+    )
+    for surface, e in summary["surfaces"].items():
+        if "canary" not in e:
+            print(f"{surface:<10} {str(e['champion']):<28} {'-':>10} {'-':>10} {'-':>10} {'-':<8} {e.get('note', '')}")
+            continue
+        prev = e["previous_champion_recall@100"]
+        note = "; ".join(e["reasons"]) or ("bootstrapped" if prev is None else "")
+        print(
+            f"{surface:<10} {str(e['champion']):<28} {figure(e['recall@100'])} "
+            f"{figure(e.get('popularity_recall@100'))} "
+            f"{figure(prev)} {e['canary']:<8} {note}"
+        )
+
+
+def report(settings, start: date, end: date, s3, *, data_only: bool) -> None:
+    from events.table import EventTable
+    from serving.service.checks import checked_registry
+    from storage.files import atomic_write_text
+    from storage.s3 import list_keys, make_client
+
+    client = make_client(s3.settings())
+    archived = list_keys(client, s3.bucket, s3.settings().key("data"))
+    table = EventTable(settings.data_dir / "lake")
+    ingested = [d for d in table.days() if start <= d <= end]
+    good = sum(table.row_count(table.events_path(d)) for d in ingested)
+    bad = sum(table.row_count(table.quarantine_path(d)) for d in ingested)
+    print(
+        f"\ningested {len(ingested)} day partitions: {good} events, {bad} quarantined; {len(archived)} objects "
+        "archived to S3"
+    )
+    print_lookup(settings, None)
+    if not data_only:
+        summary = lifecycle_summary(settings, end, checked_registry(s3.settings(), client))
+        print_summary(summary)
+        path = atomic_write_text(settings.data_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+        print(f"summary: {path}")
