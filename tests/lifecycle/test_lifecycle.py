@@ -124,7 +124,7 @@ def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
         [f"{surface}/{s}" for s in SURFACE_STEPS[1:]], resources, instance, partition=DAYS[-1], raise_on_error=False
     )
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "canary_gate"]
-    assert not check.passed
+    assert not check.passed and result.success  # refused: a verdict, the run is not red
     assert "worse than the champion" in check.description or "below the floor" in check.description
     promoted = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert f"{surface}/champion" not in promoted
@@ -161,7 +161,8 @@ def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_say
     before = {s: registry.champion(s) for s in SURFACES}  # trained through DAYS[-2]
     old_day = DAYS[-2]
     result = run_job("retrain", old_day, instance, resources=resources)  # pretrains on the days before it
-    assert not result.success
+    assert result.success  # a verdict, not an error
+    assert instance.get_run_by_id(result.run_id).tags["pinrec/verdict"] == "not promoted"
     gates = {c.asset_key.path[0]: c for c in result.get_asset_check_evaluations() if c.check_name == "canary_gate"}
     for surface in SURFACES:
         assert not gates[surface].passed
