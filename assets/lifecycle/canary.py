@@ -35,11 +35,21 @@ DEPLOYMENT_GATE = GatePolicy()  # the deployment's gate; a run that changes it i
 
 class CanaryConfig(dg.Config):
     max_users: int = Field(default=400, description="Users of the evaluation day sampled for the canary.")
+    latency_rounds: int = Field(
+        default=3,
+        description="Times each sampled user's request is sent to candidate and champion in turn (interleaved) "
+        "to compare their latency in one process.",
+    )
 
 
 class CanaryGateConfig(dg.Config):
     tolerance: float = Field(
         default=DEPLOYMENT_GATE.tolerance, description="Largest relative drop vs the champion on a guarded metric."
+    )
+    z: float = Field(
+        default=DEPLOYMENT_GATE.z,
+        description="A guarded figure may also fall by this many standard errors of the difference (over the "
+        "day's users), when that is more than the tolerance.",
     )
     recall_floor: float = Field(
         default=DEPLOYMENT_GATE.floors[f"recall@{CANARY_K}"], description=f"Absolute floor on recall@{CANARY_K}."
@@ -84,6 +94,7 @@ class CanaryGateConfig(dg.Config):
         return GatePolicy(
             guarded=guarded,
             tolerance=self.tolerance,
+            z=self.z,
             floors={f"recall@{CANARY_K}": self.recall_floor},
             max_latency_ratio=self.max_latency_ratio,
             max_latency_p99_ms=self.max_latency_p99_ms,
@@ -211,6 +222,13 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                 engaged=vocab.engaged,
                 impression=vocab.impression,
             )
+        if loaded:  # latency compared in one process, on repeated interleaved requests
+            from serving.evaluation.canary import interleaved_latency
+
+            for role, figures in interleaved_latency(
+                loaded, sequences, users, k=CANARY_K, rounds=config.latency_rounds
+            ).items():
+                results[role].update(figures)
         finetune = state.load(FinetuneRecord, surface, day)
         train = pd.concat(
             [lake.table().read_day(date.fromisoformat(d)) for d in finetune.train_days], ignore_index=True

@@ -8,7 +8,9 @@ ANN search, merge by outcome weights). Metrics:
 - ``recall@k/<outcome>``: unordered recall of the user's items engaged with that outcome on the
   day (training.metrics.unordered_recall_at_k), and ``recall@k`` over all engaged items;
 - ``distinct_per_list`` and ``coverage`` (diversity);
-- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user;
+- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user (`interleaved_latency`: compared
+  versions measured in one process on repeated, interleaved requests);
+- ``<figure>_se``: the standard error over the day's users (recall) or slates (ranking);
 - ranking (a day with impressions, ``impression``): every session's slate (the items shown in it)
   scored by the version for the user as of the day's start (``LoadedVersion.score_items``: the
   ranking head's probabilities; a version without one, its retrieval scores):
@@ -74,6 +76,10 @@ def _recall_figures(
     }
     for o, r in metrics.recall_by_outcome(retrieved, future_by_outcome, k).items():
         out[f"recall@{k}/{o}"] = r
+    # the figures' sampling error over the day's users: the gate allows a fall within it
+    out[f"recall@{k}_se"] = metrics.se_of_slates(metrics.recall_per_user(retrieved, future, k))
+    for o, targets in future_by_outcome.items():
+        out[f"recall@{k}/{o}_se"] = metrics.se_of_slates(metrics.recall_per_user(retrieved, targets, k))
     return out
 
 
@@ -149,6 +155,41 @@ def evaluate_ranking(
     out["slates"] = float(len(slates))
     out["ranked_by_ranking_head"] = float(ranked_by == "ranking_head")
     return out
+
+
+def interleaved_latency(
+    versions: Mapping[str, LoadedVersion],
+    sequences: Mapping[int, UserSequence],
+    users: Sequence[int],
+    *,
+    k: int = 100,
+    outcome_weights: Mapping[str, float] | None = None,
+    rounds: int = 3,
+) -> dict[str, dict[str, float]]:
+    """Retrieval latency of each version, measured in this process on repeated, interleaved
+    requests: every user's request is sent to each version in turn, the order alternating from
+    one request to the next (ABBA...), `rounds` times, so a load spike on a shared machine falls
+    on all versions alike. {role: {"latency_p50_ms", "latency_p99_ms", "latency_samples"}}."""
+    roles = list(versions)
+    times: dict[str, list[float]] = {role: [] for role in roles}
+    for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
+        for role in roles:
+            versions[role].retrieve(sequences.get(user, UserSequence.empty()), k, outcome_weights)
+    n = 0
+    for _ in range(rounds):
+        for user in users:
+            seq = sequences.get(user, UserSequence.empty())
+            for role in roles if n % 2 == 0 else roles[::-1]:
+                times[role].append(sum(versions[role].retrieve(seq, k, outcome_weights).timings_ms.values()))
+            n += 1
+    return {
+        role: {
+            "latency_p50_ms": float(np.percentile(t, 50)) if t else 0.0,
+            "latency_p99_ms": float(np.percentile(t, 99)) if t else 0.0,
+            "latency_samples": float(len(t)),
+        }
+        for role, t in times.items()
+    }
 
 
 def evaluate_version(

@@ -39,6 +39,8 @@ class GatePolicy:
 
     guarded: tuple[str, ...] = ("recall@100", "recall@100/click", "recall@100/save")
     tolerance: float = 0.05
+    # ... or `z` standard errors of the difference over the day's users, when that is larger
+    z: float = 1.96
     # ranking (slates of a day with impressions): may fall at most `ranking_tolerance` (absolute:
     # an AUC's scale starts at 0.5) below the champion's, or `ranking_z` standard errors of the
     # difference when that is larger (a day's slate means are noisy: with a few hundred slates
@@ -238,46 +240,48 @@ def gate_rules(
     return rules + ([stale] if stale else [])
 
 
+def _allowance(
+    name: str, fixed: float, z: float, candidate: Mapping[str, float], champion: Mapping[str, float]
+) -> tuple[float, str]:
+    """How far `name` may fall below the champion's: `fixed`, or `z` standard errors of the
+    difference of the two figures (their `<name>_se`, taken as independent) when that is larger,
+    so a day's sampling noise alone does not refuse a candidate. (allowance, its wording)"""
+    se_cand, se_champ = candidate.get(f"{name}_se"), champion.get(f"{name}_se")
+    if se_cand is not None and se_champ is not None and np.isfinite(se_cand) and np.isfinite(se_champ):
+        noise = z * float(np.hypot(se_cand, se_champ))
+        if noise > fixed:
+            return noise, f"{noise:.3f} ({z:g} standard errors of the difference)"
+    return fixed, ""
+
+
 def _champion_rules(
     candidate: Mapping[str, float], champion: Mapping[str, float], policy: GatePolicy
 ) -> list[GateRule]:
     rules = []
-    for name in policy.guarded:
-        cand, champ = candidate.get(name), champion.get(name)
-        if cand is None or champ is None or np.isnan(champ):
-            continue
-        rules.append(
-            rule(
-                "not worse than champion",
-                name,
-                cand,
-                champ * (1 - policy.tolerance),
-                champ,
-                f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} by more than {policy.tolerance:.0%}",
-                bound=f"champion - {policy.tolerance:.0%}",
+    for kind, names in (("not worse than champion", policy.guarded), ("ranking", policy.ranking_guarded)):
+        for name in names:
+            cand, champ = candidate.get(name), champion.get(name)
+            if cand is None or champ is None or np.isnan(champ):
+                continue
+            if kind == "ranking":
+                kind_name, z = "ranking not worse than champion", policy.ranking_z
+                fixed, fixed_words = policy.ranking_tolerance, f"{policy.ranking_tolerance:.3f}"
+            else:
+                kind_name, z = kind, policy.z
+                fixed, fixed_words = champ * policy.tolerance, f"{policy.tolerance:.0%}"
+            allowed, noise_words = _allowance(name, fixed, z, candidate, champion)
+            rules.append(
+                rule(
+                    kind_name,
+                    name,
+                    cand,
+                    champ - allowed,
+                    champ,
+                    f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} by more than "
+                    f"{noise_words or fixed_words}",
+                    bound=f"champion - {allowed:.4f}",
+                )
             )
-        )
-    for name in policy.ranking_guarded:
-        cand, champ = candidate.get(name), champion.get(name)
-        if cand is None or champ is None or np.isnan(champ):
-            continue
-        allowed, why = policy.ranking_tolerance, f"{policy.ranking_tolerance:.3f}"
-        se_cand, se_champ = candidate.get(f"{name}_se"), champion.get(f"{name}_se")
-        if se_cand is not None and se_champ is not None and np.isfinite(se_cand) and np.isfinite(se_champ):
-            noise = policy.ranking_z * float(np.hypot(se_cand, se_champ))
-            if noise > allowed:
-                allowed, why = noise, f"{noise:.3f} ({policy.ranking_z:g} standard errors of the difference)"
-        rules.append(
-            rule(
-                "ranking not worse than champion",
-                name,
-                cand,
-                champ - allowed,
-                champ,
-                f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} by more than {why}",
-                bound=f"champion - {allowed:.3f}",
-            )
-        )
     return rules
 
 

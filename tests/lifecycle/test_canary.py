@@ -33,6 +33,19 @@ def test_latency_is_judged_against_the_champion_and_an_absolute_cap():
     assert not gate(capped, CHAMPION)[0]
 
 
+def test_a_guarded_figure_may_fall_within_its_sampling_error_on_the_day():
+    """A 10% drop of recall@100/save fails the 5% tolerance when the figures are precise, and
+    passes when 1.96 standard errors of the difference (over the day's users) are larger."""
+    worse = {**CHAMPION, "recall@100/save": 0.33 * 0.90}
+    precise = {"recall@100/save_se": 0.002}
+    assert not gate({**worse, **precise}, {**CHAMPION, **precise})[0]
+    noisy = {"recall@100/save_se": 0.02}  # 1.96 * hypot(0.02, 0.02) = 0.055 > 0.033
+    assert gate({**worse, **noisy}, {**CHAMPION, **noisy})[0]
+    beyond = {**CHAMPION, "recall@100/save": 0.33 - 0.06}
+    passed, reasons = gate({**beyond, **noisy}, {**CHAMPION, **noisy})
+    assert not passed and "by more than 0.055 (1.96 standard errors of the difference)" in reasons[0]
+
+
 def test_a_nan_metric_never_passes():
     passed, reasons = gate({**CHAMPION, "recall@100": float("nan")}, CHAMPION)
     assert not passed and len(reasons) == 2  # below the floor, and worse than the champion
@@ -189,6 +202,13 @@ def test_the_canary_scores_every_session_slate_with_the_ranking_head():
     # without impressions in the log there is nothing to rank
     plain = evaluate_version(version, {}, day[day["outcome"] != "impression"], k=10, impression="impression")
     assert "slates" not in plain and "slate_auc/click" not in plain
+    # latency of compared versions: measured in turn on the same requests, `rounds` times each
+    from serving.evaluation.canary import interleaved_latency
+
+    latency = interleaved_latency({"candidate": version, "champion": version}, {}, [1, 2], k=10, rounds=3)
+    for role in ("candidate", "champion"):
+        assert latency[role]["latency_samples"] == 6
+        assert 0 < latency[role]["latency_p50_ms"] <= latency[role]["latency_p99_ms"]
 
 
 def test_slots_a_compared_version_served_are_not_its_held_out_targets():
