@@ -127,13 +127,32 @@ def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
-def _yardstick_figures(loaded: dict, events, serving_log, sequences, popularity_counts, vocab) -> tuple[str, dict]:
-    """(the yardstick's name, {role: its figures}) for the compared versions and the baselines:
-    `serving.evaluation.yardstick` (the offline measure that agrees with what users do). Until
-    that module is there the gate's yardstick is recall@{CANARY_K}, measured for every role by
-    the evaluation itself (returned: the name and no extra figures)."""
-    del loaded, events, serving_log, sequences, popularity_counts, vocab
-    return f"recall@{CANARY_K}", {}
+def _yardstick_figures(
+    loaded: dict, events, serving_log, sequences, train, vocab
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """(the yardstick's name, {role: {name, name_se, name_users}}) for the loaded versions and the
+    baselines, on the day's logged impressions (serving.evaluation.yardstick: how well each
+    policy's scores separate the impressions a user clicked or saved from the rest, per user; from
+    logs only). A log without impressions has no yardstick: the gate then judges on
+    recall@{CANARY_K} (returned with no extra figures; the evaluation measures it for every role)."""
+    from serving.evaluation import yardstick as ys
+
+    if vocab.impression is None or not (events["outcome"] == vocab.impression).any():
+        return f"recall@{CANARY_K}", {}
+    positive = [o for o in vocab.engaged if o in ys.POSITIVE] or list(vocab.engaged)
+    impressions = ys.logged_impressions(events, serving_log, vocab.impression, positive)
+    scorers = {role: ys.version_scorer(version, sequences) for role, version in loaded.items()}
+    scorers["popularity"] = ys.popularity_scorer(train, positive)
+    figures = {}
+    for role, score in scorers.items():
+        measured = ys.yardstick(score, impressions)
+        name = str(measured["measure"])
+        figures[role] = {
+            name: float(measured["value"]),
+            f"{name}_se": float(measured["se"]),
+            f"{name}_users": float(measured["users"]),
+        }
+    return ys.YARDSTICK, figures
 
 
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
