@@ -127,14 +127,23 @@ def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
+def _random_scorer(seed: int = 0):
+    """The random policy scored like a model: uniform scores (seeded, so a re-run agrees)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return lambda users, items, surface: [rng.random(len(its)) for its in items]
+
+
 def _yardstick_figures(
     loaded: dict, events, serving_log, sequences, train, vocab
 ) -> tuple[str, dict[str, dict[str, float]]]:
     """(the yardstick's name, {role: {name, name_se, name_users}}) for the loaded versions and the
     baselines, on the day's logged impressions (serving.evaluation.yardstick: how well each
     policy's scores separate the impressions a user clicked or saved from the rest, per user; from
-    logs only). A log without impressions has no yardstick: the gate then judges on
-    recall@{CANARY_K} (returned with no extra figures; the evaluation measures it for every role)."""
+    logs only), and the random policy's where the serving log has an exploration share. A log
+    without impressions has no yardstick: the gate then judges on recall@{CANARY_K} (returned with
+    no extra figures; the evaluation measures it for every role)."""
     from serving.evaluation import yardstick as ys
 
     if vocab.impression is None or not (events["outcome"] == vocab.impression).any():
@@ -143,6 +152,8 @@ def _yardstick_figures(
     impressions = ys.logged_impressions(events, serving_log, vocab.impression, positive)
     scorers = {role: ys.version_scorer(version, sequences) for role, version in loaded.items()}
     scorers["popularity"] = ys.popularity_scorer(train, positive)
+    if "propensity" in serving_log and (serving_log["propensity"] < 1.0).any():
+        scorers["random"] = _random_scorer()  # the log has an exploration share: random is a baseline
     figures = {}
     for role, score in scorers.items():
         measured = ys.yardstick(score, impressions)

@@ -142,7 +142,10 @@ def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
     )
     [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "canary_gate"]
     assert not check.passed and result.success  # refused: a verdict, the run is not red
-    assert "worse than the champion" in check.description or "below the floor" in check.description
+    assert any(
+        why in check.description
+        for why in ("worse than the champion", "below the floor", "does not beat the popularity")
+    )
     promoted = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert f"{surface}/champion" not in promoted
     assert registry.champion(surface) == champion_before
@@ -288,7 +291,7 @@ def test_drift_sensor_fires_once_after_injected_drift(tmp_path, s3_env):
     sensor_resources = {"lake": resources["lake"], "s3": resources["s3"]}
     with dg.instance_for_test() as instance:
         _ingest(DAYS, resources, instance)
-        assert run_job("retrain", DAYS[-1], instance, resources=resources).success
+        assert run_job("retrain", DAYS[-1], instance, resources=resources, run_config=MECHANICS_GATE).success
         cursor = None
         fired = []
         for day in [DAYS[-1], drift_day, drift_day + timedelta(days=1), drift_day + timedelta(days=2)]:
