@@ -74,8 +74,8 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         if champion is None:
             registry.promote(surface, candidate)
             action = "promoted (first champion)"
-        elif broken and restored is None:
-            registry.promote(surface, candidate)
+        elif broken and restored is None:  # an unloadable champion is replaced, newer data or not
+            registry.promote(surface, candidate, allow_older=True)
             action = f"promoted (the champion {champion} does not load and no earlier champion does: {broken})"
         else:
             registry.set_canary(surface, candidate, SETTINGS.canary_traffic)

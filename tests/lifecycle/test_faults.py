@@ -246,15 +246,20 @@ def test_corrupted_model_in_s3_is_refused_and_the_service_keeps_the_previous_ver
 # -- 4. A canary whose evaluation raises --------------------------------------------------------
 
 
+def _fresh_s3(s3_server, monkeypatch, name: str) -> S3Resource:
+    """An S3Resource on a fresh prefix of the test server, its credentials in the environment
+    (S3Resource reads them from there)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    prefix = f"faults-{name}-{uuid.uuid4().hex[:8]}"
+    return S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=prefix)
+
+
 def _lifecycle_with_champion(feature_world, s3_server, monkeypatch):
     """(last day, S3Resource on a fresh prefix, lifecycle resources, champion version): a
     published and promoted champion for SURFACE, the S3 credentials in the environment."""
-    for key, value in s3_server.env().items():  # S3Resource reads credentials from the environment
-        monkeypatch.setenv(key, value)
     data_dir, table, _, _ = feature_world
-    s3 = S3Resource(
-        endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=f"faults-lifecycle-{uuid.uuid4().hex[:8]}"
-    )
+    s3 = _fresh_s3(s3_server, monkeypatch, "lifecycle")
     registry = s3.registry()
     champion, _ = publish_model(registry, SURFACE, tiny_model(seed=0))
     registry.promote(SURFACE, champion)
@@ -319,11 +324,7 @@ def test_a_candidate_below_popularity_is_not_promoted_also_when_no_champion_exis
     """No champion yet (bootstrapping): an untrained model published as the first candidate does
     not beat the popularity policy on the yardstick; it is not made champion, the gate's metadata
     shows both figures, and the run is SUCCESS with the verdict on it."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    s3 = S3Resource(
-        endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=f"faults-bootstrap-{uuid.uuid4().hex[:8]}"
-    )
+    s3 = _fresh_s3(s3_server, monkeypatch, "bootstrap")
     resources = _resources(feature_world[0], s3)
     candidate, _ = publish_model(s3.registry(), SURFACE, tiny_model(seed=1))
     day = _candidate_of_the_day(s3, resources, feature_world, candidate)
@@ -346,11 +347,7 @@ def test_a_candidate_below_popularity_is_not_promoted_also_when_no_champion_exis
 
 def test_a_run_whose_s3_is_down_is_a_failure_not_a_verdict(feature_world, s3_server, monkeypatch):
     """Something broke (S3 unreachable): the run is FAILURE, and no verdict is written on it."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    s3 = S3Resource(
-        endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=f"faults-down-{uuid.uuid4().hex[:8]}"
-    )
+    s3 = _fresh_s3(s3_server, monkeypatch, "down")
     resources = _resources(feature_world[0], s3)
     candidate, _ = publish_model(s3.registry(), SURFACE, tiny_model(seed=1))
     day = _candidate_of_the_day(s3, resources, feature_world, candidate)
