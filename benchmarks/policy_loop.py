@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated policies (default all: {','.join(ROWS)})")
     p.add_argument("--reference", default="random", help="the paired differences' reference policy")
     p.add_argument("--cache-dir", default=str(CACHE))
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    p.add_argument("--serve-threads", type=int, default=1, help="torch threads while serving (1: no spin-waits)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--context", default="", help="what else ran on the machine (goes into the notes)")
     a = p.parse_args(argv)
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     log_s = time.perf_counter() - t0
     policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"))
     train_s = time.perf_counter() - t0 - log_s
+    torch.set_num_threads(a.serve_threads)
     fixed = {"random": RandomPolicy(cfg.seed), "popularity": PopularityPolicy(), "log-baseline": LogBaselinePolicy()}
     fixed["oracle"] = OraclePolicy()
     policies.update({k: v for k, v in fixed.items() if k in rows})
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Harness {json.dumps(cfg.to_dict(), default=str)}. Models: the lifecycle's TrainingPlan defaults "
         f"(training seconds per model: {json.dumps({k: round(v, 1) for k, v in trainer.seconds.items()})}; "
         "0 = loaded from the cache). pinrec-save0: outcome weights click 1, save 0; pinrec-save1: click 0, "
-        f"save 1. Offline measures on the logging policy's held-out days; {a.threads} torch threads. {a.context}"
+        f"save 1. Offline measures on the logging policy's held-out days; {a.threads} torch threads training, "
+        f"{a.serve_threads} serving. {a.context}"
     ).strip()
     if not a.no_write and not a.quick:
         write_results(

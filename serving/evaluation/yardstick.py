@@ -21,7 +21,8 @@ Candidate measures (`candidate_measures`), each a mean with its standard error:
 * ``top_auc``: per user, over served slots at positions < 3 only (nearly always examined:
   position-debiased by selection).
 * ``explore_auc``: pooled AUC over the exploration slots (propensity < 1: uniformly random items,
-  so exposure does not favour any policy); SE by bootstrap over users.
+  so exposure does not favour any policy) of each score's rank among the same user's logged
+  impressions (a model's scale differs from user to user); SE by bootstrap over users.
 * ``recall@k`` of next engagements (`recall_at_k`): what the canary gate used; here only for
   comparison.
 
@@ -145,6 +146,16 @@ def _pooled_auc(
     return value, float(b.std(ddof=1)) if len(b) > 1 else float("nan"), int(labels.sum())
 
 
+def _within_user(users: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each score as its rank among the same user's scored rows, in [0, 1] (ties: mean rank):
+    scores of different users become comparable (a model's scale differs from user to user)."""
+    s = np.where(np.isfinite(scores), scores, -1e300)
+    frame = pd.DataFrame({"u": users, "s": s})
+    ranks = frame.groupby("u")["s"].rank(method="average").to_numpy()
+    counts = frame.groupby("u")["s"].transform("size").to_numpy()
+    return (ranks - 0.5) / counts
+
+
 def candidate_measures(score: Scorer, impressions: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Every impression-based candidate (module docstring): {name: {"value", "se", "n"}}."""
     s = score_impressions(score, impressions)
@@ -158,7 +169,7 @@ def candidate_measures(score: Scorer, impressions: pd.DataFrame) -> dict[str, di
         "user_auc": _grouped_auc(user, s, y),
         "session_auc": _grouped_auc(impressions["session_id"].to_numpy(np.int64), s, y),
         "top_auc": _grouped_auc(user[served_top], s[served_top], y[served_top]),
-        "explore_auc": _pooled_auc(user[explore], s[explore], y[explore]),
+        "explore_auc": _pooled_auc(user[explore], _within_user(user, s)[explore], y[explore]),
     }.items():
         out[name] = {"value": value, "se": se, "n": float(n)}
     return out

@@ -73,10 +73,14 @@ class SequenceStore:
         seq = self.by_user.get(int(user), enc.UserSequence.empty())
         if recent is None or len(recent) == 0:
             return seq
-        rec = recent[recent["outcome"] != "impression"]
-        if len(rec) == 0:
+        cols = _coded(recent)
+        keep = cols[1] != _IMPRESSION_CODE
+        if not keep.any():
             return seq
-        return enc.UserSequence(*(np.concatenate([o, c]) for o, c in zip(_fields(seq), _coded(rec))))
+        return enc.UserSequence(*(np.concatenate([o, c[keep]]) for o, c in zip(_fields(seq), cols)))
+
+
+_IMPRESSION_CODE = BUILTIN_CODES.outcome_code["impression"]
 
 
 def _fields(seq: enc.UserSequence) -> tuple[np.ndarray, ...]:
@@ -84,12 +88,16 @@ def _fields(seq: enc.UserSequence) -> tuple[np.ndarray, ...]:
 
 
 def _coded(ev: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    codes = BUILTIN_CODES
+    """Contract rows as the sequence's int64 columns (names coded; an unknown name is -1)."""
+    oc, sc = BUILTIN_CODES.outcome_code, BUILTIN_CODES.surface_code
+    ts = ev["event_ts"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True)
     return (
         ev["item_id"].to_numpy(np.int64),
-        ev["outcome"].map(codes.outcome_code).fillna(-1).to_numpy(np.int64),
-        ev["surface"].map(codes.surface_code).fillna(-1).to_numpy(np.int64),
-        pd.to_datetime(ev["event_ts"], utc=True).to_numpy("datetime64[us]").astype(np.int64),
+        np.fromiter((oc.get(o, -1) for o in ev["outcome"].to_numpy()), np.int64, len(ev)),
+        np.fromiter((sc.get(x, -1) for x in ev["surface"].to_numpy()), np.int64, len(ev)),
+        ts.to_numpy("datetime64[us]").astype(np.int64),
     )
 
 
