@@ -23,7 +23,6 @@ Targets: yardstick spearman_saves and spearman_clicks >= 0.8 over >= 10 policies
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from serving.evaluation.yardstick import YARDSTICK
 from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve
 from world.policy_loop.log_baseline import LogBaselinePolicy
@@ -65,7 +64,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__file__, __doc__)
     p.add_argument("--quick", action="store_true", help="a small world (tests, smoke runs)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated policies (default all: {','.join(ROWS)})")
     p.add_argument("--reference", default="random", help="the paired differences' reference policy")

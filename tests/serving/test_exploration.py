@@ -4,8 +4,6 @@ import json
 
 import numpy as np
 
-from serving.registry.index import build_tuned_index
-from serving.service import encoder as enc
 from serving.service.checks import checked_registry
 from serving.service.exploration import ExplorationConfig
 from serving.service.retriever import LoadedVersion
@@ -13,20 +11,11 @@ from serving.service.service import Pending, RetrievalService, ServingConfig
 from serving.service.versions import VersionManager
 from storage.s3 import S3Settings
 from tests.helpers import tiny_model
+from world.policy_loop.models import loaded_version
 
 
 def _service(config: ServingConfig) -> tuple[RetrievalService, LoadedVersion]:
-    model = tiny_model()
-    vectors, ids = enc.item_table(model)
-    index, _ = build_tuned_index(vectors)
-    loaded = LoadedVersion(
-        "homefeed",
-        "v1",
-        {"files": {"model.pt": {"sha256": "0" * 64}, "index.faiss": {"sha256": "1" * 64}}},
-        model,
-        index,
-        ids,
-    )
+    loaded = loaded_version(tiny_model(), "homefeed", "v1")
     idle = VersionManager(checked_registry(S3Settings(endpoint_url="http://127.0.0.1:9")), ["homefeed"], "unused")
     return RetrievalService(idle, None, config), loaded
 

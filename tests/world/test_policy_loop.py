@@ -11,6 +11,8 @@ from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_m
 from world.policy_loop.policies import HiddenItemsPolicy, OraclePolicy, PopularityPolicy, RandomPolicy
 from world.simulator import SimulatorConfig
 
+pytestmark = pytest.mark.slow  # a minute or two on the shared 2 cores (small worlds played several times)
+
 TINY = HarnessConfig(
     world=SimulatorConfig(seed=1, n_users=150, n_items=400, n_topics=6, events_per_day=5000, n_days=5),
     train_days=3,

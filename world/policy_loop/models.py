@@ -101,7 +101,7 @@ class ModelTrainer:
     def _cached(self, name: str, key: str, train) -> Path:
         out = self.cache_dir / f"{name}-{key}"
         if (out / DONE).exists():
-            self.seconds[name] = 0.0
+            self.seconds.setdefault(name, 0.0)  # trained earlier in this run, or loaded
             return out
         t0 = time.perf_counter()
         train(out)

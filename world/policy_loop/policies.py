@@ -127,6 +127,14 @@ def _top_unseen(scores: np.ndarray, seen: np.ndarray, k: int) -> list[int]:
     return [int(t) for t in top[np.argsort(-s[top], kind="stable")]]
 
 
+def _by_surface(requests: Sequence[SessionRequest]) -> dict[str, list[int]]:
+    """The requests' positions per surface (a version serves one surface)."""
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        out.setdefault(r.surface, []).append(i)
+    return out
+
+
 class Policy:
     """Base: `name`, `recommend` and `score` (module docstring); `start_day` refreshes state."""
 
@@ -219,10 +227,7 @@ class OraclePolicy(Policy):
 
     def recommend(self, requests: list[SessionRequest], view: LoopView) -> list[Served]:
         out: list[Served | None] = [None] * len(requests)
-        by_surface: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_surface.setdefault(r.surface, []).append(i)
-        for surface, idx in by_surface.items():
+        for surface, idx in _by_surface(requests).items():
             users, rows = np.unique([requests[i].user_id for i in idx], return_inverse=True)
             truth = self._truth(users, surface, view)
             for row, i in zip(rows, idx):
@@ -262,10 +267,7 @@ class ModelPolicy(Policy):
 
     def recommend(self, requests: list[SessionRequest], view: LoopView) -> list[Served]:
         out: list[Served | None] = [None] * len(requests)
-        by_surface: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_surface.setdefault(r.surface, []).append(i)
-        for surface, idx in by_surface.items():
+        for surface, idx in _by_surface(requests).items():
             version = self.versions[surface]
             seqs = [view.sequences.get(requests[i].user_id, requests[i].recent_events) for i in idx]
             if self.endpoint == "/v1/recommend":
