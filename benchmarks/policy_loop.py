@@ -32,6 +32,7 @@ import torch
 
 from benchmarks.results import argument_parser, print_table, write_results
 from serving.evaluation.yardstick import YARDSTICK
+from training.plan import TrainingPlan
 from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve
 from world.policy_loop.log_baseline import LogBaselinePolicy
 from world.policy_loop.models import MODEL_ROWS, model_policies
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = log_run(cfg)
     log_s = time.perf_counter() - t0
-    policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"))
+    # --quick: a smoke run of the whole pipeline, not a measurement: one small epoch per model
+    plan = TrainingPlan(d_model=32, pretrain_epochs=1, batch_size=256) if a.quick else TrainingPlan()
+    policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"), plan)
     train_s = time.perf_counter() - t0 - log_s
     torch.set_num_threads(a.serve_threads)
     fixed = {"random": RandomPolicy(cfg.seed), "popularity": PopularityPolicy(), "log-baseline": LogBaselinePolicy()}

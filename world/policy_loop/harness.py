@@ -62,8 +62,8 @@ class HarnessConfig:
     @classmethod
     def quick(cls) -> HarnessConfig:
         """A small world for tests and smoke runs."""
-        world = SimulatorConfig(seed=0, n_users=300, n_items=800, n_topics=10, events_per_day=8000, n_days=8)
-        return cls(world=world, train_days=4, serve_days=4, yardstick_days=2, bootstrap=300)
+        world = SimulatorConfig(seed=0, n_users=200, n_items=600, n_topics=8, events_per_day=5000, n_days=6)
+        return cls(world=world, train_days=3, serve_days=3, yardstick_days=2, bootstrap=300)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
