@@ -23,7 +23,8 @@ def owners(area: str) -> list[str]:
 
 
 def code_version(*modules: str) -> str:
-    """A short hash of the source files of `modules` (dotted names, e.g. "events.ingest")."""
+    """A short hash of the source files of `modules` (dotted names, e.g. "events.ingest"): the
+    asset's own module (`__name__`) and the library code that decides its output."""
     digest = hashlib.sha256()
     for name in sorted(modules):
         spec = importlib.util.find_spec(name)

@@ -1,18 +1,23 @@
 """What one lifecycle step hands the next, per surface and day, as small JSON files.
 
     {data_dir}/lifecycle/pretrained/{through}.json          a pretrained model trained through that day
-    {data_dir}/lifecycle/{surface}/{day}/{step}.json        finetune, candidate, canary, promotion
+    {data_dir}/lifecycle/{surface}/{day}/{step}.json        finetune, candidate, canary, promotion, ...
 
-Partitioned steps pass results through these files rather than Dagster IO managers, because a
-single-run backfill covers many partitions in one step.
+Each per-surface file holds one typed record (assets.records: `save` / `load`). The steps pass
+them through files rather than Dagster IO managers because a step reads another day's record
+too (the trial reads the previous day's release, the evaluation the fine-tuning's window) and the
+files outlive the runs (the CLI's summary, the drift sensor read them).
 """
 
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from assets.records import Record
 from storage.files import atomic_write_text
+
+R = TypeVar("R", bound=Record)
 
 
 class LifecycleState:
@@ -33,6 +38,17 @@ class LifecycleState:
             where = f" for {surface} on {day}" if surface else ""
             raise FileNotFoundError(f"no {step} result{where} ({path}): materialize the upstream asset first")
         return json.loads(path.read_text())
+
+    def save(self, record: Record, surface: str, day: date) -> Path:
+        """`record` as its step's file for `surface` and `day`."""
+        return self.write(record.to_dict(), record.step, surface, day)
+
+    def load(self, kind: type[R], surface: str, day: date) -> R:
+        """The `kind` record of `surface` and `day` (FileNotFoundError naming the step when none)."""
+        return kind.from_dict(self.read(kind.step, surface, day))
+
+    def has(self, kind: type[Record], surface: str, day: date) -> bool:
+        return self.path(kind.step, surface, day).exists()
 
 
 class PretrainedModels:

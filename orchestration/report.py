@@ -47,31 +47,49 @@ def print_lookup(settings, user_id: int | None) -> None:
 
 
 def lifecycle_summary(settings, day: date, registry) -> dict:
-    """Per surface: champion version, the canary's recall@100 of candidate and previous champion
-    on the held-out day, the popularity baseline's recall@100 on the same day and users, the
-    verdict; also written to var/<source>/summary.json by the main command."""
+    """Per surface: the champion version after the day, the verdict (passed / failed and its
+    reasons) and the yardstick (the gate's offline measure, `yardstick`) of the champion, the
+    candidate, the previous champion, the popularity policy and (where the log has an exploration
+    share) the random policy on the held-out day's users; recall@100 beside it. Also written to
+    var/<source>/summary.json by the main command."""
+    from assets.records import CanaryRecord
     from assets.state import LifecycleState
 
     state = LifecycleState(settings.data_dir / "lifecycle")
     surfaces = {}
     for surface in settings.surfaces:
-        entry = {"champion": registry.champion(surface), "day": day.isoformat()}
+        champion = registry.champion(surface)
+        entry = {"champion": champion, "day": day.isoformat()}
         try:
-            canary = state.read("canary", surface, day)
+            canary = state.load(CanaryRecord, surface, day)
         except FileNotFoundError:
             entry["note"] = f"no canary for {day}"
             surfaces[surface] = entry
             continue
-        metrics = canary["metrics"]
+        metrics, baselines, name = canary.metrics, canary.baselines, canary.yardstick
+        by_role = {**metrics, **baselines}
+        figure = {role: values.get(name) for role, values in by_role.items()}
+        # the champion after the day: the candidate when promoted, else the one it was judged against
+        now = "candidate" if champion == canary.candidate else "champion" if champion == canary.champion else None
+        yardstick = {
+            "name": name,
+            "champion": figure.get(now),
+            "candidate": figure.get("candidate"),
+            "previous_champion": figure.get("champion"),
+            "popularity": figure.get("popularity"),
+            "random": figure.get("random"),
+        }
         entry.update(
             {
-                "candidate": canary["candidate"],
-                "recall@100": metrics["candidate"].get("recall@100"),
+                "candidate": canary.candidate,
+                "yardstick": yardstick,
+                "recall@100": metrics.get("candidate", {}).get("recall@100"),
                 "previous_champion_recall@100": metrics.get("champion", {}).get("recall@100"),
-                "popularity_recall@100": canary.get("popularity", {}).get("recall@100"),
-                "outcomes_measured": canary.get("outcomes"),
-                "canary": "passed" if canary.get("passed") else "failed",
-                "reasons": canary.get("reasons", []),
+                "popularity_recall@100": baselines.get("popularity", {}).get("recall@100"),
+                "outcomes_measured": canary.outcomes,
+                "canary": "passed" if canary.passed else "failed",
+                "promoted": champion == canary.candidate,
+                "reasons": canary.reasons,
             }
         )
         surfaces[surface] = entry
@@ -87,20 +105,25 @@ def print_summary(summary: dict) -> None:
     def figure(value) -> str:
         return f"{value:>10.4f}" if value is not None else f"{'-':>10}"
 
+    names = {e["yardstick"]["name"] for e in summary["surfaces"].values() if "yardstick" in e}
+    print(f"\nyardstick: {', '.join(sorted(names)) or '-'} (the gate's offline measure; higher is better)")
     print(
-        f"\n{'surface':<10} {'champion version':<28} {'recall@100':>10} {'popularity':>10} {'prev champ':>10} "
-        f"{'canary':<8} note"
+        f"{'surface':<10} {'champion version':<28} {'champion':>10} {'candidate':>10} {'popularity':>10} "
+        f"{'random':>10} {'canary':<8} note"
     )
     for surface, e in summary["surfaces"].items():
         if "canary" not in e:
-            print(f"{surface:<10} {str(e['champion']):<28} {'-':>10} {'-':>10} {'-':>10} {'-':<8} {e.get('note', '')}")
+            dashes = " ".join(f"{'-':>10}" for _ in range(4))
+            print(f"{surface:<10} {str(e['champion']):<28} {dashes} {'-':<8} {e.get('note', '')}")
             continue
-        prev = e["previous_champion_recall@100"]
-        note = "; ".join(e["reasons"]) or ("bootstrapped" if prev is None else "")
+        y = e["yardstick"]
+        if e["reasons"]:
+            note = "not promoted: " + "; ".join(e["reasons"])
+        else:
+            note = "bootstrapped" if y["previous_champion"] is None and e["promoted"] else ""
         print(
-            f"{surface:<10} {str(e['champion']):<28} {figure(e['recall@100'])} "
-            f"{figure(e.get('popularity_recall@100'))} "
-            f"{figure(prev)} {e['canary']:<8} {note}"
+            f"{surface:<10} {str(e['champion']):<28} {figure(y['champion'])} {figure(y['candidate'])} "
+            f"{figure(y['popularity'])} {figure(y['random'])} {e['canary']:<8} {note}"
         )
 
 

@@ -267,22 +267,31 @@ def unordered_recall_at_k(
     matter (unordered). Users whose future is empty are skipped; an empty retrieved list scores
     0. Returns NaN when no user has a future item.
     """
+    per_user = recall_per_user(retrieved, future, k)
+    return float(sum(per_user) / len(per_user)) if per_user else float("nan")
+
+
+def recall_per_user(
+    retrieved: Sequence[Sequence[Hashable]],
+    future: Sequence[Iterable[Hashable]],
+    k: int | None = None,
+) -> list[float]:
+    """Each user's term of `unordered_recall_at_k` (users with a non-empty future, in order): the
+    figures its standard error is taken over."""
     if len(retrieved) != len(future):
         raise ValueError(f"{len(retrieved)} retrieved lists for {len(future)} futures")
     if k is not None and k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    total, users = 0.0, 0
+    out = []
     for items, fut in zip(retrieved, future):
         f = fut if isinstance(fut, (set, frozenset)) else set(fut)
         if not f:
             continue
-        users += 1
         slots = list(items) if k is None else list(items)[:k]
         k_u = len(slots) if k is None else k
         denom = min(k_u, len(f))
-        if denom > 0:
-            total += len(set(slots) & f) / denom
-    return total / users if users else float("nan")
+        out.append(len(set(slots) & f) / denom if denom > 0 else 0.0)
+    return out
 
 
 def recall_by_outcome(

@@ -19,6 +19,7 @@ FEATURE_ASSETS = {
     "item_surface_stats": "item_surface_stats_features",
 }
 FEATURES_CODE = code_version(
+    __name__,
     "feature_pipeline.tables",
     "feature_pipeline.engines",
     "feature_pipeline.store",

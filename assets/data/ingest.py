@@ -26,7 +26,13 @@ from events.ingest import bad_row_fraction as day_bad_fraction
 from events.table import file_sha256
 
 INGEST_CODE = code_version(
-    "events.contract", "events.ingest", "events.table", "events.sources", "world.simulator", "events.vocabulary"
+    __name__,
+    "events.contract",
+    "events.ingest",
+    "events.table",
+    "events.sources",
+    "world.simulator",
+    "events.vocabulary",
 )
 
 QUARANTINE_COLUMNS = dg.TableSchema(

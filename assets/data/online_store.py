@@ -26,7 +26,7 @@ from assets.resources import FeastResource, VocabularyResource
     kinds={"feast", online_store_kind(SETTINGS.feast_config)},
     owners=owners("data"),
     tags=area_tags("data"),
-    code_version=code_version("feature_pipeline.store"),
+    code_version=code_version(__name__, "feature_pipeline.store"),
     description="The Feast registry applied from feature_repo/ and the day's window materialized into the online "
     "store, which serving reads.",
 )

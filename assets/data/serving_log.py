@@ -19,7 +19,7 @@ from events.serving_log import SERVING_LOG_COLUMNS, ServingLogTable
     kinds={"parquet"},
     owners=owners("data"),
     tags=area_tags("data"),
-    code_version=code_version("events.serving_log", "events.sources"),
+    code_version=code_version(__name__, "events.serving_log", "events.sources"),
     metadata={"dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(c) for c in SERVING_LOG_COLUMNS])},
     description="The day's serving log (one row per served slot a user was shown: version, arm, position, "
     "outcome), stored with the day beside the event table; empty for a source without one.",

@@ -1,7 +1,9 @@
 """Per surface: the candidate of the partition's day evaluated against the champion on that day
-(which neither trained on) through the serving retrieval path, and ranking on the day's slates
-(sessions with impressions: slate AUC per guarded outcome, NDCG@10 of the ranked slate), and the
-blocking gate on promotion, which records every rule's figures and margin."""
+(which neither trained on) through the serving retrieval path, with the baselines (popularity;
+random where the log has an exploration share) on the same users, and ranking on the day's
+slates (sessions with impressions: slate AUC per guarded outcome, NDCG@10 of the ranked slate);
+and the gate on promotion (serving.evaluation.gate), whose verdict the champion step reads
+(assets.lifecycle.verdicts: a refused candidate is a verdict, not a failed run)."""
 
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time
@@ -14,7 +16,9 @@ from assets.config import SETTINGS
 from assets.conventions import code_version
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
+from assets.lifecycle.verdicts import verdict_result
 from assets.metadata import table_metadata
+from assets.records import CanaryRecord, CandidateRecord, FinetuneRecord
 from assets.resources import (
     DataLakeResource,
     FeastResource,
@@ -22,7 +26,7 @@ from assets.resources import (
     VocabularyResource,
 )
 from assets.state import lifecycle_state
-from serving.evaluation.canary import GatePolicy
+from serving.evaluation.gate import GatePolicy, Verdict
 from serving.registry.store import LoadCheckError
 
 CANARY_K = 100
@@ -31,11 +35,21 @@ DEPLOYMENT_GATE = GatePolicy()  # the deployment's gate; a run that changes it i
 
 class CanaryConfig(dg.Config):
     max_users: int = Field(default=400, description="Users of the evaluation day sampled for the canary.")
+    latency_rounds: int = Field(
+        default=3,
+        description="Times each sampled user's request is sent to candidate and champion in turn (interleaved) "
+        "to compare their latency in one process.",
+    )
 
 
 class CanaryGateConfig(dg.Config):
     tolerance: float = Field(
         default=DEPLOYMENT_GATE.tolerance, description="Largest relative drop vs the champion on a guarded metric."
+    )
+    z: float = Field(
+        default=DEPLOYMENT_GATE.z,
+        description="A guarded figure may also fall by this many standard errors of the difference (over the "
+        "day's users), when that is more than the tolerance.",
     )
     recall_floor: float = Field(
         default=DEPLOYMENT_GATE.floors[f"recall@{CANARY_K}"], description=f"Absolute floor on recall@{CANARY_K}."
@@ -57,29 +71,39 @@ class CanaryGateConfig(dg.Config):
         description="A ranking figure may also fall by this many standard errors of the "
         "difference of the two slate means, when that is more than the tolerance.",
     )
+    beat_baselines: bool = Field(
+        default=DEPLOYMENT_GATE.beat_baselines,
+        description="Refuse a candidate (a first one included) that does not beat the popularity policy, "
+        "and the random one where measurable, on the yardstick.",
+    )
 
-    def policy(self, guarded_outcomes: tuple[str, ...] | None = None) -> GatePolicy:
+    def policy(self, guarded_outcomes: tuple[str, ...] | None = None, yardstick: str | None = None) -> GatePolicy:
         """The gate; `guarded_outcomes`: the vocabulary's `guarded` (default the built-in data's
-        click and save), whose recall@100 may not fall below the champion's."""
-        guarded = (
-            DEPLOYMENT_GATE.guarded
-            if guarded_outcomes is None
-            else (f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in guarded_outcomes))
-        )
-        ranking = (
-            DEPLOYMENT_GATE.ranking_guarded
-            if guarded_outcomes is None
-            else (*(f"slate_auc/{o}" for o in guarded_outcomes), "slate_ndcg@10")
-        )
+        click and save); `yardstick`: the figure the candidate must beat the baselines on (the
+        evaluation's). With a yardstick (a log with impressions) the candidate may not fall below
+        the champion on it and on the slate figures (absolute tolerance or z standard errors);
+        recall is then only the absolute floor (the yardstick scores logged impressions, not the
+        retrieval path: the floor checks that the served path finds engaged items at all), since
+        recall against the champion ranks policies against what users do (docs/yardstick.md).
+        Without one, recall@100 per guarded outcome is guarded against the champion as before."""
+        yardstick = yardstick or DEPLOYMENT_GATE.yardstick
+        outcomes = guarded_outcomes or ("click", "save")
+        recall = (f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in outcomes))
+        guarded = () if yardstick not in recall else recall
+        slates = (*(f"slate_auc/{o}" for o in outcomes), "slate_ndcg@10")
+        ranking = slates if yardstick in recall else (yardstick, *slates)
         return GatePolicy(
             guarded=guarded,
             tolerance=self.tolerance,
+            z=self.z,
             floors={f"recall@{CANARY_K}": self.recall_floor},
             max_latency_ratio=self.max_latency_ratio,
             max_latency_p99_ms=self.max_latency_p99_ms,
             ranking_guarded=ranking,
             ranking_tolerance=self.ranking_tolerance,
             ranking_z=self.ranking_z,
+            yardstick=yardstick,
+            beat_baselines=self.beat_baselines,
         )
 
     def overrides(self) -> dict[str, dict[str, float]]:
@@ -104,56 +128,43 @@ def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
-def version_data_through(registry, surface: str, version: str | None) -> str | None:
-    """The newest day a published version trained on (its manifest's data partitions)."""
-    if version is None:
-        return None
-    days = registry.manifest(surface, version).get("data_partitions") or []
-    return max(days) if days else None
+def _random_scorer(seed: int = 0):
+    """The random policy scored like a model: uniform scores (seeded, so a re-run agrees)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return lambda users, items, surface: [rng.random(len(its)) for its in items]
 
 
-def load_version(registry, surface: str, version: str, cache: Path, codes=None, where: str = "the features"):
-    """A published version fetched (checksums verified) and loaded as the service loads it (with
-    the features' `codes`); `LoadCheckError` when it is damaged or cannot load (S3 errors pass
-    through: a retry may help)."""
-    from serving.registry.store import RegistryError
-    from serving.service.retriever import LoadedVersion
+def _yardstick_figures(
+    loaded: dict, events, serving_log, sequences, train, vocab
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """(the yardstick's name, {role: {name, name_se, name_users}}) for the loaded versions and the
+    baselines, on the day's logged impressions (serving.evaluation.yardstick: how well each
+    policy's scores separate the impressions a user clicked or saved from the rest, per user; from
+    logs only), and the random policy's where the serving log has an exploration share. A log
+    without impressions has no yardstick: the gate then judges on recall@{CANARY_K} (returned with
+    no extra figures; the evaluation measures it for every role)."""
+    from serving.evaluation import yardstick as ys
 
-    try:
-        local = registry.fetch(surface, version, cache)
-    except RegistryError as exc:  # IntegrityError (a damaged object), a missing version
-        raise LoadCheckError(f"{surface}/{version}: {exc}") from exc
-    try:
-        return LoadedVersion.from_local(local, codes, where)
-    except Exception as exc:  # noqa: BLE001 - whatever loading raises, the version is unusable (as check_version)
-        raise LoadCheckError(f"{surface}/{version} does not load: {type(exc).__name__}: {exc}") from exc
-
-
-def champion_in_s3(registry, surface: str, champion: str, cache: Path) -> list[str]:
-    """The champion as a new serving process would get it from S3 (fetched fresh, loaded, asked
-    its known queries: `serving.service.checks.check_version`). An object that no longer matches the
-    manifest is put back from this machine's verified copy (`cache`) when it has one
-    (`Registry.repair`); returns the files put back. `LoadCheckError` when it cannot serve."""
-    from serving.registry.store import IntegrityError, RegistryError
-    from serving.service.checks import check_version
-
-    try:
-        check_version(registry, surface, champion)
-        return []
-    except LoadCheckError:
-        raise
-    except IntegrityError as exc:
-        local = cache / surface / champion
-        try:
-            repaired = registry.repair(surface, champion, local) if local.is_dir() else []
-        except IntegrityError:
-            repaired = []
-        if not repaired:
-            raise LoadCheckError(f"{surface}/{champion} is damaged in S3 and no intact copy is at hand: {exc}") from exc
-        check_version(registry, surface, champion)
-        return repaired
-    except RegistryError as exc:  # a missing version
-        raise LoadCheckError(f"{surface}/{champion}: {exc}") from exc
+    if vocab.impression is None or not (events["outcome"] == vocab.impression).any():
+        return f"recall@{CANARY_K}", {}
+    positive = [o for o in vocab.engaged if o in ys.POSITIVE] or list(vocab.engaged)
+    impressions = ys.logged_impressions(events, serving_log, vocab.impression, positive)
+    scorers = {role: ys.version_scorer(version, sequences) for role, version in loaded.items()}
+    scorers["popularity"] = ys.popularity_scorer(train, positive)
+    if "propensity" in serving_log and (serving_log["propensity"] < 1.0).any():
+        scorers["random"] = _random_scorer()  # the log has an exploration share: random is a baseline
+    figures = {}
+    for role, score in scorers.items():
+        measured = ys.yardstick(score, impressions)
+        name = str(measured["measure"])
+        figures[role] = {
+            name: float(measured["value"]),
+            f"{name}_se": float(measured["se"]),
+            f"{name}_users": float(measured["users"]),
+        }
+    return ys.YARDSTICK, figures
 
 
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
@@ -163,13 +174,19 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([surface, "candidate_version"]), dg.AssetKey("serving_log")],
         kinds={"faiss", "feast"},
         code_version=code_version(
-            "serving.evaluation.canary", "serving.service.retriever", "serving.service.encoder", "training.merge"
+            __name__,
+            "serving.evaluation.canary",
+            "serving.evaluation.versions",
+            "serving.service.retriever",
+            "serving.service.encoder",
+            "training.merge",
         ),
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
-        "recall@100 per engaged outcome of the vocabulary, diversity, latency, through the serving "
-        "retrieval path; ranking of the day's slates (slate AUC per outcome, NDCG@10) when the log "
-        "has impressions; and the popularity baseline's recall@100 on the same users. In a closed "
-        "loop the slots either version served that day are left out (serving.evaluation.canary.not_served_by).",
+        "the yardstick, recall@100 per engaged outcome of the vocabulary, diversity, latency, through the "
+        "serving retrieval path; ranking of the day's slates (slate AUC per outcome, NDCG@10) when the log "
+        "has impressions; and the baselines (popularity; random where the log has an exploration share) "
+        "on the same users. In a closed loop the slots either version served that day are left out "
+        "(serving.evaluation.canary.not_served_by).",
     )
     def canary_evaluation(
         context: dg.AssetExecutionContext,
@@ -184,19 +201,21 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         from events.serving_log import ServingLogTable
         from feature_pipeline.store import codes_path, feature_codes
         from serving.evaluation.canary import evaluate_popularity, evaluate_version, not_served_by
+        from serving.evaluation.versions import champion_in_s3, load_version
         from serving.registry.comparable import comparable_champion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         vocab = vocabulary.load()
-        candidate = state.read("candidate", surface, day)["version"]
+        candidate = state.load(CandidateRecord, surface, day).version
         # an earlier verdict of this day must not outlive a new evaluation that fails
-        state.path("canary", surface, day).unlink(missing_ok=True)
+        state.path(CanaryRecord.step, surface, day).unlink(missing_ok=True)
         champion = comparable_champion(registry, surface, candidate, context.log.warning)  # None: judged alone
         events = lake.table().read_day(day)
         events = events[events["surface"] == surface]
+        serving_log = ServingLogTable(lake.root).read_day(day)
         # what the compared versions served is not a held-out target of theirs (closed loop)
         rows_before = len(events)
-        events = not_served_by(events, ServingLogTable(lake.root).read_day(day), (candidate, champion))
+        events = not_served_by(events, serving_log, (candidate, champion))
         served_rows_left_out = rows_before - len(events)
         # recall per engaged outcome the day's log has (a log may lack some of the vocabulary's)
         outcomes = [o for o in vocab.engaged if (events["outcome"] == o).any()]
@@ -209,7 +228,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         # version trained with other codes is refused, as serving refuses it
         codes = feature_codes(feast.store()) or {"outcomes": vocab.codes.outcomes, "surfaces": vocab.codes.surfaces}
         where = f"the features under {codes_path(feast.settings().data_dir)}"
-        results, unloadable, repaired = {}, {}, []
+        results, loaded, unloadable, repaired = {}, {}, {}, []
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
                 continue
@@ -221,13 +240,13 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                             f"{surface}/canary_evaluation on {day}: the champion {version} was "
                             f"damaged in S3; put back {repaired} from the verified local copy"
                         )
-                loaded = load_version(registry, surface, version, cache, codes, where)
+                loaded[role] = load_version(registry, surface, version, cache, codes, where)
             except LoadCheckError as exc:  # damaged or unusable: a verdict, not an error of this run
                 unloadable[role] = str(exc)
                 context.log.warning(f"{surface}/canary_evaluation on {day}: the {role} does not load: {exc}")
                 continue
             results[role] = evaluate_version(
-                loaded,
+                loaded[role],
                 sequences,
                 events,
                 k=CANARY_K,
@@ -235,47 +254,60 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
                 engaged=vocab.engaged,
                 impression=vocab.impression,
             )
-        finetune = state.read("finetune", surface, day)
+        if loaded:  # latency compared in one process, on repeated interleaved requests
+            from serving.evaluation.canary import interleaved_latency
+
+            for role, figures in interleaved_latency(
+                loaded, sequences, users, k=CANARY_K, rounds=config.latency_rounds
+            ).items():
+                results[role].update(figures)
+        finetune = state.load(FinetuneRecord, surface, day)
         train = pd.concat(
-            [lake.table().read_day(date.fromisoformat(d)) for d in finetune["train_days"]], ignore_index=True
+            [lake.table().read_day(date.fromisoformat(d)) for d in finetune.train_days], ignore_index=True
         )
-        popularity = evaluate_popularity(
-            train[train["surface"] == surface], sequences, events, k=CANARY_K, outcomes=outcomes, engaged=vocab.engaged
-        )
-        through = {
-            "candidate": version_data_through(registry, surface, candidate),
-            "champion": version_data_through(registry, surface, champion if "champion" in results else None),
+        train = train[train["surface"] == surface]
+        baselines = {
+            "popularity": evaluate_popularity(
+                train, sequences, events, k=CANARY_K, outcomes=outcomes, engaged=vocab.engaged
+            )
         }
-        state.write(
-            {
-                "candidate": candidate,
-                "champion": champion if "champion" in results else None,
-                "metrics": results,
-                "popularity": popularity,
-                "outcomes": outcomes,
-                "users": len(users),
-                "data_through": through,
-                "unloadable": unloadable,
-                "served_rows_left_out": served_rows_left_out,
-            },
-            "canary",
-            surface,
-            day,
+        yardstick, figures = _yardstick_figures(
+            loaded, events, serving_log[serving_log["surface"] == surface], sequences, train, vocab
         )
+        for role, values in figures.items():
+            (results if role in results else baselines).setdefault(role, {}).update(values)
+        record = CanaryRecord(
+            candidate=candidate,
+            champion=champion if "champion" in results else None,
+            metrics=results,
+            baselines=baselines,
+            yardstick=yardstick,
+            outcomes=outcomes,
+            users=len(users),
+            data_through={
+                "candidate": registry.data_through(surface, candidate),
+                "champion": registry.data_through(surface, champion if "champion" in results else None),
+            },
+            unloadable=unloadable,
+            served_rows_left_out=served_rows_left_out,
+        )
+        state.save(record, surface, day)
         metadata = {
             "day": day.isoformat(),
             "candidate": candidate,
             "champion": champion or "none (the first candidate bootstraps it)",
             "users": len(users),
             "served_rows_left_out": served_rows_left_out,
+            "yardstick": yardstick,
         }
         for role, reason in unloadable.items():
             metadata[f"{role}_does_not_load"] = reason
         if repaired:
             metadata["champion_repaired"] = dg.MetadataValue.json(repaired)
-        for role, figures in results.items():
-            metadata.update({f"{role}/{name}": float(value) for name, value in figures.items()})
-        metadata[f"popularity/recall@{CANARY_K}"] = float(popularity[f"recall@{CANARY_K}"])
+        for role, values in results.items():
+            metadata.update({f"{role}/{name}": float(value) for name, value in values.items()})
+        for role, values in baselines.items():
+            metadata.update({f"{role}/{name}": float(values[name]) for name in (f"recall@{CANARY_K}", yardstick)})
         metadata["metrics"] = table_metadata(
             [
                 {"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}
@@ -293,10 +325,13 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         asset=dg.AssetKey([surface, "canary_evaluation"]),
         name="canary_gate",
         blocking=True,
-        description="Blocks promotion unless the candidate clears the absolute floors, is within tolerance of the "
-        "champion on every guarded metric (retrieval recall, and ranking: slate AUC and NDCG@10), and "
-        "trained on data no older than the champion's. Records every rule's candidate and champion "
-        "figures and the margin to its threshold.",
+        description="The offline verdict on the candidate (serving.evaluation.gate): it must beat the popularity "
+        "policy (and the random one where measurable) on the yardstick, champion or not; clear the absolute "
+        "floors and latency caps; be within tolerance of the champion on every guarded figure (the yardstick, "
+        "slate AUC and NDCG@10; recall@100 on a log without impressions); and have trained on data no older than the "
+        "champion's. A refusal fails this check with WARN severity and leaves the run successful: the "
+        "champion step reads the verdict and promotes nothing. Records every rule as it is read, with "
+        "its figures and margin.",
     )
     def canary_gate(
         context: dg.AssetCheckExecutionContext,
@@ -304,63 +339,61 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         lake: DataLakeResource,
         vocabulary: VocabularyResource,
     ) -> dg.AssetCheckResult:
-        from serving.evaluation.canary import gate_rules
+        from serving.evaluation.gate import gate_rules
 
         day = partition_day(context.op_execution_context)
         state = lifecycle_state(lake)
-        canary = state.read("canary", surface, day)
-        through = canary.get("data_through", {})
-        unloadable = canary.get("unloadable") or {}
-        policy = config.policy(vocabulary.load().guarded)
+        canary = state.load(CanaryRecord, surface, day)
+        through = canary.data_through
+        policy = config.policy(vocabulary.load().guarded, canary.yardstick)
         rules = gate_rules(
-            canary["metrics"].get("candidate", {}),
-            canary["metrics"].get("champion"),
+            canary.metrics.get("candidate", {}),
+            canary.metrics.get("champion"),
             policy,
+            baselines=canary.baselines,
             candidate_data_through=date.fromisoformat(through["candidate"]) if through.get("candidate") else None,
             champion_data_through=date.fromisoformat(through["champion"]) if through.get("champion") else None,
         )
-        reasons = [r.reason for r in rules if not r.passed]
-        if "candidate" in unloadable:
-            reasons = [f"the candidate does not load: {unloadable['candidate']}"]
-        passed = not reasons
+        if "candidate" in canary.unloadable:
+            verdict = Verdict(False, (f"the candidate does not load: {canary.unloadable['candidate']}",))
+        else:
+            verdict = Verdict.of(rules)
         overrides = config.overrides()
         if overrides:
             context.log.warning(
                 f"{surface}/canary_gate on {day}: run config overrides the deployment's gate: {overrides}"
             )
-        state.write(
-            {**canary, "passed": passed, "reasons": reasons, "gate_overrides": overrides}, "canary", surface, day
+        state.save(
+            canary.but(passed=verdict.passed, reasons=list(verdict.reasons), gate_overrides=overrides), surface, day
         )
-        metadata = {
-            "candidate": canary["candidate"],
-            "champion": canary["champion"] or "none",
-            "rules": table_metadata(
-                [asdict(r) for r in rules],
-                {
-                    "rule": "string",
-                    "metric": "string",
-                    "candidate": "float",
-                    "champion": "float",
-                    "threshold": "float",
-                    "margin": "float",
-                    "passed": "bool",
-                },
-            ),
-            "gate_policy": dg.MetadataValue.json(asdict(policy)),
-            "overridden_by_run_config": dg.MetadataValue.json(overrides),
-        }
-        for r in rules:
-            metadata[f"margin/{r.metric}"] = r.margin
-        description = "candidate passes the gate" if passed else "; ".join(reasons)
-        if passed and "champion" in unloadable:
+        description = "candidate passes the gate" if verdict.passed else "; ".join(verdict.reasons)
+        if verdict.passed and "champion" in canary.unloadable:
             description += (
-                f" (judged on the floors alone: the champion does not load: {unloadable['champion']}; "
+                f" (judged on the floors alone: the champion does not load: {canary.unloadable['champion']}; "
                 "serving falls back to an earlier champion until this candidate replaces it)"
             )
         if overrides:
             description = f"[run config overrides the deployment's gate: {', '.join(overrides)}] {description}"
-        return dg.AssetCheckResult(
-            passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description, metadata=metadata
+        yardstick = canary.yardstick
+        figures = {
+            f"yardstick/{role}": float(values[yardstick])
+            for role, values in {**canary.metrics, **canary.baselines}.items()
+            if yardstick in values
+        }
+        return verdict_result(
+            context,
+            surface,
+            verdict,
+            rules,
+            description,
+            {
+                "candidate": canary.candidate,
+                "champion": canary.champion or "none",
+                "yardstick": yardstick,
+                **figures,
+                "gate_policy": dg.MetadataValue.json(asdict(policy)),
+                "overridden_by_run_config": dg.MetadataValue.json(overrides),
+            },
         )
 
     return canary_gate

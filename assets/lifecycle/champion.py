@@ -1,13 +1,20 @@
 """Per surface: promotion. champion.json points at the candidate of the partition's day once it
-passed the canary gate; the previous champion stays in the pointer's rollback history."""
+passed the canary gate; the previous champion stays in the pointer's rollback history.
+
+The step decides from the gate's verdict (assets.lifecycle.verdicts): a refused candidate, or
+one the registry refuses as stale (`Registry.promote`: never replace a champion trained on newer
+data), is not promoted, the step succeeds without a materialization and the promotion record and
+the run's tag say why. It fails only when something broke (S3, a verdict for another candidate)."""
+
+from collections.abc import Iterator
 
 import dagster as dg
 
 from assets.config import SETTINGS
-from assets.conventions import code_version
 from assets.days import partition_day
-from assets.lifecycle.canary import version_data_through
 from assets.lifecycle.surface_asset import surface_asset
+from assets.lifecycle.verdicts import promote_or_not, promotion_code
+from assets.records import CanaryRecord, CandidateRecord
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 
@@ -19,44 +26,41 @@ def champion_asset(surface: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([surface, "canary_evaluation"])],
         talks_to_s3=True,
         kinds={"s3"},
-        code_version=code_version("serving.registry.store"),
-        description=f"Promotion: champion.json of {surface} points at the partition day's candidate, which passed "
-        "the canary gate.",
+        code_version=promotion_code(__name__),
+        description=f"Promotion: champion.json of {surface} points at the partition day's candidate once it passed "
+        "the canary gate; a refused candidate is not promoted (no materialization, the run stays successful).",
+        output_required=False,
     )
-    def champion(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
+    def champion(
+        context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource
+    ) -> Iterator[dg.MaterializeResult]:
         from serving.registry.comparable import comparable_champion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        canary = state.read("canary", surface, day)
-        candidate = state.read("candidate", surface, day)["version"]
-        if canary["candidate"] != candidate:
+        canary = state.load(CanaryRecord, surface, day)
+        candidate = state.load(CandidateRecord, surface, day).version
+        if canary.candidate != candidate:
             raise dg.Failure(
-                f"the canary verdict of {surface} on {day} is for {canary['candidate']}, but the "
+                f"the canary verdict of {surface} on {day} is for {canary.candidate}, but the "
                 f"current candidate is {candidate}: re-run {surface}/canary_evaluation; not promoting"
             )
-        if not canary.get("passed"):
-            raise dg.Failure(f"{surface}/{canary['candidate']} has not passed the canary gate; not promoting")
+        if canary.passed is None:
+            raise dg.Failure(f"{surface}/{candidate} has no gate verdict for {day}: run its canary_gate first")
         before = registry.champion(surface)
-        # The champion may have changed since the gate ran (another run promoted): never replace a
-        # model trained on newer data than this candidate's.
-        ours, theirs = (
-            version_data_through(registry, surface, candidate),
-            version_data_through(registry, surface, comparable_champion(registry, surface, candidate)),
-        )
-        if before not in (None, candidate) and ours and theirs and ours < theirs:
-            raise dg.Failure(
-                f"not promoting {surface}/{candidate} (data through {ours}): the champion {before} "
-                f"trained on newer data (through {theirs})"
-            )
-        pointer = registry.promote(surface, candidate) if before != candidate else {"version": before}
-        state.write({"version": candidate, "previous": before}, "promotion", surface, day)
-        return dg.MaterializeResult(
+        refused = None if canary.passed else (canary.reasons or ["the canary gate refused it"])[0]
+        # a champion that cannot be compared (another deployment, vocabulary or item space) says
+        # nothing about staleness either
+        incomparable = before not in (None, candidate) and comparable_champion(registry, surface, candidate) is None
+        pointer = promote_or_not(context, registry, state, surface, day, candidate, refused, allow_older=incomparable)
+        if pointer is None:
+            return
+        yield dg.MaterializeResult(
             metadata={
                 "day": day.isoformat(),
                 "champion": candidate,
                 "previous_champion": before or "none",
                 "changed": int(before != candidate),
-                "data_through": ours or "",
+                "data_through": registry.data_through(surface, candidate) or "",
                 "pointer": dg.MetadataValue.url(s3.uri("serving", surface, "champion.json")),
                 "rollback": f"python -m serving.service.cli rollback {surface}",
                 "previous_versions": dg.MetadataValue.json(pointer.get("previous", [])),

@@ -13,6 +13,7 @@ from assets.days import partition_day
 from assets.lifecycle.pretrain import TRAINING_CODE, ranking_metadata
 from assets.lifecycle.surface_asset import surface_asset
 from assets.metadata import config_tag, training_run_metadata
+from assets.records import FinetuneRecord
 from assets.resources import (
     DataLakeResource,
     TrainingResource,
@@ -81,14 +82,13 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
         )
         if result.ranking.get("reason") and result.ranking["reason"] != "the model has no ranking head":
             context.log.info(f"{surface}: ranking head: {result.ranking['reason']}")
-        state.write(
-            {
-                "path": str(out_dir),
-                "train_days": [d.isoformat() for d in train_days],
-                "pretrained": pretrained["path"],
-                "pretrained_through": pretrained["through"],
-            },
-            "finetune",
+        state.save(
+            FinetuneRecord(
+                path=str(out_dir),
+                train_days=[d.isoformat() for d in train_days],
+                pretrained=pretrained["path"],
+                pretrained_through=pretrained["through"],
+            ),
             surface,
             day,
         )

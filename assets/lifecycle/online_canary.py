@@ -13,6 +13,7 @@ fails a canary that no longer passes its load check (`serving.service.checks.che
 S3 now: an object damaged since its release), so promotion never names a version that cannot
 load."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -22,18 +23,23 @@ from assets.config import SETTINGS
 from assets.conventions import code_version
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
+from assets.lifecycle.verdicts import promote_or_not, promotion_code, tag_run, verdict_result
+from assets.records import CanaryRecord, CandidateRecord, PromotionRecord, ReleaseRecord, TrialRecord
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from events.serving_log import ServingLogTable
 from monitoring.online import compare_groups
+from serving.evaluation.gate import OnlinePolicy, Verdict, online_gate_rules
 
 
 class OnlineGateConfig(dg.Config):
     tolerance: float = Field(
-        default=0.05,
+        default=OnlinePolicy.tolerance,
         description="Largest relative drop of the canary's engagements per 1,000 impressions below the champion's.",
     )
-    min_users: int = Field(default=30, description="Fewest canary users (and champion users) to judge a trial.")
+    min_users: int = Field(
+        default=OnlinePolicy.min_users, description="Fewest canary users (and champion users) to judge a trial."
+    )
 
 
 def canary_release_asset(surface: str) -> dg.AssetsDefinition:
@@ -43,47 +49,51 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([surface, "canary_evaluation"])],
         talks_to_s3=True,
         kinds={"s3"},
-        code_version=code_version("serving.registry.store"),
+        code_version=code_version(__name__, "serving.registry.store"),
         description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users on "
         "day D+1 (canary.json); with no champion yet it becomes the champion directly. A champion that "
         "does not load (the canary evaluation found it damaged beyond repair) is first rolled back to "
-        "the newest earlier champion that loads; with none, the candidate becomes the champion.",
+        "the newest earlier champion that loads; with none, the candidate becomes the champion. A "
+        "candidate the gate refused is not released (no materialization; the run stays successful).",
+        output_required=False,
     )
     def canary_release(
         context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult]:
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        canary = state.read("canary", surface, day)
-        candidate = state.read("candidate", surface, day)["version"]
-        if canary["candidate"] != candidate or not canary.get("passed"):
-            raise dg.Failure(f"{surface}/{candidate} has no passing offline verdict for {day}; not releasing")
+        canary = state.load(CanaryRecord, surface, day)
+        candidate = state.load(CandidateRecord, surface, day).version
+        if canary.candidate != candidate or canary.passed is None:
+            raise dg.Failure(f"{surface}/{candidate} has no offline verdict for {day}; not releasing")
+        if not canary.passed:  # a verdict: nothing to release, nothing broke
+            tag_run(context, surface, f"not promoted: {(canary.reasons or ['refused'])[0]}")
+            return
         champion = registry.champion(surface)
-        broken = (canary.get("unloadable") or {}).get("champion")
+        broken = canary.unloadable.get("champion")
         restored = _roll_back_to_a_loadable_champion(registry, surface) if champion and broken else None
         if champion is None:
             registry.promote(surface, candidate)
             action = "promoted (first champion)"
-        elif broken and restored is None:
-            registry.promote(surface, candidate)
+        elif broken and restored is None:  # an unloadable champion is replaced, newer data or not
+            registry.promote(surface, candidate, allow_older=True)
             action = f"promoted (the champion {champion} does not load and no earlier champion does: {broken})"
         else:
             registry.set_canary(surface, candidate, SETTINGS.canary_traffic)
             action = f"canary for {day + timedelta(days=1)}"
             if restored:
                 action += f" (the champion {champion} does not load: rolled back to {restored})"
-        state.write(
-            {
-                "version": candidate,
-                "action": action,
-                "released_for": (day + timedelta(days=1)).isoformat(),
-                "traffic": SETTINGS.canary_traffic,
-                "champion": champion,
-            },
-            "release",
+        state.save(
+            ReleaseRecord(
+                version=candidate,
+                action=action,
+                released_for=(day + timedelta(days=1)).isoformat(),
+                traffic=SETTINGS.canary_traffic,
+                champion=champion,
+            ),
             surface,
             day,
         )
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
                 "day": day.isoformat(),
                 "version": candidate,
@@ -118,7 +128,7 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         deps=["online_metrics"],
         talks_to_s3=True,
         kinds={"s3", "pandas"},
-        code_version=code_version("monitoring.online"),
+        code_version=code_version(__name__, "monitoring.online"),
         description=f"The one-day trial of the {surface} canary that served day D: its users' engagements per 1,000 "
         "served impressions against the champion's users', with a 95% bootstrap interval; the trial "
         "ends (canary.json cleared if it still names the canary).",
@@ -126,12 +136,10 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
     def canary_trial(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
         previous = day - timedelta(days=1)
-        released = (
-            state.read("release", surface, previous) if state.path("release", surface, previous).exists() else None
-        )
-        trial = released["version"] if released and released["action"].startswith("canary") else None
+        released = state.load(ReleaseRecord, surface, previous) if state.has(ReleaseRecord, surface, previous) else None
+        trial = released.version if released and released.action.startswith("canary") else None
         if trial is None:
-            state.write({"version": None, "day": day.isoformat()}, "trial", surface, day)
+            state.save(TrialRecord(version=None, day=day.isoformat()), surface, day)
             return dg.MaterializeResult(metadata={"day": day.isoformat(), "canary": "none served on this day"})
         log = ServingLogTable(lake.root).read_day(day)
         log = log[log["surface"] == surface]
@@ -150,15 +158,14 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         current = registry.canary(surface)
         if current and current[0] == trial:
             registry.clear_canary(surface)  # the trial is over, won or lost
-        state.write(
-            {
-                "version": trial,
-                "day": day.isoformat(),
-                "champion": registry.champion(surface),
-                "comparison": comparison.to_dict(),
-                "load_error": load_error,
-            },
-            "trial",
+        state.save(
+            TrialRecord(
+                version=trial,
+                day=day.isoformat(),
+                champion=registry.champion(surface),
+                comparison=comparison.to_dict(),
+                load_error=load_error,
+            ),
             surface,
             day,
         )
@@ -179,58 +186,47 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         asset=dg.AssetKey([surface, "canary_trial"]),
         name="online_canary_gate",
         blocking=True,
-        description="Blocks the promotion of the canary unless its users' engagements per 1,000 served impressions "
-        "are not worse than the champion's users' beyond the tolerance and not significantly worse "
-        "(the 95% interval of the difference reaches 0); passes with nothing to promote when no canary "
-        "served.",
+        description="The online verdict on the canary (serving.evaluation.gate.online_gate_rules): enough users on "
+        "both sides, its users' engagements per 1,000 served impressions not worse than the champion's "
+        "users' beyond the tolerance and not significantly worse (the 95% interval of the difference "
+        "reaches 0), and it still loads. A refusal fails this check with WARN severity and leaves the run "
+        "successful: the champion step reads the verdict and promotes nothing. Passes with nothing to "
+        "promote when no canary served.",
     )
     def online_canary_gate(
         context: dg.AssetCheckExecutionContext, config: OnlineGateConfig, lake: DataLakeResource
     ) -> dg.AssetCheckResult:
         day = partition_day(context.op_execution_context)
-        trial = lifecycle_state(lake).read("trial", surface, day)
-        if trial["version"] is None:
+        state = lifecycle_state(lake)
+        trial = state.load(TrialRecord, surface, day)
+        if trial.version is None:
+            state.save(trial.but(passed=True), surface, day)
             return dg.AssetCheckResult(
-                passed=True, description=f"no canary served on {day}: nothing to promote", metadata={"canary": "none"}
+                passed=True,
+                description=f"no canary served on {day}: nothing to promote",
+                metadata={"canary": "none", "verdict": "nothing to promote"},
             )
-        c = trial["comparison"]
-        reasons = (
-            [f"the canary {trial['version']} does not load: {trial['load_error']}"] if trial.get("load_error") else []
-        )
-        if min(c["users_a"], c["users_b"]) < config.min_users:
-            reasons.append(
-                f"too few users to judge ({c['users_b']} canary, {c['users_a']} champion; "
-                f"at least {config.min_users} each)"
-            )
-        margin = c["difference"] + config.tolerance * c["a"]
-        if margin < 0:
-            reasons.append(
-                f"the canary's {c['metric']} {c['b']:.2f} is below the champion's {c['a']:.2f} by more "
-                f"than {config.tolerance:.0%}"
-            )
-        if c["ci95_high"] < 0:
-            reasons.append(
-                f"the canary is significantly worse: 95% interval of the difference "
-                f"[{c['ci95_low']:.2f}, {c['ci95_high']:.2f}] below 0"
-            )
-        passed = not reasons
-        return dg.AssetCheckResult(
-            passed=passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(
-                f"canary {trial['version']} wins its trial: {c['b']:.2f} vs {c['a']:.2f} {c['metric']}"
-                if passed
-                else "; ".join(reasons) + " (rolled back: its trial is over)"
-            ),
-            metadata={
-                "canary": trial["version"],
-                "champion": trial.get("champion") or "none",
+        c = trial.comparison
+        rules = online_gate_rules(c, OnlinePolicy(tolerance=config.tolerance, min_users=config.min_users))
+        load = [f"the canary {trial.version} does not load: {trial.load_error}"] if trial.load_error else []
+        verdict = Verdict.of(rules, *load)
+        state.save(trial.but(passed=verdict.passed, reasons=list(verdict.reasons)), surface, day)
+        return verdict_result(
+            context,
+            surface,
+            verdict,
+            rules,
+            f"canary {trial.version} wins its trial: {c['b']:.2f} vs {c['a']:.2f} {c['metric']}"
+            if verdict.passed
+            else "; ".join(verdict.reasons) + " (rolled back: its trial is over)",
+            {
+                "canary": trial.version,
+                "champion": trial.champion or "none",
                 "canary_rate": c["b"],
                 "champion_rate": c["a"],
                 "difference": c["difference"],
                 "ci95_low": c["ci95_low"],
                 "ci95_high": c["ci95_high"],
-                "margin": margin,
                 "canary_users": c["users_b"],
                 "champion_users": c["users_a"],
                 "policy": dg.MetadataValue.json({"tolerance": config.tolerance, "min_users": config.min_users}),
@@ -242,7 +238,6 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
 
 def online_champion_asset(surface: str) -> dg.AssetsDefinition:
     """Promotion in online mode: yesterday's canary, once it won its trial."""
-    from assets.lifecycle.canary import version_data_through
 
     @surface_asset(
         surface,
@@ -250,18 +245,26 @@ def online_champion_asset(surface: str) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([surface, "canary_trial"])],
         talks_to_s3=True,
         kinds={"s3"},
-        code_version=code_version("serving.registry.store"),
+        code_version=promotion_code(__name__),
         description=f"Promotion: champion.json of {surface} points at the canary that won its online trial on the "
-        "partition's day (nothing changes when no canary served).",
+        "partition's day (nothing changes when no canary served; a canary that lost is not promoted, "
+        "with no materialization and the run successful).",
+        output_required=False,
     )
-    def champion(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
+    def champion(
+        context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource
+    ) -> Iterator[dg.MaterializeResult]:
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        trial = state.read("trial", surface, day)
+        trial = state.load(TrialRecord, surface, day)
         before = registry.champion(surface)
-        version = trial["version"]
+        version = trial.version
         if version is None or version == before:
-            state.write({"version": before, "previous": before, "trial": None}, "promotion", surface, day)
-            return dg.MaterializeResult(
+            state.save(
+                PromotionRecord(version=before, previous=before, promoted=False, verdict="no canary to promote"),
+                surface,
+                day,
+            )
+            yield dg.MaterializeResult(
                 metadata={
                     "day": day.isoformat(),
                     "champion": before or "none",
@@ -269,22 +272,22 @@ def online_champion_asset(surface: str) -> dg.AssetsDefinition:
                     "note": "no canary to promote",
                 }
             )
-        ours, theirs = version_data_through(registry, surface, version), version_data_through(registry, surface, before)
-        if before and ours and theirs and ours < theirs:
-            raise dg.Failure(
-                f"not promoting {surface}/{version} (data through {ours}): the champion {before} "
-                f"trained on newer data (through {theirs})"
-            )
-        pointer = registry.promote(surface, version)
-        state.write({"version": version, "previous": before, "trial": trial["comparison"]}, "promotion", surface, day)
-        return dg.MaterializeResult(
+            return
+        if trial.passed is None:
+            raise dg.Failure(f"{surface}/{version} has no online verdict for {day}: run its online_canary_gate first")
+        refused = None if trial.passed else (trial.reasons or ["the online canary gate refused it"])[0]
+        pointer = promote_or_not(context, registry, state, surface, day, version, refused)
+        if pointer is None:
+            return
+        state.save(state.load(PromotionRecord, surface, day).but(trial=trial.comparison), surface, day)
+        yield dg.MaterializeResult(
             metadata={
                 "day": day.isoformat(),
                 "champion": version,
                 "previous_champion": before or "none",
                 "changed": 1,
-                "data_through": ours or "",
-                "online_difference": trial["comparison"]["difference"],
+                "data_through": registry.data_through(surface, version) or "",
+                "online_difference": trial.comparison["difference"],
                 "pointer": dg.MetadataValue.url(s3.uri("serving", surface, "champion.json")),
                 "previous_versions": dg.MetadataValue.json(pointer.get("previous", [])),
             }

@@ -19,7 +19,14 @@ from assets.resources import (
 from assets.state import PretrainedModels, lifecycle_state
 
 TRAINING_CODE = code_version(
-    "training.model", "training.data", "training.loss", "training.module", "training.train", "training.plan"
+    __name__,
+    "assets.lifecycle.finetune",
+    "training.model",
+    "training.data",
+    "training.loss",
+    "training.module",
+    "training.train",
+    "training.plan",
 )
 
 

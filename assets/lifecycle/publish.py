@@ -10,6 +10,7 @@ from assets.config import SETTINGS
 from assets.conventions import code_version
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
+from assets.records import CandidateRecord, FinetuneRecord
 from assets.resources import (
     DataLakeResource,
     FeastResource,
@@ -18,7 +19,7 @@ from assets.resources import (
 )
 from assets.state import lifecycle_state
 
-PUBLISH_CODE = code_version("serving.registry.publish", "serving.registry.store", "serving.registry.index")
+PUBLISH_CODE = code_version(__name__, "serving.registry.publish", "serving.registry.store", "serving.registry.index")
 
 
 def _queries_of_recent_users(model, feast_settings, last_day: str, vocabulary, surface: str, limit: int = 300):
@@ -70,35 +71,34 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
         from training.train import load_model
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        finetune = state.read("finetune", surface, day)
-        model_sha = sha256_file(Path(finetune["path"]) / "model.pt")
-        common = {"day": day.isoformat(), "data_through": max(finetune["train_days"])}
-        previous = state.path("candidate", surface, day)
-        if previous.exists():  # idempotent re-run: same fine-tuned weights, same version
-            done = state.read("candidate", surface, day)
-            if done.get("model_sha256") == model_sha and done["version"] in registry.list_versions(surface):
-                context.log.info(f"{surface}/{done['version']} already published from these weights")
+        finetune = state.load(FinetuneRecord, surface, day)
+        model_sha = sha256_file(Path(finetune.path) / "model.pt")
+        common = {"day": day.isoformat(), "data_through": max(finetune.train_days)}
+        if state.has(CandidateRecord, surface, day):  # idempotent re-run: same fine-tuned weights, same version
+            done = state.load(CandidateRecord, surface, day)
+            if done.model_sha256 == model_sha and done.version in registry.list_versions(surface):
+                context.log.info(f"{surface}/{done.version} already published from these weights")
                 return dg.MaterializeResult(
                     metadata={
                         **common,
-                        "version": done["version"],
+                        "version": done.version,
                         "reused": True,
-                        "uri": dg.MetadataValue.url(done["uri"]),
+                        "uri": dg.MetadataValue.url(done.uri),
                     }
                 )
         champion = registry.champion(surface)
-        model = load_model(finetune["path"])
+        model = load_model(finetune.path)
         vocab = vocabulary.load()
-        tune_queries = _queries_of_recent_users(model, feast.settings(), max(finetune["train_days"]), vocab, surface)
+        tune_queries = _queries_of_recent_users(model, feast.settings(), max(finetune.train_days), vocab, surface)
         version, tuned = publish_model(
             registry,
             surface,
             model,
             metrics={"partition": day.isoformat()},
-            data_partitions=finetune["train_days"],
+            data_partitions=finetune.train_days,
             config={
-                "finetune_run": finetune["path"],
-                "pretrained_run": finetune["pretrained"],
+                "finetune_run": finetune.path,
+                "pretrained_run": finetune.pretrained,
                 "deployment": s3.deployment,  # a champion of another deployment is never compared
             },
             parents=[champion] if champion else [],
@@ -107,7 +107,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
             vocabulary=vocab,  # default weights of the surface; the codes go into the manifest
         )
         uri = s3.uri("versions", surface, version, "")
-        state.write({"version": version, "uri": uri, "model_sha256": model_sha}, "candidate", surface, day)
+        state.save(CandidateRecord(version=version, uri=uri, model_sha256=model_sha), surface, day)
         return dg.MaterializeResult(
             metadata={
                 **common,
@@ -120,7 +120,7 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
                 "index_params": dg.MetadataValue.json(tuned.params),
                 "index_recall_at_100": float(tuned.recall_at_100),
                 "index_tuned_on": "recent users' queries" if tune_queries is not None else "item vectors plus noise",
-                "data_partitions": dg.MetadataValue.json(finetune["train_days"]),
+                "data_partitions": dg.MetadataValue.json(finetune.train_days),
             }
         )
 

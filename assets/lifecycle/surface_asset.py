@@ -18,8 +18,11 @@ def surface_asset(
     description: str,
     talks_to_s3: bool = False,
     pool: str | None = None,
+    output_required: bool = True,
 ):
-    """`@dg.asset` for step `step` of `surface` (S3 steps retry with backoff)."""
+    """`@dg.asset` for step `step` of `surface` (S3 steps retry with backoff); with
+    `output_required=False` the step may decide not to materialize (a generator that yields
+    nothing: a promotion the verdict refused)."""
     return dg.asset(
         key=dg.AssetKey([surface, step]),
         deps=deps,
@@ -28,6 +31,7 @@ def surface_asset(
         group_name=surface,
         retry_policy=S3_RETRY if talks_to_s3 else None,
         pool=pool,
+        output_required=output_required,
         kinds=kinds,
         owners=owners("lifecycle"),
         tags=area_tags("lifecycle", surface=surface),

@@ -41,7 +41,7 @@ def online_figures(lake_root, day, catalogue_size: int | None) -> dict:
     kinds={"pandas"},
     owners=owners("lifecycle"),
     tags=area_tags("online"),
-    code_version=code_version("monitoring.online", "events.serving_log"),
+    code_version=code_version(__name__, "monitoring.online", "events.serving_log"),
     description="What users did with what was served on the day, per surface and experiment arm: engagements per "
     "1,000 served impressions with 95% bootstrap intervals over users, coverage, Gini of exposure, the "
     "canary's share.",

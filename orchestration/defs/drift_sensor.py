@@ -24,6 +24,7 @@ from dagster import (
 )
 
 from assets.config import SETTINGS
+from assets.records import CanaryRecord
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from orchestration.defs import jobs
@@ -68,10 +69,9 @@ def online_signals(lake: DataLakeResource, days: list[date], surface: str) -> di
         return champion["clicks_per_1k"] + champion["saves_per_1k"]
 
     def recall(day) -> float:
-        path = state.path("canary", surface, day)
-        if not path.exists():
+        if not state.has(CanaryRecord, surface, day):
             return float("nan")
-        champion = json.loads(path.read_text())["metrics"].get("champion")
+        champion = state.load(CanaryRecord, surface, day).metrics.get("champion")
         return champion.get("recall@100", float("nan")) if champion else float("nan")
 
     out = {}

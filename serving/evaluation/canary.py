@@ -8,7 +8,9 @@ ANN search, merge by outcome weights). Metrics:
 - ``recall@k/<outcome>``: unordered recall of the user's items engaged with that outcome on the
   day (training.metrics.unordered_recall_at_k), and ``recall@k`` over all engaged items;
 - ``distinct_per_list`` and ``coverage`` (diversity);
-- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user;
+- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user (`interleaved_latency`: compared
+  versions measured in one process on repeated, interleaved requests);
+- ``<figure>_se``: the standard error over the day's users (recall) or slates (ranking);
 - ranking (a day with impressions, ``impression``): every session's slate (the items shown in it)
   scored by the version for the user as of the day's start (``LoadedVersion.score_items``: the
   ranking head's probabilities; a version without one, its retrieval scores):
@@ -28,18 +30,15 @@ champion's own recommendations would otherwise be its held-out targets, and a ca
 never served could not match it (the incumbent's feedback-loop advantage). Both versions are then
 judged on what neither of them chose: organic impressions and the other arms' slots.
 
-`gate` turns two metric sets into a verdict: the candidate passes when no guarded metric is worse
-than the champion's by more than the tolerance (ranking metrics: by more than an absolute
-tolerance or, when larger, 1.96 standard errors of the difference of the two slate means, taken
-as independent: the same slates make the true difference less noisy, so the allowance errs
-towards letting the online canary decide), and every absolute floor is met.
+The gate's rules on these figures are serving.evaluation.gate's (ranking metrics may fall by an
+absolute tolerance or, when larger, 1.96 standard errors of the difference of the two slate
+means, taken as independent: the same slates make the true difference less noisy, so the
+allowance errs towards letting the online canary decide).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -77,6 +76,10 @@ def _recall_figures(
     }
     for o, r in metrics.recall_by_outcome(retrieved, future_by_outcome, k).items():
         out[f"recall@{k}/{o}"] = r
+    # the figures' sampling error over the day's users: the gate allows a fall within it
+    out[f"recall@{k}_se"] = metrics.se_of_slates(metrics.recall_per_user(retrieved, future, k))
+    for o, targets in future_by_outcome.items():
+        out[f"recall@{k}/{o}_se"] = metrics.se_of_slates(metrics.recall_per_user(retrieved, targets, k))
     return out
 
 
@@ -152,6 +155,41 @@ def evaluate_ranking(
     out["slates"] = float(len(slates))
     out["ranked_by_ranking_head"] = float(ranked_by == "ranking_head")
     return out
+
+
+def interleaved_latency(
+    versions: Mapping[str, LoadedVersion],
+    sequences: Mapping[int, UserSequence],
+    users: Sequence[int],
+    *,
+    k: int = 100,
+    outcome_weights: Mapping[str, float] | None = None,
+    rounds: int = 3,
+) -> dict[str, dict[str, float]]:
+    """Retrieval latency of each version, measured in this process on repeated, interleaved
+    requests: every user's request is sent to each version in turn, the order alternating from
+    one request to the next (ABBA...), `rounds` times, so a load spike on a shared machine falls
+    on all versions alike. {role: {"latency_p50_ms", "latency_p99_ms", "latency_samples"}}."""
+    roles = list(versions)
+    times: dict[str, list[float]] = {role: [] for role in roles}
+    for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
+        for role in roles:
+            versions[role].retrieve(sequences.get(user, UserSequence.empty()), k, outcome_weights)
+    n = 0
+    for _ in range(rounds):
+        for user in users:
+            seq = sequences.get(user, UserSequence.empty())
+            for role in roles if n % 2 == 0 else roles[::-1]:
+                times[role].append(sum(versions[role].retrieve(seq, k, outcome_weights).timings_ms.values()))
+            n += 1
+    return {
+        role: {
+            "latency_p50_ms": float(np.percentile(t, 50)) if t else 0.0,
+            "latency_p99_ms": float(np.percentile(t, 99)) if t else 0.0,
+            "latency_samples": float(len(t)),
+        }
+        for role, t in times.items()
+    }
 
 
 def evaluate_version(
@@ -231,169 +269,3 @@ def evaluate_popularity(
         **_recall_figures(retrieved, future, future_by_outcome, k, max(len(popular), 1)),
         "users": float(len(users)),
     }
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """Guarded metrics may fall at most `tolerance` (relative) below the champion's; floors are
-    absolute minimums every candidate must clear, champion or not."""
-
-    guarded: tuple[str, ...] = ("recall@100", "recall@100/click", "recall@100/save")
-    tolerance: float = 0.05
-    # ranking (slates of a day with impressions): may fall at most `ranking_tolerance` (absolute:
-    # an AUC's scale starts at 0.5) below the champion's, or `ranking_z` standard errors of the
-    # difference when that is larger (a day's slate means are noisy: with a few hundred slates
-    # their standard errors are several times 0.01, and a fixed tolerance fails most candidates
-    # on noise alone)
-    ranking_guarded: tuple[str, ...] = ("slate_auc/click", "slate_auc/save", "slate_ndcg@10")
-    ranking_tolerance: float = 0.01
-    ranking_z: float = 1.96
-    floors: Mapping[str, float] = field(default_factory=lambda: {"recall@100": 0.02})
-    # Latency is measured in the batch job, on a machine doing other work: the gate compares it
-    # with the champion's, measured in the same run, and keeps only a generous absolute cap.
-    max_latency_ratio: float = 1.5
-    max_latency_p99_ms: float = 2000.0
-
-
-@dataclass(frozen=True)
-class GateRule:
-    """One rule of the gate: `value` must be >= `threshold` (margin = value - threshold >= 0).
-    Rules on "lower is better" figures (latency) are stated on their negation or headroom so
-    that a positive margin always means room to spare."""
-
-    rule: str
-    metric: str
-    candidate: float
-    champion: float | None
-    threshold: float
-    margin: float
-    passed: bool
-    reason: str
-
-
-def _rule(rule: str, metric: str, value: float, threshold: float, champion: float | None, reason: str) -> GateRule:
-    margin = value - threshold
-    passed = bool(np.isfinite(value) and margin >= 0)
-    return GateRule(
-        rule,
-        metric,
-        float(value),
-        None if champion is None else float(champion),
-        float(threshold),
-        float(margin) if np.isfinite(margin) else float("-inf"),
-        passed,
-        "" if passed else reason,
-    )
-
-
-def gate_rules(
-    candidate: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    policy: GatePolicy = GatePolicy(),
-    *,
-    candidate_data_through: date | None = None,
-    champion_data_through: date | None = None,
-) -> list[GateRule]:
-    """Every rule the gate applies, with the candidate's value, the champion's, the threshold and
-    the margin to it. Data freshness: a candidate trained on data older than the champion's
-    newest training day never replaces it (a backfill of an old day must not undo a newer model)."""
-    rules = []
-    for name, floor in policy.floors.items():
-        value = candidate.get(name, float("nan"))
-        rules.append(
-            _rule(
-                "floor",
-                name,
-                value,
-                floor,
-                (champion or {}).get(name),
-                f"{name} = {value:.4f} is below the floor {floor:.4f}",
-            )
-        )
-    p99 = candidate.get("latency_p99_ms", 0.0)
-    rules.append(
-        _rule(
-            "latency cap",
-            "latency_p99_ms",
-            -p99,
-            -policy.max_latency_p99_ms,
-            None if not champion else -champion.get("latency_p99_ms", 0.0),
-            f"latency_p99_ms = {p99:.1f} above {policy.max_latency_p99_ms:.0f}",
-        )
-    )
-    if champion and champion.get("latency_p50_ms"):
-        ratio = candidate.get("latency_p50_ms", 0.0) / champion["latency_p50_ms"]
-        rules.append(
-            _rule(
-                "latency vs champion",
-                "latency_p50_ms ratio",
-                -ratio,
-                -policy.max_latency_ratio,
-                -1.0,
-                f"latency_p50_ms is {ratio:.2f}x the champion's (limit {policy.max_latency_ratio:.2f}x)",
-            )
-        )
-    if champion:
-        for name in policy.guarded:
-            cand, champ = candidate.get(name), champion.get(name)
-            if cand is None or champ is None or np.isnan(champ):
-                continue
-            rules.append(
-                _rule(
-                    "not worse than champion",
-                    name,
-                    cand,
-                    champ * (1 - policy.tolerance),
-                    champ,
-                    f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} by more than {policy.tolerance:.0%}",
-                )
-            )
-        for name in policy.ranking_guarded:
-            cand, champ = candidate.get(name), champion.get(name)
-            if cand is None or champ is None or np.isnan(champ):
-                continue
-            allowed, why = policy.ranking_tolerance, f"{policy.ranking_tolerance:.3f}"
-            se_cand, se_champ = candidate.get(f"{name}_se"), champion.get(f"{name}_se")
-            if se_cand is not None and se_champ is not None and np.isfinite(se_cand) and np.isfinite(se_champ):
-                noise = policy.ranking_z * float(np.hypot(se_cand, se_champ))
-                if noise > allowed:
-                    allowed, why = noise, f"{noise:.3f} ({policy.ranking_z:g} standard errors of the difference)"
-            rules.append(
-                _rule(
-                    "ranking not worse than champion",
-                    name,
-                    cand,
-                    champ - allowed,
-                    champ,
-                    f"{name} = {cand:.4f} is worse than the champion's {champ:.4f} by more than {why}",
-                )
-            )
-    if candidate_data_through is not None and champion_data_through is not None:
-        days = (candidate_data_through - champion_data_through).days
-        rules.append(
-            GateRule(
-                "data not older than champion's",
-                "data_through (days vs champion)",
-                float(days),
-                0.0,
-                0.0,
-                float(days),
-                days >= 0,
-                ""
-                if days >= 0
-                else f"stale: the candidate trained on data through {candidate_data_through}, the champion through "
-                f"{champion_data_through}; an older model never replaces a newer one",
-            )
-        )
-    return rules
-
-
-def gate(
-    candidate: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    policy: GatePolicy = GatePolicy(),
-    **data_through: date | None,
-) -> tuple[bool, list[str]]:
-    """(passed, reasons): reasons name every rule the candidate broke (empty when it passed)."""
-    reasons = [r.reason for r in gate_rules(candidate, champion, policy, **data_through) if not r.passed]
-    return not reasons, reasons

@@ -40,6 +40,11 @@ Rules:
   ``POINTER_ATTEMPTS`` times, then :class:`PointerConflictError`. So racing promotions all
   land in ``previous`` in the order they were written, and a delete never removes a pointer
   it did not read.
+* Staleness: promote never replaces a champion trained on newer data (its manifest's newest data
+  partition) with a version trained on older data (:func:`stale_reason`, checked inside the
+  conditional update, so a promotion racing a newer one cannot undo it); it raises
+  :class:`StaleVersionError`. An operator who means it passes ``allow_older=True``; rollback is
+  always allowed (going back is its purpose).
 * Retention keeps the newest ``keep`` versions and every version a pointer names (champion,
   canary, and the champion's rollback history); it deletes a version's manifest first, so a
   version is never half-visible.
@@ -117,6 +122,10 @@ class LoadCheckError(RegistryError):
     (``serving.service.checks``): no pointer may name it."""
 
 
+class StaleVersionError(RegistryError):
+    """A promotion refused: the champion trained on newer data than the version to promote."""
+
+
 class PointerConflictError(RegistryError):
     """A pointer kept changing under a conditional update: every attempt found that another
     writer had rewritten it since it was read."""
@@ -169,6 +178,23 @@ def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 def id_sha256(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical(identity(manifest))).hexdigest()
+
+
+def data_through(manifest: Mapping[str, Any]) -> str | None:
+    """The newest day (ISO date) a version trained on: its manifest's newest data partition."""
+    days = manifest.get("data_partitions") or []
+    return max(days) if days else None
+
+
+def stale_reason(version: str, ours: str | None, champion: str | None, theirs: str | None) -> str | None:
+    """Why `version` (trained through `ours`) may not replace `champion` (through `theirs`), or
+    None when it may: the one staleness rule (the gate reports it, promote enforces it)."""
+    if champion is None or champion == version or not ours or not theirs or ours >= theirs:
+        return None
+    return (
+        f"stale: the candidate trained on data through {ours}, the champion through {theirs}; "
+        "an older model never replaces a newer one"
+    )
 
 
 def _now() -> datetime:
@@ -580,14 +606,25 @@ class Registry:
             self.check_loadable(surface, version)
         return manifest
 
-    def promote(self, surface: str, version: str, *, check: bool | None = None) -> dict[str, Any]:
+    def data_through(self, surface: str, version: str | None) -> str | None:
+        """The newest day `version` trained on (None for no version or no data partitions)."""
+        return None if version is None else data_through(self.manifest(surface, version))
+
+    def promote(
+        self, surface: str, version: str, *, check: bool | None = None, allow_older: bool = False
+    ) -> dict[str, Any]:
         """Point champion.json at ``version`` (which must be visible, complete, and load and
         answer a known query, see :meth:`check_loadable`); the version it replaces goes first
-        into ``previous``. A canary on the same version is cleared."""
-        self._ready_to_name(surface, version, check)
+        into ``previous``. A canary on the same version is cleared. :class:`StaleVersionError`
+        when the champion trained on newer data (unless ``allow_older``)."""
+        ours = data_through(self._ready_to_name(surface, version, check))
 
         def promoted(current: dict[str, Any] | None) -> dict[str, Any]:
             current = current or {}
+            if not allow_older and current.get("version"):
+                stale = stale_reason(version, ours, current["version"], self.data_through(surface, current["version"]))
+                if stale:
+                    raise StaleVersionError(f"{surface}/{version}: {stale}")
             previous = list(current.get("previous", []))
             if current.get("version") and current["version"] != version:
                 previous.insert(0, current["version"])

@@ -105,7 +105,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    print(json.dumps(_registry().promote(args.surface, args.version)))
+    print(json.dumps(_registry().promote(args.surface, args.version, allow_older=args.allow_older)))
     return 0
 
 
@@ -285,6 +285,11 @@ def build_parser(vocabulary: Vocabulary | None = None) -> argparse.ArgumentParse
     s = sub.add_parser("promote", help="point champion.json at a version")
     s.add_argument("surface", choices=SURFACES)
     s.add_argument("version")
+    s.add_argument(
+        "--allow-older",
+        action="store_true",
+        help="promote even when the champion trained on newer data (refused by default)",
+    )
     s.set_defaults(fn=cmd_promote)
 
     s = sub.add_parser("rollback", help="point champion.json back at the previous champion")

@@ -97,15 +97,28 @@ def _main_command(tmp, location: str, vocabulary) -> tuple[dict, str]:
     return json.loads(summary.read_text()), proc.stdout
 
 
-def _assert_promoted(summary: dict, surfaces: list[str], stdout: str) -> None:
+def _assert_judged(summary: dict, surfaces: list[str], stdout: str, yardstick: str) -> None:
+    """Every surface's candidate reached the gate and was judged against the popularity policy
+    on the yardstick: promoted when it beat it (and cleared the rest), else not promoted, the
+    summary and the printed table saying why. (The tests' tiny model often loses to popularity
+    on these small logs: that is the gate working, not the pipeline failing.)"""
     assert summary["source"] == "parquet" and summary["day"] == LOG_DAYS[-1].isoformat()
     assert sorted(summary["surfaces"]) == sorted(surfaces)
     for surface, entry in summary["surfaces"].items():
-        assert entry["canary"] == "passed", (surface, entry)
-        assert entry["champion"] == entry["candidate"], (surface, entry)  # promoted
-        assert entry["recall@100"] >= 0.02, (surface, entry)  # the gate's floor
+        figures = entry["yardstick"]
+        assert figures["name"] == yardstick, (surface, entry)
+        assert 0.0 <= figures["candidate"] <= 1.0 and 0.0 <= figures["popularity"] <= 1.0, (surface, entry)
         assert 0.0 <= entry["popularity_recall@100"] <= 1.0, (surface, entry)
-        assert surface in stdout and entry["champion"] in stdout
+        if entry["canary"] == "passed":
+            assert entry["champion"] == entry["candidate"], (surface, entry)  # promoted
+            assert figures["candidate"] > figures["popularity"] and entry["recall@100"] >= 0.02, (surface, entry)
+            assert surface in stdout and entry["champion"] in stdout
+        else:
+            assert entry["champion"] is None and not entry["promoted"], (surface, entry)  # no bootstrap
+            assert entry["reasons"], (surface, entry)
+            if figures["candidate"] <= figures["popularity"]:
+                assert any("does not beat the popularity policy" in r for r in entry["reasons"]), (surface, entry)
+            assert f"not promoted: {entry['reasons'][0]}" in stdout
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +130,9 @@ def shop(tmp_path_factory):
     return tmp, vocabulary, summary, stdout
 
 
-def test_a_shop_log_with_its_own_vocabulary_goes_to_a_champion_per_surface(shop):
+def test_a_shop_log_with_its_own_vocabulary_is_judged_per_surface(shop):
     tmp, vocabulary, summary, stdout = shop
-    _assert_promoted(summary, ["web", "app"], stdout)
+    _assert_judged(summary, ["web", "app"], stdout, "user_auc")  # the log has impressions (view)
     assert summary["vocabulary"] == str(vocabulary)
     assert {s: e["outcomes_measured"] for s, e in summary["surfaces"].items()} == {
         "web": ["cart", "purchase"],
@@ -145,10 +158,10 @@ def test_a_value_outside_the_vocabulary_is_quarantined_naming_the_file(shop):
         assert "kiosk" in quarantine["raw"][0]
 
 
-def test_a_purchase_log_without_impressions_or_negatives_goes_to_a_champion(tmp_path):
+def test_a_purchase_log_without_impressions_or_negatives_is_judged(tmp_path):
     location, vocabulary = write_example_log(tmp_path / "log", "store", WORLD, "folder")
     summary, stdout = _main_command(tmp_path, location, vocabulary)
-    _assert_promoted(summary, ["store"], stdout)
+    _assert_judged(summary, ["store"], stdout, "recall@100")  # no impressions: no yardstick, recall instead
     assert summary["surfaces"]["store"]["outcomes_measured"] == ["purchase", "purchase_discounted"]
     data = tmp_path / "var" / "parquet"
     finetuned = [json.loads(p.read_text()) for p in (data / "models" / "store").glob("*/config.json")]

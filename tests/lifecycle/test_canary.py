@@ -1,6 +1,6 @@
 """The canary gate's rules, on hand-made metric sets."""
 
-from serving.evaluation.canary import GatePolicy, gate
+from serving.evaluation.gate import GatePolicy, OnlinePolicy, Verdict, gate, gate_rules, online_gate_rules
 
 CHAMPION = {
     "recall@100": 0.30,
@@ -33,9 +33,90 @@ def test_latency_is_judged_against_the_champion_and_an_absolute_cap():
     assert not gate(capped, CHAMPION)[0]
 
 
+def test_a_guarded_figure_may_fall_within_its_sampling_error_on_the_day():
+    """A 10% drop of recall@100/save fails the 5% tolerance when the figures are precise, and
+    passes when 1.96 standard errors of the difference (over the day's users) are larger."""
+    worse = {**CHAMPION, "recall@100/save": 0.33 * 0.90}
+    precise = {"recall@100/save_se": 0.002}
+    assert not gate({**worse, **precise}, {**CHAMPION, **precise})[0]
+    noisy = {"recall@100/save_se": 0.02}  # 1.96 * hypot(0.02, 0.02) = 0.055 > 0.033
+    assert gate({**worse, **noisy}, {**CHAMPION, **noisy})[0]
+    beyond = {**CHAMPION, "recall@100/save": 0.33 - 0.06}
+    passed, reasons = gate({**beyond, **noisy}, {**CHAMPION, **noisy})
+    assert not passed and "by more than 0.055 (1.96 standard errors of the difference)" in reasons[0]
+
+
 def test_a_nan_metric_never_passes():
     passed, reasons = gate({**CHAMPION, "recall@100": float("nan")}, CHAMPION)
     assert not passed and len(reasons) == 2  # below the floor, and worse than the champion
+
+
+def test_the_latency_rule_renders_positive_figures_as_it_is_read():
+    rules = gate_rules({**CHAMPION, "latency_p99_ms": 244.05}, CHAMPION, GatePolicy(max_latency_p99_ms=2000.0))
+    [cap] = [r for r in rules if r.rule == "latency cap"]
+    assert (cap.candidate, cap.threshold, cap.passed) == (244.05, 2000.0, True)
+    assert cap.margin == 2000.0 - 244.05 > 0
+    assert cap.rendered() == "latency p99 244 ms <= cap 2000 ms, margin 1756 ms"
+    [ratio] = [r for r in rules if r.rule == "latency vs champion"]
+    assert ratio.rendered() == "latency_p50_ms ratio 1.00x <= cap 1.50x, margin 0.50x"
+    slow = gate_rules({**CHAMPION, "latency_p99_ms": 2500.0}, None)
+    [over] = [r for r in slow if r.rule == "latency cap"]
+    assert not over.passed and over.rendered() == "latency p99 2500 ms > cap 2000 ms, over by 500 ms"
+
+
+def test_a_candidate_below_popularity_on_the_yardstick_is_refused_also_without_a_champion():
+    popularity = {"popularity": {"recall@100": 0.31}}
+    candidate = {**CHAMPION, "recall@100": 0.30}
+    for champion in (None, CHAMPION):
+        passed, reasons = gate(candidate, champion, baselines=popularity)
+        assert not passed
+        assert reasons == ["recall@100 = 0.3000 does not beat the popularity policy's 0.3100"]
+    # the yardstick is whatever the evaluation names; a tie does not beat; random where measured
+    policy = GatePolicy(yardstick="ips_saves")
+    tie = gate({**candidate, "ips_saves": 0.5}, None, policy, baselines={"popularity": {"ips_saves": 0.5}})
+    assert not tie[0]
+    both = {"popularity": {"ips_saves": 0.4}, "random": {"ips_saves": 0.6}}
+    passed, reasons = gate({**candidate, "ips_saves": 0.5}, None, policy, baselines=both)
+    assert not passed and reasons == ["ips_saves = 0.5000 does not beat the random policy's 0.6000"]
+    assert gate({**candidate, "ips_saves": 0.7}, None, policy, baselines=both) == (True, [])
+    [rule] = [
+        r for r in gate_rules({**candidate, "ips_saves": 0.7}, None, policy, baselines=both) if r.bound == "random"
+    ]
+    assert rule.rendered() == "ips_saves vs random 0.7000 >= random 0.6000, margin 0.1000"
+
+
+def test_staleness_is_one_rule_reported_by_the_gate_and_enforced_by_promote():
+    from datetime import date
+
+    from serving.registry.store import stale_reason
+
+    passed, reasons = gate(
+        CHAMPION, CHAMPION, candidate_data_through=date(2026, 1, 2), champion_data_through=date(2026, 1, 3)
+    )
+    assert not passed
+    assert reasons == [stale_reason("candidate", "2026-01-02", "champion", "2026-01-03")]
+    assert "the candidate trained on data through 2026-01-02, the champion through 2026-01-03" in reasons[0]
+    assert stale_reason("v2", "2026-01-03", "v1", "2026-01-03") is None  # the same day is not older
+
+
+def test_the_online_rules_wait_for_users_and_refuse_a_canary_significantly_worse():
+    comparison = {
+        "metric": "click+save_per_1k",
+        "a": 20.0,
+        "b": 12.0,
+        "difference": -8.0,
+        "ci95_low": -11.0,
+        "ci95_high": -5.0,
+        "users_a": 400,
+        "users_b": 120,
+    }
+    verdict = Verdict.of(online_gate_rules(comparison, OnlinePolicy(tolerance=0.05, min_users=30)))
+    assert not verdict.passed and len(verdict.reasons) == 2
+    assert verdict.line.startswith("not promoted: the canary's click+save_per_1k 12.00 is below the champion's 20.00")
+    few = {**comparison, "b": 20.0, "difference": 0.0, "ci95_low": -1.0, "ci95_high": 1.0, "users_b": 12}
+    rules = online_gate_rules(few, OnlinePolicy(min_users=30))
+    assert [r.passed for r in rules] == [False, True, True]
+    assert rules[0].rendered() == "users (fewer of canary, champion) 12 users < minimum 30 users, short by 18 users"
 
 
 # -------------------------------------------------------------------------------- ranking
@@ -121,6 +202,13 @@ def test_the_canary_scores_every_session_slate_with_the_ranking_head():
     # without impressions in the log there is nothing to rank
     plain = evaluate_version(version, {}, day[day["outcome"] != "impression"], k=10, impression="impression")
     assert "slates" not in plain and "slate_auc/click" not in plain
+    # latency of compared versions: measured in turn on the same requests, `rounds` times each
+    from serving.evaluation.canary import interleaved_latency
+
+    latency = interleaved_latency({"candidate": version, "champion": version}, {}, [1, 2], k=10, rounds=3)
+    for role in ("candidate", "champion"):
+        assert latency[role]["latency_samples"] == 6
+        assert 0 < latency[role]["latency_p50_ms"] <= latency[role]["latency_p99_ms"]
 
 
 def test_slots_a_compared_version_served_are_not_its_held_out_targets():

@@ -34,6 +34,7 @@ import torch
 from botocore.exceptions import BotoCoreError
 
 from assets.config import REPO_ROOT, load_settings
+from assets.records import CanaryRecord, CandidateRecord, FinetuneRecord, PromotionRecord
 from assets.resources import S3Resource, build_resources
 from assets.state import lifecycle_state
 from devstack.processes import wait_until
@@ -247,36 +248,38 @@ def test_corrupted_model_in_s3_is_refused_and_the_service_keeps_the_previous_ver
 # -- 4. A canary whose evaluation raises --------------------------------------------------------
 
 
+def _fresh_s3(s3_server, monkeypatch, name: str) -> S3Resource:
+    """An S3Resource on a fresh prefix of the test server, its credentials in the environment
+    (S3Resource reads them from there)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    prefix = f"faults-{name}-{uuid.uuid4().hex[:8]}"
+    return S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=prefix)
+
+
 def _lifecycle_with_champion(feature_world, s3_server, monkeypatch):
     """(last day, S3Resource on a fresh prefix, lifecycle resources, champion version): a
     published and promoted champion for SURFACE, the S3 credentials in the environment."""
-    for key, value in s3_server.env().items():  # S3Resource reads credentials from the environment
-        monkeypatch.setenv(key, value)
     data_dir, table, _, _ = feature_world
-    s3 = S3Resource(
-        endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=f"faults-lifecycle-{uuid.uuid4().hex[:8]}"
-    )
+    s3 = _fresh_s3(s3_server, monkeypatch, "lifecycle")
     registry = s3.registry()
     champion, _ = publish_model(registry, SURFACE, tiny_model(seed=0))
     registry.promote(SURFACE, champion)
     return table.days()[-1], s3, _resources(data_dir, s3), champion
 
 
-def test_a_candidate_damaged_in_s3_fails_the_gate_and_promotes_nothing(feature_world, s3_server, monkeypatch):
-    """The canary_evaluation and champion assets in one Dagster run, the candidate's model
-    corrupted in S3 after publication: the evaluation records that the candidate does not load
-    (a verdict, not an error of the run, since issue 18's soak), the gate fails naming the
-    checksum, the champion step does not run, champion.json is unchanged and the verdict written
-    says the candidate did not pass."""
-    day, s3, resources, champion = _lifecycle_with_champion(feature_world, s3_server, monkeypatch)
-    registry = s3.registry()
-    candidate, _ = publish_model(registry, SURFACE, tiny_model(seed=1), parents=[champion])
-    _corrupt(registry, SURFACE, candidate, MODEL_FILE)
+def _candidate_of_the_day(s3, resources, feature_world, candidate: str) -> date:
+    """`candidate` recorded as the last day's candidate, with the fine-tuning's training window
+    (the popularity baseline of the evaluation reads it); returns the day."""
+    day = feature_world[1].days()[-1]
     state = lifecycle_state(resources["lake"])
-    state.write({"version": candidate, "uri": s3.uri("versions", SURFACE, candidate, "")}, "candidate", SURFACE, day)
-    # the fine-tuning's training window (the popularity baseline of the evaluation reads it)
-    state.write({"train_days": [d.isoformat() for d in feature_world[1].days()[:-1]]}, "finetune", SURFACE, day)
+    state.save(CandidateRecord(version=candidate, uri=s3.uri("versions", SURFACE, candidate, "")), SURFACE, day)
+    state.save(FinetuneRecord(path="", train_days=[d.isoformat() for d in feature_world[1].days()[:-1]]), SURFACE, day)
+    return day
 
+
+def _evaluate_and_promote(resources, day) -> tuple[dg.ExecuteInProcessResult, dict[str, str]]:
+    """canary_evaluation (with its gate) and champion in one Dagster run: (result, the run's tags)."""
     with dg.instance_for_test() as instance:
         result = materialize_in_process(
             [f"{SURFACE}/canary_evaluation", f"{SURFACE}/champion"],
@@ -285,15 +288,77 @@ def test_a_candidate_damaged_in_s3_fails_the_gate_and_promotes_nothing(feature_w
             partition=day,
             raise_on_error=False,
         )
-    assert not result.success
+        return result, dict(instance.get_run_by_id(result.run_id).tags)
+
+
+def test_a_candidate_damaged_in_s3_fails_the_gate_and_promotes_nothing(feature_world, s3_server, monkeypatch):
+    """The candidate's model corrupted in S3 after publication: the evaluation records that the
+    candidate does not load, the gate refuses it naming the checksum, the champion step promotes
+    nothing, champion.json is unchanged and the verdict written says the candidate did not pass.
+    A verdict is not an error: the run is SUCCESS, tagged with the verdict."""
+    _, s3, resources, champion = _lifecycle_with_champion(feature_world, s3_server, monkeypatch)
+    registry = s3.registry()
+    candidate, _ = publish_model(registry, SURFACE, tiny_model(seed=1), parents=[champion])
+    _corrupt(registry, SURFACE, candidate, MODEL_FILE)
+    day = _candidate_of_the_day(s3, resources, feature_world, candidate)
+
+    result, tags = _evaluate_and_promote(resources, day)
+    assert result.success
     [gate] = result.get_asset_check_evaluations()
-    assert not gate.passed and gate.description.startswith("the candidate does not load")
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert gate.description.startswith("the candidate does not load")
     assert MODEL_FILE in gate.description and "sha256" in gate.description
+    assert gate.metadata["verdict"].value == f"not promoted: {gate.description}"
     assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == [
         f"{SURFACE}/canary_evaluation"
     ]
+    assert tags["pinrec/verdict"] == "not promoted"
+    assert tags[f"pinrec/verdict/{SURFACE}"].startswith("not promoted: the candidate does not load")
     assert registry.champion(SURFACE) == champion
-    assert state.read("canary", SURFACE, day)["passed"] is False
+    state = lifecycle_state(resources["lake"])
+    assert state.load(CanaryRecord, SURFACE, day).passed is False
+    assert state.load(PromotionRecord, SURFACE, day).promoted is False
+
+
+def test_a_candidate_below_popularity_is_not_promoted_also_when_no_champion_exists(
+    feature_world, s3_server, monkeypatch
+):
+    """No champion yet (bootstrapping): an untrained model published as the first candidate does
+    not beat the popularity policy on the yardstick; it is not made champion, the gate's metadata
+    shows both figures, and the run is SUCCESS with the verdict on it."""
+    s3 = _fresh_s3(s3_server, monkeypatch, "bootstrap")
+    resources = _resources(feature_world[0], s3)
+    candidate, _ = publish_model(s3.registry(), SURFACE, tiny_model(seed=1))
+    day = _candidate_of_the_day(s3, resources, feature_world, candidate)
+
+    result, tags = _evaluate_and_promote(resources, day)
+    assert result.success
+    [gate] = result.get_asset_check_evaluations()
+    yardstick = gate.metadata["yardstick"].value
+    ours, popularity = gate.metadata["yardstick/candidate"].value, gate.metadata["yardstick/popularity"].value
+    assert ours < popularity, (ours, popularity)
+    assert not gate.passed and gate.metadata["champion"].value == "none"
+    reasons = gate.metadata["reasons"].value
+    assert f"{yardstick} = {ours:.4f} does not beat the popularity policy's {popularity:.4f}" in reasons
+    assert s3.registry().champion(SURFACE) is None
+    assert tags["pinrec/verdict"] == "not promoted"
+    assert f"{SURFACE}/champion" not in {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
+
+
+def test_a_run_whose_s3_is_down_is_a_failure_not_a_verdict(feature_world, s3_server, monkeypatch):
+    """Something broke (S3 unreachable): the run is FAILURE, and no verdict is written on it."""
+    s3 = _fresh_s3(s3_server, monkeypatch, "down")
+    resources = _resources(feature_world[0], s3)
+    candidate, _ = publish_model(s3.registry(), SURFACE, tiny_model(seed=1))
+    day = _candidate_of_the_day(s3, resources, feature_world, candidate)
+    resources["s3"] = S3Resource(endpoint_url="http://127.0.0.1:9", bucket=s3_server.bucket, prefix=s3.prefix)
+
+    result, tags = _evaluate_and_promote(resources, day)
+    assert not result.success
+    assert "pinrec/verdict" not in tags and result.get_asset_check_evaluations() == []
+    assert "127.0.0.1:9" in _step_errors(result)
 
 
 def test_a_passing_verdict_for_an_earlier_candidate_never_promotes_the_current_one(
@@ -307,7 +372,7 @@ def test_a_passing_verdict_for_an_earlier_candidate_never_promotes_the_current_o
     earlier, _ = publish_model(registry, SURFACE, tiny_model(seed=1), parents=[champion])
     current, _ = publish_model(registry, SURFACE, tiny_model(seed=2), parents=[champion])
     state = lifecycle_state(resources["lake"])
-    state.write({"candidate": earlier, "champion": champion, "passed": True, "metrics": {}}, "canary", SURFACE, day)
+    state.save(CanaryRecord(candidate=earlier, champion=champion, passed=True), SURFACE, day)
     state.write({"version": current, "uri": s3.uri("versions", SURFACE, current, "")}, "candidate", SURFACE, day)
 
     with dg.instance_for_test() as instance:

@@ -61,7 +61,8 @@ def test_main_command_runs_are_runs_of_nightly_refresh_and_retrain(main_command)
         ("retrain", days[-1])
     ]
     assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.tags["pinrec/trigger"] == "lifecycle" for r in runs)
-    assert "passed" in stdout and (tmp / "data" / "summary.json").exists()
+    # every run green, a refused candidate included (a verdict, not an error); the summary says which
+    assert ("passed" in stdout or "not promoted: " in stdout) and (tmp / "data" / "summary.json").exists()
 
 
 @pytest.fixture(scope="module")

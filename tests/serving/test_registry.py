@@ -15,6 +15,7 @@ from serving.registry.store import (
     IntegrityError,
     Registry,
     RegistryError,
+    StaleVersionError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -201,6 +202,24 @@ def test_promote_and_roll_back_move_the_champion_pointer(registry, tmp_path):
         registry.rollback("homefeed")
     registry.rollback("homefeed", to=v3)
     assert registry.champion("homefeed") == v3
+
+
+def test_promote_never_replaces_a_champion_trained_on_newer_data(registry, tmp_path):
+    """The staleness rule, enforced where the pointer moves: an older model is refused (unless
+    the operator says so), the same day is not older, and rollback may always go back."""
+    newer = publish(registry, tmp_path, "a", data_partitions=["2026-01-02", "2026-01-03"])
+    older = publish(registry, tmp_path, "b", minutes=1, data_partitions=["2026-01-01", "2026-01-02"])
+    same_day = publish(registry, tmp_path, "c", minutes=2, data_partitions=["2026-01-03"])
+    registry.promote("homefeed", newer)
+    with pytest.raises(StaleVersionError, match="trained on data through 2026-01-02, the champion through 2026-01-03"):
+        registry.promote("homefeed", older)
+    assert registry.champion("homefeed") == newer
+    registry.promote("homefeed", same_day)
+    registry.promote("homefeed", older, allow_older=True)
+    assert registry.champion("homefeed") == older
+    registry.rollback("homefeed")
+    assert registry.champion("homefeed") == same_day
+    assert registry.data_through("homefeed", same_day) == "2026-01-03"
 
 
 def test_canary_pointer_names_a_version_and_a_traffic_fraction(registry, tmp_path):
