@@ -54,23 +54,49 @@ Surfaces and version ids are validated against strict patterns before they go in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from storage.files import older_than
+from serving.registry.local import LocalVersion, sweep_stale_downloads  # noqa: F401
+from serving.registry.manifest import (  # noqa: F401 - the registry's names, importable from here as before
+    _KEEP,
+    CANARY,
+    CHAMPION,
+    INDEX_FILE,
+    ITEM_IDS_FILE,
+    MANIFEST_FILE,
+    MANIFEST_SCHEMA,
+    MODEL_FILE,
+    POINTER_ATTEMPTS,
+    ROLLBACK_HISTORY,
+    VERSION_FILES,
+    VERSION_RE,
+    IntegrityError,
+    LoadCheckError,
+    PointerConflictError,
+    RegistryError,
+    StaleVersionError,
+    VersionExistsError,
+    VersionNotFoundError,
+    _canonical,
+    content_sha256,
+    data_through,
+    id_sha256,
+    sha256_file,
+    stale_reason,
+    validate_surface,
+    validate_version,
+)
 from storage.s3 import (
     ObjectNotFoundError,
     S3Settings,
@@ -85,116 +111,6 @@ from storage.s3 import (
     put_if_absent,
     upload_file,
 )
-
-MODEL_FILE = "model.pt"
-INDEX_FILE = "index.faiss"
-ITEM_IDS_FILE = "item_ids.npy"
-MANIFEST_FILE = "manifest.json"
-VERSION_FILES = (MODEL_FILE, INDEX_FILE, ITEM_IDS_FILE)
-CHAMPION = "champion"
-CANARY = "canary"
-MANIFEST_SCHEMA = 2  # 2: the id hashes identity(manifest); 1: it hashed the whole manifest
-ROLLBACK_HISTORY = 10  # versions kept in champion.json's "previous"
-POINTER_ATTEMPTS = 8  # conditional writes of one pointer update before PointerConflictError
-
-SURFACE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
-
-
-class RegistryError(Exception):
-    """Base class of the registry's own errors."""
-
-
-class VersionNotFoundError(RegistryError, LookupError):
-    """No visible version (no manifest) with that id."""
-
-
-class VersionExistsError(RegistryError):
-    """A manifest with that version id exists already: versions are immutable."""
-
-
-class IntegrityError(RegistryError):
-    """A file or manifest does not match what the manifest says."""
-
-
-class LoadCheckError(RegistryError):
-    """A version whose files verify but that does not load, or does not answer a known query
-    (``serving.service.checks``): no pointer may name it."""
-
-
-class StaleVersionError(RegistryError):
-    """A promotion refused: the champion trained on newer data than the version to promote."""
-
-
-class PointerConflictError(RegistryError):
-    """A pointer kept changing under a conditional update: every attempt found that another
-    writer had rewritten it since it was read."""
-
-
-_KEEP = object()  # a pointer update that leaves the pointer as it is
-
-
-def validate_surface(surface: str) -> str:
-    if not isinstance(surface, str) or not SURFACE_RE.fullmatch(surface):
-        raise ValueError(f"invalid surface name {surface!r} (expected {SURFACE_RE.pattern})")
-    return surface
-
-
-def validate_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise ValueError(f"invalid version id {version!r} (expected YYYYMMDDTHHMMSSZ-<8 hex>)")
-    return version
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 4 * 1024 * 1024) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def content_sha256(manifest: Mapping[str, Any]) -> str:
-    """sha256 of the manifest without its ``version`` field (what the version id names)."""
-    return hashlib.sha256(_canonical({k: v for k, v in manifest.items() if k != "version"})).hexdigest()
-
-
-def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """What a version is, the part of its manifest its id hashes: the surface, every file's
-    sha256, the index kind and search parameters, and the model and serving config."""
-    index = manifest.get("index") or {}
-    config = manifest.get("config") or {}
-    return {
-        "surface": manifest.get("surface"),
-        "files": {name: (entry or {}).get("sha256") for name, entry in (manifest.get("files") or {}).items()},
-        "index": {k: index.get(k) for k in ("kind", "params", "metric")},
-        "config": {k: config.get(k) for k in ("model", "serving")},
-    }
-
-
-def id_sha256(manifest: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical(identity(manifest))).hexdigest()
-
-
-def data_through(manifest: Mapping[str, Any]) -> str | None:
-    """The newest day (ISO date) a version trained on: its manifest's newest data partition."""
-    days = manifest.get("data_partitions") or []
-    return max(days) if days else None
-
-
-def stale_reason(version: str, ours: str | None, champion: str | None, theirs: str | None) -> str | None:
-    """Why `version` (trained through `ours`) may not replace `champion` (through `theirs`), or
-    None when it may: the one staleness rule (the gate reports it, promote enforces it)."""
-    if champion is None or champion == version or not ours or not theirs or ours >= theirs:
-        return None
-    return (
-        f"stale: the candidate trained on data through {ours}, the champion through {theirs}; "
-        "an older model never replaces a newer one"
-    )
 
 
 def _now() -> datetime:
@@ -219,39 +135,6 @@ def _server_time(responses: Sequence[Mapping[str, Any]]) -> datetime:
 
 def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-STALE_DOWNLOAD_S = 3600.0
-
-
-def sweep_stale_downloads(directory: Path, older_than_s: float = STALE_DOWNLOAD_S) -> list[Path]:
-    """Remove the hidden temporary folders (``.{version}.*``) a killed download left in a cache
-    folder, once untouched for ``older_than_s`` (a newer one may be another process's download
-    in progress). Returns what was removed."""
-    removed = []
-    if not directory.is_dir():
-        return removed
-    for child in directory.iterdir():
-        name = child.name
-        if not (name.startswith(".") and VERSION_RE.fullmatch(name[1:].split(".", 1)[0] or "-")):
-            continue
-        if child.is_dir() and older_than(child, older_than_s):
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child)
-    return removed
-
-
-@dataclass(frozen=True)
-class LocalVersion:
-    """A version fetched to local disk with every checksum verified."""
-
-    surface: str
-    version: str
-    manifest: dict[str, Any]
-    directory: Path
-
-    def path(self, name: str) -> Path:
-        return self.directory / name
 
 
 class Registry:
