@@ -15,6 +15,10 @@ event table (`<lake>/serving_log/date=YYYY-MM-DD/serving_log.parquet`).
 | examined   | bool                 | whether the user looked at the slot (position bias)            |
 | outcome    | str                  | what the impression got: `impression` (not engaged), or the    |
 |            |                      | engagement (`click`, `save`, `hide`, ...)                      |
+| propensity | float64              | P(the policy puts this item in this slot): 1 for a ranked      |
+|            |                      | slot, share / catalogue size for a uniformly random            |
+|            |                      | exploration slot (`serving.service.exploration`); logs from    |
+|            |                      | before the column read 1                                       |
 
 Events keep the event contract: a served impression is an ordinary `impression` row (plus its
 engagement row); the serving log says which version, arm and position it came from.
@@ -43,6 +47,7 @@ SERVING_LOG_COLUMNS: tuple[str, ...] = (
     "served_by",
     "examined",
     "outcome",
+    "propensity",
 )
 TS_DTYPE = pd.DatetimeTZDtype(unit="us", tz="UTC")
 
@@ -61,6 +66,7 @@ def empty_serving_log() -> pd.DataFrame:
             "served_by": pd.Series([], dtype=object),
             "examined": pd.Series([], dtype=bool),
             "outcome": pd.Series([], dtype=object),
+            "propensity": pd.Series([], dtype="float64"),
         }
     )
 
@@ -69,6 +75,8 @@ def conform_serving_log(df: pd.DataFrame | None) -> pd.DataFrame:
     """`df` with exactly the serving log's columns and dtypes (an empty log for None)."""
     if df is None or len(df) == 0:
         return empty_serving_log()
+    if "propensity" not in df.columns:  # a log from before the column: every slot was ranked
+        df = df.assign(propensity=1.0)
     missing = set(SERVING_LOG_COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"serving log lacks columns {sorted(missing)}")
@@ -78,6 +86,7 @@ def conform_serving_log(df: pd.DataFrame | None) -> pd.DataFrame:
     for col in ("surface", "version", "arm", "served_by", "outcome"):
         out[col] = out[col].astype(str).astype(object)
     out["examined"] = out["examined"].astype(bool)
+    out["propensity"] = out["propensity"].astype("float64")
     out["ts"] = pd.to_datetime(out["ts"], utc=True).astype(TS_DTYPE)
     return out
 

@@ -269,7 +269,12 @@ class LiveRunner:
             from world.experiments import Request
 
             served = router.serve([Request(r.user_id, r.surface, r.k, r.recent_events) for r in requests])
-            return [WorldServed(items=s.items, version=s.version, arm=s.arm, served_by=s.served_by) for s in served]
+            return [
+                WorldServed(
+                    items=s.items, version=s.version, arm=s.arm, served_by=s.served_by, propensities=s.propensities
+                )
+                for s in served
+            ]
 
         result = self.loop.day(day, recommend, self._history)
         folder = self.world_dir / f"date={day.isoformat()}"

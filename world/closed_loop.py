@@ -72,7 +72,8 @@ plus its own engagements, not ``events_per_day``. Events are in the contract
 
 Serving log (`SERVING_LOG_COLUMNS`): one row per served slot shown: who, which session, when
 (the impression's time), surface, position, item, the ``version``, ``arm`` and ``served_by`` of
-the list, whether the user examined it, and the outcome it got (``impression`` when none).
+the list, whether the user examined it, the outcome it got (``impression`` when none), and the
+slot's propensity (`Served.propensities`; 1 for a ranked slot).
 
 Determinism. The organic sessions come from the open-loop world's streams; the examination
 uniforms from ``SeedSequence([seed, 2, day.toordinal(), chunk])``, one per impression, drawn
@@ -209,12 +210,15 @@ class SessionRequest:
 
 @dataclasses.dataclass(frozen=True)
 class Served:
-    """A recommender's answer to one `SessionRequest`: item ids best first, and who served them."""
+    """A recommender's answer to one `SessionRequest`: item ids best first, and who served them.
+    ``propensities``: per item, the probability that the policy put it in its slot (an
+    exploration slot's ``share / catalogue``, `serving.service.exploration`); None: all 1."""
 
     items: Sequence[int]
     version: str
     arm: str
     served_by: str
+    propensities: Sequence[float] | None = None
 
 
 Recommender = Callable[[list[SessionRequest]], list[Served]]
@@ -471,6 +475,7 @@ class ClosedLoopWorld:
         examined = np.ones(ds.n_impressions, dtype=bool)
         engagement = np.zeros(ds.n_impressions, dtype=np.int8)
         imp_ts = np.zeros(ds.n_impressions, dtype=np.int64)
+        propensity = np.ones(ds.n_impressions, dtype=np.float64)
         labels = np.zeros((ds.n_sessions, 3), dtype=object)  # version, arm, served_by
         log = _DayLog()
         n_requests = n_batches = 0
@@ -488,7 +493,7 @@ class ClosedLoopWorld:
                 n_batches += 1
                 for s, answer in zip(asking.tolist(), answers):
                     labels[s] = (answer.version, answer.arm, answer.served_by)
-                    self._place(ds, int(s), int(n_served[s]), answer.items, item, served)
+                    self._place(ds, int(s), int(n_served[s]), answer, item, served, propensity)
 
             # React: every impression of the batch's sessions.
             idx = _ranges(ds.first[batch], ds.length[batch])
@@ -516,7 +521,9 @@ class ClosedLoopWorld:
             log.append(self._rows(ds, idx, item[idx], code, ts))
 
         events = self._day_events(ds, item, engagement, imp_ts, day_start_us)
-        serving_log = self._serving_log(ds, item, served, examined, engagement, imp_ts, labels, day_start_us)
+        serving_log = self._serving_log(
+            ds, item, served, examined, engagement, imp_ts, labels, day_start_us, propensity
+        )
         return ClosedLoopDay(events=events, serving_log=serving_log, requests=n_requests, batches=n_batches)
 
     # ------------------------------------------------------------------ internals
@@ -583,24 +590,41 @@ class ClosedLoopWorld:
                 raise ValueError(f"Served.items must be a list of int item ids, got {answer.items!r:.80}")
             if items.size and (items.min() < 0 or items.max() >= n_items):
                 raise ValueError(f"Served.items must lie in [0, {n_items}), got {answer.items!r:.80}")
+            if answer.propensities is not None:
+                p = np.asarray(answer.propensities, dtype=np.float64)
+                if p.shape != (items.size,) or not ((p > 0) & (p <= 1)).all():
+                    raise ValueError("Served.propensities must be one probability in (0, 1] per item")
 
     @staticmethod
-    def _place(ds: DaySessions, s: int, k: int, items: Sequence[int], item: np.ndarray, served: np.ndarray) -> None:
+    def _place(
+        ds: DaySessions,
+        s: int,
+        k: int,
+        answer: Served,
+        item: np.ndarray,
+        served: np.ndarray,
+        propensity: np.ndarray,
+    ) -> None:
         """Put the served list into slots 0..k-1 of session `s` (module docstring: which items)."""
         first, length = int(ds.first[s]), int(ds.length[s])
         organic_rest = set(ds.item[first + k : first + length].tolist())
+        items = answer.items.tolist() if isinstance(answer.items, np.ndarray) else list(answer.items)
+        probs = [1.0] * len(items) if answer.propensities is None else [float(p) for p in answer.propensities]
         chosen: list[int] = []
+        chosen_p: list[float] = []
         seen: set[int] = set()
-        for it in items.tolist() if isinstance(items, np.ndarray) else items:
+        for it, p in zip(items, probs):
             it = int(it)
             if it in seen or it in organic_rest:
                 continue
             seen.add(it)
             chosen.append(it)
+            chosen_p.append(p)
             if len(chosen) == k:
                 break
         item[first : first + len(chosen)] = chosen
         served[first : first + len(chosen)] = True
+        propensity[first : first + len(chosen)] = chosen_p
 
     @staticmethod
     def _today_state(log: _DayLog, window_start: int, n_items: int) -> _FatigueState:
@@ -672,6 +696,7 @@ class ClosedLoopWorld:
         imp_ts: np.ndarray,
         labels: np.ndarray,
         day_start_us: int,
+        propensity: np.ndarray,
     ) -> pd.DataFrame:
         idx = np.flatnonzero(served)
         sess = ds.session[idx]
@@ -692,6 +717,7 @@ class ClosedLoopWorld:
                 "served_by": lab[:, 2].astype(object),
                 "examined": examined[idx].astype(bool),
                 "outcome": np.array(OUTCOMES, dtype=object)[outcome],
+                "propensity": propensity[idx],
             },
             columns=list(SERVING_LOG_COLUMNS),
         )
@@ -722,6 +748,7 @@ def replay_day(
                         str(g["version"].iloc[0]),
                         str(g["arm"].iloc[0]),
                         str(g["served_by"].iloc[0]),
+                        g["propensity"].astype(float).tolist() if "propensity" in g else None,
                     )
                 )
         return out

@@ -72,6 +72,7 @@ class Served:
     version: str
     served_by: str
     arm: str = ""
+    propensities: list[float] | None = None  # per item (an answer with exploration slots)
 
 
 class Policy(Protocol):
@@ -141,7 +142,13 @@ class ServicePolicy:
                 out.append(Served([], "none", "none"))
                 continue
             data = response.json()
-            out.append(Served([int(c["item_id"]) for c in data[listed]], data["version"], data["served_by"]))
+            listed_items = data[listed]
+            props = (
+                [float(c["propensity"]) for c in listed_items] if all("propensity" in c for c in listed_items) else None
+            )
+            out.append(
+                Served([int(c["item_id"]) for c in listed_items], data["version"], data["served_by"], "", props or None)
+            )
         return out
 
 
@@ -230,7 +237,7 @@ class ArmRouter:
             extra = {"endpoint": arm.endpoint} if arm.endpoint else {}
             served = self.policies[arm.policy].serve([requests[i] for i in idx], arm.outcome_weights, **extra)
             for i, s in zip(idx, served):
-                out[i] = Served(s.items, s.version, s.served_by, arm.name)
+                out[i] = Served(s.items, s.version, s.served_by, arm.name, s.propensities)
         return out  # type: ignore[return-value]
 
 

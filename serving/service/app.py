@@ -239,9 +239,14 @@ RecommendRequest = _BUILTIN_MODELS.RecommendRequest
 
 class CandidateOut(BaseModel):
     item_id: int
-    score: float
-    outcome: str
-    offset: str
+    score: float | None = Field(description="the retrieval score (None for an exploration slot)")
+    outcome: str = Field(description="the retrieval query's outcome, or `explore` for an exploration slot")
+    offset: str | None
+    propensity: float | None = Field(
+        default=None,
+        description="only with an exploration share on the surface: P(this item in this slot), 1 for a "
+        "ranked slot, share / catalogue for an exploration slot (serving.service.exploration)",
+    )
 
 
 class RankedOut(BaseModel):
@@ -254,6 +259,7 @@ class RankedOut(BaseModel):
     retrieval_score: float | None
     outcome: str | None = Field(description="the retrieval query's outcome (None for a given candidate)")
     offset: str | None
+    propensity: float | None = Field(default=None, description="as in /v1/retrieve's candidates")
 
 
 class ServedBy(BaseModel):

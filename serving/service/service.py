@@ -39,9 +39,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from serving.service.batcher import Job, MicroBatcher
 from serving.service.encoder import UserSequence
 from serving.service.encoder_state import EncoderStateCache
+from serving.service.exploration import ExplorationConfig, explore
 from serving.service.retriever import (
     DEFAULT_RECOMMEND_CANDIDATES,
     LoadedVersion,
@@ -68,6 +71,10 @@ class ServingConfig:
     max_batch: int = 64  # requests per batch at most
     encoder_cache_mb: float = 256.0  # per-user encoder states (keys/values); 0 = off
     recommend_candidates: int = DEFAULT_RECOMMEND_CANDIDATES  # retrieved, then ranked, per /v1/recommend
+    # a share of each surface's served slots filled with uniformly random catalogue items, each
+    # answer's slot with its propensity (serving.service.exploration); off unless set
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    exploration_seed: int = 0
 
 
 @dataclass
@@ -135,6 +142,11 @@ def _answer(
     )
 
 
+def _explored_entry(item: int, propensity: float) -> dict[str, Any]:
+    """A listed entry of an exploration slot: no score, outcome ``explore``."""
+    return {"item_id": int(item), "score": None, "outcome": "explore", "offset": None, "propensity": propensity}
+
+
 class RetrievalService:
     def __init__(
         self,
@@ -148,6 +160,7 @@ class RetrievalService:
         self.config = config or ServingConfig()
         self.on_feature_error = on_feature_error or (lambda n: None)
         self.states = EncoderStateCache(int(self.config.encoder_cache_mb * 2**20))
+        self.exploration_rng = np.random.default_rng(self.config.exploration_seed)
         manager.on_swap(self._swapped)
         self.batcher = MicroBatcher(
             self.process, max_wait_ms=self.config.max_wait_ms, max_batch=self.config.max_batch, name="retrieval-batcher"
@@ -225,7 +238,9 @@ class RetrievalService:
                         self.config.recommend_candidates,
                     )
                     for i, result in zip(members, ranked):
-                        out[i] = self._recommended(jobs[i], pending[i], result, feature_ms)
+                        out[i] = self._recommended(
+                            jobs[i], pending[i], result, feature_ms, self._explorer(i, pending, sequences)
+                        )
                     continue
                 results = loaded.retrieve_batch(
                     [
@@ -235,52 +250,71 @@ class RetrievalService:
                     self.states,
                 )
                 for i, result in zip(members, results):
-                    out[i] = self._served(jobs[i], pending[i], result, feature_ms)
+                    out[i] = self._served(
+                        jobs[i], pending[i], result, feature_ms, self._explorer(i, pending, sequences)
+                    )
             except Exception as exc:  # noqa: BLE001 - this version's requests fail, the rest are served
                 log.exception("retrieval failed on %s", loaded.version)
                 for i in members:
                     out[i] = exc
         return out
 
-    @staticmethod
-    def _served(job: Job, p: Pending, result: RetrievalResult, feature_ms: float) -> Served:
-        return _answer(
-            job,
-            p,
-            result,
-            feature_ms,
-            {
-                "candidates": [
-                    {
-                        "item_id": int(c.item),
-                        "score": float(c.score),
-                        "outcome": str(c.outcome),
-                        "offset": str(c.offset),
-                    }
-                    for c in result.candidates
-                ]
-            },
-        )
+    def _explorer(
+        self, i: int, pending: Sequence[Pending], sequences: Sequence[UserSequence]
+    ) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+        """The request's exploration: its listed entries with the surface's share of slots
+        replaced by uniformly random catalogue items (not in the user's sequence), every entry
+        with its ``propensity``; the entries unchanged when the surface has no share."""
+        p = pending[i]
+        share = self.config.exploration.share(p.surface)
+
+        def apply(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if share <= 0.0:
+                return entries
+            by_item = {e["item_id"]: e for e in entries}
+            items, props = explore(
+                list(by_item), p.k, p.loaded.item_ids, share, self.exploration_rng, sequences[i].item_ids
+            )
+            return [
+                {**by_item[item], "propensity": prop} if prop == 1.0 else _explored_entry(item, prop)
+                for item, prop in zip(items, props)
+            ]
+
+        return apply
 
     @staticmethod
-    def _recommended(job: Job, p: Pending, result: RecommendResult, feature_ms: float) -> Served:
+    def _served(job: Job, p: Pending, result: RetrievalResult, feature_ms: float, explored=None) -> Served:
+        entries = [
+            {
+                "item_id": int(c.item),
+                "score": float(c.score),
+                "outcome": str(c.outcome),
+                "offset": str(c.offset),
+            }
+            for c in result.candidates
+        ]
+        return _answer(job, p, result, feature_ms, {"candidates": explored(entries) if explored else entries})
+
+    @staticmethod
+    def _recommended(job: Job, p: Pending, result: RecommendResult, feature_ms: float, explored=None) -> Served:
+        entries = [
+            {
+                "item_id": r.item,
+                "score": r.score,
+                "probabilities": r.probabilities,
+                "retrieval_score": r.retrieval_score,
+                "outcome": r.outcome,
+                "offset": r.offset,
+            }
+            for r in result.items
+        ]
         return _answer(
             job,
             p,
             result,
             feature_ms,
             {
-                "items": [
-                    {
-                        "item_id": r.item,
-                        "score": r.score,
-                        "probabilities": r.probabilities,
-                        "retrieval_score": r.retrieval_score,
-                        "outcome": r.outcome,
-                        "offset": r.offset,
-                    }
-                    for r in result.items
-                ],
+                "items": explored(entries) if explored else entries,
                 "ranked_by": result.ranked_by,
                 "candidates_ranked": result.n_candidates,
             },

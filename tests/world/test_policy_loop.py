@@ -1,0 +1,104 @@
+"""The paired policy harness and the offline yardstick (issue 24) on a small world."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from serving.evaluation.yardstick import logged_impressions, yardstick
+from serving.service.exploration import ExplorationConfig, explore
+from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve, start_view
+from world.policy_loop.policies import HiddenItemsPolicy, OraclePolicy, PopularityPolicy, RandomPolicy
+from world.simulator import SimulatorConfig
+
+TINY = HarnessConfig(
+    world=SimulatorConfig(seed=1, n_users=150, n_items=400, n_topics=6, events_per_day=5000, n_days=5),
+    train_days=3,
+    serve_days=2,
+    yardstick_days=2,
+    exploration_share=0.2,
+    bootstrap=200,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    return log_run(TINY)
+
+
+def test_the_harness_gives_the_same_figures_for_the_same_seeds(tiny_run):
+    again = log_run(TINY)
+    assert again.train_events.equals(tiny_run.train_events)
+    first = {p.name: serve(p, tiny_run) for p in (RandomPolicy(), PopularityPolicy())}
+    second = {p.name: serve(p, again) for p in (RandomPolicy(), PopularityPolicy())}
+    rows_1 = compare(first, "random", TINY.world.n_items, TINY.bootstrap)
+    rows_2 = compare(second, "random", TINY.world.n_items, TINY.bootstrap)
+    strip = [{k: v for k, v in r.items() if k != "serve_seconds"} for r in rows_1]
+    assert strip == [{k: v for k, v in r.items() if k != "serve_seconds"} for r in rows_2]
+    assert rows_1[1]["served_slots"] > 0 and rows_1[1]["saves_per_1k"] > 0
+
+
+def test_every_policy_gets_the_same_sessions(tiny_run):
+    from world.policy_loop.harness import _play
+
+    impressions = []
+    for policy in (RandomPolicy(), PopularityPolicy()):
+        results = _play(policy, start_view(tiny_run), tiny_run.serve_days)
+        ev = results[0].events
+        impressions.append(ev.loc[ev["outcome"] == "impression", ["user_id", "session_id"]].reset_index(drop=True))
+    assert impressions[0].equals(impressions[1])
+
+
+def test_paired_intervals_of_identical_policies_contain_zero(tiny_run):
+    a, b = RandomPolicy(seed=0), RandomPolicy(seed=0)
+    b.name = "random-again"
+    other = RandomPolicy(seed=1)
+    other.name = "random-seed-1"
+    outcomes = {p.name: serve(p, tiny_run) for p in (a, b, other)}
+    rows = {r["name"]: r for r in compare(outcomes, "random", TINY.world.n_items, TINY.bootstrap)}
+    same = rows["random-again"]
+    assert same["paired_saves_vs_random"] == 0.0
+    assert same["paired_saves_vs_random_lo"] <= 0.0 <= same["paired_saves_vs_random_hi"]
+    aa = rows["random-seed-1"]  # another random list: an A/A test, noise only
+    assert aa["paired_saves_vs_random_lo"] <= 0.0 <= aa["paired_saves_vs_random_hi"]
+    assert aa["paired_clicks_vs_random_lo"] <= 0.0 <= aa["paired_clicks_vs_random_hi"]
+    assert aa["paired_saves_vs_random_lo"] < aa["paired_saves_vs_random_hi"]
+
+
+def test_the_yardstick_ranks_the_oracle_above_random_above_the_hidden_items(tiny_run):
+    values = {}
+    for policy in (OraclePolicy(), RandomPolicy(), HiddenItemsPolicy()):
+        view = start_view(tiny_run)
+        policy.start_day(view)
+
+        def score(users, items, surface, policy=policy, view=view):
+            return policy.score(users, items, surface, view, [view.sequences.get(u) for u in users])
+
+        impressions = logged_impressions(tiny_run.heldout_events, tiny_run.heldout_serving_log)
+        values[policy.name] = yardstick(score, impressions)
+    assert values["oracle"]["value"] > values["random"]["value"] > values["hidden"]["value"]
+    assert values["oracle"]["se"] > 0 and values["oracle"]["users"] > 50
+    measures = offline_measures(OraclePolicy(), tiny_run)
+    assert {"user_auc", "session_auc", "top_auc", "explore_auc", "recall50"} <= set(measures)
+
+
+def test_exploration_slots_are_logged_with_their_propensity(tiny_run):
+    log = tiny_run.heldout_serving_log
+    explored = log["propensity"] < 1.0
+    assert 0.1 < explored.mean() < 0.3  # the share (0.2), less the slots the loop could not place
+    assert np.allclose(log.loc[explored, "propensity"], 0.2 / TINY.world.n_items)
+    assert (log.loc[~explored, "propensity"] == 1.0).all()
+    rng = np.random.default_rng(0)
+    items, props = explore(list(range(10)), 10, 1000, 0.0, rng)
+    assert items == list(range(10)) and props == [1.0] * 10
+    items, props = explore(list(range(10)), 10, 1000, 0.5, rng, exclude=[999])
+    assert len(set(items)) == 10 and 999 not in items and {1.0, 0.5 / 1000} >= set(props)
+    with pytest.raises(ValueError, match="exploration share"):
+        ExplorationConfig({"homefeed": 1.5})
+
+
+def test_a_bad_harness_config_is_refused():
+    with pytest.raises(ValueError, match="needs"):
+        replace(TINY, serve_days=10)
+    with pytest.raises(ValueError, match="reference"):
+        compare({}, "random", 10)

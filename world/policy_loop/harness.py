@@ -1,0 +1,280 @@
+"""The paired policy harness: every policy serves every user of the same closed-loop days.
+
+1. `log_run(cfg)`: the log the models learn from. Days ``1 .. train_days`` of the closed-loop
+   world served by the logging policy (popularity of the log's own last 7 days, with an
+   exploration share of uniformly random slots, each slot's propensity in the serving log),
+   then ``yardstick_days`` more days of the same policy: the held-out log the offline yardstick
+   reads (`serving.evaluation.yardstick`).
+2. `serve(policy, run, cfg)`: the policy serves days ``train_days + 1 .. train_days + serve_days``
+   starting from the log's state at the end of day ``train_days`` (users' sequences, fatigue
+   history), seeing only its own log from then on. Common random numbers: the world's sessions,
+   examination and reaction uniforms are drawn per impression from the world's seeds, before
+   anything is served (`world.closed_loop`), so two policies differ only by what they served;
+   a user's figures depend on what that user was served and nothing else (no user's state reads
+   another user's, except through a policy that learns from all its users, e.g. popularity).
+3. `compare(outcomes, reference)`: per policy saves / clicks / hides per 1,000 served slots
+   (served slots: slots a served list filled; an unexamined slot counts, as on a screen),
+   coverage (distinct served items / catalogue), a 95% bootstrap half-width over users, and the
+   paired difference of each policy's rate minus the reference's with a 95% bootstrap interval
+   (the same resampled users for both: ratio of sums over the resampled users).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from events.contract import SURFACES
+from serving.service.exploration import ExplorationConfig, explore
+from world.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, Served, SessionRequest
+from world.policy_loop.policies import LoopView, Policy, PopularityPolicy, SequenceStore, stable_seed
+from world.simulator import SimulatedWorld, SimulatorConfig
+
+OUTCOMES_COUNTED = ("save", "click", "hide")
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    """The world, the loop, and which days train, hold out and serve."""
+
+    world: SimulatorConfig = SimulatorConfig(seed=0, n_users=2000, n_items=5000, events_per_day=50_000, n_days=17)
+    loop: LoopConfig = LoopConfig()
+    train_days: int = 7  # days 1..7: the log models train on
+    serve_days: int = 10  # days 8..17: every policy serves them
+    yardstick_days: int = 3  # days 8..10 of the logging policy: the offline yardstick's log
+    exploration_share: float = 0.05  # the logging policy's uniformly random slots, every surface
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train_days < 1 or self.serve_days < 1 or self.yardstick_days < 1:
+            raise ValueError("HarnessConfig: train_days, serve_days and yardstick_days must be >= 1")
+        need = self.train_days + max(self.serve_days, self.yardstick_days)
+        if self.world.n_days < need:
+            raise ValueError(f"HarnessConfig: the world has {self.world.n_days} days, the harness needs {need}")
+
+    @classmethod
+    def quick(cls) -> HarnessConfig:
+        """A small world for tests and smoke runs."""
+        world = SimulatorConfig(seed=0, n_users=300, n_items=800, n_topics=10, events_per_day=8000, n_days=8)
+        return cls(world=world, train_days=4, serve_days=4, yardstick_days=2, bootstrap=300)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["world"] = self.world.to_dict()
+        return out
+
+    def days(self) -> list[dt.date]:
+        return SimulatedWorld(self.world).days()
+
+
+@dataclass
+class LogRun:
+    """The logging policy's days: the models' training log and the yardstick's held-out log."""
+
+    cfg: HarnessConfig
+    world: ClosedLoopWorld
+    train_events: pd.DataFrame
+    train_serving_log: pd.DataFrame
+    heldout_events: pd.DataFrame
+    heldout_serving_log: pd.DataFrame
+    history: FatigueHistory  # through the last training day
+    sequences: SequenceStore  # users' sequences at the end of the last training day
+    daily_events: list[pd.DataFrame]  # the training days' events, one frame per day
+
+    @property
+    def train_days(self) -> list[dt.date]:
+        return self.cfg.days()[: self.cfg.train_days]
+
+    @property
+    def serve_days(self) -> list[dt.date]:
+        return self.cfg.days()[self.cfg.train_days : self.cfg.train_days + self.cfg.serve_days]
+
+
+class ExploringPolicy(Policy):
+    """A policy whose lists get an exploration share (`serving.service.exploration`); the draws
+    depend only on (seed, session id)."""
+
+    def __init__(self, base: Policy, exploration: ExplorationConfig, seed: int = 0) -> None:
+        self.base, self.exploration, self.seed = base, exploration, seed
+        self.name = f"{base.name}+explore"
+
+    def start_day(self, view: LoopView) -> None:
+        self.base.start_day(view)
+
+    def recommend(self, requests: list[SessionRequest], view: LoopView) -> list[Served]:
+        out = []
+        for r, s in zip(requests, self.base.recommend(requests, view)):
+            rng = np.random.default_rng(stable_seed("explore", self.seed, r.session_id))
+            seen = view.sequences.get(r.user_id, r.recent_events).item_ids
+            items, props = explore(s.items, r.k, view.n_items, self.exploration.share(r.surface), rng, seen)
+            out.append(Served(items, s.version, s.arm, s.served_by, props))
+        return out
+
+    def score(self, users, items, surface, view, sequences=None):
+        return self.base.score(users, items, surface, view, sequences)
+
+
+def _play(policy: Policy, view: LoopView, days: list[dt.date]) -> list:
+    """`policy` serves `days` in order, its own log growing in `view`; the days' results."""
+    results = []
+    for day in days:
+        view.day = day
+        policy.start_day(view)
+        result = view.world.day(day, lambda requests: policy.recommend(requests, view), view.history)
+        view.history.update(result.events)
+        view.sequences.update(result.events)
+        view.events.append(result.events)
+        results.append(result)
+    return results
+
+
+def log_run(cfg: HarnessConfig) -> LogRun:
+    """The logging policy's training and held-out days (module docstring)."""
+    world = ClosedLoopWorld(SimulatedWorld(cfg.world), cfg.loop)
+    days = cfg.days()
+    logging_policy = ExploringPolicy(
+        PopularityPolicy(), ExplorationConfig.uniform(cfg.exploration_share, SURFACES), cfg.seed
+    )
+    view = LoopView(world, days[0], SequenceStore(), FatigueHistory())
+    train = _play(logging_policy, view, days[: cfg.train_days])
+    history, sequences, daily = view.history.before(days[cfg.train_days]), view.sequences.copy(), list(view.events)
+    heldout = _play(logging_policy, view, days[cfg.train_days : cfg.train_days + cfg.yardstick_days])
+    return LogRun(
+        cfg=cfg,
+        world=world,
+        train_events=pd.concat([r.events for r in train], ignore_index=True),
+        train_serving_log=pd.concat([r.serving_log for r in train], ignore_index=True),
+        heldout_events=pd.concat([r.events for r in heldout], ignore_index=True),
+        heldout_serving_log=pd.concat([r.serving_log for r in heldout], ignore_index=True),
+        history=history,
+        sequences=sequences,
+        daily_events=daily,
+    )
+
+
+def start_view(run: LogRun, day: dt.date | None = None) -> LoopView:
+    """A fresh view of the log at the end of the training days (each policy gets its own)."""
+    return LoopView(
+        run.world,
+        day or run.serve_days[0],
+        run.sequences.copy(),
+        run.history.before(run.serve_days[0]),
+        list(run.daily_events),
+    )
+
+
+@dataclass
+class PolicyOutcome:
+    """What one policy's served slots got, per user (users 0..n_users-1)."""
+
+    name: str
+    slots: np.ndarray
+    counts: dict[str, np.ndarray]  # outcome -> per user
+    items_served: np.ndarray  # distinct items served
+    seconds: float
+    requests: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def serve(policy: Policy, run: LogRun) -> PolicyOutcome:
+    """`policy` serves the harness's served days (module docstring)."""
+    t0 = time.perf_counter()
+    view = start_view(run)
+    results = _play(policy, view, run.serve_days)
+    log = pd.concat([r.serving_log for r in results], ignore_index=True)
+    n_users = run.cfg.world.n_users
+    users = log["user_id"].to_numpy(np.int64)
+    outcome = log["outcome"].to_numpy()
+    return PolicyOutcome(
+        name=policy.name,
+        slots=np.bincount(users, minlength=n_users).astype(np.float64),
+        counts={o: np.bincount(users[outcome == o], minlength=n_users).astype(np.float64) for o in OUTCOMES_COUNTED},
+        items_served=np.unique(log["item_id"].to_numpy(np.int64)),
+        seconds=time.perf_counter() - t0,
+        requests=sum(r.requests for r in results),
+    )
+
+
+def _bootstrap_weights(n_users: int, draws: int, seed: int) -> np.ndarray:
+    """(draws, n_users) multiplicities of users resampled with replacement (the same for every
+    policy: that is what pairs them)."""
+    rng = np.random.default_rng(stable_seed("bootstrap", seed))
+    return np.stack([np.bincount(rng.integers(0, n_users, n_users), minlength=n_users) for _ in range(draws)]).astype(
+        np.float64
+    )
+
+
+def compare(
+    outcomes: Mapping[str, PolicyOutcome], reference: str, n_items: int, draws: int = 1000, seed: int = 0
+) -> list[dict]:
+    """One row per policy (module docstring, step 3), in the order given."""
+    if reference not in outcomes:
+        raise ValueError(f"the reference policy {reference!r} was not served (served: {sorted(outcomes)})")
+    n_users = len(next(iter(outcomes.values())).slots)
+    weights = _bootstrap_weights(n_users, draws, seed)
+
+    def boot(o: PolicyOutcome, outcome: str) -> np.ndarray:
+        return 1000.0 * (weights @ o.counts[outcome]) / np.maximum(weights @ o.slots, 1.0)
+
+    ref = outcomes[reference]
+    ref_boot = {o: boot(ref, o) for o in ("save", "click")}
+    rows = []
+    for name, o in outcomes.items():
+        total = max(o.slots.sum(), 1.0)
+        row = {"name": name}
+        for outcome in OUTCOMES_COUNTED:
+            row[f"{outcome}s_per_1k"] = round(1000.0 * o.counts[outcome].sum() / total, 3)
+        row["coverage"] = round(len(o.items_served) / n_items, 4)
+        b = boot(o, "save")
+        row["ci95_saves_per_1k"] = round(float(np.percentile(b, 97.5) - np.percentile(b, 2.5)) / 2, 3)
+        for outcome in ("save", "click"):
+            point = 1000.0 * (o.counts[outcome].sum() / total - ref.counts[outcome].sum() / max(ref.slots.sum(), 1.0))
+            diff = (b if outcome == "save" else boot(o, outcome)) - ref_boot[outcome]
+            key = f"paired_{outcome}s_vs_{reference}"
+            row[key] = round(point, 3)
+            row[f"{key}_lo"] = round(float(np.percentile(diff, 2.5)), 3)
+            row[f"{key}_hi"] = round(float(np.percentile(diff, 97.5)), 3)
+        row["served_slots"] = int(o.slots.sum())
+        row["serve_seconds"] = round(o.seconds, 1)
+        rows.append(row)
+    return rows
+
+
+def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
+    """`cfg` with other day counts, the world grown to hold them."""
+    new = replace(cfg, **{k: v for k, v in changes.items() if k in ("train_days", "serve_days", "yardstick_days")})
+    need = new.train_days + max(new.serve_days, new.yardstick_days)
+    return replace(new, world=replace(new.world, n_days=max(need, 1)))
+
+
+def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict[str, float]]:
+    """Every offline candidate measure of `policy` on the held-out log (`yardstick`): the policy
+    scores the held-out days' logged impressions with what the log held at their start, and
+    recall@k of the held-out engagements by its top k for each user (homefeed) at that time."""
+    from serving.evaluation.yardstick import candidate_measures, logged_impressions, recall_at_k
+
+    view = start_view(run)
+    policy.start_day(view)
+
+    def score(users, items, surface):
+        return policy.score(users, items, surface, view, [view.sequences.get(u) for u in users])
+
+    out = candidate_measures(score, logged_impressions(run.heldout_events, run.heldout_serving_log))
+    future = run.heldout_events
+    users = sorted(set(future.loc[future["outcome"].isin(["click", "save"]), "user_id"].tolist()))
+    ts = dt.datetime.combine(run.serve_days[0], dt.time(), tzinfo=dt.UTC)
+    empty = future.iloc[:0]
+    requests = [SessionRequest(int(u), "homefeed", -1 - int(u), ts, empty, None, k) for u in users]
+    lists = {}
+    for a in range(0, len(requests), 256):
+        for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
+            lists[r.user_id] = list(served.items)
+    out[f"recall{k}"] = recall_at_k(lists, future)
+    return out
