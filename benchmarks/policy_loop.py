@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ import torch
 
 from benchmarks.results import print_table, write_results
 from serving.evaluation.yardstick import YARDSTICK
+from training.plan import TrainingPlan
 from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve
 from world.policy_loop.log_baseline import LogBaselinePolicy
 from world.policy_loop.models import MODEL_ROWS, model_policies
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = log_run(cfg)
     log_s = time.perf_counter() - t0
-    policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"))
+    plan = replace(TrainingPlan(), threads=a.threads)  # the lifecycle's recipe, trained on a.threads threads
+    policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"), plan)
     train_s = time.perf_counter() - t0 - log_s
     torch.set_num_threads(a.serve_threads)
     fixed = {"random": RandomPolicy(cfg.seed), "popularity": PopularityPolicy(), "log-baseline": LogBaselinePolicy()}

@@ -40,8 +40,8 @@ class TrainingPlan:
     # What items are, from the whole log (training.cooccurrence): the item table starts from the
     # sessions' co-impressions and keeps a contrastive objective over items shown together.
     seed_items: bool = True
-    co_impression_weight: float = 1.0
-    seed_norm: float = 0.0  # the seeded item rows' norm (0: the initial table's)
+    co_impression_weight: float = 0.3
+    seed_norm: float = 1.0  # the seeded item rows' norm (0: the initial table's): item identity leads the token
     # Exposure (training.model.PinRecConfig.exposure_bias): a per-item bias learned in training and
     # dropped when serving, so the service ranks by P(engage | shown), not by how often an item is shown.
     exposure_bias: bool = True
