@@ -19,7 +19,6 @@ diversity of those merged lists.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import replace
@@ -29,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from events.contract import SURFACES
 from training.data import DataConfig, build_sequences
 from training.evaluate import evaluate_pinrec
@@ -51,7 +50,7 @@ def _world(quick: bool) -> SimulatorConfig:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__file__, __doc__)
     p.add_argument("--quick", action="store_true", help="a small world, for a smoke run")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--ft-epochs", type=int, default=2)

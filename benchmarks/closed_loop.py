@@ -19,7 +19,6 @@ results.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.results import RESULTS_DIR, print_table, write_results
+from benchmarks.results import RESULTS_DIR, argument_parser, print_table, write_results
 
 FIRST = date(2026, 1, 1)
 ARM_ORDER = (
@@ -130,7 +129,7 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.closed_loop", description=__doc__.split("\n")[0])
+    parser = argument_parser(__file__, __doc__)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--drift-day", type=int, default=20, help="day number (1 = the first day) of the shift")
     parser.add_argument("--window", default="11-19", help="day numbers the arm rows average over")

@@ -16,13 +16,12 @@ requests with their recent events, placement, reactions, rows, serving log).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from world.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, Served, SessionRequest
 from world.simulator import SimulatedWorld, SimulatorConfig
 
@@ -30,7 +29,7 @@ NAME = "closed_loop_world"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__file__, __doc__)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=5000)

@@ -22,7 +22,6 @@ Row ``c{concurrency}-{seconds}s-swap`` (``c16-60s-swap`` by default): ``requests
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.loadgen import LoadResult, closed_loop
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from devstack.processes import stop_process_group
 from devstack.service import start_cli_service
 
@@ -157,7 +156,7 @@ def run(seconds: float, concurrency: int, n_items: int, log) -> tuple[dict, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.split("\n")[0])
+    p = argument_parser(__file__, __doc__)
     p.add_argument("--seconds", type=float, default=60.0, help="load duration (default 60)")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument(

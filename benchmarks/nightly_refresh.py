@@ -11,20 +11,19 @@ asset's step time from the run's events.
 Row `sim-1e6`: `seconds` (the whole run) and `<asset>_seconds` per step. Target: <= 600 s.
 """
 
-import argparse
 import os
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 
 TARGET_SECONDS = 600.0
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__file__, __doc__)
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the measured day (default 10^6)")
     parser.add_argument("--history-days", type=int, default=3, help="days ingested before it (default 3)")
     parser.add_argument("--users", type=int, default=20_000)

@@ -19,7 +19,6 @@ its table; this command only prints them.
 
 from __future__ import annotations
 
-import argparse
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.results import print_table
+from benchmarks.results import argument_parser, print_table
 from benchmarks.serving import make_users
 from devstack.redis import RedisServer
 from feature_pipeline.redis_store import fill_store, open_redis_store
@@ -125,7 +124,7 @@ def measure_online_latency(work_dir: Path, n_users: int = 20_000, seq_len: int =
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__file__, __doc__)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--seq-len", type=int, default=200)
     parser.add_argument("--work-dir", type=Path, help="default: a temporary folder, removed afterwards")

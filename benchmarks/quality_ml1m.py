@@ -14,7 +14,6 @@ Rows run as separate processes are stored in var/bench/quality_ml1m/<row>.json a
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from events.contract import OUTCOME_CODE, OUTCOMES
 from events.sources import MovieLensSource
 from training.data import DataConfig, PinRecDataModule
@@ -142,7 +141,7 @@ def write(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__file__, __doc__)
     p.add_argument("--rows", default="popularity,sasrec,pinrec")
     p.add_argument("--max-time-s", type=float, default=3600.0, help="training wall-clock cap per row")
     p.add_argument("--threads", type=int, default=2)

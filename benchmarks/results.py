@@ -17,6 +17,7 @@ name applies to every row holding the metric. Timings are medians of several run
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import numbers
@@ -352,3 +353,13 @@ def write_results(
     atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     atomic_write_text(md_path, render_markdown(record, lower_is_better))
     return json_path, md_path
+
+
+def argument_parser(module_file: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a benchmark module: `python -m benchmarks.<name>`, its docstring as the
+    help text (kept as written)."""
+    return argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{Path(module_file).stem}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -49,7 +49,6 @@ Rows (written to benchmarks/results/serving.json and .md):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -64,7 +63,7 @@ import faiss
 import numpy as np
 
 from benchmarks.loadgen import LoadResult, closed_loop, server_timing
-from benchmarks.results import median_time, print_table, write_results
+from benchmarks.results import argument_parser, median_time, print_table, write_results
 from devstack.processes import stop_process_group
 from devstack.service import call, start_cli_service
 from serving.registry.index import build_tuned_index, default_query_sample, exact_top_k, normalize, recall_at_k, tune
@@ -413,7 +412,7 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n")[0])
+    p = argument_parser(__file__, __doc__)
     p.add_argument(
         "--quick", action="store_true", help="100k ANN, ann-trained and a 100k service, short rows, no results file"
     )

@@ -12,13 +12,12 @@ analytically (3x the forward matmul FLOPs, the loss's backward recomputation not
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
-from benchmarks.results import median_time, print_table, write_results
+from benchmarks.results import argument_parser, median_time, print_table, write_results
 from training.data import DataConfig, build_sequences  # noqa: F401  (documented entry point)
 from training.loss import LossConfig
 from training.model import PinRecConfig
@@ -81,7 +80,7 @@ def step_seconds(precision: str, steps: int, seq_len: int = L, batch_size: int =
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__file__, __doc__)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=7)
     a = p.parse_args()

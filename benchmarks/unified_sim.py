@@ -36,7 +36,6 @@ two-models'.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import threading
@@ -48,7 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.results import print_table, write_results
+from benchmarks.results import argument_parser, print_table, write_results
 from events.contract import BUILTIN_CODES
 from serving.evaluation.canary import evaluate_version
 from serving.registry.index import build_tuned_index
@@ -188,7 +187,7 @@ def _timed(process, requests: list, seconds: float, threads: int) -> dict[str, f
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__file__, __doc__)
     p.add_argument("--quick", action="store_true", help="a small world and short runs (smoke)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)

@@ -1,10 +1,21 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the tiers: a test that uses a server fixture (SeaweedFS through
+`s3_server` / `s3_env`, the live loop) is marked `services`, as is every test of a module that
+starts processes of its own (`pytestmark = pytest.mark.services`); `slow` marks in-process tests
+of a minute or more. `./scripts/test.sh --fast` runs the rest (no servers, under 90 s)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+
+SERVICE_FIXTURES = {"s3_server", "s3_env", "live_loop"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +29,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_env(s3_server: object) -> Iterator[object]:
+    """The session's S3 server with its credentials in the environment (the resources of in-process
+    runs read them from there), for one test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3_server.env().items():
+            mp.setenv(key, value)
+        yield s3_server
 
 
 @pytest.fixture(scope="session")

@@ -97,16 +97,9 @@ from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE, c
 from events.serving_log import (
     SERVING_LOG_COLUMNS,  # the serving log's table (events/serving_log.py)
 )
-from world.simulator import (
-    _ENGAGEMENT_CODES,
-    _IMPRESSION,
-    _US_PER_DAY,
-    DaySessions,
-    SimulatedWorld,
-    _as_date,
-    _outcome_codes,
-    _rng,
-)
+from world.parameters import _ENGAGEMENT_CODES, _IMPRESSION, _US_PER_DAY, _outcome_codes
+from world.sessions import DaySessions, _as_date, _rng
+from world.simulator import SimulatedWorld
 
 __all__ = [
     "SERVING_LOG_COLUMNS",

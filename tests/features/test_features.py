@@ -35,6 +35,7 @@ def feature_world(tmp_path_factory):
     return table, settings, store, tables
 
 
+@pytest.mark.slow
 def test_user_sequence_holds_the_last_engagements_in_time_order(feature_world):
     table, _, _, tables = feature_world
     last_day = table.days()[-1]

@@ -14,6 +14,8 @@ from feature_pipeline.store import FeastSettings, online_user_sequences, open_st
 from feature_pipeline.tables import day_feature_tables
 from tests.helpers import ingest_world
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 MISSING_ID = 10**12
 
 

@@ -41,13 +41,6 @@ def _resources(tmp: Path, s3_server, **source_overrides):
     return resources
 
 
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    return s3_server
-
-
 def _materialize(resources, partition=DAY, raise_on_error=True):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
@@ -244,6 +237,7 @@ def test_backfill_from_the_cli_runs_nightly_refresh_once_per_day_with_each_days_
             assert record.asset_materialization.metadata["rows_good"].value == table.row_count(table.events_path(d))
 
 
+@pytest.mark.slow
 def test_definitions_validate_from_the_workspace(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from events.ingest import validate_events
-from tests.test_ingest import BAD_INPUT, DAY, ROW_PATCHES, _frame, _good_row
+from tests.ingest.test_ingest import BAD_INPUT, DAY, ROW_PATCHES, _frame, _good_row
 
 EXPECTED = Path(__file__).parents[1] / "data" / "ingest_reasons_before_vectorizing.json"
 

@@ -24,6 +24,8 @@ from events.table import EventTable
 from world.example_log import write_example_log
 from world.simulator import SimulatorConfig
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 WORLD = replace(
     SimulatorConfig(),
     seed=5,

@@ -60,6 +60,8 @@ from storage.s3 import get_bytes, list_keys, make_client, put_bytes
 from tests.helpers import SMALL_WORLD, ingest_world, tiny_model
 from world.simulator import SimulatedWorld
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 SURFACE = "homefeed"
 # Inside the code location's daily partitions (the simulated source starts on 2026-01-01).
 WORLD = replace(SMALL_WORLD, start_date=date(2026, 1, 1), n_days=3)

@@ -66,14 +66,6 @@ def _ingest(days, resources, instance):
 
 
 @pytest.fixture(scope="module")
-def s3_env(s3_server):
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3_server.env().items():
-            mp.setenv(key, value)
-        yield s3_server
-
-
-@pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory, s3_env):
     tmp = tmp_path_factory.mktemp("lifecycle")
     resources = _resources(tmp, s3_env)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.lifecycle import drift_sensor
 from assets.lifecycle.online_canary import (
     canary_trial_asset,
     online_canary_gate_check,
@@ -22,6 +21,7 @@ from assets.lifecycle.online_canary import (
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from events.serving_log import ServingLogTable, conform_serving_log
+from orchestration.defs import drift_sensor
 from serving.registry.publish import publish_model
 from tests.helpers import tiny_model
 

@@ -11,10 +11,13 @@ import textwrap
 import time
 
 import dagster as dg
+import pytest
 
 from devstack.processes import start_process_group, wait_until
 from orchestration.runs import PROCESS_TAG, dagster_home, fail_orphaned_runs
 from storage.paths import REPO_ROOT
+
+pytestmark = pytest.mark.services  # starts processes of its own
 
 # A run of one step in the `training` pool that sleeps, executed in process as run_job does.
 RUNNER = textwrap.dedent("""

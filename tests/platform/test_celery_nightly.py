@@ -56,14 +56,6 @@ def _outputs(env: dict[str, str], day) -> dict:
 
 
 @pytest.fixture(scope="module")
-def s3_env(s3_server):
-    with pytest.MonkeyPatch.context() as mp:  # the S3 credentials of the in-process runs
-        for key, value in s3_server.env().items():
-            mp.setenv(key, value)
-        yield s3_server
-
-
-@pytest.fixture(scope="module")
 def celery_run(tmp_path_factory, s3_env):
     tmp = tmp_path_factory.mktemp("celery")
     reference = pinrec_env(tmp / "in-process", s3_env.env(), "celery-in-process")

@@ -63,6 +63,7 @@ def test_serving_cli_usage_errors_name_the_bad_value_and_exit_2(args, message):
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_backfill_without_s3_credentials_is_one_line_and_no_traceback(tmp_path):
     proc = _run("orchestration.cli", ["backfill", "--from", "2026-01-01", "--to", "2026-01-02"], _without_s3(tmp_path))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

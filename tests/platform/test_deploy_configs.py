@@ -15,6 +15,8 @@ from dagster._core.instance.ref import InstanceRef
 
 from assets.config import REPO_ROOT
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 DEPLOY = REPO_ROOT / "deploy"
 # What a deployment puts in the environment (from Secrets / ConfigMaps); dummy values here.
 DEPLOY_ENV = {

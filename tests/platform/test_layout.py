@@ -18,6 +18,7 @@ BENCHMARKS_RUNNING_A_JOB = {
     "benchmarks/nightly_refresh.py",
     "benchmarks/closed_loop.py",
     "benchmarks/celery_nightly.py",
+    "benchmarks/chaos_verdicts.py",
     "benchmarks/chaos.py",
 }
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ("events", "feature_pipeline", "training", "serving", "storage", "monitoring", "devstack")
 

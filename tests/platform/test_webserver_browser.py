@@ -14,6 +14,8 @@ from assets.config import REPO_ROOT
 from devstack.dagster_dev import DagsterUI
 from orchestration.runs import code_location
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium, installed by scripts/setup.sh
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 TINY = {

@@ -147,6 +147,7 @@ def test_any_finite_weight_map_is_served_or_refused_with_its_reason(service, wei
         assert "outcome_weights" in body["error"] or "outcome weight" in body["error"], body
 
 
+@pytest.mark.services  # reads what the fuzz test above sent
 def test_the_fuzzing_sent_both_accepted_and_rejected_retrievals():
     """Runs after the fuzz test above (file order): it was not vacuous."""
     for path in ("POST /v1/retrieve", "POST /v1/recommend"):

@@ -26,6 +26,7 @@ def test_small_catalogue_gets_an_exact_flat_index_with_perfect_recall():
     assert tuned.recall_at_100 == 1.0 and tuned.target_met and tuned.ntotal == 2000
 
 
+@pytest.mark.slow
 def test_large_catalogue_gets_ivf_tuned_to_the_target_recall_below_exhaustive_search():
     x = clustered(EXACT_MAX_ITEMS + 10_000)
     index, tuned = build_tuned_index(x)

@@ -17,13 +17,14 @@ from serving.registry.shards import ShardedIndex, read_sharded
 from serving.service import encoder as enc
 from serving.service.retriever import LoadedVersion
 from tests.helpers import tiny_model
-from tests.test_index import clustered
+from tests.serving.test_index import clustered
 
 
 def _queries(n=300, seed=9):
     return normalize(clustered(n, seed=seed))
 
 
+@pytest.mark.slow
 def test_a_sharded_ivf_index_has_the_recall_of_the_unsharded_one():
     x = normalize(clustered(30_000, seed=2))
     tune_q, eval_q = _queries(seed=3), _queries(seed=4)
@@ -67,6 +68,7 @@ def test_a_sharded_flat_index_is_exact_and_pads_like_faiss():
     assert tuned.recall_at_100 == 1.0
 
 
+@pytest.mark.slow
 def test_a_sharded_index_is_one_file_and_a_host_can_read_only_its_shards(tmp_path):
     x = normalize(clustered(25_000, seed=6))
     sharded, tuned = build_tuned_index(x, "ivf", queries=_queries(), shards=3)

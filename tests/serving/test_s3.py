@@ -24,6 +24,8 @@ from botocore.exceptions import ClientError
 from devstack.seaweedfs import SeaweedFS
 from storage import s3
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 

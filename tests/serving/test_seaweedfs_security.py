@@ -21,6 +21,8 @@ import pytest
 from devstack.seaweedfs import SeaweedFS, find_weed_binary
 from storage.s3 import get_bytes, make_client, put_bytes
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 CHAMPION_KEY = "pinrec-ops/serving/homefeed/champion.json"
 GOOD = b'{"version": "20260105T020000Z-0123abcd"}'
 

@@ -223,6 +223,7 @@ def test_windows_carry_their_slates_and_masked_positions_and_keep_their_retrieva
     assert set(seen) == set(np.nonzero(usable)[0].tolist())
 
 
+@pytest.mark.slow
 def test_the_masked_action_loss_decreases_on_a_small_world(small_world_events, tmp_path):
     ev = small_world_events
     ranked = rank_outcomes_for(BUILTIN_CODES)

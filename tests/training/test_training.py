@@ -174,6 +174,7 @@ def test_every_training_token_is_a_target_exactly_once(world_events):
 # ------------------------------------------------------------------ training entry points
 
 
+@pytest.mark.slow
 def test_pretraining_loss_decreases(world_events, tmp_path):
     pretrain(
         world_events,
@@ -206,6 +207,7 @@ def test_checkpoint_round_trip_with_weights_only(world_events, tmp_path):
     assert a == b
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_from_the_checkpoint_and_equals_a_straight_run(world_events, tmp_path):
     kw = dict(model_cfg=_tiny_model_cfg(), data_cfg=DataConfig(batch_size=32))
     straight = pretrain(world_events, tmp_path / "a", train_cfg=_fast_train(max_epochs=2), **kw)
@@ -220,6 +222,7 @@ def test_resumed_run_continues_from_the_checkpoint_and_equals_a_straight_run(wor
     assert not torch.equal(w1["blocks.0.qkv.weight"], resumed.model.blocks[0].qkv.weight)
 
 
+@pytest.mark.slow
 def test_seeded_training_is_deterministic(world_events, tmp_path):
     kw = dict(model_cfg=_tiny_model_cfg(), data_cfg=DataConfig(batch_size=32))
     a = pretrain(world_events, tmp_path / "a", train_cfg=_fast_train(max_epochs=1, seed=5), **kw)
@@ -232,6 +235,7 @@ def test_seeded_training_is_deterministic(world_events, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_fine_tuning_one_surface_uses_its_hard_negatives(world_events, tmp_path):
     base = pretrain(
         world_events,
@@ -269,6 +273,7 @@ def test_fine_tuning_one_surface_uses_its_hard_negatives(world_events, tmp_path)
         ).any()
 
 
+@pytest.mark.slow
 def test_sasrec_switches_train_an_item_only_model(world_events, tmp_path):
     cfg = _tiny_model_cfg(side_inputs=False, outcome_conditioning=False, multi_token=False)
     res = pretrain(
@@ -331,6 +336,7 @@ def test_pinrec_protocol_reports_recall_per_outcome_and_diversity(world_events, 
     assert 0 < r["coverage"] <= 1.0 and r["users"] > 0
 
 
+@pytest.mark.slow
 def test_cli_help_lists_both_entry_points():
     out = subprocess.run(
         [sys.executable, "-m", "training.train", "--help"],

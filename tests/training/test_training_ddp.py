@@ -24,6 +24,8 @@ from training.data import DataConfig, TrainWindows, build_sequences, leave_one_o
 from training.evaluate import evaluate_popularity, evaluate_public_model
 from training.train import load_config, load_model
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 REPO = Path(__file__).resolve().parents[2]
 GLOBAL_BATCH = 16
 EPOCHS = 12

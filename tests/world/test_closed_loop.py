@@ -349,6 +349,7 @@ def test_fatigue_history_aggregates_by_day_and_decays():
 # ---------------------------------------------------------------- what a request sees
 
 
+@pytest.mark.slow
 def test_a_request_sees_only_its_users_events_before_its_batch_window():
     world = SimulatedWorld(BUSY_WORLD)
     day = world.days()[0]

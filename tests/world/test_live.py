@@ -16,6 +16,8 @@ from world.closed_loop import ClosedLoopWorld, FatigueHistory, LoopConfig, repla
 from world.experiments import EXPERIMENT_ARMS, assign_arm
 from world.simulator import SimulatedWorld
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 DAYS = LIVE_DAYS
 SYSTEM_ARMS = {a.name for a in EXPERIMENT_ARMS if a.policy == "service"}
 

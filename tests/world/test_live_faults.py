@@ -28,6 +28,8 @@ from events.table import EventTable
 from orchestration.live import DayReport, LiveRunner
 from orchestration.runs import dagster_home
 
+pytestmark = pytest.mark.services  # starts processes of its own
+
 DAY1, DAY2 = date(2026, 1, 1), date(2026, 1, 2)
 
 
