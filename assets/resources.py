@@ -244,6 +244,15 @@ class TrainingResource(dg.ConfigurableResource):
     batch_size: int = _PLAN.batch_size
     pretrain_epochs: int = _PLAN.pretrain_epochs
     finetune_epochs: int = _PLAN.finetune_epochs
+    pretrain_min_steps: int = _PLAN.pretrain_min_steps
+    finetune_min_steps: int = _PLAN.finetune_min_steps
+    warmup_fraction: float = _PLAN.warmup_fraction
+    lr: float = _PLAN.lr
+    finetune_lr: float = _PLAN.finetune_lr
+    seed_items: bool = _PLAN.seed_items
+    co_impression_weight: float = _PLAN.co_impression_weight
+    seed_norm: float = _PLAN.seed_norm
+    exposure_bias: bool = _PLAN.exposure_bias
     finetune_days: int = _PLAN.finetune_days
     hard_negatives: int = _PLAN.hard_negatives
     sampled_softmax: bool = _PLAN.sampled_softmax
@@ -260,6 +269,10 @@ class TrainingResource(dg.ConfigurableResource):
         """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
         `codes`: the vocabulary's (events.contract.EventCodes; default the built-in data's)."""
         return self.plan().configs(n_items) if codes is None else self.plan().configs(n_items, codes)
+
+    def optim_config(self, stage: str):
+        """training.module.OptimConfig of "pretrain" or "finetune" (TrainingPlan.optim_config)."""
+        return self.plan().optim_config(stage)
 
     def ranking_config(self):
         """training.ranking.RankingConfig of the plan (the ranking head's loss weight)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run = log_run(cfg)
     log_s = time.perf_counter() - t0
-    # --quick: a smoke run of the whole pipeline, not a measurement: one small epoch per model
-    plan = TrainingPlan(d_model=32, pretrain_epochs=1, batch_size=256) if a.quick else TrainingPlan()
+    # the lifecycle's recipe, trained on a.threads threads; --quick: a smoke run of the whole
+    # pipeline, not a measurement (a small model, the fewest steps)
+    plan = replace(TrainingPlan(), threads=a.threads)
+    if a.quick:
+        plan = replace(plan, d_model=32, pretrain_epochs=1, pretrain_min_steps=20, finetune_min_steps=10)
     policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"), plan)
     train_s = time.perf_counter() - t0 - log_s
     torch.set_num_threads(a.serve_threads)

@@ -12,6 +12,9 @@ world and MovieLens ship theirs in `events/vocabularies/`.
     surface_weights: {app: {purchase: 1}} # optional: per surface, overriding `weights`
     guarded: [purchase]                   # optional: outcomes whose recall the canary gate guards
     drift: [cart, purchase, return]       # optional: outcomes whose mix the drift sensor compares
+    repeats: false                        # optional: true when items are engaged again (groceries):
+                                          #   the service then serves items the user was shown or
+                                          #   engaged before (default: it does not)
     codes:                                # optional: pinned codes (names in code order)
       outcomes: [view, cart, purchase, return]
       surfaces: [web, app]
@@ -65,6 +68,7 @@ FIELDS = (
     "surface_weights",
     "guarded",
     "drift",
+    "repeats",
     "codes",
 )
 # item_stats columns that are not per-outcome counts: an outcome family may not take their names
@@ -89,6 +93,7 @@ class Vocabulary:
     drift: tuple[str, ...]
     codes: EventCodes  # every name with a code (the ledger), declared or retired
     sha256: str = field(default="")
+    repeats: bool = False  # items are engaged again: serving does not filter what was seen
 
     @property
     def label(self) -> str:
@@ -113,6 +118,7 @@ class Vocabulary:
             "engaged": list(self.engaged),
             "impression": self.impression,
             "negative": list(self.negative),
+            "repeats": self.repeats,
             "declared": {"surfaces": list(self.surfaces), "outcomes": list(self.outcomes)},
         }
 
@@ -276,7 +282,14 @@ def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | Non
         drift=drift,
         codes=codes,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
+        repeats=_flag(label, "repeats", raw.get("repeats", False)),
     )
+
+
+def _flag(path: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise VocabularyError(f"vocabulary {path}: `{key}` must be true or false, got {value!r}")
+    return value
 
 
 def load_vocabulary(path: str | Path, ledger_path: Path | None = None) -> Vocabulary:

@@ -100,9 +100,12 @@ def _union_task(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.n
     return users.astype(np.int64), items.astype(np.int64)
 
 
-def _partial_task(path: str, group: int, active: tuple[np.ndarray, np.ndarray], max_length: int, codes: EventCodes):
+def _partial_task(
+    path: str, group: int, active: tuple[np.ndarray, np.ndarray], max_length: int, codes: EventCodes, since_us: int
+):
     users, items = active
-    sequences, counts = t._LastEngagements(users, max_length, codes.impression_code), t._ItemCounts(items, codes)
+    sequences = t._LastEngagements(users, max_length, codes.impression_code, since_us)
+    counts = t._ItemCounts(items, codes)
     for batch in _batches(path, group, t.HISTORY_COLUMNS):
         cols = t._columns(batch, codes)
         sequences.add(cols)
@@ -149,12 +152,13 @@ def dask_feature_tables(
     today = [client.submit(_active_task, path, group, codes, pure=False) for path, group in row_groups(table, [day])]
     active = _tree(client, _union_task, today) if len(today) > 1 else client.submit(_union_task, *today, pure=False)
     users, items = active.result()
+    since_us = t.shown_since_us(day)
     if len(users) == 0 and len(items) == 0:
         return t.feature_tables_of(
-            t._LastEngagements(users, max_length, codes.impression_code), t._ItemCounts(items, codes)
+            t._LastEngagements(users, max_length, codes.impression_code, since_us), t._ItemCounts(items, codes)
         )
     partials = [
-        client.submit(_partial_task, path, group, active, max_length, codes, pure=False)
+        client.submit(_partial_task, path, group, active, max_length, codes, since_us, pure=False)
         for path, group in row_groups(table, days)
     ]
     root = _tree(client, _combine_task, partials) if len(partials) > 1 else partials[0]

@@ -50,6 +50,7 @@ USER_SEQUENCE_FEATURES = [
     "user_sequence:seq_outcomes",
     "user_sequence:seq_surfaces",
     "user_sequence:seq_timestamps_us",
+    "user_sequence:seq_shown_item_ids",
     "user_sequence:seq_length",
 ]
 
@@ -271,7 +272,7 @@ def training_examples(store: FeatureStore, targets: pd.DataFrame) -> pd.DataFram
     feature_cols = [f.split(":")[1] for f in USER_SEQUENCE_FEATURES]
     out = entity.drop(columns=[ENTITY_TIMESTAMP]).merge(joined[["_row", *feature_cols]], on="_row", how="left")
     out = out.sort_values("_row").drop(columns=["_row"]).reset_index(drop=True)
-    for col in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us"):
+    for col in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us", "seq_shown_item_ids"):
         out[col] = out[col].map(lambda v: list(v) if v is not None and not (isinstance(v, float)) else [])
     out["seq_length"] = out["seq_length"].fillna(0).astype("int64")
     return out

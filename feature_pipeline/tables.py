@@ -28,6 +28,11 @@ from events.contract import BUILTIN_CODES, TIMESTAMP_DTYPE, EventCodes
 from events.table import EventTable
 
 SEQUENCE_LENGTH = 200
+# Freshness: each user's items impressed in the last SHOWN_DAYS days (the day itself included),
+# at most SHOWN_LENGTH impressions: the service does not serve them again (a vocabulary whose
+# items are bought again, `repeats: true`, does).
+SHOWN_DAYS = 3
+SHOWN_LENGTH = 300
 ENTITY_TIMESTAMP = "event_timestamp"
 # Rows read per record batch when streaming the event table: memory is bounded by this and by
 # the number of active entities (and max_length per active user), not by the days' sizes.
@@ -115,11 +120,23 @@ class _LastEngagements:
     """
 
     _FIELDS = {"user": np.int32, "item_id": np.int64, "surface": np.int8, "outcome": np.int8, "event_ts": np.int64}
+    _SHOWN_FIELDS = {"user": np.int32, "item_id": np.int64, "event_ts": np.int64}
 
-    def __init__(self, users: np.ndarray, max_length: int, impression_code: int):
+    def __init__(
+        self,
+        users: np.ndarray,
+        max_length: int,
+        impression_code: int,
+        shown_since_us: int | None = None,
+        shown_length: int = SHOWN_LENGTH,
+    ):
         self.users, self.max_length, self.impression_code = users, max_length, impression_code
+        # impressions at or after `shown_since_us` (None: none kept), the last `shown_length` per user
+        self.shown_since_us, self.shown_length = shown_since_us, shown_length
         self.kept = {f: np.zeros(0, t) for f, t in self._FIELDS.items()}
+        self.shown = {f: np.zeros(0, t) for f, t in self._SHOWN_FIELDS.items()}
         self.pending: list[dict[str, np.ndarray]] = []
+        self.pending_shown: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
@@ -134,28 +151,52 @@ class _LastEngagements:
                 }
             )
             self.pending_rows += len(rows)
+        if self.shown_since_us is not None:
+            shown = ~engaged & (cols["event_ts"][found] >= self.shown_since_us)
+            if shown.any():
+                rows = np.flatnonzero(found)[shown]
+                self.pending_shown.append(
+                    {
+                        "user": pos[shown].astype(np.int32),
+                        "item_id": cols["item_id"][rows],
+                        "event_ts": cols["event_ts"][rows],
+                    }
+                )
+                self.pending_rows += len(rows)
         if self.pending_rows >= BATCH_ROWS:
             self._merge()
 
     def _merge(self) -> None:
-        if not self.pending:
-            return
-        parts = [self.kept, *self.pending]
-        self.pending, self.pending_rows = [], 0
-        user = np.concatenate([p["user"] for p in parts])
-        order = np.lexsort((np.concatenate([p["event_ts"] for p in parts]), user))  # stable
-        user = user[order]
-        # keep a row when fewer than max_length rows of its user follow it
-        counts = np.bincount(user, minlength=len(self.users))
-        group_end = np.repeat(np.cumsum(counts), counts)  # one past each row's user's last row
-        keep = order[group_end - np.arange(len(user)) <= self.max_length]
-        del user, order, group_end
-        kept = {}
-        for f in self._FIELDS:  # one column at a time: concatenated, picked, the parts released
-            kept[f] = np.concatenate([p[f] for p in parts])[keep]
-            for p in parts:
-                p[f] = None
-        self.kept = kept
+        self.pending_rows = 0
+        if self.pending:
+            self.kept, self.pending = (
+                _last_rows([self.kept, *self.pending], self._FIELDS, len(self.users), self.max_length),
+                [],
+            )
+        if self.pending_shown:
+            parts = [self.shown, *self.pending_shown]
+            self.shown, self.pending_shown = (
+                _last_rows(parts, self._SHOWN_FIELDS, len(self.users), self.shown_length),
+                [],
+            )
+
+    def shown_items(self) -> list[np.ndarray]:
+        """Per active user (in `users` order), the distinct items of the kept impressions, the most
+        recently shown last (consumes the kept impressions)."""
+        self._merge()
+        k = self.shown
+        self.shown = {f: np.zeros(0, t) for f, t in self._SHOWN_FIELDS.items()}
+        out = [np.zeros(0, np.int64) for _ in range(len(self.users))]
+        if not len(k["user"]):
+            return out
+        last = np.lexsort((-k["event_ts"], k["item_id"], k["user"]))  # each (user, item): newest first
+        first = np.r_[True, (np.diff(k["user"][last]) != 0) | (np.diff(k["item_id"][last]) != 0)]
+        rows = last[first]
+        rows = rows[np.lexsort((k["event_ts"][rows], k["user"][rows]))]
+        users, starts = np.unique(k["user"][rows], return_index=True)
+        for u, part in zip(users, np.split(k["item_id"][rows].astype(np.int64), starts[1:])):
+            out[u] = part
+        return out
 
     @classmethod
     def combine(cls, parts: list[_LastEngagements]) -> _LastEngagements:
@@ -163,18 +204,19 @@ class _LastEngagements:
         order: a row a part dropped has `max_length` later rows of its user in that part, so it
         is not among the last `max_length` of all rows either; merging the parts' kept rows in
         order (a stable sort) gives what one accumulator fed with every row gives."""
-        out = cls(parts[0].users, parts[0].max_length, parts[0].impression_code)
+        first = parts[0]
+        out = cls(first.users, first.max_length, first.impression_code, first.shown_since_us, first.shown_length)
         for part in parts:
             part._merge()
             out.pending.append(part.kept)
-            out.pending_rows += len(part.kept["user"])
+            out.pending_shown.append(part.shown)
         out._merge()
         return out
 
     def table(self) -> pd.DataFrame:
         """The user_sequence table (consumes the accumulator: its rows become the table's
         sequences, each an int64 numpy array)."""
-        self._merge()
+        shown = self.shown_items() if self.shown_since_us is not None else None
         k = self.kept
         if len(k["user"]) == 0:
             return _empty_user_sequence()
@@ -202,6 +244,10 @@ class _LastEngagements:
                 ("seq_timestamps_us", "event_ts"),
             )
         }
+        if shown is not None:
+            columns["seq_shown_item_ids"] = np.empty(len(positions), dtype=object)
+            for i, u in enumerate(positions):
+                columns["seq_shown_item_ids"][i] = shown[u]
         return pd.DataFrame(
             {
                 "user_id": user_ids,
@@ -210,6 +256,33 @@ class _LastEngagements:
                 ENTITY_TIMESTAMP: pd.to_datetime(last_ts, unit="us", utc=True).astype(TIMESTAMP_DTYPE),
             }
         )
+
+
+def _last_rows(
+    parts: list[dict[str, np.ndarray]], fields: dict, n_users: int, max_length: int
+) -> dict[str, np.ndarray]:
+    """The rows of `parts` (kept rows first, then new ones) that are among their user's last
+    `max_length` by time; a stable sort, so ties in time keep the parts' order."""
+    user = np.concatenate([p["user"] for p in parts])
+    order = np.lexsort((np.concatenate([p["event_ts"] for p in parts]), user))  # stable
+    user = user[order]
+    # keep a row when fewer than max_length rows of its user follow it
+    counts = np.bincount(user, minlength=n_users)
+    group_end = np.repeat(np.cumsum(counts), counts)  # one past each row's user's last row
+    keep = order[group_end - np.arange(len(user)) <= max_length]
+    del user, order, group_end
+    kept = {}
+    for f in fields:  # one column at a time: concatenated, picked, the parts released
+        kept[f] = np.concatenate([p[f] for p in parts])[keep]
+        for p in parts:
+            p[f] = None
+    return kept
+
+
+def shown_since_us(day: date, days: int = SHOWN_DAYS) -> int:
+    """The first microsecond of the freshness window that ends with `day` (UTC)."""
+    start = pd.Timestamp(day, tz="UTC") - pd.Timedelta(days=days - 1)
+    return int(start.value // 1000)
 
 
 class _ItemCounts:
@@ -306,7 +379,7 @@ def user_sequence_table(
     (stable sort). Streams the event table (`BATCH_ROWS`).
     """
     users, _ = _active_ids(table, day, codes)
-    sequences = _LastEngagements(users, max_length, codes.impression_code)
+    sequences = _LastEngagements(users, max_length, codes.impression_code, shown_since_us(day))
     if len(users):
         _feed(_history(table, day, ["user_id", "item_id", "surface", "outcome", "event_ts"], codes), sequences)
     return sequences.table()
@@ -320,6 +393,7 @@ def _empty_user_sequence() -> pd.DataFrame:
             "seq_outcomes": pd.Series([], dtype=object),
             "seq_surfaces": pd.Series([], dtype=object),
             "seq_timestamps_us": pd.Series([], dtype=object),
+            "seq_shown_item_ids": pd.Series([], dtype=object),
             "seq_length": pd.Series([], dtype="int64"),
             ENTITY_TIMESTAMP: pd.Series([], dtype=TIMESTAMP_DTYPE),
         }
@@ -359,7 +433,8 @@ def day_feature_tables(table: EventTable, day: date, codes: EventCodes = BUILTIN
     """All three offline tables of `day`, keyed by Feast feature view name, from one streamed
     pass over the event table up to `day` (memory bounded by `BATCH_ROWS` and active entities)."""
     users, items = _active_ids(table, day, codes)
-    sequences, counts = _LastEngagements(users, SEQUENCE_LENGTH, codes.impression_code), _ItemCounts(items, codes)
+    sequences = _LastEngagements(users, SEQUENCE_LENGTH, codes.impression_code, shown_since_us(day))
+    counts = _ItemCounts(items, codes)
     if len(users) or len(items):
         _feed(_history(table, day, _HISTORY_COLUMNS, codes), sequences, counts)
     return feature_tables_of(sequences, counts)

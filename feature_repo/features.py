@@ -31,13 +31,15 @@ user_sequence = FeatureView(
         Field(name="seq_outcomes", dtype=Array(Int64)),
         Field(name="seq_surfaces", dtype=Array(Int64)),
         Field(name="seq_timestamps_us", dtype=Array(Int64)),
+        Field(name="seq_shown_item_ids", dtype=Array(Int64)),
         Field(name="seq_length", dtype=Int64),
     ],
     online=True,
     source=user_sequence_source,
     tags=TAGS,
     description="The user's most recent engagements (oldest first), outcome and surface codes of the "
-    "pinrec/codes tag (the vocabulary's code ledger).",
+    "pinrec/codes tag (the vocabulary's code ledger), and the items shown to the user in the last days "
+    "(seq_shown_item_ids, most recently shown last: the service's freshness filter).",
 )
 
 item_stats = FeatureView(

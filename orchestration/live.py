@@ -370,7 +370,9 @@ class LiveRunner:
         model_cfg, data_cfg, loss_cfg, train_cfg = self.resources["training"].configs()
         from dataclasses import replace
 
-        model_cfg = replace(model_cfg, outcome_conditioning=False, multi_token=False, side_inputs=False)
+        model_cfg = replace(
+            model_cfg, outcome_conditioning=False, multi_token=False, side_inputs=False, exposure_bias=False
+        )
         data_cfg = replace(data_cfg, outcome_conditioning=False)
         loss_cfg = replace(loss_cfg, logq=False)
         out = Path(self.settings.data_dir) / "models" / "sasrec" / day.isoformat()

@@ -20,6 +20,8 @@ LIVE_WORLD = {
     "PINREC_SIM_EVENTS_PER_DAY": "15000",
     "PINREC_TRAIN_D_MODEL": "32",
     "PINREC_TRAIN_PRETRAIN_EPOCHS": "2",
+    "PINREC_TRAIN_PRETRAIN_MIN_STEPS": "20",  # the plan's step budgets, sized down for tests
+    "PINREC_TRAIN_FINETUNE_MIN_STEPS": "10",
 }
 LIVE_DAYS = [date(2026, 1, d) for d in (1, 2, 3, 4)]
 

@@ -97,21 +97,30 @@ def sampled_softmax_loss(
     hard_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     reduction: str = "mean",
+    item_bias=None,
 ) -> torch.Tensor:
     """Loss over N rows: mean, or (N,) per row with `reduction="none"`.
 
     q (N, d) normalised queries; pos_ids (N, K) item indices with pos_mask (N, K) (slot 0 True);
     item_embeddings(ids | None) -> normalised vectors ((V+1, d) with row 0 = padding when None);
     item_log_prob (V+1,) log popularity of each item (logQ of in-batch negatives);
-    hard_ids / hard_mask (N, H) hard negatives.
+    hard_ids / hard_mask (N, H) hard negatives; item_bias(ids) -> a logit added to every
+    item's score (the model's exposure term), or None.
     """
     q = q.float()
     inv_t = 1.0 / temperature.float()
-    pos_logit = torch.einsum("nd,nkd->nk", q, item_embeddings(pos_ids).float()) * inv_t  # (N, K)
+
+    def bias(ids: torch.Tensor) -> torch.Tensor | float:
+        return item_bias(ids).float() if item_bias is not None else 0.0
+
+    pos_logit = torch.einsum("nd,nkd->nk", q, item_embeddings(pos_ids).float()) * inv_t + bias(pos_ids)  # (N, K)
     parts: list[torch.Tensor] = []
     if cfg.full_softmax:
-        E = item_embeddings(None)[1:]  # (V, d), no padding row
-        parts.append(chunked_logsumexp(q, E, inv_t).unsqueeze(1))  # (N, 1)
+        E, qe = item_embeddings(None)[1:], q  # (V, d), no padding row
+        if item_bias is not None:  # <[q, T], [e_v, b_v]> / T = <q, e_v> / T + b_v
+            E = torch.cat([E.float(), item_bias(torch.arange(1, E.shape[0] + 1, device=E.device)).float()[:, None]], 1)
+            qe = torch.cat([q, temperature.float().expand(q.shape[0], 1)], 1)
+        parts.append(chunked_logsumexp(qe, E, inv_t).unsqueeze(1))  # (N, 1)
     else:
         # one shared candidate set per batch: in-batch positives + uniform draws
         flat = pos_ids[:, 0]
@@ -119,7 +128,7 @@ def sampled_softmax_loss(
         inb = flat[idx]
         uni = torch.randint(1, n_items + 1, (cfg.n_uniform,), generator=generator)
         cand = torch.cat([inb, uni])  # (C,)
-        neg_logit = (q @ item_embeddings(cand).float().T) * inv_t  # (N, C)
+        neg_logit = (q @ item_embeddings(cand).float().T) * inv_t + bias(cand)  # (N, C)
         if cfg.logq:
             # expected count of c in the candidate set: n_inbatch * p_pop(c) + n_uniform / V
             pop = item_log_prob.exp()
@@ -130,7 +139,7 @@ def sampled_softmax_loss(
     if hard_ids is not None:
         # in full mode the hard negatives are already in the denominator; adding them once more
         # up-weights them (the fine-tuning signal)
-        hard = torch.einsum("nd,nhd->nh", q, item_embeddings(hard_ids).float()) * inv_t
+        hard = torch.einsum("nd,nhd->nh", q, item_embeddings(hard_ids).float()) * inv_t + bias(hard_ids)
         parts.append(hard.masked_fill(~hard_mask, NEG_INF))
     denom = torch.logsumexp(torch.cat(parts, dim=1), dim=1)
     numer = torch.logsumexp(pos_logit.masked_fill(~pos_mask, NEG_INF), dim=1)

@@ -84,6 +84,11 @@ class PinRecConfig:
     # ranking head: the outcomes it predicts (the vocabulary's engaged and negative ones, names
     # of `outcomes`); () = no ranking head (retrieval only: the configs and checkpoints of before)
     rank_outcomes: tuple[str, ...] = ()
+    # exposure: a learned per-item bias added to the retrieval logits in training only. What a
+    # log's next engagement is mixes how often an item is shown with how likely it is engaged
+    # once shown; the bias takes the first, and serving scores <q, e_i> / T without it: P(engage |
+    # shown), not exposure. False: the checkpoints of before (no such parameter).
+    exposure_bias: bool = False
 
     @property
     def ranking(self) -> bool:
@@ -364,6 +369,8 @@ class PinRec(nn.Module):
         self.head_offset = nn.Embedding(len(OFFSETS), d)
         self.head = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.log_temp = nn.Parameter(torch.tensor(math.log(cfg.init_temperature)))
+        # per-item exposure logit (training only; zeros: adds no draw from the generator)
+        self.exposure = nn.Parameter(torch.zeros(cfg.n_items + 1)) if cfg.exposure_bias else None
         # raw item id of each index (row 0 = padding = -1); saved with the weights for serving
         self.register_buffer("item_ids", torch.cat([torch.tensor([-1]), torch.arange(1, cfg.n_items + 1)]))
         self.apply(self._init)
@@ -466,6 +473,12 @@ class PinRec(nn.Module):
         if ids is None:
             ids = torch.arange(self.cfg.n_items + 1, device=self.log_temp.device)
         return F.normalize(self.item_emb(ids), dim=-1)
+
+    def exposure_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """The training-only exposure bias of items `ids` (zeros without one); never served."""
+        if self.exposure is None:
+            return torch.zeros(ids.shape, device=ids.device)
+        return self.exposure[ids]
 
     @property
     def temperature(self) -> torch.Tensor:

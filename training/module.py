@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 import torch
 
+from training.cooccurrence import CoImpressions, co_impression_loss, sample_pairs
 from training.loss import LossConfig, sampled_softmax_loss
 from training.metrics import full_ranking_ranks, rank_metrics
 from training.model import ANY_OUTCOME, OUTCOMES, PinRec, PinRecConfig
@@ -21,12 +22,23 @@ class OptimConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 100
+    # a longer warm-up is rescaled to this share of the run (training.steps); None: kept as asked
+    # (a warm-up longer than the run is said in the logs). A rescaled warm-up depends on the run's
+    # length: a run resumed with more epochs is then not the straight run.
+    max_warmup_fraction: float | None = None
     # "constant", "cosine" (to total_steps), or "cosine_time": cosine over the wall-clock budget
     # `time_budget_s` (for time-capped runs such as benchmarks; not reproducible step by step)
     schedule: str = "constant"
     total_steps: int = 0  # cosine horizon (set by the trainer entry point)
     time_budget_s: float = 0.0  # cosine_time horizon (set from TrainConfig.max_time_s)
     aux_weight: float = 1.0  # loss weight of non-"next" offsets relative to "next"
+    # co-impression objective (training.cooccurrence): weight of the contrastive loss over items
+    # shown in one session (0: off), pairs per step, its temperature
+    co_weight: float = 0.0
+    co_pairs: int = 512
+    co_tau: float = 0.1
+    seed_items: bool = False  # start the item table from the log's co-impressions (training.cooccurrence)
+    seed_norm: float = 0.0  # the seeded rows' norm (0: the initial table's mean row norm)
     # how the validation / test score combines per-outcome queries (no target outcome is used):
     # list of (outcome name or "any", weight); scores are log-mixtures of per-outcome softmaxes
     eval_mix: list[tuple[str, float]] = field(default_factory=lambda: [("any", 1.0)])
@@ -58,6 +70,7 @@ class PinRecModule(pl.LightningModule):
         seed: int = 0,
         rank_cfg: RankingConfig | None = None,
         engaged_columns: tuple[int, ...] = (),
+        co_impressions: CoImpressions | None = None,
     ):
         super().__init__()
         self.seed = seed
@@ -66,11 +79,15 @@ class PinRecModule(pl.LightningModule):
         self.rank_cfg = rank_cfg or RankingConfig()
         self.engaged_columns = tuple(engaged_columns)
         self._rank_parts: dict[str, torch.Tensor] = {}
+        self.co_impressions = co_impressions  # sessions' items (the co-impression objective)
         self.model = PinRec(model_cfg)
         self.loss_cfg, self.optim_cfg = loss_cfg, optim_cfg
         V = model_cfg.n_items
         lp = item_log_prob if item_log_prob is not None else torch.full((V + 1,), -math.log(V))
         self.register_buffer("item_log_prob", lp.float(), persistent=False)
+        if self.model.exposure is not None:  # starts at the log's (centred) log popularity
+            with torch.no_grad():
+                self.model.exposure[1:] = self.item_log_prob[1:] - self.item_log_prob[1:].mean()
         # raw item id of each index (persistent: saved with the weights for serving)
         if item_ids is not None:
             self.model.item_ids.copy_(torch.as_tensor(item_ids).long())
@@ -118,6 +135,7 @@ class PinRecModule(pl.LightningModule):
             hard[0],
             hard[1],
             reduction="none",
+            item_bias=m.exposure_logits if m.exposure is not None else None,
         )
         is_next = batch["tgt_offset"][b, t, o] == 0
         w = torch.where(is_next, 1.0, self.optim_cfg.aux_weight)
@@ -128,6 +146,13 @@ class PinRecModule(pl.LightningModule):
         # straight one exactly, whatever else drew from the global generator in between
         torch.manual_seed((self.seed * 1_000_003 + self.current_epoch) * 1_000_003 + batch_idx)
         loss = self.training_loss(batch)
+        if self.co_impressions is not None and self.optim_cfg.co_weight > 0:
+            a, p = sample_pairs(self.co_impressions, self.optim_cfg.co_pairs, self.seed, self.current_epoch, batch_idx)
+            co = co_impression_loss(
+                self.model.item_embeddings, a.to(self.device), p.to(self.device), self.optim_cfg.co_tau
+            )
+            self.log("train/co_impression", co.detach(), batch_size=len(a))
+            loss = loss + self.optim_cfg.co_weight * co
         self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["items"].shape[0]))
         self.log("train/temperature", self.model.temperature.detach(), batch_size=int(batch["items"].shape[0]))
         for name, value in self._rank_parts.items():

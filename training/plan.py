@@ -10,12 +10,13 @@ and budgets are set: the Dagster `TrainingResource` takes its defaults from here
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from events.contract import BUILTIN_CODES, EventCodes
 from training.data import DataConfig
 from training.loss import LossConfig
 from training.model import PinRecConfig
+from training.module import OptimConfig
 from training.ranking import RankingConfig, rank_outcomes_for
 from training.train import TrainConfig
 
@@ -26,9 +27,25 @@ class TrainingPlan:
     layers: int = 2
     heads: int = 2
     max_len: int = 50
-    batch_size: int = 128
+    batch_size: int = 32  # a week of the embedded world: ~64 optimiser steps an epoch
     pretrain_epochs: int = 3
     finetune_epochs: int = 1
+    # Sized in optimiser steps (training.steps): a week of the embedded world is ~15 batches an
+    # epoch, so the epochs above are raised until a run has at least this many steps, and the
+    # warm-up is at most `warmup_fraction` of the run, with a cosine decay over the rest.
+    pretrain_min_steps: int = 150
+    finetune_min_steps: int = 60
+    warmup_fraction: float = 0.1  # of the run's steps at most
+    lr: float = 1e-3
+    finetune_lr: float = 3e-4
+    # What items are, from the whole log (training.cooccurrence): the item table starts from the
+    # sessions' co-impressions and keeps a contrastive objective over items shown together.
+    seed_items: bool = True
+    co_impression_weight: float = 0.3
+    seed_norm: float = 1.0  # the seeded item rows' norm (0: the initial table's): item identity leads the token
+    # Exposure (training.model.PinRecConfig.exposure_bias): a per-item bias learned in training and
+    # dropped when serving, so the service ranks by P(engage | shown), not by how often an item is shown.
+    exposure_bias: bool = True
     finetune_days: int = 7  # fine-tuning reads the surface's targets of the days before
     hard_negatives: int = 16  # impressed-but-not-engaged items per target (fine-tuning)
     # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
@@ -64,6 +81,7 @@ class TrainingPlan:
             outcomes=codes.outcomes,
             surfaces=codes.surfaces,
             rank_outcomes=rank_outcomes_for(codes) if self.ranking else (),
+            exposure_bias=self.exposure_bias,
         )
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
         loss = LossConfig(full_softmax=not self.sampled_softmax)
@@ -73,8 +91,30 @@ class TrainingPlan:
             threads=self.threads,
             progress_bar=sys.stderr.isatty(),  # a bar in a terminal, none in a log file
             log_every_n_steps=1,
+            min_steps=self.pretrain_min_steps,
         )
         return model, data, loss, train
+
+    def finetune_train_config(self, train: TrainConfig) -> TrainConfig:
+        """Fine-tuning's epochs and minimum steps on pretraining's `train` config."""
+        return replace(train, max_epochs=self.finetune_epochs, min_steps=self.finetune_min_steps)
+
+    def optim_config(self, stage: str) -> OptimConfig:
+        """The optimiser of "pretrain" or "finetune": learning rate, a warm-up of `warmup_fraction`
+        of the run then cosine decay, the co-impression objective (pretraining also seeds the item
+        table; fine-tuning starts from the pretrained one)."""
+        if stage not in ("pretrain", "finetune"):
+            raise ValueError(f'stage must be "pretrain" or "finetune", got {stage!r}')
+        pre = stage == "pretrain"
+        return OptimConfig(
+            lr=self.lr if pre else self.finetune_lr,
+            warmup_steps=100 if pre else 10,  # at most warmup_fraction of the run (training.steps)
+            max_warmup_fraction=self.warmup_fraction,
+            schedule="cosine",
+            co_weight=self.co_impression_weight,
+            seed_items=self.seed_items and pre,
+            seed_norm=self.seed_norm,
+        )
 
     def ranking_config(self) -> RankingConfig:
         """The ranking head's training (weights, slates per window) of pretraining and fine-tuning."""

@@ -42,6 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from training.cooccurrence import CoImpressions, seed_item_table
 from training.data import (
     DataConfig,
     PinRecDataModule,
@@ -52,6 +53,7 @@ from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule
 from training.ranking import RankingConfig, prepare_ranking
+from training.steps import size_run
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -71,6 +73,7 @@ class TrainConfig:
     precision: str = "32-true"  # "bf16-mixed" uses the CPU's bf16 units (AMX) if present
     threads: int = 2
     patience: int | None = None  # early stopping on val/ndcg@10 (with validation data)
+    min_steps: int = 0  # optimiser steps at least: more epochs when max_epochs gives fewer (training.steps)
     val_every_n_epochs: int = 1
     progress_bar: bool = True
     log_every_n_steps: int = 10
@@ -92,6 +95,7 @@ class TrainResult:
     global_rank: int = 0
     world_size: int = 1
     ranking: dict[str, Any] = field(default_factory=dict)  # whether the ranking head trained, and why not
+    run_size: list[str] = field(default_factory=list)  # what training.steps changed in the plan (log lines)
 
 
 class _History(Callback):
@@ -183,15 +187,26 @@ def _fit(
     extra: dict[str, Any] | None = None,
     rank_cfg: RankingConfig | None = None,
     ranking: dict[str, Any] | None = None,
+    co_impressions: CoImpressions | None = None,
 ) -> TrainResult:
     torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dm.setup()
-    steps_per_epoch = len(dm.train_ds)
+    size = size_run(
+        len(dm.train_ds),
+        train_cfg.max_epochs,
+        optim_cfg.warmup_steps,
+        train_cfg.min_steps,
+        optim_cfg.max_warmup_fraction,
+    )
+    for note in size.notes:
+        print(json.dumps({kind: note}), flush=True)
+    train_cfg = replace(train_cfg, max_epochs=size.epochs)
+    optim_cfg = replace(optim_cfg, warmup_steps=size.warmup_steps)
     if optim_cfg.schedule == "cosine" and optim_cfg.total_steps <= 0:
-        optim_cfg = replace(optim_cfg, total_steps=steps_per_epoch * train_cfg.max_epochs)
+        optim_cfg = replace(optim_cfg, total_steps=size.total_steps)
     if optim_cfg.schedule == "cosine_time" and optim_cfg.time_budget_s <= 0:
         if not train_cfg.max_time_s:
             raise ValueError('schedule "cosine_time" needs TrainConfig.max_time_s (the wall-clock budget)')
@@ -206,7 +221,10 @@ def _fit(
         seed=train_cfg.seed,
         rank_cfg=rank_cfg,
         engaged_columns=tuple(ranking.get("engaged_columns", ())),
+        co_impressions=co_impressions,
     )
+    if optim_cfg.seed_items and init_state is None and co_impressions is not None:
+        seed_item_table(module.model, co_impressions, train_cfg.seed, optim_cfg.seed_norm)
     if init_state is not None:
         if module.model.ranker is None:  # a base with a ranking head, fine-tuned without slates
             init_state = {k: v for k, v in init_state.items() if not k.startswith("ranker.")}
@@ -295,12 +313,22 @@ def _fit(
         best_val=best_val,
         history=history,
         ranking={**ranking, "config": asdict(rank_cfg or RankingConfig())},
+        run_size={"steps_per_epoch": size.steps_per_epoch, "total_steps": size.total_steps, "notes": size.notes},
         **(extra or {}),
     )
     if trainer.is_global_zero:
         save_model(model, out_dir, config)
     return TrainResult(
-        out_dir, model, seconds, trainer.current_epoch, best_val, history, trainer.global_rank, world, ranking
+        out_dir,
+        model,
+        seconds,
+        trainer.current_epoch,
+        best_val,
+        history,
+        trainer.global_rank,
+        world,
+        ranking,
+        size.notes,
     )
 
 
@@ -347,17 +375,27 @@ def pretrain(
         model_cfg = replace(model_cfg, n_items=dm.n_items)
     dm = dm.with_config(**_shallow(_sync(model_cfg, dm.cfg)))
     dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg)
+    optim_cfg = optim_cfg or OptimConfig()
     return _fit(
         dm,
         Path(out_dir),
         model_cfg,
         loss_cfg or LossConfig(),
-        optim_cfg or OptimConfig(),
+        optim_cfg,
         train_cfg or TrainConfig(),
         "pretrain",
         rank_cfg=rank_cfg,
         ranking=ranking,
+        co_impressions=_co_impressions(data, dm.train_seqs.vocab, optim_cfg),
     )
+
+
+def _co_impressions(data: Any, vocab: Any, optim_cfg: OptimConfig) -> CoImpressions | None:
+    """The frame's sessions when the run seeds its item table or trains the co-impression objective."""
+    if not isinstance(data, pd.DataFrame) or not (optim_cfg.seed_items or optim_cfg.co_weight > 0):
+        return None
+    co = CoImpressions.from_events(data, vocab)
+    return co if len(co) else None
 
 
 def _with_ranking(
@@ -411,6 +449,7 @@ def fine_tune(
         extra={"surface": surface, "base_dir": str(base_dir)},
         rank_cfg=rank_cfg,
         ranking=ranking,
+        co_impressions=_co_impressions(data, vocab, optim_cfg),
     )
 
 

@@ -1,7 +1,6 @@
 """Per surface: the pretrained model fine-tuned on that surface's targets of the days before the
 partition's day, its impressed-but-not-engaged items as hard negatives."""
 
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,7 +57,8 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
         events = pd.concat([table.read_day(d) for d in train_days], ignore_index=True)
         vocab = vocabulary.load()
         _, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocab.codes)
-        train_cfg = replace(train_cfg, max_epochs=training.finetune_epochs)
+        train_cfg = training.plan().finetune_train_config(train_cfg)
+        optim_cfg = training.optim_config("finetune")
         # hard negatives are impressions without an engagement: a log without impressions has none,
         # and the loss keeps its in-batch and uniform negatives (sampled softmax) or every item
         n_hard = training.hard_negatives if vocab.impression is not None else 0
@@ -67,7 +67,7 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
                 f"the vocabulary {vocab.label} has no impression outcome: fine-tuning {surface} without "
                 "hard negatives (in-batch and uniform negatives)"
             )
-        tag = config_tag(pretrained["path"], data_cfg, loss_cfg, train_cfg, training.ranking_config())
+        tag = config_tag(pretrained["path"], data_cfg, loss_cfg, train_cfg, training.ranking_config(), optim_cfg)
         out_dir = Path(training.models_dir) / surface / f"{day}-{tag}"
         result = fine_tune(
             events,
@@ -76,10 +76,13 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
             out_dir,
             data_cfg,
             loss_cfg,
-            train_cfg=train_cfg,
+            optim_cfg,
+            train_cfg,
             n_hard=n_hard,
             rank_cfg=training.ranking_config(),
         )
+        for note in result.run_size:
+            context.log.info(f"{surface}: training plan: {note}")
         if result.ranking.get("reason") and result.ranking["reason"] != "the model has no ranking head":
             context.log.info(f"{surface}: ranking head: {result.ranking['reason']}")
         state.save(

@@ -67,15 +67,32 @@ def pretrained_model(
         raise dg.Failure(f"no ingested day before {held_out} to pretrain on")
     events = table.read_until(train_days[-1])
     model_cfg, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocabulary.record().codes)
-    tag = config_tag(model_cfg, data_cfg, loss_cfg, train_cfg, len(train_days), training.ranking_config())
+    tag = config_tag(
+        model_cfg,
+        data_cfg,
+        loss_cfg,
+        train_cfg,
+        len(train_days),
+        training.ranking_config(),
+        training.optim_config("pretrain"),
+    )
     out_dir = Path(training.models_dir) / "pretrained" / f"{train_days[-1]}-{tag}"
     context.log.info(
         f"pretraining on {len(events)} events of {len(train_days)} days "
         f"({train_days[0]} .. {train_days[-1]}, {held_out} held out) into {out_dir}"
     )
     result = pretrain(
-        events, out_dir, model_cfg, data_cfg, loss_cfg, train_cfg=train_cfg, rank_cfg=training.ranking_config()
+        events,
+        out_dir,
+        model_cfg,
+        data_cfg,
+        loss_cfg,
+        training.optim_config("pretrain"),
+        train_cfg,
+        rank_cfg=training.ranking_config(),
     )
+    for note in result.run_size:
+        context.log.info(f"training plan: {note}")
     if result.ranking.get("reason"):
         context.log.info(f"ranking head: {result.ranking['reason']}")
     PretrainedModels(lifecycle_state(lake)).record(out_dir, train_days, held_out)

@@ -26,14 +26,16 @@ Everything serving needs from ``training.model`` goes through this module:
 
 Only engaged outcomes (the version's vocabulary: ``engaged_codes``, by default the built-in
 data's ``events.contract.ENGAGED_OUTCOMES``) enter the model's input, as in training; every item
-of the sequence (negatives and impressions included) counts as seen. Outcome and surface names
+of the sequence (negatives and impressions included) and every item the features say was shown to
+the user lately (``seq_shown_item_ids``) counts as seen: not served again, unless the version's
+vocabulary says its items are engaged again (``repeats``). Outcome and surface names
 map to the codes of the model (``PinRecConfig.outcomes`` / ``surfaces``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,11 +71,17 @@ class UserSequence:
     outcomes: np.ndarray
     surfaces: np.ndarray
     timestamps_us: np.ndarray
+    # items shown to the user lately (the features' seq_shown_item_ids): seen, never model input
+    shown_item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def empty(cls) -> UserSequence:
         z: np.ndarray = np.zeros(0, np.int64)
         return cls(z, z.copy(), z.copy(), z.copy())
+
+    def seen_items(self) -> np.ndarray:
+        """Sorted distinct items the user acted on or was shown (the freshness filter)."""
+        return np.unique(np.concatenate([self.item_ids, self.shown_item_ids]))
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -89,7 +97,8 @@ class UserSequence:
             for c in ("seq_item_ids", "seq_outcomes", "seq_surfaces", "seq_timestamps_us")
         ]
         n = min(len(c) for c in cols)
-        return cls(*(c[-n:] if n else c[:0] for c in cols))
+        shown = np.asarray(row.get("seq_shown_item_ids") if row.get("seq_shown_item_ids") is not None else [], np.int64)
+        return cls(*(c[-n:] if n else c[:0] for c in cols), shown_item_ids=shown)
 
     def extended(self, events: Sequence[Mapping[str, Any]], codes: EventCodes = BUILTIN_CODES) -> UserSequence:
         """This sequence plus ``events`` ({item_id, outcome name, surface name, timestamp_us},
@@ -109,6 +118,7 @@ class UserSequence:
             np.concatenate([self.outcomes, outcomes])[order],
             np.concatenate([self.surfaces, surfaces])[order],
             all_ts[order],
+            self.shown_item_ids,
         )
 
 

@@ -141,7 +141,10 @@ class LoadedVersion:
         self.model = model
         # the codes the model was trained with, and its engaged outcomes (manifests from before
         # vocabularies: the built-in data's)
-        engaged = manifest.get("config", {}).get("vocabulary", {}).get("engaged")
+        vocabulary = manifest.get("config", {}).get("vocabulary", {})
+        engaged = vocabulary.get("engaged")
+        # a vocabulary whose items are engaged again (groceries): nothing seen is filtered out
+        self.repeats = bool(vocabulary.get("repeats", False))
         self.codes = enc.model_codes(model, engaged)
         self.encoder = enc.Encoder(model, self.codes.engaged_codes)
         self.index = index
@@ -191,6 +194,11 @@ class LoadedVersion:
             ids, valid = self._unseen(rows, query_request, seen)
         valid &= np.cumsum(valid, axis=1) <= k_q[:, None]  # each query's best k unseen items
         return ids, scores, valid
+
+    def _seen(self, seq: enc.UserSequence) -> np.ndarray:
+        """The items not to serve `seq`'s user: every item acted on or shown lately (none when the
+        vocabulary allows repeats)."""
+        return np.zeros(0, np.int64) if self.repeats else seq.seen_items()
 
     def _unseen(
         self, rows: np.ndarray, query_request: np.ndarray, seen: list[np.ndarray]
@@ -279,7 +287,7 @@ class LoadedVersion:
         if ann:
             rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in ann])
             query_request = np.repeat(np.arange(len(ann)), [len(budgets[i]) for i in ann])
-            seen = [np.unique(requests[i].sequence.item_ids) for i in ann]
+            seen = [self._seen(requests[i].sequence) for i in ann]
             ids, scores, valid = self._search_unseen(queries[rows], query_request, [n_candidates] * len(ann), seen)
             at = 0
             for i in ann:
@@ -409,7 +417,7 @@ class LoadedVersion:
         h, kinds, flops, _ = self._encode_users(requests, states, need_cache=False)
         queries, flops_per_query = self.encoder.queries_for(h, budgets)
         t1 = time.perf_counter()
-        seen = [np.unique(r.sequence.item_ids) for r in requests]
+        seen = [self._seen(r.sequence) for r in requests]
         query_request = np.repeat(np.arange(len(requests)), [len(b) for b in budgets])
         ids, scores, valid = self._search_unseen(queries, query_request, [r.k for r in requests], seen)
         t2 = time.perf_counter()

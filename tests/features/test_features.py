@@ -16,7 +16,7 @@ from feature_pipeline.store import (
     training_examples,
     write_offline_tables,
 )
-from feature_pipeline.tables import day_feature_tables, user_sequence_table
+from feature_pipeline.tables import SHOWN_DAYS, SHOWN_LENGTH, day_feature_tables, user_sequence_table
 from tests.helpers import ingest_world
 
 
@@ -49,6 +49,27 @@ def test_user_sequence_holds_the_last_engagements_in_time_order(feature_world):
         assert row.seq_length == len(mine)
         assert row.event_timestamp == mine["event_ts"].max()
     assert OUTCOME_CODE["impression"] not in {o for r in seq["seq_outcomes"] for o in r}
+
+
+def test_user_sequence_holds_the_items_shown_in_the_last_days_most_recent_last(feature_world):
+    table, _, store, tables = feature_world
+    last_day = table.days()[-1]
+    seq = tables[last_day]["user_sequence"]
+    events = table.read_until(last_day)
+    since = pd.Timestamp(last_day, tz="UTC") - pd.Timedelta(days=SHOWN_DAYS - 1)
+    shown = events[(events["outcome"] == "impression") & (events["event_ts"] >= since)]
+    shown = shown.sort_values(["user_id", "event_ts"], kind="stable")
+    checked = 0
+    for row in seq.head(10).itertuples():
+        mine = shown[shown["user_id"] == row.user_id].tail(SHOWN_LENGTH)
+        expected = mine.drop_duplicates("item_id", keep="last").sort_values("event_ts", kind="stable")
+        assert sorted(row.seq_shown_item_ids.tolist()) == sorted(expected["item_id"].tolist())
+        assert row.seq_shown_item_ids.tolist()[-1:] == expected["item_id"].tolist()[-1:]
+        checked += len(expected) > 0
+    assert checked > 0
+    online = online_user_sequences(store, seq["user_id"].head(3).tolist()).set_index("user_id")
+    for row in seq.head(3).itertuples():
+        assert list(online.loc[row.user_id]["seq_shown_item_ids"]) == row.seq_shown_item_ids.tolist()
 
 
 def test_sequence_is_capped_at_max_length(feature_world):

@@ -42,6 +42,8 @@ TINY_MODEL = {
     "finetune_epochs": 1,
     "finetune_days": 3,
     "batch_size": 64,
+    "pretrain_min_steps": 20,  # the plan's step budgets, sized down for tests
+    "finetune_min_steps": 10,
 }
 SURFACES = load_settings().surfaces
 # The tiny test model does not reliably beat the popularity policy on the yardstick (search: user

@@ -222,6 +222,8 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
             "finetune_epochs": 1,
             "finetune_days": 3,
             "batch_size": 64,
+            "pretrain_min_steps": 20,
+            "finetune_min_steps": 10,
         }
     )
     resources["s3"] = S3Resource(

@@ -125,14 +125,21 @@ class ModelTrainer:
             variant,
             key,
             lambda out: pretrain(
-                self.run.train_events, out, model_cfg, data_cfg, loss_cfg, train_cfg=train_cfg, rank_cfg=rank_cfg
+                self.run.train_events,
+                out,
+                model_cfg,
+                data_cfg,
+                loss_cfg,
+                self.plan.optim_config("pretrain"),
+                train_cfg,
+                rank_cfg=rank_cfg,
             ),
         )
 
     def finetuned(self, variant: str, surface: str) -> Path:
         base = self.pretrained(variant)
         _, data_cfg, loss_cfg, train_cfg, ranking = self._configs(variant)
-        train_cfg = replace(train_cfg, max_epochs=self.plan.finetune_epochs)
+        train_cfg = self.plan.finetune_train_config(train_cfg)
         days = self.run.train_days[-self.plan.finetune_days :]
         ev = self.run.train_events
         events = ev[ev["event_ts"].dt.date >= days[0]]
@@ -148,7 +155,8 @@ class ModelTrainer:
                 out,
                 data_cfg,
                 loss_cfg,
-                train_cfg=train_cfg,
+                self.plan.optim_config("finetune"),
+                train_cfg,
                 n_hard=self.plan.hard_negatives,
                 rank_cfg=rank_cfg,
             ),

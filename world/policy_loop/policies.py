@@ -19,12 +19,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from events.contract import BUILTIN_CODES, SURFACES
+from feature_pipeline.tables import shown_since_us
 from serving.evaluation.yardstick import version_scores
 from serving.service import encoder as enc
 from serving.service.retriever import LoadedVersion, RecommendRequest, RetrievalRequest
@@ -42,42 +43,56 @@ def stable_seed(*parts: object) -> int:
 
 class SequenceStore:
     """Each user's non-impression events (engagements and negatives) as `UserSequence` arrays,
-    oldest first: what the online feature store holds (`UserSequence.from_features`)."""
+    oldest first, and the items shown to the user in the last `SHOWN_DAYS` days: what the online
+    feature store holds (`UserSequence.from_features`: seq_* and seq_shown_item_ids)."""
 
     def __init__(self) -> None:
         self.by_user: dict[int, enc.UserSequence] = {}
+        self.shown: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # user -> (items, times in us)
+        self.since_us = 0  # the freshness window of the day after the newest update starts here
 
     def copy(self) -> SequenceStore:
         out = SequenceStore()
         out.by_user = dict(self.by_user)  # sequences are replaced, never modified in place
+        out.shown, out.since_us = dict(self.shown), self.since_us
         return out
 
     def update(self, events: pd.DataFrame) -> None:
-        """Append contract rows (any order; impressions are left out)."""
-        ev = events[events["outcome"] != "impression"]
-        if len(ev) == 0:
+        """Append contract rows (any order): engagements and negatives to the sequences,
+        impressions to the items shown lately (older than the next day's window dropped)."""
+        if len(events) == 0:
             return
-        ev = ev.sort_values(["user_id", "event_ts"], kind="stable")
+        ev = events.sort_values(["user_id", "event_ts"], kind="stable")
         users = ev["user_id"].to_numpy(np.int64)
         cols = _coded(ev)
+        impression = cols[1] == _IMPRESSION_CODE
+        next_day = (pd.Timestamp(int(cols[3].max()), unit="us", tz="UTC") + pd.Timedelta(days=1)).date()
+        self.since_us = max(self.since_us, shown_since_us(next_day))
         bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
         for a, b in zip(bounds[:-1], bounds[1:]):
-            user = int(users[a])
-            old = self.by_user.get(user, enc.UserSequence.empty())
-            self.by_user[user] = enc.UserSequence(
-                *(np.concatenate([o, c[a:b]])[-SEQUENCE_KEEP:] for o, c in zip(_fields(old), cols))
-            )
+            user, rows = int(users[a]), np.arange(a, b)
+            engaged, shown = rows[~impression[a:b]], rows[impression[a:b]]
+            if len(engaged):
+                old = self.by_user.get(user, enc.UserSequence.empty())
+                self.by_user[user] = enc.UserSequence(
+                    *(np.concatenate([o, c[engaged]])[-SEQUENCE_KEEP:] for o, c in zip(_fields(old), cols))
+                )
+            items, ts = self.shown.get(user, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            items, ts = np.concatenate([items, cols[0][shown]]), np.concatenate([ts, cols[3][shown]])
+            keep = ts >= self.since_us
+            self.shown[user] = (items[keep], ts[keep])
 
     def get(self, user: int, recent: pd.DataFrame | None = None) -> enc.UserSequence:
-        """The user's sequence, plus `recent` (a request's events of today) when given."""
+        """The user's sequence and items shown lately, plus `recent` (a request's events of today)."""
         seq = self.by_user.get(int(user), enc.UserSequence.empty())
-        if recent is None or len(recent) == 0:
-            return seq
-        cols = _coded(recent)
-        keep = cols[1] != _IMPRESSION_CODE
-        if not keep.any():
-            return seq
-        return enc.UserSequence(*(np.concatenate([o, c[keep]]) for o, c in zip(_fields(seq), cols)))
+        shown = self.shown.get(int(user), (np.zeros(0, np.int64),))[0]
+        if recent is not None and len(recent):
+            cols = _coded(recent)
+            keep = cols[1] != _IMPRESSION_CODE
+            shown = np.concatenate([shown, cols[0][~keep]])
+            if keep.any():
+                seq = enc.UserSequence(*(np.concatenate([o, c[keep]]) for o, c in zip(_fields(seq), cols)))
+        return replace(seq, shown_item_ids=np.unique(shown)) if len(shown) else seq
 
 
 _IMPRESSION_CODE = BUILTIN_CODES.outcome_code["impression"]

@@ -1,0 +1,109 @@
+"""The lifecycle's training recipe: runs sized in steps, items learned from what sessions show
+together, exposure learned in training and left out of what is served."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from serving.service.encoder import item_table
+from tests.helpers import SMALL_WORLD
+from training.cooccurrence import CoImpressions, co_impression_loss
+from training.data import build_sequences, build_vocab, item_log_popularity
+from training.model import PinRec, PinRecConfig
+from training.plan import TrainingPlan
+from training.steps import size_run
+from training.train import pretrain
+from world.simulator import SimulatedWorld
+
+
+@pytest.fixture(scope="module")
+def world_events():
+    world = SimulatedWorld(SMALL_WORLD)
+    return world, pd.concat([world.day(d) for d in world.days()], ignore_index=True)
+
+
+def test_a_warm_up_longer_than_the_run_is_rescaled_and_said():
+    size = size_run(steps_per_epoch=15, epochs=3, warmup_steps=100, max_warmup_fraction=0.1)
+    assert (size.epochs, size.total_steps, size.warmup_steps) == (3, 45, 4)
+    assert len(size.notes) == 1 and "warm-up of 100 steps rescaled to 4" in size.notes[0]
+
+
+def test_a_run_under_its_minimum_steps_gets_more_epochs():
+    size = size_run(steps_per_epoch=15, epochs=3, warmup_steps=10, min_steps=100, max_warmup_fraction=0.5)
+    assert (size.epochs, size.total_steps, size.warmup_steps) == (7, 105, 10)
+    assert "training 7 epochs (105 steps)" in size.notes[0]
+
+
+def test_a_warm_up_longer_than_the_run_is_said_when_kept():
+    size = size_run(steps_per_epoch=15, epochs=3, warmup_steps=100)
+    assert size.warmup_steps == 100 and "longer than the run's 45 steps" in size.notes[0]
+
+
+def test_a_run_without_a_step_is_refused():
+    with pytest.raises(ValueError, match="no training batch"):
+        size_run(steps_per_epoch=0, epochs=3, warmup_steps=10)
+
+
+def test_co_impression_pairs_are_two_items_of_one_session(world_events):
+    _, events = world_events
+    vocab = build_vocab(events)
+    co = CoImpressions.from_events(events, vocab)
+    a, p = co.pairs(2000, np.random.default_rng(0))
+    assert (a != p).all() and a.min() >= 1 and p.max() <= len(vocab) - 1
+    sessions = events.assign(idx=np.searchsorted(vocab[1:], events["item_id"].to_numpy()) + 1)
+    together = set(zip(sessions["session_id"], sessions["idx"]))
+    by_item = sessions.groupby("idx")["session_id"].apply(set)
+    assert all(by_item[x] & by_item[y] for x, y in zip(a[:200], p[:200]))
+    assert len(together) >= len(co)
+
+
+def test_items_seeded_from_co_impressions_sit_near_items_of_their_topic(world_events):
+    world, events = world_events
+    vocab = build_vocab(events)
+    E = torch.nn.functional.normalize(CoImpressions.from_events(events, vocab).seed_table(16)[1:], dim=1)
+    sim = E @ E.T
+    sim.fill_diagonal_(-2)
+    topic = world.item_topic[vocab[1:]]
+    purity = (topic[sim.topk(10, dim=1).indices.numpy()] == topic[:, None]).mean()
+    assert purity > 3 / SMALL_WORLD.n_topics  # chance: 1 / n_topics (a test assertion, never a training input)
+
+
+def test_the_co_impression_loss_prefers_the_positive():
+    E = torch.nn.functional.normalize(torch.randn(11, 8), dim=1)
+    ids = torch.arange(1, 11)
+    matched = co_impression_loss(lambda i: E[i], ids, ids, 0.1)
+    shuffled = co_impression_loss(lambda i: E[i], ids, ids.roll(1), 0.1)
+    assert matched < shuffled
+
+
+def test_the_lifecycle_plan_learns_exposure_and_serves_without_it(world_events, tmp_path, capsys):
+    _, events = world_events
+    plan = TrainingPlan(d_model=16, layers=1, batch_size=16, pretrain_epochs=1, pretrain_min_steps=30, threads=1)
+    model_cfg, data_cfg, loss_cfg, train_cfg = plan.configs()
+    result = pretrain(events, tmp_path, model_cfg, data_cfg, loss_cfg, plan.optim_config("pretrain"), train_cfg)
+    assert any("warm-up of 100 steps rescaled" in note for note in result.run_size)
+    assert "warm-up of 100 steps rescaled" in capsys.readouterr().out
+    model = result.model
+    exposure = model.exposure.detach().numpy()[1:]
+    vocab = model.item_ids.numpy()
+    start = item_log_popularity(build_sequences(events, vocab)).numpy()[1:]  # where training starts it
+    shown = np.bincount(np.searchsorted(vocab[1:], events["item_id"].to_numpy()), minlength=len(exposure))
+    assert np.abs(exposure - (start - start.mean())).max() > 1e-2  # it moved: learned
+    assert np.corrcoef(exposure, np.log1p(shown))[0, 1] > 0.3
+    # what is served: the item table and <q, e> / T, the same whatever the exposure term holds
+    vectors, _ = item_table(model)
+    zeros = torch.zeros(1, 3)
+    batch = {"items": torch.tensor([[1, 2, 3]]), "outcomes": zeros.long() + 1, "surfaces": zeros.long()}
+    batch.update(ts_days=zeros, log_gap=zeros)
+    before = model.score_all(batch)
+    with torch.no_grad():
+        model.exposure.add_(torch.randn_like(model.exposure) * 5)
+    assert np.array_equal(item_table(model)[0], vectors)
+    assert torch.equal(model.score_all(batch), before)
+
+
+def test_a_model_without_an_exposure_term_loads_the_checkpoints_of_before():
+    model = PinRec(PinRecConfig(n_items=10, d_model=8, n_layers=1, n_heads=2, max_len=5))
+    assert model.exposure is None and "exposure" not in model.state_dict()
+    assert model.exposure_logits(torch.tensor([1, 2])).abs().sum() == 0
