@@ -1,86 +1,16 @@
 """The closed loop: what the system serves becomes the simulated users' impressions.
 
 `ClosedLoopWorld` wraps a `SimulatedWorld` (``world.simulator``). A closed-loop day has the
-open-loop day's sessions: the same users, surfaces, session topics, queries, lengths, organic
-items and random numbers. In each session the first ``round(served_share * L)`` positions (at
-most ``served_k``) show what a recommender returned for that session instead of the organic items; users react to
-every impression with the world's engagement model, times position bias on served slots, times
-fatigue. The user model, rule by rule (docs/simulated-world.md has the same with the open-loop
-rules):
+open-loop day's sessions (the same users, surfaces, session topics, queries, lengths, organic
+items and random numbers); in each session the first served slots show what a recommender
+returned for that session instead of the organic items, and users react to every impression
+with the world's engagement model, times position bias on served slots, times fatigue
+(`world.fatigue`). Requests are answered in batches of ``batch_minutes``: a request sees only
+its user's events before its batch's window. Every rule, its reason and its default are in
+docs/simulated-world.md ("Closed loop: the user model"); the knobs are `LoopConfig`'s.
 
-* **Served share.** A session of ``L`` impressions gets
-  ``k = min(floor(served_share * L + 0.5), served_k)`` served slots: positions ``0 .. k-1``, the top of the feed,
-  the first search results, the
-  first related items. The served list fills them in rank order, skipping an item it already
-  placed and an item one of the session's organic positions ``k .. L-1`` shows (a session
-  does not show an item twice because of the loop). A list with fewer usable items leaves the
-  remaining served slots organic. Positions ``k .. L-1`` keep the open-loop world's organic
-  items (query results, seed-topic items, long-term interests, popular items). Reason: DESIGN's
-  world is three surfaces whose sessions mix what the user seeks (query, seed, session topic)
-  with what the feed offers; the served list takes the feed's place for part of each session,
-  the rest stays the world's own exposure so that every arm sees the same organic traffic.
-  A session with ``k = 0`` makes no request.
-* **Position bias.** A served item at position ``p`` (0-based) is examined with probability
-  ``(1 + p) ** -position_eta`` (eta 0.5: position 0 always, position 3 half the time,
-  position 24 one time in five). An unexamined item is still an impression (it was on the
-  screen), never engaged. Reason: DESIGN's impressions include "non-engaged negatives"; a
-  ranked list is only worth its order if users look at the top more than the bottom. The curve
-  is the ``(1 / rank) ** eta`` examination model of unbiased learning-to-rank (Joachims et al.,
-  2017, who vary eta from 0 to 2); 0.5 is a mild slope, fitting a feed that is scrolled rather
-  than a page of ten links. Organic positions keep the open-loop rates: their engagement rates are the world's
-  calibrated per-surface behaviour and are not retuned.
-* **Fatigue.** Every impression's click / save / hide probabilities are multiplied by
-  ``exp(-shown / fatigue_scale) * engaged_again_factor ** min(engaged, 1)``. ``shown`` counts
-  the user's earlier impressions of the item and ``engaged`` the earlier days on which the user
-  clicked, saved or hid it, each weighted ``0.5 ** (age_days / fatigue_half_life_days)``
-  (today's with weight 1). Defaults: ``fatigue_scale = 20`` (an item seen 20 times lately
-  draws 1/e of the attention; a handful of sightings costs little), ``engaged_again_factor =
-  0.5`` (an item acted on yesterday is acted on about 0.58 times as often), half-life 3 days.
-  Reason: users with latent interests react to *new* items that match them; an item already
-  saved, or seen over and over, carries less news, and that memory fades. Fatigue scales the
-  chance of any action (like position bias it is attention), so hides fall with clicks and
-  saves; it applies to organic and served impressions alike (it is the user's state, not the
-  ranker's). The half-life is what keeps the world stationary: the open-loop world repeats
-  items a lot (38% of a default day's impressions are of a user-item pair shown at least twice
-  that day), and with a memory that never fades (tried first: engagement remembered forever,
-  half-life 7 days) organic engagement kept falling all month, 0.80 of the open-loop rate over
-  days 11-19 and 0.75 over days 25-30: a drift nobody injected. With the defaults the world
-  settles within its first ten days: with no served slots, engagements per impression are
-  0.88 / 0.87 / 0.89 (click / save / hide) of the open-loop rates over days 11-19 and
-  0.88 / 0.87 / 0.88 over days 25-30 (default 2,000-user world), so the only drift is the
-  injected one.
-* **What a request sees, and when fatigue updates.** Sessions are served in batches: all
-  sessions starting in the same ``batch_minutes`` window (default 60: one micro-batched call
-  per hour) go to `recommend` in one call, in session-start order. A request carries its
-  user's events of the day with ``event_ts < window start`` (``recent_events``), nothing at or
-  after it: never its own session, never a session of its own batch. The user's fatigue in a
-  batch counts the same information (earlier days from `FatigueHistory`, plus today's events
-  before the window start): the user and the recommender know the same past. Within a session,
-  earlier impressions do not add fatigue.
-* **Timing.** A session keeps the open-loop gaps and engagement delays; its start is
-  ``floor(start_u * (86400 s - bound))`` with the open-loop uniform ``start_u`` and ``bound`` the
-  session's duration had every impression been engaged (the open-loop world scales by the
-  actual duration, which here is only known after serving). So sessions start within
-  microseconds-to-minutes of their open-loop time and every event stays inside the day.
-
-Rows. The closed-loop day has exactly the open-loop day's impression rows (same sessions, same
-session ids, same positions; the last session of each chunk keeps the impressions the open-loop
-day shows of it), in the same order (session, then position, an engagement right after its
-impression). Engagement rows differ, so the day's row count is the open-loop impression count
-plus its own engagements, not ``events_per_day``. Events are in the contract
-(`events.contract`); served impressions are ordinary ``impression`` rows.
-
-Serving log (`SERVING_LOG_COLUMNS`): one row per served slot shown: who, which session, when
-(the impression's time), surface, position, item, the ``version``, ``arm`` and ``served_by`` of
-the list, whether the user examined it, the outcome it got (``impression`` when none), and the
-slot's propensity (`Served.propensities`; 1 for a ranked slot).
-
-Determinism. The organic sessions come from the open-loop world's streams; the examination
-uniforms from ``SeedSequence([seed, 2, day.toordinal(), chunk])``, one per impression, drawn
-before anything is served; reactions read the open-loop world's per-impression uniform. The same
-world, `LoopConfig`, day, history and served lists therefore give byte-identical events and
-serving log. With ``served_share = 0`` and fatigue off the day's impressions and engagements are
-the open-loop day's (only the start times move, by the rule above).
+`replay_day` plays one day with a recommender callable; `ClosedLoopDay` holds the day's events
+and serving log (`events.serving_log.SERVING_LOG_COLUMNS`, with each slot's propensity).
 """
 
 from __future__ import annotations
@@ -97,6 +27,7 @@ from events.contract import OUTCOME_CODE, OUTCOMES, SURFACES, TIMESTAMP_DTYPE, c
 from events.serving_log import (
     SERVING_LOG_COLUMNS,  # the serving log's table (events/serving_log.py)
 )
+from world.fatigue import FatigueHistory, _FatigueState
 from world.parameters import _ENGAGEMENT_CODES, _IMPRESSION, _US_PER_DAY, _outcome_codes
 from world.sessions import DaySessions, _as_date, _rng
 from world.simulator import SimulatedWorld
@@ -225,128 +156,6 @@ class ClosedLoopDay:
     serving_log: pd.DataFrame
     requests: int
     batches: int
-
-
-class FatigueHistory:
-    """What fatigue needs about earlier days: per (day, user, item) the impressions and whether
-    the user clicked, saved or hid it (any outcome other than ``impression`` counts).
-
-    Build it from an event table with `from_events` and extend it one day at a time with
-    `update`; both aggregate the same way, so a history rebuilt from the lake equals the one a
-    runner kept up to date. `update` mutates in place and only accepts days after `through`.
-    """
-
-    def __init__(self) -> None:
-        self.day = np.zeros(0, dtype=np.int64)  # ordinal
-        self.user = np.zeros(0, dtype=np.int64)
-        self.item = np.zeros(0, dtype=np.int64)
-        self.shown = np.zeros(0, dtype=np.int64)
-        self.engaged = np.zeros(0, dtype=bool)
-        self._state_cache: tuple[tuple, _FatigueState] | None = None
-
-    @classmethod
-    def from_events(cls, events: pd.DataFrame) -> FatigueHistory:
-        """A history of every day in `events` (a contract frame; any order)."""
-        history = cls()
-        history.update(events)
-        return history
-
-    @property
-    def through(self) -> dt.date | None:
-        """The last day recorded (None when empty)."""
-        return dt.date.fromordinal(int(self.day[-1])) if self.day.size else None
-
-    def __len__(self) -> int:
-        return int(self.day.shape[0])
-
-    def update(self, events: pd.DataFrame) -> None:
-        """Add `events` (contract frame of one or more days, all after `through`) in place."""
-        missing = {"user_id", "item_id", "outcome", "event_ts"} - set(events.columns)
-        if missing:
-            raise ValueError(f"FatigueHistory.update: events lack columns {sorted(missing)}")
-        if len(events) == 0:
-            return
-        ts = pd.to_datetime(events["event_ts"], utc=True)
-        day = ts.dt.tz_localize(None).to_numpy().astype("datetime64[D]").astype(np.int64) + _EPOCH_ORDINAL
-        if self.day.size and day.min() <= self.day[-1]:
-            raise ValueError(
-                f"FatigueHistory.update: events of {dt.date.fromordinal(int(day.min()))} are not after "
-                f"the last recorded day {self.through}"
-            )
-        user = events["user_id"].to_numpy(dtype=np.int64)
-        item = events["item_id"].to_numpy(dtype=np.int64)
-        outcome = events["outcome"].to_numpy()
-        impression = outcome == "impression"
-        order = np.lexsort((item, user, day))
-        d, u, i = day[order], user[order], item[order]
-        new = np.r_[True, (d[1:] != d[:-1]) | (u[1:] != u[:-1]) | (i[1:] != i[:-1])]
-        starts = np.flatnonzero(new)
-        shown = np.add.reduceat(impression[order].astype(np.int64), starts)
-        engaged = np.maximum.reduceat(~impression[order], starts)
-        self.day = np.concatenate([self.day, d[starts]])
-        self.user = np.concatenate([self.user, u[starts]])
-        self.item = np.concatenate([self.item, i[starts]])
-        self.shown = np.concatenate([self.shown, shown])
-        self.engaged = np.concatenate([self.engaged, engaged])
-
-    def before(self, day: dt.date) -> FatigueHistory:
-        """A copy holding only the days before `day` (to re-run `day` from a longer history)."""
-        keep = self.day < _as_date(day).toordinal()
-        out = FatigueHistory()
-        out.day, out.user, out.item = self.day[keep], self.user[keep], self.item[keep]
-        out.shown, out.engaged = self.shown[keep], self.engaged[keep]
-        return out
-
-    def equals(self, other: FatigueHistory) -> bool:
-        """Whether two histories hold the same records."""
-        return all(
-            np.array_equal(getattr(self, k), getattr(other, k)) for k in ("day", "user", "item", "shown", "engaged")
-        )
-
-    def state(self, day: dt.date, half_life_days: float, n_items: int) -> _FatigueState:
-        """Per (user, item): impressions and engagement days, each recorded day ``d`` weighted
-        ``0.5 ** ((day - d) / half_life_days)``, as of the start of `day` (recorded days must be
-        before it)."""
-        ordinal = _as_date(day).toordinal()
-        cache_key = (ordinal, float(half_life_days), int(n_items), len(self))  # update() only appends
-        if self._state_cache is not None and self._state_cache[0] == cache_key:
-            return self._state_cache[1]
-        if self.day.size and self.day[-1] >= ordinal:
-            raise ValueError(
-                f"the fatigue history reaches {self.through}, not before {day}: "
-                "pass history.before(day) to re-run a recorded day"
-            )
-        if self.item.size and (self.item.max() >= n_items or self.item.min() < 0):
-            raise ValueError(f"the fatigue history has item ids outside [0, {n_items}): another world's history?")
-        weight = np.power(0.5, (ordinal - self.day) / float(half_life_days))
-        state = _FatigueState.build(self.user * n_items + self.item, self.shown * weight, self.engaged * weight)
-        self._state_cache = (cache_key, state)
-        return state
-
-
-@dataclasses.dataclass(frozen=True)
-class _FatigueState:
-    """Sorted unique keys ``user * n_items + item`` with decayed impression and engagement-day counts."""
-
-    key: np.ndarray
-    shown: np.ndarray
-    engaged: np.ndarray
-
-    @classmethod
-    def build(cls, key: np.ndarray, shown: np.ndarray, engaged: np.ndarray) -> _FatigueState:
-        if key.size == 0:
-            return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64))
-        uniq, inverse = np.unique(key, return_inverse=True)
-        total = np.bincount(inverse, weights=shown, minlength=uniq.shape[0])
-        engaged_total = np.bincount(inverse, weights=engaged, minlength=uniq.shape[0])
-        return cls(uniq, total, engaged_total)
-
-    def lookup(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.key.size == 0:
-            return np.zeros(key.shape[0]), np.zeros(key.shape[0])
-        pos = np.minimum(np.searchsorted(self.key, key), self.key.shape[0] - 1)
-        hit = self.key[pos] == key
-        return np.where(hit, self.shown[pos], 0.0), np.where(hit, self.engaged[pos], 0.0)
 
 
 class _DayLog:

@@ -55,37 +55,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Histogram,
-    Summary,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from events.contract import MAX_ID, OUTCOMES, SURFACES, EventCodes
-from serving.service.encoder_state import ENCODE_KINDS
+from serving.service.features import FeastFeatures, InMemoryFeatures
+from serving.service.metrics import Metrics
+from serving.service.schemas import (  # noqa: F401 - MAX_OUTCOME_WEIGHT: the API's limit, importable from here
+    _BUILTIN_MODELS,
+    MAX_OUTCOME_WEIGHT,
+    RecommendResponse,
+    RetrieveResponse,
+    request_models,
+)
 from serving.service.service import (
     FeatureReader,
     Pending,
@@ -97,324 +89,9 @@ from serving.service.versions import VersionManager
 
 log = logging.getLogger("serving.service.app")
 
-ENGAGED = EventCodes().engaged  # the built-in data's engagements: the outcomes retrieval may be weighted by
-MAX_K = 1000
-MAX_CANDIDATES = 1000  # candidates a /v1/recommend request may bring
-MAX_RECENT_EVENTS = 200
 MAX_BODY_BYTES = 64 * 1024
-MAX_OUTCOME_WEIGHT = 1e6  # weights are ratios: any bound works, this one keeps the sum finite
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 __all__ = ["FeastFeatures", "FeatureReader", "InMemoryFeatures", "ServingConfig", "create_app"]
-
-
-class InMemoryFeatures:
-    """A feature reader over a dict ``user_id -> {seq_item_ids: [...], ...}`` (tests, benches)."""
-
-    def __init__(self, rows: Mapping[int, Mapping[str, Any]] | None = None) -> None:
-        self.rows = dict(rows or {})
-
-    def read(self, user_id: int) -> Mapping[str, Any] | None:
-        return self.rows.get(int(user_id))
-
-    def read_many(self, user_ids: list[int]) -> list[Mapping[str, Any] | None]:
-        return [self.rows.get(int(u)) for u in user_ids]
-
-
-class FeastFeatures:
-    """The Feast online store (``user_sequence`` view). Reads the response as a dict of lists
-    (``to_dict``), skipping the DataFrame ``feature_pipeline.store.online_user_sequences``
-    builds, which costs milliseconds per request."""
-
-    def __init__(self, store: Any) -> None:
-        from feature_pipeline.store import USER_SEQUENCE_FEATURES
-
-        self.store = store
-        self.features = USER_SEQUENCE_FEATURES
-
-    def read(self, user_id: int) -> Mapping[str, Any] | None:
-        return self.read_many([user_id])[0]
-
-    def read_many(self, user_ids: list[int]) -> list[Mapping[str, Any] | None]:
-        """Several users in one online-store read (a micro-batch's users)."""
-        unique = list(dict.fromkeys(int(u) for u in user_ids))
-        data = self.store.get_online_features(
-            features=self.features, entity_rows=[{"user_id": u} for u in unique]
-        ).to_dict()
-        rows = {}
-        for i, u in enumerate(unique):
-            row = {k: v[i] for k, v in data.items()}
-            rows[u] = row if row.get("seq_item_ids") is not None else None
-        return [rows[int(u)] for u in user_ids]
-
-
-# -- request / response models ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RequestModels:
-    """The request models of one service: their surface and outcome names are the deployment's
-    vocabulary, listed as enums in the OpenAPI spec and checked with a reason that names them."""
-
-    RecentEvent: type[BaseModel]
-    RetrieveRequest: type[BaseModel]
-    RecommendRequest: type[BaseModel]
-
-
-def request_models(
-    surfaces: Sequence[str] = SURFACES, outcomes: Sequence[str] = OUTCOMES, engaged: Sequence[str] = ENGAGED
-) -> RequestModels:
-    """`engaged`: the outcomes a request may weight retrieval by (the vocabulary's engagements: an
-    impression or a negative such as `hide` would serve what users ignore or reject)."""
-    surfaces, outcomes, engaged = list(surfaces), list(outcomes), list(engaged)
-
-    def _known_surface(v: str) -> str:
-        if v not in surfaces:
-            raise ValueError(f"unknown surface {v!r}; known: {surfaces}")
-        return v
-
-    # every request model's surface field; the OpenAPI spec lists the names
-    KnownSurface = Annotated[str, AfterValidator(_known_surface), WithJsonSchema({"type": "string", "enum": surfaces})]
-    OutcomeName = Annotated[str, WithJsonSchema({"type": "string", "enum": outcomes})]
-    EngagedName = Annotated[str, WithJsonSchema({"type": "string", "enum": engaged})]
-
-    class RecentEvent(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-        item_id: int = Field(ge=0, le=MAX_ID)
-        outcome: OutcomeName = Field(description=f"one of {outcomes}")
-        surface: KnownSurface | None = Field(default=None, description="default: the request's surface")
-        timestamp_us: int = Field(ge=0, le=2**62, description="UTC microseconds since the epoch")
-
-        @field_validator("outcome")
-        @classmethod
-        def _known_outcome(cls, v: str) -> str:
-            if v not in outcomes:
-                raise ValueError(f"unknown outcome {v!r}; known: {outcomes}")
-            return v
-
-    class RetrieveRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-        user_id: int = Field(ge=0, le=MAX_ID)
-        surface: KnownSurface = Field(description=f"one of {surfaces}")
-        k: int = Field(default=100, ge=1, le=MAX_K, description="number of candidates")
-        outcome_weights: dict[EngagedName, Annotated[float, Field(ge=0, le=MAX_OUTCOME_WEIGHT)]] | None = Field(
-            default=None,
-            description=f"engaged outcome (one of {engaged}) -> weight in [0, {MAX_OUTCOME_WEIGHT:g}], at least "
-            "one > 0; only the ratios count (default: the version's weights)",
-        )
-        recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
-
-        @field_validator("outcome_weights")
-        @classmethod
-        def _valid_weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-            if v is None:
-                return v
-            unknown = sorted(set(v) - set(outcomes))
-            if unknown:
-                raise ValueError(f"unknown outcome(s) {unknown}; known: {outcomes}")
-            not_engaged = sorted(set(v) - set(engaged))
-            if not_engaged:
-                raise ValueError(
-                    f"outcome(s) {not_engaged} are not engagements and cannot weight retrieval; allowed: {engaged}"
-                )
-            bad = {o: w for o, w in v.items() if not math.isfinite(w) or w < 0}
-            if bad:
-                raise ValueError(f"outcome weights must be finite and >= 0, got {bad}")
-            if not any(w > 0 for w in v.values()):
-                raise ValueError("at least one outcome weight must be > 0")
-            total = sum(v.values())  # <= len(outcomes) * MAX_OUTCOME_WEIGHT: finite
-            return {o: w / total for o, w in v.items()}  # normalised: the shares sum to 1
-
-    class RecommendRequest(RetrieveRequest):
-        """A retrieve request whose candidates are ranked (the same fields, validation and reasons),
-        optionally with the client's own candidates instead of retrieval."""
-
-        k: int = Field(default=20, ge=1, le=MAX_K, description="number of ranked items returned")
-        candidates: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
-            default=None,
-            min_length=1,
-            max_length=MAX_CANDIDATES,
-            description="item ids to rank instead of retrieving (items the model does not know are left out)",
-        )
-
-    return RequestModels(RecentEvent, RetrieveRequest, RecommendRequest)
-
-
-_BUILTIN_MODELS = request_models()
-RecentEvent, RetrieveRequest = _BUILTIN_MODELS.RecentEvent, _BUILTIN_MODELS.RetrieveRequest  # the built-in vocabulary's
-RecommendRequest = _BUILTIN_MODELS.RecommendRequest
-
-
-class CandidateOut(BaseModel):
-    item_id: int
-    score: float | None = Field(description="the retrieval score (None for an exploration slot)")
-    outcome: str = Field(description="the retrieval query's outcome, or `explore` for an exploration slot")
-    offset: str | None
-    propensity: float | None = Field(
-        default=None,
-        description="only with an exploration share on the surface: P(this item in this slot), 1 for a "
-        "ranked slot, share / catalogue for an exploration slot (serving.service.exploration)",
-    )
-
-
-class RankedOut(BaseModel):
-    item_id: int
-    score: float = Field(
-        description="sum over outcomes of weight x probability (the retrieval score "
-        "when the version has no ranking head)"
-    )
-    probabilities: dict[str, float] | None = Field(description="per outcome the ranking head predicts")
-    retrieval_score: float | None
-    outcome: str | None = Field(description="the retrieval query's outcome (None for a given candidate)")
-    offset: str | None
-    propensity: float | None = Field(default=None, description="as in /v1/retrieve's candidates")
-
-
-class ServedBy(BaseModel):
-    """What every answer carries: the version that served it and the request's echo."""
-
-    model_version: str
-    index_version: str
-    version: str
-    served_by: str = Field(description="champion or canary")
-    surface: str
-    user_id: int
-    k: int
-
-
-class RecommendResponse(ServedBy):
-    items: list[RankedOut]
-    ranked_by: str = Field(description="ranking_head, or retrieval for a version without one")
-    candidates_ranked: int
-
-
-class RetrieveResponse(ServedBy):
-    candidates: list[CandidateOut]
-
-
-# -- metrics ------------------------------------------------------------------------------------
-
-
-class _StateCollector:
-    def __init__(self, manager: VersionManager, service: RetrievalService) -> None:
-        self.manager = manager
-        self.service = service
-
-    def collect(self):
-        loaded = GaugeMetricFamily(
-            "pinrec_loaded_version", "Versions loaded (1) by surface and role", labels=["surface", "role", "version"]
-        )
-        for surface, info in self.manager.loaded().items():
-            for role in ("champion", "canary"):
-                if info[role]:
-                    loaded.add_metric([surface, role, info[role]], 1.0)
-        yield loaded
-        loads = CounterMetricFamily("pinrec_version_loads", "Version loads by result", labels=["surface", "result"])
-        for (surface, result), n in sorted(self.manager.load_counts.items()):
-            loads.add_metric([surface, result], n)
-        yield loads
-        failures = CounterMetricFamily(
-            "pinrec_version_load_failures",
-            "Versions not used because they failed to fetch, verify or load",
-            labels=["surface", "version", "reason"],
-        )
-        for (surface, version, reason), n in sorted(self.manager.load_failures.items()):
-            failures.add_metric([surface, version, reason], n)
-        yield failures
-        yield GaugeMetricFamily(
-            "pinrec_ready",
-            "1 when the process serves (a champion on at least one surface)",
-            value=1.0 if self.manager.ready else 0.0,
-        )
-        surface_ready = GaugeMetricFamily(
-            "pinrec_surface_ready", "1 when the surface has a champion loaded", labels=["surface"]
-        )
-        for surface in self.manager.surfaces:
-            surface_ready.add_metric([surface], 1.0 if self.manager.surface_ready(surface) else 0.0)
-        yield surface_ready
-        fallbacks = CounterMetricFamily(
-            "pinrec_version_fallbacks",
-            "Times a surface fell back to an earlier champion (the pointer's would not load)",
-            labels=["surface", "pointer_version", "serving_version"],
-        )
-        for (surface, wanted, serving), n in sorted(self.manager.fallback_counts.items()):
-            fallbacks.add_metric([surface, wanted, serving], n)
-        yield fallbacks
-        serving_fallback = GaugeMetricFamily(
-            "pinrec_serving_fallback",
-            "1 while a surface serves an earlier champion than its pointer names",
-            labels=["surface", "pointer_version", "serving_version"],
-        )
-        for surface, info in sorted(self.manager.fallbacks.items()):
-            serving_fallback.add_metric([surface, info["pointer_version"], info["serving_version"]], 1.0)
-        yield serving_fallback
-        states = self.service.states
-        kinds = CounterMetricFamily(
-            "pinrec_encoder_state_requests",
-            "Requests by how the user's encoder state was obtained "
-            "(cold: no history; hit: unchanged; extend: new events only; "
-            "full: encoded in full)",
-            labels=["kind"],
-        )
-        for kind in ENCODE_KINDS:
-            kinds.add_metric([kind], states.kinds[kind])
-        yield kinds
-        yield GaugeMetricFamily("pinrec_encoder_states", "Users with a cached encoder state", value=float(len(states)))
-        yield GaugeMetricFamily(
-            "pinrec_encoder_state_bytes", "Bytes of cached encoder states", value=float(states.nbytes)
-        )
-
-
-class Metrics:
-    def __init__(
-        self, manager: VersionManager, service: RetrievalService, registry: CollectorRegistry | None = None
-    ) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "pinrec_requests",
-            "Requests by endpoint, status and version",
-            ["endpoint", "status", "version"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "pinrec_request_duration_seconds",
-            "Request latency in the app",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.stages = Histogram(
-            "pinrec_stage_duration_seconds",
-            "Retrieval stage latency",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.feature_errors = Counter(
-            "pinrec_feature_read_errors", "Feature store read failures", registry=self.registry
-        )
-        self.batch_size = Histogram(
-            "pinrec_batch_size",
-            "Requests per micro-batch, observed per request",
-            buckets=BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self.model_flops = Summary(
-            "pinrec_model_flops_per_request",
-            "Model FLOPs of a request (positions encoded + head)",
-            registry=self.registry,
-        )
-        self.registry.register(_StateCollector(manager, service))
-
-    def observe(self, served: Served) -> None:
-        for stage, ms in served.timings_ms.items():
-            if stage != "total":
-                self.stages.labels(stage).observe(ms / 1e3)
-        self.batch_size.observe(served.batch_size)
-        self.model_flops.observe(served.model_flops)
 
 
 def _error(status: int, reason: str, detail: Any = None) -> JSONResponse:

@@ -143,3 +143,10 @@ def test_assets_whose_output_depends_on_code_carry_a_code_version():
     }
     assert all(versions.values()), [k for k, v in versions.items() if not v]
     assert versions["events"] == versions["event_quarantine"]
+
+
+def test_no_module_is_over_600_lines():
+    long = {
+        p.relative_to(REPO_ROOT).as_posix(): n for p in _python_files() if (n := len(p.read_text().splitlines())) > 600
+    }
+    assert long == {}
