@@ -24,6 +24,9 @@ resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.En
 | PINREC_ONLINE_CANARY     | 0                            | 1: a candidate that passes the offline gate|
 |                          |                              | serves as canary for a day; the next day's|
 |                          |                              | online figures decide its promotion       |
+| PINREC_GATE_BASELINES    | 1                            | 0: the gate does not ask a candidate to beat|
+|                          |                              | the popularity / random policies on the   |
+|                          |                              | yardstick (a log whose baselines mislead) |
 | PINREC_CANARY_TRAFFIC    | 0.25                         | the canary's share of users (online mode) |
 | PINREC_SIM_CLOSED_LOOP   | 0                            | 1: the simulated source reads the days the|
 |                          |                              | closed-loop world played ($DATA_DIR/world)|
@@ -87,6 +90,7 @@ class Settings:
     training: TrainingPlan
     online_canary: bool  # promotion through a one-day online canary (needs a serving log)
     canary_traffic: float
+    gate_baselines: bool  # the gate asks a candidate to beat the popularity (and random) policy
     world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
     feature_engine: FeatureEngine = FeatureEngine()  # where the feature tables are computed
     deployment: str = "simulated"  # the namespace of its data, Dagster instance and S3 prefix (storage.paths)
@@ -183,6 +187,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         training=_training_plan(env),
         online_canary=bool(_typed("PINREC_ONLINE_CANARY", env.get("PINREC_ONLINE_CANARY", "0"), False)),
         canary_traffic=_fraction("PINREC_CANARY_TRAFFIC", env.get("PINREC_CANARY_TRAFFIC", "0.25")),
+        gate_baselines=bool(_typed("PINREC_GATE_BASELINES", env.get("PINREC_GATE_BASELINES", "1"), False)),
         world_dir=(
             default_data_dir(source, env) / "world"
             if source == "simulated" and _typed("PINREC_SIM_CLOSED_LOOP", env.get("PINREC_SIM_CLOSED_LOOP", "0"), False)

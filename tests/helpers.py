@@ -82,9 +82,18 @@ TINY_TRAINING_ENV = {
 }
 
 
-def pinrec_ops(var: Path, *args: str) -> subprocess.CompletedProcess:
+def mechanics_gate(surfaces) -> dict:
+    """Run config of a retrain whose test is about promotion mechanics, not model quality: the
+    canary gate without the rule that the candidate beat the popularity policy on the yardstick
+    (the tests' tiny models rarely do; the check records the override). The rule itself is tested
+    in tests/lifecycle/test_faults.py."""
+    return {"ops": {f"{s}__canary_evaluation_canary_gate": {"config": {"beat_baselines": False}} for s in surfaces}}
+
+
+def pinrec_ops(var: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`pinrec-ops ARGS` as an operator runs it (piped): this machine's environment without its
-    PINREC_/AWS_/DAGSTER_ settings, the tiny training plan, `var` as the local state; exit 0 asserted."""
+    PINREC_/AWS_/DAGSTER_ settings, the tiny training plan, `var` as the local state, then `env`;
+    exit 0 asserted."""
     from storage.paths import REPO_ROOT
 
     env = {
@@ -92,6 +101,7 @@ def pinrec_ops(var: Path, *args: str) -> subprocess.CompletedProcess:
         **TINY_TRAINING_ENV,
         "PINREC_VAR_DIR": str(var),
         "PYTHONPATH": str(REPO_ROOT),
+        **(env or {}),
     }
     proc = subprocess.run(
         [sys.executable, "-m", "orchestration.cli", *args],

@@ -64,7 +64,7 @@ def size_run(
             f"run's {total} steps)"
         )
     for note in notes:
-        log.warning(note)
+        log.debug(note)  # the caller says it once (training.train prints it as a JSON line)
     return RunSize(run_epochs, steps_per_epoch, total, warm, notes)
 
 

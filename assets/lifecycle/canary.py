@@ -30,7 +30,9 @@ from serving.evaluation.gate import GatePolicy, Verdict
 from serving.registry.store import LoadCheckError
 
 CANARY_K = 100
-DEPLOYMENT_GATE = GatePolicy()  # the deployment's gate; a run that changes it is recorded on the check
+# the deployment's gate (PINREC_GATE_BASELINES=0 drops the baseline rule); a run that changes it
+# is recorded on the check
+DEPLOYMENT_GATE = GatePolicy(beat_baselines=SETTINGS.gate_baselines)
 
 
 class CanaryConfig(dg.Config):

@@ -29,6 +29,7 @@ from orchestration.defs.drift_sensor import outcome_drift_sensor
 from orchestration.report import lifecycle_summary
 from orchestration.runs import materialize_in_process, run_job
 from orchestration.verdicts import run_verdict
+from tests.helpers import mechanics_gate
 
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]
@@ -50,9 +51,7 @@ SURFACES = load_settings().surfaces
 # AUC 0.52 against 0.66): the tests of promotion's mechanics run the gate without that rule, which
 # the check records as a run-config override (test_faults.py tests the rule itself, bootstrapping
 # included).
-MECHANICS_GATE = {
-    "ops": {f"{s}__canary_evaluation_canary_gate": {"config": {"beat_baselines": False}} for s in SURFACES}
-}
+MECHANICS_GATE = mechanics_gate(SURFACES)
 
 
 def _resources(tmp: Path, s3_server, **world):

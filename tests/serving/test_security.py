@@ -25,6 +25,7 @@ import psutil
 import pytest
 import torch
 
+from assets.config import SETTINGS
 from devstack.processes import stop_process_group
 from devstack.service import start_cli_service
 from serving.registry.publish import publish_model
@@ -39,7 +40,7 @@ from serving.service.checks import checked_registry
 from serving.service.retriever import LoadedVersion
 from serving.service.versions import VersionManager
 from storage.s3 import put_bytes
-from tests.helpers import tiny_model
+from tests.helpers import mechanics_gate, tiny_model
 
 
 class _WritesMarker:
@@ -237,7 +238,9 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
         results = [
             run_job("nightly_refresh", day, instance, assets=DATA_ASSET_KEYS, resources=resources) for day in days
         ]
-        results.append(run_job("retrain", days[-1], instance, resources=resources))
+        results.append(
+            run_job("retrain", days[-1], instance, resources=resources, run_config=mechanics_gate(SETTINGS.surfaces))
+        )
         assert all(r.success for r in results)
         materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
         assert {

@@ -29,6 +29,7 @@ def feast_features(tmp_path_factory):
         "seq_surfaces": [SURFACE_CODE["homefeed"]] * 3,
         "seq_timestamps_us": [1_767_000_000_000_000 + i for i in range(3)],
         "seq_length": 3,
+        "seq_shown_item_ids": [],  # nothing shown lately: the freshness filter has nothing to add
         "event_timestamp": pd.Timestamp.now(tz="UTC").floor("s"),
     }
     store.write_to_online_store("user_sequence", pd.DataFrame([row]))
