@@ -155,11 +155,13 @@ def test_broken_candidate_is_blocked_and_champion_kept(lifecycle):
     surface = SURFACES[0]
     registry = resources["s3"].registry()
     champion_before = registry.champion(surface)
-    # A deliberately broken fine-tune: the item embeddings scrambled after training.
+    # A deliberately broken fine-tune: its item table negated after training, so it ranks what the
+    # model expects users to engage with last (a scrambled table scores near chance, which a tiny
+    # held-out day cannot always tell from the champion within its sampling error).
     run_dir = Path(LifecycleState(tmp / "lifecycle").read("finetune", surface, DAYS[-1])["path"])
     weights = torch.load(run_dir / "model.pt", weights_only=True)
     key = next(k for k in weights if k.endswith("item_emb.weight") or k.endswith("item_emb.table.weight"))
-    weights[key] = weights[key][torch.randperm(weights[key].shape[0], generator=torch.Generator().manual_seed(0))]
+    weights[key] = -weights[key]
     torch.save(weights, run_dir / "model.pt")
     result = _run(
         [f"{surface}/{s}" for s in SURFACE_STEPS[1:]], resources, instance, partition=DAYS[-1], raise_on_error=False
