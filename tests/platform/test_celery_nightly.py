@@ -27,6 +27,7 @@ from benchmarks.celery_nightly import (
 from events.table import EventTable, file_sha256
 from feature_pipeline.store import FeastSettings, offline_table_path
 from orchestration.runs import run_job
+from tests.helpers import mechanics_gate
 
 pytestmark = pytest.mark.scale_out
 
@@ -59,12 +60,15 @@ def _outputs(env: dict[str, str], day) -> dict:
 def celery_run(tmp_path_factory, s3_env):
     tmp = tmp_path_factory.mktemp("celery")
     reference = pinrec_env(tmp / "in-process", s3_env.env(), "celery-in-process")
-    on_celery = pinrec_env(tmp / "celery", s3_env.env(), "celery-celery")
+    # the subject is the executor, not model quality: both runs bootstrap their tiny model's
+    # candidate without the gate's beat-the-baselines rule (env for the workers, run config here)
+    on_celery = pinrec_env(tmp / "celery", s3_env.env(), "celery-celery", PINREC_GATE_BASELINES="0")
     before, day = days_of(reference)
     prepare(reference, before)
     prepare(on_celery, before)
     with dg.instance_for_test() as instance:  # the reference: the same job and day, in process
-        assert run_job("nightly_refresh", day, instance, resources=resources_for(reference)).success
+        gate = mechanics_gate(load_settings(reference).surfaces)
+        assert run_job("nightly_refresh", day, instance, resources=resources_for(reference), run_config=gate).success
     out = run_on_celery(on_celery, tmp / "dagster_home", day, tmp / "logs")
     yield {**out, "day": day, "celery": _outputs(on_celery, day), "in_process": _outputs(reference, day)}
     shutil.rmtree(tmp, ignore_errors=True)
