@@ -1,6 +1,6 @@
 """Deployment settings read from the environment once, when the code location loads: what the
 definitions' shape depends on (the source, its surfaces, its first day) and the defaults of the
-resources (`defs/resources.py`, which hands run-time values to Dagster as `dg.EnvVar`).
+resources (`assets/resources.py`, which hands run-time values to Dagster as `dg.EnvVar`).
 
 | variable                 | default                      | meaning                                   |
 |--------------------------|------------------------------|-------------------------------------------|

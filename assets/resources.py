@@ -2,26 +2,26 @@
 training plan. `build_resources` is the one place the environment reaches them: a setting whose
 variable is set is handed to Dagster as `dg.EnvVar` (resolved when a run starts, shown as such in
 the UI, never stored in run config); an unset one takes the deployment default from
-`defs/config.py`. Credentials are never fields here: S3 credentials reach boto3 from the
+`assets/config.py`. Credentials are never fields here: S3 credentials reach boto3 from the
 environment only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, create_model
 
 from assets.config import EMBEDDED_WORLD, SETTINGS, Settings
 from feature_pipeline.store import CODES_FILE
 from storage.paths import deployment_prefix
 from training.plan import TrainingPlan
-
-_PLAN = TrainingPlan()
 
 
 class EventSourceResource(dg.ConfigurableResource):
@@ -232,51 +232,76 @@ class S3Resource(dg.ConfigurableResource):
         return self.s3_settings().key(*parts)
 
 
-class TrainingResource(dg.ConfigurableResource):
-    """Model size and training budget for pretraining and per-surface fine-tuning: the fields of
-    `training.plan.TrainingPlan`, whose defaults fit the embedded default (a simulated world on 2
-    CPU cores in minutes); raise them for real data (PINREC_TRAIN_D_MODEL, ..._PRETRAIN_EPOCHS)."""
+def plan_config(plan: type = TrainingPlan) -> type[dg.Config]:
+    """The fields of a plan dataclass (`training.plan.TrainingPlan`) as a Dagster `Config`: the
+    same names, types and defaults, generated here so that a field added to the plan reaches the
+    resource, the run config and the UI's launchpad with no edit to this module (a tuple field is
+    a list in the config: Dagster's config has no tuples; `to_plan` turns it back)."""
+    hints = typing.get_type_hints(plan)
 
-    d_model: int = _PLAN.d_model
-    layers: int = _PLAN.layers
-    heads: int = _PLAN.heads
-    max_len: int = _PLAN.max_len
-    batch_size: int = _PLAN.batch_size
-    pretrain_epochs: int = _PLAN.pretrain_epochs
-    finetune_epochs: int = _PLAN.finetune_epochs
-    pretrain_min_steps: int = _PLAN.pretrain_min_steps
-    finetune_min_steps: int = _PLAN.finetune_min_steps
-    warmup_fraction: float = _PLAN.warmup_fraction
-    lr: float = _PLAN.lr
-    finetune_lr: float = _PLAN.finetune_lr
-    seed_items: bool = _PLAN.seed_items
-    co_impression_weight: float = _PLAN.co_impression_weight
-    seed_norm: float = _PLAN.seed_norm
-    exposure_bias: bool = _PLAN.exposure_bias
-    finetune_days: int = _PLAN.finetune_days
-    hard_negatives: int = _PLAN.hard_negatives
-    sampled_softmax: bool = _PLAN.sampled_softmax
-    ranking: bool = _PLAN.ranking
-    rank_weight: float = _PLAN.rank_weight
-    seed: int = _PLAN.seed
-    threads: int = _PLAN.threads
+    def config_type(hint):
+        return list[typing.get_args(hint)[0]] if typing.get_origin(hint) is tuple else hint
+
+    def default(field):
+        value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        return list(value) if isinstance(value, tuple) else value
+
+    return create_model(
+        f"{plan.__name__}Config",
+        __base__=dg.Config,
+        __doc__=f"The fields of {plan.__module__}.{plan.__name__} (generated from it).",
+        **{f.name: (config_type(hints[f.name]), default(f)) for f in dataclasses.fields(plan)},
+    )
+
+
+def to_plan(config: dg.Config, plan: type = TrainingPlan):
+    """The plan dataclass of a `plan_config` (lists back to tuples where the plan has tuples)."""
+    hints = typing.get_type_hints(plan)
+    return plan(
+        **{
+            f.name: tuple(value) if typing.get_origin(hints[f.name]) is tuple else value
+            for f in dataclasses.fields(plan)
+            for value in [getattr(config, f.name)]
+        }
+    )
+
+
+TrainingPlanConfig = plan_config(TrainingPlan)
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """Model size and training budget for pretraining and per-surface fine-tuning: `plan` holds the
+    fields of `training.plan.TrainingPlan` (generated from it: `plan_config`), whose defaults fit
+    the embedded default (a simulated world on 2 CPU cores in minutes); raise them for real data
+    (PINREC_TRAIN_D_MODEL, ..._PRETRAIN_EPOCHS) or in a run's config (`training: plan: ...`)."""
+
+    plan: TrainingPlanConfig = TrainingPlanConfig()
     models_dir: str = "models"
 
-    def plan(self) -> TrainingPlan:
-        return TrainingPlan(**{name: getattr(self, name) for name in TrainingPlan.field_names()})
+    @classmethod
+    def of(cls, plan: TrainingPlan, models_dir: str = "models") -> TrainingResource:
+        return cls(plan=TrainingPlanConfig(**dataclasses.asdict(plan)), models_dir=models_dir)
+
+    def with_plan(self, **changes: Any) -> TrainingResource:
+        """This resource with some fields of its plan changed (tests and benchmarks size it down)."""
+        return TrainingResource.of(dataclasses.replace(self.training_plan(), **changes), self.models_dir)
+
+    def training_plan(self) -> TrainingPlan:
+        return to_plan(self.plan)
 
     def configs(self, n_items: int = 0, codes=None):
         """(model, data, loss, train) configs of pretraining; fine-tuning overrides the epochs.
         `codes`: the vocabulary's (events.contract.EventCodes; default the built-in data's)."""
-        return self.plan().configs(n_items) if codes is None else self.plan().configs(n_items, codes)
+        plan = self.training_plan()
+        return plan.configs(n_items) if codes is None else plan.configs(n_items, codes)
 
     def optim_config(self, stage: str):
         """training.module.OptimConfig of "pretrain" or "finetune" (TrainingPlan.optim_config)."""
-        return self.plan().optim_config(stage)
+        return self.training_plan().optim_config(stage)
 
     def ranking_config(self):
         """training.ranking.RankingConfig of the plan (the ranking head's loss weight)."""
-        return self.plan().ranking_config()
+        return self.training_plan().ranking_config()
 
 
 def _env(name: str, default: Any, cast: str = "str") -> Any:
@@ -292,7 +317,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     s = settings or SETTINGS
     from_env = settings is None
     env = _env if from_env else (lambda name, default, cast="str": default)
-    plan = s.training
     return {
         "event_source": EventSourceResource(
             source=env("PINREC_SOURCE", s.source),
@@ -315,7 +339,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             dask_workers=s.feature_engine.dask_workers,
         ),
         "vocabulary": VocabularyResource(file=str(s.vocabulary.path), ledger=str(s.data_dir / "feast" / CODES_FILE)),
-        "training": TrainingResource(models_dir=str(s.data_dir / "models"), **plan.to_dict()),
+        "training": TrainingResource.of(s.training, models_dir=str(s.data_dir / "models")),
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(
             endpoint_url=env("PINREC_S3_ENDPOINT_URL", os.environ.get("PINREC_S3_ENDPOINT_URL") or None),

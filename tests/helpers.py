@@ -82,6 +82,21 @@ TINY_TRAINING_ENV = {
 }
 
 
+# The training plan of the tests that run the lifecycle's jobs in process (TrainingResource.with_plan).
+TINY_MODEL = {
+    "d_model": 32,
+    "layers": 1,
+    "heads": 1,
+    "max_len": 20,
+    "pretrain_epochs": 2,
+    "finetune_epochs": 1,
+    "finetune_days": 3,
+    "batch_size": 64,
+    "pretrain_min_steps": 20,  # the plan's step budgets, sized down for tests
+    "finetune_min_steps": 10,
+}
+
+
 def mechanics_gate(surfaces) -> dict:
     """Run config of a retrain whose test is about promotion mechanics, not model quality: the
     canary gate without the rule that the candidate beat the popularity policy on the yardstick

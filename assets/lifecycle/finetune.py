@@ -51,18 +51,18 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
                 f"model that saw {day} or later would leak the canary day. Run the retrain job for {day} (it "
                 "pretrains on the days before it) or an earlier day first."
             )
-        train_days = [d for d in table.days() if day - timedelta(days=training.finetune_days) <= d < day]
+        train_days = [d for d in table.days() if day - timedelta(days=training.plan.finetune_days) <= d < day]
         if not train_days:
             raise dg.Failure(f"no ingested days before {day} to fine-tune {surface} on")
         events = pd.concat([table.read_day(d) for d in train_days], ignore_index=True)
         vocab = vocabulary.load()
         _, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocab.codes)
-        train_cfg = training.plan().finetune_train_config(train_cfg)
+        train_cfg = training.training_plan().finetune_train_config(train_cfg)
         optim_cfg = training.optim_config("finetune")
         # hard negatives are impressions without an engagement: a log without impressions has none,
         # and the loss keeps its in-batch and uniform negatives (sampled softmax) or every item
-        n_hard = training.hard_negatives if vocab.impression is not None else 0
-        if n_hard != training.hard_negatives:
+        n_hard = training.plan.hard_negatives if vocab.impression is not None else 0
+        if n_hard != training.plan.hard_negatives:
             context.log.info(
                 f"the vocabulary {vocab.label} has no impression outcome: fine-tuning {surface} without "
                 "hard negatives (in-batch and uniform negatives)"

@@ -18,7 +18,6 @@ from assets.config import REPO_ROOT, load_settings
 from assets.resources import (
     EventSourceResource,
     S3Resource,
-    TrainingResource,
     build_resources,
 )
 from assets.state import LifecycleState
@@ -29,23 +28,11 @@ from orchestration.defs.drift_sensor import outcome_drift_sensor
 from orchestration.report import lifecycle_summary
 from orchestration.runs import materialize_in_process, run_job
 from orchestration.verdicts import run_verdict
-from tests.helpers import mechanics_gate
+from tests.helpers import TINY_MODEL, mechanics_gate
 
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]
 WORLD = {"sim_users": 120, "sim_items": 400, "sim_events_per_day": 6000}
-TINY_MODEL = {
-    "d_model": 32,
-    "layers": 1,
-    "heads": 1,
-    "max_len": 20,
-    "pretrain_epochs": 2,
-    "finetune_epochs": 1,
-    "finetune_days": 3,
-    "batch_size": 64,
-    "pretrain_min_steps": 20,  # the plan's step budgets, sized down for tests
-    "finetune_min_steps": 10,
-}
 SURFACES = load_settings().surfaces
 # The tiny test model does not reliably beat the popularity policy on the yardstick (search: user
 # AUC 0.52 against 0.66): the tests of promotion's mechanics run the gate without that rule, which
@@ -58,7 +45,7 @@ def _resources(tmp: Path, s3_server, **world):
     env = {**os.environ, "PINREC_DATA_DIR": str(tmp), "PINREC_SOURCE": "simulated"}
     resources = build_resources(load_settings(env))
     resources["event_source"] = EventSourceResource(**{**resources["event_source"].model_dump(), **WORLD, **world})
-    resources["training"] = TrainingResource(**{**resources["training"].model_dump(), **TINY_MODEL})
+    resources["training"] = resources["training"].with_plan(**TINY_MODEL)
     resources["s3"] = S3Resource(
         endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=f"lifecycle-{tmp.name}"
     )

@@ -40,7 +40,7 @@ from serving.service.checks import checked_registry
 from serving.service.retriever import LoadedVersion
 from serving.service.versions import VersionManager
 from storage.s3 import put_bytes
-from tests.helpers import mechanics_gate, tiny_model
+from tests.helpers import TINY_MODEL, mechanics_gate, tiny_model
 
 
 class _WritesMarker:
@@ -192,7 +192,6 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
     from assets.resources import (
         EventSourceResource,
         S3Resource,
-        TrainingResource,
         build_resources,
     )
     from orchestration.cli import DATA_ASSET_KEYS
@@ -212,21 +211,7 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
     resources["event_source"] = EventSourceResource(
         **{**resources["event_source"].model_dump(), "sim_users": 120, "sim_items": 400, "sim_events_per_day": 6000}
     )
-    resources["training"] = TrainingResource(
-        **{
-            **resources["training"].model_dump(),
-            "d_model": 32,
-            "layers": 1,
-            "heads": 1,
-            "max_len": 20,
-            "pretrain_epochs": 2,
-            "finetune_epochs": 1,
-            "finetune_days": 3,
-            "batch_size": 64,
-            "pretrain_min_steps": 20,
-            "finetune_min_steps": 10,
-        }
-    )
+    resources["training"] = resources["training"].with_plan(**TINY_MODEL)
     resources["s3"] = S3Resource(
         endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=f"sec-{uuid.uuid4().hex[:8]}"
     )
