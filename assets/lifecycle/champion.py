@@ -13,8 +13,7 @@ import dagster as dg
 from assets.config import SETTINGS
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
-from assets.lifecycle.verdicts import promote_or_not, promotion_code
-from assets.records import CanaryRecord, CandidateRecord
+from assets.lifecycle.verdicts import judged_candidate, promote_or_not, promotion_code
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 
@@ -37,15 +36,7 @@ def champion_asset(surface: str) -> dg.AssetsDefinition:
         from serving.registry.comparable import comparable_champion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        canary = state.load(CanaryRecord, surface, day)
-        candidate = state.load(CandidateRecord, surface, day).version
-        if canary.candidate != candidate:
-            raise dg.Failure(
-                f"the canary verdict of {surface} on {day} is for {canary.candidate}, but the "
-                f"current candidate is {candidate}: re-run {surface}/canary_evaluation; not promoting"
-            )
-        if canary.passed is None:
-            raise dg.Failure(f"{surface}/{candidate} has no gate verdict for {day}: run its canary_gate first")
+        candidate, canary = judged_candidate(state, surface, day, "promoting")
         before = registry.champion(surface)
         refused = None if canary.passed else (canary.reasons or ["the canary gate refused it"])[0]
         # a champion that cannot be compared (another deployment, vocabulary or item space) says

@@ -23,8 +23,8 @@ from assets.config import SETTINGS
 from assets.conventions import code_version
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
-from assets.lifecycle.verdicts import promote_or_not, promotion_code, tag_run, verdict_result
-from assets.records import CanaryRecord, CandidateRecord, PromotionRecord, ReleaseRecord, TrialRecord
+from assets.lifecycle.verdicts import judged_candidate, promote_or_not, promotion_code, tag_run, verdict_result
+from assets.records import PromotionRecord, ReleaseRecord, TrialRecord
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from events.serving_log import ServingLogTable
@@ -61,10 +61,7 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource
     ) -> Iterator[dg.MaterializeResult]:
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        canary = state.load(CanaryRecord, surface, day)
-        candidate = state.load(CandidateRecord, surface, day).version
-        if canary.candidate != candidate or canary.passed is None:
-            raise dg.Failure(f"{surface}/{candidate} has no offline verdict for {day}; not releasing")
+        candidate, canary = judged_candidate(state, surface, day, "releasing")
         if not canary.passed:  # a verdict: nothing to release, nothing broke
             tag_run(context, surface, f"not promoted: {(canary.reasons or ['refused'])[0]}")
             return

@@ -20,7 +20,7 @@ import dagster as dg
 
 from assets.conventions import code_version
 from assets.metadata import table_metadata
-from assets.records import PromotionRecord
+from assets.records import CanaryRecord, CandidateRecord, PromotionRecord
 from serving.evaluation.gate import GateRule, Verdict
 
 VERDICT_TAG = "pinrec/verdict"
@@ -78,6 +78,22 @@ def verdict_result(
             **metadata,
         },
     )
+
+
+def judged_candidate(state, surface: str, day, step: str) -> tuple[str, CanaryRecord]:
+    """The day's candidate of `surface` and the offline verdict on it, for a step that acts on the
+    verdict (`step`: "promoting", "releasing"); fails when the verdict is for another candidate
+    or the gate has not judged it."""
+    canary = state.load(CanaryRecord, surface, day)
+    candidate = state.load(CandidateRecord, surface, day).version
+    if canary.candidate != candidate:
+        raise dg.Failure(
+            f"the canary verdict of {surface} on {day} is for {canary.candidate}, but the "
+            f"current candidate is {candidate}: re-run {surface}/canary_evaluation; not {step}"
+        )
+    if canary.passed is None:
+        raise dg.Failure(f"{surface}/{candidate} has no gate verdict for {day}: run its canary_gate first; not {step}")
+    return candidate, canary
 
 
 def promotion_code(module: str) -> str:
