@@ -117,6 +117,16 @@ def _log_client(settings, s3=None):
     return make_client(s3.settings() if s3 is not None else S3Settings.from_env())
 
 
+def _present_window(settings, start: date, end: date, s3=None):
+    """The days of start .. end the log has, and those days in order as they are run (a line for
+    each absent day: orchestration.runs.each_present_day)."""
+    from orchestration.runs import days_between, each_present_day, present_days
+
+    window = days_between(start, end)
+    present = present_days(settings, window, s3_client=_log_client(settings, s3))
+    return present, each_present_day(window, present)
+
+
 def _require_s3() -> None:
     from storage.s3 import S3Settings, S3Unavailable, check_reachable
 
@@ -222,18 +232,15 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         print(f"S3 server (SeaweedFS) at {s3.endpoint_url}, pid {s3.pid}; environment in {S3_ENV_FILE}")
         try:
             instance = _instance()
-            from orchestration.runs import days_between, each_present_day, present_days
-
             print(
                 f"\n== ingest, features, online store: one run of nightly_refresh per day "
                 f"(Dagster instance {os.environ['DAGSTER_HOME']})",
                 flush=True,
             )
-            window = days_between(start, end)
-            days = present_days(settings, window, s3_client=_log_client(settings, s3))
+            days, each_day = _present_window(settings, start, end, s3)
             if not days:
                 raise CliError(f"no events in the log for any day of {start} .. {end}")
-            for day in each_present_day(window, days):
+            for day in each_day:
                 if not run_day(
                     instance,
                     "nightly_refresh",
@@ -272,8 +279,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise CliError(f"--to {args.to} has not ended yet (the newest partition is {date.today() - timedelta(days=1)})")
     _require_s3()
     instance = _instance()
-    from orchestration.runs import days_between, each_present_day, present_days
-
     assets = DATA_ASSET_KEYS if args.data_only else None
     what = (
         "ingest, features, online store"
@@ -281,13 +286,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         else ("everything" if args.job == "nightly_refresh" else "pretrain; per surface to champion")
     )
     print(f"backfill: {args.job} for {args.from_} .. {args.to}, one run per day, in order", flush=True)
-    window = days_between(args.from_, args.to)
-    present = present_days(settings, window, s3_client=_log_client(settings))
-    failed = [
-        day
-        for day in each_present_day(window, present)
-        if not run_day(instance, args.job, day, what, assets=assets, trigger="backfill")
-    ]
+    _, each_day = _present_window(settings, args.from_, args.to)
+    failed = [day for day in each_day if not run_day(instance, args.job, day, what, assets=assets, trigger="backfill")]
     if failed:
         print(
             f"{len(failed)} of {(args.to - args.from_).days + 1} days failed: {', '.join(map(str, failed))}; "
@@ -483,19 +483,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="the full logs: every run's log lines, the libraries' banners, Feast's console output",
         )
 
+    def days_command(p: argparse.ArgumentParser, data_only: str) -> None:
+        """The options of a command that runs a span of days of a source (lifecycle, backfill)."""
+        source_option(p)
+        log_options(p)
+        p.add_argument("--data-only", action="store_true", help=data_only)
+        verbose_option(p)
+        deployment_option(p)
+
     life = sub.add_parser("lifecycle", help="run the whole lifecycle on the embedded default")
-    source_option(life)
     life.add_argument(
         "--days",
         type=positive_int,
         help="number of day partitions to run (default: the simulated world's 14 days; 35 for other "
         "sources; a parquet log's newest days unless --start)",
     )
-    log_options(life)
-    life.add_argument("--data-only", action="store_true", help="ingest and features only; no training or publication")
     life.add_argument("--start", type=iso_date, help="first day (YYYY-MM-DD); default: the source's first day")
-    verbose_option(life)
-    deployment_option(life)
+    days_command(life, "ingest and features only; no training or publication")
     life.set_defaults(func=cmd_lifecycle)
 
     back = sub.add_parser(
@@ -505,14 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
         "this process, recorded in the Dagster instance like a daemon's run. Needs the "
         "S3 environment (`source var/s3.env` while `pinrec-ops ui` runs).",
     )
-    source_option(back)
     back.add_argument("--from", dest="from_", type=iso_date, required=True, help="first day (YYYY-MM-DD)")
     back.add_argument("--to", type=iso_date, required=True, help="last day, inclusive (YYYY-MM-DD)")
     back.add_argument("--job", choices=("nightly_refresh", "retrain"), default="nightly_refresh")
-    back.add_argument("--data-only", action="store_true", help="only ingest, features and online store")
-    log_options(back)
-    verbose_option(back)
-    deployment_option(back)
+    days_command(back, "only ingest, features and online store")
     back.set_defaults(func=cmd_backfill)
 
     live = sub.add_parser(
