@@ -23,6 +23,7 @@ from datetime import date, timedelta
 
 from events.sources import SOURCE_NAMES
 from orchestration import output
+from orchestration.steps import DATA_ASSET_KEYS
 from serving.service.cli import iso_date, positive_int
 from storage.paths import s3_env_file, var_dir
 
@@ -30,17 +31,6 @@ from storage.paths import s3_env_file, var_dir
 # address and generated credentials to `serving.service.cli` and `pinrec-ops backfill` (mode 0600).
 VAR_DIR = var_dir()
 S3_ENV_FILE = s3_env_file()
-DATA_ASSET_KEYS = [
-    "events",
-    "event_quarantine",
-    "serving_log",
-    "user_sequence_features",
-    "item_stats_features",
-    "item_surface_stats_features",
-    "online_features",
-    "online_metrics",
-]
-SURFACE_STEPS = ["finetuned_model", "candidate_version", "canary_evaluation", "champion"]
 
 
 class CliError(Exception):

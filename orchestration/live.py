@@ -56,21 +56,12 @@ import pandas as pd
 
 from orchestration import output
 from orchestration.runs import code_location, fail_orphaned_runs, run_job
+from orchestration.steps import DATA_ASSET_KEYS
 from orchestration.verdicts import failed_for_an_error, run_verdict, step_errors
 from storage.files import atomic_write_text
 
 STAGES = ("world", "nightly", "models", "baselines")
 RETRY_WAITS = (20.0, 60.0, 120.0)  # seconds before the 2nd, 3rd and 4th attempt
-DATA_ASSETS = [
-    "events",
-    "event_quarantine",
-    "serving_log",
-    "user_sequence_features",
-    "item_stats_features",
-    "item_surface_stats_features",
-    "online_features",
-    "online_metrics",
-]
 
 
 @dataclass
@@ -167,7 +158,9 @@ class LiveRunner:
         warm = (day - self.first_day).days < self.warmup_days
         stages = {
             "world": lambda: self._world_stage(day, report),
-            "nightly": lambda: self._run(report, "nightly_refresh", day, "live", assets=DATA_ASSETS if warm else None),
+            "nightly": lambda: self._run(
+                report, "nightly_refresh", day, "live", assets=DATA_ASSET_KEYS if warm else None
+            ),
             "models": lambda: self._models_stage(day, report, warm),
             "baselines": lambda: self._refresh_baselines(day, report, progress["retrained"]),
         }

@@ -22,11 +22,11 @@ from assets.resources import (
 )
 from assets.state import LifecycleState
 from events.table import file_sha256
-from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
-from orchestration.cli import SURFACE_STEPS
 from orchestration.defs.drift_sensor import outcome_drift_sensor
 from orchestration.report import lifecycle_summary
 from orchestration.runs import materialize_in_process, run_job
+from orchestration.steps import DATA_ASSET_KEYS as DATA_KEYS
+from orchestration.steps import SURFACE_STEPS
 from orchestration.verdicts import run_verdict
 from tests.helpers import TINY_MODEL, mechanics_gate
 
