@@ -30,6 +30,27 @@ SMALL_WORLD = SimulatorConfig(
 )
 
 
+def log_world(
+    seed: int, start: date, n_days: int, events_per_day: int, n_users: int = 80, n_items: int = 200, n_topics: int = 4
+) -> SimulatorConfig:
+    """A small world whose example log (world.example_log) a test runs through the main command."""
+    return SimulatorConfig(
+        seed=seed,
+        n_users=n_users,
+        n_items=n_items,
+        n_topics=n_topics,
+        events_per_day=events_per_day,
+        start_date=start,
+        n_days=n_days,
+    )
+
+
+def log_options(location: str, vocabulary: Path) -> list[str]:
+    """The main command's options that read an example log (world.example_log.write_example_log's
+    location and vocabulary)."""
+    return ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary)]
+
+
 def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTable:
     """Ingest every day of a simulated world into an event table under `root`."""
     world = SimulatedWorld(config)

@@ -5,28 +5,17 @@ verdict."""
 
 import os
 import re
-from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 
 from events.table import EventTable
-from tests.helpers import pinrec_ops
+from tests.helpers import log_options, log_world, pinrec_ops
 from world.example_log import write_example_log
-from world.simulator import SimulatorConfig
 
 pytestmark = pytest.mark.services  # runs the main command (its own S3 server)
 
-WORLD = replace(
-    SimulatorConfig(),
-    seed=11,
-    n_users=80,
-    n_items=200,
-    n_topics=4,
-    events_per_day=600,
-    start_date=date(2026, 3, 1),
-    n_days=21,
-)
+WORLD = log_world(seed=11, start=date(2026, 3, 1), n_days=21, events_per_day=600)
 BANNERS = ("GPU available", "TPU available", "Tip:", "litlogger", "litmodels")
 
 
@@ -34,7 +23,7 @@ def test_a_three_week_log_with_a_missing_middle_day_runs_to_the_end(tmp_path):
     location, vocabulary = write_example_log(tmp_path / "log", "store", WORLD, "pattern")
     gap = WORLD.start_date + timedelta(days=10)
     os.remove(location.replace("{date}", gap.isoformat()))  # the store was closed that day
-    args = ["lifecycle", "--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--days", "21"]
+    args = ["lifecycle", *log_options(location, vocabulary), "--days", "21"]
     proc = pinrec_ops(tmp_path / "var", *args)
     out = proc.stdout + proc.stderr
     assert re.findall(r"(\d{4}-\d{2}-\d{2}): no events in the log, skipped", proc.stdout) == [gap.isoformat()]

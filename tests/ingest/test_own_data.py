@@ -10,43 +10,25 @@ promoted champion per surface of its vocabulary, on the log's newest N days, and
 var/parquet/summary.json."""
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
 
-from assets.config import REPO_ROOT
 from events.table import EventTable
+from tests.helpers import log_options, log_world, pinrec_ops
 from world.example_log import write_example_log
-from world.simulator import SimulatorConfig
 
 pytestmark = pytest.mark.services  # starts processes of its own
 
-WORLD = replace(
-    SimulatorConfig(),
-    seed=5,
-    n_users=150,
-    n_items=400,
-    n_topics=6,
-    events_per_day=4000,
-    start_date=date(2026, 4, 1),
-    n_days=4,
-)
+WORLD = log_world(seed=5, start=date(2026, 4, 1), n_days=4, events_per_day=4000, n_users=150, n_items=400, n_topics=6)
 LOG_DAYS = [WORLD.start_date + timedelta(days=i) for i in range(WORLD.n_days)]
 RUN_DAYS = 3  # the newest 3 of the log's 4 days
+# pinrec_ops runs tests.helpers.TINY_TRAINING_ENV; this log trains a little larger
 TINY = {
     "PINREC_TRAIN_D_MODEL": "32",
-    "PINREC_TRAIN_LAYERS": "1",
-    "PINREC_TRAIN_HEADS": "1",
     "PINREC_TRAIN_MAX_LEN": "20",
     "PINREC_TRAIN_PRETRAIN_EPOCHS": "2",
-    "PINREC_TRAIN_FINETUNE_EPOCHS": "1",
-    "PINREC_TRAIN_FINETUNE_DAYS": "3",
-    "PINREC_TRAIN_BATCH_SIZE": "64",
     "PINREC_TRAIN_PRETRAIN_MIN_STEPS": "20",
     "PINREC_TRAIN_FINETUNE_MIN_STEPS": "10",
 }
@@ -65,35 +47,8 @@ def _foreign_row(day: date) -> dict:
 
 
 def _main_command(tmp, location: str, vocabulary) -> tuple[dict, str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-        **TINY,
-        "PINREC_VAR_DIR": str(tmp / "var"),
-        "DAGSTER_HOME": str(tmp / "dagster_home"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestration.cli",
-            "lifecycle",
-            "--source",
-            "parquet",
-            "--events",
-            location,
-            "--vocabulary",
-            str(vocabulary),
-            "--days",
-            str(RUN_DAYS),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    args = ["lifecycle", *log_options(location, vocabulary), "--days", str(RUN_DAYS)]
+    proc = pinrec_ops(tmp / "var", *args, env={**TINY, "DAGSTER_HOME": str(tmp / "dagster_home")})
     summary = tmp / "var" / "parquet" / "summary.json"
     assert summary.exists(), proc.stdout[-2000:]
     return json.loads(summary.read_text()), proc.stdout

@@ -4,34 +4,23 @@ prefixes and champions; the second's bootstrap never sees the first's champion. 
 them and removes one without touching the other."""
 
 import json
-from dataclasses import replace
 from datetime import date
 
 import pytest
 
-from tests.helpers import pinrec_ops
+from tests.helpers import log_options, log_world, pinrec_ops
 from world.example_log import write_example_log
-from world.simulator import SimulatorConfig
 
 pytestmark = pytest.mark.services  # runs the main command (its own S3 server)
 MECHANICS = {"PINREC_GATE_BASELINES": "0"}
 
-WORLD = replace(
-    SimulatorConfig(),
-    seed=3,
-    n_users=80,
-    n_items=200,
-    n_topics=4,
-    events_per_day=800,
-    start_date=date(2026, 5, 1),
-    n_days=4,
-)
+WORLD = log_world(seed=3, start=date(2026, 5, 1), n_days=4, events_per_day=800)
 
 
 def test_two_deployments_in_one_bucket_keep_separate_champions(tmp_path):
     location, vocabulary = write_example_log(tmp_path / "log", "store", WORLD, "pattern")
     var = tmp_path / "var"
-    log = ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--days", "4"]
+    log = [*log_options(location, vocabulary), "--days", "4"]
     # the subject is separation, not model quality: the gate bootstraps the tiny model's candidate
     # without asking it to beat popularity on the yardstick (a deployment setting)
     first = pinrec_ops(var, "lifecycle", "--deployment", "store-a", *log, env=MECHANICS)
@@ -54,7 +43,7 @@ def test_two_deployments_in_one_bucket_keep_separate_champions(tmp_path):
     listed = pinrec_ops(var, "deployments").stdout
     assert "store-a" not in listed and "store-b" in listed
     # store-b's champion is still there, and its own: a retrain of an older day is compared with it
-    older = ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary), "--start", "2026-05-01"]
+    older = [*log_options(location, vocabulary), "--start", "2026-05-01"]
     pinrec_ops(var, "lifecycle", "--deployment", "store-b", *older, "--days", "3", env=MECHANICS)
     [entry] = json.loads((var / "store-b" / "summary.json").read_text())["surfaces"].values()
     assert entry["champion"] == champions[1] and entry["previous_champion_recall@100"] is not None, entry
