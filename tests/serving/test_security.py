@@ -194,7 +194,8 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
         S3Resource,
         build_resources,
     )
-    from orchestration.steps import DATA_ASSET_KEYS, run_job
+    from orchestration.runs import run_job
+    from orchestration.steps import DATA_ASSET_KEYS
 
     secrets = server_secrets(s3_server.data_dir, s3_server.access_key, s3_server.secret_key)
     assert secrets["TLS key line 0"] in s3_server.tls_files["key"].read_text()
