@@ -284,8 +284,8 @@ def _bench_service(work: Path, n_items: int, n_clusters: int, log, n_c1: int, n_
     from benchmarks.train_throughput import matmul_gflops
     from devstack.seaweedfs import SeaweedFS
     from serving.registry.publish import publish_model
-    from serving.service.app import FeastFeatures
     from serving.service.checks import checked_registry
+    from serving.service.features import FeastFeatures
     from serving.service.retriever import set_threads
     from serving.service.service import Pending, RetrievalService
     from serving.service.versions import VersionManager

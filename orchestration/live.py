@@ -295,8 +295,9 @@ class LiveRunner:
         """The retrieval service over registry `prefix`, in process; pointers re-read each day."""
         if name not in self._services:
             from feature_pipeline.store import open_store
-            from serving.service.app import FeastFeatures, create_app
+            from serving.service.app import create_app
             from serving.service.checks import checked_registry
+            from serving.service.features import FeastFeatures
             from serving.service.versions import VersionManager
 
             s3 = self.resources["s3"]

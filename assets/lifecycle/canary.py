@@ -27,7 +27,7 @@ from assets.resources import (
 )
 from assets.state import lifecycle_state
 from serving.evaluation.gate import GatePolicy, Verdict
-from serving.registry.store import LoadCheckError
+from serving.registry.manifest import LoadCheckError
 
 CANARY_K = 100
 # the deployment's gate (PINREC_GATE_BASELINES=0 drops the baseline rule); a run that changes it

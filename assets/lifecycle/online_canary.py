@@ -106,7 +106,7 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
 def _roll_back_to_a_loadable_champion(registry, surface: str) -> str | None:
     """The newest earlier champion that passes its load check becomes the champion again (what
     every serving process falls back to anyway); None when there is none."""
-    from serving.registry.store import RegistryError
+    from serving.registry.manifest import RegistryError
 
     pointer = registry.read_pointer(surface, "champion") or {}
     for earlier in pointer.get("previous", []):
@@ -143,7 +143,7 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         canary_rows = log[(log["served_by"] == "canary") & (log["version"] == trial)]
         champion_rows = log[log["served_by"] == "champion"]
         comparison = compare_groups(champion_rows, canary_rows)
-        from serving.registry.store import RegistryError
+        from serving.registry.manifest import RegistryError
         from serving.service.checks import check_version
 
         load_error = None

@@ -66,8 +66,8 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
         feast: FeastResource,
         vocabulary: VocabularyResource,
     ) -> dg.MaterializeResult:
+        from serving.registry.manifest import sha256_file
         from serving.registry.publish import publish_model
-        from serving.registry.store import sha256_file
         from training.train import load_model
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)

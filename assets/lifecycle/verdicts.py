@@ -109,7 +109,7 @@ def promote_or_not(
     stale (`allow_older`: the champion it replaces is not comparable, so its days say nothing);
     records the outcome (PromotionRecord, the run's verdict tag) either way. The pointer after a
     promotion, None when nothing was promoted."""
-    from serving.registry.store import StaleVersionError
+    from serving.registry.manifest import StaleVersionError
 
     before = registry.champion(surface)
     pointer = None

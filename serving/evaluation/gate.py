@@ -26,7 +26,7 @@ from datetime import date
 
 import numpy as np
 
-from serving.registry.store import stale_reason
+from serving.registry.manifest import stale_reason
 
 HIGHER, LOWER = "higher", "lower"
 

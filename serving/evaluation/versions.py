@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serving.registry.store import IntegrityError, LoadCheckError, RegistryError
+from serving.registry.manifest import IntegrityError, LoadCheckError, RegistryError
 
 
 def load_version(registry, surface: str, version: str, cache: Path, codes=None, where: str = "the features"):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving.registry.store import ITEM_IDS_FILE
+from serving.registry.manifest import ITEM_IDS_FILE
 
 MIN_SHARED_ITEMS = 0.5  # of the smaller catalogue: below it, two versions rank different item spaces
 

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from serving.registry.index import TARGET_RECALL, TuneResult, build_tuned_index, write_index
-from serving.registry.store import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, Registry
+from serving.registry.manifest import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+from serving.registry.store import Registry
 from serving.service import encoder as enc
 
 

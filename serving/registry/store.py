@@ -67,22 +67,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from serving.registry.local import LocalVersion, sweep_stale_downloads  # noqa: F401
-from serving.registry.manifest import (  # noqa: F401 - the registry's names, importable from here as before
+from serving.registry.local import LocalVersion, sweep_stale_downloads
+from serving.registry.manifest import (
     _KEEP,
     CANARY,
     CHAMPION,
-    INDEX_FILE,
-    ITEM_IDS_FILE,
     MANIFEST_FILE,
     MANIFEST_SCHEMA,
-    MODEL_FILE,
     POINTER_ATTEMPTS,
     ROLLBACK_HISTORY,
     VERSION_FILES,
     VERSION_RE,
     IntegrityError,
-    LoadCheckError,
     PointerConflictError,
     RegistryError,
     StaleVersionError,

@@ -69,11 +69,9 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.service.features import FeastFeatures, InMemoryFeatures
 from serving.service.metrics import Metrics
-from serving.service.schemas import (  # noqa: F401 - MAX_OUTCOME_WEIGHT: the API's limit, importable from here
+from serving.service.schemas import (
     _BUILTIN_MODELS,
-    MAX_OUTCOME_WEIGHT,
     RecommendResponse,
     RetrieveResponse,
     request_models,
@@ -90,8 +88,6 @@ from serving.service.versions import VersionManager
 log = logging.getLogger("serving.service.app")
 
 MAX_BODY_BYTES = 64 * 1024
-
-__all__ = ["FeastFeatures", "FeatureReader", "InMemoryFeatures", "ServingConfig", "create_app"]
 
 
 def _error(status: int, reason: str, detail: Any = None) -> JSONResponse:

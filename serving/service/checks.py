@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from serving.registry.store import LoadCheckError, Registry, RegistryError
+from serving.registry.manifest import LoadCheckError, RegistryError
+from serving.registry.store import Registry
 from serving.service.encoder import UserSequence
 from serving.service.retriever import LoadedVersion
 

@@ -34,7 +34,8 @@ from events.vocabulary import (
     default_vocabulary_file,
     load_vocabulary,
 )
-from serving.registry.store import Registry, RegistryError
+from serving.registry.manifest import RegistryError
+from serving.registry.store import Registry
 from storage.paths import data_dir
 from storage.s3 import S3Settings, S3Unavailable, check_reachable
 
@@ -135,7 +136,8 @@ def cmd_retain(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from serving.service.app import FeastFeatures, create_app
+    from serving.service.app import create_app
+    from serving.service.features import FeastFeatures
     from serving.service.retriever import set_threads
     from serving.service.service import ServingConfig
     from serving.service.versions import VersionManager

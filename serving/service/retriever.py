@@ -35,13 +35,8 @@ import torch
 
 from events.contract import EventCodes
 from serving.registry.index import read_index
-from serving.registry.store import (
-    INDEX_FILE,
-    ITEM_IDS_FILE,
-    MODEL_FILE,
-    IntegrityError,
-    LocalVersion,
-)
+from serving.registry.local import LocalVersion
+from serving.registry.manifest import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, IntegrityError
 from serving.service import encoder as enc
 from serving.service.encoder_state import EncoderStateCache
 from training.merge import Candidate, merge_rows

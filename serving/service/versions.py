@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.registry.store import CHAMPION, VERSION_RE, Registry, validate_surface
+from serving.registry.manifest import CHAMPION, VERSION_RE, validate_surface
+from serving.registry.store import Registry
 from serving.service.retriever import LoadedVersion
 
 log = logging.getLogger("serving.service.versions")
@@ -58,7 +59,7 @@ def public_error(exc: BaseException) -> dict[str, str]:
     paths (those go to the log)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from serving.registry.store import IntegrityError, LoadCheckError, VersionNotFoundError
+    from serving.registry.manifest import IntegrityError, LoadCheckError, VersionNotFoundError
     from storage.s3 import ObjectNotFoundError
 
     kinds: list[tuple[type | tuple[type, ...], str]] = [

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from devstack.service import ServerThread, call
-from serving.registry.store import validate_surface, validate_version
+from serving.registry.manifest import validate_surface, validate_version
 from serving.service.app import create_app
 from serving.service.checks import checked_registry
 from serving.service.versions import VersionManager

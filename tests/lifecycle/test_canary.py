@@ -88,7 +88,7 @@ def test_a_candidate_below_popularity_on_the_yardstick_is_refused_also_without_a
 def test_staleness_is_one_rule_reported_by_the_gate_and_enforced_by_promote():
     from datetime import date
 
-    from serving.registry.store import stale_reason
+    from serving.registry.manifest import stale_reason
 
     passed, reasons = gate(
         CHAMPION, CHAMPION, candidate_data_through=date(2026, 1, 2), champion_data_through=date(2026, 1, 3)

@@ -52,10 +52,12 @@ from feature_pipeline.store import (
 )
 from feature_pipeline.tables import day_feature_tables
 from orchestration.runs import materialize_in_process
+from serving.registry.manifest import MODEL_FILE, IntegrityError
 from serving.registry.publish import publish_model
-from serving.registry.store import MODEL_FILE, IntegrityError, Registry
-from serving.service.app import FeastFeatures, create_app
+from serving.registry.store import Registry
+from serving.service.app import create_app
 from serving.service.checks import checked_registry
+from serving.service.features import FeastFeatures
 from serving.service.versions import VersionManager
 from storage.s3 import get_bytes, list_keys, make_client, put_bytes
 from tests.helpers import SMALL_WORLD, ingest_world, tiny_model

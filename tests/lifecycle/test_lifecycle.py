@@ -55,7 +55,7 @@ def _resources(tmp: Path, s3_server, **world):
 def _publish_another(registry, surface: str, workdir: Path) -> str:
     """Publish another loadable version of `surface`'s champion (its item embeddings nudged): a
     version of the same catalogue that a test can promote, judge or damage by itself."""
-    from serving.registry.store import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
+    from serving.registry.manifest import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE
 
     local = registry.fetch(surface, registry.champion(surface), workdir)
     weights = torch.load(local.path(MODEL_FILE), weights_only=True)
@@ -232,7 +232,7 @@ def test_a_version_damaged_in_s3_is_a_verdict_of_the_canary_not_an_error_of_the_
     judged on the floors alone, the gate says so); a damaged candidate fails the gate naming it.
     None of them fails the run for an error, so a retry is never needed."""
     from orchestration.live import failed_for_an_error
-    from serving.registry.store import INDEX_FILE, MODEL_FILE
+    from serving.registry.manifest import INDEX_FILE, MODEL_FILE
     from storage.s3 import get_bytes, put_bytes
 
     tmp, resources, instance, _, _ = lifecycle

@@ -127,7 +127,7 @@ def test_a_canary_damaged_in_s3_loses_its_trial_and_is_never_promoted(world):
     """The soak's corrupted object: the canary's weights in S3 no longer match its manifest after
     its release. Its users engaged more, but the trial checks that it still loads: it loses (a
     verdict, not an error of the run), the champion stays, and its trial ends."""
-    from serving.registry.store import MODEL_FILE
+    from serving.registry.manifest import MODEL_FILE
     from storage.s3 import put_bytes
 
     registry = world["registry"]
@@ -166,7 +166,7 @@ def test_a_release_over_a_champion_that_does_not_load_restores_a_loadable_one(wo
     newest earlier champion that loads (and the candidate becomes the canary), or, with none,
     makes the candidate the champion, so the pointer never stays on a version nobody can load."""
     from assets.lifecycle.online_canary import canary_release_asset
-    from serving.registry.store import MODEL_FILE
+    from serving.registry.manifest import MODEL_FILE
     from storage.s3 import put_bytes
 
     registry, state, lake = world["registry"], lifecycle_state(world["lake"]), world["lake"]

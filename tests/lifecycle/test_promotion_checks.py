@@ -11,14 +11,9 @@ import torch
 
 from devstack.service import ServerThread, call
 from serving.registry.index import build_tuned_index, write_index
+from serving.registry.manifest import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, RegistryError
 from serving.registry.publish import publish_model
-from serving.registry.store import (
-    INDEX_FILE,
-    ITEM_IDS_FILE,
-    MODEL_FILE,
-    Registry,
-    RegistryError,
-)
+from serving.registry.store import Registry
 from serving.service.app import create_app
 from serving.service.checks import checked_registry
 from serving.service.versions import VersionManager

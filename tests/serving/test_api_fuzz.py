@@ -20,8 +20,10 @@ from schemathesis.checks import not_a_server_error
 from devstack.service import ServerThread, call
 from events.contract import OUTCOMES, SURFACES, EventCodes
 from serving.registry.publish import publish_model
-from serving.service.app import MAX_OUTCOME_WEIGHT, InMemoryFeatures, create_app
+from serving.service.app import create_app
 from serving.service.checks import checked_registry
+from serving.service.features import InMemoryFeatures
+from serving.service.schemas import MAX_OUTCOME_WEIGHT
 from serving.service.versions import VersionManager
 from storage.s3 import S3Settings
 from tests.helpers import tiny_model

@@ -161,7 +161,7 @@ def test_clearing_a_canary_never_deletes_a_newer_canary(fresh):
 def test_a_pointer_that_keeps_changing_fails_after_bounded_retries(fresh):
     """Every write refused (another writer always got there first): the update gives up with
     PointerConflictError after its bounded attempts instead of looping or overwriting."""
-    from serving.registry.store import PointerConflictError
+    from serving.registry.manifest import PointerConflictError
 
     registry, (v0, v1, _, _) = fresh
     registry.promote("homefeed", v0)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from serving.registry.manifest import MANIFEST_FILE, VersionExistsError
 from serving.registry.publish import publish_model
-from serving.registry.store import MANIFEST_FILE, VersionExistsError
 from serving.service.checks import checked_registry
 from tests.helpers import tiny_model
 
@@ -109,7 +109,7 @@ def test_another_content_under_the_same_id_is_never_overwritten(registry, tmp_pa
 def test_versions_published_before_content_ids_still_verify(registry, tmp_path):
     """A schema-1 manifest (its id hashed the whole manifest, timings included) written by the
     previous release is still read and verified, and an edit of it is still caught."""
-    from serving.registry.store import VERSION_FILES, content_sha256
+    from serving.registry.manifest import VERSION_FILES, content_sha256
 
     new, _ = publish_model(registry, "homefeed", tiny_model(seed=0), created_at=T0)
     local = registry.fetch("homefeed", new, tmp_path / "cache")
@@ -135,7 +135,7 @@ def test_versions_published_before_content_ids_still_verify(registry, tmp_path):
 
 
 def test_publishing_again_restores_a_missing_object_of_the_same_content(registry):
-    from serving.registry.store import MODEL_FILE
+    from serving.registry.manifest import MODEL_FILE
 
     version, _ = publish_model(registry, "homefeed", tiny_model(seed=0), created_at=T0)
     registry.client.delete_object(Bucket=registry.bucket, Key=registry.version_key("homefeed", version, MODEL_FILE))

@@ -15,9 +15,10 @@ from events.contract import OUTCOME_CODE, SURFACE_CODE
 from serving.registry.index import build_tuned_index
 from serving.registry.publish import publish_model
 from serving.service import encoder as enc
-from serving.service.app import InMemoryFeatures, create_app
+from serving.service.app import create_app
 from serving.service.checks import checked_registry
 from serving.service.encoder_state import EncoderStateCache
+from serving.service.features import InMemoryFeatures
 from serving.service.retriever import LoadedVersion, RecommendRequest
 from serving.service.service import ServingConfig
 from serving.service.versions import VersionManager

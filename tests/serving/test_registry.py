@@ -7,18 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serving.registry.store import (
+from serving.registry.manifest import (
     INDEX_FILE,
     ITEM_IDS_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     IntegrityError,
-    Registry,
     RegistryError,
     StaleVersionError,
     VersionExistsError,
     VersionNotFoundError,
 )
+from serving.registry.store import Registry
 from serving.service import cli
 from storage.s3 import put_bytes
 

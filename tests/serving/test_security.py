@@ -28,14 +28,8 @@ import torch
 from assets.config import SETTINGS
 from devstack.processes import stop_process_group
 from devstack.service import start_cli_service
+from serving.registry.manifest import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, IntegrityError, LoadCheckError
 from serving.registry.publish import publish_model
-from serving.registry.store import (
-    INDEX_FILE,
-    ITEM_IDS_FILE,
-    MODEL_FILE,
-    IntegrityError,
-    LoadCheckError,
-)
 from serving.service.checks import checked_registry
 from serving.service.retriever import LoadedVersion
 from serving.service.versions import VersionManager

@@ -12,10 +12,11 @@ import pytest
 from devstack.processes import stop_process_group, wait_until
 from devstack.service import ServerThread, call, start_cli_service
 from events.contract import OUTCOME_CODE, SURFACE_CODE
+from serving.registry.manifest import INDEX_FILE, IntegrityError
 from serving.registry.publish import publish_model
-from serving.registry.store import INDEX_FILE, IntegrityError
-from serving.service.app import InMemoryFeatures, create_app
+from serving.service.app import create_app
 from serving.service.checks import checked_registry
+from serving.service.features import InMemoryFeatures
 from serving.service.versions import VersionManager, canary_fraction
 from storage.s3 import put_bytes
 from tests.helpers import tiny_model

@@ -9,9 +9,10 @@ from devstack.service import ServerThread, call
 from events.contract import OUTCOME_CODE, SURFACE_CODE
 from feature_pipeline.store import FeastSettings, apply_repo, open_store
 from serving.registry.publish import publish_model
-from serving.service.app import FeastFeatures, create_app
+from serving.service.app import create_app
 from serving.service.checks import checked_registry
 from serving.service.encoder import UserSequence
+from serving.service.features import FeastFeatures
 from serving.service.versions import VersionManager
 from tests.helpers import tiny_model
 
