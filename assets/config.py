@@ -44,6 +44,7 @@ S3 settings and credentials: see storage.s3.S3Settings.from_env.
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -65,6 +66,25 @@ from world.simulator import SimulatorConfig
 EMBEDDED_WORLD = SimulatorConfig(
     seed=7, n_users=2000, n_items=5000, events_per_day=50_000, start_date=date(2026, 1, 1), n_days=14
 )
+
+# The world's knobs a deployment sets: SimulatorConfig's field -> its name in the environment
+# (PINREC_SIM_<NAME>) and in the event source resource's config (sim_<name>; its span, n_days,
+# is the resource's own). The one list of them: the parser, the resource and its defaults follow it.
+WORLD_KNOBS = {
+    "seed": "seed",
+    "n_users": "users",
+    "n_items": "items",
+    "events_per_day": "events_per_day",
+    "n_days": "days",
+    "drift_day": "drift_day",
+    "drift_kind": "drift_kind",
+}
+
+
+def world_variable(field: str) -> str:
+    """The environment variable of a world knob (WORLD_KNOBS): PINREC_SIM_<NAME>."""
+    return f"PINREC_SIM_{WORLD_KNOBS[field].upper()}"
+
 
 # First and last day of the bundled datasets (tests/ingest/test_sources.py checks them against the data),
 # so the code location can build its partitions without reading a million rows.
@@ -128,20 +148,21 @@ def _training_plan(env) -> TrainingPlan:
 
 
 def _world(env) -> SimulatorConfig:
-    w = EMBEDDED_WORLD
-    values = {
-        "seed": "PINREC_SIM_SEED",
-        "n_users": "PINREC_SIM_USERS",
-        "n_items": "PINREC_SIM_ITEMS",
-        "events_per_day": "PINREC_SIM_EVENTS_PER_DAY",
-        "n_days": "PINREC_SIM_DAYS",
-    }
-    changes = {field: _typed(var, env[var], getattr(w, field)) for field, var in values.items() if var in env}
-    if env.get("PINREC_SIM_DRIFT_DAY"):
-        changes["drift_day"] = _date("PINREC_SIM_DRIFT_DAY", env["PINREC_SIM_DRIFT_DAY"])
-    if env.get("PINREC_SIM_DRIFT_KIND"):
-        changes["drift_kind"] = env["PINREC_SIM_DRIFT_KIND"]
-    return replace(w, **changes)
+    """EMBEDDED_WORLD with the knobs of WORLD_KNOBS set in the environment (PINREC_SIM_<NAME>)."""
+    hints = typing.get_type_hints(SimulatorConfig)
+    changes = {}
+    for field in WORLD_KNOBS:
+        var = world_variable(field)
+        if not env.get(var):
+            continue
+        hint = hints[field]
+        if date in typing.get_args(hint) or hint is date:
+            changes[field] = _date(var, env[var])
+        elif hint in (int, float, bool):
+            changes[field] = _typed(var, env[var], getattr(EMBEDDED_WORLD, field))
+        else:
+            changes[field] = env[var]
+    return replace(EMBEDDED_WORLD, **changes)
 
 
 def _vocabulary(source: str, env, data_dir: Path) -> Vocabulary:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,62 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr, create_model
 
-from assets.config import EMBEDDED_WORLD, SETTINGS, Settings
+from assets.config import EMBEDDED_WORLD, SETTINGS, WORLD_KNOBS, Settings, world_variable
 from feature_pipeline.store import CODES_FILE
 from storage.paths import deployment_prefix
 from training.plan import TrainingPlan
+from world.parameters import SimulatorConfig
 
 
-class EventSourceResource(dg.ConfigurableResource):
+def _config_type(hint):
+    """The Dagster config type of a dataclass field's type: Dagster's config has no tuples, dates or
+    Literals, so a tuple is a list, a date an ISO string and a Literal a string."""
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]
+    if hint is date:
+        return str
+    if typing.get_origin(hint) is typing.Literal:
+        return str
+    if date in typing.get_args(hint):  # date | None
+        return str | None
+    return hint
+
+
+def _config_value(value):
+    """A dataclass field's value in Dagster config (`_config_type`)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _field_value(hint, value):
+    """A config value back as the dataclass field's type (`_config_type`)."""
+    if value is not None and (hint is date or date in typing.get_args(hint)):
+        return date.fromisoformat(value)
+    return tuple(value) if typing.get_origin(hint) is tuple else value
+
+
+# The world's knobs the event source resource holds, as its config fields (sim_<name> of
+# assets.config.WORLD_KNOBS); the world's span is the resource's own start_date and n_days.
+_SIM_FIELDS = {field: f"sim_{name}" for field, name in WORLD_KNOBS.items() if field != "n_days"}
+_WORLD_TYPES = typing.get_type_hints(SimulatorConfig)
+
+
+def _world_knobs() -> type[dg.ConfigurableResource]:
+    """The event source resource's world knobs (_SIM_FIELDS), EMBEDDED_WORLD's values their defaults."""
+    return create_model(
+        "SimulatedWorldKnobs",
+        __base__=dg.ConfigurableResource,
+        **{
+            knob: (_config_type(_WORLD_TYPES[field]), _config_value(getattr(EMBEDDED_WORLD, field)))
+            for field, knob in _SIM_FIELDS.items()
+        },
+    )
+
+
+class EventSourceResource(_world_knobs()):
     """The event source the ingestion reads (movielens-1m | movielens-100k | simulated | parquet)."""
 
     source: str
@@ -34,30 +84,19 @@ class EventSourceResource(dg.ConfigurableResource):
     # ... and how many days it has: the simulated world's clock (the days it has produced); for a
     # parquet source the span its rows are assigned to (None: the data or its files tell)
     n_days: int | None = EMBEDDED_WORLD.n_days
-    sim_seed: int = EMBEDDED_WORLD.seed
-    sim_users: int = EMBEDDED_WORLD.n_users
-    sim_items: int = EMBEDDED_WORLD.n_items
-    sim_events_per_day: int = EMBEDDED_WORLD.events_per_day
-    sim_drift_day: str | None = None
-    sim_drift_kind: str = EMBEDDED_WORLD.drift_kind
+    # the simulated world's knobs: sim_seed, sim_users, ... (assets.config.WORLD_KNOBS)
     sim_world_dir: str | None = None  # closed loop: the days the world played (pinrec-ops live)
 
     _source: Any = PrivateAttr(default=None)
 
-    def world(self):
-        """The simulated world's config (world.simulator.SimulatorConfig)."""
-        from dataclasses import replace
-
+    def world(self) -> SimulatorConfig:
+        """The simulated world's config (world.simulator.SimulatorConfig): EMBEDDED_WORLD with this
+        resource's knobs and span."""
         return replace(
             EMBEDDED_WORLD,
-            seed=self.sim_seed,
-            n_users=self.sim_users,
-            n_items=self.sim_items,
-            events_per_day=self.sim_events_per_day,
+            **{field: _field_value(_WORLD_TYPES[field], getattr(self, knob)) for field, knob in _SIM_FIELDS.items()},
             start_date=date.fromisoformat(self.start_date),
             n_days=self.n_days or EMBEDDED_WORLD.n_days,
-            drift_kind=self.sim_drift_kind,
-            drift_day=date.fromisoformat(self.sim_drift_day) if self.sim_drift_day else None,
         )
 
     def day_status(self, day: date, s3_client=None) -> tuple[bool, str]:
@@ -200,8 +239,6 @@ class S3Resource(dg.ConfigurableResource):
     _client: Any = PrivateAttr(default=None)
 
     def s3_settings(self):
-        from dataclasses import replace
-
         from storage.s3 import S3Settings
 
         return replace(
@@ -239,31 +276,21 @@ def plan_config(plan: type = TrainingPlan) -> type[dg.Config]:
     a list in the config: Dagster's config has no tuples; `to_plan` turns it back)."""
     hints = typing.get_type_hints(plan)
 
-    def config_type(hint):
-        return list[typing.get_args(hint)[0]] if typing.get_origin(hint) is tuple else hint
-
     def default(field):
-        value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        return list(value) if isinstance(value, tuple) else value
+        return _config_value(field.default if field.default is not dataclasses.MISSING else field.default_factory())
 
     return create_model(
         f"{plan.__name__}Config",
         __base__=dg.Config,
         __doc__=f"The fields of {plan.__module__}.{plan.__name__} (generated from it).",
-        **{f.name: (config_type(hints[f.name]), default(f)) for f in dataclasses.fields(plan)},
+        **{f.name: (_config_type(hints[f.name]), default(f)) for f in dataclasses.fields(plan)},
     )
 
 
 def to_plan(config: dg.Config, plan: type = TrainingPlan):
     """The plan dataclass of a `plan_config` (lists back to tuples where the plan has tuples)."""
     hints = typing.get_type_hints(plan)
-    return plan(
-        **{
-            f.name: tuple(value) if typing.get_origin(hints[f.name]) is tuple else value
-            for f in dataclasses.fields(plan)
-            for value in [getattr(config, f.name)]
-        }
-    )
+    return plan(**{f.name: _field_value(hints[f.name], getattr(config, f.name)) for f in dataclasses.fields(plan)})
 
 
 TrainingPlanConfig = plan_config(TrainingPlan)
@@ -324,12 +351,14 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             parquet_location=env("PINREC_PARQUET_LOCATION", s.parquet_location),
             start_date=s.start_date.isoformat(),
             n_days=(s.end_date - s.start_date).days + 1 if s.end_date else None,
-            sim_seed=env("PINREC_SIM_SEED", s.world.seed, "int"),
-            sim_users=env("PINREC_SIM_USERS", s.world.n_users, "int"),
-            sim_items=env("PINREC_SIM_ITEMS", s.world.n_items, "int"),
-            sim_events_per_day=env("PINREC_SIM_EVENTS_PER_DAY", s.world.events_per_day, "int"),
-            sim_drift_day=env("PINREC_SIM_DRIFT_DAY", s.world.drift_day.isoformat() if s.world.drift_day else None),
-            sim_drift_kind=env("PINREC_SIM_DRIFT_KIND", s.world.drift_kind),
+            **{
+                knob: env(
+                    world_variable(field),
+                    _config_value(getattr(s.world, field)),
+                    "int" if _WORLD_TYPES[field] is int else "str",
+                )
+                for field, knob in _SIM_FIELDS.items()
+            },
             sim_world_dir=str(s.world_dir) if s.world_dir else None,
         ),
         "lake": DataLakeResource(

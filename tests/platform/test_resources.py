@@ -1,13 +1,14 @@
-"""The training resource is generated from the training plan: a field added to
-`training.plan.TrainingPlan` reaches the resource, its run config and back without an edit to
-`assets/resources.py`."""
+"""The resources follow the library's dataclasses: a field added to `training.plan.TrainingPlan`
+reaches the training resource, its run config and back without an edit to `assets/resources.py`;
+a world knob of `assets.config.WORLD_KNOBS` reaches the settings and the event source."""
 
 from dataclasses import dataclass, fields
+from datetime import date
 
 import dagster as dg
 
-from assets.config import load_settings
-from assets.resources import TrainingResource, build_resources, plan_config, to_plan
+from assets.config import EMBEDDED_WORLD, WORLD_KNOBS, load_settings, world_variable
+from assets.resources import EventSourceResource, TrainingResource, build_resources, plan_config, to_plan
 from training.plan import TrainingPlan
 
 
@@ -52,3 +53,38 @@ def test_a_field_added_to_the_plan_reaches_the_resource_and_its_run_config():
     plan = {"new_budget": 9, "new_outcomes": ["view"], "d_model": 8}
     run_config = {"resources": {"training": {"config": {"plan": plan}}}}
     assert dg.materialize([planned], resources={"training": Training()}, run_config=run_config).success
+
+
+WORLD_ENV = {
+    "PINREC_SIM_SEED": "3",
+    "PINREC_SIM_USERS": "50",
+    "PINREC_SIM_ITEMS": "300",
+    "PINREC_SIM_EVENTS_PER_DAY": "1000",
+    "PINREC_SIM_DAYS": "5",
+    "PINREC_SIM_DRIFT_DAY": "2026-01-04",
+    "PINREC_SIM_DRIFT_KIND": "interest_shift",
+}
+
+
+def test_every_world_knob_reaches_the_settings_and_the_event_source(tmp_path):
+    assert sorted(world_variable(field) for field in WORLD_KNOBS) == sorted(WORLD_ENV)
+    settings = load_settings({"PINREC_DATA_DIR": str(tmp_path), **WORLD_ENV})
+    world = settings.world
+    assert (world.seed, world.n_users, world.n_items, world.events_per_day, world.n_days) == (3, 50, 300, 1000, 5)
+    assert (world.drift_day, world.drift_kind) == (date(2026, 1, 4), "interest_shift")
+    assert build_resources(settings)["event_source"].world() == world
+    # without settings: EMBEDDED_WORLD, the embedded default's world
+    assert EventSourceResource(source="simulated", cache_dir=str(tmp_path)).world() == EMBEDDED_WORLD
+
+
+def test_a_world_knob_set_in_the_environment_is_read_when_the_run_starts(monkeypatch):
+    for var, value in WORLD_ENV.items():
+        monkeypatch.setenv(var, value)
+    resource = build_resources()["event_source"]  # the code location's: a knob set is a dg.EnvVar
+
+    @dg.asset
+    def world(event_source: EventSourceResource) -> None:
+        w = event_source.world()
+        assert (w.seed, w.n_users, w.drift_day, w.drift_kind) == (3, 50, date(2026, 1, 4), "interest_shift")
+
+    assert dg.materialize([world], resources={"event_source": resource}).success
