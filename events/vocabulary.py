@@ -316,7 +316,7 @@ def builtin_vocabulary(source: str = "simulated") -> Vocabulary:
 
 def codes_record(codes: EventCodes, vocabulary: str | None = None) -> dict[str, Any]:
     """The ledger file's content: names in code order, plus what Feast's definitions derive
-    from them (feature_repo/features.py reads it)."""
+    from them (feature_repo/features.py builds the feature views from it)."""
     return {
         "outcomes": list(codes.outcomes),
         "surfaces": list(codes.surfaces),

@@ -7,16 +7,17 @@ location must load fast.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
-import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -40,10 +41,9 @@ OFFLINE_TABLES = {
     "item_surface_stats": "offline/item_surface_stats",
 }
 # The vocabulary's code ledger, recorded with the features in the Feast data directory; the
-# feature repo's definitions read it (PINREC_FEAST_CODES) to generate the per-outcome and
-# per-surface columns, and tag the views with it (`feature_codes`).
+# feature views are built from it (feature_repo/features.py: the per-outcome and per-surface
+# columns) and tagged with it (`feature_codes`).
 CODES_FILE = "codes.json"
-CODES_ENV = "PINREC_FEAST_CODES"
 CODES_TAG = "pinrec/codes"
 USER_SEQUENCE_FEATURES = [
     "user_sequence:seq_item_ids",
@@ -134,41 +134,43 @@ def record_feature_codes(data_dir: str | Path, codes: EventCodes, vocabulary: st
     return path
 
 
+@functools.cache
+def _repo_module(name: str):
+    """A module of feature_repo/ loaded from its file: the folder is a Feast repo (the plain `feast`
+    CLI imports its files as top-level modules), not a package of the project."""
+    spec = importlib.util.spec_from_file_location(f"feature_repo.{name}", FEATURE_REPO / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def repo_objects(codes: Mapping[str, Any]) -> dict[str, list]:
+    """feature_repo/'s definitions for a code ledger (`codes`, as `record_feature_codes` writes
+    it): entities, data sources, feature views and services."""
+    entities, data_sources = _repo_module("entities"), _repo_module("data_sources")
+    views = _repo_module("features").feature_views(codes, entities.user, entities.item, data_sources.SOURCES)
+    return {
+        "entities": [entities.user, entities.item],
+        "data_sources": list(data_sources.SOURCES.values()),
+        "feature_views": list(views.values()),
+        "feature_services": list(_repo_module("feature_services").feature_services(views).values()),
+    }
+
+
 def apply_repo(
     store: FeatureStore, codes: EventCodes = BUILTIN_CODES, vocabulary: str | None = None
 ) -> dict[str, list[str]]:
     """Register feature_repo/'s definitions (like `feast apply`) for the vocabulary's `codes`
-    (recorded first in the store's code ledger, which the definitions read); returns what was
-    applied."""
-    from feast.repo_operations import parse_repo
+    (recorded first in the store's code ledger); returns what was applied."""
+    import json
 
     ledger = record_feature_codes(store.repo_path, codes, vocabulary)
-    # Like the feast CLI: the repo's files import each other as top-level modules
-    # (`from entities import user`), and parse_repo names modules relative to the cwd. They are
-    # imported afresh each time: the definitions depend on the ledger they read.
-    modules = [p.stem for p in FEATURE_REPO.glob("*.py")]
-    cwd, previous = os.getcwd(), os.environ.get(CODES_ENV)
-    sys.path.insert(0, str(FEATURE_REPO))
-    try:
-        for name in modules:
-            sys.modules.pop(name, None)
-        os.environ[CODES_ENV] = str(Path(ledger).absolute())
-        os.chdir(FEATURE_REPO)
-        contents = parse_repo(FEATURE_REPO)
-    finally:
-        os.chdir(cwd)
-        sys.path.remove(str(FEATURE_REPO))
-        if previous is None:
-            os.environ.pop(CODES_ENV, None)
-        else:
-            os.environ[CODES_ENV] = previous
-    objects = [*contents.entities, *contents.data_sources, *contents.feature_views, *contents.feature_services]
+    contents = repo_objects(json.loads(ledger.read_text()))
+    objects = [obj for kind in contents.values() for obj in kind]
     with naming_the_store(store, "applying feature_repo/"):
         store.apply(objects)
     return {
-        "entities": sorted(e.name for e in contents.entities),
-        "feature_views": sorted(v.name for v in contents.feature_views),
-        "feature_services": sorted(s.name for s in contents.feature_services),
+        kind: sorted(obj.name for obj in contents[kind]) for kind in ("entities", "feature_views", "feature_services")
     }
 
 

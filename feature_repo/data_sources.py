@@ -25,3 +25,10 @@ item_surface_stats_source = FileSource(
     timestamp_field="event_timestamp",
     description="Per item and day: cumulative impressions and engagements on each surface.",
 )
+
+# By the feature view that reads each (features.feature_views)
+SOURCES = {
+    "user_sequence": user_sequence_source,
+    "item_stats": item_stats_source,
+    "item_surface_stats": item_surface_stats_source,
+}

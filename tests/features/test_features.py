@@ -152,3 +152,34 @@ def test_apply_registers_the_views_and_services(feature_world):
     assert applied["feature_views"] == ["item_stats", "item_surface_stats", "user_sequence"]
     assert applied["feature_services"] == ["item_features_service", "user_sequence_service"]
     assert {v.name for v in store.list_feature_views()} == set(applied["feature_views"])
+
+
+def test_the_feature_views_are_a_function_of_the_code_ledger(tmp_path):
+    """Two ledgers, two sets of columns, in one process; building them (and applying them) reads
+    no file and leaves the working directory, sys.path and the environment as they were."""
+    import os
+    import sys
+
+    from events.contract import BUILTIN_CODES
+    from events.vocabulary import codes_record, load_vocabulary
+    from feature_pipeline.store import repo_objects
+
+    (tmp_path / "shop.yaml").write_text(
+        "surfaces: [web, app]\noutcomes: [view, cart, purchase]\nengaged: [cart, purchase]\nimpression: view\n"
+    )
+    shop = load_vocabulary(tmp_path / "shop.yaml", tmp_path / "codes.json")
+    store = open_store(FeastSettings(data_dir=tmp_path / "feast"))  # importing feast sets variables of its own
+    before = (os.getcwd(), list(sys.path), dict(os.environ))
+    views = {
+        label: {v.name: v for v in repo_objects(codes_record(codes, label))["feature_views"]}
+        for label, codes in (("builtin", BUILTIN_CODES), ("shop", shop.codes))
+    }
+    for label, codes in (("builtin", BUILTIN_CODES), ("shop", shop.codes)):
+        columns = {f.name for f in views[label]["item_surface_stats"].features}
+        figures = ("impressions", "engagements", "engagement_rate")
+        assert columns == {f"{surface}_{figure}" for surface in codes.surfaces for figure in figures}
+        counts = [f.name for f in views[label]["item_stats"].features][:-2]
+        assert counts == codes_record(codes)["item_count_columns"]
+        assert views[label]["user_sequence"].tags["pinrec/vocabulary"] == label
+    apply_repo(store, shop.codes, "shop")
+    assert (os.getcwd(), list(sys.path), dict(os.environ)) == before
