@@ -22,6 +22,7 @@ from pydantic import PrivateAttr, create_model
 from assets.config import EMBEDDED_WORLD, SETTINGS, WORLD_KNOBS, Settings, world_variable
 from feature_pipeline.store import CODES_FILE
 from storage.paths import deployment_prefix
+from storage.s3 import DEFAULT_BUCKET, DEFAULT_PREFIX
 from training.plan import TrainingPlan
 from world.parameters import SimulatorConfig
 
@@ -232,8 +233,8 @@ class S3Resource(dg.ConfigurableResource):
     from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or boto3's default chain."""
 
     endpoint_url: str | None = None
-    bucket: str = "pinrec"
-    prefix: str = "pinrec-ops"
+    bucket: str = DEFAULT_BUCKET
+    prefix: str = DEFAULT_PREFIX
     deployment: str = ""  # the deployment this registry belongs to (storage.paths), recorded in its manifests
 
     _client: Any = PrivateAttr(default=None)
@@ -372,7 +373,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "feast": FeastResource(data_dir=str(s.data_dir / "feast"), config_file=str(s.feast_config)),
         "s3": S3Resource(
             endpoint_url=env("PINREC_S3_ENDPOINT_URL", os.environ.get("PINREC_S3_ENDPOINT_URL") or None),
-            bucket=env("PINREC_S3_BUCKET", os.environ.get("PINREC_S3_BUCKET") or "pinrec"),
+            bucket=env("PINREC_S3_BUCKET", os.environ.get("PINREC_S3_BUCKET") or DEFAULT_BUCKET),
             prefix=env("PINREC_S3_PREFIX", os.environ.get("PINREC_S3_PREFIX") or deployment_prefix(s.deployment)),
             deployment=s.deployment,
         ),
