@@ -47,30 +47,17 @@ def live_loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     once per session as the operator runs it (its own SeaweedFS under var/, its own Dagster
     instance): tests/world/test_live.py checks the loop, tests/serving/test_security.py that no secret of the
     S3 server leaked into what the run left behind."""
-    import os
-    import subprocess
-    import sys
 
-    from storage.paths import REPO_ROOT
-    from tests.helpers import LIVE_DAYS, LIVE_WORLD
+    from tests.helpers import LIVE_DAYS, LIVE_WORLD, pinrec_ops
 
     tmp = tmp_path_factory.mktemp("live")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-        **LIVE_WORLD,
-        "PINREC_VAR_DIR": str(tmp / "var"),
-        "DAGSTER_HOME": str(tmp / "dagster_home"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", "live", "--days", str(len(LIVE_DAYS)), "--warmup-days", "2"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = pinrec_ops(
+        tmp / "var",
+        *["live", "--days", str(len(LIVE_DAYS)), "--warmup-days", "2"],
+        env={**LIVE_WORLD, "DAGSTER_HOME": str(tmp / "dagster_home")},
+        training={},  # LIVE_WORLD's
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = tmp / "var" / "live"
     return {
         "tmp": tmp,

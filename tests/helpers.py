@@ -126,26 +126,38 @@ def mechanics_gate(surfaces) -> dict:
     return {"ops": {f"{s}__canary_evaluation_canary_gate": {"config": {"beat_baselines": False}} for s in surfaces}}
 
 
-def pinrec_ops(var: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`pinrec-ops ARGS` as an operator runs it (piped): this machine's environment without its
-    PINREC_/AWS_/DAGSTER_ settings, the tiny training plan, `var` as the local state, then `env`;
-    exit 0 asserted."""
+def cli_env(var: Path, env: dict[str, str] | None = None, training: dict[str, str] = TINY_TRAINING_ENV) -> dict:
+    """The environment of `pinrec-ops` as an operator runs it: this machine's without its
+    PINREC_/AWS_/DAGSTER_ settings, the `training` plan (default: the tiny one), `var` as the local
+    state, the repository importable, then `env`."""
     from storage.paths import REPO_ROOT
 
-    env = {
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-        **TINY_TRAINING_ENV,
+        **training,
         "PINREC_VAR_DIR": str(var),
         "PYTHONPATH": str(REPO_ROOT),
         **(env or {}),
     }
+
+
+def pinrec_ops(
+    var: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    training: dict[str, str] = TINY_TRAINING_ENV,
+    timeout: int = 600,
+) -> subprocess.CompletedProcess:
+    """`pinrec-ops ARGS` as an operator runs it (piped), in `cli_env`; exit 0 asserted."""
+    from storage.paths import REPO_ROOT
+
     proc = subprocess.run(
         [sys.executable, "-m", "orchestration.cli", *args],
         cwd=REPO_ROOT,
-        env=env,
+        env=cli_env(var, env, training),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -3,16 +3,13 @@ runs are runs of the named jobs (listed on the nightly_refresh job's Runs page),
 every group is drawn on its group's graph, an asset's numeric metadata is drawn as plots, and the
 canary_gate check shows every rule's margin. Screenshots go to tests/artifacts/."""
 
-import os
-import subprocess
-import sys
-
 import dagster as dg
 import pytest
 
 from assets.config import REPO_ROOT
 from devstack.dagster_dev import DagsterUI
 from orchestration.runs import code_location
+from tests.helpers import cli_env, pinrec_ops
 
 pytestmark = pytest.mark.services  # starts processes of its own
 
@@ -34,23 +31,10 @@ TINY = {
 def main_command(tmp_path_factory):
     """`pinrec-ops lifecycle` (README command 1's job) on a tiny world, in its own folders."""
     tmp = tmp_path_factory.mktemp("main")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PINREC_", "AWS_", "DAGSTER_"))},
-        **TINY,
-        "PINREC_VAR_DIR": str(tmp / "var"),
-        "PINREC_DATA_DIR": str(tmp / "data"),
-        "DAGSTER_HOME": str(tmp / "dagster_home"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", "lifecycle"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    env = cli_env(
+        tmp / "var", {"PINREC_DATA_DIR": str(tmp / "data"), "DAGSTER_HOME": str(tmp / "dagster_home")}, training=TINY
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = pinrec_ops(tmp / "var", "lifecycle", env=env, training={})
     return tmp, env, proc.stdout
 
 
