@@ -38,7 +38,8 @@ resources (`assets/resources.py`, which hands run-time values to Dagster as `dg.
 |                          |                              | unset: a local cluster per run            |
 | PINREC_DASK_WORKERS      | 2                            | dask: that local cluster's processes      |
 
-S3 settings and credentials: see storage.s3.S3Settings.from_env.
+S3 settings and credentials: see storage.s3.S3Settings.from_env (the key prefix, PINREC_S3_PREFIX, is
+also read here: `Settings.key_prefix`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from events.vocabulary import (
     load_vocabulary,
 )
 from feature_pipeline.engines import FeatureEngine
-from storage.paths import REPO_ROOT, deployment_name, var_dir
+from storage.paths import REPO_ROOT, deployment_name, deployment_prefix, var_dir
 from storage.paths import data_dir as default_data_dir
 from training.plan import TrainingPlan
 from world.simulator import SimulatorConfig
@@ -114,6 +115,13 @@ class Settings:
     world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop
     feature_engine: FeatureEngine = FeatureEngine()  # where the feature tables are computed
     deployment: str = "simulated"  # the namespace of its data, Dagster instance and S3 prefix (storage.paths)
+    s3_prefix: str | None = None  # PINREC_S3_PREFIX; None: the deployment's own (`key_prefix`)
+
+    @property
+    def key_prefix(self) -> str:
+        """The S3 key prefix of the deployment's artifacts: PINREC_S3_PREFIX, else the deployment's
+        own (storage.paths.deployment_prefix)."""
+        return self.s3_prefix or deployment_prefix(self.deployment)
 
 
 def _date(name: str, value: str | None) -> date | None:
@@ -220,6 +228,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             dask_workers=int(_typed("PINREC_DASK_WORKERS", env.get("PINREC_DASK_WORKERS", "2"), 0)),
         ),
         deployment=deployment_name(source, env),
+        s3_prefix=env.get("PINREC_S3_PREFIX") or None,
     )
 
 

@@ -21,7 +21,6 @@ from pydantic import PrivateAttr, create_model
 
 from assets.config import EMBEDDED_WORLD, SETTINGS, WORLD_KNOBS, Settings, world_variable
 from feature_pipeline.store import CODES_FILE
-from storage.paths import deployment_prefix
 from storage.s3 import DEFAULT_BUCKET, DEFAULT_PREFIX
 from training.plan import TrainingPlan
 from world.parameters import SimulatorConfig
@@ -374,7 +373,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
         "s3": S3Resource(
             endpoint_url=env("PINREC_S3_ENDPOINT_URL", os.environ.get("PINREC_S3_ENDPOINT_URL") or None),
             bucket=env("PINREC_S3_BUCKET", os.environ.get("PINREC_S3_BUCKET") or DEFAULT_BUCKET),
-            prefix=env("PINREC_S3_PREFIX", os.environ.get("PINREC_S3_PREFIX") or deployment_prefix(s.deployment)),
+            prefix=env("PINREC_S3_PREFIX", s.key_prefix),
             deployment=s.deployment,
         ),
     }

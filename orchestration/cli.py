@@ -70,11 +70,8 @@ def _settings():
 def _s3_server(settings):
     """The embedded S3 server, handing out the deployment's prefix."""
     from devstack.seaweedfs import SeaweedFS
-    from storage.paths import deployment_prefix
 
-    return SeaweedFS(
-        VAR_DIR / "seaweedfs", prefix=os.environ.get("PINREC_S3_PREFIX") or deployment_prefix(settings.deployment)
-    )
+    return SeaweedFS(VAR_DIR / "seaweedfs", prefix=settings.key_prefix)
 
 
 def _shared_env(s3) -> dict[str, str]:

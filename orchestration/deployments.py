@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.files import atomic_write_text
-from storage.paths import check_deployment_name, deployment_dagster_home, deployment_prefix, var_dir
+from storage.paths import check_deployment_name, deployment_dagster_home, var_dir
 
 
 def records_dir() -> Path:
@@ -28,7 +28,7 @@ def use_deployment(settings) -> dict:
         "source": settings.source,
         "data_dir": str(Path(settings.data_dir).absolute()),
         "dagster_home": str(Path(os.environ["DAGSTER_HOME"]).absolute()),
-        "s3_prefix": os.environ.get("PINREC_S3_PREFIX") or deployment_prefix(settings.deployment),
+        "s3_prefix": settings.key_prefix,
         "last_used": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     atomic_write_text(records_dir() / f"{settings.deployment}.json", json.dumps(record, indent=2))
