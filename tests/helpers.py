@@ -51,6 +51,30 @@ def log_options(location: str, vocabulary: Path) -> list[str]:
     return ["--source", "parquet", "--events", location, "--vocabulary", str(vocabulary)]
 
 
+# Requests that both endpoints (/retrieve and /recommend, on a service serving homefeed from a
+# built-in-vocabulary model) refuse: (case, body, status, what the error body names)
+BAD_REQUESTS_OF_EVERY_ENDPOINT = [
+    ("unknown surface", {"user_id": 1, "surface": "nowhere"}, 422, "unknown surface"),
+    ("k zero", {"user_id": 1, "surface": "homefeed", "k": 0}, 422, "k"),
+    ("k too large", {"user_id": 1, "surface": "homefeed", "k": 100000}, 422, "k"),
+    (
+        "unknown outcome weight",
+        {"user_id": 1, "surface": "homefeed", "outcome_weights": {"like": 1}},
+        422,
+        "unknown outcome",
+    ),
+    ("all weights zero", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 0}}, 422, "> 0"),
+    (
+        "a negative outcome as a weight",
+        {"user_id": 1, "surface": "homefeed", "outcome_weights": {"hide": 1}},
+        422,
+        "not engagements and cannot weight retrieval; allowed: ['click', 'save'",
+    ),
+    ("unknown field", {"user_id": 1, "surface": "homefeed", "kk": 3}, 422, "kk"),
+    ("valid surface not served", {"user_id": 1, "surface": "related"}, 404, "not served"),
+]
+
+
 def ingest_world(root: Path, config: SimulatorConfig = SMALL_WORLD) -> EventTable:
     """Ingest every day of a simulated world into an event table under `root`."""
     world = SimulatedWorld(config)

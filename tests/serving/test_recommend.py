@@ -22,7 +22,7 @@ from serving.service.features import InMemoryFeatures
 from serving.service.retriever import LoadedVersion, RecommendRequest
 from serving.service.service import ServingConfig
 from serving.service.versions import VersionManager
-from tests.helpers import tiny_model
+from tests.helpers import BAD_REQUESTS_OF_EVERY_ENDPOINT, tiny_model
 from training.model import KVCache
 
 T_US = 1_767_000_000_000_000
@@ -239,22 +239,7 @@ def test_a_recommendation_encodes_the_history_once(service):
 
 
 BAD_REQUESTS = [
-    ("unknown surface", {"user_id": 1, "surface": "nowhere"}, 422, "unknown surface"),
-    ("k zero", {"user_id": 1, "surface": "homefeed", "k": 0}, 422, "k"),
-    ("k too large", {"user_id": 1, "surface": "homefeed", "k": 100000}, 422, "k"),
-    (
-        "unknown outcome weight",
-        {"user_id": 1, "surface": "homefeed", "outcome_weights": {"like": 1}},
-        422,
-        "unknown outcome",
-    ),
-    ("all weights zero", {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 0}}, 422, "> 0"),
-    (
-        "a negative outcome as a weight",
-        {"user_id": 1, "surface": "homefeed", "outcome_weights": {"hide": 1}},
-        422,
-        "not engagements and cannot weight retrieval; allowed: ['click', 'save'",
-    ),
+    *BAD_REQUESTS_OF_EVERY_ENDPOINT,
     (
         "weight over the bound",
         {"user_id": 1, "surface": "homefeed", "outcome_weights": {"click": 1e307}},
@@ -265,8 +250,6 @@ BAD_REQUESTS = [
     ("negative candidate", {"user_id": 1, "surface": "homefeed", "candidates": [-4]}, 422, "candidates"),
     ("too many candidates", {"user_id": 1, "surface": "homefeed", "candidates": list(range(1001))}, 422, "candidates"),
     ("candidate not an id", {"user_id": 1, "surface": "homefeed", "candidates": ["x"]}, 422, "candidates"),
-    ("unknown field", {"user_id": 1, "surface": "homefeed", "kk": 3}, 422, "kk"),
-    ("valid surface not served", {"user_id": 1, "surface": "related"}, 404, "not served"),
     ("surface without a champion", {"user_id": 1, "surface": "search"}, 503, "no version"),
 ]
 
