@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 import typing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -144,33 +144,50 @@ def _typed(name: str, value: str, like: object) -> object:
         raise ValueError(f"{name}={value!r} is not a {type(like).__name__}") from None
 
 
+def _field(var: str, value: str, hint) -> object:
+    """An environment variable's value as a dataclass field of type `hint`: a number, a flag
+    (1/0, true/false, yes/no), a string, a date (YYYY-MM-DD), one of a Literal's values, a tuple
+    (comma-separated) or an optional one of those."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if type(None) in args:  # X | None
+        [hint] = [a for a in args if a is not type(None)]
+        return _field(var, value, hint)
+    if origin is tuple:
+        return tuple(_field(var, item.strip(), args[0]) for item in value.split(",") if item.strip())
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{var}={value!r} is not one of {list(args)}")
+        return value
+    if hint is date:
+        return _date(var, value)
+    if hint in (bool, int, float, str):
+        return _typed(var, value, hint())
+    raise ValueError(f"{var}: a {hint} cannot be set from the environment")
+
+
+def _from_env(env, defaults, variable) -> dict:
+    """The fields of the dataclass `defaults` whose variable (`variable(field)`; None: none) is
+    set and not empty, read as the field's type (`_field`)."""
+    hints = typing.get_type_hints(type(defaults))
+    return {
+        f.name: _field(variable(f.name), env[variable(f.name)], hints[f.name])
+        for f in fields(defaults)
+        if variable(f.name) and env.get(variable(f.name))
+    }
+
+
 def _training_plan(env) -> TrainingPlan:
-    defaults = TrainingPlan()
-    known = {f"PINREC_TRAIN_{name.upper()}": name for name in TrainingPlan.field_names()}
+    known = {f"PINREC_TRAIN_{name.upper()}" for name in TrainingPlan.field_names()}
     unknown = sorted(k for k in env if k.startswith("PINREC_TRAIN_") and k not in known)
     if unknown:
         raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
-    return replace(
-        defaults, **{name: _typed(var, env[var], getattr(defaults, name)) for var, name in known.items() if var in env}
-    )
+    return replace(TrainingPlan(), **_from_env(env, TrainingPlan(), lambda name: f"PINREC_TRAIN_{name.upper()}"))
 
 
 def _world(env) -> SimulatorConfig:
     """EMBEDDED_WORLD with the knobs of WORLD_KNOBS set in the environment (PINREC_SIM_<NAME>)."""
-    hints = typing.get_type_hints(SimulatorConfig)
-    changes = {}
-    for field in WORLD_KNOBS:
-        var = world_variable(field)
-        if not env.get(var):
-            continue
-        hint = hints[field]
-        if date in typing.get_args(hint) or hint is date:
-            changes[field] = _date(var, env[var])
-        elif hint in (int, float, bool):
-            changes[field] = _typed(var, env[var], getattr(EMBEDDED_WORLD, field))
-        else:
-            changes[field] = env[var]
-    return replace(EMBEDDED_WORLD, **changes)
+    knobs = _from_env(env, EMBEDDED_WORLD, lambda field: world_variable(field) if field in WORLD_KNOBS else None)
+    return replace(EMBEDDED_WORLD, **knobs)
 
 
 def _vocabulary(source: str, env, data_dir: Path) -> Vocabulary:

@@ -7,7 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from assets.config import EMBEDDED_WORLD, WORLD_KNOBS, load_settings, world_variable
+from assets.config import EMBEDDED_WORLD, WORLD_KNOBS, _from_env, load_settings, world_variable
 from assets.resources import EventSourceResource, TrainingResource, build_resources, plan_config, to_plan
 from training.plan import TrainingPlan
 
@@ -38,6 +38,9 @@ class _PlanWithNewFields(TrainingPlan):
 
 
 def test_a_field_added_to_the_plan_reaches_the_resource_and_its_run_config():
+    env = {"PINREC_TRAIN_NEW_OUTCOMES": "view, cart", "PINREC_TRAIN_NEW_CAP": "0.5", "PINREC_TRAIN_NEW_BUDGET": ""}
+    read = _from_env(env, _PlanWithNewFields(), lambda name: f"PINREC_TRAIN_{name.upper()}")
+    assert read == {"new_outcomes": ("view", "cart"), "new_cap": 0.5}  # from the environment as the field's type
     config = plan_config(_PlanWithNewFields)
     assert [name for name in config.model_fields] == [f.name for f in fields(_PlanWithNewFields)]
     assert to_plan(config(), _PlanWithNewFields) == _PlanWithNewFields()
