@@ -253,6 +253,7 @@ class TrainingResource(dg.ConfigurableResource):
     co_impression_weight: float = _PLAN.co_impression_weight
     seed_norm: float = _PLAN.seed_norm
     exposure_bias: bool = _PLAN.exposure_bias
+    exposure_from_impressions: bool = _PLAN.exposure_from_impressions
     finetune_days: int = _PLAN.finetune_days
     hard_negatives: int = _PLAN.hard_negatives
     sampled_softmax: bool = _PLAN.sampled_softmax
