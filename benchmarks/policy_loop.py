@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from world.policy_loop.policies import OraclePolicy, PopularityPolicy, RandomPol
 NAME = "policy_loop"
 CACHE = Path("var/bench") / NAME / "models"
 ROWS = ("random", "popularity", *MODEL_ROWS, "log-baseline", "oracle")
-CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50")
+CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50")
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -65,6 +65,19 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def plan_changes(p, pairs: list[str]) -> dict:
+    """{field: value} of `--plan FIELD=VALUE` arguments, each value parsed as the field's type."""
+    types = {f.name: type(getattr(TrainingPlan(), f.name)) for f in fields(TrainingPlan)}
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in types:
+            p.error(f"--plan takes FIELD=VALUE with a TrainingPlan field; got {pair!r} (fields: {', '.join(types)})")
+        kind = types[name]
+        out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argument_parser(__file__, __doc__)
     p.add_argument("--quick", action="store_true", help="a small world (tests, smoke runs)")
@@ -73,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=str(CACHE))
     p.add_argument("--threads", type=int, default=2, help="torch threads while training")
     p.add_argument("--serve-threads", type=int, default=1, help="torch threads while serving (1: no spin-waits)")
+    p.add_argument(
+        "--plan",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of the lifecycle's TrainingPlan for this run (repeatable; e.g. pretrain_min_steps=600)",
+    )
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--context", default="", help="what else ran on the machine (goes into the notes)")
     a = p.parse_args(argv)
@@ -89,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     log_s = time.perf_counter() - t0
     # the lifecycle's recipe, trained on a.threads threads; --quick: a smoke run of the whole
     # pipeline, not a measurement (a small model, the fewest steps)
-    plan = replace(TrainingPlan(), threads=a.threads)
+    plan = replace(TrainingPlan(), threads=a.threads, **plan_changes(p, a.plan))
     if a.quick:
         plan = replace(plan, d_model=32, pretrain_epochs=1, pretrain_min_steps=20, finetune_min_steps=10)
     policies, trainer = model_policies(run, rows, Path(a.cache_dir) / ("quick" if a.quick else "full"), plan)
@@ -147,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(table)
     print_table([yard])
     print_table([harness])
+    changed = f" with {', '.join(a.plan)}" if a.plan else ""
     notes = (
-        f"Harness {json.dumps(cfg.to_dict(), default=str)}. Models: the lifecycle's TrainingPlan defaults "
+        f"Harness {json.dumps(cfg.to_dict(), default=str)}. Models: the lifecycle's TrainingPlan defaults{changed} "
         f"(training seconds per model: {json.dumps({k: round(v, 1) for k, v in trainer.seconds.items()})}; "
         "0 = loaded from the cache). pinrec-save0: outcome weights click 1, save 0; pinrec-save1: click 0, "
         f"save 1. Offline measures on the logging policy's held-out days; {a.threads} torch threads training, "

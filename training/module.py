@@ -39,6 +39,9 @@ class OptimConfig:
     co_tau: float = 0.1
     seed_items: bool = False  # start the item table from the log's co-impressions (training.cooccurrence)
     seed_norm: float = 0.0  # the seeded rows' norm (0: the initial table's mean row norm)
+    # the exposure term (model.exposure) from the log's impressions, fixed while training
+    # (training.exposure); False, or a log without impressions: learned with the engagement loss
+    exposure_from_impressions: bool = False
     # how the validation / test score combines per-outcome queries (no target outcome is used):
     # list of (outcome name or "any", weight); scores are log-mixtures of per-outcome softmaxes
     eval_mix: list[tuple[str, float]] = field(default_factory=lambda: [("any", 1.0)])
@@ -92,6 +95,15 @@ class PinRecModule(pl.LightningModule):
         if item_ids is not None:
             self.model.item_ids.copy_(torch.as_tensor(item_ids).long())
         self._ranks: list[torch.Tensor] = []
+
+    def fix_exposure(self, log_share: torch.Tensor) -> None:
+        """Set the exposure term to the log's impression shares (training.exposure) and keep it
+        fixed: the engagement loss then leaves P(engage | shown) to the user and item vectors."""
+        if self.model.exposure is None:
+            return
+        with torch.no_grad():
+            self.model.exposure.copy_(log_share.to(self.model.exposure))
+        self.model.exposure.requires_grad_(False)
 
     # ------------------------------------------------------------------ training
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

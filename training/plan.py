@@ -46,6 +46,9 @@ class TrainingPlan:
     # Exposure (training.model.PinRecConfig.exposure_bias): a per-item bias learned in training and
     # dropped when serving, so the service ranks by P(engage | shown), not by how often an item is shown.
     exposure_bias: bool = True
+    # ... taken from the log's impressions and fixed while training (training.exposure); False:
+    # learned with the engagement loss, which also takes each item's general appeal away from serving
+    exposure_from_impressions: bool = True
     finetune_days: int = 7  # fine-tuning reads the surface's targets of the days before
     hard_negatives: int = 16  # impressed-but-not-engaged items per target (fine-tuning)
     # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
@@ -114,6 +117,7 @@ class TrainingPlan:
             co_weight=self.co_impression_weight,
             seed_items=self.seed_items and pre,
             seed_norm=self.seed_norm,
+            exposure_from_impressions=self.exposure_from_impressions,
         )
 
     def ranking_config(self) -> RankingConfig:

@@ -42,6 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from events.contract import EventCodes
 from training.cooccurrence import CoImpressions, seed_item_table
 from training.data import (
     DataConfig,
@@ -49,6 +50,7 @@ from training.data import (
     build_sequences,
     item_log_popularity,
 )
+from training.exposure import impression_log_share
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule
@@ -188,6 +190,7 @@ def _fit(
     rank_cfg: RankingConfig | None = None,
     ranking: dict[str, Any] | None = None,
     co_impressions: CoImpressions | None = None,
+    exposure: torch.Tensor | None = None,
 ) -> TrainResult:
     torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
@@ -229,6 +232,8 @@ def _fit(
         if module.model.ranker is None:  # a base with a ranking head, fine-tuned without slates
             init_state = {k: v for k, v in init_state.items() if not k.startswith("ranker.")}
         module.model.load_state_dict(init_state)
+    if exposure is not None:
+        module.fix_exposure(exposure)
     has_val = dm.valid is not None
     ckpt_dir = out_dir / "lightning"
     callbacks: list[Callback] = [_History()]
@@ -387,6 +392,7 @@ def pretrain(
         rank_cfg=rank_cfg,
         ranking=ranking,
         co_impressions=_co_impressions(data, dm.train_seqs.vocab, optim_cfg),
+        exposure=_exposure(data, dm.train_seqs.vocab, optim_cfg, model_cfg, dm.cfg.codes),
     )
 
 
@@ -396,6 +402,18 @@ def _co_impressions(data: Any, vocab: Any, optim_cfg: OptimConfig) -> CoImpressi
         return None
     co = CoImpressions.from_events(data, vocab)
     return co if len(co) else None
+
+
+def _exposure(
+    data: Any, vocab: Any, optim_cfg: OptimConfig, model_cfg: PinRecConfig, codes: EventCodes
+) -> torch.Tensor | None:
+    """The exposure term from the frame's impressions, when the model has one and the run asks for it."""
+    if not (model_cfg.exposure_bias and optim_cfg.exposure_from_impressions and isinstance(data, pd.DataFrame)):
+        return None
+    share = impression_log_share(data, vocab, codes)
+    if share is None:
+        log.info(json.dumps({"exposure": "the log has no impressions: the exposure term is learned"}))
+    return share
 
 
 def _with_ranking(
@@ -450,6 +468,7 @@ def fine_tune(
         rank_cfg=rank_cfg,
         ranking=ranking,
         co_impressions=_co_impressions(data, vocab, optim_cfg),
+        exposure=_exposure(data, vocab, optim_cfg, model_cfg, data_cfg.codes),
     )
 
 

@@ -199,6 +199,29 @@ def recall_at_k(lists: Mapping[int, Sequence[int]], future: pd.DataFrame, positi
     }
 
 
+def ips_recall_at_k(
+    lists: Mapping[int, Sequence[int]], future: pd.DataFrame, positive: Sequence[str] = POSITIVE
+) -> dict:
+    """Recall of each user's top k with every future engagement weighted by the inverse of how
+    many sessions of `future` showed its item (an inverse-propensity estimate from the log: an
+    engagement with an item shown everywhere says less about a user's wants than one with an item
+    shown rarely). One value over all (user, item, outcome) engagements; se from the users."""
+    shown = future.drop_duplicates(["session_id", "item_id"])["item_id"].value_counts()
+    fut = future[future["outcome"].isin(list(positive))].drop_duplicates(["user_id", "item_id", "outcome"])
+    if fut.empty:
+        return {"value": float("nan"), "se": float("nan"), "n": 0.0}
+    weight = 1.0 / fut["item_id"].map(shown).fillna(1.0).clip(lower=1.0).to_numpy()
+    top = {int(u): set(int(i) for i in items) for u, items in lists.items()}
+    hit = np.array([i in top.get(u, ()) for u, i in zip(fut["user_id"].tolist(), fut["item_id"].tolist())])
+    per_user = pd.DataFrame({"u": fut["user_id"].to_numpy(), "hit": hit * weight, "w": weight}).groupby("u").sum()
+    value = float(per_user["hit"].sum() / per_user["w"].sum())
+    n = len(per_user)
+    # the ratio's standard error by the delta method over users
+    resid = per_user["hit"] - value * per_user["w"]
+    se = float(np.sqrt((resid**2).sum()) / per_user["w"].sum()) if n > 1 else float("nan")
+    return {"value": value, "se": se, "n": float(n)}
+
+
 def version_scores(
     version: LoadedVersion,
     sequences: Sequence[UserSequence],

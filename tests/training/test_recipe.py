@@ -1,5 +1,8 @@
 """The lifecycle's training recipe: runs sized in steps, items learned from what sessions show
-together, exposure learned in training and left out of what is served."""
+together, exposure taken from the log's impressions (learned where a log has none) and left out
+of what is served."""
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ from serving.service.encoder import item_table
 from tests.helpers import SMALL_WORLD
 from training.cooccurrence import CoImpressions, co_impression_loss
 from training.data import build_sequences, build_vocab, item_log_popularity
+from training.exposure import impression_log_share
 from training.model import PinRec, PinRecConfig
 from training.plan import TrainingPlan
 from training.steps import size_run
@@ -77,20 +81,26 @@ def test_the_co_impression_loss_prefers_the_positive():
     assert matched < shuffled
 
 
-def test_the_lifecycle_plan_learns_exposure_and_serves_without_it(world_events, tmp_path, capsys):
-    _, events = world_events
+def _pretrain_small(events, tmp_path, **changes):
     plan = TrainingPlan(d_model=16, layers=1, batch_size=16, pretrain_epochs=1, pretrain_min_steps=30, threads=1)
+    plan = replace(plan, **changes)
     model_cfg, data_cfg, loss_cfg, train_cfg = plan.configs()
-    result = pretrain(events, tmp_path, model_cfg, data_cfg, loss_cfg, plan.optim_config("pretrain"), train_cfg)
+    return pretrain(events, tmp_path, model_cfg, data_cfg, loss_cfg, plan.optim_config("pretrain"), train_cfg)
+
+
+def test_the_lifecycle_plan_takes_exposure_from_impressions_and_serves_without_it(world_events, tmp_path, capsys):
+    _, events = world_events
+    result = _pretrain_small(events, tmp_path)
     assert any("warm-up of 100 steps rescaled" in note for note in result.run_size)
     assert "warm-up of 100 steps rescaled" in capsys.readouterr().out
     model = result.model
-    exposure = model.exposure.detach().numpy()[1:]
     vocab = model.item_ids.numpy()
-    start = item_log_popularity(build_sequences(events, vocab)).numpy()[1:]  # where training starts it
-    shown = np.bincount(np.searchsorted(vocab[1:], events["item_id"].to_numpy()), minlength=len(exposure))
-    assert np.abs(exposure - (start - start.mean())).max() > 1e-2  # it moved: learned
-    assert np.corrcoef(exposure, np.log1p(shown))[0, 1] > 0.3
+    # fixed at the log's impression shares through training: the vectors learn P(engage | shown)
+    assert not model.exposure.requires_grad
+    assert torch.allclose(model.exposure, impression_log_share(events, vocab))
+    shown = events.drop_duplicates(["session_id", "item_id"])["item_id"].to_numpy()
+    shown = np.bincount(np.searchsorted(vocab[1:], shown), minlength=len(vocab) - 1)
+    assert np.corrcoef(model.exposure.detach().numpy()[1:], np.log1p(shown))[0, 1] > 0.9
     # what is served: the item table and <q, e> / T, the same whatever the exposure term holds
     vectors, _ = item_table(model)
     zeros = torch.zeros(1, 3)
@@ -101,6 +111,18 @@ def test_the_lifecycle_plan_learns_exposure_and_serves_without_it(world_events, 
         model.exposure.add_(torch.randn_like(model.exposure) * 5)
     assert np.array_equal(item_table(model)[0], vectors)
     assert torch.equal(model.score_all(batch), before)
+
+
+def test_exposure_is_learned_with_the_engagements_when_the_log_has_no_impressions(world_events, tmp_path):
+    _, events = world_events
+    engagements = events[events["outcome"] != "impression"].reset_index(drop=True)
+    assert impression_log_share(engagements, build_vocab(engagements)) is None
+    model = _pretrain_small(engagements, tmp_path).model
+    vocab = model.item_ids.numpy()
+    start = item_log_popularity(build_sequences(engagements, vocab)).numpy()[1:]  # where training starts it
+    exposure = model.exposure.detach().numpy()[1:]
+    assert model.exposure.requires_grad
+    assert np.abs(exposure - (start - start.mean())).max() > 1e-2  # it moved: learned
 
 
 def test_a_model_without_an_exposure_term_loads_the_checkpoints_of_before():

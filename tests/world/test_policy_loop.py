@@ -3,9 +3,10 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from serving.evaluation.yardstick import logged_impressions, yardstick
+from serving.evaluation.yardstick import ips_recall_at_k, logged_impressions, recall_at_k, yardstick
 from serving.service.exploration import ExplorationConfig, explore
 from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve, start_view
 from world.policy_loop.policies import HiddenItemsPolicy, OraclePolicy, PopularityPolicy, RandomPolicy
@@ -81,7 +82,23 @@ def test_the_yardstick_ranks_the_oracle_above_random_above_the_hidden_items(tiny
     assert values["oracle"]["value"] > values["random"]["value"] > values["hidden"]["value"]
     assert values["oracle"]["se"] > 0 and values["oracle"]["users"] > 50
     measures = offline_measures(OraclePolicy(), tiny_run)
-    assert {"user_auc", "session_auc", "top_auc", "explore_auc", "recall50"} <= set(measures)
+    assert {"user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50"} <= set(measures)
+
+
+def test_inverse_propensity_recall_counts_a_rarely_shown_engagement_more():
+    # item 1 is shown in 4 sessions, item 2 in one; user 7 clicked both
+    rows = [(s, 1, "impression") for s in range(4)] + [(9, 2, "impression"), (0, 1, "click"), (9, 2, "click")]
+    future = pd.DataFrame(
+        {
+            "user_id": [7] * len(rows),
+            "session_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "outcome": [r[2] for r in rows],
+        }
+    )
+    assert recall_at_k({7: [1]}, future)["value"] == recall_at_k({7: [2]}, future)["value"] == 0.5
+    popular, rare = ips_recall_at_k({7: [1]}, future)["value"], ips_recall_at_k({7: [2]}, future)["value"]
+    assert (popular, rare) == pytest.approx((0.2, 0.8))
 
 
 def test_exploration_slots_are_logged_with_their_propensity(tiny_run):

@@ -257,8 +257,9 @@ def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
 def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict[str, float]]:
     """Every offline candidate measure of `policy` on the held-out log (`yardstick`): the policy
     scores the held-out days' logged impressions with what the log held at their start, and
-    recall@k of the held-out engagements by its top k for each user (homefeed) at that time."""
-    from serving.evaluation.yardstick import candidate_measures, logged_impressions, recall_at_k
+    recall@k of the held-out engagements by its top k for each user (homefeed) at that time, plain
+    and inverse-propensity weighted (`ips_recall_at_k`)."""
+    from serving.evaluation.yardstick import candidate_measures, ips_recall_at_k, logged_impressions, recall_at_k
 
     view = start_view(run)
     policy.start_day(view)
@@ -277,4 +278,5 @@ def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict
         for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
             lists[r.user_id] = list(served.items)
     out[f"recall{k}"] = recall_at_k(lists, future)
+    out[f"ips_recall{k}"] = ips_recall_at_k(lists, future)
     return out
