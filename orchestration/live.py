@@ -263,7 +263,7 @@ class LiveRunner:
             from world.closed_loop import Served as WorldServed
             from world.experiments import Request
 
-            served = router.serve([Request(r.user_id, r.surface, r.k, r.recent_events) for r in requests])
+            served = router.serve([Request(r.user_id, r.surface, r.k, r.recent_events, r.query_id) for r in requests])
             return [
                 WorldServed(
                     items=s.items, version=s.version, arm=s.arm, served_by=s.served_by, propensities=s.propensities

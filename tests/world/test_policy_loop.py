@@ -8,7 +8,15 @@ import pytest
 
 from serving.evaluation.yardstick import ips_recall_at_k, logged_impressions, recall_at_k, yardstick
 from serving.service.exploration import ExplorationConfig, explore
-from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve, start_view
+from world.policy_loop.harness import (
+    HarnessConfig,
+    compare,
+    log_run,
+    offline_measures,
+    pair_agreement,
+    serve,
+    start_view,
+)
 from world.policy_loop.policies import HiddenItemsPolicy, OraclePolicy, PopularityPolicy, RandomPolicy
 from world.simulator import SimulatorConfig
 
@@ -121,3 +129,11 @@ def test_a_bad_harness_config_is_refused():
         replace(TINY, serve_days=10)
     with pytest.raises(ValueError, match="reference"):
         compare({}, "random", 10)
+
+
+def test_pair_agreement_counts_only_the_pairs_users_tell_apart(tiny_run):
+    served = {p.name: serve(p, tiny_run) for p in (OraclePolicy(), RandomPolicy(), HiddenItemsPolicy())}
+    right = pair_agreement(served, {"oracle": 3.0, "random": 2.0, "hidden": 1.0}, "click", draws=200)
+    wrong = pair_agreement(served, {"oracle": 1.0, "random": 2.0, "hidden": 3.0}, "click", draws=200)
+    assert right["pairs"] == wrong["pairs"] >= 2  # the oracle is told apart from both others
+    assert right["agreement"] == 1.0 and wrong["agreement"] == 0.0

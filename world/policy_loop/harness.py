@@ -247,6 +247,36 @@ def compare(
     return rows
 
 
+def pair_agreement(
+    outcomes: Mapping[str, PolicyOutcome],
+    values: Mapping[str, float],
+    outcome: str = "save",
+    draws: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How often an offline measure orders two policies as their users do, over the pairs users
+    tell apart: every pair of policies whose paired 95% bootstrap interval of `outcome`s per 1,000
+    served slots excludes 0. Spearman over every policy also counts pairs within sampling error
+    of each other, where no measure can be right but by chance; this counts only the resolved
+    ones. {"pairs": resolved pairs, "agreement": share of them the measure orders the same way}."""
+    names = [n for n in outcomes if n in values and np.isfinite(values[n])]
+    if len(names) < 2:
+        return {"pairs": 0.0, "agreement": float("nan")}
+    weights = _bootstrap_weights(len(outcomes[names[0]].slots), draws, seed)
+    rate = {
+        n: 1000.0 * (weights @ outcomes[n].counts[outcome]) / np.maximum(weights @ outcomes[n].slots, 1.0)
+        for n in names
+    }
+    resolved = agreed = 0
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            lo, hi = np.percentile(rate[a] - rate[b], [2.5, 97.5])
+            if lo > 0 or hi < 0:
+                resolved += 1
+                agreed += int(np.sign(values[a] - values[b]) == (1 if lo > 0 else -1))
+    return {"pairs": float(resolved), "agreement": agreed / resolved if resolved else float("nan")}
+
+
 def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     """`cfg` with other day counts, the world grown to hold them."""
     new = replace(cfg, **{k: v for k, v in changes.items() if k in ("train_days", "serve_days", "yardstick_days")})
