@@ -44,7 +44,7 @@ from world.policy_loop.policies import OraclePolicy, PopularityPolicy, RandomPol
 NAME = "policy_loop"
 CACHE = Path("var/bench") / NAME / "models"
 ROWS = ("random", "popularity", *MODEL_ROWS, "log-baseline", "oracle")
-CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50")
+CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50", "ips_recall100_surface")
 
 
 def spearman(x: list[float], y: list[float]) -> float:

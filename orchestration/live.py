@@ -365,7 +365,12 @@ class LiveRunner:
         from dataclasses import replace
 
         model_cfg = replace(
-            model_cfg, outcome_conditioning=False, multi_token=False, side_inputs=False, exposure_bias=False
+            model_cfg,
+            outcome_conditioning=False,
+            multi_token=False,
+            side_inputs=False,
+            exposure_bias=False,
+            n_queries=0,
         )
         data_cfg = replace(data_cfg, outcome_conditioning=False)
         loss_cfg = replace(loss_cfg, logq=False)

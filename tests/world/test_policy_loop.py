@@ -91,6 +91,7 @@ def test_the_yardstick_ranks_the_oracle_above_random_above_the_hidden_items(tiny
     assert values["oracle"]["se"] > 0 and values["oracle"]["users"] > 50
     measures = offline_measures(OraclePolicy(), tiny_run)
     assert {"user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50"} <= set(measures)
+    assert "ips_recall100_surface" in measures
 
 
 def test_inverse_propensity_recall_counts_a_rarely_shown_engagement_more():
@@ -107,6 +108,12 @@ def test_inverse_propensity_recall_counts_a_rarely_shown_engagement_more():
     assert recall_at_k({7: [1]}, future)["value"] == recall_at_k({7: [2]}, future)["value"] == 0.5
     popular, rare = ips_recall_at_k({7: [1]}, future)["value"], ips_recall_at_k({7: [2]}, future)["value"]
     assert (popular, rare) == pytest.approx((0.2, 0.8))
+    # by surface: each engagement is looked for in its own surface's list
+    on_search = future.assign(surface=["search"] * 5 + ["homefeed", "search"])
+    lists = {(7, "homefeed"): [1], (7, "search"): [1]}
+    assert ips_recall_at_k(lists, on_search, by_surface=True)["value"] == pytest.approx(0.2)
+    lists = {(7, "homefeed"): [2], (7, "search"): [1]}
+    assert ips_recall_at_k(lists, on_search, by_surface=True)["value"] == 0.0
 
 
 def test_exploration_slots_are_logged_with_their_propensity(tiny_run):

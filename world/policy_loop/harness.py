@@ -284,11 +284,12 @@ def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     return replace(new, world=replace(new.world, n_days=max(need, 1)))
 
 
-def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict[str, float]]:
+def offline_measures(policy: Policy, run: LogRun, k: int = 50, k_surface: int = 100) -> dict[str, dict[str, float]]:
     """Every offline candidate measure of `policy` on the held-out log (`yardstick`): the policy
-    scores the held-out days' logged impressions with what the log held at their start, and
-    recall@k of the held-out engagements by its top k for each user (homefeed) at that time, plain
-    and inverse-propensity weighted (`ips_recall_at_k`)."""
+    scores the held-out days' logged impressions with what the log held at their start; recall@k
+    of the held-out engagements by its top k for each user (homefeed) at that time, plain and
+    inverse-propensity weighted (`ips_recall_at_k`); and the weighted recall of each engagement
+    by the user's top `k_surface` on the engagement's own surface (the canary's list size)."""
     from serving.evaluation.yardstick import candidate_measures, ips_recall_at_k, logged_impressions, recall_at_k
 
     view = start_view(run)
@@ -299,14 +300,23 @@ def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict
 
     out = candidate_measures(score, logged_impressions(run.heldout_events, run.heldout_serving_log))
     future = run.heldout_events
-    users = sorted(set(future.loc[future["outcome"].isin(["click", "save"]), "user_id"].tolist()))
+    engaged = future[future["outcome"].isin(["click", "save"])]
     ts = dt.datetime.combine(run.serve_days[0], dt.time(), tzinfo=dt.UTC)
     empty = future.iloc[:0]
-    requests = [SessionRequest(int(u), "homefeed", -1 - int(u), ts, empty, None, k) for u in users]
-    lists = {}
-    for a in range(0, len(requests), 256):
-        for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
-            lists[r.user_id] = list(served.items)
+
+    def top(surface: str, users, n: int) -> dict[int, list[int]]:
+        requests = [SessionRequest(int(u), surface, -1 - int(u), ts, empty, None, n) for u in users]
+        lists = {}
+        for a in range(0, len(requests), 256):
+            for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
+                lists[r.user_id] = list(served.items)
+        return lists
+
+    lists = top("homefeed", sorted(set(engaged["user_id"].tolist())), k)
     out[f"recall{k}"] = recall_at_k(lists, future)
     out[f"ips_recall{k}"] = ips_recall_at_k(lists, future)
+    per_surface = {}
+    for surface, users in engaged.groupby("surface")["user_id"]:
+        per_surface.update({(u, str(surface)): v for u, v in top(str(surface), sorted(set(users)), k_surface).items()})
+    out[f"ips_recall{k_surface}_surface"] = ips_recall_at_k(per_surface, future, by_surface=True)
     return out
