@@ -10,9 +10,11 @@ own SeaweedFS and Dagster instance: each day the world plays against the arms (t
 the drift sensor and the weekly schedule run through Dagster. Rows, over days 11-19 (before the
 drift), per arm: saves / clicks / hides per 1,000 served impressions with 95% bootstrap
 half-widths over users, catalogue coverage, Gini of exposure, users. Row `drift`: the day the
-sensor fired, retrain runs, days until pinrec's saves per 1,000 are back within 5% of their days
-11-19 mean, online canary promotions and rollbacks, runs that failed for an error. Row `targets`:
-the issue's relations as numbers (ratios and differences), each with its target. A Pareto plot
+sensor fired, drift retrains before the shift (`false_fires_before_drift`) and from it on
+(`drift_retrains_after_shift`: one shift, one retrain), retrain runs, days until pinrec's saves
+per 1,000 are back within 5% of their days 11-19 mean, online canary promotions and rollbacks,
+runs that failed for an error. Row `targets`: the issue's relations as numbers (ratios and
+differences), each with its target. A Pareto plot
 (saves against clicks per 1,000, one point per arm, with the intervals) is written beside the
 results.
 """
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": "drift",
         "sensor_fired_day": min([d for d in drift_fires if d >= args.drift_day], default=0),
         "false_fires_before_drift": len([d for d in drift_fires if d < args.drift_day]),
+        "drift_retrains_after_shift": len([d for d in drift_fires if d >= args.drift_day]),  # one shift: <= 2
         "retrain_runs": sum(1 for r in runs if r.job_name == "retrain"),
         "days_to_recover": days_to_recover(pinrec_daily, by["pinrec"]["saves_per_1k"], args.drift_day),
         "canary_promotions": sum(1 for c in gate if c.passed),
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets/pinrec_minus_sasrec_coverage": 0.0,
         "drift/days_to_recover": 3,
         "drift/failed_runs": 0,
+        "drift/false_fires_before_drift": 0,
+        "drift/drift_retrains_after_shift": 2,
     }
     if not args.no_write:
         notes = (
@@ -268,7 +273,18 @@ def main(argv: list[str] | None = None) -> int:
             f"Rates are per 1,000 served impressions of each arm's users (all surfaces); CIs are 95% bootstrap "
             f"half-widths over users. {args.context}"
         )
-        write_results("closed_loop", all_rows, targets, notes=notes, lower_is_better={"days_to_recover", "failed_runs"})
+        write_results(
+            "closed_loop",
+            all_rows,
+            targets,
+            notes=notes,
+            lower_is_better={
+                "days_to_recover",
+                "failed_runs",
+                "false_fires_before_drift",
+                "drift_retrains_after_shift",
+            },
+        )
         pareto_plot(rows, RESULTS_DIR / "closed_loop_pareto.png")
         (RESULTS_DIR / "closed_loop_daily.json").write_text(
             json.dumps({"pinrec_saves_per_1k_by_day": {int(k): round(v, 3) for k, v in pinrec_daily.items()}}, indent=1)
