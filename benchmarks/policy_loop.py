@@ -12,7 +12,9 @@ Policy rows: `saves_per_1k`, `clicks_per_1k`, `hides_per_1k` (per 1,000 served s
 `_hi` (95% paired bootstrap interval over users; the same for clicks), `yardstick` (the
 offline yardstick, `serving.evaluation.yardstick.YARDSTICK`) and `offline_<measure>` for every
 candidate. Row `yardstick`: Spearman correlations over the policy rows of the yardstick with
-served saves and clicks, and one pair of columns per candidate. Row `harness`: wall seconds.
+served saves and clicks, and one pair of columns per candidate; `resolved_pairs_saves` (clicks):
+the pairs of policies whose paired interval excludes 0, and `agreement_saves_<measure>` (clicks):
+the share of those pairs each measure orders as users did. Row `harness`: wall seconds.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.policy_loop                 # full (writes results)
     PYTHONPATH=. .venv/bin/python -m benchmarks.policy_loop --quick --no-write   # smoke, < 2 min
@@ -34,7 +36,7 @@ import torch
 from benchmarks.results import argument_parser, print_table, write_results
 from serving.evaluation.yardstick import YARDSTICK
 from training.plan import TrainingPlan
-from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve
+from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, pair_agreement, serve
 from world.policy_loop.log_baseline import LogBaselinePolicy
 from world.policy_loop.models import MODEL_ROWS, model_policies
 from world.policy_loop.policies import OraclePolicy, PopularityPolicy, RandomPolicy
@@ -42,7 +44,7 @@ from world.policy_loop.policies import OraclePolicy, PopularityPolicy, RandomPol
 NAME = "policy_loop"
 CACHE = Path("var/bench") / NAME / "models"
 ROWS = ("random", "popularity", *MODEL_ROWS, "log-baseline", "oracle")
-CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50")
+CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50", "ips_recall100_surface")
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -154,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         values = [r[f"offline_{cand}"] for r in table]
         yard[f"spearman_saves_{cand}"] = round(spearman(values, saves), 3)
         yard[f"spearman_clicks_{cand}"] = round(spearman(values, clicks), 3)
+    # the pairs users tell apart (paired interval excluding 0) and how often each measure orders them so
+    for cand in CANDIDATES:
+        values = {r["name"]: r[f"offline_{cand}"] for r in table}
+        for outcome in ("save", "click"):
+            agree = pair_agreement(outcomes, values, outcome, cfg.bootstrap, cfg.seed)
+            yard[f"resolved_pairs_{outcome}s"] = int(agree["pairs"])
+            yard[f"agreement_{outcome}s_{cand}"] = round(agree["agreement"], 3)
     total = time.perf_counter() - t0
     harness = {
         "name": "harness",

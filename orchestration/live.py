@@ -263,7 +263,7 @@ class LiveRunner:
             from world.closed_loop import Served as WorldServed
             from world.experiments import Request
 
-            served = router.serve([Request(r.user_id, r.surface, r.k, r.recent_events) for r in requests])
+            served = router.serve([Request(r.user_id, r.surface, r.k, r.recent_events, r.query_id) for r in requests])
             return [
                 WorldServed(
                     items=s.items, version=s.version, arm=s.arm, served_by=s.served_by, propensities=s.propensities
@@ -367,7 +367,12 @@ class LiveRunner:
         from dataclasses import replace
 
         model_cfg = replace(
-            model_cfg, outcome_conditioning=False, multi_token=False, side_inputs=False, exposure_bias=False
+            model_cfg,
+            outcome_conditioning=False,
+            multi_token=False,
+            side_inputs=False,
+            exposure_bias=False,
+            n_queries=0,
         )
         data_cfg = replace(data_cfg, outcome_conditioning=False)
         loss_cfg = replace(loss_cfg, logq=False)

@@ -92,9 +92,11 @@ def tiny_model(
     d_model: int = 32,
     item_id_offset: int = 1000,
     rank_outcomes: tuple[str, ...] = (),
+    n_queries: int = 0,
 ):
     """A deterministic random-weight PinRec whose item ids are ``item_id_offset + 1..V``
-    (``rank_outcomes``: with a ranking head predicting them)."""
+    (``rank_outcomes``: with a ranking head predicting them; ``n_queries``: a search table of
+    queries 1..n_queries)."""
     from training.model import PinRec, PinRecConfig
 
     torch.manual_seed(seed)
@@ -107,6 +109,7 @@ def tiny_model(
             max_len=50,
             dropout=0.0,
             rank_outcomes=tuple(rank_outcomes),
+            n_queries=n_queries,
         )
     )
     with torch.no_grad():

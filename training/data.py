@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from events.contract import BUILTIN_CODES, EventCodes
 from training.model import OFFSET_HORIZON_S, OFFSETS
+from training.queries import build_query_vocab, frame_query_rows
 
 # --------------------------------------------------------------------------------------------
 # Sequences
@@ -60,6 +61,13 @@ class Sequences:
     # hard negatives per token: impressed-but-not-engaged items of the token's session
     hard_ptr: np.ndarray | None = None  # (N+1,)
     hard_items: np.ndarray | None = None
+    # search query of each token: a row of `query_vocab` (0: none; training.queries)
+    queries: np.ndarray | None = None  # (N,)
+    query_vocab: np.ndarray | None = None  # (Q+1,) raw query id of each row; [0] = -1
+
+    @property
+    def n_queries(self) -> int:
+        return 0 if self.query_vocab is None else len(self.query_vocab) - 1
 
     @property
     def n_items(self) -> int:
@@ -98,6 +106,8 @@ class Sequences:
             self.ts[keep],
             hp,
             hi,
+            None if self.queries is None else self.queries[keep],
+            self.query_vocab,
         )
 
     def drop_last(self, n: int) -> Sequences:
@@ -124,16 +134,20 @@ def build_sequences(
     vocab: np.ndarray | None = None,
     hard_negatives: bool = False,
     codes: EventCodes = BUILTIN_CODES,
+    query_vocab: np.ndarray | None = None,
 ) -> Sequences:
     """Engagement sequences from a contract frame, outcomes and surfaces coded by `codes`.
 
     Users are sorted by id; each user's events by event_ts with a stable sort (ties keep frame
     order). Items missing from `vocab` are dropped. With `hard_negatives`, each engaged token
     gets the items impressed in its session that were never engaged there (none when the
-    vocabulary has no impression outcome).
+    vocabulary has no impression outcome). Each token keeps its search query, a row of
+    `query_vocab` (default: the frame's queries; `training.queries`).
     """
     if vocab is None:
         vocab = build_vocab(events)
+    if query_vocab is None:
+        query_vocab = build_query_vocab(events)
     item_raw = events["item_id"].to_numpy(np.int64)
     idx = np.searchsorted(vocab[1:], item_raw) + 1
     idx = np.minimum(idx, len(vocab) - 1)
@@ -150,6 +164,7 @@ def build_sequences(
     seqs = Sequences(
         vocab, users, np.concatenate([[0], np.cumsum(counts)]), idx[order], outcome[order], surface[order], ts[order]
     )
+    seqs.queries, seqs.query_vocab = frame_query_rows(events, query_vocab)[order], query_vocab
     if hard_negatives:
         # per session: impressed items never engaged in that session
         imp = (outcome == codes.impression_code) & known
@@ -339,7 +354,7 @@ class TrainWindows(Dataset):
         end = self.user_end[g]  # (B, L) user's end
         K, H = cfg.n_positives, cfg.n_hard
         any_outcome = len(cfg.codes.outcomes)  # the head's "any" index
-        tv, to, pid, pm, hid, hm = [], [], [], [], [], []
+        tv, to, pid, pm, hid, hm, tq = [], [], [], [], [], [], []
         for code in self.offset_codes:
             if code == 0:
                 lo, hi = g + 1, g + 2
@@ -366,6 +381,7 @@ class TrainWindows(Dataset):
             pos = np.concatenate([s.items[j][..., None], np.where(pok, s.items[pc], 0)], -1)
             pmask = np.concatenate([ok[..., None], pok], -1)
             tv.append(ok), to.append(oc), pid.append(pos), pm.append(pmask)
+            tq.append((ok, j))
             if H > 0:
                 if s.hard_ptr is None:
                     raise ValueError("n_hard > 0 needs sequences built with hard_negatives=True")
@@ -379,6 +395,8 @@ class TrainWindows(Dataset):
         batch["tgt_valid"] = torch.from_numpy(np.stack(tv, -1))  # (B, L, O)
         batch["tgt_outcome"] = torch.from_numpy(np.stack(to, -1))  # (B, L, O)
         batch["tgt_offset"] = torch.tensor(self.offset_codes).expand(*valid.shape, -1).clone()
+        if s.queries is not None:  # each target's search query (0: none)
+            batch["tgt_query"] = torch.from_numpy(np.stack([np.where(ok, s.queries[j], 0) for ok, j in tq], -1))
         batch["pos_ids"] = torch.from_numpy(np.stack(pid, 2))  # (B, L, O, K)
         batch["pos_mask"] = torch.from_numpy(np.stack(pm, 2))
         if H > 0:

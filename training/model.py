@@ -89,6 +89,10 @@ class PinRecConfig:
     # once shown; the bias takes the first, and serving scores <q, e_i> / T without it: P(engage |
     # shown), not exposure. False: the checkpoints of before (no such parameter).
     exposure_bias: bool = False
+    # search queries the head is conditioned on (training.queries: a table learned from the log's
+    # search targets; row 0 = no query); 0: none, the checkpoints of before; < 0: one row per query
+    # of the training log (pretraining sets the count, as it does n_items)
+    n_queries: int = 0
 
     @property
     def ranking(self) -> bool:
@@ -379,6 +383,12 @@ class PinRec(nn.Module):
         self.ranker = RankingHead(cfg) if cfg.ranking else None
         if self.ranker is not None:
             self.ranker.apply(self._init)
+        # the search query of a target (last, so a model without one starts from the same weights)
+        self.search_emb = nn.Embedding(cfg.n_queries + 1, d, padding_idx=0) if cfg.n_queries > 0 else None
+        if self.search_emb is not None:
+            self._init(self.search_emb)
+            # raw query id of each row (row 0 = no query = -1), set from the training log
+            self.register_buffer("query_ids", torch.cat([torch.tensor([-1]), torch.arange(1, cfg.n_queries + 1)]))
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -461,10 +471,15 @@ class PinRec(nn.Module):
         )
 
     # ------------------------------------------------------------------ head
-    def query(self, h: torch.Tensor, outcome: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """h (..., d), outcome (...) in [0, cfg.any_outcome], offset (...) -> L2-normalised q (..., d)."""
+    def query(
+        self, h: torch.Tensor, outcome: torch.Tensor, offset: torch.Tensor, search: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """h (..., d), outcome (...) in [0, cfg.any_outcome], offset (...), search (...) query rows
+        (0 = none; `training.queries.search_rows`) -> L2-normalised q (..., d)."""
         if not self.cfg.outcome_conditioning:
             outcome = torch.full_like(outcome, self.cfg.any_outcome)
+        if search is not None and self.search_emb is not None:
+            h = h + self.search_emb(search)
         z = torch.cat([h, self.head_outcome(outcome), self.head_offset(offset)], dim=-1)
         return F.normalize(h + self.head(z), dim=-1)
 
@@ -531,12 +546,16 @@ class PinRec(nn.Module):
 
     @torch.no_grad()
     def generate_queries(
-        self, sequences: dict[str, torch.Tensor], budget: list[tuple[str, str]] | dict[tuple[str, str], Any]
+        self,
+        sequences: dict[str, torch.Tensor],
+        budget: list[tuple[str, str]] | dict[tuple[str, str], Any],
+        search: torch.Tensor | None = None,
     ) -> dict[str, Any]:
         """One L2-normalised query per (outcome, offset) in `budget` for each sequence.
 
         `budget` lists (outcome name or "any", offset name) pairs (a dict keyed by them also
-        works; its values, e.g. per-query result counts, are for the caller's merge).
+        works; its values, e.g. per-query result counts, are for the caller's merge); `search`
+        (B,) each sequence's search query row (`training.queries.search_rows`; None: none).
         Returns {"queries": (B, Q, d), "outcomes": [Q names], "offsets": [Q names]}.
         """
         pairs = list(budget)
@@ -549,7 +568,10 @@ class PinRec(nn.Module):
             if f not in self.cfg.offsets:
                 raise ValueError(f"offset {f!r} is not one this model was trained for: {self.cfg.offsets}")
         q = self.query(
-            h.unsqueeze(1).expand(-1, len(pairs), -1), oc.expand(h.shape[0], -1), off.expand(h.shape[0], -1)
+            h.unsqueeze(1).expand(-1, len(pairs), -1),
+            oc.expand(h.shape[0], -1),
+            off.expand(h.shape[0], -1),
+            None if search is None else search[:, None].expand(-1, len(pairs)),
         )  # (B, Q, d)
         return {"queries": q, "outcomes": [o for o, _ in pairs], "offsets": [f for _, f in pairs]}
 

@@ -133,7 +133,8 @@ class PinRecModule(pl.LightningModule):
         b, t, o = valid.nonzero(as_tuple=True)  # N rows
         if b.numel() == 0:
             return h.sum() * 0.0
-        q = m.query(h[b, t], batch["tgt_outcome"][b, t, o], batch["tgt_offset"][b, t, o])  # (N, d)
+        search = batch["tgt_query"][b, t, o] if "tgt_query" in batch else None  # each target's search query
+        q = m.query(h[b, t], batch["tgt_outcome"][b, t, o], batch["tgt_offset"][b, t, o], search)  # (N, d)
         hard = (batch["hard_ids"][b, t, o], batch["hard_mask"][b, t, o]) if "hard_ids" in batch else (None, None)
         losses = sampled_softmax_loss(
             q,

@@ -27,13 +27,15 @@ class TrainingPlan:
     layers: int = 2
     heads: int = 2
     max_len: int = 50
-    batch_size: int = 32  # a week of the embedded world: ~64 optimiser steps an epoch
+    batch_size: int = 32  # a week of the embedded world: ~55 optimiser steps an epoch
     pretrain_epochs: int = 3
     finetune_epochs: int = 1
-    # Sized in optimiser steps (training.steps): a week of the embedded world is ~15 batches an
+    # Sized in optimiser steps (training.steps): a week of the embedded world is ~55 batches an
     # epoch, so the epochs above are raised until a run has at least this many steps, and the
     # warm-up is at most `warmup_fraction` of the run, with a cosine decay over the rest.
-    pretrain_min_steps: int = 150
+    # Pretraining's budget, measured in the paired harness (benchmarks/policy_loop.py, pinrec
+    # saves per 1,000 served slots, random 8.36): 150 steps 9.81, 600 steps 10.88, 1,200 10.41.
+    pretrain_min_steps: int = 600
     finetune_min_steps: int = 60
     warmup_fraction: float = 0.1  # of the run's steps at most
     lr: float = 1e-3
@@ -49,6 +51,8 @@ class TrainingPlan:
     # ... taken from the log's impressions and fixed while training (training.exposure); False:
     # learned with the engagement loss, which also takes each item's general appeal away from serving
     exposure_from_impressions: bool = True
+    # the search query conditions the head (training.queries): one learned row per query of the log
+    search_queries: bool = True
     finetune_days: int = 7  # fine-tuning reads the surface's targets of the days before
     hard_negatives: int = 16  # impressed-but-not-engaged items per target (fine-tuning)
     # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
@@ -85,6 +89,7 @@ class TrainingPlan:
             surfaces=codes.surfaces,
             rank_outcomes=rank_outcomes_for(codes) if self.ranking else (),
             exposure_bias=self.exposure_bias,
+            n_queries=-1 if self.search_queries else 0,  # -1: pretraining counts the log's queries
         )
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
         loss = LossConfig(full_softmax=not self.sampled_softmax)

@@ -54,6 +54,7 @@ from training.exposure import impression_log_share
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule
+from training.queries import seed_search_table
 from training.ranking import RankingConfig, prepare_ranking
 from training.steps import size_run
 
@@ -191,6 +192,7 @@ def _fit(
     ranking: dict[str, Any] | None = None,
     co_impressions: CoImpressions | None = None,
     exposure: torch.Tensor | None = None,
+    events: pd.DataFrame | None = None,
 ) -> TrainResult:
     torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
@@ -226,8 +228,13 @@ def _fit(
         engaged_columns=tuple(ranking.get("engaged_columns", ())),
         co_impressions=co_impressions,
     )
+    seqs = dm.train_seqs
+    if module.model.search_emb is not None and seqs.query_vocab is not None:
+        module.model.query_ids.copy_(torch.from_numpy(seqs.query_vocab))  # raw query id of each row
     if optim_cfg.seed_items and init_state is None and co_impressions is not None:
         seed_item_table(module.model, co_impressions, train_cfg.seed, optim_cfg.seed_norm)
+        if events is not None and seqs.query_vocab is not None:  # queries start where their items sit
+            seed_search_table(module.model, events, seqs.vocab, seqs.query_vocab)
     if init_state is not None:
         if module.model.ranker is None:  # a base with a ranking head, fine-tuned without slates
             init_state = {k: v for k, v in init_state.items() if not k.startswith("ranker.")}
@@ -378,6 +385,8 @@ def pretrain(
     model_cfg = model_cfg or PinRecConfig(n_items=dm.n_items)
     if model_cfg.n_items != dm.n_items:
         model_cfg = replace(model_cfg, n_items=dm.n_items)
+    if model_cfg.n_queries != 0:  # one search-table row per query of the training log
+        model_cfg = replace(model_cfg, n_queries=dm.train_seqs.n_queries)
     dm = dm.with_config(**_shallow(_sync(model_cfg, dm.cfg)))
     dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg)
     optim_cfg = optim_cfg or OptimConfig()
@@ -393,6 +402,7 @@ def pretrain(
         ranking=ranking,
         co_impressions=_co_impressions(data, dm.train_seqs.vocab, optim_cfg),
         exposure=_exposure(data, dm.train_seqs.vocab, optim_cfg, model_cfg, dm.cfg.codes),
+        events=data if isinstance(data, pd.DataFrame) else None,
     )
 
 
@@ -452,7 +462,9 @@ def fine_tune(
     data_cfg = _sync(model_cfg, replace(data_cfg or DataConfig(), target_surface=surface, n_hard=n_hard))
     if isinstance(data, (str, Path)):
         data = pd.read_parquet(data)
-    dm = PinRecDataModule(build_sequences(data, vocab, hard_negatives=n_hard > 0, codes=data_cfg.codes), data_cfg)
+    queries = base.query_ids.numpy() if base.search_emb is not None else None  # the base model's search table
+    seqs = build_sequences(data, vocab, hard_negatives=n_hard > 0, codes=data_cfg.codes, query_vocab=queries)
+    dm = PinRecDataModule(seqs, data_cfg)
     dm, model_cfg, ranking = _with_ranking(dm, data, model_cfg, rank_cfg, surface)  # the surface's slates
     optim_cfg = optim_cfg or OptimConfig(lr=3e-4, warmup_steps=10)
     return _fit(

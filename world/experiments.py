@@ -59,12 +59,13 @@ def assign_arm(user_id: int, arms: Sequence[Arm]) -> Arm:
 @dataclass(frozen=True)
 class Request:
     """What a policy is asked: a user on a surface at a moment, with the events the user had that
-    day before it (contract columns: item_id, outcome, surface, event_ts)."""
+    day before it (contract columns: item_id, outcome, surface, event_ts), and a search session's query."""
 
     user_id: int
     surface: str
     k: int
     recent_events: pd.DataFrame | None = None
+    query_id: int | None = None  # a search session's query
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class ServicePolicy:
             }
             if weights is not None:
                 body["outcome_weights"] = {o: float(w) for o, w in weights.items()}
+            if r.query_id is not None:  # a search session's query
+                body["query_id"] = int(r.query_id)
             response = self.client.post(endpoint, json=body)
             if response.status_code != 200:
                 self.errors[response.status_code] = self.errors.get(response.status_code, 0) + 1

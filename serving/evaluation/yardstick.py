@@ -25,6 +25,9 @@ Candidate measures (`candidate_measures`), each a mean with its standard error:
   impressions (a model's scale differs from user to user); SE by bootstrap over users.
 * ``recall@k`` of next engagements (`recall_at_k`): what the canary gate used; here only for
   comparison.
+* inverse-propensity recall (`ips_recall_at_k`): recall of a policy's own top k with every
+  engagement weighted by 1 / (sessions that showed its item): judges the policy's own list, not
+  the logging policy's, with the exposure of the log divided out.
 
 `yardstick(score, impressions)` is what the gate calls: ``{"measure", "value", "se", "users"}``.
 """
@@ -32,6 +35,7 @@ Candidate measures (`candidate_measures`), each a mean with its standard error:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -200,20 +204,28 @@ def recall_at_k(lists: Mapping[int, Sequence[int]], future: pd.DataFrame, positi
 
 
 def ips_recall_at_k(
-    lists: Mapping[int, Sequence[int]], future: pd.DataFrame, positive: Sequence[str] = POSITIVE
+    lists: Mapping[Any, Sequence[int]],
+    future: pd.DataFrame,
+    positive: Sequence[str] = POSITIVE,
+    by_surface: bool = False,
 ) -> dict:
     """Recall of each user's top k with every future engagement weighted by the inverse of how
     many sessions of `future` showed its item (an inverse-propensity estimate from the log: an
     engagement with an item shown everywhere says less about a user's wants than one with an item
-    shown rarely). One value over all (user, item, outcome) engagements; se from the users."""
+    shown rarely). `lists` is keyed by user, or with `by_surface` by (user, surface): each
+    engagement is then looked for in its own surface's list. One value over all (user, item,
+    outcome[, surface]) engagements; se from the users."""
     shown = future.drop_duplicates(["session_id", "item_id"])["item_id"].value_counts()
-    fut = future[future["outcome"].isin(list(positive))].drop_duplicates(["user_id", "item_id", "outcome"])
+    keys = ["user_id", "item_id", "outcome"] + (["surface"] if by_surface else [])
+    fut = future[future["outcome"].isin(list(positive))].drop_duplicates(keys)
     if fut.empty:
         return {"value": float("nan"), "se": float("nan"), "n": 0.0}
     weight = 1.0 / fut["item_id"].map(shown).fillna(1.0).clip(lower=1.0).to_numpy()
-    top = {int(u): set(int(i) for i in items) for u, items in lists.items()}
-    hit = np.array([i in top.get(u, ()) for u, i in zip(fut["user_id"].tolist(), fut["item_id"].tolist())])
-    per_user = pd.DataFrame({"u": fut["user_id"].to_numpy(), "hit": hit * weight, "w": weight}).groupby("u").sum()
+    top = {key: set(int(i) for i in items) for key, items in lists.items()}
+    users, items = fut["user_id"].astype(int).tolist(), fut["item_id"].astype(int).tolist()
+    where = list(zip(users, fut["surface"].astype(str).tolist())) if by_surface else users
+    hit = np.array([i in top.get(w, ()) for w, i in zip(where, items)])
+    per_user = pd.DataFrame({"u": users, "hit": hit * weight, "w": weight}).groupby("u").sum()
     value = float(per_user["hit"].sum() / per_user["w"].sum())
     n = len(per_user)
     # the ratio's standard error by the delta method over users

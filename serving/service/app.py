@@ -9,12 +9,12 @@ one call, encoded in one incremental pass over the users' cached encoder states
 
 Endpoints:
 
-``POST /v1/retrieve``  ``{user_id, surface, k?, outcome_weights?, recent_events?}`` ->
+``POST /v1/retrieve``  ``{user_id, surface, k?, outcome_weights?, recent_events?, query_id?}`` ->
     ``{candidates: [{item_id, score, outcome, offset}], model_version, index_version, version,
     served_by, surface, user_id, k}``; stage times in the ``Server-Timing`` header
     (queue, feature, encode, ann, merge, total; milliseconds; feature, encode and ann are the
     request's batch's) and the batch size in ``X-Batch-Size``.
-``POST /v1/recommend`` ``{user_id, surface, k?, outcome_weights?, candidates?, recent_events?}``
+``POST /v1/recommend`` ``{user_id, surface, k?, outcome_weights?, candidates?, recent_events?, query_id?}``
     -> ``{items: [{item_id, score, probabilities, retrieval_score, outcome, offset}], ranked_by,
     candidates_ranked, model_version, index_version, version, served_by, surface, user_id, k}``:
     retrieval of ``ServingConfig.recommend_candidates`` (200) candidates through the same ANN
@@ -279,6 +279,7 @@ def create_app(
             received,
             "recommend" if isinstance(req, models.RecommendRequest) else "retrieve",
             list(candidates) if candidates is not None else None,
+            req.query_id,
         )
 
     async def retrieve(req: Any, request: Request) -> Any:

@@ -58,6 +58,7 @@ from training.model import (
     query_flops,
     rank_flops,
 )
+from training.queries import search_rows
 
 ENGAGED_CODES = np.array(sorted(OUTCOME_CODE[o] for o in ENGAGED_OUTCOMES), dtype=np.int64)
 DEFAULT_OUTCOME_WEIGHTS = {"click": 1.0, "save": 1.0}
@@ -381,16 +382,25 @@ class Encoder:
             [rank_flops(cfg, len(c), n) for c, n in zip(candidates, lengths)],
         )
 
-    def queries_for(self, h: torch.Tensor, budgets: Sequence[Sequence[tuple[str, str]]]) -> tuple[np.ndarray, float]:
+    def queries_for(
+        self,
+        h: torch.Tensor,
+        budgets: Sequence[Sequence[tuple[str, str]]],
+        searches: Sequence[int | None] | None = None,
+    ) -> tuple[np.ndarray, float]:
         """The head for every (row b of h, (outcome, offset) of budgets[b]): (sum of |budgets|, d)
-        float32 queries, row b's first, and the head's model FLOPs per query."""
+        float32 queries, row b's first, and the head's model FLOPs per query. `searches`: row b's
+        search query (raw id; None: none), which a model with a search table conditions on."""
         rows = [b for b, budget in enumerate(budgets) for _ in budget]
         pairs = [p for budget in budgets for p in budget]
         cfg = self.model.cfg
         oc = torch.tensor([cfg.any_outcome if o == "any" else cfg.outcomes.index(o) for o, _ in pairs])
         off = torch.tensor([OFFSETS.index(f) for _, f in pairs])
+        search = None
+        if searches is not None and self.model.search_emb is not None and any(q is not None for q in searches):
+            search = search_rows(self.model, list(searches))[torch.tensor(rows)]
         with torch.inference_mode():
-            q = self.model.query(h[torch.tensor(rows)], oc, off)  # (T, d)
+            q = self.model.query(h[torch.tensor(rows)], oc, off, search)  # (T, d)
         return np.ascontiguousarray(q.numpy(), dtype=np.float32), query_flops(self.model.cfg, 1)
 
     def budget(self, outcome_weights: Mapping[str, float]) -> list[tuple[str, str]]:

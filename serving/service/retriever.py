@@ -59,6 +59,7 @@ class RetrievalRequest:
     k: int
     outcome_weights: Mapping[str, float] | None = None  # None: the version's defaults
     user_id: int | None = None  # key of the user's encoder state
+    query_id: int | None = None  # a search request's query (training.queries; None: none)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class RecommendRequest:
     outcome_weights: Mapping[str, float] | None = None  # None: the version's defaults
     user_id: int | None = None  # key of the user's encoder state
     candidates: Sequence[int] | None = None  # the client's own candidates (no retrieval)
+    query_id: int | None = None  # a search request's query (training.queries; None: none)
 
 
 @dataclass
@@ -226,10 +228,14 @@ class LoadedVersion:
         return cls(local.surface, local.version, manifest, model, index, item_ids)
 
     def retrieve(
-        self, seq: enc.UserSequence, k: int, outcome_weights: Mapping[str, float] | None = None
+        self,
+        seq: enc.UserSequence,
+        k: int,
+        outcome_weights: Mapping[str, float] | None = None,
+        query_id: int | None = None,
     ) -> RetrievalResult:
         """One request, no encoder state: a batch of one."""
-        return self.retrieve_batch([RetrievalRequest(seq, k, outcome_weights)])[0]
+        return self.retrieve_batch([RetrievalRequest(seq, k, outcome_weights, None, query_id)])[0]
 
     def _encode_users(self, requests: Sequence[Any], states: EncoderStateCache | None, need_cache: bool):
         """Windows, encoder states looked up and stored back: (h, kinds, flops, caches)."""
@@ -273,7 +279,7 @@ class LoadedVersion:
         weights = [dict(r.outcome_weights or self.default_outcome_weights) for r in requests]
         budgets = [self.encoder.budget(w) for w in weights]
         h, kinds, flops, caches = self._encode_users(requests, states, need_cache=ranks)
-        queries, flops_per_query = self.encoder.queries_for(h, budgets)
+        queries, flops_per_query = self.encoder.queries_for(h, budgets, [r.query_id for r in requests])
         t1 = time.perf_counter()
         # candidates: retrieved (n_candidates, seen items left out) or the request's own
         starts = np.concatenate([[0], np.cumsum([len(b) for b in budgets])])
@@ -410,7 +416,7 @@ class LoadedVersion:
         weights = [dict(r.outcome_weights or self.default_outcome_weights) for r in requests]
         budgets = [self.encoder.budget(w) for w in weights]
         h, kinds, flops, _ = self._encode_users(requests, states, need_cache=False)
-        queries, flops_per_query = self.encoder.queries_for(h, budgets)
+        queries, flops_per_query = self.encoder.queries_for(h, budgets, [r.query_id for r in requests])
         t1 = time.perf_counter()
         seen = [self._seen(r.sequence) for r in requests]
         query_request = np.repeat(np.arange(len(requests)), [len(b) for b in budgets])

@@ -81,6 +81,13 @@ def request_models(
             "one > 0; only the ratios count (default: the version's weights)",
         )
         recent_events: list[RecentEvent] | None = Field(default=None, max_length=MAX_RECENT_EVENTS)
+        query_id: int | None = Field(
+            default=None,
+            ge=0,
+            le=MAX_ID,
+            description="the search query of a search request (the log's query_id); a model trained on "
+            "queries conditions on it, others ignore it",
+        )
 
         @field_validator("outcome_weights")
         @classmethod

@@ -91,6 +91,7 @@ class Pending:
     received: float = field(default_factory=time.perf_counter)
     endpoint: str = "retrieve"  # or "recommend"
     candidates: list[int] | None = None  # recommend: the client's own candidates
+    query_id: int | None = None  # a search request's query
 
 
 @dataclass
@@ -231,6 +232,7 @@ class RetrievalService:
                                 pending[i].outcome_weights,
                                 pending[i].user_id,
                                 pending[i].candidates,
+                                pending[i].query_id,
                             )
                             for i in members
                         ],
@@ -244,7 +246,13 @@ class RetrievalService:
                     continue
                 results = loaded.retrieve_batch(
                     [
-                        RetrievalRequest(sequences[i], pending[i].k, pending[i].outcome_weights, pending[i].user_id)
+                        RetrievalRequest(
+                            sequences[i],
+                            pending[i].k,
+                            pending[i].outcome_weights,
+                            pending[i].user_id,
+                            pending[i].query_id,
+                        )
                         for i in members
                     ],
                     self.states,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from serving.service.encoder import item_table
+from serving.service.encoder import UserSequence, item_table
 from tests.helpers import SMALL_WORLD
 from training.cooccurrence import CoImpressions, co_impression_loss
 from training.data import build_sequences, build_vocab, item_log_popularity
@@ -18,6 +18,7 @@ from training.model import PinRec, PinRecConfig
 from training.plan import TrainingPlan
 from training.steps import size_run
 from training.train import pretrain
+from world.policy_loop.models import loaded_version
 from world.simulator import SimulatedWorld
 
 
@@ -129,3 +130,22 @@ def test_a_model_without_an_exposure_term_loads_the_checkpoints_of_before():
     model = PinRec(PinRecConfig(n_items=10, d_model=8, n_layers=1, n_heads=2, max_len=5))
     assert model.exposure is None and "exposure" not in model.state_dict()
     assert model.exposure_logits(torch.tensor([1, 2])).abs().sum() == 0
+
+
+def test_a_search_query_is_learned_from_the_log_and_pulls_search_results_to_its_topic(world_events, tmp_path):
+    world, events = world_events
+    model = _pretrain_small(events, tmp_path, pretrain_min_steps=60).model
+    logged = np.unique(events["query_id"].dropna().to_numpy(np.int64))
+    assert model.search_emb is not None and model.cfg.n_queries == len(logged)
+    assert np.array_equal(model.query_ids.numpy()[1:], logged)
+    version = loaded_version(model, "search", "v1")
+    seq = UserSequence.empty()
+    plain = [c.item for c in version.retrieve(seq, 20).candidates]
+    assert [c.item for c in version.retrieve(seq, 20, query_id=10**9).candidates] == plain  # unknown: no shift
+    in_topic = []
+    for query in logged[:12]:
+        items = [c.item for c in version.retrieve(seq, 20, query_id=int(query)).candidates]
+        assert items != plain
+        # a test assertion on the world's truth (never a training input): the query's topic
+        in_topic.append((world.item_topic[items] == world.query_topic[query]).mean())
+    assert np.mean(in_topic) > 2 / SMALL_WORLD.n_topics  # chance: 1 / n_topics

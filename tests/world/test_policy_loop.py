@@ -8,7 +8,15 @@ import pytest
 
 from serving.evaluation.yardstick import ips_recall_at_k, logged_impressions, recall_at_k, yardstick
 from serving.service.exploration import ExplorationConfig, explore
-from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, serve, start_view
+from world.policy_loop.harness import (
+    HarnessConfig,
+    compare,
+    log_run,
+    offline_measures,
+    pair_agreement,
+    serve,
+    start_view,
+)
 from world.policy_loop.policies import HiddenItemsPolicy, OraclePolicy, PopularityPolicy, RandomPolicy
 from world.simulator import SimulatorConfig
 
@@ -83,6 +91,7 @@ def test_the_yardstick_ranks_the_oracle_above_random_above_the_hidden_items(tiny
     assert values["oracle"]["se"] > 0 and values["oracle"]["users"] > 50
     measures = offline_measures(OraclePolicy(), tiny_run)
     assert {"user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50"} <= set(measures)
+    assert "ips_recall100_surface" in measures
 
 
 def test_inverse_propensity_recall_counts_a_rarely_shown_engagement_more():
@@ -99,6 +108,12 @@ def test_inverse_propensity_recall_counts_a_rarely_shown_engagement_more():
     assert recall_at_k({7: [1]}, future)["value"] == recall_at_k({7: [2]}, future)["value"] == 0.5
     popular, rare = ips_recall_at_k({7: [1]}, future)["value"], ips_recall_at_k({7: [2]}, future)["value"]
     assert (popular, rare) == pytest.approx((0.2, 0.8))
+    # by surface: each engagement is looked for in its own surface's list
+    on_search = future.assign(surface=["search"] * 5 + ["homefeed", "search"])
+    lists = {(7, "homefeed"): [1], (7, "search"): [1]}
+    assert ips_recall_at_k(lists, on_search, by_surface=True)["value"] == pytest.approx(0.2)
+    lists = {(7, "homefeed"): [2], (7, "search"): [1]}
+    assert ips_recall_at_k(lists, on_search, by_surface=True)["value"] == 0.0
 
 
 def test_exploration_slots_are_logged_with_their_propensity(tiny_run):
@@ -121,3 +136,11 @@ def test_a_bad_harness_config_is_refused():
         replace(TINY, serve_days=10)
     with pytest.raises(ValueError, match="reference"):
         compare({}, "random", 10)
+
+
+def test_pair_agreement_counts_only_the_pairs_users_tell_apart(tiny_run):
+    served = {p.name: serve(p, tiny_run) for p in (OraclePolicy(), RandomPolicy(), HiddenItemsPolicy())}
+    right = pair_agreement(served, {"oracle": 3.0, "random": 2.0, "hidden": 1.0}, "click", draws=200)
+    wrong = pair_agreement(served, {"oracle": 1.0, "random": 2.0, "hidden": 3.0}, "click", draws=200)
+    assert right["pairs"] == wrong["pairs"] >= 2  # the oracle is told apart from both others
+    assert right["agreement"] == 1.0 and wrong["agreement"] == 0.0

@@ -247,6 +247,36 @@ def compare(
     return rows
 
 
+def pair_agreement(
+    outcomes: Mapping[str, PolicyOutcome],
+    values: Mapping[str, float],
+    outcome: str = "save",
+    draws: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How often an offline measure orders two policies as their users do, over the pairs users
+    tell apart: every pair of policies whose paired 95% bootstrap interval of `outcome`s per 1,000
+    served slots excludes 0. Spearman over every policy also counts pairs within sampling error
+    of each other, where no measure can be right but by chance; this counts only the resolved
+    ones. {"pairs": resolved pairs, "agreement": share of them the measure orders the same way}."""
+    names = [n for n in outcomes if n in values and np.isfinite(values[n])]
+    if len(names) < 2:
+        return {"pairs": 0.0, "agreement": float("nan")}
+    weights = _bootstrap_weights(len(outcomes[names[0]].slots), draws, seed)
+    rate = {
+        n: 1000.0 * (weights @ outcomes[n].counts[outcome]) / np.maximum(weights @ outcomes[n].slots, 1.0)
+        for n in names
+    }
+    resolved = agreed = 0
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            lo, hi = np.percentile(rate[a] - rate[b], [2.5, 97.5])
+            if lo > 0 or hi < 0:
+                resolved += 1
+                agreed += int(np.sign(values[a] - values[b]) == (1 if lo > 0 else -1))
+    return {"pairs": float(resolved), "agreement": agreed / resolved if resolved else float("nan")}
+
+
 def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     """`cfg` with other day counts, the world grown to hold them."""
     new = replace(cfg, **{k: v for k, v in changes.items() if k in ("train_days", "serve_days", "yardstick_days")})
@@ -254,11 +284,12 @@ def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     return replace(new, world=replace(new.world, n_days=max(need, 1)))
 
 
-def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict[str, float]]:
+def offline_measures(policy: Policy, run: LogRun, k: int = 50, k_surface: int = 100) -> dict[str, dict[str, float]]:
     """Every offline candidate measure of `policy` on the held-out log (`yardstick`): the policy
-    scores the held-out days' logged impressions with what the log held at their start, and
-    recall@k of the held-out engagements by its top k for each user (homefeed) at that time, plain
-    and inverse-propensity weighted (`ips_recall_at_k`)."""
+    scores the held-out days' logged impressions with what the log held at their start; recall@k
+    of the held-out engagements by its top k for each user (homefeed) at that time, plain and
+    inverse-propensity weighted (`ips_recall_at_k`); and the weighted recall of each engagement
+    by the user's top `k_surface` on the engagement's own surface (the canary's list size)."""
     from serving.evaluation.yardstick import candidate_measures, ips_recall_at_k, logged_impressions, recall_at_k
 
     view = start_view(run)
@@ -269,14 +300,23 @@ def offline_measures(policy: Policy, run: LogRun, k: int = 50) -> dict[str, dict
 
     out = candidate_measures(score, logged_impressions(run.heldout_events, run.heldout_serving_log))
     future = run.heldout_events
-    users = sorted(set(future.loc[future["outcome"].isin(["click", "save"]), "user_id"].tolist()))
+    engaged = future[future["outcome"].isin(["click", "save"])]
     ts = dt.datetime.combine(run.serve_days[0], dt.time(), tzinfo=dt.UTC)
     empty = future.iloc[:0]
-    requests = [SessionRequest(int(u), "homefeed", -1 - int(u), ts, empty, None, k) for u in users]
-    lists = {}
-    for a in range(0, len(requests), 256):
-        for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
-            lists[r.user_id] = list(served.items)
+
+    def top(surface: str, users, n: int) -> dict[int, list[int]]:
+        requests = [SessionRequest(int(u), surface, -1 - int(u), ts, empty, None, n) for u in users]
+        lists = {}
+        for a in range(0, len(requests), 256):
+            for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
+                lists[r.user_id] = list(served.items)
+        return lists
+
+    lists = top("homefeed", sorted(set(engaged["user_id"].tolist())), k)
     out[f"recall{k}"] = recall_at_k(lists, future)
     out[f"ips_recall{k}"] = ips_recall_at_k(lists, future)
+    per_surface = {}
+    for surface, users in engaged.groupby("surface")["user_id"]:
+        per_surface.update({(u, str(surface)): v for u, v in top(str(surface), sorted(set(users)), k_surface).items()})
+    out[f"ips_recall{k_surface}_surface"] = ips_recall_at_k(per_surface, future, by_surface=True)
     return out

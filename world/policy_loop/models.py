@@ -6,8 +6,9 @@ pretrain on every surface's events of the days before; finetune.py: per surface,
 ``finetune_days`` days, ``hard_negatives`` impressed-but-not-engaged items, ``finetune_epochs``).
 Rows (benchmarks/ablations_sim.py has the ladder's meaning):
 
-  sasrec        every PinRec switch off (item ids only, one "next" query, no logQ), as the live
-                runner's SASRec arm; pretrained only, one model for every surface
+  sasrec        every PinRec switch off (item ids only, one "next" query, no logQ, no exposure
+                term, no search query), as the live runner's SASRec arm; pretrained only, one
+                model for every surface
   uc            unconditioned: one "any outcome" query, single token; pretrained only
   oc            outcome-conditioned, single token; pretrained only
   oc-mt         outcome-conditioned, multi-token; pretrained only
@@ -46,7 +47,13 @@ MODEL_ROWS = ("sasrec", "uc", "oc", "oc-mt", "oc-mt-ft", "pinrec", "unipinrec", 
 # pretrained variant -> (model switches, data switches, loss switches, ranking head)
 _VARIANTS: dict[str, tuple[dict, dict, dict, bool]] = {
     "sasrec": (
-        {"outcome_conditioning": False, "multi_token": False, "side_inputs": False},
+        {
+            "outcome_conditioning": False,
+            "multi_token": False,
+            "side_inputs": False,
+            "n_queries": 0,
+            "exposure_bias": False,
+        },
         {"outcome_conditioning": False},
         {"logq": False},
         False,

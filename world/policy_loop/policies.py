@@ -286,10 +286,16 @@ class ModelPolicy(Policy):
             version = self.versions[surface]
             seqs = [view.sequences.get(requests[i].user_id, requests[i].recent_events) for i in idx]
             if self.endpoint == "/v1/recommend":
-                asked = [RecommendRequest(s, requests[i].k, self.weights) for s, i in zip(seqs, idx)]
+                asked = [
+                    RecommendRequest(s, requests[i].k, self.weights, query_id=requests[i].query_id)
+                    for s, i in zip(seqs, idx)
+                ]
                 lists = [[x.item for x in res.items] for res in version.recommend_batch(asked, None, self.n_candidates)]
             else:
-                asked = [RetrievalRequest(s, requests[i].k, self.weights) for s, i in zip(seqs, idx)]
+                asked = [
+                    RetrievalRequest(s, requests[i].k, self.weights, query_id=requests[i].query_id)
+                    for s, i in zip(seqs, idx)
+                ]
                 lists = [[c.item for c in res.candidates] for res in version.retrieve_batch(asked)]
             for i, items in zip(idx, lists):
                 out[i] = Served(items, version.version, self.name, self.name)
