@@ -3,16 +3,23 @@ injected on day 20, every experiment arm measured on what its users did with wha
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop            # the full run (~40-60 min)
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --days 8 --drift-day 7 --no-write  # smoke
+    PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --arms pinrec,random,aa-1,aa-2  # fewer arms
 
 It runs `orchestration.live.LiveRunner` (what `pinrec-ops live` runs) in a temporary folder with its
 own SeaweedFS and Dagster instance: each day the world plays against the arms (the `pinrec*` and
 `aa-*` arms through the system's own retrieval API, champion or canary), then nightly_refresh,
 the drift sensor and the weekly schedule run through Dagster. Rows, over days 11-19 (before the
-drift), per arm: saves / clicks / hides per 1,000 served impressions with 95% bootstrap
-half-widths over users, catalogue coverage, Gini of exposure, users. Row `drift`: the day the
-sensor fired, retrain runs, days until pinrec's saves per 1,000 are back within 5% of their days
-11-19 mean, online canary promotions and rollbacks, runs that failed for an error. Row `targets`:
-the issue's relations as numbers (ratios and differences), each with its target. A Pareto plot
+drift), per arm (`--arms`: the arms a run compares, default all of `world.experiments`, pinrec
+among them): saves / clicks / hides per 1,000 served impressions with 95% bootstrap half-widths
+over users, the CUPED rates and half-widths (`monitoring.power`: each user's engagement of the
+warm-up days as the covariate), the CUPED difference to pinrec and the minimum detectable effect
+against it at 80% power (`mde_saves_per_1k`), catalogue coverage, Gini of exposure, users. Row
+`drift`: the day the
+sensor fired, drift retrains before the shift (`false_fires_before_drift`) and from it on
+(`drift_retrains_after_shift`: one shift, one retrain), retrain runs, days until pinrec's saves
+per 1,000 are back within 5% of their days 11-19 mean, online canary promotions and rollbacks,
+runs that failed for an error. Row `targets`: the issue's relations as numbers (ratios and
+differences), each with its target. A Pareto plot
 (saves against clicks per 1,000, one point per arm, with the intervals) is written beside the
 results.
 """
@@ -23,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -31,18 +39,7 @@ import pandas as pd
 from benchmarks.results import RESULTS_DIR, argument_parser, print_table, write_results
 
 FIRST = date(2026, 1, 1)
-ARM_ORDER = (
-    "popularity",
-    "sasrec",
-    "pinrec",
-    "unipinrec",
-    "pinrec-save0",
-    "pinrec-save05",
-    "pinrec-save1",
-    "oracle",
-    "aa-1",
-    "aa-2",
-)
+SAVE_ARMS = ("pinrec-save0", "pinrec-save05", "pinrec-save1")
 
 
 def _environment(args, var: Path) -> dict[str, str]:
@@ -64,32 +61,132 @@ def _environment(args, var: Path) -> dict[str, str]:
     }
 
 
-def arm_rows(logs: pd.DataFrame, catalogue: int) -> list[dict]:
-    from monitoring.online import group_metrics
+ROW_FIGURES = (
+    "saves_per_1k",
+    "clicks_per_1k",
+    "hides_per_1k",
+    "ci95_saves_per_1k",
+    "ci95_clicks_per_1k",
+    "saves_per_1k_cuped",
+    "ci95_saves_per_1k_cuped",
+    "saves_per_1k_cuped_minus_pinrec",
+    "mde_saves_per_1k",
+    "clicks_per_1k_cuped",
+    "ci95_clicks_per_1k_cuped",
+    "mde_clicks_per_1k",
+    "coverage",
+    "gini",
+)
+
+
+def arm_rows(logs: pd.DataFrame, pre_events: pd.DataFrame, arms: list[str], catalogue: int) -> list[dict]:
+    """Per arm: rates, bootstrap and CUPED half-widths (covariate: each user's engagement in
+    `pre_events`, the warm-up days), the CUPED difference to `pinrec` and the MDEs against it."""
+    from monitoring.power import arm_rows as power_rows
+    from monitoring.power import users_of_events
 
     rows = []
-    for arm in ARM_ORDER:
-        m = group_metrics(logs[logs["arm"] == arm], catalogue)
+    for m in power_rows(logs, users_of_events(pre_events), arms, catalogue):
         rows.append(
             {
-                "name": arm,
-                **{
-                    k: round(m[k], 4)
-                    for k in (
-                        "saves_per_1k",
-                        "clicks_per_1k",
-                        "hides_per_1k",
-                        "ci95_saves_per_1k",
-                        "ci95_clicks_per_1k",
-                        "coverage",
-                        "gini",
-                    )
-                },
+                "name": m["name"],
+                **{k: round(float(m[k]), 4) for k in ROW_FIGURES},
                 "users": int(m["users"]),
                 "impressions": int(m["impressions"]),
             }
         )
     return rows
+
+
+LOWER_IS_BETTER = ("aa_relative_difference_saves", "aa_relative_difference_clicks", "pinrec_cuped_ci95_over_saves")
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / max(b, 1e-9), 4)
+
+
+def target_relations(by: dict[str, dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """The issues' relations between arms as numbers, and their targets: each only when the run
+    compared the arms it needs (`--arms`)."""
+
+    def sv(arm: str) -> float:
+        return by[arm]["saves_per_1k"]
+
+    def cl(arm: str) -> float:
+        return by[arm]["clicks_per_1k"]
+
+    def ci(arm: str, what: str = "saves") -> float:
+        return by[arm][f"ci95_{what}_per_1k"]
+
+    relations: list[tuple[str, tuple[str, ...], Callable[[], float], float | None]] = [
+        ("pinrec_over_sasrec_saves", ("pinrec", "sasrec"), lambda: _ratio(sv("pinrec"), sv("sasrec")), 1.05),
+        (
+            "pinrec_sasrec_save_intervals_apart",
+            ("pinrec", "sasrec"),
+            lambda: int(sv("pinrec") - ci("pinrec") > sv("sasrec") + ci("sasrec")),
+            1,
+        ),
+        (
+            "pinrec_clicks_minus_sasrec_plus_ci",
+            ("pinrec", "sasrec"),
+            lambda: round(cl("pinrec") - cl("sasrec") + ci("pinrec", "clicks"), 4),
+            0.0,
+        ),
+        (
+            "gap_closed_popularity_to_oracle",
+            ("pinrec", "popularity", "oracle"),
+            lambda: _ratio(sv("pinrec") - sv("popularity"), sv("oracle") - sv("popularity")),
+            0.5,
+        ),
+        (
+            "saves_rise_with_save_weight",
+            SAVE_ARMS,
+            lambda: int(sv(SAVE_ARMS[0]) < sv(SAVE_ARMS[1]) < sv(SAVE_ARMS[2])),
+            1,
+        ),
+        (
+            "clicks_do_not_rise_with_save_weight",
+            SAVE_ARMS,
+            lambda: int(cl(SAVE_ARMS[0]) >= cl(SAVE_ARMS[1]) >= cl(SAVE_ARMS[2])),
+            1,
+        ),
+        (
+            "pinrec_minus_sasrec_coverage",
+            ("pinrec", "sasrec"),
+            lambda: round(by["pinrec"]["coverage"] - by["sasrec"]["coverage"], 4),
+            0.0,
+        ),
+        ("aa_difference_saves", ("aa-1", "aa-2"), lambda: round(sv("aa-1") - sv("aa-2"), 4), None),
+        # issue 27: the identical arms within 5% of each other, pinrec's CUPED half-width within 6%
+        (
+            "aa_relative_difference_saves",
+            ("aa-1", "aa-2"),
+            lambda: _ratio(abs(sv("aa-1") - sv("aa-2")), (sv("aa-1") + sv("aa-2")) / 2),
+            0.05,
+        ),
+        (
+            "aa_relative_difference_clicks",
+            ("aa-1", "aa-2"),
+            lambda: _ratio(abs(cl("aa-1") - cl("aa-2")), (cl("aa-1") + cl("aa-2")) / 2),
+            0.05,
+        ),
+        (
+            "pinrec_cuped_ci95_over_saves",
+            ("pinrec",),
+            lambda: _ratio(by["pinrec"]["ci95_saves_per_1k_cuped"], sv("pinrec")),
+            0.06,
+        ),
+        # issue 17, reported whichever way it goes (no target): the same champion ranked by its head
+        ("unipinrec_over_pinrec_saves", ("unipinrec", "pinrec"), lambda: _ratio(sv("unipinrec"), sv("pinrec")), None),
+        ("unipinrec_over_pinrec_clicks", ("unipinrec", "pinrec"), lambda: _ratio(cl("unipinrec"), cl("pinrec")), None),
+    ]
+    row, targets = {}, {}
+    for name, needed, value, target in relations:
+        if all(a in by for a in needed):
+            row[name] = value()
+            if target is not None:
+                targets[name] = target
+    return row, targets
 
 
 def days_to_recover(daily: pd.Series, reference: float, drift_day: int, tolerance: float = 0.05) -> int:
@@ -139,10 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--warmup-days", type=int, default=3)
+    parser.add_argument(
+        "--arms", default="", help="comma-separated arms to compare (default: every arm of world.experiments)"
+    )
     parser.add_argument("--context", default="", help="what else ran on the machine (for the notes)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     first_w, last_w = (int(x) for x in args.window.split("-"))
+    from world.experiments import select_arms
+
+    arms = select_arms([a for a in args.arms.split(",") if a])
+    if "pinrec" not in {a.name for a in arms}:
+        parser.error("--arms must include pinrec: the other arms are measured against it")
 
     with tempfile.TemporaryDirectory(prefix="pinrec-closed-loop-") as tmp:
         var = Path(tmp)
@@ -162,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             dagster_home(var / "dagster_home")
             instance = dg.DagsterInstance.get()
             resources = build_resources(settings)
-            runner = LiveRunner(settings=settings, instance=instance, resources=resources, warmup_days=args.warmup_days)
+            runner = LiveRunner(
+                settings=settings, instance=instance, resources=resources, arms=arms, warmup_days=args.warmup_days
+            )
             t0 = time.monotonic()
             reports = runner.play(args.days)
             seconds = time.monotonic() - t0
@@ -177,15 +284,21 @@ def main(argv: list[str] | None = None) -> int:
             world_dir = settings.world_dir
 
         logs = []
+        warmup = [FIRST + timedelta(days=i) for i in range(args.warmup_days)]
+        pre_events = pd.concat(
+            [pd.read_parquet(world_dir / f"date={d.isoformat()}" / "events.parquet") for d in warmup], ignore_index=True
+        )
         for report in reports:
             path = world_dir / f"date={report.day.isoformat()}" / "serving_log.parquet"
+            if not path.exists():  # a warm-up day: nobody served
+                continue
             log = pd.read_parquet(path)
             log["day_number"] = (report.day - FIRST).days + 1
             logs.append(log)
         logs = pd.concat(logs, ignore_index=True)
 
     window = logs[logs["day_number"].between(first_w, last_w)]
-    rows = arm_rows(window, args.items)
+    rows = arm_rows(window, pre_events, [a.name for a in arms], args.items)
     by = {r["name"]: r for r in rows}
     pinrec_daily = (
         logs[logs["arm"] == "pinrec"]
@@ -204,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": "drift",
         "sensor_fired_day": min([d for d in drift_fires if d >= args.drift_day], default=0),
         "false_fires_before_drift": len([d for d in drift_fires if d < args.drift_day]),
+        "drift_retrains_after_shift": len([d for d in drift_fires if d >= args.drift_day]),  # one shift: <= 2
         "retrain_runs": sum(1 for r in runs if r.job_name == "retrain"),
         "days_to_recover": days_to_recover(pinrec_daily, by["pinrec"]["saves_per_1k"], args.drift_day),
         "canary_promotions": sum(1 for c in gate if c.passed),
@@ -212,51 +326,16 @@ def main(argv: list[str] | None = None) -> int:
         "days": len(reports),
         "seconds": round(seconds, 1),
     }
-    gap = by["oracle"]["saves_per_1k"] - by["popularity"]["saves_per_1k"]
-    save_arms = [by[a] for a in ("pinrec-save0", "pinrec-save05", "pinrec-save1")]
-    targets_row = {
-        "name": "targets",
-        "pinrec_over_sasrec_saves": round(by["pinrec"]["saves_per_1k"] / max(by["sasrec"]["saves_per_1k"], 1e-9), 4),
-        "pinrec_sasrec_save_intervals_apart": int(
-            by["pinrec"]["saves_per_1k"] - by["pinrec"]["ci95_saves_per_1k"]
-            > by["sasrec"]["saves_per_1k"] + by["sasrec"]["ci95_saves_per_1k"]
-        ),
-        "pinrec_clicks_minus_sasrec_plus_ci": round(
-            by["pinrec"]["clicks_per_1k"] - by["sasrec"]["clicks_per_1k"] + by["pinrec"]["ci95_clicks_per_1k"], 4
-        ),
-        "gap_closed_popularity_to_oracle": round(
-            (by["pinrec"]["saves_per_1k"] - by["popularity"]["saves_per_1k"]) / gap, 4
-        )
-        if gap
-        else 0.0,
-        "saves_rise_with_save_weight": int(
-            save_arms[0]["saves_per_1k"] < save_arms[1]["saves_per_1k"] < save_arms[2]["saves_per_1k"]
-        ),
-        "clicks_do_not_rise_with_save_weight": int(
-            save_arms[0]["clicks_per_1k"] >= save_arms[1]["clicks_per_1k"] >= save_arms[2]["clicks_per_1k"]
-        ),
-        "pinrec_minus_sasrec_coverage": round(by["pinrec"]["coverage"] - by["sasrec"]["coverage"], 4),
-        "aa_difference_saves": round(by["aa-1"]["saves_per_1k"] - by["aa-2"]["saves_per_1k"], 4),
-        # issue 17, reported whichever way it goes (no target): the same champion ranked by its head
-        "unipinrec_over_pinrec_saves": round(
-            by["unipinrec"]["saves_per_1k"] / max(by["pinrec"]["saves_per_1k"], 1e-9), 4
-        ),
-        "unipinrec_over_pinrec_clicks": round(
-            by["unipinrec"]["clicks_per_1k"] / max(by["pinrec"]["clicks_per_1k"], 1e-9), 4
-        ),
-    }
+    relations, relation_targets = target_relations(by)
+    targets_row = {"name": "targets", **relations}
     all_rows = rows + [drift_row, targets_row]
     print_table(all_rows)
     targets = {
-        "targets/pinrec_over_sasrec_saves": 1.05,
-        "targets/pinrec_sasrec_save_intervals_apart": 1,
-        "targets/pinrec_clicks_minus_sasrec_plus_ci": 0.0,
-        "targets/gap_closed_popularity_to_oracle": 0.5,
-        "targets/saves_rise_with_save_weight": 1,
-        "targets/clicks_do_not_rise_with_save_weight": 1,
-        "targets/pinrec_minus_sasrec_coverage": 0.0,
+        **{f"targets/{k}": v for k, v in relation_targets.items()},
         "drift/days_to_recover": 3,
         "drift/failed_runs": 0,
+        "drift/false_fires_before_drift": 0,
+        "drift/drift_retrains_after_shift": 2,
     }
     if not args.no_write:
         notes = (
@@ -265,10 +344,23 @@ def main(argv: list[str] | None = None) -> int:
             f"session's impressions, {args.warmup_days} warm-up days; training: the lifecycle's TrainingPlan with "
             f"{args.pretrain_epochs} pretraining and {args.finetune_epochs} fine-tuning epochs, the SASRec arm "
             f"retrained with the library whenever the system pretrains; {drift_row['seconds']} s in all. "
-            f"Rates are per 1,000 served impressions of each arm's users (all surfaces); CIs are 95% bootstrap "
-            f"half-widths over users. {args.context}"
+            f"Arms: {', '.join(a.name for a in arms)}. Rates are per 1,000 served impressions of each arm's users "
+            f"(all surfaces); CIs are 95% bootstrap half-widths over users, CUPED half-widths use each user's "
+            f"warm-up engagement; MDEs are against pinrec at 80% power, two-sided 5%. {args.context}"
         )
-        write_results("closed_loop", all_rows, targets, notes=notes, lower_is_better={"days_to_recover", "failed_runs"})
+        write_results(
+            "closed_loop",
+            all_rows,
+            targets,
+            notes=notes,
+            lower_is_better={
+                "days_to_recover",
+                "failed_runs",
+                "false_fires_before_drift",
+                "drift_retrains_after_shift",
+                *LOWER_IS_BETTER,
+            },
+        )
         pareto_plot(rows, RESULTS_DIR / "closed_loop_pareto.png")
         (RESULTS_DIR / "closed_loop_daily.json").write_text(
             json.dumps({"pinrec_saves_per_1k_by_day": {int(k): round(v, 3) for k, v in pinrec_daily.items()}}, indent=1)

@@ -309,12 +309,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     os.environ.update(live_environment(args))
     _use_source("simulated")
     settings = _settings()
-    from world.experiments import EXPERIMENT_ARMS
+    from world.experiments import select_arms
 
-    arms = [a for a in EXPERIMENT_ARMS if not args.arms or a.name in args.arms]
-    unknown = set(args.arms or []) - {a.name for a in EXPERIMENT_ARMS}
-    if unknown:
-        raise CliError(f"unknown arms {sorted(unknown)}; the arms are {', '.join(a.name for a in EXPERIMENT_ARMS)}")
+    try:
+        arms = select_arms(args.arms)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if args.external_s3:  # an S3 the operator runs (its environment is set): used as it is
         _require_s3()
         _play_live(args, settings, arms)

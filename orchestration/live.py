@@ -325,7 +325,7 @@ class LiveRunner:
         return total
 
     def _router(self, day: date):
-        from world.experiments import ArmRouter, OraclePolicy
+        from world.experiments import ArmRouter, OraclePolicy, RandomPolicy
 
         s3 = self.resources["s3"]
         policies = {
@@ -336,6 +336,8 @@ class LiveRunner:
             "oracle": OraclePolicy(
                 lambda users, surface: self.loop.expected_engagement(users, surface, day, self._history)
             ),
+            # the floor: a uniformly random list, its draws seeded by the day
+            "random": RandomPolicy(self.world.config.n_items, seed=day.toordinal()),
         }
         return ArmRouter(self.arms, policies)
 

@@ -11,7 +11,8 @@ same way in every arm). Policies:
   outcome weights;
 - `popularity`: per surface, the items engaged most over recent days (the user's own engaged
   items left out);
-- `oracle`: a callable that ranks by the world's true engagement probabilities (the ceiling).
+- `oracle`: a callable that ranks by the world's true engagement probabilities (the ceiling);
+- `random`: a uniformly random list (the floor).
 
 A baseline model (e.g. SASRec) is a `service` policy over its own registry prefix: the same
 serving code, a separately published champion.
@@ -185,6 +186,46 @@ class PopularityPolicy:
         return out
 
 
+def random_items(
+    rng: np.random.Generator, n_items: int, k: int, exclude: Sequence[int] = (), spare: int | None = None
+) -> list[int]:
+    """Up to `k` distinct items of `[0, n_items)` in a uniformly random order, none of `exclude`:
+    `k + spare` are drawn (`spare` None: as many as are excluded, so that k are left), the excluded
+    dropped. The random list of the experiment's `random` arm and of the policy loop's."""
+    excluded = {int(i) for i in exclude}
+    spare = len(excluded) if spare is None else spare
+    drawn = rng.choice(n_items, size=min(n_items, k + spare), replace=False)
+    return [int(i) for i in drawn if int(i) not in excluded][:k]
+
+
+@dataclass
+class RandomPolicy:
+    """A uniformly random list per request, the items the user engaged with that day left out:
+    the floor a ranked list has to beat. Each slot's propensity is logged as 1 / n_items (the
+    chance that this item was drawn into it), as for an exploration slot. The draws follow
+    `seed` and the order of the requests over every call (the world's, deterministic)."""
+
+    n_items: int
+    seed: int = 0
+    name: str = "random"
+    engaged_outcomes: frozenset[str] = frozenset({"click", "save"})
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)  # one stream for the policy's life (a day's windows)
+
+    def serve(self, requests: Sequence[Request], weights: Mapping[str, float] | None) -> list[Served]:
+        rng = self.rng
+        out = []
+        for r in requests:
+            seen: list[int] = []
+            if r.recent_events is not None and len(r.recent_events):
+                engaged = r.recent_events["outcome"].isin(self.engaged_outcomes)
+                seen = r.recent_events.loc[engaged, "item_id"].tolist()
+            items = random_items(rng, self.n_items, r.k, seen)
+            out.append(Served(items, self.name, self.name, "", [1.0 / self.n_items] * len(items)))
+        return out
+
+
 @dataclass
 class OraclePolicy:
     """Ranks by the world's true expected engagements: `expected(user_ids, surface) -> {outcome:
@@ -259,4 +300,14 @@ EXPERIMENT_ARMS: tuple[Arm, ...] = (
     Arm("oracle", "oracle"),
     Arm("aa-1", "service"),
     Arm("aa-2", "service"),
+    Arm("random", "random"),  # issue 27: a uniformly random list, the floor
 )
+
+
+def select_arms(names: Sequence[str] | None, arms: Sequence[Arm] = EXPERIMENT_ARMS) -> list[Arm]:
+    """The arms a run compares, in the order of `arms` (None or empty: all of them); an unknown
+    name is a ValueError that lists the arms there are."""
+    unknown = sorted(set(names or ()) - {a.name for a in arms})
+    if unknown:
+        raise ValueError(f"unknown arms {unknown}; the arms are {', '.join(a.name for a in arms)}")
+    return [a for a in arms if not names or a.name in names]

@@ -308,8 +308,10 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
             metadata["champion_repaired"] = dg.MetadataValue.json(repaired)
         for role, values in results.items():
             metadata.update({f"{role}/{name}": float(value) for name, value in values.items()})
-        for role, values in baselines.items():
-            metadata.update({f"{role}/{name}": float(values[name]) for name in (f"recall@{CANARY_K}", yardstick)})
+        for role, values in baselines.items():  # random (an exploration share in the log) has the yardstick only
+            metadata.update(
+                {f"{role}/{name}": float(values[name]) for name in (f"recall@{CANARY_K}", yardstick) if name in values}
+            )
         metadata["metrics"] = table_metadata(
             [
                 {"metric": name, **{role: float(results[role].get(name, float("nan"))) for role in results}}

@@ -8,7 +8,11 @@ Three signals per surface, each on the newest ingested day:
   barely moves the outcome mix, but users stop engaging with what the champion serves;
 - the champion's recall@100 on the newest day (the canary evaluation measures it) against its
   trailing mean.
-Any signal above its threshold requests a retrain, once per champion (the cursor remembers)."""
+Any signal above its threshold requests a retrain. One shift, one retrain (`monitoring.shift`): the day
+that fired becomes the surface's shift start (the cursor remembers), and the days after it are
+judged against the shift's own days (outcome mix) and trailing means cut at the shift start (online
+signals) until the champion's training window lies wholly after the shift start: a persistent shift
+asks once, a second, different shift asks again."""
 
 import json
 from datetime import date
@@ -27,6 +31,7 @@ from assets.config import SETTINGS
 from assets.records import CanaryRecord
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
+from monitoring.shift import ShiftMemory, since_shift
 from orchestration.defs import jobs
 
 # Thresholds on the mix of engaged outcomes (click/save/hide/...) of a surface. On the simulator a
@@ -53,11 +58,14 @@ def _trailing_drop(values: list[float], today: float) -> float | None:
     return 1.0 - today / reference if reference > 0 else None
 
 
-def online_signals(lake: DataLakeResource, days: list[date], surface: str) -> dict[str, float]:
+def online_signals(
+    lake: DataLakeResource, days: list[date], surface: str, memory: ShiftMemory | None = None
+) -> dict[str, float]:
     """The champion's engagements per 1,000 served impressions and recall@100 on the newest day,
-    and their drops against the trailing mean of the days before."""
+    and their drops against the trailing mean of the days before (none before the shift start of
+    `memory`)."""
     state = lifecycle_state(lake)
-    newest, before = days[-1], days[-1 - TRAILING_DAYS : -1]
+    newest, before = days[-1], since_shift(days[-1 - TRAILING_DAYS : -1], memory or ShiftMemory())
 
     def engaged(day) -> float:
         path = state.path("online_metrics", "_all", day)
@@ -95,12 +103,14 @@ def evaluate_drift(
     """(run request or None, new cursor, per-surface figures) for the newest ingested day.
 
     The outcome-mix reference of a surface is its champion's training window (the manifest's data
-    partitions). A drift fires once per champion: the cursor remembers the champion a retrain
-    was requested for, so the same drift does not request again until a new champion exists.
+    partitions), or after a drift the shift's own days (`monitoring.shift.reference_days`): the
+    cursor remembers each surface's shift start (`shifts`) and the champion a retrain was last
+    requested for (`fired`, a record), so the same shift does not request again.
     The outcomes compared are `outcomes` (the code location's vocabulary's `drift`: by default
     every outcome but impressions).
     """
     from monitoring.drift import compare_outcome_mix, outcome_counts
+    from monitoring.shift import after_judgement, reference_days
 
     table = lake.table()
     days = table.days()
@@ -108,6 +118,7 @@ def evaluate_drift(
         return None, cursor, {}
     newest = days[-1]
     fired = dict(cursor.get("fired", {}))
+    shifts = dict(cursor.get("shifts", {}))
     registry = s3.registry()
     figures, drifted = {}, []
     outcomes = SETTINGS.vocabulary.drift if outcomes is None else outcomes
@@ -116,10 +127,12 @@ def evaluate_drift(
         champion = registry.champion(surface)
         if champion is None:
             continue
-        reference_days = [date.fromisoformat(d) for d in registry.manifest(surface, champion)["data_partitions"]]
-        if newest in reference_days:
+        training_days = [date.fromisoformat(d) for d in registry.manifest(surface, champion)["data_partitions"]]
+        if newest in training_days:
             continue
-        reference = outcome_counts(table, reference_days, outcomes=outcomes)
+        memory = ShiftMemory.from_cursor(shifts.get(surface))
+        judged_against = reference_days(training_days, days, newest, memory)
+        reference = outcome_counts(table, judged_against, outcomes=outcomes)
         if surface not in reference.index:
             continue
         [report] = compare_outcome_mix(
@@ -129,7 +142,7 @@ def evaluate_drift(
             psi_threshold=psi_threshold,
             min_rows=200,
         )
-        signals = online_signals(lake, days, surface)
+        signals = online_signals(lake, days, surface, memory)
         reasons = []
         if report.drifted:
             reasons.append("outcome_mix")
@@ -144,11 +157,18 @@ def evaluate_drift(
             "drifted": bool(reasons),
             "signals": ",".join(reasons),
             "champion": champion,
+            "reference": f"{judged_against[0]}..{judged_against[-1]}" if judged_against else "",
         }
-        if reasons and fired.get(surface) != champion:
+        memory = after_judgement(memory, training_days, newest, bool(reasons))
+        shifts[surface] = memory.to_cursor()
+        if reasons:
             drifted.append(surface)
             fired[surface] = champion
-    new_cursor = {"evaluated": newest.isoformat(), "fired": fired}
+    new_cursor = {
+        "evaluated": newest.isoformat(),
+        "fired": fired,
+        "shifts": {s: d for s, d in shifts.items() if d},
+    }
     if not drifted:
         return None, new_cursor, figures
     request = RunRequest(
@@ -170,7 +190,8 @@ def evaluate_drift(
     description=f"Requests a retrain when a surface drifts from its champion on the newest day: its outcome mix "
     f"against the champion's training window (JS > {JS_THRESHOLD} or PSI > {PSI_THRESHOLD}), the "
     f"champion's online engagements per served impression (a drop > {ONLINE_DROP_THRESHOLD:.0%}) or its "
-    f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means; once per champion.",
+    f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means; once per shift (the days "
+    f"after a drift are judged against the shift's own days).",
 )
 def outcome_drift_sensor(context: SensorEvaluationContext, lake: DataLakeResource, s3: S3Resource):
     cursor = json.loads(context.cursor) if context.cursor else {}

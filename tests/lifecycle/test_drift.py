@@ -2,7 +2,7 @@
 
 import math
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
@@ -62,3 +62,65 @@ def test_injected_outcome_drift_shows_after_the_drift_day_only(tmp_path):
     assert not any(r.drifted for r in before), [(r.surface, r.js, r.psi) for r in before]
     assert any(r.drifted for r in after), [(r.surface, r.js, r.psi) for r in after]
     assert max(r.psi for r in after) > 5 * max(r.psi for r in before)
+
+
+# ---- one shift, one retrain (monitoring.shift): synthetic outcome mixes, a champion per retrain
+SHIFT_MIXES = {  # expected engaged outcomes per day: before day 10, from day 10, from day 20
+    0: {"click": 800, "save": 200, "hide": 100},
+    10: {"click": 800, "save": 40, "hide": 300},  # saves rarer, hides more common (outcome_mix)
+    20: {"click": 500, "save": 40, "hide": 700},  # a second, different shift
+}
+
+
+def _play_shifts(promote: bool, with_memory: bool = True, days: int = 30, window: int = 7) -> list[int]:
+    """Days (1..days) on which the sensor's rule requests a retrain. A retrain on day D fine-tunes on
+    the `window` days before D; with `promote` its model becomes the champion at once."""
+    import numpy as np
+
+    from monitoring.shift import ShiftMemory, after_judgement, reference_days
+
+    rng = np.random.default_rng(7)
+    start = date(2026, 1, 1)
+    day_of = [start + timedelta(days=i) for i in range(days)]
+    counts = {}
+    for n, d in enumerate(day_of, start=1):
+        mix = SHIFT_MIXES[max(k for k in SHIFT_MIXES if k <= n)]
+        p = np.array(list(mix.values()), dtype=float)
+        counts[d] = dict(zip(mix, rng.multinomial(int(p.sum()), p / p.sum())))
+    champion_window = day_of[:3]  # the first champion: trained on days 1-3
+    memory, fired = ShiftMemory(), []
+    for n, newest in enumerate(day_of[3:], start=4):
+        reference = reference_days(champion_window, day_of[: n - 1], newest, memory) if with_memory else champion_window
+        ref = _counts({"homefeed": {o: sum(counts[d][o] for d in reference) for o in ("click", "save", "hide")}})
+        cur = _counts({"homefeed": counts[newest]})
+        [report] = compare_outcome_mix(cur, ref, js_threshold=0.01, psi_threshold=0.1, min_rows=200)
+        if report.drifted:
+            fired.append(n)
+            if promote:
+                champion_window = [d for d in day_of if newest - timedelta(days=window) <= d < newest]
+        memory = after_judgement(memory, champion_window, newest, report.drifted)
+    return fired
+
+
+@pytest.mark.parametrize("promote", [True, False])
+def test_a_persistent_shift_asks_for_one_retrain_and_a_different_shift_for_another(promote):
+    assert _play_shifts(promote) == [10, 20]  # nothing before the shift, once per shift
+
+
+def test_without_the_shift_memory_every_promoted_champion_asks_again():
+    # the rule of before: each champion after the shift is judged against its own (pre-shift) window
+    assert len([d for d in _play_shifts(promote=True, with_memory=False) if 10 <= d < 20]) >= 4
+
+
+def test_the_shift_is_forgotten_once_the_champion_learned_only_from_it():
+    from monitoring.shift import ShiftMemory, reference_days, settled, since_shift
+
+    d = [date(2026, 1, 1) + timedelta(days=i) for i in range(20)]
+    memory = ShiftMemory(d[10])
+    assert reference_days(d[3:10], d[:13], d[13], memory) == d[10:13]  # the shift's own days
+    assert reference_days(d[3:10], d[:11], d[10], memory) == []  # none yet on the shift's first day
+    assert reference_days(d[2:5], d[:19], d[19], memory) == d[16:19]  # at most the window's length
+    assert settled(memory, d[10:17]) == ShiftMemory() and settled(memory, d[9:16]) == memory
+    assert reference_days(d[10:17], d[:18], d[18], memory) == d[10:17]  # the champion caught up
+    assert since_shift(d[5:13], memory) == d[10:13] and since_shift(d[5:7], ShiftMemory()) == d[5:7]
+    assert ShiftMemory.from_cursor(memory.to_cursor()) == memory and ShiftMemory.from_cursor(None) == ShiftMemory()

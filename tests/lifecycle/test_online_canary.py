@@ -261,7 +261,8 @@ def test_drift_sensor_fires_once_on_a_drop_of_the_champions_online_engagement(wo
     request = fired[0][1]
     assert request.partition_key == days[-1].isoformat() and "online_engagement" in request.tags["pinrec/reason"]
     assert json.loads(request.tags["pinrec/drift_figures"])[SURFACE]["online_engaged_per_1k_drop"] > 0.25
-    # one drift, one request: the next day, still drifted, asks nothing more of the same champion
+    assert cursor["shifts"] == {SURFACE: days[-1].isoformat()}  # the shift start, remembered
+    # one shift, one request: the next day, still drifted, is judged against the shift's own days
     nxt = days[-1] + timedelta(days=1)
     table.write_day(nxt, validate_events(_events(nxt), nxt).good, validate_events(_events(nxt), nxt).quarantine)
     path = state.path("online_metrics", "_all", nxt)

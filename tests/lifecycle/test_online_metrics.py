@@ -14,9 +14,12 @@ from world.experiments import (
     Arm,
     ArmRouter,
     PopularityPolicy,
+    RandomPolicy,
     Request,
     Served,
     assign_arm,
+    random_items,
+    select_arms,
 )
 
 
@@ -132,6 +135,33 @@ def test_popularity_serves_recent_engagements_without_the_users_own():
     )
     [served] = policy.serve([Request(5, "homefeed", 2, mine)], None)
     assert served.items == [8]
+
+
+def test_the_random_arm_serves_distinct_uniform_items_without_the_users_engaged_ones():
+    mine = pd.DataFrame(
+        {"item_id": [3, 4], "outcome": ["click", "impression"], "surface": "homefeed", "event_ts": pd.Timestamp.now()}
+    )
+    requests = [Request(u, "homefeed", 10, mine if u == 0 else None) for u in range(400)]
+    policy = RandomPolicy(n_items=50, seed=1)
+    served = policy.serve(requests, None)
+    assert served == RandomPolicy(n_items=50, seed=1).serve(requests, None)  # seeded
+    assert policy.serve(requests[:1], None)[0].items != RandomPolicy(50, 1).serve(requests[:1], None)[0].items
+    assert all(len(s.items) == 10 == len(set(s.items)) for s in served)
+    assert 3 not in served[0].items  # engaged today: left out; only shown: may come again
+    assert served[0].propensities == [1 / 50] * 10 and served[0].served_by == "random"
+    counts = np.bincount([i for s in served for i in s.items], minlength=50)
+    assert counts.min() > 0.5 * counts.mean() and counts.max() < 1.5 * counts.mean()  # uniform
+    # the policy loop's draw (k + 20 drawn, the excluded dropped) is the same function's
+    rng, again = np.random.default_rng(5), np.random.default_rng(5)
+    drawn = again.choice(100, size=30, replace=False)
+    assert random_items(rng, 100, 10, [int(drawn[0])], spare=20) == [int(i) for i in drawn[1:11]]
+
+
+def test_a_run_names_the_arms_it_compares():
+    assert [a.name for a in select_arms(["random", "pinrec"])] == ["pinrec", "random"]  # the arms' order
+    assert select_arms(None) == list(EXPERIMENT_ARMS) and "random" in {a.name for a in EXPERIMENT_ARMS}
+    with pytest.raises(ValueError, match=r"unknown arms \['nope'\]; the arms are popularity, sasrec"):
+        select_arms(["pinrec", "nope"])
 
 
 def test_the_router_sends_each_user_to_its_arms_policy_with_the_arms_weights():

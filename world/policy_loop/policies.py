@@ -30,6 +30,7 @@ from serving.evaluation.yardstick import version_scores
 from serving.service import encoder as enc
 from serving.service.retriever import LoadedVersion, RecommendRequest, RetrievalRequest
 from world.closed_loop import ClosedLoopWorld, FatigueHistory, Served, SessionRequest
+from world.experiments import random_items
 
 ENGAGED = ("click", "save")  # what a policy tries to win (hide is a loss)
 SEQUENCE_KEEP = 400  # events kept per user (the model window is shorter; seen items need more)
@@ -189,9 +190,8 @@ class RandomPolicy(Policy):
         out = []
         for r in requests:
             rng = np.random.default_rng(stable_seed("random-policy", self.seed, r.session_id))
-            items = rng.choice(view.n_items, size=min(view.n_items, r.k + 20), replace=False)
             seen = view.sequences.get(r.user_id, r.recent_events).item_ids
-            items = [int(i) for i in items if i not in set(seen.tolist())][: r.k]
+            items = random_items(rng, view.n_items, r.k, seen.tolist(), spare=20)
             out.append(Served(items, self.name, self.name, self.name))
         return out
 
