@@ -7,8 +7,6 @@ ANN search, merge by outcome weights). Metrics:
 
 - ``recall@k/<outcome>``: unordered recall of the user's items engaged with that outcome on the
   day (training.metrics.unordered_recall_at_k), and ``recall@k`` over all engaged items;
-- ``ips_recall@k``: the same lists' recall with every engagement weighted by 1 / (the day's
-  sessions that showed its item), the log's exposure divided out (docs/yardstick.md);
 - ``distinct_per_list`` and ``coverage`` (diversity);
 - ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user (`interleaved_latency`: compared
   versions measured in one process on repeated, interleaved requests);
@@ -83,18 +81,6 @@ def _recall_figures(
     for o, targets in future_by_outcome.items():
         out[f"recall@{k}/{o}_se"] = metrics.se_of_slates(metrics.recall_per_user(retrieved, targets, k))
     return out
-
-
-def _ips_figures(
-    users: list[int], retrieved: list[list[int]], day_events: pd.DataFrame, engaged: Sequence[str], k: int
-) -> dict[str, float]:
-    """``ips_recall@k`` and its se: recall of the day's engagements by each user's list, every
-    engagement weighted by 1 / (the day's sessions that showed its item)
-    (`serving.evaluation.yardstick.ips_recall_at_k`; docs/yardstick.md)."""
-    from serving.evaluation.yardstick import ips_recall_at_k
-
-    measured = ips_recall_at_k(dict(zip(users, retrieved)), day_events, positive=list(engaged))
-    return {f"ips_recall@{k}": measured["value"], f"ips_recall@{k}_se": measured["se"]}
 
 
 def not_served_by(day_events: pd.DataFrame, serving_log: pd.DataFrame, versions: Sequence[str]) -> pd.DataFrame:
@@ -238,7 +224,6 @@ def evaluate_version(
         "users": float(len(users)),
     }
     out.update(figures)
-    out.update(_ips_figures(users, retrieved, day_events, engaged, k))
     if impression is not None and (day_events["outcome"] == impression).any():
         out.update(
             evaluate_ranking(
@@ -282,6 +267,5 @@ def evaluate_popularity(
         retrieved.append(top)
     return {
         **_recall_figures(retrieved, future, future_by_outcome, k, max(len(popular), 1)),
-        **_ips_figures(users, retrieved, day_events, engaged, k),
         "users": float(len(users)),
     }
