@@ -42,7 +42,6 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from events.contract import EventCodes
 from training.cooccurrence import CoImpressions, seed_item_table
 from training.data import (
     DataConfig,
@@ -50,13 +49,13 @@ from training.data import (
     build_sequences,
     item_log_popularity,
 )
-from training.exposure import impression_log_share
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule
 from training.queries import seed_search_table
 from training.ranking import RankingConfig, prepare_ranking
 from training.steps import size_run
+from training.whole_log import co_impressions_for, exposure_for
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -400,30 +399,10 @@ def pretrain(
         "pretrain",
         rank_cfg=rank_cfg,
         ranking=ranking,
-        co_impressions=_co_impressions(data, dm.train_seqs.vocab, optim_cfg),
-        exposure=_exposure(data, dm.train_seqs.vocab, optim_cfg, model_cfg, dm.cfg.codes),
+        co_impressions=co_impressions_for(data, dm.train_seqs.vocab, optim_cfg),
+        exposure=exposure_for(data, dm.train_seqs.vocab, optim_cfg, model_cfg, dm.cfg.codes),
         events=data if isinstance(data, pd.DataFrame) else None,
     )
-
-
-def _co_impressions(data: Any, vocab: Any, optim_cfg: OptimConfig) -> CoImpressions | None:
-    """The frame's sessions when the run seeds its item table or trains the co-impression objective."""
-    if not isinstance(data, pd.DataFrame) or not (optim_cfg.seed_items or optim_cfg.co_weight > 0):
-        return None
-    co = CoImpressions.from_events(data, vocab)
-    return co if len(co) else None
-
-
-def _exposure(
-    data: Any, vocab: Any, optim_cfg: OptimConfig, model_cfg: PinRecConfig, codes: EventCodes
-) -> torch.Tensor | None:
-    """The exposure term from the frame's impressions, when the model has one and the run asks for it."""
-    if not (model_cfg.exposure_bias and optim_cfg.exposure_from_impressions and isinstance(data, pd.DataFrame)):
-        return None
-    share = impression_log_share(data, vocab, codes)
-    if share is None:
-        log.info(json.dumps({"exposure": "the log has no impressions: the exposure term is learned"}))
-    return share
 
 
 def _with_ranking(
@@ -479,8 +458,8 @@ def fine_tune(
         extra={"surface": surface, "base_dir": str(base_dir)},
         rank_cfg=rank_cfg,
         ranking=ranking,
-        co_impressions=_co_impressions(data, vocab, optim_cfg),
-        exposure=_exposure(data, vocab, optim_cfg, model_cfg, data_cfg.codes),
+        co_impressions=co_impressions_for(data, vocab, optim_cfg),
+        exposure=exposure_for(data, vocab, optim_cfg, model_cfg, data_cfg.codes),
     )
 
 
