@@ -53,6 +53,10 @@ class TrainingPlan:
     exposure_from_impressions: bool = True
     # the search query conditions the head (training.queries): one learned row per query of the log
     search_queries: bool = True
+    # the head's outcome and offset terms added to the unit-normalised hidden state
+    # (PinRecConfig.unit_trunk). Measured in the harness: it lets outcome conditioning trade (save1
+    # vs save0: -0.62 clicks, +0.04 saves) but pinrec served 10.43 saves against 10.81 without: off.
+    unit_trunk: bool = False
     finetune_days: int = 7  # fine-tuning reads the surface's targets of the days before
     hard_negatives: int = 16  # impressed-but-not-engaged items per target (fine-tuning)
     # Sampled softmax (in-batch + uniform negatives, logQ-corrected) costs the same whatever the
@@ -90,6 +94,7 @@ class TrainingPlan:
             rank_outcomes=rank_outcomes_for(codes) if self.ranking else (),
             exposure_bias=self.exposure_bias,
             n_queries=-1 if self.search_queries else 0,  # -1: pretraining counts the log's queries
+            unit_trunk=self.unit_trunk,
         )
         data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
         loss = LossConfig(full_softmax=not self.sampled_softmax)

@@ -149,3 +149,14 @@ def test_a_search_query_is_learned_from_the_log_and_pulls_search_results_to_its_
         # a test assertion on the world's truth (never a training input): the query's topic
         in_topic.append((world.item_topic[items] == world.query_topic[query]).mean())
     assert np.mean(in_topic) > 2 / SMALL_WORLD.n_topics  # chance: 1 / n_topics
+
+
+def test_a_unit_trunk_head_adds_its_term_to_the_normalised_hidden_state():
+    torch.manual_seed(0)
+    h, outcome, offset = torch.randn(4, 8) * 3, torch.tensor([0, 1, 2, 3]), torch.zeros(4, dtype=torch.long)
+    for unit in (False, True):
+        model = PinRec(PinRecConfig(n_items=10, d_model=8, n_layers=1, n_heads=2, max_len=5, unit_trunk=unit))
+        z = torch.cat([h, model.head_outcome(outcome), model.head_offset(offset)], dim=-1)
+        trunk = torch.nn.functional.normalize(h, dim=-1) if unit else h
+        expected = torch.nn.functional.normalize(trunk + model.head(z), dim=-1)
+        assert torch.allclose(model.query(h, outcome, offset), expected)
