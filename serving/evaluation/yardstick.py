@@ -14,9 +14,9 @@ Candidate measures (`candidate_measures`), each a mean with its standard error:
 
 * ``user_auc``: per user, the AUC of the score separating the impressions the user clicked or
   saved from the ones the user did not, over all the user's logged impressions of the held-out
-  days; mean over users with both (SE over users). **The yardstick** (`YARDSTICK`): over the
-  harness's policies it has the highest rank correlation with served saves and clicks
-  (docs/yardstick.md has the table).
+  days; mean over users with both (SE over users). **The yardstick** (`YARDSTICK`): it ranked the
+  earlier recipe's policies as users did (Spearman 0.91 / 0.96), not the current recipe's
+  (0.17 / 0.51; docs/yardstick.md has every candidate's figures).
 * ``session_auc``: the same per session (the canary's ``slate_auc``), mean over sessions.
 * ``top_auc``: per user, over served slots at positions < 3 only (nearly always examined:
   position-debiased by selection).
