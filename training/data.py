@@ -225,6 +225,17 @@ class DataConfig:
     n_hard: int = 0  # hard negatives per target (fine-tuning)
     eval_batch_size: int = 512
     codes: EventCodes = BUILTIN_CODES  # the vocabulary's codes (synced with the model's)
+    # share of targets trained without their search query (the same targets every epoch): a
+    # search request without one (a client that sends none, the canary's per-user lists) is
+    # answered from the history alone as well as before the query table existed
+    query_dropout: float = 0.5
+
+
+def _token_share(idx: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random number in [0, 1) per global token index (a multiplicative hash: no
+    draw from the batch's generator, so the other targets stay as they were)."""
+    h = (np.asarray(idx).astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    return (h >> np.uint64(40)).astype(np.float64) / float(1 << 24)
 
 
 def _time_inputs(seqs: Sequences, idx: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -395,8 +406,9 @@ class TrainWindows(Dataset):
         batch["tgt_valid"] = torch.from_numpy(np.stack(tv, -1))  # (B, L, O)
         batch["tgt_outcome"] = torch.from_numpy(np.stack(to, -1))  # (B, L, O)
         batch["tgt_offset"] = torch.tensor(self.offset_codes).expand(*valid.shape, -1).clone()
-        if s.queries is not None:  # each target's search query (0: none)
-            batch["tgt_query"] = torch.from_numpy(np.stack([np.where(ok, s.queries[j], 0) for ok, j in tq], -1))
+        if s.queries is not None:  # each target's search query (0: none; `query_dropout` of them dropped)
+            rows = [np.where(ok & (_token_share(j) >= cfg.query_dropout), s.queries[j], 0) for ok, j in tq]
+            batch["tgt_query"] = torch.from_numpy(np.stack(rows, -1))
         batch["pos_ids"] = torch.from_numpy(np.stack(pid, 2))  # (B, L, O, K)
         batch["pos_mask"] = torch.from_numpy(np.stack(pm, 2))
         if H > 0:

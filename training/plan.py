@@ -53,6 +53,7 @@ class TrainingPlan:
     exposure_from_impressions: bool = True
     # the search query conditions the head (training.queries): one learned row per query of the log
     search_queries: bool = True
+    query_dropout: float = 0.5  # share of targets trained without their query (DataConfig.query_dropout)
     # the head's outcome and offset terms added to the unit-normalised hidden state
     # (PinRecConfig.unit_trunk). Measured in the harness: it lets outcome conditioning trade (save1
     # vs save0: -0.62 clicks, +0.04 saves) but pinrec served 10.43 saves against 10.81 without: off.
@@ -96,7 +97,13 @@ class TrainingPlan:
             n_queries=-1 if self.search_queries else 0,  # -1: pretraining counts the log's queries
             unit_trunk=self.unit_trunk,
         )
-        data = DataConfig(max_len=self.max_len, batch_size=self.batch_size, seed=self.seed, codes=codes)
+        data = DataConfig(
+            max_len=self.max_len,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            codes=codes,
+            query_dropout=self.query_dropout,
+        )
         loss = LossConfig(full_softmax=not self.sampled_softmax)
         train = TrainConfig(
             max_epochs=self.pretrain_epochs,

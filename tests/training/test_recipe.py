@@ -160,3 +160,17 @@ def test_a_unit_trunk_head_adds_its_term_to_the_normalised_hidden_state():
         trunk = torch.nn.functional.normalize(h, dim=-1) if unit else h
         expected = torch.nn.functional.normalize(trunk + model.head(z), dim=-1)
         assert torch.allclose(model.query(h, outcome, offset), expected)
+
+
+def test_half_of_the_search_targets_are_trained_without_their_query(world_events):
+    from training.data import DataConfig, TrainWindows
+
+    _, events = world_events
+    seqs = build_sequences(events, build_vocab(events))
+    cfg = DataConfig(max_len=20, batch_size=256)
+    batch = TrainWindows(seqs, cfg)[0]
+    with_query = (batch["tgt_query"] > 0).sum().item()
+    without = TrainWindows(seqs, replace(cfg, query_dropout=0.0))[0]
+    all_queries = (without["tgt_query"] > 0).sum().item()
+    assert all_queries > 20 and 0.3 < with_query / all_queries < 0.7
+    assert torch.equal(batch["pos_ids"], without["pos_ids"])  # the other targets stay as they were
