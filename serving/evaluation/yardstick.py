@@ -16,7 +16,7 @@ Candidate measures (`candidate_measures`), each a mean with its standard error:
   saved from the ones the user did not, over all the user's logged impressions of the held-out
   days; mean over users with both (SE over users). **The yardstick** (`YARDSTICK`): it ranked the
   earlier recipe's policies as users did (Spearman 0.91 / 0.96), not the current recipe's
-  (0.17 / 0.51; docs/yardstick.md has every candidate's figures).
+  (0.08 / 0.37; docs/yardstick.md has every candidate's figures).
 * ``session_auc``: the same per session (the canary's ``slate_auc``), mean over sessions.
 * ``top_auc``: per user, over served slots at positions < 3 only (nearly always examined:
   position-debiased by selection).
