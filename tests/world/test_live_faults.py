@@ -33,7 +33,7 @@ pytestmark = pytest.mark.services  # starts processes of its own
 DAY1, DAY2 = date(2026, 1, 1), date(2026, 1, 2)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one world per test: each plays its own days, in any order (pytest-randomly)
 def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live-faults")
     server = SeaweedFS(tmp / "seaweedfs").start()
