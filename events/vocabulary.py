@@ -18,6 +18,17 @@ world and MovieLens ship theirs in `events/vocabularies/`.
     codes:                                # optional: pinned codes (names in code order)
       outcomes: [view, cart, purchase, return]
       surfaces: [web, app]
+    catalogue:                            # optional: item-side fields (events.catalogue)
+      path: products.parquet              #   parquet or CSV; relative to this file's folder
+      item: item_id                       #   optional: the item id column (default item_id)
+      fields: [category, brand]           #   categorical columns: one embedding table each
+
+Catalogue. With a `catalogue`, each item's vector is its id embedding plus one embedding per
+field value (an item missing from the file, or without a value, gets the field's reserved
+"unknown" value), so items few users engaged with sit near the items that share their fields. The
+file is read and checked when the vocabulary loads (a missing file, missing columns, non-integer
+or duplicate item ids are refused with the reason); the fields' values travel with every trained
+model (its config and weights), so serving does not read the file. Without it nothing changes.
 
 Codes. Feature tables and models store outcomes and surfaces as integer codes, so a code must
 never change meaning. The codes are a ledger recorded with the data (`codes.json` in the Feast
@@ -46,6 +57,7 @@ from typing import Any
 
 import yaml
 
+from events.catalogue import Catalogue, CatalogueError, parse_catalogue
 from events.contract import EventCodes, event_schema
 
 VOCABULARY_DIR = Path(__file__).resolve().parent / "vocabularies"
@@ -70,6 +82,7 @@ FIELDS = (
     "drift",
     "repeats",
     "codes",
+    "catalogue",
 )
 # item_stats columns that are not per-outcome counts: an outcome family may not take their names
 RESERVED_COLUMNS = {"item_id", "engagements", "first_seen_us", "event_timestamp"}
@@ -94,6 +107,7 @@ class Vocabulary:
     codes: EventCodes  # every name with a code (the ledger), declared or retired
     sha256: str = field(default="")
     repeats: bool = False  # items are engaged again: serving does not filter what was seen
+    catalogue: Catalogue | None = None  # item-side fields (events.catalogue); None: ids only
 
     @property
     def label(self) -> str:
@@ -120,6 +134,7 @@ class Vocabulary:
             "negative": list(self.negative),
             "repeats": self.repeats,
             "declared": {"surfaces": list(self.surfaces), "outcomes": list(self.outcomes)},
+            **({"catalogue": self.catalogue.record()} if self.catalogue else {}),
         }
 
 
@@ -283,7 +298,19 @@ def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | Non
         codes=codes,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         repeats=_flag(label, "repeats", raw.get("repeats", False)),
+        catalogue=_catalogue(label, raw.get("catalogue"), path),
     )
+
+
+def _catalogue(label: str, raw: Any, path: Path | str | None) -> Catalogue | None:
+    """The `catalogue` entry read and checked (a relative path: the vocabulary file's folder)."""
+    if raw is None:
+        return None
+    folder = Path(path).resolve().parent if path else Path.cwd()
+    try:
+        return parse_catalogue(label, raw, folder)
+    except CatalogueError as exc:
+        raise VocabularyError(str(exc)) from None
 
 
 def _flag(path: str, key: str, value: Any) -> bool:

@@ -33,7 +33,10 @@ position from the history before it and its item, which is what ranking asks at 
 The history's keys and values are those the retrieval encode already computed (serving reuses
 them: no second pass over the history); the candidates never attend to each other.
 
-The item table doubles as the retrieval index: `item_embeddings()` is what goes into faiss.
+The item table doubles as the retrieval index: `item_embeddings()` is what goes into faiss. With a
+catalogue (`PinRecConfig.catalogue`) `item_emb(i)` is the id embedding plus the embedding of each
+of the item's catalogue fields, everywhere the item appears (input tokens, targets, the index,
+the ranking head's candidates).
 Switches (`PinRecConfig`): `side_inputs` (outcome/surface/time input features),
 `outcome_conditioning` (off = UC: the head sees a single "any" outcome), `multi_token` (off = one
 "next" query only). With all of them off (and logQ / fine-tuning off in training) this is a
@@ -43,7 +46,7 @@ SASRec-style model.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -51,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from events.contract import OUTCOMES, SURFACES
+from training.item_embedding import ItemEmbedding
 
 # Target time offsets. "next": the next engaged action. Others: a window of future actions by the
 # time elapsed since the current action (seconds): "session" (t+1, 30 min], excluding the next
@@ -97,6 +101,11 @@ class PinRecConfig:
     # state (LayerNorm output, norm ~sqrt(d)) the term barely moves the query (measured: click and
     # save queries at cosine 0.997). False: the raw state, the checkpoints of before.
     unit_trunk: bool = False
+    # item-side fields of the vocabulary's catalogue (events.catalogue): per field, its values in
+    # code order (codes 2..; 0 padding, 1 unknown). Each gets an embedding table added to the item's
+    # id embedding. (): ids only, the models of before (no such parameter, not in `to_dict`, not in
+    # the repr that configuration tags hash)
+    catalogue: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), repr=False)
 
     @property
     def ranking(self) -> bool:
@@ -108,7 +117,10 @@ class PinRecConfig:
         return len(self.outcomes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.catalogue:  # a model without one records what it always recorded
+            del out["catalogue"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PinRecConfig:
@@ -117,6 +129,8 @@ class PinRecConfig:
         for key in ("outcomes", "surfaces", "rank_outcomes"):
             if key in values:
                 values[key] = tuple(values[key])
+        if "catalogue" in values:
+            values["catalogue"] = tuple((str(name), tuple(vals)) for name, vals in values["catalogue"])
         return cls(**values)
 
     @property
@@ -150,38 +164,6 @@ def rank_flops(cfg: PinRecConfig, n_candidates: int, n_history: int) -> float:
     per_layer = 2 * (2 * d * d) + 4 * d * (n_history + 1)
     out = 2 * (2 * d * d + d * K) + 2 * K * d
     return n_candidates * (cfg.n_layers * per_layer + out) + 2 * K * d * d  # + U h_last, once
-
-
-class ItemEmbedding(nn.Module):
-    """ID embedding (V+1, d), or the sum of k hashed tables of `hash_buckets` rows each."""
-
-    P = 2_147_483_647  # 2^31 - 1
-
-    def __init__(self, cfg: PinRecConfig):
-        super().__init__()
-        self.k = cfg.hash_tables
-        if self.k > 0:
-            if cfg.hash_buckets <= 1:
-                raise ValueError(f"hash_tables > 0 needs hash_buckets > 1, got {cfg.hash_buckets}")
-            self.buckets = cfg.hash_buckets
-            self.tables = nn.ModuleList(
-                nn.Embedding(cfg.hash_buckets + 1, cfg.d_model, padding_idx=0) for _ in range(self.k)
-            )
-            # universal hashing: table j maps id -> 1 + ((a_j * id + b_j) mod P) mod buckets, P prime
-            g = torch.Generator().manual_seed(1234)
-            self.register_buffer("mult", torch.randint(1, self.P, (self.k,), generator=g), persistent=False)
-            self.register_buffer("add", torch.randint(0, self.P, (self.k,), generator=g), persistent=False)
-        else:
-            self.table = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., d)
-        if self.k == 0:
-            return self.table(ids)
-        out = 0
-        for j, table in enumerate(self.tables):
-            h = torch.where(ids > 0, 1 + ((ids % self.P) * self.mult[j] + self.add[j]) % self.P % self.buckets, 0)
-            out = out + table(h)
-        return out
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

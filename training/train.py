@@ -42,6 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from events.catalogue import Catalogue
 from training.cooccurrence import CoImpressions, seed_item_table
 from training.data import (
     DataConfig,
@@ -49,6 +50,7 @@ from training.data import (
     build_sequences,
     item_log_popularity,
 )
+from training.item_embedding import set_item_fields
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
 from training.module import OptimConfig, PinRecModule
@@ -192,6 +194,7 @@ def _fit(
     co_impressions: CoImpressions | None = None,
     exposure: torch.Tensor | None = None,
     events: pd.DataFrame | None = None,
+    catalogue: Catalogue | None = None,
 ) -> TrainResult:
     torch.set_num_threads(train_cfg.threads)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
@@ -228,6 +231,8 @@ def _fit(
         co_impressions=co_impressions,
     )
     seqs = dm.train_seqs
+    if catalogue is not None:  # the items' field codes (fine-tuning: the base model's, in init_state)
+        set_item_fields(module.model, catalogue, seqs.vocab)
     if module.model.search_emb is not None and seqs.query_vocab is not None:
         module.model.query_ids.copy_(torch.from_numpy(seqs.query_vocab))  # raw query id of each row
     if optim_cfg.seed_items and init_state is None and co_impressions is not None:
@@ -368,6 +373,7 @@ def pretrain(
     train_cfg: TrainConfig | None = None,
     split: str = "none",
     rank_cfg: RankingConfig | None = None,
+    catalogue: Catalogue | None = None,
 ) -> TrainResult:
     """Pretrain on engagement sequences from all surfaces.
 
@@ -376,6 +382,7 @@ def pretrain(
     Resumes from `out_dir/lightning/last.ckpt` when it exists. A model with a ranking head
     (`model_cfg.rank_outcomes`) trains it on the frame's slates and masked actions
     (`training.ranking`); without impressions it trains the retrieval head only, and says so.
+    `catalogue` (the vocabulary's, `events.catalogue`): item fields added to the item vectors.
     """
     data_cfg = data_cfg or DataConfig()
     if isinstance(data, (str, Path)):
@@ -384,6 +391,8 @@ def pretrain(
     model_cfg = model_cfg or PinRecConfig(n_items=dm.n_items)
     if model_cfg.n_items != dm.n_items:
         model_cfg = replace(model_cfg, n_items=dm.n_items)
+    if catalogue is not None:  # each field's values in code order, recorded with the model
+        model_cfg = replace(model_cfg, catalogue=catalogue.field_values())
     if model_cfg.n_queries != 0:  # one search-table row per query of the training log
         model_cfg = replace(model_cfg, n_queries=dm.train_seqs.n_queries)
     dm = dm.with_config(**_shallow(_sync(model_cfg, dm.cfg)))
@@ -402,6 +411,7 @@ def pretrain(
         co_impressions=co_impressions_for(data, dm.train_seqs.vocab, optim_cfg),
         exposure=exposure_for(data, dm.train_seqs.vocab, optim_cfg, model_cfg, dm.cfg.codes),
         events=data if isinstance(data, pd.DataFrame) else None,
+        catalogue=catalogue,
     )
 
 

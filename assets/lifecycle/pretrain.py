@@ -22,6 +22,8 @@ TRAINING_CODE = code_version(
     __name__,
     "assets.lifecycle.finetune",
     "training.model",
+    "training.item_embedding",
+    "events.catalogue",
     "training.data",
     "training.loss",
     "training.module",
@@ -66,7 +68,9 @@ def pretrained_model(
     if not train_days:
         raise dg.Failure(f"no ingested day before {held_out} to pretrain on")
     events = table.read_until(train_days[-1])
-    model_cfg, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocabulary.record().codes)
+    vocab = vocabulary.record()
+    model_cfg, data_cfg, loss_cfg, train_cfg = training.configs(codes=vocab.codes)
+    catalogue = vocab.catalogue  # item fields (events.catalogue); part of the tag only when there is one
     tag = config_tag(
         model_cfg,
         data_cfg,
@@ -75,6 +79,7 @@ def pretrained_model(
         len(train_days),
         training.ranking_config(),
         training.optim_config("pretrain"),
+        *([catalogue.record()] if catalogue else []),
     )
     out_dir = Path(training.models_dir) / "pretrained" / f"{train_days[-1]}-{tag}"
     context.log.info(
@@ -90,6 +95,7 @@ def pretrained_model(
         training.optim_config("pretrain"),
         train_cfg,
         rank_cfg=training.ranking_config(),
+        catalogue=catalogue,
     )
     for note in result.run_size:
         context.log.info(f"training plan: {note}")
