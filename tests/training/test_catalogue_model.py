@@ -13,7 +13,7 @@ import torch
 
 from events.catalogue import read_catalogue
 from events.contract import conform
-from serving.service.encoder import item_table
+from serving.service.encoder import item_table, load_weights, model_config, model_state
 from training.data import DataConfig
 from training.loss import LossConfig
 from training.model import PinRec, PinRecConfig
@@ -90,11 +90,16 @@ def test_never_engaged_items_score_for_the_users_of_their_category(trained):
         assert min(scores[index[i]] for i in mine) > max(scores[index[i]] for i in theirs)
 
 
-def test_the_catalogue_travels_with_the_saved_model(trained):
+def test_the_catalogue_travels_with_the_saved_model(trained, tmp_path):
     model = load_model(trained.out_dir)  # what fine-tuning and publication read: config and weights
     assert model.cfg.catalogue == (("category", ("a", "b")),)
-    assert json.loads(json.dumps(model.cfg.to_dict()))["catalogue"] == [["category", ["a", "b"]]]
     assert np.array_equal(item_table(model)[0], item_table(trained.model)[0])
+    # what serving loads: the manifest's config (JSON) and model.pt, without the catalogue file
+    manifest_config = json.loads(json.dumps(model_config(model)))
+    assert manifest_config["catalogue"] == [["category", ["a", "b"]]]
+    torch.save(model_state(model), tmp_path / "model.pt")
+    served = load_weights(manifest_config, str(tmp_path / "model.pt"))
+    assert np.array_equal(item_table(served)[0], item_table(trained.model)[0])
     codes = model.item_emb.field_codes[0].tolist()
     items = model.item_ids.tolist()
     assert codes[0] == 0  # padding
