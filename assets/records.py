@@ -53,7 +53,8 @@ class CandidateRecord(Record):
 @dataclass(frozen=True)
 class CanaryRecord(Record):
     """The canary evaluation of the day's candidate (metrics per role: candidate, champion; the
-    baselines' figures: popularity, random where measurable) and, once the gate ran, its verdict
+    baselines' figures: popularity, random where measurable, buy again where the vocabulary allows
+    repeats) and, once the gate ran, its verdict
     (`passed` None until then)."""
 
     step: ClassVar[str] = "canary"

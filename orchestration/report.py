@@ -49,8 +49,9 @@ def print_lookup(settings, user_id: int | None) -> None:
 def lifecycle_summary(settings, day: date, registry) -> dict:
     """Per surface: the champion version after the day, the verdict (passed / failed and its
     reasons) and the yardstick (the gate's offline measure, `yardstick`) of the champion, the
-    candidate, the previous champion, the popularity policy and (where the log has an exploration
-    share) the random policy on the held-out day's users; recall@100 beside it. Also written to
+    candidate, the previous champion, the popularity policy, (where the log has an exploration
+    share) the random policy and (where the vocabulary allows repeats) the buy-again policy on
+    the held-out day's users; recall@100 beside it (`surface_summary`). Also written to
     var/<source>/summary.json by the main command."""
     from assets.records import CanaryRecord
     from assets.state import LifecycleState
@@ -59,40 +60,12 @@ def lifecycle_summary(settings, day: date, registry) -> dict:
     surfaces = {}
     for surface in settings.surfaces:
         champion = registry.champion(surface)
-        entry = {"champion": champion, "day": day.isoformat()}
         try:
             canary = state.load(CanaryRecord, surface, day)
         except FileNotFoundError:
-            entry["note"] = f"no canary for {day}"
-            surfaces[surface] = entry
+            surfaces[surface] = {"champion": champion, "day": day.isoformat(), "note": f"no canary for {day}"}
             continue
-        metrics, baselines, name = canary.metrics, canary.baselines, canary.yardstick
-        by_role = {**metrics, **baselines}
-        figure = {role: values.get(name) for role, values in by_role.items()}
-        # the champion after the day: the candidate when promoted, else the one it was judged against
-        now = "candidate" if champion == canary.candidate else "champion" if champion == canary.champion else None
-        yardstick = {
-            "name": name,
-            "champion": figure.get(now),
-            "candidate": figure.get("candidate"),
-            "previous_champion": figure.get("champion"),
-            "popularity": figure.get("popularity"),
-            "random": figure.get("random"),
-        }
-        entry.update(
-            {
-                "candidate": canary.candidate,
-                "yardstick": yardstick,
-                "recall@100": metrics.get("candidate", {}).get("recall@100"),
-                "previous_champion_recall@100": metrics.get("champion", {}).get("recall@100"),
-                "popularity_recall@100": baselines.get("popularity", {}).get("recall@100"),
-                "outcomes_measured": canary.outcomes,
-                "canary": "passed" if canary.passed else "failed",
-                "promoted": champion == canary.candidate,
-                "reasons": canary.reasons,
-            }
-        )
-        surfaces[surface] = entry
+        surfaces[surface] = surface_summary(canary, champion, day)
     return {
         "source": settings.source,
         "day": day.isoformat(),
@@ -101,19 +74,59 @@ def lifecycle_summary(settings, day: date, registry) -> dict:
     }
 
 
+def surface_summary(canary, champion: str | None, day: date) -> dict:
+    """One surface's entry of the summary from its canary record (`assets.records.CanaryRecord`)
+    and the champion after the day. The buy-again figures are there only when the canary
+    measured them (a vocabulary with repeats)."""
+    from serving.evaluation.buy_again import BUY_AGAIN
+
+    metrics, baselines, name = canary.metrics, canary.baselines, canary.yardstick
+    by_role = {**metrics, **baselines}
+    figure = {role: values.get(name) for role, values in by_role.items()}
+    # the champion after the day: the candidate when promoted, else the one it was judged against
+    now = "candidate" if champion == canary.candidate else "champion" if champion == canary.champion else None
+    yardstick = {
+        "name": name,
+        "champion": figure.get(now),
+        "candidate": figure.get("candidate"),
+        "previous_champion": figure.get("champion"),
+        "popularity": figure.get("popularity"),
+        "random": figure.get("random"),
+    }
+    entry = {
+        "champion": champion,
+        "day": day.isoformat(),
+        "candidate": canary.candidate,
+        "yardstick": yardstick,
+        "recall@100": metrics.get("candidate", {}).get("recall@100"),
+        "previous_champion_recall@100": metrics.get("champion", {}).get("recall@100"),
+        "popularity_recall@100": baselines.get("popularity", {}).get("recall@100"),
+        "outcomes_measured": canary.outcomes,
+        "canary": "passed" if canary.passed else "failed",
+        "promoted": champion == canary.candidate,
+        "reasons": canary.reasons,
+    }
+    if BUY_AGAIN in baselines:  # a vocabulary with repeats: reported beside popularity
+        yardstick[BUY_AGAIN] = figure.get(BUY_AGAIN)
+        entry[f"{BUY_AGAIN}_recall@100"] = baselines[BUY_AGAIN].get("recall@100")
+    return entry
+
+
 def print_summary(summary: dict) -> None:
+    from serving.evaluation.buy_again import BUY_AGAIN
+
     def figure(value) -> str:
         return f"{value:>10.4f}" if value is not None else f"{'-':>10}"
 
     names = {e["yardstick"]["name"] for e in summary["surfaces"].values() if "yardstick" in e}
+    again = any(BUY_AGAIN in e.get("yardstick", {}) for e in summary["surfaces"].values())
+    roles = ["champion", "candidate", "popularity", "random", *([BUY_AGAIN] if again else [])]
     print(f"\nyardstick: {', '.join(sorted(names)) or '-'} (the gate's offline measure; higher is better)")
-    print(
-        f"{'surface':<10} {'champion version':<28} {'champion':>10} {'candidate':>10} {'popularity':>10} "
-        f"{'random':>10} {'canary':<8} note"
-    )
+    header = " ".join(f"{role.replace('_', ' '):>10}" for role in roles)
+    print(f"{'surface':<10} {'champion version':<28} {header} {'canary':<8} note")
     for surface, e in summary["surfaces"].items():
         if "canary" not in e:
-            dashes = " ".join(f"{'-':>10}" for _ in range(4))
+            dashes = " ".join(f"{'-':>10}" for _ in roles)
             print(f"{surface:<10} {str(e['champion']):<28} {dashes} {'-':<8} {e.get('note', '')}")
             continue
         y = e["yardstick"]
@@ -121,10 +134,8 @@ def print_summary(summary: dict) -> None:
             note = "not promoted: " + "; ".join(e["reasons"])
         else:
             note = "bootstrapped" if y["previous_champion"] is None and e["promoted"] else ""
-        print(
-            f"{surface:<10} {str(e['champion']):<28} {figure(y['champion'])} {figure(y['candidate'])} "
-            f"{figure(y['popularity'])} {figure(y['random'])} {e['canary']:<8} {note}"
-        )
+        figures = " ".join(figure(y.get(role)) for role in roles)
+        print(f"{surface:<10} {str(e['champion']):<28} {figures} {e['canary']:<8} {note}")
 
 
 def report(settings, start: date, end: date, s3, *, data_only: bool) -> None:

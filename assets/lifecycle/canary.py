@@ -1,6 +1,7 @@
 """Per surface: the candidate of the partition's day evaluated against the champion on that day
 (which neither trained on) through the serving retrieval path, with the baselines (popularity;
-random where the log has an exploration share) on the same users, and ranking on the day's
+random where the log has an exploration share; buy again, reported and not gated, where the
+vocabulary allows repeats) on the same users, and ranking on the day's
 slates (sessions with impressions: slate AUC per guarded outcome, NDCG@10 of the ranked slate);
 and the gate on promotion (serving.evaluation.gate), whose verdict the champion step reads
 (assets.lifecycle.verdicts: a refused candidate is a verdict, not a failed run)."""
@@ -148,13 +149,14 @@ def _yardstick_figures(
     without impressions has no yardstick: the gate then judges on recall@{CANARY_K} (returned with
     no extra figures; the evaluation measures it for every role)."""
     from serving.evaluation import yardstick as ys
+    from serving.evaluation.buy_again import baseline_scorers
 
     if vocab.impression is None or not (events["outcome"] == vocab.impression).any():
         return f"recall@{CANARY_K}", {}
     positive = [o for o in vocab.engaged if o in ys.POSITIVE] or list(vocab.engaged)
     impressions = ys.logged_impressions(events, serving_log, vocab.impression, positive)
     scorers = {role: ys.version_scorer(version, sequences) for role, version in loaded.items()}
-    scorers["popularity"] = ys.popularity_scorer(train, positive)
+    scorers.update(baseline_scorers(train, positive, repeats=vocab.repeats))  # popularity (buy again: repeats)
     if "propensity" in serving_log and (serving_log["propensity"] < 1.0).any():
         scorers["random"] = _random_scorer()  # the log has an exploration share: random is a baseline
     figures = {}
@@ -178,6 +180,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         code_version=code_version(
             __name__,
             "serving.evaluation.canary",
+            "serving.evaluation.buy_again",
             "serving.evaluation.versions",
             "serving.service.retriever",
             "serving.service.encoder",
@@ -186,7 +189,8 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         description=f"Candidate vs champion on {surface}, on the partition's day (which neither trained on): "
         "the yardstick, recall@100 per engaged outcome of the vocabulary, diversity, latency, through the "
         "serving retrieval path; ranking of the day's slates (slate AUC per outcome, NDCG@10) when the log "
-        "has impressions; and the baselines (popularity; random where the log has an exploration share) "
+        "has impressions; and the baselines (popularity; random where the log has an exploration share; "
+        "buy again, reported and not gated, where the vocabulary allows repeats) "
         "on the same users. In a closed loop the slots either version served that day are left out "
         "(serving.evaluation.canary.not_served_by).",
     )
@@ -202,7 +206,8 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
 
         from events.serving_log import ServingLogTable
         from feature_pipeline.store import codes_path, feature_codes
-        from serving.evaluation.canary import evaluate_popularity, evaluate_version, not_served_by
+        from serving.evaluation.buy_again import baseline_figures
+        from serving.evaluation.canary import evaluate_version, not_served_by
         from serving.evaluation.versions import champion_in_s3, load_version
         from serving.registry.comparable import comparable_champion
 
@@ -268,11 +273,10 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
             [lake.table().read_day(date.fromisoformat(d)) for d in finetune.train_days], ignore_index=True
         )
         train = train[train["surface"] == surface]
-        baselines = {
-            "popularity": evaluate_popularity(
-                train, sequences, events, k=CANARY_K, outcomes=outcomes, engaged=vocab.engaged
-            )
-        }
+        # popularity, and "buy again" where the vocabulary allows repeats (reported, not gated)
+        baselines = baseline_figures(
+            train, sequences, events, repeats=vocab.repeats, k=CANARY_K, outcomes=outcomes, engaged=vocab.engaged
+        )
         yardstick, figures = _yardstick_figures(
             loaded, events, serving_log[serving_log["surface"] == surface], sequences, train, vocab
         )

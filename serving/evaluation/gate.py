@@ -152,16 +152,24 @@ def staleness_rule(candidate_through: date | None, champion_through: date | None
     )
 
 
+# baselines the canary reports but the gate does not ask the candidate to beat: buy again
+# (serving.evaluation.buy_again; a vocabulary with repeats) is a figure to read beside popularity
+REPORTED_ONLY = frozenset({"buy_again"})
+
+
 def baseline_rules(
     candidate: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]], policy: GatePolicy
 ) -> list[GateRule]:
     """The candidate must beat each baseline measured (popularity; random where the log has an
-    exploration share) on the yardstick; a baseline without the figure is not measurable."""
+    exploration share) on the yardstick; a baseline without the figure is not measurable, and one
+    of `REPORTED_ONLY` (buy again) is reported beside the others, not gated."""
     if not policy.beat_baselines:
         return []
     name, value = policy.yardstick, candidate.get(policy.yardstick, float("nan"))
     rules = []
     for baseline, figures in baselines.items():
+        if baseline in REPORTED_ONLY:
+            continue
         theirs = figures.get(name)
         if theirs is None or not np.isfinite(theirs):
             continue
