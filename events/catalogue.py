@@ -82,9 +82,10 @@ class Catalogue:
         }
 
 
-def parse_catalogue(label: str, raw: Any, folder: Path) -> Catalogue:
+def parse_catalogue(label: str, raw: Any, folder: Path, *, read: bool = True) -> Catalogue | None:
     """The `catalogue:` entry of the vocabulary `label` (a mapping of `path`, `item`, `fields`),
-    its file read and checked; a relative path is taken from `folder`."""
+    its file read and checked; a relative path is taken from `folder`. `read=False` (serving,
+    whose models carry their fields): the entry is checked, the file not read, None returned."""
     where = f"vocabulary {label}: `catalogue`"
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where} must be a mapping with `path` and `fields`, got {raw!r}")
@@ -106,7 +107,7 @@ def parse_catalogue(label: str, raw: Any, folder: Path) -> Catalogue:
         raise CatalogueError(f"{where}: `fields` names {twice or [item]} twice (or the item column)")
     path = Path(raw["path"])
     path = (path if path.is_absolute() else Path(folder) / path).resolve()
-    return read_catalogue(path, item, tuple(fields), where)
+    return read_catalogue(path, item, tuple(fields), where) if read else None
 
 
 def _columns(path: Path) -> list[str]:

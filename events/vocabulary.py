@@ -28,7 +28,8 @@ field value (an item missing from the file, or without a value, gets the field's
 "unknown" value), so items few users engaged with sit near the items that share their fields. The
 file is read and checked when the vocabulary loads (a missing file, missing columns, non-integer
 or duplicate item ids are refused with the reason); the fields' values travel with every trained
-model (its config and weights), so serving does not read the file. Without it nothing changes.
+model (its config and weights), so serving does not read the file (`load_vocabulary(...,
+read_catalogue=False)`). Without it nothing changes.
 
 Codes. Feature tables and models store outcomes and surfaces as integer codes, so a code must
 never change meaning. The codes are a ledger recorded with the data (`codes.json` in the Feast
@@ -209,7 +210,9 @@ def read_ledger(ledger_path: Path | None) -> dict[str, tuple[str, ...]]:
     return {"outcomes": tuple(data.get("outcomes", ())), "surfaces": tuple(data.get("surfaces", ()))}
 
 
-def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | None = None) -> Vocabulary:
+def parse_vocabulary(
+    text: str, path: Path | str | None, ledger_path: Path | None = None, *, read_catalogue: bool = True
+) -> Vocabulary:
     label = str(path) if path else "<inline>"
     try:
         raw = yaml.safe_load(text)
@@ -298,17 +301,18 @@ def parse_vocabulary(text: str, path: Path | str | None, ledger_path: Path | Non
         codes=codes,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
         repeats=_flag(label, "repeats", raw.get("repeats", False)),
-        catalogue=_catalogue(label, raw.get("catalogue"), path),
+        catalogue=_catalogue(label, raw.get("catalogue"), path, read_catalogue),
     )
 
 
-def _catalogue(label: str, raw: Any, path: Path | str | None) -> Catalogue | None:
-    """The `catalogue` entry read and checked (a relative path: the vocabulary file's folder)."""
+def _catalogue(label: str, raw: Any, path: Path | str | None, read: bool) -> Catalogue | None:
+    """The `catalogue` entry read and checked (a relative path: the vocabulary file's folder);
+    `read=False`: the entry checked, the file not read (None)."""
     if raw is None:
         return None
     folder = Path(path).resolve().parent if path else Path.cwd()
     try:
-        return parse_catalogue(label, raw, folder)
+        return parse_catalogue(label, raw, folder, read=read)
     except CatalogueError as exc:
         raise VocabularyError(str(exc)) from None
 
@@ -319,14 +323,16 @@ def _flag(path: str, key: str, value: Any) -> bool:
     return value
 
 
-def load_vocabulary(path: str | Path, ledger_path: Path | None = None) -> Vocabulary:
-    """The vocabulary in `path`, its codes extending the ledger at `ledger_path` (if recorded)."""
+def load_vocabulary(path: str | Path, ledger_path: Path | None = None, *, read_catalogue: bool = True) -> Vocabulary:
+    """The vocabulary in `path`, its codes extending the ledger at `ledger_path` (if recorded).
+    `read_catalogue=False` (the serving CLI: a model carries its catalogue fields) leaves its
+    catalogue file unread: `catalogue` is then None."""
     path = Path(path).resolve()
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise VocabularyError(f"vocabulary file {path} does not exist") from None
-    return parse_vocabulary(text, path, ledger_path)
+    return parse_vocabulary(text, path, ledger_path, read_catalogue=read_catalogue)
 
 
 def default_vocabulary_file(source: str) -> Path:

@@ -201,7 +201,8 @@ def _vocabulary_option(p: argparse.ArgumentParser) -> None:
 
 def load_cli_vocabulary(argv: list[str] | None) -> Vocabulary:
     """The vocabulary named by --vocabulary in `argv`, else $PINREC_VOCABULARY, else the shipped
-    file of $PINREC_SOURCE (its surfaces are the choices of every surface argument)."""
+    file of $PINREC_SOURCE (its surfaces are the choices of every surface argument). Its item
+    catalogue, if any, is not read: the versions served carry their fields."""
     pre = argparse.ArgumentParser(add_help=False)
     _vocabulary_option(pre)
     known, _ = pre.parse_known_args(argv)
@@ -210,7 +211,7 @@ def load_cli_vocabulary(argv: list[str] | None) -> Vocabulary:
         or os.environ.get("PINREC_VOCABULARY")
         or default_vocabulary_file(os.environ.get("PINREC_SOURCE") or "simulated")
     )
-    return load_vocabulary(path)
+    return load_vocabulary(path, read_catalogue=False)  # a version carries its catalogue fields
 
 
 def build_parser(vocabulary: Vocabulary | None = None) -> argparse.ArgumentParser:

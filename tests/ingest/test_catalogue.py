@@ -92,3 +92,14 @@ def test_a_bad_catalogue_is_refused_with_what_is_wrong(tmp_path, entry, products
     assert str(path) in str(refused.value)  # names the vocabulary file
     if before is not None:  # the catalogue file is left as it was
         assert (tmp_path / "products.parquet").read_bytes() == before
+
+
+def test_serving_reads_the_vocabulary_without_its_catalogue_file(tmp_path):
+    from serving.service.cli import load_cli_vocabulary
+
+    # the serving host has the vocabulary but not the catalogue: its versions carry their fields
+    path = _vocabulary(tmp_path, "catalogue: {path: products.parquet, fields: [category]}\n")
+    vocabulary = load_cli_vocabulary(["--vocabulary", str(path)])
+    assert vocabulary.surfaces == ("web",) and vocabulary.catalogue is None
+    with pytest.raises(VocabularyError, match="must be a mapping"):  # the entry itself is still checked
+        load_cli_vocabulary(["--vocabulary", str(_vocabulary(tmp_path, "catalogue: products.parquet\n"))])
