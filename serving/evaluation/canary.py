@@ -22,7 +22,8 @@ ANN search, merge by outcome weights). Metrics:
 Engaged outcomes are the vocabulary's (``engaged``; default the built-in data's), measured per
 outcome for ``outcomes`` (default click and save). ``evaluate_popularity`` scores the popularity
 baseline on the same users, day and protocol: the k items most engaged with in a training window,
-the user's seen items left out as serving leaves them out.
+the user's seen items left out as serving leaves them out; where the vocabulary allows repeats,
+`serving.evaluation.buy_again` adds the "buy again" baseline (reported, not gated).
 
 In a closed loop (the day's impressions partly chosen by the system itself), the day's rows on
 slots that one of the compared versions served are left out first (`not_served_by`): the
