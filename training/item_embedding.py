@@ -62,10 +62,12 @@ class ItemEmbedding(nn.Module):
         return out
 
 
-def set_item_fields(model: nn.Module, catalogue: Catalogue, item_ids: np.ndarray) -> None:
+def set_item_fields(model: nn.Module, catalogue: Catalogue | None, item_ids: np.ndarray) -> None:
     """Give the items of `model` (a `training.model.PinRec`; index -> item id `item_ids`, [0] =
     padding) their catalogue codes; its config must come from the same catalogue
-    (`Catalogue.field_values`)."""
+    (`Catalogue.field_values`). None: nothing to set (no catalogue, or codes loaded with weights)."""
+    if catalogue is None:
+        return
     if tuple(model.cfg.catalogue) != catalogue.field_values():
         raise ValueError("the model's catalogue fields are not this catalogue's: build its config from it")
     codes = torch.from_numpy(catalogue.codes_for(np.asarray(item_ids, np.int64)))

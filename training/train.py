@@ -231,8 +231,7 @@ def _fit(
         co_impressions=co_impressions,
     )
     seqs = dm.train_seqs
-    if catalogue is not None:  # the items' field codes (fine-tuning: the base model's, in init_state)
-        set_item_fields(module.model, catalogue, seqs.vocab)
+    set_item_fields(module.model, catalogue, seqs.vocab)  # None: none, or fine-tuning's base codes
     if module.model.search_emb is not None and seqs.query_vocab is not None:
         module.model.query_ids.copy_(torch.from_numpy(seqs.query_vocab))  # raw query id of each row
     if optim_cfg.seed_items and init_state is None and co_impressions is not None:
