@@ -26,8 +26,8 @@ from assets.config import REPO_ROOT, load_settings
 from assets.resources import S3Resource, build_resources
 from devstack.celery_workers import CeleryWorkers
 from devstack.redis import RedisServer
-from orchestration.cli import DATA_ASSET_KEYS
 from orchestration.runs import EMBEDDED_INSTANCE, materialize_in_process, run_job
+from orchestration.steps import DATA_ASSET_KEYS
 
 # A small world and a tiny model (one training thread: the same bytes in any process).
 SMALL = {

@@ -40,8 +40,8 @@ def main(argv=None) -> None:
         build_resources,
     )
     from devstack.seaweedfs import SeaweedFS
-    from orchestration.cli import DATA_ASSET_KEYS as DATA_KEYS
     from orchestration.runs import days_between, materialize_in_process, run_job
+    from orchestration.steps import DATA_ASSET_KEYS as DATA_KEYS
 
     first = date(2026, 1, 1)
     day = first + timedelta(days=args.history_days)

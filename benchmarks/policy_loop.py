@@ -2,7 +2,7 @@
 well each offline measure computed from logs predicts what users did with what was served.
 
 The paired harness (`world.policy_loop`): a logging policy (popularity with a 5% exploration
-share) plays days 1-7 (the training log) and days 8-10 (the held-out log of the offline
+share) plays days 1-7 (the training log) and days 8-17 (the held-out log of the offline
 measures); every policy then serves days 8-17 to all 2,000 users with the same sessions and
 random numbers, models trained with the lifecycle's `TrainingPlan` on days 1-7 and served
 through `LoadedVersion` (cached under var/bench/policy_loop/models by a hash of recipe and log).
@@ -44,7 +44,21 @@ from world.policy_loop.policies import OraclePolicy, PopularityPolicy, RandomPol
 NAME = "policy_loop"
 CACHE = Path("var/bench") / NAME / "models"
 ROWS = ("random", "popularity", *MODEL_ROWS, "log-baseline", "oracle")
-CANDIDATES = ("user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50", "ips_recall100_surface")
+CANDIDATES = (
+    "replay@50",
+    "replay@100",
+    "replay@200",
+    "replay_first@100",
+    "replay_lift@100",
+    "replay_ips@100",
+    "user_auc",
+    "session_auc",
+    "top_auc",
+    "explore_auc",
+    "recall50",
+    "ips_recall50",
+    "ips_recall100_surface",
+)
 
 
 def spearman(x: list[float], y: list[float]) -> float:

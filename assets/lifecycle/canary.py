@@ -85,8 +85,8 @@ class CanaryGateConfig(dg.Config):
         click and save); `yardstick`: the figure the candidate must beat the baselines on (the
         evaluation's). With a yardstick (a log with impressions) the candidate may not fall below
         the champion on it and on the slate figures (absolute tolerance or z standard errors);
-        recall is then only the absolute floor (the yardstick scores logged impressions, not the
-        retrieval path: the floor checks that the served path finds engaged items at all), since
+        recall is then only the absolute floor (the yardstick replays logged impressions: the floor checks that
+        the served path finds engaged items at all), since
         recall against the champion ranks policies against what users do (docs/yardstick.md).
         Without one, recall@100 per guarded outcome is guarded against the champion as before."""
         yardstick = yardstick or DEPLOYMENT_GATE.yardstick
@@ -131,37 +131,33 @@ def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
-def _random_scorer(seed: int = 0):
-    """The random policy scored like a model: uniform scores (seeded, so a re-run agrees)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return lambda users, items, surface: [rng.random(len(its)) for its in items]
-
-
 def _yardstick_figures(
     loaded: dict, events, serving_log, sequences, train, vocab
 ) -> tuple[str, dict[str, dict[str, float]]]:
     """(the yardstick's name, {role: {name, name_se, name_users}}) for the loaded versions and the
-    baselines, on the day's logged impressions (serving.evaluation.yardstick: how well each
-    policy's scores separate the impressions a user clicked or saved from the rest, per user; from
-    logs only), and the random policy's where the serving log has an exploration share. A log
-    without impressions has no yardstick: the gate then judges on recall@{CANARY_K} (returned with
-    no extra figures; the evaluation measures it for every role)."""
+    baselines, on the day's logged impressions (serving.evaluation.yardstick: the engagement rate
+    of the impressions whose item is in each policy's own top 100 (`YARDSTICK_K`) for the user, as it
+    serves it; from logs only), and the random policy's where the serving log has an exploration
+    share. A log without impressions has no yardstick: the gate then judges on recall@{CANARY_K}
+    (returned with no extra figures; the evaluation measures it for every role)."""
+    from serving.evaluation import replay
     from serving.evaluation import yardstick as ys
-    from serving.evaluation.buy_again import baseline_scorers
+    from serving.evaluation.buy_again import baseline_listers
 
     if vocab.impression is None or not (events["outcome"] == vocab.impression).any():
         return f"recall@{CANARY_K}", {}
     positive = [o for o in vocab.engaged if o in ys.POSITIVE] or list(vocab.engaged)
     impressions = ys.logged_impressions(events, serving_log, vocab.impression, positive)
-    scorers = {role: ys.version_scorer(version, sequences) for role, version in loaded.items()}
-    scorers.update(baseline_scorers(train, positive, repeats=vocab.repeats))  # popularity (buy again: repeats)
-    if "propensity" in serving_log and (serving_log["propensity"] < 1.0).any():
-        scorers["random"] = _random_scorer()  # the log has an exploration share: random is a baseline
+    listers = {role: replay.version_lister(version, sequences) for role, version in loaded.items()}
+    # popularity, and buy again where the vocabulary allows repeats
+    listers.update(baseline_listers(train, sequences, positive, repeats=vocab.repeats))
+    if "propensity" in serving_log and (serving_log["propensity"] < 1.0).any() and loaded:
+        # the log has an exploration share: random is a baseline (over the versions' catalogue)
+        catalogue = next(iter(loaded.values())).item_ids
+        listers["random"] = replay.random_lister(catalogue, sequences, repeats=vocab.repeats)
     figures = {}
-    for role, score in scorers.items():
-        measured = ys.yardstick(score, impressions)
+    for role, lister in listers.items():
+        measured = ys.yardstick(replay.policy_lists(lister, impressions, ys.YARDSTICK_K), impressions)
         name = str(measured["measure"])
         figures[role] = {
             name: float(measured["value"]),

@@ -5,9 +5,9 @@ engaged items to fill the list (ties: the smaller item id). Nothing the user eng
 out: repeats are what this policy serves.
 
 `evaluate_buy_again` measures its lists on the canary's protocol (recall@k per engaged outcome
-on the evaluation day's users, `serving.evaluation.canary`); `buy_again_scorer` scores logged
-impressions in the same order for the yardstick (`serving.evaluation.yardstick`).
-`baseline_figures` and `baseline_scorers` give the canary its baselines: popularity, and buy
+on the evaluation day's users, `serving.evaluation.canary`); `buy_again_lister` gives the same
+lists to the yardstick's replay (`serving.evaluation.replay`).
+`baseline_figures` and `baseline_listers` give the canary its baselines: popularity, and buy
 again where the vocabulary allows repeats (not otherwise).
 """
 
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from serving.evaluation.canary import _futures, _recall_figures, evaluate_popularity
-from serving.evaluation.yardstick import Scorer, popularity_scorer
+from serving.evaluation.replay import Lister, popularity_lister
 from serving.service.encoder import UserSequence
 
 BUY_AGAIN = "buy_again"  # the baseline's role name in the canary's figures and the summary
@@ -77,30 +76,14 @@ def evaluate_buy_again(
     return {**_recall_figures(lists, future, future_by_outcome, k, n_items), "users": float(len(users))}
 
 
-def buy_again_scorer(history: pd.DataFrame, positive: Sequence[str]) -> Scorer:
-    """Buy again scored like a model: a user's items in the order of `buy_again_lists` (equal
-    keys score equal), the items the user never engaged with below them by popularity."""
-    rows = _engagements(history, positive)
-    popularity = rows["item_id"].value_counts()
-    mine = _user_counts(rows).set_index(["user_id", "item_id"])
+def buy_again_lister(history: pd.DataFrame, positive: Sequence[str]) -> Lister:
+    """Buy again listed for the yardstick's replay (`serving.evaluation.replay`): `buy_again_lists`
+    (it has no query)."""
 
-    def score(users: Sequence[int], items: Sequence[np.ndarray], surface: str) -> list[np.ndarray]:
-        out = []
-        for user, its in zip(users, items):
-            its = np.asarray(its, np.int64)
-            index = pd.MultiIndex.from_arrays([np.full(len(its), int(user), np.int64), its])
-            keys = pd.DataFrame(
-                {
-                    "count": mine["count"].reindex(index).fillna(0).to_numpy(),
-                    "last": mine["last"].reindex(index).fillna(-1).to_numpy(),
-                    "popular": popularity.reindex(its).fillna(0).to_numpy(),
-                }
-            )
-            # dense rank of (count, last, popular): higher = served first; equal keys, equal scores
-            out.append(keys.groupby(["count", "last", "popular"], sort=True).ngroup().to_numpy(np.float64))
-        return out
+    def lister(users: Sequence[int], surface: str, k: int, queries: Sequence[int | None]) -> list[list[int]]:
+        return buy_again_lists(history, users, k, positive)
 
-    return score
+    return lister
 
 
 def baseline_figures(
@@ -122,9 +105,11 @@ def baseline_figures(
     return figures
 
 
-def baseline_scorers(history: pd.DataFrame, positive: Sequence[str], *, repeats: bool) -> dict[str, Scorer]:
-    """The yardstick's baseline scorers: popularity, and buy again when `repeats`."""
-    scorers = {"popularity": popularity_scorer(history, positive)}
+def baseline_listers(
+    history: pd.DataFrame, sequences: Mapping[int, UserSequence], positive: Sequence[str], *, repeats: bool
+) -> dict[str, Lister]:
+    """The yardstick's baselines: popularity, and buy again when `repeats`."""
+    listers = {"popularity": popularity_lister(history, sequences, positive, repeats=repeats)}
     if repeats:
-        scorers[BUY_AGAIN] = buy_again_scorer(history, positive)
-    return scorers
+        listers[BUY_AGAIN] = buy_again_lister(history, positive)
+    return listers

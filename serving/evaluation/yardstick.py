@@ -8,15 +8,16 @@ head, /v1/recommend); `popularity_scorer` is the popularity baseline scored the 
 
 `logged_impressions(events, serving_log)`: one row per logged impression of the held-out days
 (user, session, surface, item, whether it got a click or save, and from the serving log its
-position and propensity: organic impressions have position -1 and propensity 1).
+position and propensity: organic impressions have position -1 and propensity 1; the search
+query, -1 without one).
 
 Candidate measures (`candidate_measures`), each a mean with its standard error:
 
 * ``user_auc``: per user, the AUC of the score separating the impressions the user clicked or
   saved from the ones the user did not, over all the user's logged impressions of the held-out
-  days; mean over users with both (SE over users). **The yardstick** (`YARDSTICK`): it ranked the
-  earlier recipe's policies as users did (Spearman 0.91 / 0.96), not the current recipe's
-  (0.08 / 0.37; docs/yardstick.md has every candidate's figures).
+  days; mean over users with both (SE over users). It ranked the earlier recipe's policies as
+  users did (Spearman 0.91 / 0.96), not the current recipe's (0.08 / 0.37): a policy is served on
+  its own lists, and how it orders the logging policy's impressions says little about them.
 * ``session_auc``: the same per session (the canary's ``slate_auc``), mean over sessions.
 * ``top_auc``: per user, over served slots at positions < 3 only (nearly always examined:
   position-debiased by selection).
@@ -29,7 +30,10 @@ Candidate measures (`candidate_measures`), each a mean with its standard error:
   engagement weighted by 1 / (sessions that showed its item): judges the policy's own list, not
   the logging policy's, with the exposure of the log divided out.
 
-`yardstick(score, impressions)` is what the gate calls: ``{"measure", "value", "se", "users"}``.
+**The yardstick** (`YARDSTICK`) is ``replay@100`` (`serving.evaluation.replay`): the engagement
+rate of the held-out impressions whose item is in the policy's own top 100 for that user and
+surface. `yardstick(lists, impressions)` is what the gate calls: ``{"measure", "value", "se",
+"users"}``; docs/yardstick.md has every candidate's agreement with what users did.
 """
 
 from __future__ import annotations
@@ -41,14 +45,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from serving.evaluation.replay import replay_measures
 from serving.service.encoder import UserSequence
 from serving.service.retriever import LoadedVersion, RecommendRequest
 
 Scorer = Callable[[Sequence[int], Sequence[np.ndarray], str], list[np.ndarray]]
 POSITIVE = ("click", "save")
-YARDSTICK = "user_auc"
+YARDSTICK = "replay@100"
+YARDSTICK_K = 100  # the list size the yardstick replays (the canary's k)
 TOP_POSITIONS = 3
-IMPRESSION_COLUMNS = ("user_id", "session_id", "surface", "item_id", "engaged", "position", "propensity")
+IMPRESSION_COLUMNS = ("user_id", "session_id", "surface", "item_id", "engaged", "position", "propensity", "query_id")
 
 
 def logged_impressions(
@@ -63,6 +69,8 @@ def logged_impressions(
         raise ValueError(f"logged_impressions: events lack columns {sorted(missing)}")
     keys = ["session_id", "item_id"]
     imp = events.loc[events["outcome"] == impression, ["user_id", "session_id", "surface", "item_id"]]
+    query = events.loc[imp.index, "query_id"] if "query_id" in events else pd.Series(np.nan, index=imp.index)
+    imp = imp.assign(query_id=pd.to_numeric(query, errors="coerce").fillna(-1).astype(np.int64))
     imp = imp.drop_duplicates(keys)
     pos = events.loc[events["outcome"].isin(list(positive)), keys].drop_duplicates()
     out = imp.merge(pos.assign(engaged=True), on=keys, how="left")
@@ -179,11 +187,11 @@ def candidate_measures(score: Scorer, impressions: pd.DataFrame) -> dict[str, di
     return out
 
 
-def yardstick(score: Scorer, impressions: pd.DataFrame) -> dict[str, float | str]:
-    """The yardstick (`YARDSTICK`) of a scorer on logged impressions: measure, value, se, users."""
-    s = score_impressions(score, impressions)
-    value, se, n = _grouped_auc(impressions["user_id"].to_numpy(np.int64), s, impressions["engaged"].to_numpy(bool))
-    return {"measure": YARDSTICK, "value": value, "se": se, "users": float(n)}
+def yardstick(lists: Mapping[tuple, Sequence[int]], impressions: pd.DataFrame) -> dict[str, float | str]:
+    """The yardstick (`YARDSTICK`) of a policy's top `YARDSTICK_K` lists per (user, surface, query) on
+    logged impressions (`serving.evaluation.replay`): measure, value, se, users."""
+    measured = replay_measures(lists, impressions, (YARDSTICK_K,))[YARDSTICK]
+    return {"measure": YARDSTICK, "value": measured["value"], "se": measured["se"], "users": measured["n"]}
 
 
 def recall_at_k(lists: Mapping[int, Sequence[int]], future: pd.DataFrame, positive: Sequence[str] = POSITIVE) -> dict:

@@ -89,7 +89,7 @@ def shop(tmp_path_factory):
 
 def test_a_shop_log_with_its_own_vocabulary_is_judged_per_surface(shop):
     tmp, vocabulary, summary, stdout = shop
-    _assert_judged(summary, ["web", "app"], stdout, "user_auc")  # the log has impressions (view)
+    _assert_judged(summary, ["web", "app"], stdout, "replay@100")  # the log has impressions (view)
     assert summary["vocabulary"] == str(vocabulary)
     assert {s: e["outcomes_measured"] for s, e in summary["surfaces"].items()} == {
         "web": ["cart", "purchase"],

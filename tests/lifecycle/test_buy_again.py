@@ -5,7 +5,6 @@ not ask a candidate to beat it."""
 
 from datetime import UTC, date, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,9 +14,8 @@ from orchestration.report import print_summary, surface_summary
 from serving.evaluation.buy_again import (
     BUY_AGAIN,
     baseline_figures,
-    baseline_scorers,
+    baseline_listers,
     buy_again_lists,
-    buy_again_scorer,
 )
 from serving.evaluation.gate import GatePolicy, baseline_rules
 
@@ -52,13 +50,12 @@ def test_buy_again_ranks_a_users_rebought_items_first_then_popularity(history):
     assert buy_again_lists(tie, [1], k=2, engaged=["purchase"])[0] == [21, 20]
 
 
-def test_the_buy_again_scorer_orders_logged_items_as_its_lists(history):
-    score = buy_again_scorer(history, ["purchase"])
-    items = np.array([51, 12, 50, 10, 77, 11])
-    scores = score([1], [items], "web")[0]
-    assert items[np.argsort(-scores, kind="stable")].tolist() == [10, 11, 12, 50, 51, 77]
-    # an item nobody bought and another nobody bought score equal
-    assert score([1], [np.array([77, 78])], "web")[0].tolist() == [0.0, 0.0]
+def test_the_yardstick_replays_the_buy_again_lists(history):
+    lister = baseline_listers(history, {}, ["purchase"], repeats=True)[BUY_AGAIN]
+    assert lister([1, 99], "web", 5, [None, None]) == buy_again_lists(history, [1, 99], k=5, engaged=["purchase"])
+    # popularity too lists what the user bought before when the vocabulary allows repeats
+    popular = baseline_listers(history, {}, ["purchase"], repeats=True)["popularity"]
+    assert popular([1], "web", 3, [None]) == [[50, 51, 10]]
 
 
 def _canary(baselines) -> CanaryRecord:
@@ -77,7 +74,7 @@ def test_the_canary_and_the_summary_report_buy_again_only_when_repeats_are_allow
     day = _log([(1, 10, 24 * 7 + 1), (1, 50, 24 * 7 + 2)])
     figures = baseline_figures(history, {}, day, repeats=repeats, k=4, outcomes=["purchase"], engaged=["purchase"])
     assert set(figures) == ({"popularity", BUY_AGAIN} if repeats else {"popularity"})
-    assert set(baseline_scorers(history, ["purchase"], repeats=repeats)) == set(figures)
+    assert set(baseline_listers(history, {}, ["purchase"], repeats=repeats)) == set(figures)
     if repeats:
         # user 1 buys milk again and the popular 50: buy again's top 4 has both
         assert figures[BUY_AGAIN]["recall@4"] == 1.0

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.evaluation.yardstick import ips_recall_at_k, logged_impressions, recall_at_k, yardstick
+from serving.evaluation.replay import policy_lists
+from serving.evaluation.yardstick import (
+    YARDSTICK,
+    YARDSTICK_K,
+    ips_recall_at_k,
+    logged_impressions,
+    recall_at_k,
+    yardstick,
+)
 from serving.service.exploration import ExplorationConfig, explore
 from world.policy_loop.harness import (
     HarnessConfig,
@@ -14,6 +22,7 @@ from world.policy_loop.harness import (
     log_run,
     offline_measures,
     pair_agreement,
+    policy_lister,
     serve,
     start_view,
 )
@@ -82,15 +91,13 @@ def test_the_yardstick_ranks_the_oracle_above_random_above_the_hidden_items(tiny
         view = start_view(tiny_run)
         policy.start_day(view)
 
-        def score(users, items, surface, policy=policy, view=view):
-            return policy.score(users, items, surface, view, [view.sequences.get(u) for u in users])
-
         impressions = logged_impressions(tiny_run.heldout_events, tiny_run.heldout_serving_log)
-        values[policy.name] = yardstick(score, impressions)
+        lists = policy_lists(policy_lister(policy, view, tiny_run), impressions, YARDSTICK_K)
+        values[policy.name] = yardstick(lists, impressions)
     assert values["oracle"]["value"] > values["random"]["value"] > values["hidden"]["value"]
     assert values["oracle"]["se"] > 0 and values["oracle"]["users"] > 50
     measures = offline_measures(OraclePolicy(), tiny_run)
-    assert {"user_auc", "session_auc", "top_auc", "explore_auc", "recall50", "ips_recall50"} <= set(measures)
+    assert {YARDSTICK, "replay_lift@100", "user_auc", "explore_auc", "recall50", "ips_recall50"} <= set(measures)
     assert "ips_recall100_surface" in measures
 
 

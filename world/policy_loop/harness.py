@@ -47,7 +47,9 @@ class HarnessConfig:
     loop: LoopConfig = LoopConfig()
     train_days: int = 7  # days 1..7: the log models train on
     serve_days: int = 10  # days 8..17: every policy serves them
-    yardstick_days: int = 3  # days 8..10 of the logging policy: the offline yardstick's log
+    # days 8..17 of the logging policy: the offline yardstick's log (ten days: the replay's
+    # sample; three held a third of it)
+    yardstick_days: int = 10
     exploration_share: float = 0.05  # the logging policy's uniformly random slots, every surface
     bootstrap: int = 1000
     seed: int = 0
@@ -284,12 +286,27 @@ def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     return replace(new, world=replace(new.world, n_days=max(need, 1)))
 
 
+def policy_lister(policy: Policy, view: LoopView, run: LogRun):
+    """`policy`'s lists as of the held-out days' start (`serving.evaluation.replay.Lister`): what
+    it serves a request of (user, surface, query, k) then, its own seen-item filter applied."""
+    ts = dt.datetime.combine(run.serve_days[0], dt.time(), tzinfo=dt.UTC)
+    empty = run.heldout_events.iloc[:0]
+
+    def lister(users, surface: str, k: int, queries) -> list[list[int]]:
+        requests = [SessionRequest(int(u), surface, -1 - int(u), ts, empty, q, k) for u, q in zip(users, queries)]
+        return [list(served.items) for served in policy.recommend(requests, view)]
+
+    return lister
+
+
 def offline_measures(policy: Policy, run: LogRun, k: int = 50, k_surface: int = 100) -> dict[str, dict[str, float]]:
-    """Every offline candidate measure of `policy` on the held-out log (`yardstick`): the policy
-    scores the held-out days' logged impressions with what the log held at their start; recall@k
-    of the held-out engagements by its top k for each user (homefeed) at that time, plain and
-    inverse-propensity weighted (`ips_recall_at_k`); and the weighted recall of each engagement
-    by the user's top `k_surface` on the engagement's own surface (the canary's list size)."""
+    """Every offline candidate measure of `policy` on the held-out log (`yardstick`, `replay`): the
+    policy scores the held-out days' logged impressions with what the log held at their start;
+    replays them against its own top 50 / 100 / 200 per (user, surface) at that time; recall@k of
+    the held-out engagements by its top k for each user (homefeed), plain and inverse-propensity
+    weighted (`ips_recall_at_k`); and the weighted recall of each engagement by the user's top
+    `k_surface` on the engagement's own surface (the canary's list size)."""
+    from serving.evaluation.replay import policy_lists, replay_measures
     from serving.evaluation.yardstick import candidate_measures, ips_recall_at_k, logged_impressions, recall_at_k
 
     view = start_view(run)
@@ -298,18 +315,18 @@ def offline_measures(policy: Policy, run: LogRun, k: int = 50, k_surface: int = 
     def score(users, items, surface):
         return policy.score(users, items, surface, view, [view.sequences.get(u) for u in users])
 
-    out = candidate_measures(score, logged_impressions(run.heldout_events, run.heldout_serving_log))
+    impressions = logged_impressions(run.heldout_events, run.heldout_serving_log)
+    out = candidate_measures(score, impressions)
     future = run.heldout_events
     engaged = future[future["outcome"].isin(["click", "save"])]
-    ts = dt.datetime.combine(run.serve_days[0], dt.time(), tzinfo=dt.UTC)
-    empty = future.iloc[:0]
+    lister = policy_lister(policy, view, run)
+    out.update(replay_measures(policy_lists(lister, impressions, 200), impressions, (50, 100, 200)))
 
     def top(surface: str, users, n: int) -> dict[int, list[int]]:
-        requests = [SessionRequest(int(u), surface, -1 - int(u), ts, empty, None, n) for u in users]
         lists = {}
-        for a in range(0, len(requests), 256):
-            for r, served in zip(requests[a : a + 256], policy.recommend(requests[a : a + 256], view)):
-                lists[r.user_id] = list(served.items)
+        for a in range(0, len(users), 256):
+            part = users[a : a + 256]
+            lists.update(zip(part, lister(part, surface, n, [None] * len(part))))
         return lists
 
     lists = top("homefeed", sorted(set(engaged["user_id"].tolist())), k)

@@ -1,0 +1,76 @@
+"""Replay figures (serving.evaluation.replay): a policy judged on the logged impressions of its own lists."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.evaluation.replay import policy_lists, popularity_lister, random_lister, replay_measures
+from serving.evaluation.yardstick import YARDSTICK, yardstick
+from serving.service.encoder import UserSequence
+
+
+def _impressions(rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "session_id", "surface", "item_id", "engaged", "query_id"])
+    return frame.assign(position=-1, propensity=1.0)
+
+
+IMPRESSIONS = _impressions(
+    [
+        (1, 10, "homefeed", 100, True, -1),
+        (1, 10, "homefeed", 101, False, -1),
+        (1, 11, "homefeed", 100, False, -1),  # the same item shown again, not engaged this time
+        (2, 20, "homefeed", 100, False, -1),
+        (2, 20, "homefeed", 102, True, -1),
+        (2, 21, "search", 103, False, 7),  # a search for query 7
+    ]
+)
+
+
+def test_replay_is_the_engagement_rate_of_the_impressions_a_list_holds():
+    lists = {(1, "homefeed", None): [100], (2, "homefeed", None): [102, 100], (2, "search", 7): [999]}
+    m = replay_measures(lists, IMPRESSIONS, (1, 2))
+    # top 1: user 1's two impressions of 100 (one engaged), user 2's one of 102 (engaged)
+    assert m["replay@1"]["value"] == pytest.approx(2 / 3)
+    assert m["replay@1"]["n"] == 2
+    # top 2 adds user 2's impression of 100 (not engaged); search's list holds nothing shown
+    assert m["replay@2"]["value"] == pytest.approx(2 / 4)
+    # first impressions only: user 1's repeat of 100 is left out
+    assert m["replay_first@1"]["value"] == pytest.approx(2 / 2)
+    # over each user's own rate (user 1: 1/3, user 2: 1/3): 2 engagements / (2/3 + 1/3)
+    assert m["replay_lift@1"]["value"] == pytest.approx(2.0)
+    assert m["replay@1"]["se"] > 0  # the users differ (1 of 2, 1 of 1)
+
+
+def test_a_list_of_what_users_engaged_with_replays_above_one_of_what_they_passed_over():
+    good = {(1, "homefeed", None): [100], (2, "homefeed", None): [102]}
+    bad = {(1, "homefeed", None): [101], (2, "homefeed", None): [100]}
+    assert yardstick(good, IMPRESSIONS)["value"] > yardstick(bad, IMPRESSIONS)["value"]
+    assert yardstick(good, IMPRESSIONS)["measure"] == YARDSTICK
+
+
+def test_a_list_that_holds_no_logged_impression_has_no_replay_figure():
+    m = replay_measures({(1, "homefeed", None): [555]}, IMPRESSIONS, (10,))
+    assert np.isnan(m["replay@10"]["value"]) and m["replay@10"]["n"] == 0
+
+
+def test_the_baselines_leave_out_what_the_user_has_seen():
+    z = np.zeros(0, np.int64)
+    seen = UserSequence(z, z, z, z, shown_item_ids=np.array([100], np.int64))  # shown lately
+    train = pd.DataFrame({"item_id": [100, 100, 100, 101, 101, 102], "outcome": ["save"] * 6})
+    pop = popularity_lister(train, {1: seen}, ["save"])
+    assert pop([1, 2], "homefeed", 2, [None, None]) == [[101, 102], [100, 101]]
+    rnd = random_lister([100, 101, 102, 103], {1: seen}, seed=0)
+    first, again = rnd([1], "homefeed", 3, [None]), rnd([1], "homefeed", 3, [None])
+    assert first == again and 100 not in first[0] and len(first[0]) == 3
+
+
+def test_a_search_list_is_asked_with_its_query():
+    asked = []
+
+    def lister(users, surface, k, queries):
+        asked.extend(zip(users, [surface] * len(users), queries))
+        return [[100] for _ in users]
+
+    lists = policy_lists(lister, IMPRESSIONS, 2)
+    assert set(lists) == {(1, "homefeed", None), (2, "homefeed", None), (2, "search", 7)}
+    assert sorted(asked, key=str) == sorted(lists, key=str)
