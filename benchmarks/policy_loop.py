@@ -48,6 +48,7 @@ CANDIDATES = (
     "replay@50",
     "replay@100",
     "replay@200",
+    "replay_pooled@100",
     "replay_first@100",
     "replay_lift@100",
     "replay_ips@100",

@@ -15,10 +15,15 @@ the uniformly random share: the exploration share of a few percent holds too few
 tell policies apart (in the paired harness, 274 engagements on 12,307 exploration slots over ten
 days; fewer than three per policy in a top 50), while every impression gives about ten times more.
 The price is the logging policy's selection: an item the log shows over and over is replayed many
-times with the engagement rate of a tired item. Variants measure that:
+times with the engagement rate of a tired item. Variants measure that (all but the pooled one
+per surface, averaged as ``replay@k``):
 
-* ``replay@k``: the engagement rate of the impressions replayed by the top k (the yardstick at
-  ``k = YARDSTICK_K``; SE by the delta method over users);
+* ``replay@k``: the engagement rate of the impressions replayed by the top k, per surface, then
+  averaged with each surface's share of the logged impressions (fixed for every policy: pooled,
+  a policy whose lists reach more of one surface's impressions would be judged on that surface's
+  rate, e.g. a model that uses the search query on search's, which is twice homefeed's); the
+  yardstick at ``k = YARDSTICK_K``; SE by the delta method over users within a surface;
+* ``replay_pooled@k``: the same rate pooled over surfaces;
 * ``replay_first@k``: only each (user, item)'s first impression of the held-out days;
 * ``replay_lift@k``: replayed engagements over what each impression's user engages on average
   (a policy whose lists happen to match the impressions of more active users gains nothing);
@@ -93,11 +98,33 @@ def _ratio(users: np.ndarray, hit: np.ndarray, weight: np.ndarray) -> dict[str, 
     return {"value": value, "se": se, "n": float(len(frame))}
 
 
+def _by_surface(
+    surfaces: np.ndarray, share: Mapping[str, float], users: np.ndarray, hit: np.ndarray, weight: np.ndarray
+) -> dict[str, float]:
+    """`_ratio` within each surface, averaged with the surfaces' fixed shares (a surface none of
+    the policy's impressions reach drops out, the others' shares rescaled); SE from the surfaces'
+    SEs taken as independent."""
+    parts = []
+    for surface, w in share.items():
+        at = surfaces == surface
+        r = _ratio(users[at], hit[at], weight[at])
+        if r["value"] == r["value"]:
+            parts.append((w, r))
+    total = sum(w for w, _ in parts)
+    if not parts or total <= 0:
+        return {"value": float("nan"), "se": float("nan"), "n": 0.0}
+    value = sum(w * r["value"] for w, r in parts) / total
+    se = float(np.sqrt(sum((w / total) ** 2 * r["se"] ** 2 for w, r in parts)))
+    return {"value": float(value), "se": se, "n": float(len(np.unique(users)))}
+
+
 def replay_measures(lists: Lists, impressions: pd.DataFrame, ks: Sequence[int] = (50, 100, 200)) -> dict[str, dict]:
     """Every replay figure (module docstring) for the lists' prefixes of each k in `ks`:
     {name: {"value", "se", "n"}} (n: users with a replayed impression)."""
     rank = _ranks(lists, impressions)
     users = impressions["user_id"].to_numpy(np.int64)
+    surfaces = impressions["surface"].astype(str).to_numpy()
+    share = impressions["surface"].astype(str).value_counts(normalize=True).sort_index().to_dict()
     engaged = impressions["engaged"].to_numpy(np.float64)
     first = ~impressions.duplicated(["user_id", "item_id"]).to_numpy(bool)
     user_rate = impressions.groupby("user_id")["engaged"].transform("mean").to_numpy(np.float64)
@@ -105,13 +132,15 @@ def replay_measures(lists: Lists, impressions: pd.DataFrame, ks: Sequence[int] =
     out = {}
     for k in ks:
         hit = (rank >= 0) & (rank < k)
-        u, y = users[hit], engaged[hit]
-        out[f"replay@{k}"] = _ratio(u, y, np.ones_like(y))
+        u, s, y = users[hit], surfaces[hit], engaged[hit]
+        ones = np.ones_like(y)
+        out[f"replay@{k}"] = _by_surface(s, share, u, y, ones)
+        out[f"replay_pooled@{k}"] = _ratio(u, y, ones)
         f = first[hit]
-        out[f"replay_first@{k}"] = _ratio(u[f], y[f], np.ones(int(f.sum())))
-        out[f"replay_lift@{k}"] = _ratio(u, y, user_rate[hit])
+        out[f"replay_first@{k}"] = _by_surface(s[f], share, u[f], y[f], ones[f])
+        out[f"replay_lift@{k}"] = _by_surface(s, share, u, y, user_rate[hit])
         w = 1.0 / shown[hit]
-        out[f"replay_ips@{k}"] = _ratio(u, y * w, w)
+        out[f"replay_ips@{k}"] = _by_surface(s, share, u, y * w, w)
     return out
 
 

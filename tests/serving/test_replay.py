@@ -74,3 +74,15 @@ def test_a_search_list_is_asked_with_its_query():
     lists = policy_lists(lister, IMPRESSIONS, 2)
     assert set(lists) == {(1, "homefeed", None), (2, "homefeed", None), (2, "search", 7)}
     assert sorted(asked, key=str) == sorted(lists, key=str)
+
+
+def test_replay_weighs_each_surface_by_its_share_of_the_log_not_by_how_much_of_it_a_list_reaches():
+    shown = _impressions(
+        [(1, 1, "homefeed", i, i == 1, -1) for i in (1, 2, 3, 4)]
+        + [(1, 2, "search", 10, True, 5), (1, 2, "search", 11, True, 5)]
+    )
+    lists = {(1, "homefeed", None): [1, 2], (1, "search", 5): [10, 11]}
+    m = replay_measures(lists, shown, (2,))
+    # homefeed: 1 of 2 replayed engaged, search: 2 of 2; shares 4/6 and 2/6
+    assert m["replay@2"]["value"] == pytest.approx(4 / 6 * 0.5 + 2 / 6 * 1.0)
+    assert m["replay_pooled@2"]["value"] == pytest.approx(3 / 4)
