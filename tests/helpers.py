@@ -22,6 +22,12 @@ LIVE_WORLD = {
     "PINREC_TRAIN_PRETRAIN_EPOCHS": "2",
     "PINREC_TRAIN_PRETRAIN_MIN_STEPS": "20",  # the plan's step budgets, sized down for tests
     "PINREC_TRAIN_FINETUNE_MIN_STEPS": "10",
+    # the loop's tests are about mechanics (what a champion serves becomes the day's impressions):
+    # a bootstrap model trained on two tiny days does not reliably beat the popularity and random
+    # lists on the yardstick (homefeed 0.081 against random's 0.085, SE 0.01), so the bootstrap is
+    # judged without that rule, as `mechanics_gate` does for the lifecycle's tests; the rule itself
+    # is tested in tests/lifecycle/test_faults.py
+    "PINREC_GATE_BASELINES": "0",
 }
 LIVE_DAYS = [date(2026, 1, d) for d in (1, 2, 3, 4)]
 

@@ -180,7 +180,11 @@ def baseline_rules(
                 value,
                 theirs,
                 None,
-                f"{name} = {value:.4f} does not beat the {baseline} policy's {theirs:.4f}",
+                f"{name} = {value:.4f} does not beat the {baseline} policy's {theirs:.4f}"
+                if np.isfinite(value)
+                else f"{name} is not measurable for the candidate on the day (for the yardstick: no "
+                f"logged impression of the day is in its lists) and does not beat the {baseline} "
+                f"policy's {theirs:.4f}",
                 bound=baseline,
                 strict=True,
             )

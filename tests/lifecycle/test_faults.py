@@ -338,10 +338,12 @@ def test_a_candidate_below_popularity_is_not_promoted_also_when_no_champion_exis
     [gate] = result.get_asset_check_evaluations()
     yardstick = gate.metadata["yardstick"].value
     ours, popularity = gate.metadata["yardstick/candidate"].value, gate.metadata["yardstick/popularity"].value
-    assert ours < popularity, (ours, popularity)
+    # below popularity, or not measurable at all (an untrained model's lists may hold no item the day showed)
+    assert not ours >= popularity, (ours, popularity)
     assert not gate.passed and gate.metadata["champion"].value == "none"
     reasons = gate.metadata["reasons"].value
-    assert f"{yardstick} = {ours:.4f} does not beat the popularity policy's {popularity:.4f}" in reasons
+    beaten = f"does not beat the popularity policy's {popularity:.4f}"
+    assert any(r.startswith(yardstick) and beaten in r for r in reasons)
     assert s3.registry().champion(SURFACE) is None
     assert tags["pinrec/verdict"] == "not promoted"
     assert f"{SURFACE}/champion" not in {

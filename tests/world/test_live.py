@@ -46,7 +46,7 @@ def test_every_day_is_a_run_of_nightly_refresh_and_the_first_champions_come_from
 def test_what_the_champion_serves_becomes_that_days_impressions(loop):
     events, log = _day_files(loop, DAYS[2])  # the first day served by the bootstrap champions
     system = log[log["arm"].isin(SYSTEM_ARMS) & (log["served_by"] == "champion")]
-    assert len(system) > 1000
+    assert len(system) > 1000, system["surface"].value_counts().to_dict()
     promoted = pd.read_json(
         loop["data"] / "lifecycle" / "homefeed" / DAYS[1].isoformat() / "release.json", typ="series"
     )
