@@ -8,7 +8,7 @@ asset's step time from the run's events.
 
     .venv/bin/python -m benchmarks.nightly_refresh [--events 1000000] [--history-days 3]
 
-Row `sim-1e6`: `seconds` (the whole run) and `<asset>_seconds` per step. Target: <= 600 s.
+Row `sim-1e6`: `seconds` (the whole run) and `<asset>_seconds` per step. Target: <= 120 s.
 """
 
 import os
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.results import argument_parser, print_table, write_results
 
-TARGET_SECONDS = 600.0
+TARGET_SECONDS = 120.0  # issue 27: a nightly refresh of a 10^6-event day within 120 s
 
 
 def main(argv=None) -> None:
