@@ -1,10 +1,11 @@
-"""The offline yardstick: judge a policy by how it ranks what users did with what they were shown.
+"""The offline yardstick and the candidate measures it was chosen among.
 
 Everything here reads logs only (events, the serving log); nothing reads the simulated world.
-A policy is judged through a **scorer**: ``score(users, items_per_user, surface) -> list of
-score arrays`` (higher = serve first), batched. `version_scorer` scores with a published version
-as serving orders (retrieval score, what /v1/retrieve ranks by; ``ranked=True``: the ranking
-head, /v1/recommend); `popularity_scorer` is the popularity baseline scored the same way.
+The yardstick itself judges a policy's own lists (`serving.evaluation.replay`); the impression
+measures judge a policy through a **scorer**: ``score(users, items_per_user, surface) -> list of
+score arrays`` (higher = serve first), batched; `version_scores` scores a published version's
+items as serving orders them (retrieval score, what /v1/retrieve ranks by; ``ranked=True``: the
+ranking head, /v1/recommend).
 
 `logged_impressions(events, serving_log)`: one row per logged impression of the held-out days
 (user, session, surface, item, whether it got a click or save, and from the serving log its
@@ -278,30 +279,3 @@ def version_scores(
                 total += float(weights.get(o, 0.0)) * s[rows].max(0)
             out.append(np.where(index > 0, total, -np.inf))
     return out
-
-
-def version_scorer(
-    versions: LoadedVersion | Mapping[str, LoadedVersion],
-    sequences: Mapping[int, UserSequence],
-    outcome_weights: Mapping[str, float] | None = None,
-    ranked: bool = False,
-) -> Scorer:
-    """A scorer from a version (or one per surface) and the users' sequences as of the held-out
-    days' start (the online features then)."""
-
-    def score(users: Sequence[int], items: Sequence[np.ndarray], surface: str) -> list[np.ndarray]:
-        version = versions if isinstance(versions, LoadedVersion) else versions[surface]
-        seqs = [sequences.get(int(u), UserSequence.empty()) for u in users]
-        return version_scores(version, seqs, items, outcome_weights, ranked)
-
-    return score
-
-
-def popularity_scorer(train_events: pd.DataFrame, positive: Sequence[str] = POSITIVE) -> Scorer:
-    """Popularity scored like a model: an item's clicks and saves in `train_events`."""
-    counts = train_events.loc[train_events["outcome"].isin(list(positive)), "item_id"].value_counts()
-
-    def score(users: Sequence[int], items: Sequence[np.ndarray], surface: str) -> list[np.ndarray]:
-        return [counts.reindex(np.asarray(its)).fillna(0.0).to_numpy(np.float64) for its in items]
-
-    return score
