@@ -85,8 +85,10 @@ class ReleaseRecord(Record):
 
 @dataclass(frozen=True)
 class TrialRecord(Record):
-    """The trial of the canary that served the day (`version` None: none served), then the online
-    gate's verdict (`passed` None until it ran)."""
+    """The trial of the canary that served the day (`version` None: none served), over its days
+    so far (`started` its first day, `trial_day` 1 on it), then the online gate's decision
+    (`decision` promote / roll back / continue, `passed` True only for promote; None until the
+    gate ran)."""
 
     step: ClassVar[str] = "trial"
     version: str | None
@@ -96,6 +98,9 @@ class TrialRecord(Record):
     load_error: str | None = None
     passed: bool | None = None
     reasons: list[str] = field(default_factory=list)
+    started: str = ""
+    trial_day: int = 0
+    decision: str | None = None
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,21 @@ def target_relations(by: dict[str, dict]) -> tuple[dict[str, float], dict[str, f
     return row, targets
 
 
+def decision(evaluation) -> str:
+    """An online_canary_gate evaluation's decision: promote, roll back or continue (its metadata)."""
+    md = evaluation.metadata or {}
+    if "decision" in md:
+        return str(md["decision"].value)
+    return "promote" if evaluation.passed else "roll back"
+
+
+def aa_like(evaluation) -> bool:
+    """A rollback whose 95% interval of the difference includes 0: no significant difference."""
+    md = evaluation.metadata or {}
+    low, high = (float(md[k].value) if k in md else float("nan") for k in ("ci95_low", "ci95_high"))
+    return low <= 0.0 <= high
+
+
 def days_to_recover(daily: pd.Series, reference: float, drift_day: int, tolerance: float = 0.05) -> int:
     """Days after the drift until `daily` is back within 5% of `reference` (99 if never)."""
     for day_number, value in daily.items():
@@ -320,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         "drift_retrains_after_shift": len([d for d in drift_fires if d >= args.drift_day]),  # one shift: <= 2
         "retrain_runs": sum(1 for r in runs if r.job_name == "retrain"),
         "days_to_recover": days_to_recover(pinrec_daily, by["pinrec"]["saves_per_1k"], args.drift_day),
-        "canary_promotions": sum(1 for c in gate if c.passed),
-        "canary_rollbacks": sum(1 for c in gate if not c.passed),
+        "canary_promotions": sum(1 for c in gate if decision(c) == "promote"),
+        "canary_rollbacks": sum(1 for c in gate if decision(c) == "roll back"),
+        "canary_rollbacks_aa_like": sum(1 for c in gate if decision(c) == "roll back" and aa_like(c)),
+        "canary_trial_days_continued": sum(1 for c in gate if decision(c) == "continue"),
         "failed_runs": len(failed),
         "days": len(reports),
         "seconds": round(seconds, 1),

@@ -13,8 +13,9 @@ Figures per group (a surface and an arm, or a surface and a served_by role):
 - `users`.
 
 `bootstrap_ci` gives 95% half-widths over users (users are the unit an experiment randomises),
-and `compare_groups` the difference between two groups with its interval: what the online canary
-gate and the closed-loop benchmark judge by.
+and `compare_groups` the difference between two groups with its interval, and the log of their
+ratio with its standard error over users (the delta method on a ratio of sums): what the online
+canary gate (`serving.evaluation.online_gate`) and the closed-loop benchmark judge by.
 """
 
 from __future__ import annotations
@@ -116,9 +117,26 @@ class Comparison:
     ci95_high: float
     users_a: int
     users_b: int
+    # ln(b / a) and its standard error (independent groups, each a ratio of sums over its users)
+    log_ratio: float = float("nan")
+    log_ratio_se: float = float("nan")
+    impressions_a: int = 0
+    impressions_b: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def log_rate_se(engaged: np.ndarray, impressions: np.ndarray) -> float:
+    """Standard error of ln(sum(engaged) / sum(impressions)) over users (one entry each): the
+    delta method on a ratio of sums, sqrt(sum((y_i - r n_i)^2) * n / (n - 1)) / sum(y); inf with
+    fewer than two users or no engagement (nothing can be said about the rate's scale)."""
+    y, n = np.asarray(engaged, dtype=np.float64), np.asarray(impressions, dtype=np.float64)
+    if y.shape[0] < 2 or y.sum() <= 0 or n.sum() <= 0:
+        return float("inf")
+    r = y.sum() / n.sum()
+    spread = float(np.sum((y - r * n) ** 2)) * y.shape[0] / (y.shape[0] - 1)
+    return float(np.sqrt(spread) / y.sum())
 
 
 def compare_groups(
@@ -128,10 +146,20 @@ def compare_groups(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> Comparison:
-    """B minus A on `outcomes` (summed) per 1,000 served impressions, with its 95% interval."""
+    """B minus A on `outcomes` (summed) per 1,000 served impressions, with its 95% interval, and
+    ln(B / A) with its standard error."""
     outcomes = list(outcomes)
     name = "+".join(outcomes) + "_per_1k"
     ua, ub = per_user(a), per_user(b)
+    se = {
+        side: log_rate_se(u[outcomes].sum(axis=1).to_numpy(), u["impressions"].to_numpy())
+        for side, u in (("a", ua), ("b", ub))
+    }
+    ratio = {
+        "log_ratio_se": float(np.hypot(se["a"], se["b"])),
+        "impressions_a": int(ua["impressions"].sum()),
+        "impressions_b": int(ub["impressions"].sum()),
+    }
 
     def rate(users: pd.DataFrame, idx: np.ndarray | None = None) -> np.ndarray | float:
         eng = users[outcomes].sum(axis=1).to_numpy(dtype=np.float64)
@@ -141,11 +169,14 @@ def compare_groups(
         return 1000.0 * eng[idx].sum(axis=1) / np.maximum(imp[idx].sum(axis=1), 1.0)
 
     ra, rb = rate(ua), rate(ub)
+    ratio["log_ratio"] = float(np.log(rb / ra)) if ra > 0 and rb > 0 else float("nan")
     if len(ua) < 2 or len(ub) < 2:
-        return Comparison(name, float(ra), float(rb), float(rb - ra), float("nan"), float("nan"), len(ua), len(ub))
+        return Comparison(
+            name, float(ra), float(rb), float(rb - ra), float("nan"), float("nan"), len(ua), len(ub), **ratio
+        )
     rng = np.random.default_rng(seed)
     diff = rate(ub, rng.integers(0, len(ub), (samples, len(ub)))) - rate(
         ua, rng.integers(0, len(ua), (samples, len(ua)))
     )
     low, high = np.percentile(diff, [2.5, 97.5])
-    return Comparison(name, float(ra), float(rb), float(rb - ra), float(low), float(high), len(ua), len(ub))
+    return Comparison(name, float(ra), float(rb), float(rb - ra), float(low), float(high), len(ua), len(ub), **ratio)

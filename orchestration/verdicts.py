@@ -8,6 +8,8 @@
   blocking check) or left it successful with the reasons on the check and the run's verdict tags
   (`pinrec/verdict/<surface>`, read first when a run has them);
 - `promoted (<surfaces>)`: a champion was promoted;
+- `trial continues: <surface>: <why>`: an online canary's trial goes on another day (too few
+  users or too little information for its decision yet: `serving.evaluation.online_gate`);
 - `ok`: the run did its work and decided nothing (data only, or a candidate released as canary).
 """
 
@@ -104,11 +106,17 @@ def run_verdict(instance: dg.DagsterInstance, run_id: str) -> str:
     if tagged:  # the gates' own lines, when they tag the run
         refused = {s: line for s, line in sorted(tagged.items()) if line.startswith("not promoted")}
         promoted = sorted(s for s, line in tagged.items() if line == "promoted")
+        continuing = {s: line for s, line in sorted(tagged.items()) if line.startswith("trial continues")}
         if refused:
             surface, line = next(iter(refused.items()))
             also = f" (promoted: {', '.join(promoted)})" if promoted else ""
             return f"not promoted: {surface}: {line.removeprefix('not promoted: ')}{also}"
-        return f"promoted ({', '.join(promoted)})" if promoted else "ok"
+        if promoted:
+            return f"promoted ({', '.join(promoted)})"
+        if continuing:
+            surface, line = next(iter(continuing.items()))
+            return f"trial continues: {surface}: {line.removeprefix('trial continues: ')}"
+        return "ok"
     refused = [e for e in evaluations if _is_gate(e) and not e.passed]
     promoted = sorted(
         {

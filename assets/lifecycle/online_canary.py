@@ -1,22 +1,29 @@
 """The online canary stage (PINREC_ONLINE_CANARY=1): a candidate that passes the offline gate is
-released as the canary for the next day (canary.json, a hashed share of users); the day after,
-its online figures against the champion's, each on its own users, decide its promotion.
+released as the canary from the next day (canary.json, a hashed share of users); from then on,
+each day, its users' online figures against the champion's users', over the trial's days so far,
+decide whether it is promoted, rolled back or served another day.
 
-    canary_evaluation[D] --canary_gate--> canary_release[D]   canary for day D+1 (or the first champion)
-    online_metrics[D] --> canary_trial[D] --online_canary_gate--> champion[D]   promote yesterday's canary
+    online_metrics[D] --> canary_trial[D] --online_canary_gate--> champion[D]   decide the trial's day D
+    canary_evaluation[D] --canary_gate--> canary_release[D] (after champion[D])   canary from day D+1
 
-`canary_trial[D]` ends the trial of the canary released on D-1 (canary.json is cleared if it still
-names it, whichever of the two chains runs first), so a canary that loses serves one day only:
-that is the rollback. The gate judges engagements (clicks + saves) per 1,000 served impressions
-of the canary's users against the champion's, with a 95% bootstrap interval over users, and
-fails a canary that no longer passes its load check (`serving.service.checks.check_version` on what is in
-S3 now: an object damaged since its release), so promotion never names a version that cannot
-load."""
+`canary_trial[D]` gathers the trial's days (the canary released on its first day's eve, through
+D); `online_canary_gate` decides with the sequential non-inferiority test of
+`serving.evaluation.online_gate` (engagements, clicks + saves, per 1,000 served impressions of
+the canary's users against the champion's): promote, roll back (a clear loser at once, or one not
+shown within the margin once the trial has its information), or continue (too few users or too
+little information yet: the canary keeps serving, up to the trial's maximum days). A canary that
+no longer passes its load check (`serving.service.checks.check_version` on what is in S3 now: an
+object damaged since its release) is rolled back whatever its figures, so promotion never names a
+version that cannot load. `champion[D]` acts on the decision (promotes, or clears canary.json);
+`canary_release[D]` releases the day's candidate only when no trial is running (one canary at a
+time: a candidate that arrives during a trial is held back, and the next nightly run offers a
+newer one)."""
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from assets.config import SETTINGS
@@ -29,32 +36,57 @@ from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from events.serving_log import ServingLogTable
 from monitoring.online import compare_groups
-from serving.evaluation.gate import OnlinePolicy, Verdict, online_gate_rules
+from serving.evaluation.gate import Verdict
+from serving.evaluation.online_gate import CONTINUE, PROMOTE, ROLL_BACK, OnlinePolicy, online_decision
 
 
 class OnlineGateConfig(dg.Config):
-    tolerance: float = Field(
-        default=OnlinePolicy.tolerance,
-        description="Largest relative drop of the canary's engagements per 1,000 impressions below the champion's.",
+    """The online trial's design (serving.evaluation.online_gate.OnlinePolicy)."""
+
+    margin: float = Field(
+        default=OnlinePolicy.margin,
+        description="Non-inferiority margin: promote once the canary's engagements per 1,000 impressions are "
+        "shown to be at least (1 - margin) x the champion's.",
     )
+    alpha: float = Field(default=OnlinePolicy.alpha, description="Chance of promoting a canary worse than the margin.")
+    power: float = Field(
+        default=OnlinePolicy.power,
+        description="Chance an equal canary is promoted once the trial has the information for its decision.",
+    )
+    loser_alpha: float = Field(
+        default=OnlinePolicy.loser_alpha,
+        description="Chance, over all the trial's daily looks, that an equal canary is stopped early as a clear loser.",
+    )
+    max_days: int = Field(default=OnlinePolicy.max_days, description="The longest a trial runs before it decides.")
     min_users: int = Field(
-        default=OnlinePolicy.min_users, description="Fewest canary users (and champion users) to judge a trial."
+        default=OnlinePolicy.min_users, description="Fewest canary users (and champion users) to decide a trial."
     )
+
+    def policy(self) -> OnlinePolicy:
+        return OnlinePolicy(
+            margin=self.margin,
+            alpha=self.alpha,
+            power=self.power,
+            loser_alpha=self.loser_alpha,
+            max_days=self.max_days,
+            min_users=self.min_users,
+        )
 
 
 def canary_release_asset(surface: str) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "canary_release",
-        deps=[dg.AssetKey([surface, "canary_evaluation"])],
+        deps=[dg.AssetKey([surface, "canary_evaluation"]), dg.AssetKey([surface, "champion"])],
         talks_to_s3=True,
         kinds={"s3"},
         code_version=code_version(__name__, "serving.registry.store"),
-        description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users on "
-        "day D+1 (canary.json); with no champion yet it becomes the champion directly. A champion that "
-        "does not load (the canary evaluation found it damaged beyond repair) is first rolled back to "
-        "the newest earlier champion that loads; with none, the candidate becomes the champion. A "
-        "candidate the gate refused is not released (no materialization; the run stays successful).",
+        description=f"The {surface} candidate of day D, past the offline gate, serves the canary share of users "
+        "from day D+1 (canary.json) until its trial decides; with no champion yet it becomes the champion "
+        "directly. A champion that does not load (the canary evaluation found it damaged beyond repair) is "
+        "first rolled back to the newest earlier champion that loads; with none, the candidate becomes the "
+        "champion. A candidate the gate refused, or one that arrives while another canary's trial runs, is "
+        "not released (no materialization; the run stays successful).",
         output_required=False,
     )
     def canary_release(
@@ -67,6 +99,10 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
             return
         champion = registry.champion(surface)
         broken = canary.unloadable.get("champion")
+        running = registry.canary(surface)
+        if running and champion and not broken:  # one canary at a time: its trial decides first
+            context.log.info(f"{surface} on {day}: {candidate} held back: the canary {running[0]}'s trial is running")
+            return
         restored = _roll_back_to_a_loadable_champion(registry, surface) if champion and broken else None
         if champion is None:
             registry.promote(surface, candidate)
@@ -118,6 +154,19 @@ def _roll_back_to_a_loadable_champion(registry, surface: str) -> str | None:
     return None
 
 
+def _running_trial(state, surface: str, day: date) -> tuple[str, date] | None:
+    """(canary, first day) of the trial that serves `day`: the canary released on the eve of `day`,
+    or the trial of `day - 1` when its gate said continue; None when no canary serves."""
+    previous = day - timedelta(days=1)
+    released = state.load(ReleaseRecord, surface, previous) if state.has(ReleaseRecord, surface, previous) else None
+    if released and released.action.startswith("canary"):
+        return released.version, day
+    before = state.load(TrialRecord, surface, previous) if state.has(TrialRecord, surface, previous) else None
+    if before and before.version and before.decision == CONTINUE:
+        return before.version, date.fromisoformat(before.started)
+    return None
+
+
 def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
@@ -126,19 +175,20 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         talks_to_s3=True,
         kinds={"s3", "pandas"},
         code_version=code_version(__name__, "monitoring.online"),
-        description=f"The one-day trial of the {surface} canary that served day D: its users' engagements per 1,000 "
-        "served impressions against the champion's users', with a 95% bootstrap interval; the trial "
-        "ends (canary.json cleared if it still names the canary).",
+        description=f"The {surface} canary's trial through day D: its users' engagements per 1,000 served "
+        "impressions against the champion's users', over the trial's days so far (ln of their ratio with its "
+        "standard error, and the difference with a 95% bootstrap interval), and whether it still loads.",
     )
     def canary_trial(context: dg.AssetExecutionContext, lake: DataLakeResource, s3: S3Resource) -> dg.MaterializeResult:
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
-        previous = day - timedelta(days=1)
-        released = state.load(ReleaseRecord, surface, previous) if state.has(ReleaseRecord, surface, previous) else None
-        trial = released.version if released and released.action.startswith("canary") else None
-        if trial is None:
+        running = _running_trial(state, surface, day)
+        if running is None:
             state.save(TrialRecord(version=None, day=day.isoformat()), surface, day)
             return dg.MaterializeResult(metadata={"day": day.isoformat(), "canary": "none served on this day"})
-        log = ServingLogTable(lake.root).read_day(day)
+        trial, started = running
+        table = ServingLogTable(lake.root)
+        days = [started + timedelta(days=i) for i in range((day - started).days + 1)]
+        log = pd.concat([table.read_day(d) for d in days], ignore_index=True)
         log = log[log["surface"] == surface]
         canary_rows = log[(log["served_by"] == "canary") & (log["version"] == trial)]
         champion_rows = log[log["served_by"] == "champion"]
@@ -152,9 +202,6 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
         except RegistryError as exc:  # LoadCheckError, IntegrityError, a missing version: the trial is lost
             load_error = str(exc)
             context.log.warning(f"{surface}/canary_trial on {day}: the canary {trial} does not load: {exc}")
-        current = registry.canary(surface)
-        if current and current[0] == trial:
-            registry.clear_canary(surface)  # the trial is over, won or lost
         state.save(
             TrialRecord(
                 version=trial,
@@ -162,6 +209,8 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
                 champion=registry.champion(surface),
                 comparison=comparison.to_dict(),
                 load_error=load_error,
+                started=started.isoformat(),
+                trial_day=len(days),
             ),
             surface,
             day,
@@ -170,6 +219,8 @@ def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
             metadata={
                 "day": day.isoformat(),
                 "canary": trial,
+                "trial_started": started.isoformat(),
+                "trial_day": len(days),
                 **{f"trial/{k}": v for k, v in comparison.to_dict().items() if isinstance(v, (int, float))},
                 **({"canary_does_not_load": load_error} if load_error else {}),
             }
@@ -183,12 +234,13 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         asset=dg.AssetKey([surface, "canary_trial"]),
         name="online_canary_gate",
         blocking=True,
-        description="The online verdict on the canary (serving.evaluation.gate.online_gate_rules): enough users on "
-        "both sides, its users' engagements per 1,000 served impressions not worse than the champion's "
-        "users' beyond the tolerance and not significantly worse (the 95% interval of the difference "
-        "reaches 0), and it still loads. A refusal fails this check with WARN severity and leaves the run "
-        "successful: the champion step reads the verdict and promotes nothing. Passes with nothing to "
-        "promote when no canary served.",
+        description="The online decision on the canary's trial (serving.evaluation.online_gate, a sequential "
+        "non-inferiority test checked daily): promote once its users' engagements per 1,000 served impressions "
+        "are shown within the margin of the champion's users'; roll back a clear loser at once, one not shown "
+        "within the margin once the trial has its information, or one that no longer loads; otherwise the "
+        "trial continues (the check passes, metadata `decision`). A roll back fails this check with WARN "
+        "severity and leaves the run successful: the champion step reads the decision. Passes with nothing to "
+        "decide when no canary served.",
     )
     def online_canary_gate(
         context: dg.AssetCheckExecutionContext, config: OnlineGateConfig, lake: DataLakeResource
@@ -201,33 +253,50 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(
                 passed=True,
                 description=f"no canary served on {day}: nothing to promote",
-                metadata={"canary": "none", "verdict": "nothing to promote"},
+                metadata={"canary": "none", "verdict": "nothing to promote", "decision": "none"},
             )
-        c = trial.comparison
-        rules = online_gate_rules(c, OnlinePolicy(tolerance=config.tolerance, min_users=config.min_users))
-        load = [f"the canary {trial.version} does not load: {trial.load_error}"] if trial.load_error else []
-        verdict = Verdict.of(rules, *load)
-        state.save(trial.but(passed=verdict.passed, reasons=list(verdict.reasons)), surface, day)
+        c, policy = trial.comparison, config.policy()
+        decision = online_decision(c, trial.trial_day, policy)
+        if trial.load_error:  # whatever its figures: a version that does not load is never promoted
+            reason = f"the canary {trial.version} does not load: {trial.load_error}"
+            decision = decision.rolled_back(reason)
+        state.save(
+            trial.but(passed=decision.action == PROMOTE, reasons=list(decision.reasons), decision=decision.action),
+            surface,
+            day,
+        )
+        rules = list(decision.rules)
+        if decision.action == CONTINUE:
+            description = f"canary {trial.version}, trial day {trial.trial_day}: continues ({decision.reasons[0]})"
+        elif decision.action == PROMOTE:
+            description = f"canary {trial.version} wins its trial: {c['b']:.2f} vs {c['a']:.2f} {c['metric']}"
+        else:
+            description = "; ".join(decision.reasons) + " (rolled back: its trial is over)"
         return verdict_result(
             context,
             surface,
-            verdict,
+            Verdict(decision.action != ROLL_BACK, decision.reasons),
             rules,
-            f"canary {trial.version} wins its trial: {c['b']:.2f} vs {c['a']:.2f} {c['metric']}"
-            if verdict.passed
-            else "; ".join(verdict.reasons) + " (rolled back: its trial is over)",
+            description,
             {
+                "decision": decision.action,
                 "canary": trial.version,
                 "champion": trial.champion or "none",
+                "trial_started": trial.started,
+                "trial_day": trial.trial_day,
                 "canary_rate": c["b"],
                 "champion_rate": c["a"],
                 "difference": c["difference"],
                 "ci95_low": c["ci95_low"],
                 "ci95_high": c["ci95_high"],
+                "log_ratio": c.get("log_ratio", float("nan")),
+                "log_ratio_se": c.get("log_ratio_se", float("nan")),
+                "target_se": policy.target_se,
                 "canary_users": c["users_b"],
                 "champion_users": c["users_a"],
-                "policy": dg.MetadataValue.json({"tolerance": config.tolerance, "min_users": config.min_users}),
+                "policy": dg.MetadataValue.json(config.model_dump()),
             },
+            line=decision.line,
         )
 
     return online_canary_gate
@@ -243,9 +312,10 @@ def online_champion_asset(surface: str) -> dg.AssetsDefinition:
         talks_to_s3=True,
         kinds={"s3"},
         code_version=promotion_code(__name__),
-        description=f"Promotion: champion.json of {surface} points at the canary that won its online trial on the "
-        "partition's day (nothing changes when no canary served; a canary that lost is not promoted, "
-        "with no materialization and the run successful).",
+        description=f"Promotion: champion.json of {surface} points at the canary whose online trial decided to "
+        "promote it on the partition's day; a canary rolled back is removed from canary.json (not promoted, no "
+        "materialization, the run successful); nothing changes while its trial continues or when no canary "
+        "served.",
         output_required=False,
     )
     def champion(
@@ -270,9 +340,25 @@ def online_champion_asset(surface: str) -> dg.AssetsDefinition:
                 }
             )
             return
-        if trial.passed is None:
-            raise dg.Failure(f"{surface}/{version} has no online verdict for {day}: run its online_canary_gate first")
-        refused = None if trial.passed else (trial.reasons or ["the online canary gate refused it"])[0]
+        if trial.decision is None:
+            raise dg.Failure(f"{surface}/{version} has no online decision for {day}: run its online_canary_gate first")
+        if trial.decision == CONTINUE:
+            line = f"trial continues: {(trial.reasons or ['not decided yet'])[0]}"
+            state.save(PromotionRecord(version=before, previous=before, promoted=False, verdict=line), surface, day)
+            tag_run(context, surface, line)
+            yield dg.MaterializeResult(
+                metadata={
+                    "day": day.isoformat(),
+                    "champion": before or "none",
+                    "changed": 0,
+                    "note": f"the canary {version}'s trial continues (day {trial.trial_day})",
+                }
+            )
+            return
+        current = registry.canary(surface)
+        if trial.decision == ROLL_BACK and current and current[0] == version:
+            registry.clear_canary(surface)  # the rollback: the canary no longer serves
+        refused = None if trial.decision == PROMOTE else (trial.reasons or ["the online canary gate refused it"])[0]
         pointer = promote_or_not(context, registry, state, surface, day, version, refused)
         if pointer is None:
             return

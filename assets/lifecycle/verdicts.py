@@ -34,7 +34,7 @@ def verdict_tag(surface: str) -> str:
 def tag_run(context: dg.OpExecutionContext, surface: str, line: str) -> None:
     """The run's verdict tags for `surface` (see the module docstring)."""
     tags = {verdict_tag(surface): line[:1000]}
-    if line != "passed" and line != "promoted":
+    if line.startswith(NOT_PROMOTED):
         tags[VERDICT_TAG] = NOT_PROMOTED
     context.instance.add_run_tags(context.run.run_id, tags)
 
@@ -62,16 +62,20 @@ def verdict_result(
     rules: list[GateRule],
     description: str,
     metadata: dict,
+    *,
+    line: str | None = None,
 ) -> dg.AssetCheckResult:
     """The check's result for `verdict`: passed, or failed with WARN severity (a verdict, not an
-    error); the run tagged, the rules rendered one way for every gate."""
-    tag_run(context.op_execution_context, surface, verdict.line)
+    error); the run tagged with `line` (default the verdict's), the rules rendered one way for
+    every gate."""
+    line = line or verdict.line
+    tag_run(context.op_execution_context, surface, line)
     return dg.AssetCheckResult(
         passed=verdict.passed,
         severity=dg.AssetCheckSeverity.WARN,
         description=description,
         metadata={
-            "verdict": verdict.line,
+            "verdict": line,
             "reasons": dg.MetadataValue.json(list(verdict.reasons)),
             "rules": rules_table(rules),
             **{f"margin/{r.metric}": r.margin for r in rules},

@@ -12,8 +12,8 @@ Offline (`gate_rules`, on the canary evaluation's figures, serving.evaluation.ca
 - staleness: never replace a champion trained on newer data (the registry's rule,
   `serving.registry.store.stale_reason`, which `Registry.promote` enforces).
 
-Online (`online_gate_rules`, on a trial's `monitoring.online.Comparison`): enough users on both
-sides, the canary's rate not below (1 - tolerance) x the champion's, not significantly worse.
+Online: `serving.evaluation.online_gate` (a sequential non-inferiority test on the canary's
+trial), its rules rendered the same way.
 
 A `Verdict` is what a gate decided: passed or not, and why, in the words the day's line prints.
 """
@@ -306,53 +306,6 @@ def gate(
     """(passed, reasons): reasons name every rule the candidate broke (empty when it passed)."""
     reasons = [r.reason for r in gate_rules(candidate, champion, policy, **context) if not r.passed]
     return not reasons, reasons
-
-
-@dataclass(frozen=True)
-class OnlinePolicy:
-    tolerance: float = 0.05
-    min_users: int = 30
-
-
-def online_gate_rules(comparison: Mapping[str, float], policy: OnlinePolicy = OnlinePolicy()) -> list[GateRule]:
-    """The online trial's rules on a `monitoring.online.Comparison` (as a dict; A the champion's
-    users, B the canary's): enough users each, not below (1 - tolerance) x the champion's rate,
-    not significantly worse (the 95% interval of the difference not all below 0)."""
-    c = comparison
-    fewest = min(c["users_a"], c["users_b"])
-    return [
-        rule(
-            "enough users",
-            "users (fewer of canary, champion)",
-            fewest,
-            policy.min_users,
-            c["users_a"],
-            f"too few users to judge ({c['users_b']} canary, {c['users_a']} champion; "
-            f"at least {policy.min_users} each)",
-            bound="minimum",
-            unit=" users",
-        ),
-        rule(
-            "not worse than champion",
-            c["metric"],
-            c["b"],
-            c["a"] * (1 - policy.tolerance),
-            c["a"],
-            f"the canary's {c['metric']} {c['b']:.2f} is below the champion's {c['a']:.2f} by more "
-            f"than {policy.tolerance:.0%}",
-            bound=f"champion - {policy.tolerance:.0%}",
-        ),
-        rule(
-            "not significantly worse",
-            "ci95_high of the difference",
-            c["ci95_high"] if np.isfinite(c["ci95_high"]) else 0.0,
-            0.0,
-            None,
-            f"the canary is significantly worse: 95% interval of the difference "
-            f"[{c['ci95_low']:.2f}, {c['ci95_high']:.2f}] below 0",
-            bound="zero",
-        ),
-    ]
 
 
 @dataclass(frozen=True)

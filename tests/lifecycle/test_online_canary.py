@@ -1,6 +1,8 @@
 """The online canary stage and drift on online figures, on a real registry (SeaweedFS): a canary
 whose users engage less than the champion's is rolled back (its trial ends, champion unchanged,
-the gate says why), one that wins is promoted; a day without a canary has nothing to decide; the
+the gate says why), one that wins is promoted; a trial without the information for its decision
+goes on another day (the canary keeps serving, a newer candidate is held back) and decides with
+the days together; a day without a canary has nothing to decide; the
 drift sensor's online signal fires once when the champion's engagement per served impression
 drops against its trailing mean, and not on ordinary days."""
 
@@ -49,7 +51,7 @@ def world(tmp_path, s3_server, monkeypatch):
     return {"s3": s3, "lake": lake, "registry": registry, "champion": champion, "canary": canary}
 
 
-def _serving_log(lake, canary_version, champion_rate, canary_rate, users=150, seed=0):
+def _serving_log(lake, canary_version, champion_rate, canary_rate, users=150, seed=0, day=DAY):
     rng = np.random.default_rng(seed)
     rows = []
     for role, version, rate, offset in (
@@ -62,7 +64,7 @@ def _serving_log(lake, canary_version, champion_rate, canary_rate, users=150, se
                     {
                         "user_id": u,
                         "session_id": u,
-                        "ts": pd.Timestamp(DAY, tz="UTC"),
+                        "ts": pd.Timestamp(day, tz="UTC"),
                         "surface": SURFACE,
                         "position": p,
                         "item_id": p,
@@ -73,15 +75,15 @@ def _serving_log(lake, canary_version, champion_rate, canary_rate, users=150, se
                         "outcome": "click" if rng.random() < rate else "impression",
                     }
                 )
-    ServingLogTable(lake.root).write_day(DAY, conform_serving_log(pd.DataFrame(rows)))
+    ServingLogTable(lake.root).write_day(day, conform_serving_log(pd.DataFrame(rows)))
 
 
-def _trial(world, tags: dict | None = None):
+def _trial(world, tags: dict | None = None, day=DAY):
     assets = [canary_trial_asset(SURFACE), online_champion_asset(SURFACE), online_canary_gate_check(SURFACE)]
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             assets,
-            partition_key=DAY.isoformat(),
+            partition_key=day.isoformat(),
             instance=instance,
             raise_on_error=False,
             resources={"lake": world["lake"], "s3": world["s3"]},
@@ -102,7 +104,8 @@ def test_a_losing_canary_is_rolled_back_and_the_champion_kept(world):
     assert not gate.passed and "significantly worse" in gate.description and "rolled back" in gate.description
     assert gate.metadata["ci95_high"].value < 0 and gate.metadata["canary_users"].value == 150
     assert result.success and gate.severity == dg.AssetCheckSeverity.WARN
-    assert gate.metadata["verdict"].value.startswith("not promoted: the canary's click+save_per_1k")
+    assert gate.metadata["verdict"].value.startswith("not promoted: the canary is significantly worse")
+    assert gate.metadata["decision"].value == "roll back" and gate.metadata["trial_day"].value == 1
     assert (
         tags["pinrec/verdict"] == "not promoted" and tags[f"pinrec/verdict/{SURFACE}"] == gate.metadata["verdict"].value
     )
@@ -114,10 +117,10 @@ def test_a_losing_canary_is_rolled_back_and_the_champion_kept(world):
 
 
 def test_a_winning_canary_is_promoted(world):
-    _serving_log(world["lake"], world["canary"], champion_rate=0.08, canary_rate=0.12)
+    _serving_log(world["lake"], world["canary"], champion_rate=0.08, canary_rate=0.12, users=400)
     result = _trial(world)
     [gate] = result.get_asset_check_evaluations()
-    assert gate.passed and gate.metadata["difference"].value > 0
+    assert gate.passed and gate.metadata["difference"].value > 0 and gate.metadata["decision"].value == "promote"
     assert result.success
     assert world["registry"].champion(SURFACE) == world["canary"]
     assert world["registry"].canary(SURFACE) is None
@@ -143,10 +146,10 @@ def test_a_canary_damaged_in_s3_loses_its_trial_and_is_never_promoted(world):
     assert registry.canary(SURFACE) is None
 
 
-def test_a_canary_that_served_nobody_loses_its_trial_without_failing_the_run(world):
-    """A released canary the services could not load (a damaged object) serves no user: the
-    trial's figures are then plain numbers (no numpy scalar reaches Dagster's metadata, which
-    failed the run before) and the gate says there were too few users to judge."""
+def test_a_canary_that_served_nobody_goes_on_without_failing_the_run(world):
+    """A released canary that served no user on its first day (the services had not loaded it):
+    the trial's figures are plain numbers (no numpy scalar reaches Dagster's metadata, which
+    failed the run before), and too few users is not a verdict: the trial goes on."""
     _serving_log(world["lake"], world["canary"], champion_rate=0.1, canary_rate=0.1, users=150)
     log = ServingLogTable(world["lake"].root).read_day(DAY)
     ServingLogTable(world["lake"].root).write_day(DAY, log[log["served_by"] == "champion"])
@@ -156,8 +159,49 @@ def test_a_canary_that_served_nobody_loses_its_trial_without_failing_the_run(wor
         for e in result.all_events
     )
     [gate] = result.get_asset_check_evaluations()
-    assert not gate.passed and "too few users to judge (0 canary" in gate.description
+    assert gate.passed and gate.metadata["decision"].value == "continue"
+    assert "too few users to judge (0 canary" in gate.description
     assert world["registry"].champion(SURFACE) == world["champion"]
+    assert world["registry"].canary(SURFACE) == (world["canary"], 0.25)
+
+
+def test_a_trial_without_enough_information_goes_on_and_decides_with_its_days_together(world):
+    """Day 1: an equal canary on 150 users a side is too noisy to decide (the run is SUCCESS, the
+    canary keeps serving, the champion stays, the day's line says the trial continues, and a newer
+    candidate is held back); day 2 adds the same users' second day and the trial promotes it."""
+    from assets.lifecycle.online_canary import canary_release_asset
+
+    registry, state = world["registry"], lifecycle_state(world["lake"])
+    _serving_log(world["lake"], world["canary"], champion_rate=0.1, canary_rate=0.1)
+    tags = {}
+    result = _trial(world, tags)
+    [gate] = result.get_asset_check_evaluations()
+    assert result.success and gate.passed and gate.metadata["decision"].value == "continue"
+    assert gate.metadata["log_ratio_se"].value > gate.metadata["target_se"].value
+    assert tags[f"pinrec/verdict/{SURFACE}"].startswith("trial continues: its standard error")
+    assert "pinrec/verdict" not in tags  # not a refusal
+    assert registry.champion(SURFACE) == world["champion"] and registry.canary(SURFACE) == (world["canary"], 0.25)
+
+    newer, _ = publish_model(registry, SURFACE, tiny_model(seed=2), data_partitions=["2026-01-09"])
+    state.write({"version": newer}, "candidate", SURFACE, DAY)
+    state.write({"candidate": newer, "passed": True, "unloadable": {}}, "canary", SURFACE, DAY)
+    with dg.instance_for_test() as instance:
+        release = dg.materialize(
+            [canary_release_asset(SURFACE)],
+            partition_key=DAY.isoformat(),
+            instance=instance,
+            resources={"lake": world["lake"], "s3": world["s3"]},
+        )
+    assert release.success and not release.get_asset_materialization_events()
+    assert registry.canary(SURFACE) == (world["canary"], 0.25)  # held back: one canary at a time
+
+    day2 = DAY + timedelta(days=1)
+    _serving_log(world["lake"], world["canary"], champion_rate=0.1, canary_rate=0.1, seed=1, day=day2)
+    result = _trial(world, day=day2)
+    [gate] = result.get_asset_check_evaluations()
+    assert gate.metadata["trial_day"].value == 2 and gate.metadata["trial_started"].value == DAY.isoformat()
+    assert gate.metadata["decision"].value == "promote", gate.description
+    assert registry.champion(SURFACE) == world["canary"] and registry.canary(SURFACE) is None
 
 
 @pytest.mark.parametrize("history", ["none", "earlier champion"])
