@@ -131,42 +131,6 @@ def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
-def _yardstick_figures(
-    loaded: dict, events, serving_log, sequences, train, vocab
-) -> tuple[str, dict[str, dict[str, float]]]:
-    """(the yardstick's name, {role: {name, name_se, name_users}}) for the loaded versions and the
-    baselines, on the day's logged impressions (serving.evaluation.yardstick: the engagement rate
-    of the impressions whose item is in each policy's own top 100 (`YARDSTICK_K`) for the user, as it
-    serves it; from logs only), and the random policy's where the serving log has an exploration
-    share. A log without impressions has no yardstick: the gate then judges on recall@{CANARY_K}
-    (returned with no extra figures; the evaluation measures it for every role)."""
-    from serving.evaluation import replay
-    from serving.evaluation import yardstick as ys
-    from serving.evaluation.buy_again import baseline_listers
-
-    if vocab.impression is None or not (events["outcome"] == vocab.impression).any():
-        return f"recall@{CANARY_K}", {}
-    positive = [o for o in vocab.engaged if o in ys.POSITIVE] or list(vocab.engaged)
-    impressions = ys.logged_impressions(events, serving_log, vocab.impression, positive)
-    listers = {role: replay.version_lister(version, sequences) for role, version in loaded.items()}
-    # popularity, and buy again where the vocabulary allows repeats
-    listers.update(baseline_listers(train, sequences, positive, repeats=vocab.repeats))
-    if "propensity" in serving_log and (serving_log["propensity"] < 1.0).any() and loaded:
-        # the log has an exploration share: random is a baseline (over the versions' catalogue)
-        catalogue = next(iter(loaded.values())).item_ids
-        listers["random"] = replay.random_lister(catalogue, sequences, repeats=vocab.repeats)
-    figures = {}
-    for role, lister in listers.items():
-        measured = ys.yardstick(replay.policy_lists(lister, impressions, ys.YARDSTICK_K), impressions)
-        name = str(measured["measure"])
-        figures[role] = {
-            name: float(measured["value"]),
-            f"{name}_se": float(measured["se"]),
-            f"{name}_users": float(measured["users"]),
-        }
-    return ys.YARDSTICK, figures
-
-
 def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
@@ -176,6 +140,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         code_version=code_version(
             __name__,
             "serving.evaluation.canary",
+            "serving.evaluation.figures",
             "serving.evaluation.buy_again",
             "serving.evaluation.versions",
             "serving.service.retriever",
@@ -202,8 +167,8 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
 
         from events.serving_log import ServingLogTable
         from feature_pipeline.store import codes_path, feature_codes
-        from serving.evaluation.buy_again import baseline_figures
-        from serving.evaluation.canary import evaluate_version, not_served_by
+        from serving.evaluation.canary import not_served_by
+        from serving.evaluation.figures import day_figures
         from serving.evaluation.versions import champion_in_s3, load_version
         from serving.registry.comparable import comparable_champion
 
@@ -231,7 +196,7 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
         # version trained with other codes is refused, as serving refuses it
         codes = feature_codes(feast.store()) or {"outcomes": vocab.codes.outcomes, "surfaces": vocab.codes.surfaces}
         where = f"the features under {codes_path(feast.settings().data_dir)}"
-        results, loaded, unloadable, repaired = {}, {}, {}, []
+        loaded, unloadable, repaired = {}, {}, []
         for role, version in (("candidate", candidate), ("champion", champion)):
             if version is None or (role == "champion" and version == candidate):
                 continue
@@ -247,37 +212,26 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
             except LoadCheckError as exc:  # damaged or unusable: a verdict, not an error of this run
                 unloadable[role] = str(exc)
                 context.log.warning(f"{surface}/canary_evaluation on {day}: the {role} does not load: {exc}")
-                continue
-            results[role] = evaluate_version(
-                loaded[role],
-                sequences,
-                events,
-                k=CANARY_K,
-                outcomes=outcomes,
-                engaged=vocab.engaged,
-                impression=vocab.impression,
-            )
-        if loaded:  # latency compared in one process, on repeated interleaved requests
-            from serving.evaluation.canary import interleaved_latency
-
-            for role, figures in interleaved_latency(
-                loaded, sequences, users, k=CANARY_K, rounds=config.latency_rounds
-            ).items():
-                results[role].update(figures)
         finetune = state.load(FinetuneRecord, surface, day)
         train = pd.concat(
             [lake.table().read_day(date.fromisoformat(d)) for d in finetune.train_days], ignore_index=True
         )
         train = train[train["surface"] == surface]
-        # popularity, and "buy again" where the vocabulary allows repeats (reported, not gated)
-        baselines = baseline_figures(
-            train, sequences, events, repeats=vocab.repeats, k=CANARY_K, outcomes=outcomes, engaged=vocab.engaged
+        # every role's figures: the versions (recall, ranking, latency compared in one process),
+        # popularity, "buy again" where the vocabulary allows repeats (reported, not gated), the yardstick
+        figures = day_figures(
+            loaded,
+            sequences,
+            events,
+            serving_log[serving_log["surface"] == surface],
+            train,
+            vocab,
+            users,
+            k=CANARY_K,
+            outcomes=outcomes,
+            latency_rounds=config.latency_rounds,
         )
-        yardstick, figures = _yardstick_figures(
-            loaded, events, serving_log[serving_log["surface"] == surface], sequences, train, vocab
-        )
-        for role, values in figures.items():
-            (results if role in results else baselines).setdefault(role, {}).update(values)
+        results, baselines, yardstick = figures.versions, figures.baselines, figures.yardstick
         record = CanaryRecord(
             candidate=candidate,
             champion=champion if "champion" in results else None,

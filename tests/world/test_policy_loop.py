@@ -59,11 +59,11 @@ def test_the_harness_gives_the_same_figures_for_the_same_seeds(tiny_run):
 
 
 def test_every_policy_gets_the_same_sessions(tiny_run):
-    from world.policy_loop.harness import _play
+    from world.policy_loop.harness import play_days
 
     impressions = []
     for policy in (RandomPolicy(), PopularityPolicy()):
-        results = _play(policy, start_view(tiny_run), tiny_run.serve_days)
+        results = play_days(policy, start_view(tiny_run), tiny_run.serve_days)
         ev = results[0].events
         impressions.append(ev.loc[ev["outcome"] == "impression", ["user_id", "session_id"]].reset_index(drop=True))
     assert impressions[0].equals(impressions[1])

@@ -123,7 +123,7 @@ class ExploringPolicy(Policy):
         return self.base.score(users, items, surface, view, sequences)
 
 
-def _play(policy: Policy, view: LoopView, days: list[dt.date]) -> list:
+def play_days(policy: Policy, view: LoopView, days: list[dt.date]) -> list:
     """`policy` serves `days` in order, its own log growing in `view`; the days' results."""
     results = []
     for day in days:
@@ -145,9 +145,9 @@ def log_run(cfg: HarnessConfig) -> LogRun:
         PopularityPolicy(), ExplorationConfig.uniform(cfg.exploration_share, SURFACES), cfg.seed
     )
     view = LoopView(world, days[0], SequenceStore(), FatigueHistory())
-    train = _play(logging_policy, view, days[: cfg.train_days])
+    train = play_days(logging_policy, view, days[: cfg.train_days])
     history, sequences, daily = view.history.before(days[cfg.train_days]), view.sequences.copy(), list(view.events)
-    heldout = _play(logging_policy, view, days[cfg.train_days : cfg.train_days + cfg.yardstick_days])
+    heldout = play_days(logging_policy, view, days[cfg.train_days : cfg.train_days + cfg.yardstick_days])
     return LogRun(
         cfg=cfg,
         world=world,
@@ -189,7 +189,7 @@ def serve(policy: Policy, run: LogRun) -> PolicyOutcome:
     """`policy` serves the harness's served days (module docstring)."""
     t0 = time.perf_counter()
     view = start_view(run)
-    results = _play(policy, view, run.serve_days)
+    results = play_days(policy, view, run.serve_days)
     log = pd.concat([r.serving_log for r in results], ignore_index=True)
     n_users = run.cfg.world.n_users
     users = log["user_id"].to_numpy(np.int64)

@@ -143,17 +143,23 @@ class ModelTrainer:
             ),
         )
 
-    def finetuned(self, variant: str, surface: str) -> Path:
+    def finetuned(self, variant: str, surface: str, seed: int | None = None) -> Path:
+        """The fine-tuned model of `surface`; `seed`: fine-tuned again from the same pretrained
+        model and data with another seed (a candidate retrained from the champion's data)."""
         base = self.pretrained(variant)
         _, data_cfg, loss_cfg, train_cfg, ranking = self._configs(variant)
         train_cfg = self.plan.finetune_train_config(train_cfg)
+        name, parts = f"{variant}-ft-{surface}", ()
+        if seed is not None:
+            data_cfg, train_cfg = replace(data_cfg, seed=seed), replace(train_cfg, seed=seed)
+            name, parts = f"{name}-seed{seed}", (seed,)
         days = self.run.train_days[-self.plan.finetune_days :]
         ev = self.run.train_events
         events = ev[ev["event_ts"].dt.date >= days[0]]
-        key = _key("finetune", base.name, surface, self.plan.to_dict(), frame_digest(events))
+        key = _key("finetune", base.name, surface, self.plan.to_dict(), frame_digest(events), *parts)
         rank_cfg = self.plan.ranking_config() if ranking else None
         return self._cached(
-            f"{variant}-ft-{surface}",
+            name,
             key,
             lambda out: fine_tune(
                 events,
