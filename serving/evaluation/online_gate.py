@@ -20,7 +20,10 @@ over users (`monitoring.online.compare_groups`). With margin ``m`` (`OnlinePolic
 
 The test of step 3 runs once per trial, so a canary worse than the margin is promoted with
 probability at most ``alpha``; an equal canary is rolled back with probability about
-``(1 - power) + loser_alpha`` (measured: `benchmarks/canary_calibration.py`).
+``(1 - power) + loser_alpha`` when its trial reaches the information before ``max_days``. A
+trial that runs out of days decides on less and rolls an equal canary back more often: the
+margin a surface's traffic can vouch for in ``max_days`` is the real limit (measured in the
+closed-loop world: `benchmarks/canary_calibration.py`).
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ def _z(p: float) -> float:
 
 @dataclass(frozen=True)
 class OnlinePolicy:
-    """The online trial's design (module docstring). The defaults suit a canary with a quarter of
-    a surface's traffic in the default world: an equal canary is decided in about a week."""
+    """The online trial's design (module docstring). With the defaults an equal canary is rolled
+    back with probability about 0.035 ((1 - power) + loser_alpha); a canary with a quarter of a
+    surface's traffic in the default world gathers the information for a 20% margin in 3 to 10
+    days (benchmarks/canary_calibration.py)."""
 
     margin: float = 0.20  # promote when the canary is shown to keep >= (1 - margin) x the champion's rate
     alpha: float = 0.05  # P(promote | canary worse than the margin), one-sided
-    power: float = 0.95  # P(promote | canary as good as the champion), once the trial has its information
-    loser_alpha: float = 0.01  # P(an equal canary is stopped early as a clear loser), over all daily looks
+    power: float = 0.97  # P(promote | canary as good as the champion), once the trial has its information
+    loser_alpha: float = 0.005  # P(an equal canary is stopped early as a clear loser), over all daily looks
     max_days: int = 10
     min_users: int = 30
 

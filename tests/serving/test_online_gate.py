@@ -28,7 +28,7 @@ def _comparison(champion: tuple[np.ndarray, np.ndarray], canary: tuple[np.ndarra
     }
 
 
-def _trial(rng, policy: OnlinePolicy, lift: float, users: int = 600, share: float = 0.25, rate: float = 0.03):
+def _trial(rng, policy: OnlinePolicy, lift: float, users: int = 1500, share: float = 0.25, rate: float = 0.03):
     """One trial: every day each user shows up with probability 0.5 and sees ~20 impressions; a
     user's engagement rate is gamma-spread around `rate` (x `lift` for the canary's users). The
     decision and the day it came."""
@@ -48,8 +48,9 @@ def _trial(rng, policy: OnlinePolicy, lift: float, users: int = 600, share: floa
 
 
 def test_an_equal_canary_is_rolled_back_no_more_often_than_the_design_allows():
-    """A/A: the false-rollback rate is within (1 - power) + loser_alpha, with three binomial
-    standard errors of room for 400 simulated trials."""
+    """A/A, with traffic enough for a trial to reach its information before its last day: the
+    false-rollback rate is within (1 - power) + loser_alpha, with three binomial standard errors
+    of room for 400 simulated trials."""
     policy = OnlinePolicy()
     rng = np.random.default_rng(0)
     outcomes = [_trial(rng, policy, lift=1.0) for _ in range(400)]
@@ -89,7 +90,7 @@ def test_too_few_users_or_too_little_information_continues_the_trial_until_its_l
     few = online_decision(_given(30.0, 0.05, users_b=12), 1, policy)
     assert few.action == CONTINUE and few.line.startswith("trial continues: too few users to judge (12 canary")
     noisy = online_decision(_given(30.0, 0.2), 2, policy)
-    assert noisy.action == CONTINUE and "above the 0.068 its decision needs (day 2 of at most 5)" in noisy.line
+    assert noisy.action == CONTINUE and "above the 0.063 its decision needs (day 2 of at most 5)" in noisy.line
     assert online_decision(_given(30.0, 0.2), 5, policy).action == ROLL_BACK  # the last day decides on what it has
     assert online_decision(_given(30.0, 0.05, users_b=12), 5, policy).action == ROLL_BACK
 
@@ -106,6 +107,7 @@ def test_non_inferiority_promotes_within_the_margin_and_says_why_it_does_not():
 
 def test_the_loser_boundary_splits_its_error_over_the_daily_looks():
     assert OnlinePolicy(max_days=10, loser_alpha=0.01).loser_z == pytest.approx(3.09, abs=0.01)
+    assert OnlinePolicy(margin=0.2, alpha=0.05, power=0.97).target_se == pytest.approx(0.0633, abs=1e-4)
     assert OnlinePolicy(max_days=1, loser_alpha=0.01).loser_z == pytest.approx(2.326, abs=0.01)
     with pytest.raises(ValueError, match="margin must be in"):
         OnlinePolicy(margin=1.5)
