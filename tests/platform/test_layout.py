@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 from assets.config import REPO_ROOT
-from orchestration.runs import code_location
+from orchestration.definitions import defs as code_location
 
 LIBRARIES = ("events", "feature_pipeline", "feature_repo", "training", "serving", "storage", "monitoring", "devstack")
 DAGSTER_PACKAGES = ("orchestration", "assets")
