@@ -206,7 +206,7 @@ def outcome_drift_sensor(retrain, outcomes: Sequence[str]) -> SensorDefinition:
         newest = lake.table().days()[-1].isoformat() if lake.table().days() else None
         if newest is None or cursor.get("evaluated") == newest:
             return SkipReason(f"no new complete partition since {cursor.get('evaluated')}")
-        request, new_cursor, figures = evaluate_drift(lake, s3, cursor, outcomes)
+        request, new_cursor, figures = evaluate_drift(lake, s3, cursor, outcomes=outcomes)
         for surface, f in figures.items():
             context.log.info(f"{newest} {surface}: " + ", ".join(f"{k} {v}" for k, v in f.items() if k != "champion"))
         observation = AssetObservation(
