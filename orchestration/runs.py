@@ -154,15 +154,7 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
 
 def with_resources(settings: Settings, resources: Mapping[str, object]) -> dg.Definitions:
     """The graph of `settings` bound to other resources."""
-    d = code_location(settings)
-    return dg.Definitions(
-        assets=d.assets,
-        asset_checks=d.asset_checks,
-        jobs=d.jobs,
-        schedules=d.schedules,
-        sensors=d.sensors,
-        resources=resources,
-    )
+    return build_definitions(settings, dict(resources))
 
 
 def materialize_in_process(
