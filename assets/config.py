@@ -1,6 +1,9 @@
-"""Deployment settings read from the environment once, when the code location loads: what the
-definitions' shape depends on (the source, its surfaces, its first day) and the defaults of the
-resources (`assets/resources.py`, which hands run-time values to Dagster as `dg.EnvVar`).
+"""Deployment settings parsed from the environment (`load_settings`): what the definitions' shape
+depends on (the source, its surfaces, its first day) and the defaults of the resources
+(`assets/resources.py`, which hands run-time values to Dagster as `dg.EnvVar`). Nothing reads them
+at import: the graph is built by functions of a `Settings` (each area's `definitions.py`,
+`orchestration.definitions.build_definitions`), and the code location calls `load_settings()` when
+Dagster loads its definitions; the CLI parses its own and passes them on.
 
 | variable                 | default                      | meaning                                   |
 |--------------------------|------------------------------|-------------------------------------------|
@@ -293,6 +296,3 @@ def _surfaces(vocabulary: Vocabulary, value: str | None) -> tuple[str, ...]:
             )
         return chosen
     return vocabulary.surfaces
-
-
-SETTINGS = load_settings()  # the code location's settings, read once when it loads

@@ -41,3 +41,18 @@ def online_store_kind(feast_config: Path) -> str:
 
     config = yaml.safe_load(Path(feast_config).read_text())
     return str((config.get("online_store") or {}).get("type", "sqlite")).split(".")[-1].lower()
+
+
+def with_defaults(config: type, **defaults: object) -> type:
+    """The `dg.Config` class `config` with the deployment's defaults for some of its fields (the
+    descriptions kept): a check's config built with the settings of the graph it belongs to."""
+    from pydantic import Field, create_model
+
+    fields = {
+        name: (
+            config.model_fields[name].annotation,
+            Field(default=value, description=config.model_fields[name].description),
+        )
+        for name, value in defaults.items()
+    }
+    return create_model(config.__name__, __base__=config, **fields)

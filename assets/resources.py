@@ -1,5 +1,6 @@
 """Typed resources: where events come from, where the data lake is, the Feast store, S3 and the
-training plan. `build_resources` is the one place the environment reaches them: a setting whose
+training plan, built from a `Settings` (`build_resources`). For the code location (`resources`,
+when Dagster loads it) that is the one place the environment reaches them: a setting whose
 variable is set is handed to Dagster as `dg.EnvVar` (resolved when a run starts, shown as such in
 the UI, never stored in run config); an unset one takes the deployment default from
 `assets/config.py`. Credentials are never fields here: S3 credentials reach boto3 from the
@@ -19,7 +20,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr, create_model
 
-from assets.config import EMBEDDED_WORLD, SETTINGS, WORLD_KNOBS, Settings, world_variable
+from assets.config import EMBEDDED_WORLD, WORLD_KNOBS, Settings, load_settings, world_variable
 from feature_pipeline.store import CODES_FILE
 from storage.s3 import DEFAULT_BUCKET, DEFAULT_PREFIX
 from training.plan import TrainingPlan
@@ -338,12 +339,12 @@ def _env(name: str, default: Any, cast: str = "str") -> Any:
     return {"str": dg.EnvVar(name), "int": dg.EnvVar.int(name)}[cast]
 
 
-def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
-    """The resources of the code location. With explicit `settings` (tests, benchmarks) the values
-    are plain; from the environment they are `dg.EnvVar`s where a variable is set."""
-    s = settings or SETTINGS
-    from_env = settings is None
-    env = _env if from_env else (lambda name, default, cast="str": default)
+def build_resources(settings: Settings, *, from_environment: bool = False) -> dict[str, dg.ConfigurableResource]:
+    """The resources of a graph of `settings`. The values are plain (tests, benchmarks, the CLI's
+    runs in process); `from_environment` (the code location, whose `settings` were read from the
+    environment) hands a setting whose variable is set to Dagster as a `dg.EnvVar`."""
+    s = settings
+    env = _env if from_environment else (lambda name, default, cast="str": default)
     return {
         "event_source": EventSourceResource(
             source=env("PINREC_SOURCE", s.source),
@@ -381,4 +382,4 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources())
+    return dg.Definitions(resources=build_resources(load_settings(), from_environment=True))

@@ -79,12 +79,15 @@ def days_of(env: dict[str, str]) -> tuple[list[date], date]:
 
 def prepare(env: dict[str, str], days: list[date]) -> None:
     """The state a nightly run starts from, by in-process runs: `days` ingested, a pretrained model."""
-    resources = resources_for(env)
+    settings, resources = load_settings(env), resources_for(env)
     with dg.instance_for_test() as instance:
         for day in days:
-            if not run_job("nightly_refresh", day, instance, assets=DATA_ASSET_KEYS, resources=resources).success:
+            run = run_job(
+                "nightly_refresh", day, instance, settings=settings, assets=DATA_ASSET_KEYS, resources=resources
+            )
+            if not run.success:
                 raise RuntimeError(f"preparing {day} failed")
-        if not materialize_in_process(["pretrained_model"], resources, instance).success:
+        if not materialize_in_process(["pretrained_model"], resources, instance, settings=settings).success:
             raise RuntimeError("pretraining failed")
 
 

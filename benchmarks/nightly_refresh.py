@@ -65,11 +65,13 @@ def main(argv=None) -> None:
         with dg.instance_for_test() as instance:
             print(f"setup: {args.history_days} days of {args.events} events, then pretraining", flush=True)
             for history_day in days_between(first, day - timedelta(days=1)):
-                assert run_job("nightly_refresh", history_day, instance, assets=DATA_KEYS, resources=resources).success
-            materialize_in_process(["pretrained_model"], resources, instance)
+                assert run_job(
+                    "nightly_refresh", history_day, instance, settings=settings, assets=DATA_KEYS, resources=resources
+                ).success
+            materialize_in_process(["pretrained_model"], resources, instance, settings=settings)
             print(f"timed: nightly refresh of {day} (one run of the nightly_refresh job)", flush=True)
             t0 = time.perf_counter()
-            result = run_job("nightly_refresh", day, instance, resources=resources)
+            result = run_job("nightly_refresh", day, instance, settings=settings, resources=resources)
             seconds = time.perf_counter() - t0
     assert result.success
     row = {"name": "sim-1e6" if args.events == 1_000_000 else f"sim-{args.events}", "seconds": round(seconds, 1)}

@@ -37,32 +37,42 @@ class CliError(Exception):
     """A problem the operator can fix, reported as one line and exit code 1."""
 
 
-def _use_source(source: str, args: argparse.Namespace | None = None) -> None:
-    """Select the source (and `--events`, `--vocabulary`) for this process before the code
-    location is loaded (it reads the environment once)."""
-    os.environ["PINREC_SOURCE"] = source
+def _chosen(source: str, args: argparse.Namespace | None = None, extra: dict[str, str] | None = None) -> dict:
+    """The settings variables the command line chooses: `extra` (the closed loop's), then the
+    source (and `--deployment`, `--events`, `--vocabulary`)."""
+    chosen = {**(extra or {}), "PINREC_SOURCE": source}
     if getattr(args, "deployment", None):
-        os.environ["PINREC_DEPLOYMENT"] = args.deployment
+        chosen["PINREC_DEPLOYMENT"] = args.deployment
     events = getattr(args, "events", None)
     if events:
         if source != "parquet":
             raise CliError(f"--events reads a parquet log: use it with --source parquet (not {source})")
-        os.environ["PINREC_PARQUET_LOCATION"] = events if events.startswith("s3://") else os.path.abspath(events)
+        chosen["PINREC_PARQUET_LOCATION"] = events if events.startswith("s3://") else os.path.abspath(events)
     vocabulary = getattr(args, "vocabulary", None)
     if vocabulary:
-        os.environ["PINREC_VOCABULARY"] = os.path.abspath(vocabulary)
+        chosen["PINREC_VOCABULARY"] = os.path.abspath(vocabulary)
+    return chosen
 
 
-def _settings():
-    """The deployment's settings; this process then uses its Dagster instance and records it
-    (orchestration.deployments)."""
+def _settings(source: str, args: argparse.Namespace | None = None, extra: dict[str, str] | None = None):
+    """The deployment's settings: this process's environment with the command line's choices
+    (`_chosen`), parsed here and passed on. The runs of this process are runs of their graph
+    (orchestration.runs.code_location(settings)); this process then uses the deployment's Dagster
+    instance and records it (orchestration.deployments).
+
+    The choices are also exported to this process's environment, for the processes it starts:
+    the Dagster UI's webserver and daemon and the run workers they launch load the code location,
+    which reads its settings from the environment only (orchestration.definitions.defs). The graph
+    of this process does not come from that export."""
     from assets.config import load_settings
     from orchestration.deployments import use_deployment
 
+    chosen = _chosen(source, args, extra)
     try:
-        settings = load_settings()
+        settings = load_settings({**os.environ, **chosen})
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    os.environ.update(chosen)  # for the processes this command starts (docstring)
     use_deployment(settings)
     return settings
 
@@ -124,11 +134,20 @@ def _require_s3() -> None:
 
 
 def run_day(
-    instance, job: str, day: date, what: str, *, assets: list[str] | None = None, trigger: str = "cli", resources=None
+    instance,
+    settings,
+    job: str,
+    day: date,
+    what: str,
+    *,
+    assets: list[str] | None = None,
+    trigger: str = "cli",
+    resources=None,
 ) -> bool:
-    """One run of `job` for `day`; prints the day's line, ending with its verdict (`promoted`,
-    `not promoted: <first reason>`, `FAILED: <first error line>` or `ok`: orchestration.verdicts);
-    with --verbose, every failed step's error. False only when the run failed for an error."""
+    """One run of `job` of the graph of `settings` for `day`; prints the day's line, ending with its
+    verdict (`promoted`, `not promoted: <first reason>`, `FAILED: <first error line>` or `ok`:
+    orchestration.verdicts); with --verbose, every failed step's error. False only when the run
+    failed for an error."""
     from orchestration.runs import run_job
     from orchestration.verdicts import run_verdict, step_errors
 
@@ -139,6 +158,7 @@ def run_day(
         job,
         day,
         instance,
+        settings=settings,
         assets=assets,
         resources=resources,
         tags={"pinrec/trigger": trigger},
@@ -204,8 +224,7 @@ def lifecycle_window(args: argparse.Namespace, settings) -> tuple[date, date]:
 def cmd_lifecycle(args: argparse.Namespace) -> int:
     from devstack.seaweedfs import write_env_file
 
-    _use_source(args.source, args)
-    settings = _settings()
+    settings = _settings(args.source, args)
     start, end = lifecycle_window(args, settings)
     t0 = time.monotonic()
     print(
@@ -230,6 +249,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
             for day in each_day:
                 if not run_day(
                     instance,
+                    settings,
                     "nightly_refresh",
                     day,
                     "ingest, features, online store",
@@ -243,7 +263,9 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
                     "publish, canary, promote",
                     flush=True,
                 )
-                ok = run_day(instance, "retrain", days[-1], "pretrain; per surface to champion", trigger="lifecycle")
+                ok = run_day(
+                    instance, settings, "retrain", days[-1], "pretrain; per surface to champion", trigger="lifecycle"
+                )
             from orchestration.report import report
 
             report(settings, start, days[-1], s3, data_only=args.data_only)
@@ -256,8 +278,7 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    _use_source(args.source, args)
-    settings = _settings()
+    settings = _settings(args.source, args)
     if args.to < args.from_:
         raise CliError(f"--to {args.to} is before --from {args.from_}")
     if args.from_ < settings.start_date:
@@ -274,7 +295,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
     print(f"backfill: {args.job} for {args.from_} .. {args.to}, one run per day, in order", flush=True)
     _, each_day = _present_window(settings, args.from_, args.to)
-    failed = [day for day in each_day if not run_day(instance, args.job, day, what, assets=assets, trigger="backfill")]
+    failed = [
+        day
+        for day in each_day
+        if not run_day(instance, settings, args.job, day, what, assets=assets, trigger="backfill")
+    ]
     if failed:
         print(
             f"{len(failed)} of {(args.to - args.from_).days + 1} days failed: {', '.join(map(str, failed))}; "
@@ -306,9 +331,7 @@ def live_environment(args: argparse.Namespace) -> dict[str, str]:
 def cmd_live(args: argparse.Namespace) -> int:
     from devstack.seaweedfs import write_env_file
 
-    os.environ.update(live_environment(args))
-    _use_source("simulated")
-    settings = _settings()
+    settings = _settings("simulated", extra=live_environment(args))
     from world.experiments import select_arms
 
     try:
@@ -382,10 +405,10 @@ def cmd_deployments(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    _use_source(args.source, args)
+    settings = _settings(args.source, args)
     from orchestration.report import print_lookup
 
-    print_lookup(_settings(), args.user)
+    print_lookup(settings, args.user)
     return 0
 
 
@@ -394,10 +417,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from devstack.seaweedfs import write_env_file
 
     if args.live:
-        os.environ.update(live_environment(args))
         args.source = "simulated"
-    _use_source(args.source, args)
-    settings = _settings()
+    settings = _settings(args.source, args, live_environment(args) if args.live else None)
     from orchestration.runs import dagster_home
 
     home = dagster_home(VAR_DIR / "dagster" / "default")

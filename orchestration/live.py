@@ -413,6 +413,7 @@ class LiveRunner:
                 job,
                 day,
                 self.instance,
+                settings=self.settings,
                 assets=assets,
                 resources=self.resources,
                 tags={"pinrec/trigger": trigger, **(tags or {}), **lineage},
@@ -445,7 +446,7 @@ class LiveRunner:
     def _automation(self, report: DayReport, day: date) -> None:
         """The drift sensor and the weekly schedule, evaluated at the world's time through their own
         definitions; their run requests become runs of the requested job."""
-        defs = code_location()
+        defs = code_location(self.settings)
         sensor = defs.resolve_sensor_def("outcome_drift_sensor")
         context = dg.build_sensor_context(
             cursor=self.state.get("drift_cursor"),

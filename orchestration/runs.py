@@ -12,7 +12,6 @@ when they open the instance."""
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import time
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.definitions import defs as load_definitions
+from assets.config import Settings
+from orchestration.definitions import build_definitions
 
 CODE_LOCATION = "pinrec_ops"  # workspace.yaml's location_name
 # The label the webserver and the daemon put on the runs they launch (repository@location); the UI
@@ -43,10 +43,10 @@ EMBEDDED_INSTANCE = (
 )
 
 
-@functools.cache
-def code_location() -> dg.Definitions:
-    """The code location's Definitions, loaded once per process (after the environment is set)."""
-    return load_definitions()
+def code_location(settings: Settings) -> dg.Definitions:
+    """The code location's graph for `settings` with their resources (`build_definitions`: tens of
+    milliseconds, so built for each run)."""
+    return build_definitions(settings)
 
 
 def dagster_home(default: Path) -> Path:
@@ -91,16 +91,17 @@ def run_job(
     day: date,
     instance: dg.DagsterInstance,
     *,
+    settings: Settings,
     assets: Sequence[str] | None = None,
     resources: Mapping[str, object] | None = None,
     tags: Mapping[str, str] | None = None,
     run_config: Mapping | None = None,
     raise_on_error: bool = False,
 ) -> dg.ExecuteInProcessResult:
-    """One run of job `job_name` for day partition `day` (optionally a subset of its assets; the
-    checks of the selected assets run too). `resources` replace the code location's (tests,
-    benchmarks: a smaller world, another bucket)."""
-    defs = code_location() if resources is None else with_resources(resources)
+    """One run of job `job_name` of the graph of `settings` for day partition `day` (optionally a
+    subset of its assets; the checks of the selected assets run too). `resources` replace those of
+    the settings (tests, benchmarks: a smaller world, another bucket)."""
+    defs = code_location(settings) if resources is None else with_resources(settings, resources)
     job = defs.resolve_job_def(job_name)
     return job.execute_in_process(
         instance=instance,
@@ -151,17 +152,9 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
     return orphaned
 
 
-def with_resources(resources: Mapping[str, object]) -> dg.Definitions:
-    """The code location's definitions bound to other resources."""
-    d = code_location()
-    return dg.Definitions(
-        assets=d.assets,
-        asset_checks=d.asset_checks,
-        jobs=d.jobs,
-        schedules=d.schedules,
-        sensors=d.sensors,
-        resources=resources,
-    )
+def with_resources(settings: Settings, resources: Mapping[str, object]) -> dg.Definitions:
+    """The graph of `settings` bound to other resources."""
+    return build_definitions(settings, dict(resources))
 
 
 def materialize_in_process(
@@ -169,12 +162,13 @@ def materialize_in_process(
     resources: dict,
     instance: dg.DagsterInstance,
     *,
+    settings: Settings,
     partition: date | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
-    """An ad-hoc run of a selection of assets (tests, benchmarks): `keys` as the CLI writes them;
-    the checks of the selected assets run too."""
-    defs = code_location()
+    """An ad-hoc run of a selection of assets of the graph of `settings` (tests, benchmarks): `keys`
+    as the CLI writes them; the checks of the selected assets run too."""
+    defs = code_location(settings)
     selection = dg.AssetSelection.assets(*asset_keys(keys))
     job = defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection=set(selection.resolve(defs.resolve_asset_graph()))

@@ -13,8 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from assets.config import SETTINGS
-from assets.conventions import code_version
+from assets.conventions import code_version, with_defaults
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
 from assets.lifecycle.verdicts import verdict_result
@@ -31,9 +30,10 @@ from serving.evaluation.gate import GatePolicy, Verdict
 from serving.registry.manifest import LoadCheckError
 
 CANARY_K = 100
-# the deployment's gate (PINREC_GATE_BASELINES=0 drops the baseline rule); a run that changes it
-# is recorded on the check
-DEPLOYMENT_GATE = GatePolicy(beat_baselines=SETTINGS.gate_baselines)
+# the gate's defaults; the deployment's gate is the check's config with the settings' defaults
+# (`canary_gate_check`: PINREC_GATE_BASELINES=0 drops the baseline rule); a run that changes it is
+# recorded on the check
+DEFAULT_GATE = GatePolicy()
 
 
 class CanaryConfig(dg.Config):
@@ -47,35 +47,35 @@ class CanaryConfig(dg.Config):
 
 class CanaryGateConfig(dg.Config):
     tolerance: float = Field(
-        default=DEPLOYMENT_GATE.tolerance, description="Largest relative drop vs the champion on a guarded metric."
+        default=DEFAULT_GATE.tolerance, description="Largest relative drop vs the champion on a guarded metric."
     )
     z: float = Field(
-        default=DEPLOYMENT_GATE.z,
+        default=DEFAULT_GATE.z,
         description="A guarded figure may also fall by this many standard errors of the difference (over the "
         "day's users), when that is more than the tolerance.",
     )
     recall_floor: float = Field(
-        default=DEPLOYMENT_GATE.floors[f"recall@{CANARY_K}"], description=f"Absolute floor on recall@{CANARY_K}."
+        default=DEFAULT_GATE.floors[f"recall@{CANARY_K}"], description=f"Absolute floor on recall@{CANARY_K}."
     )
     max_latency_ratio: float = Field(
-        default=DEPLOYMENT_GATE.max_latency_ratio,
+        default=DEFAULT_GATE.max_latency_ratio,
         description="Largest candidate/champion ratio of median latency (same run).",
     )
     max_latency_p99_ms: float = Field(
-        default=DEPLOYMENT_GATE.max_latency_p99_ms, description="Absolute cap on p99 retrieval latency per user."
+        default=DEFAULT_GATE.max_latency_p99_ms, description="Absolute cap on p99 retrieval latency per user."
     )
     ranking_tolerance: float = Field(
-        default=DEPLOYMENT_GATE.ranking_tolerance,
+        default=DEFAULT_GATE.ranking_tolerance,
         description="Largest absolute drop vs the champion in slate AUC per guarded "
         "outcome and slate NDCG@10 (days with impressions).",
     )
     ranking_z: float = Field(
-        default=DEPLOYMENT_GATE.ranking_z,
+        default=DEFAULT_GATE.ranking_z,
         description="A ranking figure may also fall by this many standard errors of the "
         "difference of the two slate means, when that is more than the tolerance.",
     )
     beat_baselines: bool = Field(
-        default=DEPLOYMENT_GATE.beat_baselines,
+        default=DEFAULT_GATE.beat_baselines,
         description="Refuse a candidate (a first one included) that does not beat the popularity policy, "
         "and the random one where measurable, on the yardstick.",
     )
@@ -89,7 +89,7 @@ class CanaryGateConfig(dg.Config):
         the served path finds engaged items at all), since
         recall against the champion ranks policies against what users do (docs/yardstick.md).
         Without one, recall@100 per guarded outcome is guarded against the champion as before."""
-        yardstick = yardstick or DEPLOYMENT_GATE.yardstick
+        yardstick = yardstick or DEFAULT_GATE.yardstick
         outcomes = guarded_outcomes or ("click", "save")
         recall = (f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in outcomes))
         guarded = () if yardstick not in recall else recall
@@ -110,8 +110,8 @@ class CanaryGateConfig(dg.Config):
         )
 
     def overrides(self) -> dict[str, dict[str, float]]:
-        """The fields this run sets away from the deployment's gate."""
-        default = CanaryGateConfig()
+        """The fields this run sets away from the deployment's gate (this class's defaults)."""
+        default = type(self)()
         return {
             name: {"deployment": getattr(default, name), "run": getattr(self, name)}
             for name in type(self).model_fields
@@ -131,10 +131,11 @@ def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
-def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
+def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "canary_evaluation",
+        partitions=partitions,
         deps=[dg.AssetKey([surface, "candidate_version"]), dg.AssetKey("serving_log")],
         kinds={"faiss", "feast"},
         code_version=code_version(
@@ -278,7 +279,11 @@ def canary_evaluation_asset(surface: str) -> dg.AssetsDefinition:
     return canary_evaluation
 
 
-def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
+def canary_gate_check(surface: str, beat_baselines: bool) -> dg.AssetChecksDefinition:
+    """The gate of `surface`; `beat_baselines`: the deployment's default of that rule
+    (PINREC_GATE_BASELINES)."""
+    Config = with_defaults(CanaryGateConfig, beat_baselines=beat_baselines)
+
     @dg.asset_check(
         asset=dg.AssetKey([surface, "canary_evaluation"]),
         name="canary_gate",
@@ -293,7 +298,7 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
     )
     def canary_gate(
         context: dg.AssetCheckExecutionContext,
-        config: CanaryGateConfig,
+        config: Config,
         lake: DataLakeResource,
         vocabulary: VocabularyResource,
     ) -> dg.AssetCheckResult:
@@ -355,7 +360,3 @@ def canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
         )
 
     return canary_gate
-
-
-canary_evaluations = [canary_evaluation_asset(surface) for surface in SETTINGS.surfaces]
-canary_gates = [canary_gate_check(surface) for surface in SETTINGS.surfaces]

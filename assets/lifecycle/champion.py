@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from assets.config import SETTINGS
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
 from assets.lifecycle.verdicts import judged_candidate, promote_or_not, promotion_code
@@ -18,10 +17,11 @@ from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 
 
-def champion_asset(surface: str) -> dg.AssetsDefinition:
+def champion_asset(surface: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "champion",
+        partitions=partitions,
         deps=[dg.AssetKey([surface, "canary_evaluation"])],
         talks_to_s3=True,
         kinds={"s3"},
@@ -59,11 +59,3 @@ def champion_asset(surface: str) -> dg.AssetsDefinition:
         )
 
     return champion
-
-
-if SETTINGS.online_canary:  # promotion after the online trial (lifecycle/online_canary.py)
-    from assets.lifecycle.online_canary import online_champion_asset
-
-    champions = [online_champion_asset(surface) for surface in SETTINGS.surfaces]
-else:
-    champions = [champion_asset(surface) for surface in SETTINGS.surfaces]

@@ -7,7 +7,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.config import SETTINGS
 from assets.days import partition_day
 from assets.lifecycle.pretrain import TRAINING_CODE, ranking_metadata
 from assets.lifecycle.surface_asset import surface_asset
@@ -21,10 +20,11 @@ from assets.resources import (
 from assets.state import PretrainedModels, lifecycle_state
 
 
-def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
+def finetuned_model_asset(surface: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "finetuned_model",
+        partitions=partitions,
         deps=["pretrained_model", "online_features"],
         pool="training",
         kinds={"pytorch", "lightning"},
@@ -106,6 +106,3 @@ def finetuned_model_asset(surface: str) -> dg.AssetsDefinition:
         )
 
     return finetuned_model
-
-
-finetuned_models = [finetuned_model_asset(surface) for surface in SETTINGS.surfaces]

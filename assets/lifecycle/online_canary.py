@@ -26,7 +26,6 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.config import SETTINGS
 from assets.conventions import code_version
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
@@ -73,10 +72,11 @@ class OnlineGateConfig(dg.Config):
         )
 
 
-def canary_release_asset(surface: str) -> dg.AssetsDefinition:
+def canary_release_asset(surface: str, partitions: dg.PartitionsDefinition, traffic: float) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "canary_release",
+        partitions=partitions,
         deps=[dg.AssetKey([surface, "canary_evaluation"]), dg.AssetKey([surface, "champion"])],
         talks_to_s3=True,
         kinds={"s3"},
@@ -111,7 +111,7 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
             registry.promote(surface, candidate, allow_older=True)
             action = f"promoted (the champion {champion} does not load and no earlier champion does: {broken})"
         else:
-            registry.set_canary(surface, candidate, SETTINGS.canary_traffic)
+            registry.set_canary(surface, candidate, traffic)
             action = f"canary for {day + timedelta(days=1)}"
             if restored:
                 action += f" (the champion {champion} does not load: rolled back to {restored})"
@@ -120,7 +120,7 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
                 version=candidate,
                 action=action,
                 released_for=(day + timedelta(days=1)).isoformat(),
-                traffic=SETTINGS.canary_traffic,
+                traffic=traffic,
                 champion=champion,
             ),
             surface,
@@ -131,7 +131,7 @@ def canary_release_asset(surface: str) -> dg.AssetsDefinition:
                 "day": day.isoformat(),
                 "version": candidate,
                 "action": action,
-                "traffic": SETTINGS.canary_traffic,
+                "traffic": traffic,
                 "champion": champion or "none",
             }
         )
@@ -167,10 +167,11 @@ def _running_trial(state, surface: str, day: date) -> tuple[str, date] | None:
     return None
 
 
-def canary_trial_asset(surface: str) -> dg.AssetsDefinition:
+def canary_trial_asset(surface: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "canary_trial",
+        partitions=partitions,
         deps=["online_metrics"],
         talks_to_s3=True,
         kinds={"s3", "pandas"},
@@ -302,12 +303,13 @@ def online_canary_gate_check(surface: str) -> dg.AssetChecksDefinition:
     return online_canary_gate
 
 
-def online_champion_asset(surface: str) -> dg.AssetsDefinition:
+def online_champion_asset(surface: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """Promotion in online mode: yesterday's canary, once it won its trial."""
 
     @surface_asset(
         surface,
         "champion",
+        partitions=partitions,
         deps=[dg.AssetKey([surface, "canary_trial"])],
         talks_to_s3=True,
         kinds={"s3"},
@@ -377,9 +379,3 @@ def online_champion_asset(surface: str) -> dg.AssetsDefinition:
         )
 
     return champion
-
-
-if SETTINGS.online_canary:
-    canary_releases = [canary_release_asset(surface) for surface in SETTINGS.surfaces]
-    canary_trials = [canary_trial_asset(surface) for surface in SETTINGS.surfaces]
-    online_canary_gates = [online_canary_gate_check(surface) for surface in SETTINGS.surfaces]

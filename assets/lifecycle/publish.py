@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.config import SETTINGS
 from assets.conventions import code_version
 from assets.days import partition_day
 from assets.lifecycle.surface_asset import surface_asset
@@ -47,10 +46,11 @@ def _queries_of_recent_users(model, feast_settings, last_day: str, vocabulary, s
     )
 
 
-def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
+def candidate_version_asset(surface: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @surface_asset(
         surface,
         "candidate_version",
+        partitions=partitions,
         deps=[dg.AssetKey([surface, "finetuned_model"])],
         talks_to_s3=True,
         kinds={"faiss", "s3"},
@@ -125,6 +125,3 @@ def candidate_version_asset(surface: str) -> dg.AssetsDefinition:
         )
 
     return candidate_version
-
-
-candidate_versions = [candidate_version_asset(surface) for surface in SETTINGS.surfaces]

@@ -1,10 +1,9 @@
-"""The one decorator of a per-surface lifecycle asset: key `<surface>/<step>`, the day partitions
-(one run per day), the surface's group, the lifecycle's owner and area tags."""
+"""The one decorator of a per-surface lifecycle asset: key `<surface>/<step>`, the graph's day
+partitions (one run per day), the surface's group, the lifecycle's owner and area tags."""
 
 import dagster as dg
 
 from assets.conventions import area_tags, owners
-from assets.partitions import daily_partitions
 from assets.policies import ONE_RUN_PER_DAY, S3_RETRY
 
 
@@ -12,6 +11,7 @@ def surface_asset(
     surface: str,
     step: str,
     *,
+    partitions: dg.PartitionsDefinition,
     deps: list,
     kinds: set[str],
     code_version: str,
@@ -20,13 +20,14 @@ def surface_asset(
     pool: str | None = None,
     output_required: bool = True,
 ):
-    """`@dg.asset` for step `step` of `surface` (S3 steps retry with backoff); with
+    """`@dg.asset` for step `step` of `surface` on the day partitions `partitions` (S3 steps retry
+    with backoff); with
     `output_required=False` the step may decide not to materialize (a generator that yields
     nothing: a promotion the verdict refused)."""
     return dg.asset(
         key=dg.AssetKey([surface, step]),
         deps=deps,
-        partitions_def=daily_partitions,
+        partitions_def=partitions,
         backfill_policy=ONE_RUN_PER_DAY,
         group_name=surface,
         retry_policy=S3_RETRY if talks_to_s3 else None,

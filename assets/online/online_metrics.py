@@ -10,7 +10,6 @@ import dagster as dg
 from assets.conventions import area_tags, code_version, owners
 from assets.days import partition_day
 from assets.metadata import table_metadata
-from assets.partitions import daily_partitions
 from assets.policies import ONE_RUN_PER_DAY
 from assets.resources import DataLakeResource, EventSourceResource
 from assets.state import lifecycle_state
@@ -33,34 +32,41 @@ def online_figures(lake_root, day, catalogue_size: int | None) -> dict:
     return {"day": day.isoformat(), "catalogue_size": size, "by_arm": by_arm, "by_served_by": by_role}
 
 
-@dg.asset(
-    deps=["serving_log", "events"],
-    partitions_def=daily_partitions,
-    backfill_policy=ONE_RUN_PER_DAY,
-    group_name="online",
-    kinds={"pandas"},
-    owners=owners("lifecycle"),
-    tags=area_tags("online"),
-    code_version=code_version(__name__, "monitoring.online", "events.serving_log"),
-    description="What users did with what was served on the day, per surface and experiment arm: engagements per "
-    "1,000 served impressions with 95% bootstrap intervals over users, coverage, Gini of exposure, the "
-    "canary's share.",
-)
-def online_metrics(
-    context: dg.AssetExecutionContext, lake: DataLakeResource, event_source: EventSourceResource
-) -> dg.MaterializeResult:
-    day = partition_day(context)
-    figures = online_figures(lake.root, day, event_source.catalogue_size())
-    path = lifecycle_state(lake).path("online_metrics", "_all", day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(figures, indent=2, sort_keys=True))
-    metadata = {"day": day.isoformat(), "catalogue_size": figures["catalogue_size"]}
-    rows = []
-    for surface, arms in figures["by_arm"].items():
-        for arm, f in arms.items():
-            rows.append({"surface": surface, "arm": arm, **{k: f.get(k) for k in PLOTTED}})
-            metadata.update({f"{surface}/{arm}/{k}": float(f[k]) for k in PLOTTED})
-    metadata["by_arm"] = table_metadata(rows, {"surface": "string", "arm": "string", **{k: "float" for k in PLOTTED}})
-    if not rows:
-        metadata["note"] = "no serving log for this day (an open-loop source serves nobody)"
-    return dg.MaterializeResult(metadata=metadata)
+def online_metrics_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The online metrics asset on the graph's day partitions."""
+
+    @dg.asset(
+        deps=["serving_log", "events"],
+        partitions_def=partitions,
+        backfill_policy=ONE_RUN_PER_DAY,
+        group_name="online",
+        kinds={"pandas"},
+        owners=owners("lifecycle"),
+        tags=area_tags("online"),
+        code_version=code_version(__name__, "monitoring.online", "events.serving_log"),
+        description="What users did with what was served on the day, per surface and experiment arm: engagements per "
+        "1,000 served impressions with 95% bootstrap intervals over users, coverage, Gini of exposure, the "
+        "canary's share.",
+    )
+    def online_metrics(
+        context: dg.AssetExecutionContext, lake: DataLakeResource, event_source: EventSourceResource
+    ) -> dg.MaterializeResult:
+        day = partition_day(context)
+        figures = online_figures(lake.root, day, event_source.catalogue_size())
+        path = lifecycle_state(lake).path("online_metrics", "_all", day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(figures, indent=2, sort_keys=True))
+        metadata = {"day": day.isoformat(), "catalogue_size": figures["catalogue_size"]}
+        rows = []
+        for surface, arms in figures["by_arm"].items():
+            for arm, f in arms.items():
+                rows.append({"surface": surface, "arm": arm, **{k: f.get(k) for k in PLOTTED}})
+                metadata.update({f"{surface}/{arm}/{k}": float(f[k]) for k in PLOTTED})
+        metadata["by_arm"] = table_metadata(
+            rows, {"surface": "string", "arm": "string", **{k: "float" for k in PLOTTED}}
+        )
+        if not rows:
+            metadata["note"] = "no serving log for this day (an open-loop source serves nobody)"
+        return dg.MaterializeResult(metadata=metadata)
+
+    return online_metrics

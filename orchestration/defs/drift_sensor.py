@@ -15,24 +15,24 @@ signals) until the champion's training window lies wholly after the shift start:
 asks once, a second, different shift asks again."""
 
 import json
+from collections.abc import Sequence
 from datetime import date
 
 from dagster import (
     AssetObservation,
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
 
-from assets.config import SETTINGS
 from assets.records import CanaryRecord
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from monitoring.shift import ShiftMemory, since_shift
-from orchestration.defs import jobs
 
 # Thresholds on the mix of engaged outcomes (click/save/hide/...) of a surface. On the simulator a
 # day without drift scores PSI <= 0.005, a halved save rate 0.15-0.2.
@@ -98,7 +98,7 @@ def evaluate_drift(
     cursor: dict,
     js_threshold: float = JS_THRESHOLD,
     psi_threshold: float = PSI_THRESHOLD,
-    outcomes: tuple[str, ...] | None = None,
+    outcomes: Sequence[str] | None = None,
 ):
     """(run request or None, new cursor, per-surface figures) for the newest ingested day.
 
@@ -106,8 +106,8 @@ def evaluate_drift(
     partitions), or after a drift the shift's own days (`monitoring.shift.reference_days`): the
     cursor remembers each surface's shift start (`shifts`) and the champion a retrain was last
     requested for (`fired`, a record), so the same shift does not request again.
-    The outcomes compared are `outcomes` (the code location's vocabulary's `drift`: by default
-    every outcome but impressions).
+    The outcomes compared are `outcomes` (the sensor's: its settings' vocabulary's `drift`; None:
+    the built-in vocabulary's).
     """
     from monitoring.drift import compare_outcome_mix, outcome_counts
     from monitoring.shift import after_judgement, reference_days
@@ -121,7 +121,10 @@ def evaluate_drift(
     shifts = dict(cursor.get("shifts", {}))
     registry = s3.registry()
     figures, drifted = {}, []
-    outcomes = SETTINGS.vocabulary.drift if outcomes is None else outcomes
+    if outcomes is None:
+        from events.vocabulary import builtin_vocabulary
+
+        outcomes = builtin_vocabulary().drift
     current = outcome_counts(table, [newest], outcomes=outcomes)
     for surface in sorted(set(current.index)):
         champion = registry.champion(surface)
@@ -183,36 +186,43 @@ def evaluate_drift(
     return request, new_cursor, figures
 
 
-@sensor(
-    job=jobs.retrain,
-    minimum_interval_seconds=300,
-    default_status=DefaultSensorStatus.STOPPED,
-    description=f"Requests a retrain when a surface drifts from its champion on the newest day: its outcome mix "
-    f"against the champion's training window (JS > {JS_THRESHOLD} or PSI > {PSI_THRESHOLD}), the "
-    f"champion's online engagements per served impression (a drop > {ONLINE_DROP_THRESHOLD:.0%}) or its "
-    f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means; once per shift (the days "
-    f"after a drift are judged against the shift's own days).",
-)
-def outcome_drift_sensor(context: SensorEvaluationContext, lake: DataLakeResource, s3: S3Resource):
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    newest = lake.table().days()[-1].isoformat() if lake.table().days() else None
-    if newest is None or cursor.get("evaluated") == newest:
-        return SkipReason(f"no new complete partition since {cursor.get('evaluated')}")
-    request, new_cursor, figures = evaluate_drift(lake, s3, cursor)
-    for surface, f in figures.items():
-        context.log.info(f"{newest} {surface}: " + ", ".join(f"{k} {v}" for k, v in f.items() if k != "champion"))
-    observation = AssetObservation(
-        asset_key="events",
-        partition=newest,
-        metadata={
-            f"{s}_{k}": v
-            for s, f in figures.items()
-            for k, v in f.items()
-            if k not in ("champion", "signals") and isinstance(v, (int, float))
-        },
+def outcome_drift_sensor(retrain, outcomes: Sequence[str]) -> SensorDefinition:
+    """The sensor of the graph's `retrain` job, comparing the mix of `outcomes` (the settings'
+    vocabulary's `drift`)."""
+
+    @sensor(
+        job=retrain,
+        name="outcome_drift_sensor",
+        minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=f"Requests a retrain when a surface drifts from its champion on the newest day: its outcome mix "
+        f"against the champion's training window (JS > {JS_THRESHOLD} or PSI > {PSI_THRESHOLD}), the "
+        f"champion's online engagements per served impression (a drop > {ONLINE_DROP_THRESHOLD:.0%}) or its "
+        f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means; once per shift (the days "
+        f"after a drift are judged against the shift's own days).",
     )
-    return SensorResult(
-        run_requests=[request] if request else [],
-        cursor=json.dumps(new_cursor),
-        asset_events=[observation] if figures else [],
-    )
+    def sensor_fn(context: SensorEvaluationContext, lake: DataLakeResource, s3: S3Resource):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        newest = lake.table().days()[-1].isoformat() if lake.table().days() else None
+        if newest is None or cursor.get("evaluated") == newest:
+            return SkipReason(f"no new complete partition since {cursor.get('evaluated')}")
+        request, new_cursor, figures = evaluate_drift(lake, s3, cursor, outcomes=outcomes)
+        for surface, f in figures.items():
+            context.log.info(f"{newest} {surface}: " + ", ".join(f"{k} {v}" for k, v in f.items() if k != "champion"))
+        observation = AssetObservation(
+            asset_key="events",
+            partition=newest,
+            metadata={
+                f"{s}_{k}": v
+                for s, f in figures.items()
+                for k, v in f.items()
+                if k not in ("champion", "signals") and isinstance(v, (int, float))
+            },
+        )
+        return SensorResult(
+            run_requests=[request] if request else [],
+            cursor=json.dumps(new_cursor),
+            asset_events=[observation] if figures else [],
+        )
+
+    return sensor_fn

@@ -13,14 +13,18 @@ import pandas as pd
 import pytest
 
 from assets.config import REPO_ROOT, load_settings
-from assets.data import features, ingest, online_store
+from assets.data.definitions import data_definitions
 from assets.resources import EventSourceResource, S3Resource, build_resources
 from events.table import EventTable, file_sha256
 from orchestration.runs import code_location
 
 DAY = "2026-01-03"  # inside the default source's span (the simulated world's first 14 days)
-# the data area alone: no training
-ASSETS = [ingest.ingest_events, ingest.bad_row_fraction, features.feature_tables, online_store.online_features]
+
+
+def _data_assets() -> list:
+    """The data area of the default deployment's graph without the serving log: no training."""
+    area = data_definitions(load_settings())
+    return [a for a in area.assets if dg.AssetKey("serving_log") not in a.keys] + list(area.asset_checks)
 
 
 SMALL_WORLD = {"sim_users": 80, "sim_items": 400, "sim_events_per_day": 4000}
@@ -44,7 +48,11 @@ def _resources(tmp: Path, s3_server, **source_overrides):
 def _materialize(resources, partition=DAY, raise_on_error=True):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            ASSETS, partition_key=partition, resources=resources, instance=instance, raise_on_error=raise_on_error
+            _data_assets(),
+            partition_key=partition,
+            resources=resources,
+            instance=instance,
+            raise_on_error=raise_on_error,
         )
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         checks = result.get_asset_check_evaluations()
@@ -129,7 +137,7 @@ def test_bad_row_check_fails_above_threshold_and_blocks_the_features(tmp_path, s
 
 
 def _tick(schedule_name: str, when: datetime, resources: dict):
-    defs = code_location()
+    defs = code_location(load_settings())  # the default deployment's graph
     schedule = defs.resolve_schedule_def(schedule_name)
     context = dg.build_schedule_context(
         scheduled_execution_time=when, resources=resources, repository_def=defs.get_repository_def()

@@ -136,21 +136,20 @@ def test_api_refuses_hostile_surfaces_and_never_serves_a_traversed_path(registry
 
 def test_hostile_partition_keys_are_refused_before_any_step_runs(s3_server, tmp_path):
     from assets.config import load_settings
-    from assets.data.ingest import bad_row_fraction, ingest_events
+    from assets.data.ingest import bad_row_fraction_check, ingest_events_asset
     from assets.partitions import daily_partitions
     from assets.resources import S3Resource, build_resources
 
-    resources = build_resources(
-        load_settings({**os.environ, "PINREC_DATA_DIR": str(tmp_path / "data"), "PINREC_SOURCE": "simulated"})
-    )
+    settings = load_settings({**os.environ, "PINREC_DATA_DIR": str(tmp_path / "data"), "PINREC_SOURCE": "simulated"})
+    resources = build_resources(settings)
+    partitions = daily_partitions(settings.start_date)
+    ingest = [ingest_events_asset(partitions, settings.vocabulary), bad_row_fraction_check(settings.max_bad_fraction)]
     resources["s3"] = S3Resource(endpoint_url=s3_server.endpoint_url, bucket=s3_server.bucket)
     with dg.instance_for_test() as instance:
         for key in HOSTILE_DAYS:
-            assert not daily_partitions.has_partition_key(key)
+            assert not partitions.has_partition_key(key)
             with pytest.raises(dg.DagsterUnknownPartitionError):
-                dg.materialize(
-                    [ingest_events, bad_row_fraction], partition_key=key, resources=resources, instance=instance
-                )
+                dg.materialize(ingest, partition_key=key, resources=resources, instance=instance)
         assert instance.get_runs() == []  # no run was even created
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.parquet"))
 

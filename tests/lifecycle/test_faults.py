@@ -287,6 +287,7 @@ def _evaluate_and_promote(resources, day) -> tuple[dg.ExecuteInProcessResult, di
             [f"{SURFACE}/canary_evaluation", f"{SURFACE}/champion"],
             resources,
             instance,
+            settings=load_settings(),
             partition=day,
             raise_on_error=False,
         )
@@ -381,7 +382,7 @@ def test_a_passing_verdict_for_an_earlier_candidate_never_promotes_the_current_o
 
     with dg.instance_for_test() as instance:
         result = materialize_in_process(
-            [f"{SURFACE}/champion"], resources, instance, partition=day, raise_on_error=False
+            [f"{SURFACE}/champion"], resources, instance, settings=load_settings(), partition=day, raise_on_error=False
         )
     assert not result.success
     assert "re-run" in _step_errors(result) and current in _step_errors(result)
@@ -531,7 +532,12 @@ def test_broken_feast_store_fails_the_online_materialization_clearly_and_records
     day = feature_world[1].days()[-1]
     with dg.instance_for_test() as instance:
         result = materialize_in_process(
-            ["online_features"], _resources(data_dir), instance, partition=day, raise_on_error=False
+            ["online_features"],
+            _resources(data_dir),
+            instance,
+            settings=load_settings(),
+            partition=day,
+            raise_on_error=False,
         )
         recorded = instance.get_latest_materialization_event(dg.AssetKey("online_features"))
     assert not result.success

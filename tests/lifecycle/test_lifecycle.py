@@ -22,9 +22,8 @@ from assets.resources import (
 )
 from assets.state import LifecycleState
 from events.table import file_sha256
-from orchestration.defs.drift_sensor import outcome_drift_sensor
 from orchestration.report import lifecycle_summary
-from orchestration.runs import materialize_in_process, run_job
+from orchestration.runs import code_location, materialize_in_process, run_job
 from orchestration.steps import DATA_ASSET_KEYS as DATA_KEYS
 from orchestration.steps import SURFACE_STEPS
 from orchestration.verdicts import run_verdict
@@ -33,7 +32,8 @@ from tests.helpers import TINY_MODEL, mechanics_gate
 FIRST = date(2026, 1, 1)
 DAYS = [FIRST + timedelta(days=i) for i in range(4)]
 WORLD = {"sim_users": 120, "sim_items": 400, "sim_events_per_day": 6000}
-SURFACES = load_settings().surfaces
+GRAPH = load_settings()  # the default deployment's graph: its surfaces, its day partitions
+SURFACES = GRAPH.surfaces
 # The tiny test model does not reliably beat the popularity policy on the yardstick: the tests of
 # promotion's mechanics run the gate without that rule, which the check records as a run-config
 # override (test_faults.py tests the rule itself, bootstrapping included).
@@ -75,13 +75,15 @@ def _publish_another(registry, surface: str, workdir: Path) -> str:
 
 
 def _run(keys, resources, instance, partition=None, raise_on_error=True):
-    return materialize_in_process(keys, resources, instance, partition=partition, raise_on_error=raise_on_error)
+    return materialize_in_process(
+        keys, resources, instance, settings=GRAPH, partition=partition, raise_on_error=raise_on_error
+    )
 
 
 def _ingest(days, resources, instance):
     """One run of nightly_refresh's data assets per day, as the main command and backfills do."""
     for day in days:
-        assert run_job("nightly_refresh", day, instance, assets=DATA_KEYS, resources=resources).success
+        assert run_job("nightly_refresh", day, instance, settings=GRAPH, assets=DATA_KEYS, resources=resources).success
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,7 @@ def lifecycle(tmp_path_factory, s3_env):
     resources = _resources(tmp, s3_env)
     with dg.instance_for_test() as instance:
         _ingest(DAYS, resources, instance)
-        result = run_job("retrain", DAYS[-1], instance, resources=resources, run_config=MECHANICS_GATE)
+        result = run_job("retrain", DAYS[-1], instance, settings=GRAPH, resources=resources, run_config=MECHANICS_GATE)
         # the canary's verdicts and the summary of this run, before other tests judge other
         # candidates of the day
         state = LifecycleState(tmp / "lifecycle")
@@ -109,7 +111,7 @@ def large_catalogue(tmp_path_factory, s3_env):
     resources = _resources(tmp, s3_env, sim_items=2000)
     with dg.instance_for_test() as instance:
         _ingest(DAYS, resources, instance)
-        result = run_job("retrain", DAYS[-1], instance, resources=resources, run_config=MECHANICS_GATE)
+        result = run_job("retrain", DAYS[-1], instance, settings=GRAPH, resources=resources, run_config=MECHANICS_GATE)
         assert result.success
         yield tmp, resources, instance, result, {}
 
@@ -209,7 +211,9 @@ def test_backfill_of_an_old_day_never_replaces_a_newer_champion_and_the_gate_say
     registry = resources["s3"].registry()
     before = {s: registry.champion(s) for s in SURFACES}  # trained through DAYS[-2]
     old_day = DAYS[-2]
-    result = run_job("retrain", old_day, instance, resources=resources)  # pretrains on the days before it
+    result = run_job(
+        "retrain", old_day, instance, settings=GRAPH, resources=resources
+    )  # pretrains on the days before it
     assert result.success  # a verdict, not an error
     assert instance.get_run_by_id(result.run_id).tags["pinrec/verdict"] == "not promoted"
     gates = {c.asset_key.path[0]: c for c in result.get_asset_check_evaluations() if c.check_name == "canary_gate"}
@@ -233,7 +237,12 @@ def test_fine_tuning_refuses_a_pretrained_model_that_saw_its_day(lifecycle):
     _, resources, instance, _, _ = lifecycle
     # every pretrained model so far trained through DAYS[-3] or later: none saw only days before DAYS[1]
     result = run_job(
-        "nightly_refresh", DAYS[1], instance, resources=resources, assets=[f"{SURFACES[0]}/finetuned_model"]
+        "nightly_refresh",
+        DAYS[1],
+        instance,
+        settings=GRAPH,
+        resources=resources,
+        assets=[f"{SURFACES[0]}/finetuned_model"],
     )
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -307,16 +316,19 @@ def test_drift_sensor_fires_once_after_injected_drift(tmp_path, s3_env):
         **{**resources["event_source"].model_dump(), "sim_events_per_day": 20_000}
     )
     sensor_resources = {"lake": resources["lake"], "s3": resources["s3"]}
+    sensor = code_location(GRAPH).resolve_sensor_def("outcome_drift_sensor")
     with dg.instance_for_test() as instance:
         _ingest(DAYS, resources, instance)
-        assert run_job("retrain", DAYS[-1], instance, resources=resources, run_config=MECHANICS_GATE).success
+        assert run_job(
+            "retrain", DAYS[-1], instance, settings=GRAPH, resources=resources, run_config=MECHANICS_GATE
+        ).success
         cursor = None
         fired = []
         for day in [DAYS[-1], drift_day, drift_day + timedelta(days=1), drift_day + timedelta(days=2)]:
             if day != DAYS[-1]:
                 _ingest([day], resources, instance)
             context = dg.build_sensor_context(cursor=cursor, resources=sensor_resources, instance=instance)
-            result = outcome_drift_sensor(context)
+            result = sensor(context)
             if isinstance(result, dg.SensorResult):
                 cursor = result.cursor
                 fired += [(day, r) for r in result.run_requests]

@@ -20,6 +20,7 @@ from assets.lifecycle.online_canary import (
     online_canary_gate_check,
     online_champion_asset,
 )
+from assets.partitions import daily_partitions
 from assets.resources import DataLakeResource, S3Resource
 from assets.state import lifecycle_state
 from events.serving_log import ServingLogTable, conform_serving_log
@@ -29,6 +30,7 @@ from tests.helpers import tiny_model
 
 SURFACE = "homefeed"
 DAY = date(2026, 1, 10)
+PARTITIONS = daily_partitions(date(2026, 1, 1))
 
 
 @pytest.fixture
@@ -79,7 +81,11 @@ def _serving_log(lake, canary_version, champion_rate, canary_rate, users=150, se
 
 
 def _trial(world, tags: dict | None = None, day=DAY):
-    assets = [canary_trial_asset(SURFACE), online_champion_asset(SURFACE), online_canary_gate_check(SURFACE)]
+    assets = [
+        canary_trial_asset(SURFACE, PARTITIONS),
+        online_champion_asset(SURFACE, PARTITIONS),
+        online_canary_gate_check(SURFACE),
+    ]
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             assets,
@@ -187,7 +193,7 @@ def test_a_trial_without_enough_information_goes_on_and_decides_with_its_days_to
     state.write({"candidate": newer, "passed": True, "unloadable": {}}, "canary", SURFACE, DAY)
     with dg.instance_for_test() as instance:
         release = dg.materialize(
-            [canary_release_asset(SURFACE)],
+            [canary_release_asset(SURFACE, PARTITIONS, traffic=0.25)],
             partition_key=DAY.isoformat(),
             instance=instance,
             resources={"lake": world["lake"], "s3": world["s3"]},
@@ -230,7 +236,7 @@ def test_a_release_over_a_champion_that_does_not_load_restores_a_loadable_one(wo
     )
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [canary_release_asset(SURFACE)],
+            [canary_release_asset(SURFACE, PARTITIONS, traffic=0.25)],
             partition_key=DAY.isoformat(),
             instance=instance,
             resources={"lake": lake, "s3": world["s3"]},

@@ -67,8 +67,12 @@ def celery_run(tmp_path_factory, s3_env):
     prepare(reference, before)
     prepare(on_celery, before)
     with dg.instance_for_test() as instance:  # the reference: the same job and day, in process
-        gate = mechanics_gate(load_settings(reference).surfaces)
-        assert run_job("nightly_refresh", day, instance, resources=resources_for(reference), run_config=gate).success
+        settings = load_settings(reference)
+        gate = mechanics_gate(settings.surfaces)
+        resources = resources_for(reference)
+        assert run_job(
+            "nightly_refresh", day, instance, settings=settings, resources=resources, run_config=gate
+        ).success
     out = run_on_celery(on_celery, tmp / "dagster_home", day, tmp / "logs")
     yield {**out, "day": day, "celery": _outputs(on_celery, day), "in_process": _outputs(reference, day)}
     shutil.rmtree(tmp, ignore_errors=True)

@@ -143,8 +143,8 @@ def test_celery_worker_config_reads_broker_and_backend_from_the_environment(depl
 def test_selected_executor_runs_every_job_and_training_keeps_its_pool():
     import dagster as dg
 
+    from orchestration.definitions import defs as code_location
     from orchestration.defs.executor import select_executor
-    from orchestration.runs import code_location
 
     assert select_executor({}) is None
     with pytest.raises(ValueError, match="PINREC_EXECUTOR"):

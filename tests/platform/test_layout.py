@@ -2,13 +2,14 @@
 assets (`assets/`) and the benchmarks that run a job; `assets` never imports `orchestration`; no
 library imports either; the simulated world (`world/`) is imported by no library below it; no
 module imports another in a circle (file level); every asset declares kinds, owners, a
-description and its area's tags."""
+description and its area's tags (in the code location and in the online canary mode's graph)."""
 
 import ast
 from pathlib import Path
 
-from assets.config import REPO_ROOT
-from orchestration.runs import code_location
+from assets.config import REPO_ROOT, load_settings
+from orchestration.definitions import build_definitions
+from orchestration.definitions import defs as code_location
 
 LIBRARIES = ("events", "feature_pipeline", "feature_repo", "training", "serving", "storage", "monitoring", "devstack")
 DAGSTER_PACKAGES = ("orchestration", "assets")
@@ -116,9 +117,14 @@ def test_training_uses_only_the_event_contract():
     assert not graph - {"events"}
 
 
+def _every_asset() -> list:
+    """The assets of the code location and of the online canary mode's graph."""
+    return [*code_location().assets, *build_definitions(load_settings({"PINREC_ONLINE_CANARY": "1"})).assets]
+
+
 def test_every_asset_declares_kinds_owners_description_and_area():
     missing = []
-    for assets_def in code_location().assets:
+    for assets_def in _every_asset():
         for key, spec in ((s.key, s) for s in assets_def.specs):
             problems = [
                 what
@@ -137,9 +143,7 @@ def test_every_asset_declares_kinds_owners_description_and_area():
 
 def test_assets_whose_output_depends_on_code_carry_a_code_version():
     versions = {
-        spec.key.to_user_string(): spec.code_version
-        for assets_def in code_location().assets
-        for spec in assets_def.specs
+        spec.key.to_user_string(): spec.code_version for assets_def in _every_asset() for spec in assets_def.specs
     }
     assert all(versions.values()), [k for k, v in versions.items() if not v]
     assert versions["events"] == versions["event_quarantine"]

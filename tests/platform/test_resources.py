@@ -83,7 +83,9 @@ def test_every_world_knob_reaches_the_settings_and_the_event_source(tmp_path):
 def test_a_world_knob_set_in_the_environment_is_read_when_the_run_starts(monkeypatch):
     for var, value in WORLD_ENV.items():
         monkeypatch.setenv(var, value)
-    resource = build_resources()["event_source"]  # the code location's: a knob set is a dg.EnvVar
+    resource = build_resources(load_settings(), from_environment=True)[
+        "event_source"
+    ]  # the code location's: a knob set is a dg.EnvVar
 
     @dg.asset
     def world(event_source: EventSourceResource) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from assets.config import REPO_ROOT
 from devstack.dagster_dev import DagsterUI
-from orchestration.runs import code_location
+from orchestration.definitions import defs as code_location
 from tests.helpers import cli_env, pinrec_ops
 
 pytestmark = pytest.mark.services  # starts processes of its own

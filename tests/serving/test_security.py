@@ -25,7 +25,6 @@ import psutil
 import pytest
 import torch
 
-from assets.config import SETTINGS
 from devstack.processes import stop_process_group
 from devstack.service import start_cli_service
 from serving.registry.manifest import INDEX_FILE, ITEM_IDS_FILE, MODEL_FILE, IntegrityError, LoadCheckError
@@ -201,7 +200,8 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
         "PINREC_SOURCE": "simulated",
         "PINREC_CACHE_DIR": str(REPO_ROOT / "var" / "cache"),
     }
-    resources = build_resources(load_settings(env))
+    settings = load_settings(env)
+    resources = build_resources(settings)
     resources["event_source"] = EventSourceResource(
         **{**resources["event_source"].model_dump(), "sim_users": 120, "sim_items": 400, "sim_events_per_day": 6000}
     )
@@ -215,10 +215,18 @@ def test_no_secret_reaches_logs_tags_metadata_or_files_of_a_whole_lifecycle(s3_s
     texts = {}
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         results = [
-            run_job("nightly_refresh", day, instance, assets=DATA_ASSET_KEYS, resources=resources) for day in days
+            run_job("nightly_refresh", day, instance, settings=settings, assets=DATA_ASSET_KEYS, resources=resources)
+            for day in days
         ]
         results.append(
-            run_job("retrain", days[-1], instance, resources=resources, run_config=mechanics_gate(SETTINGS.surfaces))
+            run_job(
+                "retrain",
+                days[-1],
+                instance,
+                settings=settings,
+                resources=resources,
+                run_config=mechanics_gate(settings.surfaces),
+            )
         )
         assert all(r.success for r in results)
         materialized = {e.asset_key.to_user_string() for r in results for e in r.get_asset_materialization_events()}
