@@ -112,7 +112,7 @@ class Settings:
     surfaces: tuple[str, ...]
     vocabulary: Vocabulary  # surfaces, outcomes and what they mean; codes extend the data's ledger
     training: TrainingPlan
-    online_canary: bool  # promotion through a one-day online canary (needs a serving log)
+    online_canary: bool  # promotion through an online canary trial (needs a serving log)
     canary_traffic: float
     gate_baselines: bool  # the gate asks a candidate to beat the popularity (and random) policy
     world_dir: Path | None  # the closed-loop world's days (pinrec-ops live), else None: open loop

@@ -6,7 +6,7 @@ state folder (`{step}.json`, one key per field):
     candidate  CandidateRecord   the version published from it
     canary     CanaryRecord      the canary evaluation's figures, then the offline gate's verdict
     release    ReleaseRecord     online canary mode: what the offline verdict released
-    trial      TrialRecord       online canary mode: the canary's one-day trial, then its verdict
+    trial      TrialRecord       online canary mode: the canary's trial through the day, then its decision
     promotion  PromotionRecord   what the champion step did with the verdict
 """
 

@@ -39,7 +39,7 @@ from benchmarks.results import argument_parser, print_table, write_results
 from events.contract import SURFACES
 from events.vocabulary import builtin_vocabulary
 from serving.evaluation.online_gate import PROMOTE, ROLL_BACK, OnlinePolicy
-from world.policy_loop.harness import HarnessConfig, log_run, play_days, start_view
+from world.policy_loop.harness import HarnessConfig, log_run, play_days, start_view, with_days
 from world.policy_loop.models import ModelTrainer, loaded_version, model_policies
 from world.policy_loop.policies import PopularityPolicy, RandomPolicy
 from world.policy_loop.trials import TrialResult, aa_trials, split_trials
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    cfg = HarnessConfig.quick() if a.quick else HarnessConfig()
     policy = OnlinePolicy()
+    # the harness's world and log (policy_loop's models), served for as many days as a trial may last
+    cfg = HarnessConfig.quick() if a.quick else with_days(HarnessConfig(), serve_days=policy.max_days)
     if a.quick:
         a.salts, a.worse_salts, a.offline = 2, 1, 2
         policy = OnlinePolicy(max_days=cfg.serve_days)

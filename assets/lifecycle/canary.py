@@ -55,7 +55,8 @@ class CanaryGateConfig(dg.Config):
         "day's users), when that is more than the tolerance.",
     )
     recall_floor: float = Field(
-        default=DEFAULT_GATE.floors[f"recall@{CANARY_K}"], description=f"Absolute floor on recall@{CANARY_K}."
+        default=DEFAULT_GATE.floors[f"recall@{CANARY_K}"],
+        description=f"Absolute floor on recall@{CANARY_K} (a log without impressions, or the baselines rule off).",
     )
     max_latency_ratio: float = Field(
         default=DEFAULT_GATE.max_latency_ratio,
@@ -84,11 +85,15 @@ class CanaryGateConfig(dg.Config):
         """The gate; `guarded_outcomes`: the vocabulary's `guarded` (default the built-in data's
         click and save); `yardstick`: the figure the candidate must beat the baselines on (the
         evaluation's). With a yardstick (a log with impressions) the candidate may not fall below
-        the champion on it and on the slate figures (absolute tolerance or z standard errors);
-        recall is then only the absolute floor (the yardstick replays logged impressions: the floor checks that
-        the served path finds engaged items at all), since
-        recall against the champion ranks policies against what users do (docs/yardstick.md).
-        Without one, recall@100 per guarded outcome is guarded against the champion as before."""
+        the champion on it and on the slate figures (absolute tolerance or z standard errors), and
+        recall is not gated: against the champion it ranks policies against what users do
+        (docs/yardstick.md), and beating the baselines on the yardstick is what "the served path
+        works at all" means there. Its absolute floor refused 18 of 21 candidates retrained from the
+        champion's data with another seed whose yardstick matched the champion's
+        (benchmarks/canary_calibration.py: a model that serves what users engage with given a showing
+        finds next engagements at about chance, 100 / catalogue). Without a yardstick, or with the
+        baselines rule off, the recall floor applies and recall@100 per guarded outcome is guarded
+        against the champion as before."""
         yardstick = yardstick or DEFAULT_GATE.yardstick
         outcomes = guarded_outcomes or ("click", "save")
         recall = (f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in outcomes))
@@ -99,7 +104,7 @@ class CanaryGateConfig(dg.Config):
             guarded=guarded,
             tolerance=self.tolerance,
             z=self.z,
-            floors={f"recall@{CANARY_K}": self.recall_floor},
+            floors={f"recall@{CANARY_K}": self.recall_floor} if yardstick in recall or not self.beat_baselines else {},
             max_latency_ratio=self.max_latency_ratio,
             max_latency_p99_ms=self.max_latency_p99_ms,
             ranking_guarded=ranking,

@@ -1,6 +1,6 @@
 """The lifecycle area's definitions for a deployment's settings: pretraining, and per surface of
 the settings fine-tuning, publication, the canary evaluation and its gate, then promotion; with
-the online canary (`settings.online_canary`) the release, the one-day trial and its gate come
+the online canary (`settings.online_canary`) the release, the trial (until its decision) and its gate come
 before promotion. Dagster loads them through `defs` (the defs folder), which reads the settings
 from the environment then."""
 

@@ -235,3 +235,13 @@ def test_a_ranking_figure_may_fall_within_its_noise_but_not_beyond_it():
     # precise figures: the absolute tolerance is the larger allowance and decides
     precise = {"slate_auc/click_se": 0.001}
     assert not gate({**beyond, **precise, "slate_auc/click": 0.535}, {**champion, **precise})[0]
+
+
+def test_the_recall_floor_applies_only_where_no_yardstick_and_baselines_say_the_path_works():
+    from assets.lifecycle.canary import CanaryGateConfig
+
+    with_yardstick = CanaryGateConfig().policy(("click", "save"), "replay@100")
+    assert with_yardstick.floors == {} and "replay@100" in with_yardstick.ranking_guarded
+    assert CanaryGateConfig().policy(("click", "save"), "recall@100").floors == {"recall@100": 0.02}
+    baselines_off = CanaryGateConfig(beat_baselines=False).policy(("click", "save"), "replay@100")
+    assert baselines_off.floors == {"recall@100": 0.02}
