@@ -281,9 +281,9 @@ def pair_agreement(
 
 def with_days(cfg: HarnessConfig, **changes) -> HarnessConfig:
     """`cfg` with other day counts, the world grown to hold them."""
-    new = replace(cfg, **{k: v for k, v in changes.items() if k in ("train_days", "serve_days", "yardstick_days")})
-    need = new.train_days + max(new.serve_days, new.yardstick_days)
-    return replace(new, world=replace(new.world, n_days=max(need, 1)))
+    days = {k: changes.get(k, getattr(cfg, k)) for k in ("train_days", "serve_days", "yardstick_days")}
+    need = days["train_days"] + max(days["serve_days"], days["yardstick_days"])
+    return replace(cfg, world=replace(cfg.world, n_days=max(need, 1)), **days)
 
 
 def policy_lister(policy: Policy, view: LoopView, run: LogRun):
