@@ -102,7 +102,8 @@ def offline_aa(run, trainer: ModelTrainer, evaluations: int, latency_rounds: int
             outcomes=outcomes,
             latency_rounds=latency_rounds,
         )
-        policy = CanaryGateConfig().policy(vocab.guarded, figures.yardstick)
+        random_measured = figures.yardstick in figures.baselines.get("random", {})
+        policy = CanaryGateConfig().policy(vocab.guarded, figures.yardstick, random_measured)
         candidate_figures, champion_figures = figures.versions["candidate"], figures.versions["champion"]
         rules = gate_rules(candidate_figures, champion_figures, policy, baselines=figures.baselines)
         verdict = Verdict.of(rules)

@@ -237,11 +237,13 @@ def test_a_ranking_figure_may_fall_within_its_noise_but_not_beyond_it():
     assert not gate({**beyond, **precise, "slate_auc/click": 0.535}, {**champion, **precise})[0]
 
 
-def test_the_recall_floor_applies_only_where_no_yardstick_and_baselines_say_the_path_works():
+def test_the_recall_floor_gives_way_only_to_a_yardstick_with_the_random_baseline_to_beat():
     from assets.lifecycle.canary import CanaryGateConfig
 
-    with_yardstick = CanaryGateConfig().policy(("click", "save"), "replay@100")
-    assert with_yardstick.floors == {} and "replay@100" in with_yardstick.ranking_guarded
-    assert CanaryGateConfig().policy(("click", "save"), "recall@100").floors == {"recall@100": 0.02}
-    baselines_off = CanaryGateConfig(beat_baselines=False).policy(("click", "save"), "replay@100")
+    outcomes = ("click", "save")
+    with_random = CanaryGateConfig().policy(outcomes, "replay@100", random_measured=True)
+    assert with_random.floors == {} and "replay@100" in with_random.ranking_guarded
+    assert CanaryGateConfig().policy(outcomes, "replay@100").floors == {"recall@100": 0.02}  # no exploration
+    assert CanaryGateConfig().policy(outcomes, "recall@100", random_measured=True).floors == {"recall@100": 0.02}
+    baselines_off = CanaryGateConfig(beat_baselines=False).policy(outcomes, "replay@100", random_measured=True)
     assert baselines_off.floors == {"recall@100": 0.02}
