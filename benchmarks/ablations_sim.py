@@ -14,10 +14,11 @@ models are trained with the lifecycle's `TrainingPlan` by the harness's trainer 
 surface, search query) as of day 8 through the serving path, and is judged by the yardstick
 (`serving.evaluation.replay`: the engagement rate of the held-out impressions its lists hold):
 `replay@100` overall with its standard error, per surface, and with saves and clicks counted
-apart (`replay@100/save`: the save rate of those impressions); `recall@50` of the held-out days'
-engagements by the homefeed top 50 (the measure this benchmark used before: docs/yardstick.md
-shows it ranks policies against what users do) for comparison; `coverage@100` (distinct listed
-items / catalogue). What users did with these models served: `benchmarks/results/policy_loop.md`,
+apart (`replay@100/save`: the save rate of those impressions); `replay_position@100` (the
+yardstick that ranks policies over many days as users do: `RANKING_YARDSTICK`) with its SE;
+`recall@50` of the held-out days' engagements by the homefeed top 50 (the measure this
+benchmark used before: docs/yardstick.md shows it ranks policies against what users do) for
+comparison; `coverage@100` (distinct listed items / catalogue). What users did with these models served: `benchmarks/results/policy_loop.md`,
 rows of the same names.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.ablations_sim [--quick]
@@ -36,7 +37,7 @@ from benchmarks.policy_loop import CACHE
 from benchmarks.results import argument_parser, print_table, write_results
 from events.contract import SURFACES
 from serving.evaluation.replay import policy_lists, replay_measures
-from serving.evaluation.yardstick import YARDSTICK, YARDSTICK_K, logged_impressions, recall_at_k
+from serving.evaluation.yardstick import RANKING_YARDSTICK, YARDSTICK, YARDSTICK_K, logged_impressions, recall_at_k
 from training.plan import TrainingPlan
 from world.policy_loop.harness import HarnessConfig, log_run, policy_lister, start_view
 from world.policy_loop.models import model_policies
@@ -70,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         view = start_view(run)
         policy.start_day(view)
         lists = policy_lists(policy_lister(policy, view, run), impressions, YARDSTICK_K)
-        overall = replay_measures(lists, impressions, (YARDSTICK_K,))[YARDSTICK]
+        measured = replay_measures(lists, impressions, (YARDSTICK_K,))
+        overall, ranking = measured[YARDSTICK], measured[RANKING_YARDSTICK]
         row: dict = {"name": name, YARDSTICK: round(overall["value"], 4), f"{YARDSTICK}_se": round(overall["se"], 4)}
+        row[RANKING_YARDSTICK] = round(ranking["value"], 4)
+        row[f"{RANKING_YARDSTICK}_se"] = round(ranking["se"], 4)
         for surface in SURFACES:
             part = impressions[impressions["surface"] == surface]
             row[f"{YARDSTICK}/{surface}"] = round(replay_measures(lists, part, (YARDSTICK_K,))[YARDSTICK]["value"], 4)

@@ -10,9 +10,11 @@ through `LoadedVersion` (cached under var/bench/policy_loop/models by a hash of 
 Policy rows: `saves_per_1k`, `clicks_per_1k`, `hides_per_1k` (per 1,000 served slots), `coverage`,
 `ci95_saves_per_1k` (95% bootstrap half-width over users), `paired_saves_vs_<ref>` with `_lo` /
 `_hi` (95% paired bootstrap interval over users; the same for clicks), `yardstick` (the
-offline yardstick, `serving.evaluation.yardstick.YARDSTICK`) and `offline_<measure>` for every
-candidate. Row `yardstick`: Spearman correlations over the policy rows of the yardstick with
-served saves and clicks, and one pair of columns per candidate; `resolved_pairs_saves` (clicks):
+offline yardstick that ranks policies over the held-out days,
+`serving.evaluation.yardstick.RANKING_YARDSTICK`; the canary gate's per-day figure,
+`YARDSTICK`, is the candidate `replay@100`) and `offline_<measure>` for every candidate. Row
+`yardstick`: Spearman correlations over the policy rows of the yardstick with served saves and
+clicks, and one pair of columns per candidate; `resolved_pairs_saves` (clicks):
 the pairs of policies whose paired interval excludes 0, and `agreement_saves_<measure>` (clicks):
 the share of those pairs each measure orders as users did. Row `harness`: wall seconds.
 
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 from benchmarks.results import argument_parser, print_table, write_results
-from serving.evaluation.yardstick import YARDSTICK
+from serving.evaluation.yardstick import RANKING_YARDSTICK as YARDSTICK
 from training.plan import TrainingPlan
 from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, pair_agreement, serve
 from world.policy_loop.log_baseline import LogBaselinePolicy
@@ -52,6 +54,9 @@ CANDIDATES = (
     "replay_first@100",
     "replay_lift@100",
     "replay_ips@100",
+    "replay_position@50",
+    "replay_position@100",
+    "replay_position@200",
     "user_auc",
     "session_auc",
     "top_auc",

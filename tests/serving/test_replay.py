@@ -48,6 +48,28 @@ def test_a_list_of_what_users_engaged_with_replays_above_one_of_what_they_passed
     assert yardstick(good, IMPRESSIONS)["measure"] == YARDSTICK
 
 
+def test_the_position_corrected_replay_does_not_prefer_lists_that_match_sought_out_impressions():
+    # organic impressions (position -1) are engaged far more than the feed's slots: a list that
+    # matches them replays above one that matches the feed's low slots, where users engage just as
+    # the log's own slots there do, and above the log's average (1.0) only where it beats its place
+    rows = []
+    for user in range(40):
+        rows.append((user, user, "homefeed", 100 + user, user % 2 == 0, -1, -1))  # organic, engaged 1/2
+        rows.append((user, user, "homefeed", 200 + user, user % 10 == 0, 5, -1))  # slot 5, engaged 1/10
+        rows.append((user, user, "homefeed", 300 + user, user % 10 == 1, 5, -1))
+    columns = ["user_id", "session_id", "surface", "item_id", "engaged", "position", "query_id"]
+    frame = pd.DataFrame(rows, columns=columns).assign(propensity=1.0)
+    organic = {(u, "homefeed", None): [100 + u] for u in range(40)}
+    low_slots = {(u, "homefeed", None): [200 + u] for u in range(40)}
+    plain = {name: replay_measures(lists, frame, (1,)) for name, lists in (("organic", organic), ("low", low_slots))}
+    assert plain["organic"]["replay@1"]["value"] > 4 * plain["low"]["replay@1"]["value"]
+    assert plain["organic"]["replay_position@1"]["value"] == pytest.approx(1.0)
+    assert plain["low"]["replay_position@1"]["value"] == pytest.approx(1.0)
+    # a list of only the engaged slot-5 impressions beats its place: 4 engagements over 4 x 0.1
+    engaged_low = {(u, "homefeed", None): [200 + u if u % 10 == 0 else 300 + u] for u in (0, 10, 20, 30, 1, 11, 21, 31)}
+    assert replay_measures(engaged_low, frame, (1,))["replay_position@1"]["value"] == pytest.approx(10.0)
+
+
 def test_a_list_that_holds_no_logged_impression_has_no_replay_figure():
     m = replay_measures({(1, "homefeed", None): [555]}, IMPRESSIONS, (10,))
     assert np.isnan(m["replay@10"]["value"]) and m["replay@10"]["n"] == 0
