@@ -18,8 +18,8 @@ apart (`replay@100/save`: the save rate of those impressions); `replay_position@
 yardstick that ranks policies over many days as users do: `RANKING_YARDSTICK`) with its SE;
 `recall@50` of the held-out days' engagements by the homefeed top 50 (the measure this
 benchmark used before: docs/yardstick.md shows it ranks policies against what users do) for
-comparison; `coverage@100` (distinct listed items / catalogue). What users did with these models served: `benchmarks/results/policy_loop.md`,
-rows of the same names.
+comparison; `coverage@100` (distinct listed items / catalogue). What users did with these
+models served: `benchmarks/results/policy_loop.md`, rows of the same names.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.ablations_sim [--quick]
 """

@@ -185,6 +185,7 @@ def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -
         from serving.evaluation.canary import not_served_by
         from serving.evaluation.figures import day_figures
         from serving.evaluation.versions import champion_in_s3, load_version
+        from serving.evaluation.yardstick import RANKING_YARDSTICK
         from serving.registry.comparable import comparable_champion
 
         state, registry, day = lifecycle_state(lake), s3.registry(), partition_day(context)
@@ -279,7 +280,11 @@ def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -
             metadata.update({f"{role}/{name}": float(value) for name, value in values.items()})
         for role, values in baselines.items():  # random (an exploration share in the log) has the yardstick only
             metadata.update(
-                {f"{role}/{name}": float(values[name]) for name in (f"recall@{CANARY_K}", yardstick) if name in values}
+                {
+                    f"{role}/{name}": float(values[name])
+                    for name in (f"recall@{CANARY_K}", yardstick, RANKING_YARDSTICK)
+                    if name in values
+                }
             )
         metadata["metrics"] = table_metadata(
             [

@@ -138,6 +138,9 @@ def test_lifecycle_promotes_a_verified_champion_on_every_surface(lifecycle):
         manifest = registry.manifest(surface, canary["candidate"])
         assert manifest["data_partitions"] == [d.isoformat() for d in DAYS[:-1]]  # the newest day held out
         assert canary["metrics"]["candidate"]["recall@100"] > 0.02
+        # the position-corrected replay that ranks policies over many days is reported beside it
+        assert canary["metrics"]["candidate"]["replay_position@100"] >= 0.0
+        assert canary["baselines"]["popularity"]["replay_position@100_se"] >= 0.0
         assert canary["champion"] is None  # the first candidate bootstraps the champion
 
 
