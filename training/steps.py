@@ -5,7 +5,8 @@ warm-up, and the learning rate never reaches its value. `size_run` turns (steps 
 epochs asked for, a minimum step budget, the warm-up asked for) into the run that happens:
 
     epochs   = max(epochs asked, ceil(min_steps / steps per epoch))
-    total    = epochs * steps per epoch
+    total    = epochs * steps per epoch, or at most `max_steps` (a budget: the run stops
+               there, part-way through a shuffled epoch; 0 = no budget)
     warm-up  = min(warm-up asked, max(1, floor(max_warmup_fraction * total)))
                (max_warmup_fraction None: as asked, with a note when longer than the run)
 
@@ -32,7 +33,12 @@ class RunSize:
 
 
 def size_run(
-    steps_per_epoch: int, epochs: int, warmup_steps: int, min_steps: int = 0, max_warmup_fraction: float | None = None
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_steps: int,
+    min_steps: int = 0,
+    max_warmup_fraction: float | None = None,
+    max_steps: int = 0,
 ) -> RunSize:
     """The epochs and warm-up of a run of `steps_per_epoch` batches (see the module docstring)."""
     if steps_per_epoch <= 0:
@@ -41,6 +47,8 @@ def size_run(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if max_warmup_fraction is not None and not 0 < max_warmup_fraction <= 1:
         raise ValueError(f"max_warmup_fraction must be in (0, 1], got {max_warmup_fraction}")
+    if max_steps < 0 or (max_steps and max_steps < min_steps):
+        raise ValueError(f"max_steps must be 0 (no budget) or at least min_steps ({min_steps}), got {max_steps}")
     notes = []
     run_epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     if run_epochs != epochs:
@@ -49,6 +57,12 @@ def size_run(
             f"{min_steps}: training {run_epochs} epochs ({run_epochs * steps_per_epoch} steps)"
         )
     total = run_epochs * steps_per_epoch
+    if max_steps and total > max_steps:
+        notes.append(
+            f"{run_epochs} epochs of {steps_per_epoch} steps are {total} steps, over the budget of {max_steps}: "
+            f"training {max_steps} steps (a shuffled sample of the data)"
+        )
+        run_epochs, total = math.ceil(max_steps / steps_per_epoch), max_steps
     if max_warmup_fraction is None:  # kept as asked; a warm-up longer than the run is said
         warm = warmup_steps
         if warm > total:

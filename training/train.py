@@ -78,6 +78,7 @@ class TrainConfig:
     threads: int = 2
     patience: int | None = None  # early stopping on val/ndcg@10 (with validation data)
     min_steps: int = 0  # optimiser steps at least: more epochs when max_epochs gives fewer (training.steps)
+    max_steps: int = 0  # optimiser steps at most (0: no budget): the run stops there (training.steps)
     val_every_n_epochs: int = 1
     progress_bar: bool = True
     log_every_n_steps: int = 10
@@ -207,6 +208,7 @@ def _fit(
         optim_cfg.warmup_steps,
         train_cfg.min_steps,
         optim_cfg.max_warmup_fraction,
+        train_cfg.max_steps,
     )
     for note in size.notes:
         print(json.dumps({kind: note}), flush=True)
@@ -266,6 +268,7 @@ def _fit(
             callbacks.append(pl.callbacks.EarlyStopping("val/ndcg@10", mode="max", patience=train_cfg.patience))
     trainer = pl.Trainer(
         max_epochs=train_cfg.max_epochs,
+        max_steps=size.total_steps if train_cfg.max_steps else -1,
         max_time={"seconds": train_cfg.max_time_s} if train_cfg.max_time_s else None,
         accelerator=train_cfg.accelerator,
         devices=train_cfg.devices,

@@ -7,7 +7,7 @@ and the gate on promotion (serving.evaluation.gate), whose verdict the champion 
 (assets.lifecycle.verdicts: a refused candidate is a verdict, not a failed run)."""
 
 from dataclasses import asdict
-from datetime import UTC, date, datetime, time
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -133,15 +133,16 @@ class CanaryGateConfig(dg.Config):
         }
 
 
-def _sequences_at_day_start(feast: FeastResource, users: list[int], day) -> dict:
-    """Each user's sequence as the online store held it when the day began (point in time)."""
-    import pandas as pd
-
-    from feature_pipeline.store import training_examples
+def _sequences_at_day_start(feast: FeastResource, users: list[int], day, active: list[int], cache_dir: Path) -> dict:
+    """Each user's sequence as the online store held it when the day began (point in time). The
+    day's `active` users (every surface's) are asked of Feast once a day, and the surfaces'
+    evaluations share the answer (`feature_pipeline.day_start`: Feast's file store reads its whole
+    table for every question)."""
+    from feature_pipeline.day_start import day_start_examples
     from serving.service.encoder import UserSequence
 
-    start = pd.Timestamp(datetime.combine(day, time(0), tzinfo=UTC))
-    rows = training_examples(feast.store(), pd.DataFrame({"user_id": users, "event_ts": start}))
+    rows = day_start_examples(feast.store(), feast.settings().data_dir, day, active, cache_dir)
+    rows = rows[rows["user_id"].isin(users)]
     return {int(r["user_id"]): UserSequence.from_features(r) for r in rows.to_dict("records")}
 
 
@@ -195,6 +196,7 @@ def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -
         state.path(CanaryRecord.step, surface, day).unlink(missing_ok=True)
         champion = comparable_champion(registry, surface, candidate, context.log.warning)  # None: judged alone
         events = lake.table().read_day(day)
+        active = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))  # every surface's
         events = events[events["surface"] == surface]
         serving_log = ServingLogTable(lake.root).read_day(day)
         # what the compared versions served is not a held-out target of theirs (closed loop)
@@ -206,7 +208,9 @@ def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -
         users = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))
         users = users[:: max(1, len(users) // config.max_users)][: config.max_users]
         events = events[events["user_id"].isin(users)]
-        sequences = _sequences_at_day_start(feast, users, day)
+        sequences = _sequences_at_day_start(
+            feast, users, day, active, Path(lake.root).parent / "evaluation_cache" / "day_start"
+        )
         cache = Path(lake.root).parent / "version_cache"
         # the codes of the features the versions read (the registry's, else the ledger's): a
         # version trained with other codes is refused, as serving refuses it

@@ -183,3 +183,32 @@ def test_the_feature_views_are_a_function_of_the_code_ledger(tmp_path):
         assert views[label]["user_sequence"].tags["pinrec/vocabulary"] == label
     apply_repo(store, shop.codes, "shop")
     assert (os.getcwd(), list(sys.path), dict(os.environ)) == before
+
+
+def test_day_start_sequences_are_asked_of_feast_once_a_day_until_earlier_features_change(
+    feature_world, tmp_path, monkeypatch
+):
+    import feature_pipeline.day_start as day_start
+
+    table, settings, store, tables = feature_world
+    days = table.days()
+    users = sorted(tables[days[1]]["user_sequence"]["user_id"].head(20).tolist())
+    asked = []
+
+    def counted(*args, **kwargs):
+        asked.append(len(args[1]))
+        return training_examples(*args, **kwargs)
+
+    monkeypatch.setattr(day_start, "training_examples", counted)
+    first = day_start.day_start_examples(store, settings.data_dir, days[2], users, tmp_path)
+    direct = training_examples(store, pd.DataFrame({"user_id": users, "event_ts": pd.Timestamp(days[2], tz="UTC")}))
+    assert first["user_id"].tolist() == users
+    assert first["seq_item_ids"].map(list).tolist() == direct["seq_item_ids"].map(list).tolist()
+    # another surface's users of the same day: read from the day's file, Feast is not asked again
+    again = day_start.day_start_examples(store, settings.data_dir, days[2], users[::4], tmp_path)
+    assert again["user_id"].tolist() == users[::4] and asked == [20]
+    assert again["seq_item_ids"].map(list).tolist() == first["seq_item_ids"].map(list).tolist()[::4]
+    # an earlier day's features written again: a new file, the old one removed
+    write_offline_tables(settings, days[1], day_feature_tables(table, days[1]))
+    day_start.day_start_examples(store, settings.data_dir, days[2], users, tmp_path)
+    assert asked == [20, 20] and len(list(tmp_path.glob(f"{days[2].isoformat()}-*.parquet"))) == 1

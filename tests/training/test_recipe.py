@@ -45,6 +45,25 @@ def test_a_warm_up_longer_than_the_run_is_said_when_kept():
     assert size.warmup_steps == 100 and "longer than the run's 45 steps" in size.notes[0]
 
 
+def test_a_run_over_its_step_budget_stops_at_the_budget_and_says_so():
+    # a surface's days of a 10^6-event world: ~580 batches an epoch, fine-tuning's budget 200
+    size = size_run(
+        steps_per_epoch=580, epochs=1, warmup_steps=10, min_steps=60, max_warmup_fraction=0.1, max_steps=200
+    )
+    assert (size.epochs, size.total_steps, size.warmup_steps) == (1, 200, 10)
+    assert "over the budget of 200: training 200 steps" in size.notes[0]
+    # a week of the embedded world is under the budget: nothing changes
+    assert size_run(steps_per_epoch=55, epochs=1, warmup_steps=10, min_steps=60, max_steps=200).total_steps == 110
+    assert (
+        TrainingPlan().finetune_train_config(TrainingPlan().configs()[3]).max_steps == TrainingPlan.finetune_max_steps
+    )
+
+
+def test_a_step_budget_under_the_minimum_is_refused():
+    with pytest.raises(ValueError, match="at least min_steps"):
+        size_run(steps_per_epoch=15, epochs=1, warmup_steps=10, min_steps=60, max_steps=50)
+
+
 def test_a_run_without_a_step_is_refused():
     with pytest.raises(ValueError, match="no training batch"):
         size_run(steps_per_epoch=0, epochs=3, warmup_steps=10)
