@@ -133,9 +133,20 @@ class CanaryGateConfig(dg.Config):
         }
 
 
+def evaluation_users(events, impression: str | None, max_users: int) -> dict[str, list[int]]:
+    """Each surface's users evaluated on the day: of the users with an event other than an
+    impression there, every k-th in id order, at most `max_users`."""
+    engaged = events[events["outcome"] != impression] if impression is not None else events
+    samples = {}
+    for surface, ids in engaged.groupby("surface")["user_id"]:
+        active = sorted(set(ids.tolist()))
+        samples[str(surface)] = active[:: max(1, len(active) // max_users)][:max_users]
+    return samples
+
+
 def _sequences_at_day_start(feast: FeastResource, users: list[int], day, active: list[int], cache_dir: Path) -> dict:
     """Each user's sequence as the online store held it when the day began (point in time). The
-    day's `active` users (every surface's) are asked of Feast once a day, and the surfaces'
+    day's users of every surface (`active`) are asked of Feast once a day, and the surfaces'
     evaluations share the answer (`feature_pipeline.day_start`: Feast's file store reads its whole
     table for every question)."""
     from feature_pipeline.day_start import day_start_examples
@@ -195,9 +206,12 @@ def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -
         # an earlier verdict of this day must not outlive a new evaluation that fails
         state.path(CanaryRecord.step, surface, day).unlink(missing_ok=True)
         champion = comparable_champion(registry, surface, candidate, context.log.warning)  # None: judged alone
-        events = lake.table().read_day(day)
-        active = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))  # every surface's
-        events = events[events["surface"] == surface]
+        day_events = lake.table().read_day(day)
+        # the users evaluated: every surface's sample of the day, drawn before the compared versions
+        # are known, so the surfaces' evaluations ask Feast for their sequences once
+        samples = evaluation_users(day_events, vocab.impression, config.max_users)
+        users = samples.get(surface, [])
+        events = day_events[day_events["surface"] == surface]
         serving_log = ServingLogTable(lake.root).read_day(day)
         # what the compared versions served is not a held-out target of theirs (closed loop)
         rows_before = len(events)
@@ -205,12 +219,10 @@ def canary_evaluation_asset(surface: str, partitions: dg.PartitionsDefinition) -
         served_rows_left_out = rows_before - len(events)
         # recall per engaged outcome the day's log has (a log may lack some of the vocabulary's)
         outcomes = [o for o in vocab.engaged if (events["outcome"] == o).any()]
-        users = sorted(set(events.loc[events["outcome"] != vocab.impression, "user_id"].tolist()))
-        users = users[:: max(1, len(users) // config.max_users)][: config.max_users]
         events = events[events["user_id"].isin(users)]
-        sequences = _sequences_at_day_start(
-            feast, users, day, active, Path(lake.root).parent / "evaluation_cache" / "day_start"
-        )
+        every_surface = sorted(set().union(*samples.values()))
+        cache_dir = Path(lake.root).parent / "evaluation_cache" / "day_start"
+        sequences = _sequences_at_day_start(feast, users, day, every_surface, cache_dir)
         cache = Path(lake.root).parent / "version_cache"
         # the codes of the features the versions read (the registry's, else the ledger's): a
         # version trained with other codes is refused, as serving refuses it

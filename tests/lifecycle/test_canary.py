@@ -247,3 +247,19 @@ def test_the_recall_floor_gives_way_only_to_a_yardstick_with_the_random_baseline
     assert CanaryGateConfig().policy(outcomes, "recall@100", random_measured=True).floors == {"recall@100": 0.02}
     baselines_off = CanaryGateConfig(beat_baselines=False).policy(outcomes, "replay@100", random_measured=True)
     assert baselines_off.floors == {"recall@100": 0.02}
+
+
+def test_the_evaluated_users_are_each_surfaces_sample_of_its_engaged_users():
+    import pandas as pd
+
+    from assets.lifecycle.canary import evaluation_users
+
+    rows = [(u, "homefeed", "click") for u in range(100)]
+    rows += [(u, "search", "save") for u in range(50, 60)]
+    rows += [(u, "search", "impression") for u in range(200, 300)]  # shown only: not evaluated
+    events = pd.DataFrame(rows, columns=["user_id", "surface", "outcome"])
+    samples = evaluation_users(events, "impression", max_users=20)
+    assert samples["homefeed"] == list(range(0, 100, 5))
+    assert samples["search"] == list(range(50, 60))
+    # a log without impressions: every event counts
+    assert len(evaluation_users(events, None, max_users=1000)["search"]) == 110
