@@ -202,14 +202,8 @@ def _fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dm.setup()
-    size = size_run(
-        len(dm.train_ds),
-        train_cfg.max_epochs,
-        optim_cfg.warmup_steps,
-        train_cfg.min_steps,
-        optim_cfg.max_warmup_fraction,
-        train_cfg.max_steps,
-    )
+    steps = (train_cfg.max_epochs, optim_cfg.warmup_steps, train_cfg.min_steps, optim_cfg.max_warmup_fraction)
+    size = size_run(len(dm.train_ds), *steps, max_steps=train_cfg.max_steps)
     for note in size.notes:
         print(json.dumps({kind: note}), flush=True)
     train_cfg = replace(train_cfg, max_epochs=size.epochs)
