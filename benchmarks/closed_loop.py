@@ -255,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         "--arms", default="", help="comma-separated arms to compare (default: every arm of world.experiments)"
     )
     parser.add_argument("--context", default="", help="what else ran on the machine (for the notes)")
+    parser.add_argument(
+        "--var",
+        type=Path,
+        default=None,
+        help="an empty folder to run in and keep (canary records, logs, the Dagster instance); default: a "
+        "temporary folder, removed at the end",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     first_w, last_w = (int(x) for x in args.window.split("-"))
@@ -264,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     if "pinrec" not in {a.name for a in arms}:
         parser.error("--arms must include pinrec: the other arms are measured against it")
 
+    if args.var is not None and args.var.exists() and any(args.var.iterdir()):
+        parser.error(f"--var {args.var} is not empty: the run needs a fresh folder")
     with tempfile.TemporaryDirectory(prefix="pinrec-closed-loop-") as tmp:
-        var = Path(tmp)
+        var = args.var.resolve() if args.var is not None else Path(tmp)
+        var.mkdir(parents=True, exist_ok=True)
         os.environ.update(_environment(args, var))
         from devstack.seaweedfs import SeaweedFS  # noqa: E402 - after the environment is set
 

@@ -8,6 +8,10 @@ Three signals per surface, each on the newest ingested day:
   barely moves the outcome mix, but users stop engaging with what the champion serves;
 - the champion's recall@100 on the newest day (the canary evaluation measures it) against its
   trailing mean.
+An online signal's drop counts only when it is also `DRIFT_Z` standard errors of the difference
+(today's sampling error over users with the trailing days') below its reference: a canary sample of
+a few hundred users moves recall@100 by 20-30% from day to day on its own, which fired retrains on
+days without a shift in the 30-day closed loop of 2026-12-05.
 Any signal above its threshold requests a retrain. One shift, one retrain (`monitoring.shift`): the day
 that fired becomes the surface's shift start (the cursor remembers), and the days after it are
 judged against the shift's own days (outcome mix) and trailing means cut at the shift start (online
@@ -46,16 +50,26 @@ RECALL_DROP_THRESHOLD = 0.20
 TRAILING_DAYS = 7
 MIN_REFERENCE_DAYS = 3  # a trailing mean of fewer days is no reference
 MIN_SERVED_IMPRESSIONS = 2000  # fewer champion-served impressions on the day: too noisy to judge
+# ... and a drop must be this many standard errors of (reference - today): one-sided, about 1 false
+# fire in 700 judged (surface, signal, day) without a shift
+DRIFT_Z = 3.0
 
 
-def _trailing_drop(values: list[float], today: float) -> float | None:
-    """1 - today / mean(values): the relative drop (None without a reference of
-    MIN_REFERENCE_DAYS days)."""
-    values = [v for v in values if v == v]  # drop NaN
+def trailing_drop(values: list[tuple[float, float]], today: float, today_se: float) -> tuple[float, float] | None:
+    """(1 - today / mean of the values, (mean - today) / its standard error) for `values`, the
+    trailing days' (figure, standard error): the relative drop and how many standard errors it
+    is (None without a reference of MIN_REFERENCE_DAYS days). The reference's standard error is
+    that of a mean of independent days; a figure without one (NaN) counts as exact."""
+    values = [(v, se) for v, se in values if v == v]  # drop NaN
     if len(values) < MIN_REFERENCE_DAYS or today != today:
         return None
-    reference = sum(values) / len(values)
-    return 1.0 - today / reference if reference > 0 else None
+    reference = sum(v for v, _ in values) / len(values)
+    if reference <= 0:
+        return None
+    reference_var = sum((se if se == se else 0.0) ** 2 for _, se in values) / len(values) ** 2
+    se = (reference_var + (today_se if today_se == today_se else 0.0) ** 2) ** 0.5
+    z = (reference - today) / se if se > 0 else float("inf") if reference > today else 0.0
+    return 1.0 - today / reference, z
 
 
 def online_signals(
@@ -67,29 +81,42 @@ def online_signals(
     state = lifecycle_state(lake)
     newest, before = days[-1], since_shift(days[-1 - TRAILING_DAYS : -1], memory or ShiftMemory())
 
-    def engaged(day) -> float:
+    nothing = (float("nan"), float("nan"))
+
+    def engaged(day) -> tuple[float, float]:
         path = state.path("online_metrics", "_all", day)
         if not path.exists():
-            return float("nan")
+            return nothing
         champion = json.loads(path.read_text()).get("by_served_by", {}).get(surface, {}).get("champion")
         if not champion or champion["impressions"] < MIN_SERVED_IMPRESSIONS:
-            return float("nan")
-        return champion["clicks_per_1k"] + champion["saves_per_1k"]
+            return nothing
+        # the bootstrap half-widths over users of the two rates, as one standard error
+        se = sum((champion.get(f"ci95_{o}_per_1k", float("nan")) / 1.96) ** 2 for o in ("clicks", "saves")) ** 0.5
+        return champion["clicks_per_1k"] + champion["saves_per_1k"], se
 
-    def recall(day) -> float:
+    def recall(day) -> tuple[float, float]:
         if not state.has(CanaryRecord, surface, day):
-            return float("nan")
+            return nothing
         champion = state.load(CanaryRecord, surface, day).metrics.get("champion")
-        return champion.get("recall@100", float("nan")) if champion else float("nan")
+        if not champion:
+            return nothing
+        return champion.get("recall@100", float("nan")), champion.get("recall@100_se", float("nan"))
 
     out = {}
     for name, fn in (("online_engaged_per_1k", engaged), ("recall@100", recall)):
-        today = fn(newest)
-        drop = _trailing_drop([fn(d) for d in before], today)
+        today, today_se = fn(newest)
+        drop = trailing_drop([fn(d) for d in before], today, today_se)
         if drop is not None:
             out[name] = round(today, 5)
-            out[f"{name}_drop"] = round(drop, 5)
+            out[f"{name}_drop"] = round(drop[0], 5)
+            out[f"{name}_drop_z"] = round(min(drop[1], 99.0), 3)
     return out
+
+
+def dropped(signals: dict[str, float], name: str, threshold: float) -> bool:
+    """Whether `signals` show a drop of `name` above `threshold` (relative) that is also DRIFT_Z
+    standard errors."""
+    return signals.get(f"{name}_drop", 0.0) > threshold and signals.get(f"{name}_drop_z", 0.0) >= DRIFT_Z
 
 
 def evaluate_drift(
@@ -149,9 +176,9 @@ def evaluate_drift(
         reasons = []
         if report.drifted:
             reasons.append("outcome_mix")
-        if signals.get("online_engaged_per_1k_drop", 0.0) > ONLINE_DROP_THRESHOLD:
+        if dropped(signals, "online_engaged_per_1k", ONLINE_DROP_THRESHOLD):
             reasons.append("online_engagement")
-        if signals.get("recall@100_drop", 0.0) > RECALL_DROP_THRESHOLD:
+        if dropped(signals, "recall@100", RECALL_DROP_THRESHOLD):
             reasons.append("recall")
         figures[surface] = {
             "js": round(report.js, 5),
@@ -198,7 +225,8 @@ def outcome_drift_sensor(retrain, outcomes: Sequence[str]) -> SensorDefinition:
         description=f"Requests a retrain when a surface drifts from its champion on the newest day: its outcome mix "
         f"against the champion's training window (JS > {JS_THRESHOLD} or PSI > {PSI_THRESHOLD}), the "
         f"champion's online engagements per served impression (a drop > {ONLINE_DROP_THRESHOLD:.0%}) or its "
-        f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means; once per shift (the days "
+        f"recall (a drop > {RECALL_DROP_THRESHOLD:.0%}) against their trailing means, a drop also {DRIFT_Z:g} standard "
+        f"errors; once per shift (the days "
         f"after a drift are judged against the shift's own days).",
     )
     def sensor_fn(context: SensorEvaluationContext, lake: DataLakeResource, s3: S3Resource):

@@ -124,3 +124,28 @@ def test_the_shift_is_forgotten_once_the_champion_learned_only_from_it():
     assert reference_days(d[10:17], d[:18], d[18], memory) == d[10:17]  # the champion caught up
     assert since_shift(d[5:13], memory) == d[10:13] and since_shift(d[5:7], ShiftMemory()) == d[5:7]
     assert ShiftMemory.from_cursor(memory.to_cursor()) == memory and ShiftMemory.from_cursor(None) == ShiftMemory()
+
+
+def test_an_online_drop_within_its_sampling_error_does_not_fire_and_a_significant_one_does():
+    from orchestration.defs.drift_sensor import DRIFT_Z, RECALL_DROP_THRESHOLD, dropped, trailing_drop
+
+    # a canary sample of a few hundred users: recall@100 near 0.25 with a standard error of 0.03
+    trailing = [(0.26, 0.03), (0.24, 0.03), (0.25, 0.03)]
+    relative, z = trailing_drop(trailing, 0.19, 0.03)
+    assert relative > RECALL_DROP_THRESHOLD and z < DRIFT_Z  # 24% lower, but 1.9 standard errors
+    assert not dropped({"recall@100_drop": relative, "recall@100_drop_z": z}, "recall@100", RECALL_DROP_THRESHOLD)
+    relative, z = trailing_drop([(v, 0.005) for v, _ in trailing], 0.19, 0.005)  # thousands of users
+    assert z >= DRIFT_Z
+    assert dropped({"recall@100_drop": relative, "recall@100_drop_z": z}, "recall@100", RECALL_DROP_THRESHOLD)
+    # a significant but small drop is below the relative threshold: no retrain either
+    relative, z = trailing_drop([(v, 0.001) for v, _ in trailing], 0.24, 0.001)
+    assert z >= DRIFT_Z and not dropped({"recall@100_drop": relative, "recall@100_drop_z": z}, "recall@100", 0.2)
+
+
+def test_a_trailing_drop_needs_enough_reference_days_and_counts_a_missing_error_as_exact():
+    from orchestration.defs.drift_sensor import MIN_REFERENCE_DAYS, trailing_drop
+
+    assert trailing_drop([(0.3, 0.01)] * (MIN_REFERENCE_DAYS - 1), 0.1, 0.01) is None
+    assert trailing_drop([(0.3, 0.01), (float("nan"), 0.01)] * MIN_REFERENCE_DAYS, float("nan"), 0.0) is None
+    relative, z = trailing_drop([(0.3, float("nan"))] * MIN_REFERENCE_DAYS, 0.15, float("nan"))
+    assert math.isclose(relative, 0.5) and z == float("inf")
