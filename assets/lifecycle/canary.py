@@ -77,8 +77,14 @@ class CanaryGateConfig(dg.Config):
     )
     beat_baselines: bool = Field(
         default=DEFAULT_GATE.beat_baselines,
-        description="Refuse a candidate (a first one included) that does not beat the popularity policy, "
-        "and the random one where measurable, on the yardstick.",
+        description="Judge the candidate against the popularity policy, and the random one where measurable: a "
+        "first candidate must beat them on the yardstick, a successor must not be below them by more than "
+        "baseline_z standard errors on the position-corrected replay.",
+    )
+    baseline_z: float = Field(
+        default=DEFAULT_GATE.baseline_z,
+        description="With a champion, the candidate may fall this many standard errors of the difference "
+        "(over the day's users) below a baseline; 0: it must beat every baseline, as a first candidate must.",
     )
 
     def policy(
@@ -100,7 +106,12 @@ class CanaryGateConfig(dg.Config):
         serves what users engage with given a showing finds next engagements at about chance,
         100 / catalogue). Elsewhere the floor stays (a broken index listing random items replays
         above popularity, and only the random baseline or the floor can refuse it); without a
-        yardstick recall@100 per guarded outcome is guarded against the champion as before."""
+        yardstick recall@100 per guarded outcome is guarded against the champion as before.
+        The baselines are compared on the position-corrected replay (`RANKING_YARDSTICK`) where the
+        evaluation records it: the figure validated against what users do across policies that
+        list different kinds of impression (docs/yardstick.md); see `GatePolicy.baseline_z`."""
+        from serving.evaluation.yardstick import RANKING_YARDSTICK
+
         yardstick = yardstick or DEFAULT_GATE.yardstick
         outcomes = guarded_outcomes or ("click", "save")
         recall = (f"recall@{CANARY_K}", *(f"recall@{CANARY_K}/{o}" for o in outcomes))
@@ -121,6 +132,8 @@ class CanaryGateConfig(dg.Config):
             ranking_z=self.ranking_z,
             yardstick=yardstick,
             beat_baselines=self.beat_baselines,
+            baseline_yardstick=yardstick if yardstick in recall else RANKING_YARDSTICK,
+            baseline_z=self.baseline_z,
         )
 
     def overrides(self) -> dict[str, dict[str, float]]:
@@ -323,8 +336,9 @@ def canary_gate_check(surface: str, beat_baselines: bool) -> dg.AssetChecksDefin
         asset=dg.AssetKey([surface, "canary_evaluation"]),
         name="canary_gate",
         blocking=True,
-        description="The offline verdict on the candidate (serving.evaluation.gate): it must beat the popularity "
-        "policy (and the random one where measurable) on the yardstick, champion or not; clear the absolute "
+        description="The offline verdict on the candidate (serving.evaluation.gate): a first candidate must beat "
+        "the popularity policy (and the random one where measurable) on the yardstick, a successor must not be "
+        "below them beyond their sampling error on the position-corrected replay; clear the absolute "
         "floors and latency caps; be within tolerance of the champion on every guarded figure (the yardstick, "
         "slate AUC and NDCG@10; recall@100 on a log without impressions); and have trained on data no older than the "
         "champion's. A refusal fails this check with WARN severity and leaves the run successful: the "

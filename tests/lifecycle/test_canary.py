@@ -249,6 +249,47 @@ def test_the_recall_floor_gives_way_only_to_a_yardstick_with_the_random_baseline
     assert baselines_off.floors == {"recall@100": 0.02}
 
 
+def test_a_successor_below_a_baseline_within_its_sampling_error_passes_and_a_first_candidate_must_beat_it():
+    """One day of a few hundred users: the position-corrected replay's standard errors are ~0.2 on
+    values near 1. A successor (the surface has a champion) is refused only when it is below the
+    baseline by more than baseline_z standard errors of the difference; a first candidate must
+    beat every baseline on the yardstick."""
+    from assets.lifecycle.canary import CanaryGateConfig
+
+    policy = CanaryGateConfig().policy(("click", "save"), "replay@100", random_measured=True)
+    assert policy.baseline_yardstick == "replay_position@100" and policy.baseline_z == 1.96
+    popularity = {
+        "popularity": {
+            "replay@100": 0.065,
+            "replay@100_se": 0.005,
+            "replay_position@100": 1.07,
+            "replay_position@100_se": 0.07,
+        }
+    }
+    close = {**CHAMPION, "replay@100": 0.046, "replay@100_se": 0.008}
+    close.update({"replay_position@100": 0.99, "replay_position@100_se": 0.16})
+    champion = {**close, "replay@100": 0.045}
+    rules = [r for r in gate_rules(close, champion, policy, baselines=popularity) if r.bound.startswith("popularity")]
+    [rule] = rules
+    assert (
+        rule.passed and rule.metric == "replay_position@100 vs popularity" and rule.rule == "not worse than popularity"
+    )
+    assert abs(rule.threshold - (1.07 - 1.96 * (0.16**2 + 0.07**2) ** 0.5)) < 1e-9
+    # far below it: refused, with the allowance in the reason
+    far = {**close, "replay_position@100": 0.55}
+    passed, reasons = gate(far, champion, policy, baselines=popularity)
+    assert not passed and any(
+        r.startswith("replay_position@100 = 0.5500 does not beat the popularity policy's 1.0700 and is below it")
+        for r in reasons
+    )
+    # no champion: the first candidate must beat popularity on the yardstick itself
+    passed, reasons = gate(close, None, policy, baselines=popularity)
+    assert not passed and "replay@100 = 0.0460 does not beat the popularity policy's 0.0650" in reasons
+    # baseline_z 0: a successor must beat each baseline, as before
+    strict = CanaryGateConfig(baseline_z=0.0).policy(("click", "save"), "replay@100", random_measured=True)
+    assert not gate(close, champion, strict, baselines=popularity)[0]
+
+
 def test_the_evaluated_users_are_each_surfaces_sample_of_its_engaged_users():
     import pandas as pd
 
