@@ -12,6 +12,8 @@ An online signal's drop counts only when it is also `DRIFT_Z` standard errors of
 (today's sampling error over users with the trailing days') below its reference: a canary sample of
 a few hundred users moves recall@100 by 20-30% from day to day on its own, which fired retrains on
 days without a shift in the 30-day closed loop of 2026-12-05.
+The trailing days of an online signal are those of the same champion (a promotion changes the
+level of both figures: it is not a drift).
 Any signal above its threshold requests a retrain. One shift, one retrain (`monitoring.shift`): the day
 that fired becomes the surface's shift start (the cursor remembers), and the days after it are
 judged against the shift's own days (outcome mix) and trailing means cut at the shift start (online
@@ -77,9 +79,21 @@ def online_signals(
 ) -> dict[str, float]:
     """The champion's engagements per 1,000 served impressions and recall@100 on the newest day,
     and their drops against the trailing mean of the days before (none before the shift start of
-    `memory`)."""
+    `memory`, and only the days the same champion was judged on, where the day's canary evaluation
+    names it)."""
     state = lifecycle_state(lake)
     newest, before = days[-1], since_shift(days[-1 - TRAILING_DAYS : -1], memory or ShiftMemory())
+
+    def champion_of(day) -> str | None:
+        """The champion the day's canary evaluation judged (None: no evaluation that day)."""
+        return state.load(CanaryRecord, surface, day).champion if state.has(CanaryRecord, surface, day) else None
+
+    # a trailing mean of another champion's days is that model's level, not a reference: a promotion
+    # moved the new champion's recall@100 from 0.12 to 0.04 in a day of the closed loop (its own
+    # slots leave its held-out targets once it serves), which read as a drift
+    today_champion = champion_of(newest)
+    if today_champion is not None:
+        before = [d for d in before if champion_of(d) == today_champion]
 
     nothing = (float("nan"), float("nan"))
 

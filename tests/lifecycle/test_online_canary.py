@@ -329,3 +329,33 @@ def test_drift_sensor_fires_once_on_a_drop_of_the_champions_online_engagement(wo
     _champion_online_figures(state, nxt, 30.0, 2.0)
     again, _, _ = drift_sensor.evaluate_drift(lake, s3, cursor)
     assert again is None
+
+
+def test_a_promotion_is_not_read_as_a_drop_of_the_champions_recall(world):
+    """The recall@100 of a new champion is another model's level: judged against the trailing
+    days of the champion before it, a promotion from 0.12 to 0.04 read as a drift. Only the days
+    the same champion was judged on are its reference; a drop of its own still fires."""
+    from assets.records import CanaryRecord
+    from events.ingest import validate_events
+
+    lake, s3 = world["lake"], world["s3"]
+    state, table = lifecycle_state(lake), lake.table()
+    reference = date(2026, 1, 8)  # the champion's training window (its manifest's data partitions)
+    checked = validate_events(_events(reference), reference)
+    table.write_day(reference, checked.good, checked.quarantine)
+    days = [DAY + timedelta(days=i) for i in range(10)]
+    # (champion judged, its recall@100): a promotion on day 4, then the new one's own drop on day 9
+    judged = [("old", 0.12)] * 4 + [("new", 0.04)] * 5 + [("new", 0.01)]
+    fired, cursor = [], {}
+    for day, (champion, recall) in zip(days, judged):
+        result = validate_events(_events(day), day)
+        table.write_day(day, result.good, result.quarantine)
+        figures = {"recall@100": recall, "recall@100_se": 0.002}
+        state.save(CanaryRecord(candidate="c", champion=champion, metrics={"champion": figures}), SURFACE, day)
+        request, cursor, figures = drift_sensor.evaluate_drift(lake, s3, cursor)
+        if request is not None:
+            fired.append(day)
+        if day == days[4]:  # the promotion's day: no reference of the new champion yet
+            assert "recall@100_drop" not in figures[SURFACE], figures
+    assert fired == [days[-1]]
+    assert cursor["shifts"] == {SURFACE: days[-1].isoformat()}
