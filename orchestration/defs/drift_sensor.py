@@ -22,7 +22,7 @@ asks once, a second, different shift asks again."""
 
 import json
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 
 from dagster import (
     AssetObservation,
@@ -79,8 +79,8 @@ def online_signals(
 ) -> dict[str, float]:
     """The champion's engagements per 1,000 served impressions and recall@100 on the newest day,
     and their drops against the trailing mean of the days before (none before the shift start of
-    `memory`, and only the days the same champion was judged on, where the day's canary evaluation
-    names it)."""
+    `memory`, and where the days' canary evaluations name their champion only the days today's
+    champion served as champion: none on the day of a promotion)."""
     state = lifecycle_state(lake)
     newest, before = days[-1], since_shift(days[-1 - TRAILING_DAYS : -1], memory or ShiftMemory())
 
@@ -88,12 +88,20 @@ def online_signals(
         """The champion the day's canary evaluation judged (None: no evaluation that day)."""
         return state.load(CanaryRecord, surface, day).champion if state.has(CanaryRecord, surface, day) else None
 
-    # a trailing mean of another champion's days is that model's level, not a reference: a promotion
-    # moved the new champion's recall@100 from 0.12 to 0.04 in a day of the closed loop (its own
-    # slots leave its held-out targets once it serves), which read as a drift
+    def steady(day) -> bool:
+        """The day's champion was champion the day before too: it served the day as champion."""
+        return champion_of(day) is not None and champion_of(day) == champion_of(day - timedelta(days=1))
+
+    # A trailing mean of another champion's days is that model's level, not a reference, and so is
+    # the day a version is promoted on (it served that day as a canary, on a quarter of the users):
+    # in the closed loop a promoted version's recall@100 went from 0.12 on its promotion day to 0.04
+    # the next (once it serves everyone, its own slots leave its held-out targets), which read as a
+    # drift on days 13 and 15. Only steady days of today's champion are its reference.
     today_champion = champion_of(newest)
     if today_champion is not None:
-        before = [d for d in before if champion_of(d) == today_champion]
+        if not steady(newest):
+            return {}
+        before = [d for d in before if steady(d) and champion_of(d) == today_champion]
 
     nothing = (float("nan"), float("nan"))
 

@@ -332,9 +332,9 @@ def test_drift_sensor_fires_once_on_a_drop_of_the_champions_online_engagement(wo
 
 
 def test_a_promotion_is_not_read_as_a_drop_of_the_champions_recall(world):
-    """The recall@100 of a new champion is another model's level: judged against the trailing
-    days of the champion before it, a promotion from 0.12 to 0.04 read as a drift. Only the days
-    the same champion was judged on are its reference; a drop of its own still fires."""
+    """The recall@100 of a new champion is another model's level, and so is its promotion day (it
+    served that day as a canary): judged against those days, a promotion read as a drift. Only
+    the days today's champion served as champion are its reference; a drop of its own still fires."""
     from assets.records import CanaryRecord
     from events.ingest import validate_events
 
@@ -344,8 +344,9 @@ def test_a_promotion_is_not_read_as_a_drop_of_the_champions_recall(world):
     checked = validate_events(_events(reference), reference)
     table.write_day(reference, checked.good, checked.quarantine)
     days = [DAY + timedelta(days=i) for i in range(10)]
-    # (champion judged, its recall@100): a promotion on day 4, then the new one's own drop on day 9
-    judged = [("old", 0.12)] * 4 + [("new", 0.04)] * 5 + [("new", 0.01)]
+    # (champion judged, its recall@100): a promotion on day 4 (the new version served that day as a
+    # canary: its figure is another level), then the new one's own drop on day 9
+    judged = [("old", 0.12)] * 4 + [("new", 0.12)] + [("new", 0.04)] * 4 + [("new", 0.01)]
     fired, cursor = [], {}
     for day, (champion, recall) in zip(days, judged):
         result = validate_events(_events(day), day)
@@ -355,7 +356,9 @@ def test_a_promotion_is_not_read_as_a_drop_of_the_champions_recall(world):
         request, cursor, figures = drift_sensor.evaluate_drift(lake, s3, cursor)
         if request is not None:
             fired.append(day)
-        if day == days[4]:  # the promotion's day: no reference of the new champion yet
-            assert "recall@100_drop" not in figures[SURFACE], figures
+        if day in days[4:8]:  # the promotion's day, then fewer than 3 steady days of the new champion
+            assert "recall@100_drop" not in figures[SURFACE], (day, figures)
+        if day == days[8]:  # judged against days 5-7 only: no drop
+            assert figures[SURFACE]["recall@100_drop"] == 0.0, figures
     assert fired == [days[-1]]
     assert cursor["shifts"] == {SURFACE: days[-1].isoformat()}
