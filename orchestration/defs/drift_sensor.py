@@ -12,7 +12,7 @@ An online signal's drop counts only when it is also `DRIFT_Z` standard errors of
 (today's sampling error over users with the trailing days') below its reference: a canary sample of
 a few hundred users moves recall@100 by 20-30% from day to day on its own, which fired retrains on
 days without a shift in the 30-day closed loop of 2026-12-05.
-The trailing days of an online signal are those of the same champion (a promotion changes the
+The trailing days of an online signal are the days today's champion served as champion (a promotion changes the
 level of both figures: it is not a drift).
 Any signal above its threshold requests a retrain. One shift, one retrain (`monitoring.shift`): the day
 that fired becomes the surface's shift start (the cursor remembers), and the days after it are
