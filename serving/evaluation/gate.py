@@ -7,8 +7,8 @@ Offline (`gate_rules`, on the canary evaluation's figures, serving.evaluation.ca
   measured): a first candidate must beat each on the yardstick (`GatePolicy.yardstick`; it is not
   bootstrapped as champion otherwise); a candidate for a surface with a champion must not be
   below one by more than `baseline_z` standard errors of the difference on
-  `GatePolicy.baseline_yardstick` (the position-corrected replay where the evaluation records it). On one day of a few
-  hundred users no offline figure tells a model from the baselines (docs/yardstick.md): in the
+  `GatePolicy.baseline_yardstick` (the position-corrected replay where the evaluation records
+  it). On one day of a few hundred users no offline figure tells a model from the baselines (docs/yardstick.md): in the
   closed loop of 2026-12-05 every homefeed candidate of days 4-9 replayed below popularity, while
   the pinrec arm served 9.3 saves and 18.7 clicks per 1,000 against popularity's 6.2 and 9.1. So
   the offline gate refuses a successor only on evidence, and the online trial against the
