@@ -17,6 +17,9 @@ offline yardstick that ranks policies over the held-out days,
 clicks, and one pair of columns per candidate; `resolved_pairs_saves` (clicks):
 the pairs of policies whose paired interval excludes 0, and `agreement_saves_<measure>` (clicks):
 the share of those pairs each measure orders as users did. Row `harness`: wall seconds.
+Model rows (and `random`, `oracle` as references) also get `query_jaccard_save_click` and
+`true_<saves|clicks>_<save|click>_query`: how different the save and click queries' lists are,
+and what the world's true probabilities say of each (`benchmarks/policy_loop_queries.py`).
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.policy_loop                 # full (writes results)
     PYTHONPATH=. .venv/bin/python -m benchmarks.policy_loop --quick --no-write   # smoke, < 2 min
@@ -35,12 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.policy_loop_queries import outcome_query_columns
 from benchmarks.results import argument_parser, print_table, write_results
 from serving.evaluation.yardstick import RANKING_YARDSTICK as YARDSTICK
 from training.plan import TrainingPlan
 from world.policy_loop.harness import HarnessConfig, compare, log_run, offline_measures, pair_agreement, serve
 from world.policy_loop.log_baseline import LogBaselinePolicy
-from world.policy_loop.models import MODEL_ROWS, model_policies
+from world.policy_loop.models import ABLATION_ROWS, MODEL_ROWS, model_policies
 from world.policy_loop.policies import OraclePolicy, PopularityPolicy, RandomPolicy
 
 NAME = "policy_loop"
@@ -120,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
-    unknown = set(rows) - set(ROWS)
+    unknown = set(rows) - set(ROWS) - set(ABLATION_ROWS)
     if unknown:
-        p.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(ROWS)}")
+        p.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(ROWS + ABLATION_ROWS)}")
     if a.reference not in rows:
         p.error(f"the reference {a.reference!r} must be one of the rows")
     cfg = HarnessConfig.quick() if a.quick else HarnessConfig()
@@ -157,10 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     table = compare(outcomes, a.reference, cfg.world.n_items, cfg.bootstrap, cfg.seed)
+    t = time.perf_counter()
+    torch.set_num_threads(a.threads)
+    queries = outcome_query_columns(policies, run)  # why outcome conditioning trades, or does not
+    print(json.dumps({"outcome_queries_s": round(time.perf_counter() - t, 1)}), flush=True)
     for row in table:
         measures = offline[row["name"]]
         row["yardstick"] = round(measures[YARDSTICK]["value"], 4)
         row["yardstick_se"] = round(measures[YARDSTICK]["se"], 4)
+        row.update(queries.get(row["name"], {}))
         for cand in CANDIDATES:
             row[f"offline_{cand}"] = round(measures[cand]["value"], 4)
     saves = [r["saves_per_1k"] for r in table]

@@ -151,3 +151,21 @@ def test_pair_agreement_counts_only_the_pairs_users_tell_apart(tiny_run):
     wrong = pair_agreement(served, {"oracle": 1.0, "random": 2.0, "hidden": 3.0}, "click", draws=200)
     assert right["pairs"] == wrong["pairs"] >= 2  # the oracle is told apart from both others
     assert right["agreement"] == 1.0 and wrong["agreement"] == 0.0
+
+
+def test_the_outcome_query_columns_read_each_list_against_the_worlds_truth(tiny_run):
+    from benchmarks.policy_loop_queries import outcome_query_columns
+    from events.contract import SURFACES
+    from tests.helpers import tiny_model
+    from world.policy_loop.models import loaded_version
+    from world.policy_loop.policies import ModelPolicy
+
+    model = tiny_model(n_items=TINY.world.n_items, item_id_offset=-1)  # item ids 0..n-1, as the world's
+    model_policy = ModelPolicy("tiny", {s: loaded_version(model, s, "tiny") for s in SURFACES})
+    cols = outcome_query_columns({"tiny": model_policy, "random": RandomPolicy()}, tiny_run, n_users=60, k=10)
+    assert set(cols) == {"tiny", "random", "oracle"}  # model rows and the two references
+    oracle, random = cols["oracle"], cols["random"]
+    assert oracle["true_saves_save_query"] > random["true_saves_save_query"]
+    assert oracle["true_clicks_click_query"] > oracle["true_clicks_save_query"]  # the best lists differ
+    assert 0.0 <= cols["tiny"]["query_jaccard_save_click"] <= 1.0 and "query_jaccard_save_click" not in random
+    assert all(v > 0 for v in cols["tiny"].values())

@@ -19,6 +19,10 @@ Rows (benchmarks/ablations_sim.py has the ladder's meaning):
   pinrec-save0  pinrec with outcome weights click 1, save 0
   pinrec-save1  pinrec with outcome weights click 0, save 1
 
+Ablation rows (``ABLATION_ROWS``, run when named): uc with one switch of sasrec's turned off:
+``uc-nologq`` (no logQ correction), ``uc-noexp`` (no exposure term), ``uc-noside`` (no
+outcome/surface/time input features).
+
 A trained model is kept under ``cache_dir/<variant>-<key>/`` where the key hashes the plan, the
 variant's changes, the fine-tuning surface and the training log's contents: a re-run with the
 same log and recipe loads it instead of training.
@@ -44,6 +48,8 @@ from world.policy_loop.harness import LogRun
 from world.policy_loop.policies import ModelPolicy
 
 MODEL_ROWS = ("sasrec", "uc", "oc", "oc-mt", "oc-mt-ft", "pinrec", "unipinrec", "pinrec-save0", "pinrec-save1")
+# rows a run names with --rows (not in the default set): the steps between sasrec and uc, one switch each
+ABLATION_ROWS = ("uc-nologq", "uc-noexp", "uc-noside")
 # pretrained variant -> (model switches, data switches, loss switches, ranking head)
 _VARIANTS: dict[str, tuple[dict, dict, dict, bool]] = {
     "sasrec": (
@@ -59,6 +65,9 @@ _VARIANTS: dict[str, tuple[dict, dict, dict, bool]] = {
         False,
     ),
     "uc": ({"outcome_conditioning": False, "multi_token": False}, {}, {}, False),
+    "uc-nologq": ({"outcome_conditioning": False, "multi_token": False}, {}, {"logq": False}, False),
+    "uc-noexp": ({"outcome_conditioning": False, "multi_token": False, "exposure_bias": False}, {}, {}, False),
+    "uc-noside": ({"outcome_conditioning": False, "multi_token": False, "side_inputs": False}, {}, {}, False),
     "oc": ({"outcome_conditioning": True, "multi_token": False}, {}, {}, False),
     "oc-mt": ({"outcome_conditioning": True, "multi_token": True}, {}, {}, False),
     "pinrec": ({}, {}, {}, True),
@@ -67,6 +76,9 @@ _VARIANTS: dict[str, tuple[dict, dict, dict, bool]] = {
 _ROWS: dict[str, tuple[str, bool, dict | None, str]] = {
     "sasrec": ("sasrec", False, None, "/v1/retrieve"),
     "uc": ("uc", False, None, "/v1/retrieve"),
+    "uc-nologq": ("uc-nologq", False, None, "/v1/retrieve"),
+    "uc-noexp": ("uc-noexp", False, None, "/v1/retrieve"),
+    "uc-noside": ("uc-noside", False, None, "/v1/retrieve"),
     "oc": ("oc", False, None, "/v1/retrieve"),
     "oc-mt": ("oc-mt", False, None, "/v1/retrieve"),
     "oc-mt-ft": ("oc-mt", True, None, "/v1/retrieve"),
