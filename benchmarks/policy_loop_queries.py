@@ -31,10 +31,6 @@ from world.policy_loop.harness import LogRun
 from world.policy_loop.policies import ModelPolicy
 
 OUTCOMES = ("save", "click")
-COLUMNS = (
-    "query_jaccard_save_click",
-    *(f"true_{t}s_{o}_query" for t in OUTCOMES for o in OUTCOMES),
-)
 
 
 def _jaccard(a: list[np.ndarray], b: list[np.ndarray]) -> float:
