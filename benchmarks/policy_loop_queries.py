@@ -56,15 +56,18 @@ def outcome_query_columns(
     truth = run.world.world.expected_engagement(users, surface, run.serve_days[0])
     sequences = [run.sequences.get(int(u)) for u in users]
     out: dict[str, dict[str, float]] = {}
+    by_version: dict[int, dict[str, float]] = {}  # rows that share a model (pinrec, unipinrec, ...) read it once
     for name, policy in policies.items():
         if not isinstance(policy, ModelPolicy):
             continue
         version = policy.versions[surface]
-        lists = {}
-        for o in OUTCOMES:
-            results = version.retrieve_batch([RetrievalRequest(s, k, {o: 1.0}) for s in sequences])
-            lists[o] = [np.array([c.item for c in r.candidates], np.int64) for r in results]
-        out[name] = _columns(lists, truth)
+        if id(version) not in by_version:
+            lists = {}
+            for o in OUTCOMES:
+                results = version.retrieve_batch([RetrievalRequest(s, k, {o: 1.0}) for s in sequences])
+                lists[o] = [np.array([c.item for c in r.candidates], np.int64) for r in results]
+            by_version[id(version)] = _columns(lists, truth)
+        out[name] = dict(by_version[id(version)])
     n_items = truth["save"].shape[1]
     every = [np.arange(n_items)] * len(users)
     out["random"] = _columns({o: every for o in OUTCOMES}, truth)
