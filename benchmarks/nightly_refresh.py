@@ -28,6 +28,7 @@ def main(argv=None) -> None:
     parser.add_argument("--history-days", type=int, default=3, help="days ingested before it (default 3)")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--context", default="", help="what else ran on the machine and what changed (for the notes)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write results")
     args = parser.parse_args(argv)
 
@@ -85,7 +86,8 @@ def main(argv=None) -> None:
             [row],
             {"seconds": TARGET_SECONDS},
             notes=f"{args.events} events on the measured day, {args.users} users, {args.items} items, "
-            f"{args.history_days} days of history; per-asset step times from the Dagster run.",
+            f"{args.history_days} days of history; per-asset step times from the Dagster run."
+            + (f" {args.context}" if args.context else ""),
         )
 
 

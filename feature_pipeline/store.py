@@ -88,6 +88,10 @@ def open_store(settings: FeastSettings) -> FeatureStore:
 
     # Feast's file store runs on dask, which warns about pandas deprecations on every read.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\..*")
+    # ...and names every persisted frame by pickling its list columns: a faster token for them
+    from feature_pipeline.dask_tokens import install as install_dask_tokens
+
+    install_dask_tokens()
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     return FeatureStore(config=load_repo_config(settings), repo_path=str(settings.data_dir))

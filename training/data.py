@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from events.contract import BUILTIN_CODES, EventCodes
+from training.cooccurrence import distinct_session_items
 from training.model import OFFSET_HORIZON_S, OFFSETS
 from training.queries import build_query_vocab, frame_query_rows
 
@@ -168,14 +169,10 @@ def build_sequences(
     if hard_negatives:
         # per session: impressed items never engaged in that session
         imp = (outcome == codes.impression_code) & known
-        eng_keys = set(zip(session[engaged].tolist(), idx[engaged].tolist()))
-        s_imp, i_imp = session[imp], idx[imp]
-        not_eng = np.array([(s, i) not in eng_keys for s, i in zip(s_imp.tolist(), i_imp.tolist())], bool)
-        s_neg, i_neg = s_imp[not_eng], i_imp[not_eng]
-        o = np.lexsort((i_neg, s_neg))
-        s_neg, i_neg = s_neg[o], i_neg[o]
-        keep = np.r_[True, (s_neg[1:] != s_neg[:-1]) | (i_neg[1:] != i_neg[:-1])] if len(s_neg) else np.zeros(0, bool)
-        s_neg, i_neg = s_neg[keep], i_neg[keep]
+        key = pd.factorize(session)[0].astype(np.int64) * (int(idx.max(initial=0)) + 1) + idx  # one per (session, item)
+        not_eng = ~pd.Series(key[imp]).isin(key[engaged]).to_numpy()
+        negatives = distinct_session_items(session[imp][not_eng], idx[imp][not_eng])  # sorted by session, item
+        s_neg, i_neg = negatives[:, 0], negatives[:, 1]
         tok_sess = session[order]
         lo = np.searchsorted(s_neg, tok_sess, "left")
         hi = np.searchsorted(s_neg, tok_sess, "right")

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from events.contract import BUILTIN_CODES, EventCodes
+from training.cooccurrence import distinct_session_items
 
 
 def impression_log_share(
@@ -35,7 +36,7 @@ def impression_log_share(
     raw = events["item_id"].to_numpy(np.int64)
     idx = np.minimum(np.searchsorted(vocab[1:], raw) + 1, max(n_items, 1))
     known = vocab[idx] == raw
-    pairs = np.unique(np.stack([events["session_id"].to_numpy(np.int64)[known], idx[known]], 1), axis=0)
+    pairs = distinct_session_items(events["session_id"].to_numpy(np.int64)[known], idx[known])
     counts = np.bincount(pairs[:, 1], minlength=n_items + 1).astype(np.float64)[: n_items + 1] + 1.0
     logs = np.log(counts[1:] / counts[1:].sum())
     out = np.zeros(n_items + 1, np.float32)

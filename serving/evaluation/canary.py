@@ -8,7 +8,7 @@ ANN search, merge by outcome weights). Metrics:
 - ``recall@k/<outcome>``: unordered recall of the user's items engaged with that outcome on the
   day (training.metrics.unordered_recall_at_k), and ``recall@k`` over all engaged items;
 - ``distinct_per_list`` and ``coverage`` (diversity);
-- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user (`interleaved_latency`: compared
+- ``latency_p50_ms`` / ``latency_p99_ms`` of retrieval per user (`interleaved_retrievals`: compared
   versions measured in one process on repeated, interleaved requests);
 - ``<figure>_se``: the standard error over the day's users (recall) or slates (ranking);
 - ranking (a day with impressions, ``impression``): every session's slate (the items shown in it)
@@ -158,7 +158,7 @@ def evaluate_ranking(
     return out
 
 
-def interleaved_latency(
+def interleaved_retrievals(
     versions: Mapping[str, LoadedVersion],
     sequences: Mapping[int, UserSequence],
     users: Sequence[int],
@@ -166,13 +166,16 @@ def interleaved_latency(
     k: int = 100,
     outcome_weights: Mapping[str, float] | None = None,
     rounds: int = 3,
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, list[int]]]]:
     """Retrieval latency of each version, measured in this process on repeated, interleaved
     requests: every user's request is sent to each version in turn, the order alternating from
     one request to the next (ABBA...), `rounds` times, so a load spike on a shared machine falls
-    on all versions alike. {role: {"latency_p50_ms", "latency_p99_ms", "latency_samples"}}."""
+    on all versions alike. Returns ({role: {"latency_p50_ms", "latency_p99_ms",
+    "latency_samples"}}, {role: {user: the items retrieved}}): the lists serve
+    `evaluate_version(..., retrieved=...)`, which then does not ask for them again."""
     roles = list(versions)
     times: dict[str, list[float]] = {role: [] for role in roles}
+    lists: dict[str, dict[int, list[int]]] = {role: {} for role in roles}
     for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
         for role in roles:
             versions[role].retrieve(sequences.get(user, UserSequence.empty()), k, outcome_weights)
@@ -181,9 +184,11 @@ def interleaved_latency(
         for user in users:
             seq = sequences.get(user, UserSequence.empty())
             for role in roles if n % 2 == 0 else roles[::-1]:
-                times[role].append(sum(versions[role].retrieve(seq, k, outcome_weights).timings_ms.values()))
+                result = versions[role].retrieve(seq, k, outcome_weights)
+                times[role].append(sum(result.timings_ms.values()))
+                lists[role].setdefault(int(user), [c.item for c in result.candidates])
             n += 1
-    return {
+    figures = {
         role: {
             "latency_p50_ms": float(np.percentile(t, 50)) if t else 0.0,
             "latency_p99_ms": float(np.percentile(t, 99)) if t else 0.0,
@@ -191,6 +196,7 @@ def interleaved_latency(
         }
         for role, t in times.items()
     }
+    return figures, lists
 
 
 def evaluate_version(
@@ -203,14 +209,21 @@ def evaluate_version(
     outcomes: Sequence[str] = ("click", "save"),
     engaged: Sequence[str] = tuple(sorted(ENGAGED_OUTCOMES)),
     impression: str | None = None,
+    retrieved_before: Mapping[int, Sequence[int]] | None = None,
 ) -> dict[str, float]:
     """Metrics of `version` on `day_events` (contract rows of the evaluation day, one surface);
-    with `impression` (the vocabulary's) the ranking metrics of the day's slates too."""
+    with `impression` (the vocabulary's) the ranking metrics of the day's slates too. A user's
+    list in `retrieved_before` (the same version, k and weights: `interleaved_retrievals`) is
+    taken as it is; the latency figures are then of the users asked here only."""
     users, future, future_by_outcome = _futures(day_events, engaged, outcomes)
+    retrieved_before = retrieved_before or {}
     retrieved, latencies = [], []
-    for user in users[:WARMUP_USERS]:  # first calls pay one-off costs (allocations, kernel setup)
+    for user in [u for u in users if u not in retrieved_before][:WARMUP_USERS]:  # first calls pay one-off costs
         version.retrieve(sequences.get(user, UserSequence.empty()), k, outcome_weights)
     for user in users:
+        if user in retrieved_before:
+            retrieved.append(list(retrieved_before[user]))
+            continue
         seq = sequences.get(user, UserSequence.empty())
         result = version.retrieve(seq, k, outcome_weights)
         latencies.append(sum(result.timings_ms.values()))

@@ -4,7 +4,7 @@ measures the gate's error rates on.
 
 - each loaded version (`candidate`, `champion`): `serving.evaluation.canary.evaluate_version`
   (recall per outcome, diversity, ranking of the day's slates) and latency measured in one
-  process on repeated, interleaved requests (`interleaved_latency`);
+  process on repeated, interleaved requests (`interleaved_retrievals`);
 - the baselines: popularity, and "buy again" where the vocabulary allows repeats
   (`serving.evaluation.buy_again`);
 - the yardstick of every role (`yardstick_figures`).
@@ -90,17 +90,26 @@ def day_figures(
     `serving_log` (the same surface's) and `train` (the days the candidate trained on, for the
     baselines). See the module docstring."""
     from serving.evaluation.buy_again import baseline_figures
-    from serving.evaluation.canary import evaluate_version, interleaved_latency
+    from serving.evaluation.canary import evaluate_version, interleaved_retrievals
 
+    # latency compared in one process, on repeated interleaved requests; their lists serve the
+    # figures below, so each user's list is retrieved once per role
+    latency, lists = interleaved_retrievals(loaded, sequences, users, k=k, rounds=latency_rounds)
     results = {
         role: evaluate_version(
-            version, sequences, events, k=k, outcomes=outcomes, engaged=vocab.engaged, impression=vocab.impression
+            version,
+            sequences,
+            events,
+            k=k,
+            outcomes=outcomes,
+            engaged=vocab.engaged,
+            impression=vocab.impression,
+            retrieved_before=lists[role],
         )
         for role, version in loaded.items()
     }
-    if loaded:  # latency compared in one process, on repeated interleaved requests
-        for role, figures in interleaved_latency(loaded, sequences, users, k=k, rounds=latency_rounds).items():
-            results[role].update(figures)
+    for role, figures in latency.items():
+        results[role].update(figures)
     baselines = baseline_figures(
         train, sequences, events, repeats=vocab.repeats, k=k, outcomes=outcomes, engaged=vocab.engaged
     )

@@ -212,3 +212,27 @@ def test_day_start_sequences_are_asked_of_feast_once_a_day_until_earlier_feature
     write_offline_tables(settings, days[1], day_feature_tables(table, days[1]))
     day_start.day_start_examples(store, settings.data_dir, days[2], users, tmp_path)
     assert asked == [20, 20] and len(list(tmp_path.glob(f"{days[2].isoformat()}-*.parquet"))) == 1
+
+
+def test_list_columns_get_a_dask_token_that_follows_their_values():
+    from dask.tokenize import tokenize
+
+    from feature_pipeline.dask_tokens import install
+
+    install()
+    install()  # a second install keeps one registration
+    frame = pd.DataFrame({"user_id": [1, 2, 3], "seq": [np.arange(3), np.arange(200), None], "name": ["a", "b", "c"]})
+    same = pd.DataFrame({"user_id": [1, 2, 3], "seq": [np.arange(3), np.arange(200), None], "name": ["a", "b", "c"]})
+    assert tokenize(frame) == tokenize(same)
+    changed = same.copy()
+    changed.at[1, "seq"] = np.r_[np.arange(199), 7]
+    assert tokenize(changed) != tokenize(frame)
+    longer = same.copy()
+    longer.at[0, "seq"] = np.arange(4)
+    assert tokenize(longer) != tokenize(frame)
+    other_dtype = same.copy()
+    other_dtype.at[0, "seq"] = np.arange(3, dtype=np.int32)
+    assert tokenize(other_dtype) != tokenize(frame)
+    renamed = same.copy()
+    renamed.at[2, "name"] = "z"  # a string column keeps dask's own token, which follows it too
+    assert tokenize(renamed) != tokenize(frame)

@@ -183,12 +183,18 @@ def test_the_canary_scores_every_session_slate_with_the_ranking_head():
     plain = evaluate_version(version, {}, day[day["outcome"] != "impression"], k=10, impression="impression")
     assert "slates" not in plain and "slate_auc/click" not in plain
     # latency of compared versions: measured in turn on the same requests, `rounds` times each
-    from serving.evaluation.canary import interleaved_latency
+    from serving.evaluation.canary import interleaved_retrievals
 
-    latency = interleaved_latency({"candidate": version, "champion": version}, {}, [1, 2], k=10, rounds=3)
+    latency, lists = interleaved_retrievals({"candidate": version, "champion": version}, {}, [1, 2], k=10, rounds=3)
     for role in ("candidate", "champion"):
         assert latency[role]["latency_samples"] == 6
         assert 0 < latency[role]["latency_p50_ms"] <= latency[role]["latency_p99_ms"]
+    # ...and the lists of those requests stand in for the evaluation's own: the same figures
+    again = evaluate_version(version, {}, day, k=10, impression="impression", retrieved_before=lists["candidate"])
+    assert set(lists["candidate"]) == {1, 2}
+    assert {m: again[m] for m in figures if "latency" not in m} == {
+        m: figures[m] for m in figures if "latency" not in m
+    }
 
 
 def test_slots_a_compared_version_served_are_not_its_held_out_targets():

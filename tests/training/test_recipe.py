@@ -11,7 +11,7 @@ import torch
 
 from serving.service.encoder import UserSequence, item_table
 from tests.helpers import SMALL_WORLD
-from training.cooccurrence import CoImpressions, co_impression_loss
+from training.cooccurrence import CoImpressions, co_impression_loss, distinct_session_items
 from training.data import build_sequences, build_vocab, item_log_popularity
 from training.exposure import impression_log_share
 from training.model import PinRec, PinRecConfig
@@ -193,3 +193,12 @@ def test_half_of_the_search_targets_are_trained_without_their_query(world_events
     all_queries = (without["tgt_query"] > 0).sum().item()
     assert all_queries > 20 and 0.3 < with_query / all_queries < 0.7
     assert torch.equal(batch["pos_ids"], without["pos_ids"])  # the other targets stay as they were
+
+
+def test_distinct_session_items_are_the_unique_rows_sorted_by_session_then_item():
+    rng = np.random.default_rng(3)
+    session = rng.integers(0, 10**12, 50)[rng.integers(0, 50, 5_000)]
+    item = rng.integers(1, 300, 5_000)
+    pairs = distinct_session_items(session, item)
+    assert np.array_equal(pairs, np.unique(np.stack([session, item], 1), axis=0))
+    assert distinct_session_items(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0, 2)
