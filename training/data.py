@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from events.contract import BUILTIN_CODES, EventCodes
-from training.cooccurrence import distinct_session_items
+from training.cooccurrence import distinct_session_items, session_item_keys
 from training.model import OFFSET_HORIZON_S, OFFSETS
 from training.queries import build_query_vocab, frame_query_rows
 
@@ -169,7 +169,7 @@ def build_sequences(
     if hard_negatives:
         # per session: impressed items never engaged in that session
         imp = (outcome == codes.impression_code) & known
-        key = pd.factorize(session)[0].astype(np.int64) * (int(idx.max(initial=0)) + 1) + idx  # one per (session, item)
+        key = session_item_keys(session, idx)[0]
         not_eng = ~pd.Series(key[imp]).isin(key[engaged]).to_numpy()
         negatives = distinct_session_items(session[imp][not_eng], idx[imp][not_eng])  # sorted by session, item
         s_neg, i_neg = negatives[:, 0], negatives[:, 1]

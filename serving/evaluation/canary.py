@@ -172,7 +172,7 @@ def interleaved_retrievals(
     one request to the next (ABBA...), `rounds` times, so a load spike on a shared machine falls
     on all versions alike. Returns ({role: {"latency_p50_ms", "latency_p99_ms",
     "latency_samples"}}, {role: {user: the items retrieved}}): the lists serve
-    `evaluate_version(..., retrieved=...)`, which then does not ask for them again."""
+    `evaluate_version(..., retrieved_before=...)`, which then does not ask for them again."""
     roles = list(versions)
     times: dict[str, list[float]] = {role: [] for role in roles}
     lists: dict[str, dict[int, list[int]]] = {role: {} for role in roles}
