@@ -202,3 +202,14 @@ def test_distinct_session_items_are_the_unique_rows_sorted_by_session_then_item(
     pairs = distinct_session_items(session, item)
     assert np.array_equal(pairs, np.unique(np.stack([session, item], 1), axis=0))
     assert distinct_session_items(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0, 2)
+
+
+def test_every_parameter_steps_in_one_fused_adamw_on_the_cpu():
+    from training.loss import LossConfig
+    from training.module import OptimConfig, PinRecModule
+
+    module = PinRecModule(PinRecConfig(n_items=50), LossConfig(), OptimConfig(lr=1e-3, warmup_steps=0))
+    opt = module.configure_optimizers()["optimizer"]
+    stepped = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert opt.defaults["fused"] is True
+    assert stepped == {id(p) for p in module.parameters()}
