@@ -4,6 +4,8 @@ injected on day 20, every experiment arm measured on what its users did with wha
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop            # the full run (~40-60 min)
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --days 8 --drift-day 7 --no-write  # smoke
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --arms pinrec,random,aa-1,aa-2  # fewer arms
+    PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --arms pinrec,random --drift-day 31 \
+        --window 4-30 --name closed_loop_power  # power: two arms, no shift, every served day
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --var /tmp/loop  # keep the run's folder
 
 It runs `orchestration.live.LiveRunner` (what `pinrec-ops live` runs) in a temporary folder with its
@@ -213,7 +215,7 @@ def days_to_recover(daily: pd.Series, reference: float, drift_day: int, toleranc
     return 99
 
 
-def pareto_plot(rows: list[dict], path: Path) -> None:
+def pareto_plot(rows: list[dict], path: Path, window: str = "11-19") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,9 +234,9 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
         ax.annotate(
             r["name"], (r["clicks_per_1k"], r["saves_per_1k"]), textcoords="offset points", xytext=(5, 5), fontsize=8
         )
-    ax.set_xlabel("clicks per 1,000 served impressions (days 11-19, 95% CI over users)")
+    ax.set_xlabel(f"clicks per 1,000 served impressions (days {window}, 95% CI over users)")
     ax.set_ylabel("saves per 1,000 served impressions")
-    ax.set_title("closed loop: arms before the drift")
+    ax.set_title(f"closed loop: arms over days {window}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -263,8 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         help="an empty folder to run in and keep (canary records, logs, the Dagster instance); default: a "
         "temporary folder, removed at the end",
     )
+    parser.add_argument(
+        "--name",
+        default="closed_loop",
+        help="results name (benchmarks/results/<name>.json): e.g. closed_loop_power for a run of a few arms",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    shift = args.drift_day <= args.days  # --drift-day past --days: a run without a shift (a power run)
     first_w, last_w = (int(x) for x in args.window.split("-"))
     from world.experiments import select_arms
 
@@ -339,13 +347,20 @@ def main(argv: list[str] | None = None) -> int:
         and (c.metadata or {}).get("canary")
         and str(c.metadata["canary"].value) != "none"
     ]
+    after_shift = (
+        {
+            "sensor_fired_day": min([d for d in drift_fires if d >= args.drift_day], default=0),
+            "drift_retrains_after_shift": len([d for d in drift_fires if d >= args.drift_day]),  # one shift: <= 2
+            "days_to_recover": days_to_recover(pinrec_daily, by["pinrec"]["saves_per_1k"], args.drift_day),
+        }
+        if shift
+        else {}
+    )
     drift_row = {
         "name": "drift",
-        "sensor_fired_day": min([d for d in drift_fires if d >= args.drift_day], default=0),
+        **after_shift,
         "false_fires_before_drift": len([d for d in drift_fires if d < args.drift_day]),
-        "drift_retrains_after_shift": len([d for d in drift_fires if d >= args.drift_day]),  # one shift: <= 2
         "retrain_runs": sum(1 for r in runs if r.job_name == "retrain"),
-        "days_to_recover": days_to_recover(pinrec_daily, by["pinrec"]["saves_per_1k"], args.drift_day),
         "canary_promotions": sum(1 for c in gate if decision(c) == "promote"),
         "canary_rollbacks": sum(1 for c in gate if decision(c) == "roll back"),
         "canary_rollbacks_aa_like": sum(1 for c in gate if decision(c) == "roll back" and aa_like(c)),
@@ -360,14 +375,15 @@ def main(argv: list[str] | None = None) -> int:
     print_table(all_rows)
     targets = {
         **{f"targets/{k}": v for k, v in relation_targets.items()},
-        "drift/days_to_recover": 3,
         "drift/failed_runs": 0,
         "drift/false_fires_before_drift": 0,
-        "drift/drift_retrains_after_shift": 2,
+        **({"drift/days_to_recover": 3, "drift/drift_retrains_after_shift": 2} if shift else {}),
     }
     if not args.no_write:
         notes = (
-            f"{args.days} simulated days, interest shift on day {args.drift_day}, arms over days {args.window}; "
+            f"{args.days} simulated days, "
+            f"{f'interest shift on day {args.drift_day}' if shift else 'no interest shift'}, "
+            f"arms over days {args.window}; "
             f"world {args.users} users, {args.items} items, {args.events} events/day, served share 0.5 of each "
             f"session's impressions, {args.warmup_days} warm-up days; training: the lifecycle's TrainingPlan with "
             f"{args.pretrain_epochs} pretraining and {args.finetune_epochs} fine-tuning epochs, the SASRec arm "
@@ -377,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             f"warm-up engagement; MDEs are against pinrec at 80% power, two-sided 5%. {args.context}"
         )
         write_results(
-            "closed_loop",
+            args.name,
             all_rows,
             targets,
             notes=notes,
@@ -389,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 *LOWER_IS_BETTER,
             },
         )
-        pareto_plot(rows, RESULTS_DIR / "closed_loop_pareto.png")
-        (RESULTS_DIR / "closed_loop_daily.json").write_text(
+        pareto_plot(rows, RESULTS_DIR / f"{args.name}_pareto.png", args.window)
+        (RESULTS_DIR / f"{args.name}_daily.json").write_text(
             json.dumps({"pinrec_saves_per_1k_by_day": {int(k): round(v, 3) for k, v in pinrec_daily.items()}}, indent=1)
         )
     return 0
