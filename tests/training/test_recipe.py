@@ -1,6 +1,6 @@
 """The lifecycle's training recipe: runs sized in steps, items learned from what sessions show
-together, exposure taken from the log's impressions (learned where a log has none) and left out
-of what is served."""
+together, an exposure term learned with the engagements (or fixed at the log's impression shares)
+and left out of what is served."""
 
 from dataclasses import replace
 
@@ -108,20 +108,8 @@ def _pretrain_small(events, tmp_path, **changes):
     return pretrain(events, tmp_path, model_cfg, data_cfg, loss_cfg, plan.optim_config("pretrain"), train_cfg)
 
 
-def test_the_lifecycle_plan_takes_exposure_from_impressions_and_serves_without_it(world_events, tmp_path, capsys):
-    _, events = world_events
-    result = _pretrain_small(events, tmp_path)
-    assert any("warm-up of 100 steps rescaled" in note for note in result.run_size)
-    assert "warm-up of 100 steps rescaled" in capsys.readouterr().out
-    model = result.model
-    vocab = model.item_ids.numpy()
-    # fixed at the log's impression shares through training: the vectors learn P(engage | shown)
-    assert not model.exposure.requires_grad
-    assert torch.allclose(model.exposure, impression_log_share(events, vocab))
-    shown = events.drop_duplicates(["session_id", "item_id"])["item_id"].to_numpy()
-    shown = np.bincount(np.searchsorted(vocab[1:], shown), minlength=len(vocab) - 1)
-    assert np.corrcoef(model.exposure.detach().numpy()[1:], np.log1p(shown))[0, 1] > 0.9
-    # what is served: the item table and <q, e> / T, the same whatever the exposure term holds
+def _served_without_the_exposure_term(model) -> None:
+    """What is served (the item table and <q, e> / T) is the same whatever the exposure term holds."""
     vectors, _ = item_table(model)
     zeros = torch.zeros(1, 3)
     batch = {"items": torch.tensor([[1, 2, 3]]), "outcomes": zeros.long() + 1, "surfaces": zeros.long()}
@@ -131,6 +119,33 @@ def test_the_lifecycle_plan_takes_exposure_from_impressions_and_serves_without_i
         model.exposure.add_(torch.randn_like(model.exposure) * 5)
     assert np.array_equal(item_table(model)[0], vectors)
     assert torch.equal(model.score_all(batch), before)
+
+
+def test_the_lifecycle_plan_learns_the_exposure_term_and_serves_without_it(world_events, tmp_path, capsys):
+    _, events = world_events
+    result = _pretrain_small(events, tmp_path)
+    assert any("warm-up of 100 steps rescaled" in note for note in result.run_size)
+    assert "warm-up of 100 steps rescaled" in capsys.readouterr().out
+    model = result.model
+    vocab = model.item_ids.numpy()
+    start = item_log_popularity(build_sequences(events, vocab)).numpy()[1:]  # where training starts it
+    exposure = model.exposure.detach().numpy()[1:]
+    assert model.exposure.requires_grad
+    assert np.abs(exposure - (start - start.mean())).max() > 1e-2  # it moved: learned
+    _served_without_the_exposure_term(model)
+
+
+def test_an_exposure_term_from_impressions_is_fixed_at_their_shares_and_not_served(world_events, tmp_path):
+    _, events = world_events
+    model = _pretrain_small(events, tmp_path, exposure_from_impressions=True).model
+    vocab = model.item_ids.numpy()
+    # fixed at the log's impression shares through training: the vectors learn P(engage | shown)
+    assert not model.exposure.requires_grad
+    assert torch.allclose(model.exposure, impression_log_share(events, vocab))
+    shown = events.drop_duplicates(["session_id", "item_id"])["item_id"].to_numpy()
+    shown = np.bincount(np.searchsorted(vocab[1:], shown), minlength=len(vocab) - 1)
+    assert np.corrcoef(model.exposure.detach().numpy()[1:], np.log1p(shown))[0, 1] > 0.9
+    _served_without_the_exposure_term(model)
 
 
 def test_exposure_is_learned_with_the_engagements_when_the_log_has_no_impressions(world_events, tmp_path):
