@@ -5,7 +5,7 @@ injected on day 20, every experiment arm measured on what its users did with wha
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --days 8 --drift-day 7 --no-write  # smoke
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --arms pinrec,random,aa-1,aa-2  # fewer arms
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --arms pinrec,random --drift-day 31 \
-        --window 4-30 --name closed_loop_power  # power: two arms, no shift, every served day
+        --window 8-30 --name closed_loop_power  # power: two arms, no shift, days 8-30
     PYTHONPATH=. .venv/bin/python -m benchmarks.closed_loop --var /tmp/loop  # keep the run's folder
 
 It runs `orchestration.live.LiveRunner` (what `pinrec-ops live` runs) in a temporary folder with its
